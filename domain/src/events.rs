@@ -1,0 +1,344 @@
+//! The events of the log: what happened, in the past tense.
+//!
+//! Job-level events live in the stream `job-<id>`, task events in `task-<id>`. Every event is
+//! self-describing: it carries its `job_id` (and a task event its `task_id` and `index`), so a
+//! reader of the whole log never needs another lookup to route it. The payload structs'
+//! serialized forms are the stored format: a change to a field is a new schema version with an
+//! upcast in [`crate::codec`], never an edit in place.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::ids::{JobId, StreamRef, TaskId};
+use crate::split::Split;
+
+/// A job was accepted. First event of `job-<id>`; the job is PENDING.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSubmitted {
+    /// The job.
+    pub job_id: JobId,
+    /// Which handler runs its tasks. May be empty (the original allowed it).
+    pub job_type: String,
+    /// How it becomes tasks.
+    pub split: Split,
+    /// Parameters given to every task (an empty object when none were given).
+    pub parameters: Map<String, Value>,
+    /// Attempts each task gets before it is FAILED (>= 1).
+    pub max_attempts: u32,
+    /// How long one attempt may run.
+    pub timeout_seconds: u32,
+    /// `split.task_count()`, denormalized for readers.
+    pub total_tasks: u32,
+    /// When it was accepted.
+    pub submitted_at: DateTime<Utc>,
+}
+
+/// Tasks `from_index..to_index` (end exclusive) were created: one per expansion chunk, in the
+/// job stream, appended with an expected version together with the chunk's `TaskEnqueued`
+/// events. It is what makes expansion resumable and duplicate-free. `to_index == total_tasks`
+/// means expansion is done (the job is ENQUEUED), otherwise it is CREATING_TASKS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TasksCreated {
+    /// The job.
+    pub job_id: JobId,
+    /// First index of the chunk.
+    pub from_index: u32,
+    /// One past the last index of the chunk.
+    pub to_index: u32,
+    /// When the chunk was created.
+    pub at: DateTime<Utc>,
+}
+
+/// Every task of the job completed. The job is COMPLETED, for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCompleted {
+    /// The job.
+    pub job_id: JobId,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Every task of the job is terminal and `failed_tasks` of them FAILED. The job is FAILED
+/// (a later [`JobRetryRequested`] can bring it back to RUNNING).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFailed {
+    /// The job.
+    pub job_id: JobId,
+    /// How many tasks FAILED.
+    pub failed_tasks: u32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The job was cancelled: no further tasks are created and it never completes or fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCancelled {
+    /// The job.
+    pub job_id: JobId,
+    /// Why, as given by the user.
+    pub reason: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A user asked to retry the job's `tasks` failed tasks; each gets a manual
+/// [`TaskRetryScheduled`] in its own stream. A FAILED or ENQUEUED job is RUNNING again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRetryRequested {
+    /// The job.
+    pub job_id: JobId,
+    /// How many failed tasks are retried.
+    pub tasks: u32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A task exists and is ready to be sent to the queue: first event of `task-<id>`, status
+/// ENQUEUED. It carries everything a worker needs, so the outbox relay builds the queue message
+/// from it alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEnqueued {
+    /// Its job.
+    pub job_id: JobId,
+    /// The task (`TaskId::for_task(job_id, index)` for tasks Shoal created).
+    pub task_id: TaskId,
+    /// Its position in the job, from 0.
+    pub index: u32,
+    /// The job's type: which handler runs it.
+    pub job_type: String,
+    /// The task's parameters: the job's parameters, plus its `"items"` batch for item splits.
+    pub input: Value,
+    /// The first attempt's number (always 1).
+    pub attempt: u32,
+    /// Attempts the task gets.
+    pub max_attempts: u32,
+    /// How long one attempt may run.
+    pub timeout_seconds: u32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A worker started `attempt` of the task: RUNNING. Only one `TaskStarted` per attempt exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStarted {
+    /// Its job.
+    pub job_id: JobId,
+    /// The task.
+    pub task_id: TaskId,
+    /// Its position in the job.
+    pub index: u32,
+    /// The attempt that started (1 = first).
+    pub attempt: u32,
+    /// Who runs it (worker id).
+    pub worker: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// `attempt` succeeded: COMPLETED, for good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCompleted {
+    /// Its job.
+    pub job_id: JobId,
+    /// The task.
+    pub task_id: TaskId,
+    /// Its position in the job.
+    pub index: u32,
+    /// The attempt that succeeded.
+    pub attempt: u32,
+    /// What the handler returned.
+    pub result: Option<Value>,
+    /// How long the attempt ran.
+    pub duration_ms: u64,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// `attempt` failed. `final_failure`: the task is FAILED; otherwise it is RETRYING and a
+/// [`TaskRetryScheduled`] follows in the same append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailed {
+    /// Its job.
+    pub job_id: JobId,
+    /// The task.
+    pub task_id: TaskId,
+    /// Its position in the job.
+    pub index: u32,
+    /// The attempt that failed.
+    pub attempt: u32,
+    /// What went wrong.
+    pub error: String,
+    /// True: status FAILED. False: a retry follows.
+    pub final_failure: bool,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Attempt `attempt` (the new number) will run no earlier than `not_before`: RETRYING.
+/// `manual`: a user retried a FAILED task, which gets a fresh budget of `max_attempts`;
+/// otherwise it follows a non-final [`TaskFailed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRetryScheduled {
+    /// Its job.
+    pub job_id: JobId,
+    /// The task.
+    pub task_id: TaskId,
+    /// Its position in the job.
+    pub index: u32,
+    /// The number of the attempt to come.
+    pub attempt: u32,
+    /// Earliest start of that attempt (the backoff).
+    pub not_before: DateTime<Utc>,
+    /// Asked for by a user, rather than an automatic retry.
+    pub manual: bool,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The FAILED task's message went to the dead-letter queue. The status stays FAILED.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDeadLettered {
+    /// Its job.
+    pub job_id: JobId,
+    /// The task.
+    pub task_id: TaskId,
+    /// Its position in the job.
+    pub index: u32,
+    /// The attempt that failed last.
+    pub attempt: u32,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Every event of the log. The variant name is the stored event type (see
+/// [`Event::event_type`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// See [`JobSubmitted`].
+    JobSubmitted(JobSubmitted),
+    /// See [`TasksCreated`].
+    TasksCreated(TasksCreated),
+    /// See [`JobCompleted`].
+    JobCompleted(JobCompleted),
+    /// See [`JobFailed`].
+    JobFailed(JobFailed),
+    /// See [`JobCancelled`].
+    JobCancelled(JobCancelled),
+    /// See [`JobRetryRequested`].
+    JobRetryRequested(JobRetryRequested),
+    /// See [`TaskEnqueued`].
+    TaskEnqueued(TaskEnqueued),
+    /// See [`TaskStarted`].
+    TaskStarted(TaskStarted),
+    /// See [`TaskCompleted`].
+    TaskCompleted(TaskCompleted),
+    /// See [`TaskFailed`].
+    TaskFailed(TaskFailed),
+    /// See [`TaskRetryScheduled`].
+    TaskRetryScheduled(TaskRetryScheduled),
+    /// See [`TaskDeadLettered`].
+    TaskDeadLettered(TaskDeadLettered),
+}
+
+impl Event {
+    /// The job this event belongs to.
+    pub fn job_id(&self) -> JobId {
+        match self {
+            Self::JobSubmitted(e) => e.job_id,
+            Self::TasksCreated(e) => e.job_id,
+            Self::JobCompleted(e) => e.job_id,
+            Self::JobFailed(e) => e.job_id,
+            Self::JobCancelled(e) => e.job_id,
+            Self::JobRetryRequested(e) => e.job_id,
+            Self::TaskEnqueued(e) => e.job_id,
+            Self::TaskStarted(e) => e.job_id,
+            Self::TaskCompleted(e) => e.job_id,
+            Self::TaskFailed(e) => e.job_id,
+            Self::TaskRetryScheduled(e) => e.job_id,
+            Self::TaskDeadLettered(e) => e.job_id,
+        }
+    }
+
+    /// The task and its index, for task events; `None` for job events.
+    pub fn task(&self) -> Option<(TaskId, u32)> {
+        match self {
+            Self::JobSubmitted(_)
+            | Self::TasksCreated(_)
+            | Self::JobCompleted(_)
+            | Self::JobFailed(_)
+            | Self::JobCancelled(_)
+            | Self::JobRetryRequested(_) => None,
+            Self::TaskEnqueued(e) => Some((e.task_id, e.index)),
+            Self::TaskStarted(e) => Some((e.task_id, e.index)),
+            Self::TaskCompleted(e) => Some((e.task_id, e.index)),
+            Self::TaskFailed(e) => Some((e.task_id, e.index)),
+            Self::TaskRetryScheduled(e) => Some((e.task_id, e.index)),
+            Self::TaskDeadLettered(e) => Some((e.task_id, e.index)),
+        }
+    }
+
+    /// The task this event belongs to, for task events.
+    pub fn task_id(&self) -> Option<TaskId> {
+        self.task().map(|(id, _)| id)
+    }
+
+    /// The stream the event is appended to.
+    pub fn stream(&self) -> StreamRef {
+        match self.task_id() {
+            Some(task_id) => StreamRef::Task(task_id),
+            None => StreamRef::Job(self.job_id()),
+        }
+    }
+
+    /// The stream id the event is appended to: `job-<id>` or `task-<id>`.
+    pub fn stream_id(&self) -> String {
+        self.stream().stream_id()
+    }
+
+    /// When it happened, by the clock of whoever decided it (`submitted_at` for
+    /// `JobSubmitted`). The log's own recorded time may differ slightly.
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Self::JobSubmitted(e) => e.submitted_at,
+            Self::TasksCreated(e) => e.at,
+            Self::JobCompleted(e) => e.at,
+            Self::JobFailed(e) => e.at,
+            Self::JobCancelled(e) => e.at,
+            Self::JobRetryRequested(e) => e.at,
+            Self::TaskEnqueued(e) => e.at,
+            Self::TaskStarted(e) => e.at,
+            Self::TaskCompleted(e) => e.at,
+            Self::TaskFailed(e) => e.at,
+            Self::TaskRetryScheduled(e) => e.at,
+            Self::TaskDeadLettered(e) => e.at,
+        }
+    }
+}
+
+macro_rules! impl_from_payload {
+    ($($name:ident),* $(,)?) => {
+        $(impl From<$name> for Event {
+            fn from(e: $name) -> Self {
+                Self::$name(e)
+            }
+        })*
+    };
+}
+
+impl_from_payload!(
+    JobSubmitted,
+    TasksCreated,
+    JobCompleted,
+    JobFailed,
+    JobCancelled,
+    JobRetryRequested,
+    TaskEnqueued,
+    TaskStarted,
+    TaskCompleted,
+    TaskFailed,
+    TaskRetryScheduled,
+    TaskDeadLettered,
+);

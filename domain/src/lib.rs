@@ -1,0 +1,46 @@
+//! Shoal's domain model: ids, events, commands, the job and task state machines, splitting,
+//! limits and progress counting.
+//!
+//! Everything here is pure and synchronous. Aggregates follow
+//! `decide(&State, Command) -> Result<Vec<Event>, Rejection>` and
+//! `evolve(State, &Event) -> State`; time and randomness come in through commands (`now`,
+//! `jitter`), so the same inputs always give the same events.
+//!
+//! This crate must never do IO: no files, network, database, clock reads in decisions, async
+//! runtime or logging. It depends on no IO crate. Loading streams, appending events, queues and
+//! HTTP belong to `infra` and the role crates, which call into this one.
+//!
+//! Map of the crate:
+//! - [`ids`]: `JobId`, `TaskId`, stream ids.
+//! - [`events`]: the [`Event`] enum and its payloads; [`codec`]: their stored form and upcasts.
+//! - [`split`], [`limits`]: how a job becomes tasks, and what a submission may ask for.
+//! - [`job`], [`task`]: the two aggregates; [`aggregate`]: the trait they share.
+//! - [`progress`]: counts of a job's tasks by status, from task events alone.
+//! - [`rejection`]: why a command was refused; [`backoff`]: retry delays.
+
+pub mod aggregate;
+pub mod backoff;
+pub mod codec;
+pub mod events;
+pub mod ids;
+pub mod job;
+pub mod limits;
+pub mod progress;
+pub mod rejection;
+pub mod split;
+pub mod task;
+
+#[cfg(test)]
+mod testing;
+
+pub use aggregate::{Aggregate, JobAggregate, TaskAggregate};
+pub use backoff::retry_backoff;
+pub use codec::{DecodeError, EncodedEvent};
+pub use events::Event;
+pub use ids::{JobId, ParseIdError, StreamRef, TaskId};
+pub use job::{JobCommand, JobState, JobStatus, SubmitJob, UnknownStatus, decide_job, evolve_job};
+pub use limits::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_SECONDS, Limits};
+pub use progress::{JobProgress, Outcome, ProgressDelta};
+pub use rejection::Rejection;
+pub use split::Split;
+pub use task::{FIRST_ATTEMPT, TaskCommand, TaskState, TaskStatus, decide_task, evolve_task};

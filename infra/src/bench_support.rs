@@ -1,0 +1,133 @@
+//! Databases for benchmarks: a fresh, migrated Postgres database per run, and the `pgbench`
+//! baseline that every benchmark is reported against.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use std::str::FromStr;
+
+/// A database created for one benchmark run on a Postgres server, dropped by [`Self::drop`].
+#[derive(Debug)]
+pub struct BenchDatabase {
+    server: PgConnectOptions,
+    name: String,
+    pool: PgPool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchDbError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("pgbench failed: {0}")]
+    Pgbench(String),
+}
+
+impl BenchDatabase {
+    /// Creates `<prefix>_<unix time>` on the server at `server_url` and migrates it.
+    pub async fn create(server_url: &str, prefix: &str) -> Result<Self, BenchDbError> {
+        let server =
+            PgConnectOptions::from_str(server_url)?.log_statements(tracing::log::LevelFilter::Off);
+        let name = format!(
+            "{prefix}_{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis()
+        );
+        let mut admin = sqlx::PgConnection::connect_with(&server).await?;
+        // Identifiers cannot be bound; the name is built above from a fixed prefix and digits.
+        debug_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(server.clone().database(&name))
+            .await?;
+        crate::db::POSTGRES_MIGRATOR.run(&pool).await?;
+        Ok(Self { server, name, pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The table of the baseline: single-row inserts of a JSON payload with a sequence key,
+    /// the shape of one event without any of the log's guarantees.
+    pub async fn create_baseline_table(&self) -> Result<(), BenchDbError> {
+        sqlx::query(
+            "CREATE TABLE pgbench_baseline (id BIGSERIAL PRIMARY KEY, payload JSONB NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Runs `pgbench` with `clients` clients for `seconds`, each transaction one single-row
+    /// INSERT into the baseline table; returns transactions per second.
+    pub async fn pgbench_insert_tps(
+        &self,
+        clients: usize,
+        seconds: u64,
+    ) -> Result<f64, BenchDbError> {
+        let script = std::env::temp_dir().join(format!("{}_insert.sql", self.name));
+        std::fs::write(
+            &script,
+            "INSERT INTO pgbench_baseline (payload) VALUES ('{\"type\":\"TaskCompleted\",\"attempt\":1,\"result\":{\"ok\":true},\"duration_ms\":12}');\n",
+        )
+        .map_err(|e| BenchDbError::Pgbench(e.to_string()))?;
+        let output = tokio::process::Command::new("pgbench")
+            .arg("-n")
+            .args(["-M", "prepared"])
+            .args(["-c", &clients.to_string()])
+            .args(["-j", &clients.min(2).to_string()])
+            .args(["-T", &seconds.to_string()])
+            .arg("-f")
+            .arg(&script)
+            .args(["-h", self.server.get_host()])
+            .args(["-p", &self.server.get_port().to_string()])
+            .args(["-U", self.server.get_username()])
+            .arg(&self.name)
+            .output()
+            .await
+            .map_err(|e| BenchDbError::Pgbench(e.to_string()))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            return Err(BenchDbError::Pgbench(format!(
+                "{}{}",
+                stdout,
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        stdout
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("tps = ")
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|n| n.parse::<f64>().ok())
+            })
+            .ok_or_else(|| BenchDbError::Pgbench(format!("no tps line in: {stdout}")))
+    }
+
+    /// Drops the database.
+    pub async fn drop(self) -> Result<(), BenchDbError> {
+        self.pool.close().await;
+        let mut admin = sqlx::PgConnection::connect_with(&self.server).await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! Connecting to the database named by a URL, and running the embedded migrations.
+//!
+//! `postgres://` or `postgresql://` selects Postgres; `sqlite:` selects SQLite (a file in WAL
+//! mode, created if missing; `sqlite::memory:` for a throwaway database).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::eventlog::{EventLog, PostgresEventLog, SqliteEventLog};
+
+/// The Postgres schema, embedded at compile time.
+pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The SQLite schema, embedded at compile time.
+pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// What went wrong while connecting or migrating.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL names no supported database. A configuration error: fix the URL.
+    #[error("unsupported database URL {0}: expected postgres://, postgresql:// or sqlite:")]
+    UnsupportedUrl(String),
+    /// The database could not be reached or configured. Check that it runs and the URL's
+    /// credentials; retrying later may help.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed, or the database has migrations this binary does not know (it is
+    /// older than the schema). Do not start.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A database URL, by backend. Its `Debug` and `Display` hide the password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Postgres(String),
+    Sqlite(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<Self, DbError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseUrl::Postgres(url.to_owned()))
+        } else if url.starts_with("sqlite:") {
+            Ok(DatabaseUrl::Sqlite(url.to_owned()))
+        } else {
+            Err(DbError::UnsupportedUrl(redact(url)))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            DatabaseUrl::Postgres(url) | DatabaseUrl::Sqlite(url) => url,
+        }
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = DbError;
+
+    fn from_str(url: &str) -> Result<Self, DbError> {
+        DatabaseUrl::parse(url)
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(self.as_str()))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backend = match self {
+            DatabaseUrl::Postgres(_) => "Postgres",
+            DatabaseUrl::Sqlite(_) => "Sqlite",
+        };
+        f.debug_tuple(backend)
+            .field(&redact(self.as_str()))
+            .finish()
+    }
+}
+
+/// `scheme://user:password@host/...` with the password replaced.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Pool sizing and timeouts.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Most connections the pool opens (SQLite in-memory databases always use one).
+    pub max_connections: u32,
+    /// How long to wait for a free connection before failing.
+    pub acquire_timeout: Duration,
+    /// SQLite: how long a write waits for another process's write to finish.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            sqlite_busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A connection pool to one of the supported databases.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Database {
+    /// Connects with default pool settings.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        Database::connect_with(&DatabaseUrl::parse(url)?, &PoolSettings::default()).await
+    }
+
+    pub async fn connect_with(url: &DatabaseUrl, settings: &PoolSettings) -> Result<Self, DbError> {
+        match url {
+            DatabaseUrl::Postgres(url) => PgPoolOptions::new()
+                .max_connections(settings.max_connections)
+                .acquire_timeout(settings.acquire_timeout)
+                .connect(url)
+                .await
+                .map(Database::Postgres)
+                .map_err(DbError::Connect),
+            DatabaseUrl::Sqlite(url) => {
+                let options = sqlite_options(url, settings.sqlite_busy_timeout)?;
+                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                let pool = if in_memory {
+                    // The database lives as long as a connection to it: keep exactly one.
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                } else {
+                    SqlitePoolOptions::new().max_connections(settings.max_connections)
+                };
+                pool.acquire_timeout(settings.acquire_timeout)
+                    .connect_with(options)
+                    .await
+                    .map(Database::Sqlite)
+                    .map_err(DbError::Connect)
+            }
+        }
+    }
+
+    /// Applies the migrations this binary embeds that the database lacks.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match self {
+            Database::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+            Database::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The event log on this database. Call it once and clone the result: clones share the
+    /// commit signal that wakes subscriptions (and, on SQLite, the write lock).
+    pub fn event_log(&self) -> Arc<dyn EventLog> {
+        match self {
+            Database::Postgres(pool) => Arc::new(PostgresEventLog::new(pool.clone())),
+            Database::Sqlite(pool) => Arc::new(SqliteEventLog::new(pool.clone())),
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        match self {
+            Database::Postgres(pool) => pool.close().await,
+            Database::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+/// Connects to `url` and applies the migrations; returns the connected database.
+pub async fn migrate(url: &str) -> Result<Database, DbError> {
+    let database = Database::connect(url).await?;
+    database.migrate().await?;
+    Ok(database)
+}
+
+/// The connection settings every SQLite connection of Shoal uses: WAL (readers never block
+/// the writer), created if missing, a busy timeout for writers from other processes, foreign
+/// keys enforced, and `synchronous = FULL` (a commit survives a power loss, not only a crash).
+///
+/// Write transactions on these connections should start with `BEGIN IMMEDIATE` (sqlx:
+/// `pool.begin_with("BEGIN IMMEDIATE")`), so that they wait for the write lock instead of
+/// failing with `SQLITE_BUSY` when they upgrade from reading.
+pub fn sqlite_options(url: &str, busy_timeout: Duration) -> Result<SqliteConnectOptions, DbError> {
+    Ok(SqliteConnectOptions::from_str(url)
+        .map_err(DbError::Connect)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(busy_timeout)
+        .foreign_keys(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_by_scheme() {
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u@h/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert!(matches!(
+            DatabaseUrl::parse("postgresql://u@h/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert!(matches!(
+            DatabaseUrl::parse("sqlite:shoal.db"),
+            Ok(DatabaseUrl::Sqlite(_))
+        ));
+        assert!(matches!(
+            DatabaseUrl::parse("mysql://u@h/db"),
+            Err(DbError::UnsupportedUrl(_))
+        ));
+    }
+
+    #[test]
+    fn hides_passwords() {
+        let url = DatabaseUrl::parse("postgres://shoal:s3cret@db:5432/shoal").unwrap();
+        assert_eq!(url.to_string(), "postgres://shoal:***@db:5432/shoal");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        let err = DatabaseUrl::parse("mysql://root:s3cret@db/x").unwrap_err();
+        assert!(!err.to_string().contains("s3cret"));
+    }
+}

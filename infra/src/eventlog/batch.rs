@@ -1,0 +1,298 @@
+//! Validating an [`AppendBatch`] and laying it out for one insert statement; shared by both
+//! backends so they accept and reject exactly the same input.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::{AppendBatch, LogError, LogResult};
+
+/// Longest stream id, event type, idempotency key or checkpoint name, in bytes. Keeps index
+/// entries small (Postgres rejects B-tree entries above ~2.7 kB with a database error, which
+/// would wrongly look retryable).
+pub(crate) const MAX_NAME_BYTES: usize = 512;
+
+/// A validated batch, one entry per event in input order (the columns of the insert).
+#[derive(Debug, Default)]
+pub(crate) struct PreparedBatch {
+    pub stream_ids: Vec<String>,
+    pub versions: Vec<i64>,
+    /// The expected version of the event's stream, repeated on each of its events.
+    pub expected: Vec<i64>,
+    pub event_types: Vec<String>,
+    pub schema_versions: Vec<i32>,
+    pub data: Vec<Value>,
+    pub metadata: Vec<Value>,
+    /// Per stream, in input order: index of its first event, number of events, expected version.
+    streams: Vec<(usize, usize, i64)>,
+}
+
+impl PreparedBatch {
+    pub fn len(&self) -> usize {
+        self.stream_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stream_ids.is_empty()
+    }
+
+    /// The conflict to report for the whole batch when the database cannot say which stream
+    /// conflicted (a deadlock between two overlapping appends).
+    pub fn first_stream_conflict(&self) -> LogError {
+        match self.streams.first() {
+            Some(&(first, _, expected)) => LogError::Conflict {
+                stream_id: self.stream_ids[first].clone(),
+                expected,
+            },
+            None => LogError::Invalid("conflict on an empty batch".into()),
+        }
+    }
+
+    /// Lays the rows the insert returned, as `(stream_id, stream_version, position)`, out in
+    /// input order. If a stream's events are missing (its version was taken, or its expected
+    /// version does not exist), that is the stream's `Conflict`: the caller must roll back.
+    pub fn positions_in_input_order(
+        &self,
+        inserted: impl IntoIterator<Item = (String, i64, i64)>,
+    ) -> LogResult<Vec<i64>> {
+        let index: HashMap<&str, usize> = self
+            .streams
+            .iter()
+            .map(|&(first, _, _)| (self.stream_ids[first].as_str(), first))
+            .collect();
+        let mut positions = vec![None; self.len()];
+        for (stream_id, version, position) in inserted {
+            let Some(&first) = index.get(stream_id.as_str()) else {
+                continue;
+            };
+            let offset = version - self.versions[first];
+            if let Some(slot) = usize::try_from(offset)
+                .ok()
+                .map(|offset| first + offset)
+                .filter(|&i| i < self.len() && self.stream_ids[i] == stream_id)
+            {
+                positions[slot] = Some(position);
+            }
+        }
+        if let Some(&(first, _, expected)) = self
+            .streams
+            .iter()
+            .find(|&&(first, len, _)| positions[first..first + len].iter().any(Option::is_none))
+        {
+            return Err(LogError::Conflict {
+                stream_id: self.stream_ids[first].clone(),
+                expected,
+            });
+        }
+        Ok(positions
+            .into_iter()
+            .map(|p| p.unwrap_or_default())
+            .collect())
+    }
+}
+
+/// Checks a batch and lays it out; `Invalid` if it is malformed (nothing is written then).
+pub(crate) fn prepare(batch: &AppendBatch) -> LogResult<PreparedBatch> {
+    if let Some(key) = &batch.idempotency_key {
+        check_name("idempotency key", key)?;
+    }
+    if let Some(checkpoint) = &batch.checkpoint {
+        check_name("checkpoint name", &checkpoint.name)?;
+    }
+    let mut prepared = PreparedBatch::default();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for stream in &batch.streams {
+        check_name("stream id", &stream.stream_id)?;
+        if !seen.insert(&stream.stream_id) {
+            return Err(LogError::Invalid(format!(
+                "stream {:?} appears more than once in one append; merge its events",
+                stream.stream_id
+            )));
+        }
+        if stream.events.is_empty() {
+            return Err(LogError::Invalid(format!(
+                "stream {:?} has no events to append",
+                stream.stream_id
+            )));
+        }
+        let expected = stream.expected.as_i64();
+        if expected < 0 {
+            return Err(LogError::Invalid(format!(
+                "stream {:?}: expected version {expected} is negative",
+                stream.stream_id
+            )));
+        }
+        prepared
+            .streams
+            .push((prepared.len(), stream.events.len(), expected));
+        for (i, event) in stream.events.iter().enumerate() {
+            check_name("event type", &event.event_type)?;
+            if event.schema_version < 1 {
+                return Err(LogError::Invalid(format!(
+                    "event {:?}: schema version {} is below 1",
+                    event.event_type, event.schema_version
+                )));
+            }
+            let version = i64::try_from(i)
+                .ok()
+                .and_then(|i| expected.checked_add(i)?.checked_add(1))
+                .ok_or_else(|| LogError::Invalid("stream version overflows".into()))?;
+            let mut metadata = match &event.metadata {
+                Value::Null => Value::Object(Default::default()),
+                Value::Object(_) => event.metadata.clone(),
+                _ => {
+                    return Err(LogError::Invalid(format!(
+                        "event {:?}: metadata must be a JSON object",
+                        event.event_type
+                    )));
+                }
+            };
+            if let (Some(key), Value::Object(map)) = (&batch.idempotency_key, &mut metadata) {
+                map.insert("idempotency_key".into(), Value::String(key.clone()));
+            }
+            if contains_nul(&event.data) || contains_nul(&metadata) {
+                return Err(LogError::Invalid(format!(
+                    "event {:?}: JSON strings must not contain NUL characters",
+                    event.event_type
+                )));
+            }
+            prepared.stream_ids.push(stream.stream_id.clone());
+            prepared.versions.push(version);
+            prepared.expected.push(expected);
+            prepared.event_types.push(event.event_type.clone());
+            prepared.schema_versions.push(event.schema_version);
+            prepared.data.push(event.data.clone());
+            prepared.metadata.push(metadata);
+        }
+    }
+    Ok(prepared)
+}
+
+/// Checks a name used as a key (stream id, checkpoint name, ...).
+pub(crate) fn check_name(what: &str, name: &str) -> LogResult<()> {
+    if name.is_empty() {
+        return Err(LogError::Invalid(format!("{what} is empty")));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(LogError::Invalid(format!(
+            "{what} is longer than {MAX_NAME_BYTES} bytes"
+        )));
+    }
+    if name.contains('\0') {
+        return Err(LogError::Invalid(format!(
+            "{what} contains a NUL character"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a read limit.
+pub(crate) fn check_limit(limit: i64) -> LogResult<()> {
+    if limit < 1 {
+        return Err(LogError::Invalid(format!(
+            "read limit must be at least 1, got {limit}"
+        )));
+    }
+    Ok(())
+}
+
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::eventlog::{ExpectedVersion, NewEvent, StreamAppend};
+
+    fn event(event_type: &str) -> NewEvent {
+        NewEvent {
+            event_type: event_type.into(),
+            schema_version: 1,
+            data: json!({}),
+            metadata: Value::Null,
+        }
+    }
+
+    fn batch(streams: Vec<(&str, ExpectedVersion, usize)>) -> AppendBatch {
+        AppendBatch {
+            streams: streams
+                .into_iter()
+                .map(|(id, expected, n)| StreamAppend {
+                    stream_id: id.into(),
+                    expected,
+                    events: (0..n).map(|_| event("Happened")).collect(),
+                })
+                .collect(),
+            idempotency_key: Some("k".into()),
+            checkpoint: None,
+        }
+    }
+
+    #[test]
+    fn assigns_versions_after_the_expected_one_and_stamps_the_key() {
+        let p = prepare(&batch(vec![
+            ("a", ExpectedVersion::Exact(3), 2),
+            ("b", ExpectedVersion::NoStream, 1),
+        ]))
+        .unwrap();
+        assert_eq!(p.stream_ids, ["a", "a", "b"]);
+        assert_eq!(p.versions, [4, 5, 1]);
+        assert_eq!(p.expected, [3, 3, 0]);
+        assert_eq!(p.metadata[2], json!({"idempotency_key": "k"}));
+    }
+
+    #[test]
+    fn maps_returned_rows_to_input_order_and_finds_the_conflicting_stream() {
+        let p = prepare(&batch(vec![
+            ("a", ExpectedVersion::Exact(3), 2),
+            ("b", ExpectedVersion::NoStream, 1),
+        ]))
+        .unwrap();
+        let rows = vec![
+            ("b".into(), 1, 10),
+            ("a".into(), 5, 12),
+            ("a".into(), 4, 11),
+        ];
+        assert_eq!(p.positions_in_input_order(rows).unwrap(), [11, 12, 10]);
+        let partial = vec![("a".into(), 4, 11), ("a".into(), 5, 12)];
+        match p.positions_in_input_order(partial) {
+            Err(LogError::Conflict {
+                stream_id,
+                expected,
+            }) => assert_eq!((stream_id.as_str(), expected), ("b", 0)),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_batches() {
+        let invalid = |b: AppendBatch| matches!(prepare(&b), Err(LogError::Invalid(_)));
+        assert!(invalid(batch(vec![("", ExpectedVersion::NoStream, 1)])));
+        assert!(invalid(batch(vec![("a", ExpectedVersion::NoStream, 0)])));
+        assert!(invalid(batch(vec![("a", ExpectedVersion::Exact(-1), 1)])));
+        assert!(invalid(batch(vec![
+            ("a", ExpectedVersion::NoStream, 1),
+            ("a", ExpectedVersion::Exact(1), 1),
+        ])));
+        let mut b = batch(vec![("a", ExpectedVersion::NoStream, 1)]);
+        b.streams[0].events[0].metadata = json!([1]);
+        assert!(invalid(b));
+        let mut b = batch(vec![("a", ExpectedVersion::NoStream, 1)]);
+        b.streams[0].events[0].data = json!({"x": "nul\u{0}"});
+        assert!(invalid(b));
+        let mut b = batch(vec![("a", ExpectedVersion::NoStream, 1)]);
+        b.streams[0].events[0].schema_version = 0;
+        assert!(invalid(b));
+        let mut b = batch(vec![("a", ExpectedVersion::NoStream, 1)]);
+        b.idempotency_key = Some(String::new());
+        assert!(invalid(b));
+    }
+}

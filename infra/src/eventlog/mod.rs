@@ -1,0 +1,257 @@
+//! The append-only event log: one trait, a Postgres and a SQLite implementation.
+//!
+//! The log stores raw events (type string, schema version, JSON data and metadata) grouped into
+//! streams (`job-<id>`, `task-<id>`). It knows nothing of the domain's event types: the domain
+//! encodes and decodes (and upcasts) them, see `shoal_domain::codec`.
+//!
+//! Guarantees every implementation keeps (and the shared test suite in `tests/` checks):
+//! - an append names the version each stream is expected to be at; a mismatch is
+//!   [`LogError::Conflict`] and nothing of that append is written;
+//! - an append with an idempotency key that was already used writes nothing and returns the
+//!   first append's result (`replayed: true`);
+//! - reading from a [`LogPosition`] returns every committed event exactly once, in one stable
+//!   order, even while other transactions are committing concurrently (gap-free).
+
+mod batch;
+mod postgres;
+mod sqlite;
+mod subscription;
+
+pub use postgres::{PostgresEventLog, load_checkpoint_pg, save_checkpoint_pg};
+pub use sqlite::{SqliteEventLog, SqliteWriteTx, load_checkpoint_sqlite, save_checkpoint_sqlite};
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use serde_json::Value;
+
+/// A place in the log's read order. Ordered; [`LogPosition::START`] is before every event.
+///
+/// On Postgres, `commit` is the id of the transaction that wrote the event (`xid8`) and
+/// `position` the event's sequence number: events are read in `(commit, position)` order, and
+/// only below the oldest transaction still running, which is what makes reading gap-free (see
+/// `docs/adr/0002-gap-free-reading.md`). On SQLite there is one writer at a time, so `commit`
+/// equals `position`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct LogPosition {
+    pub commit: i64,
+    pub position: i64,
+}
+
+impl LogPosition {
+    pub const START: LogPosition = LogPosition {
+        commit: 0,
+        position: 0,
+    };
+}
+
+/// The version a stream must be at for an append to succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have exactly this version (versions start at 1;
+    /// `Exact(0)` means the same as `NoStream`, a negative version is `Invalid`).
+    Exact(i64),
+}
+
+impl ExpectedVersion {
+    pub fn as_i64(self) -> i64 {
+        match self {
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Exact(v) => v,
+        }
+    }
+}
+
+/// An event to append.
+///
+/// `schema_version` starts at 1. `metadata` must be a JSON object (`Null` is stored as `{}`);
+/// the log adds `"idempotency_key"` to it when the append has one. Strings must not contain
+/// NUL characters (Postgres cannot store them); both are `Invalid` otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: Value,
+    pub metadata: Value,
+}
+
+/// Events to append to one stream, which must be at `expected` version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    pub stream_id: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// A named consumer's checkpoint to save in the same transaction as an append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointUpdate {
+    pub name: String,
+    pub position: LogPosition,
+}
+
+/// One atomic append: events across any number of streams, all or nothing.
+///
+/// Each stream appears at most once (merge a stream's events into one [`StreamAppend`]), and has
+/// at least one event. Readers see the events of one append in the order given.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AppendBatch {
+    pub streams: Vec<StreamAppend>,
+    /// A key chosen by the client; a second append with the same key writes nothing and
+    /// returns the first result. Only a committed append uses the key up: after a `Conflict`
+    /// the same key can be retried. The log does not compare the second batch to the first.
+    pub idempotency_key: Option<String>,
+    /// Saved in the same transaction, so a consumer that appends (the orchestrator) moves its
+    /// checkpoint exactly when its output is committed.
+    pub checkpoint: Option<CheckpointUpdate>,
+}
+
+/// What an append wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct AppendOutcome {
+    /// The sequence number of each appended event, in the order they were given.
+    pub positions: Vec<i64>,
+    /// True when the idempotency key had been used before and nothing was written now.
+    pub replayed: bool,
+}
+
+/// What an append inside the caller's own transaction wrote (`append_in_tx` of a backend).
+/// After the caller commits, pass it to the backend's `committed` so subscribers wake at once
+/// instead of at their next poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "pass it to `committed` after the transaction commits"]
+pub struct TxAppend {
+    pub outcome: AppendOutcome,
+    /// The `LogPosition::commit` of the appended events; `None` when nothing was written.
+    pub(crate) commit: Option<i64>,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub log_position: LogPosition,
+    pub stream_id: String,
+    pub stream_version: i64,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// What went wrong, and what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A stream was not at the expected version: someone else appended first. Nothing was
+    /// written. Re-read the stream, decide again, and retry; never a server error.
+    /// (On Postgres, two concurrent appends that touch the same streams in opposite orders can
+    /// deadlock; the one the database aborts also gets `Conflict`, naming its first stream.)
+    #[error("conflict on stream {stream_id}: expected version {expected}")]
+    Conflict { stream_id: String, expected: i64 },
+    /// The append was malformed (for example an empty stream id); nothing was written.
+    /// A programming error: do not retry.
+    #[error("invalid append: {0}")]
+    Invalid(String),
+    /// The database failed; the append may or may not have committed. Retry with the same
+    /// idempotency key to be safe.
+    #[error("event log database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+pub type LogResult<T> = Result<T, LogError>;
+
+/// How often a subscription polls when no commit signal arrives.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A live stream of events, in log order, from a position on.
+pub type EventStream = Pin<Box<dyn Stream<Item = LogResult<RecordedEvent>> + Send>>;
+
+/// The event log. Implementations are cheap to clone and share a connection pool.
+#[async_trait::async_trait]
+pub trait EventLog: Send + Sync + std::fmt::Debug {
+    /// Appends atomically (one transaction, one insert statement for all events).
+    /// Returns each event's sequence number. `Err(Conflict)` means nothing was written.
+    async fn append(&self, batch: AppendBatch) -> LogResult<AppendOutcome>;
+
+    /// Reads at most `limit` (>= 1) events after `after`, in log order. An empty result means
+    /// the reader is caught up with what is safely visible now. What is visible may lag a
+    /// commit briefly: on Postgres, readers stay below the oldest transaction still running on
+    /// the cluster, so that nothing can later appear behind them.
+    async fn read_all(&self, after: LogPosition, limit: i64) -> LogResult<Vec<RecordedEvent>>;
+
+    /// Reads one stream's events with a version greater than `after_version`, in version order.
+    /// Sees every committed event of the stream at once (no lag, unlike `read_all`): this is
+    /// the read to decide on before an append at the stream's version.
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+    ) -> LogResult<Vec<RecordedEvent>>;
+
+    /// The position of the newest event visible to readers (`START` when the log is empty).
+    async fn head(&self) -> LogResult<LogPosition>;
+
+    /// A consumer's saved checkpoint (`START` when it has none).
+    async fn load_checkpoint(&self, name: &str) -> LogResult<LogPosition>;
+
+    /// Saves a consumer's checkpoint on its own (consumers that write other tables save it
+    /// in their own transaction: see [`save_checkpoint_pg`] and [`save_checkpoint_sqlite`]).
+    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> LogResult<()>;
+
+    /// Every event after `after`, then every new one as it is committed. Wakes on a commit
+    /// signal (LISTEN/NOTIFY on Postgres, in-process on SQLite) and also polls every
+    /// `poll_interval`, so a lost signal costs latency, never data.
+    ///
+    /// The stream never ends on its own: a database error is yielded as an `Err` item and
+    /// reading resumes from the same place after the poll interval. Drop it to stop.
+    fn subscribe(&self, after: LogPosition, batch_size: i64) -> EventStream;
+}
+
+/// A row of `events` as both backends select it (`commit_id` is the transaction id on
+/// Postgres and the position on SQLite).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct EventRow {
+    commit_id: i64,
+    position: i64,
+    stream_id: String,
+    stream_version: i64,
+    event_type: String,
+    schema_version: i32,
+    data: sqlx::types::Json<Value>,
+    metadata: sqlx::types::Json<Value>,
+    recorded_at: DateTime<Utc>,
+}
+
+impl From<EventRow> for RecordedEvent {
+    fn from(row: EventRow) -> Self {
+        RecordedEvent {
+            log_position: LogPosition {
+                commit: row.commit_id,
+                position: row.position,
+            },
+            stream_id: row.stream_id,
+            stream_version: row.stream_version,
+            event_type: row.event_type,
+            schema_version: row.schema_version,
+            data: row.data.0,
+            metadata: row.metadata.0,
+            recorded_at: row.recorded_at,
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The SQL queue's statements on SQLite.
+//!
+//! SQLite has one writer at a time. Writes of this queue take an in-process lock first, so
+//! that this process's receivers queue up in order instead of spinning in SQLite's busy handler;
+//! the claim runs in a `BEGIN IMMEDIATE` transaction (it dead-letters and claims in separate
+//! statements, as SQLite has no data-modifying CTEs). Times are integer milliseconds since the
+//! Unix epoch, read from this process's clock; ids are hyphenated UUID text. Batches go in as
+//! one JSON array parameter (`json_each`), the way Postgres takes arrays.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::Row;
+use sqlx::sqlite::SqlitePool;
+use tokio::sync::{Mutex, MutexGuard};
+use uuid::Uuid;
+
+use super::{ClaimOutcome, ClaimedRow, ExpiredRow, NewMessage, ReceiptRef, over_received_reason};
+use crate::queue::{DeadLetter, QueueDepth, QueueError, QueueResult};
+
+/// `?1`: a JSON array of `[job_id, task_id, attempt, body, delay_ms]`; `?2`: now. Rows get
+/// ids in input order; a (task, attempt) already queued is skipped. (`WHERE true` keeps
+/// `ON CONFLICT` from parsing as a join constraint.)
+const SEND: &str = "
+INSERT INTO task_queue (job_id, task_id, attempt, body, visible_at, enqueued_at)
+SELECT json_extract(m.value, '$[0]'), json_extract(m.value, '$[1]'),
+       json_extract(m.value, '$[2]'), json_extract(m.value, '$[3]'),
+       ?2 + json_extract(m.value, '$[4]'), ?2
+FROM json_each(?1) AS m
+WHERE true
+ORDER BY m.key
+ON CONFLICT (job_id, task_id, attempt) DO NOTHING";
+
+/// The first step of a claim: of the `?2` oldest visible rows, those already received `?3`
+/// times leave the queue (and go to the dead letters, by `INSERT_DEAD_LETTER`).
+const EXPIRE: &str = "
+DELETE FROM task_queue
+WHERE id IN (SELECT id FROM task_queue WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT ?2)
+  AND receive_count >= ?3
+RETURNING id, job_id, task_id, body, receive_count";
+
+/// The claim: up to `?3` of the oldest visible rows, hidden until `?2` with a new receipt.
+const CLAIM: &str = "
+UPDATE task_queue
+SET visible_at = ?2, receive_count = receive_count + 1, receipt = lower(hex(randomblob(16)))
+WHERE id IN (
+    SELECT id FROM task_queue
+    WHERE visible_at <= ?1 AND receive_count < ?4
+    ORDER BY visible_at, id
+    LIMIT ?3)
+RETURNING id, body, receive_count, receipt";
+
+const INSERT_DEAD_LETTER: &str = "
+INSERT INTO task_dead_letters (job_id, task_id, body, reason, receive_count, dead_lettered_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+const NEXT_VISIBLE: &str = "SELECT MIN(visible_at) FROM task_queue";
+
+/// `?1`: a JSON array of `[id, receipt]`.
+const EXTEND: &str = "
+UPDATE task_queue
+SET visible_at = ?2
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS receipt
+      FROM json_each(?1)) AS r
+WHERE task_queue.id = r.id AND task_queue.receipt = r.receipt";
+
+const RELEASE: &str = "
+UPDATE task_queue SET visible_at = ?3, receipt = NULL WHERE id = ?1 AND receipt = ?2";
+
+/// `?1`: a JSON array of `[id, receipt]`.
+const ACK: &str = "
+DELETE FROM task_queue
+WHERE (id, receipt) IN (
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1))";
+
+const TAKE_FOR_DEAD_LETTER: &str = "
+DELETE FROM task_queue WHERE id = ?1 AND receipt = ?2
+RETURNING job_id, task_id, body, receive_count";
+
+const PURGE_JOB: &str = "DELETE FROM task_queue WHERE job_id = ?1";
+
+const DEPTH: &str = "
+SELECT COALESCE(SUM(visible_at <= ?1), 0) AS visible,
+       COALESCE(SUM(visible_at > ?1 AND receipt IS NOT NULL), 0) AS in_flight,
+       COALESCE(SUM(visible_at > ?1 AND receipt IS NULL), 0) AS delayed,
+       (SELECT COUNT(*) FROM task_dead_letters) AS dead_lettered
+FROM task_queue";
+
+const DEAD_LETTERS: &str = "
+SELECT id, job_id, task_id, body, reason, dead_lettered_at
+FROM task_dead_letters
+ORDER BY id
+LIMIT ?1";
+
+const JOB_DEAD_LETTERS: &str = "
+SELECT id, job_id, task_id, body, reason, dead_lettered_at
+FROM task_dead_letters
+WHERE job_id = ?2
+ORDER BY id
+LIMIT ?1";
+
+/// `?1`: a JSON array of ids.
+const REMOVE_DEAD_LETTERS: &str = "
+DELETE FROM task_dead_letters WHERE id IN (SELECT value FROM json_each(?1))";
+
+#[derive(Debug, Clone)]
+pub(super) struct SqliteQueue {
+    pool: SqlitePool,
+    write_lock: Arc<Mutex<()>>,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn receipts_json(receipts: &[ReceiptRef<'_>]) -> String {
+    json!(
+        receipts
+            .iter()
+            .map(|r| json!([r.id, r.token]))
+            .collect::<Vec<_>>()
+    )
+    .to_string()
+}
+
+fn uuid_column(value: Option<String>) -> Option<Uuid> {
+    value.and_then(|v| Uuid::parse_str(&v).ok())
+}
+
+impl SqliteQueue {
+    pub(super) fn new(pool: SqlitePool) -> Self {
+        SqliteQueue {
+            pool,
+            write_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    async fn write_lock(&self) -> MutexGuard<'_, ()> {
+        self.write_lock.lock().await
+    }
+
+    pub(super) async fn send(&self, messages: &[NewMessage]) -> QueueResult<u64> {
+        let rows: Vec<_> = messages
+            .iter()
+            .map(|m| {
+                json!([
+                    m.job_id.to_string(),
+                    m.task_id.to_string(),
+                    m.attempt,
+                    m.body,
+                    m.delay_ms
+                ])
+            })
+            .collect();
+        let rows = serde_json::Value::Array(rows).to_string();
+        let _write = self.write_lock().await;
+        let result = sqlx::query(SEND)
+            .bind(rows)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    pub(super) async fn claim(
+        &self,
+        max: i64,
+        visibility_ms: i64,
+        max_receives: i64,
+    ) -> QueueResult<ClaimOutcome> {
+        let _write = self.write_lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // The clock is read once the write lock is ours.
+        let now = now_ms();
+        let expired = sqlx::query(EXPIRE)
+            .bind(now)
+            .bind(max)
+            .bind(max_receives)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut outcome = ClaimOutcome::default();
+        for row in expired {
+            let task_id: String = row.try_get("task_id")?;
+            let receive_count: i64 = row.try_get("receive_count")?;
+            sqlx::query(INSERT_DEAD_LETTER)
+                .bind(row.try_get::<String, _>("job_id")?)
+                .bind(&task_id)
+                .bind(row.try_get::<String, _>("body")?)
+                .bind(over_received_reason(receive_count))
+                .bind(receive_count)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            outcome.expired.push(ExpiredRow {
+                id: row.try_get("id")?,
+                task_id,
+                receive_count,
+            });
+        }
+        let claimed = sqlx::query(CLAIM)
+            .bind(now)
+            .bind(now.saturating_add(visibility_ms))
+            .bind(max)
+            .bind(max_receives)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in claimed {
+            outcome.claimed.push(ClaimedRow {
+                id: row.try_get("id")?,
+                token: row.try_get("receipt")?,
+                body: row.try_get("body")?,
+                receive_count: row.try_get("receive_count")?,
+            });
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    pub(super) async fn next_visible_in(&self) -> QueueResult<Option<i64>> {
+        let next: Option<i64> = sqlx::query_scalar(NEXT_VISIBLE)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(next.map(|at| at.saturating_sub(now_ms())))
+    }
+
+    pub(super) async fn extend(
+        &self,
+        receipts: &[ReceiptRef<'_>],
+        visibility_ms: i64,
+    ) -> QueueResult<()> {
+        let receipts = receipts_json(receipts);
+        let _write = self.write_lock().await;
+        sqlx::query(EXTEND)
+            .bind(receipts)
+            .bind(now_ms().saturating_add(visibility_ms))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn release(
+        &self,
+        receipt: ReceiptRef<'_>,
+        delay_ms: i64,
+    ) -> QueueResult<bool> {
+        let _write = self.write_lock().await;
+        let result = sqlx::query(RELEASE)
+            .bind(receipt.id)
+            .bind(receipt.token)
+            .bind(now_ms().saturating_add(delay_ms))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    pub(super) async fn ack(&self, receipts: &[ReceiptRef<'_>]) -> QueueResult<()> {
+        let receipts = receipts_json(receipts);
+        let _write = self.write_lock().await;
+        sqlx::query(ACK).bind(receipts).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn dead_letter(
+        &self,
+        receipt: ReceiptRef<'_>,
+        reason: &str,
+    ) -> QueueResult<bool> {
+        let _write = self.write_lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) = sqlx::query(TAKE_FOR_DEAD_LETTER)
+            .bind(receipt.id)
+            .bind(receipt.token)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        sqlx::query(INSERT_DEAD_LETTER)
+            .bind(row.try_get::<String, _>("job_id")?)
+            .bind(row.try_get::<String, _>("task_id")?)
+            .bind(row.try_get::<String, _>("body")?)
+            .bind(reason)
+            .bind(row.try_get::<i64, _>("receive_count")?)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn purge_job(&self, job_id: Uuid) -> QueueResult<u64> {
+        let _write = self.write_lock().await;
+        let result = sqlx::query(PURGE_JOB)
+            .bind(job_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    pub(super) async fn depth(&self) -> QueueResult<QueueDepth> {
+        let row = sqlx::query(DEPTH)
+            .bind(now_ms())
+            .fetch_one(&self.pool)
+            .await?;
+        let count = |name: &str| -> QueueResult<u64> {
+            Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
+        };
+        Ok(QueueDepth {
+            visible: count("visible")?,
+            in_flight: count("in_flight")?,
+            delayed: count("delayed")?,
+            dead_lettered: count("dead_lettered")?,
+        })
+    }
+
+    pub(super) async fn dead_letters(
+        &self,
+        job_id: Option<Uuid>,
+        limit: i64,
+    ) -> QueueResult<Vec<DeadLetter>> {
+        let query = match job_id {
+            Some(job_id) => sqlx::query(JOB_DEAD_LETTERS)
+                .bind(limit)
+                .bind(job_id.to_string()),
+            None => sqlx::query(DEAD_LETTERS).bind(limit),
+        };
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|row| {
+                let at: i64 = row.try_get("dead_lettered_at")?;
+                Ok(DeadLetter {
+                    id: row.try_get::<i64, _>("id")?.to_string(),
+                    job_id: uuid_column(row.try_get("job_id")?),
+                    task_id: uuid_column(row.try_get("task_id")?),
+                    raw: row.try_get("body")?,
+                    reason: row.try_get("reason")?,
+                    dead_lettered_at: DateTime::from_timestamp_millis(at).ok_or_else(|| {
+                        QueueError::Backend(format!("dead letter time {at} is out of range"))
+                    })?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn remove_dead_letters(&self, ids: &[i64]) -> QueueResult<()> {
+        let ids = json!(ids).to_string();
+        let _write = self.write_lock().await;
+        sqlx::query(REMOVE_DEAD_LETTERS)
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

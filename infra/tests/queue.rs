@@ -1,0 +1,704 @@
+//! The SQL task queue's contract, one suite run on each backend: SQLite always, Postgres when
+//! `SHOAL_TEST_DATABASE_URL` is set (see `shoal_infra::testing`; with
+//! `SHOAL_REQUIRE_POSTGRES=1` a missing server fails the Postgres variants instead of skipping
+//! them). Each test gets a fresh database.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shoal_infra::queue::{
+    Delivery, OutgoingMessage, QueueDepth, QueueError, Receipt, SqlQueue, TaskMessage, TaskQueue,
+};
+use shoal_infra::testing;
+use sqlx::postgres::PgPool;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+
+/// A backend under test: the queue, and what a test needs to build a second instance on the
+/// same database.
+struct Harness {
+    queue: SqlQueue,
+    pg: Option<PgPool>,
+}
+
+impl Harness {
+    async fn sqlite() -> Harness {
+        Harness {
+            queue: SqlQueue::sqlite(testing::fresh_sqlite().await),
+            pg: None,
+        }
+    }
+
+    async fn postgres() -> Option<Harness> {
+        let pool = testing::fresh_postgres().await?;
+        Some(Harness {
+            queue: SqlQueue::postgres(pool.clone()),
+            pg: Some(pool),
+        })
+    }
+}
+
+/// Declares each suite test once per backend: `sqlite::<name>` and `postgres::<name>`.
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Harness::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(harness) = super::Harness::postgres().await {
+                        super::$name(harness).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+for_each_backend!(
+    send_receive_ack,
+    resend_of_the_same_task_attempt_is_a_no_op,
+    unacked_message_is_redelivered_after_its_visibility_timeout,
+    extend_keeps_a_message_hidden,
+    release_with_delay,
+    over_received_message_is_dead_lettered_not_delivered,
+    poison_message_is_delivered_as_err_and_can_be_dead_lettered,
+    malformed_receipts_are_stale,
+    purge_job_drops_only_that_jobs_messages,
+    depth_counts_each_state,
+    dead_letters_oldest_first_by_job_and_removal,
+    concurrent_receivers_get_every_message_exactly_once,
+    long_poll_returns_promptly_when_a_message_is_sent,
+    long_poll_returns_empty_after_wait,
+    long_poll_wakes_when_a_delayed_message_becomes_visible,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+const LONG: Duration = Duration::from_secs(60);
+const NO_WAIT: Duration = Duration::ZERO;
+
+fn task(job_id: Uuid, task_index: u32, attempt: u32) -> TaskMessage {
+    TaskMessage {
+        task_id: Uuid::now_v7(),
+        job_id,
+        task_index,
+        parameters: json!({ "n": task_index, "items": [1, 2, 3] }),
+        job_type: "cpu_bound".to_owned(),
+        attempt,
+        stream_version: 2,
+        max_attempts: 3,
+        timeout_seconds: 300,
+        not_before: None,
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+    }
+}
+
+fn now(body: TaskMessage) -> OutgoingMessage {
+    OutgoingMessage {
+        body,
+        delay: Duration::ZERO,
+    }
+}
+
+fn later(body: TaskMessage, delay: Duration) -> OutgoingMessage {
+    OutgoingMessage { body, delay }
+}
+
+fn body(delivery: &Delivery) -> &TaskMessage {
+    delivery.body.as_ref().expect("a well-formed message")
+}
+
+fn receipts(deliveries: &[Delivery]) -> Vec<Receipt> {
+    deliveries.iter().map(|d| d.receipt.clone()).collect()
+}
+
+async fn depth(queue: &SqlQueue) -> QueueDepth {
+    queue.depth().await.unwrap()
+}
+
+fn depth_of(visible: u64, in_flight: u64, delayed: u64, dead_lettered: u64) -> QueueDepth {
+    QueueDepth {
+        visible,
+        in_flight,
+        delayed,
+        dead_lettered,
+    }
+}
+
+fn assert_stale(result: Result<(), QueueError>) {
+    assert!(
+        matches!(result, Err(QueueError::StaleReceipt(_))),
+        "expected a stale receipt, got {result:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite
+
+async fn send_receive_ack(h: Harness) {
+    let q = &h.queue;
+    let job = Uuid::now_v7();
+    let sent: Vec<TaskMessage> = (0..3).map(|i| task(job, i, 1)).collect();
+    q.send(sent.iter().cloned().map(now).collect())
+        .await
+        .unwrap();
+    assert_eq!(depth(q).await, depth_of(3, 0, 0, 0));
+
+    let got = q.receive(10, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(got.len(), 3);
+    // Bodies come back as sent (every field), oldest first, each received once.
+    let bodies: Vec<TaskMessage> = got.iter().map(|d| body(d).clone()).collect();
+    assert_eq!(bodies, sent);
+    assert!(got.iter().all(|d| d.receive_count == 1));
+    assert_eq!(depth(q).await, depth_of(0, 3, 0, 0));
+
+    // Nothing else is visible.
+    assert!(q.receive(10, LONG, NO_WAIT).await.unwrap().is_empty());
+
+    q.ack(&receipts(&got)).await.unwrap();
+    assert_eq!(depth(q).await, QueueDepth::default());
+    // Acknowledging again is a no-op, not an error; so is an empty batch.
+    q.ack(&receipts(&got)).await.unwrap();
+    q.ack(&[]).await.unwrap();
+    q.send(Vec::new()).await.unwrap();
+    assert!(q.receive(10, LONG, NO_WAIT).await.unwrap().is_empty());
+    // max = 0 receives nothing.
+    q.send(vec![now(task(job, 9, 1))]).await.unwrap();
+    assert!(q.receive(0, LONG, NO_WAIT).await.unwrap().is_empty());
+    // Durations beyond what the database stores are cut, not errors.
+    assert_eq!(q.receive(5, Duration::MAX, NO_WAIT).await.unwrap().len(), 1);
+    assert_eq!(depth(q).await, depth_of(0, 1, 0, 0));
+}
+
+async fn resend_of_the_same_task_attempt_is_a_no_op(h: Harness) {
+    let q = &h.queue;
+    let job = Uuid::now_v7();
+    let first = task(job, 0, 1);
+    // Twice in one batch, and again later (with another body: the first one stays).
+    q.send(vec![now(first.clone()), now(first.clone())])
+        .await
+        .unwrap();
+    let mut changed = first.clone();
+    changed.stream_version = 99;
+    q.send(vec![now(changed)]).await.unwrap();
+    assert_eq!(depth(q).await, depth_of(1, 0, 0, 0));
+
+    // Also while it is in flight.
+    let got = q.receive(10, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(body(&got[0]), &first);
+    q.send(vec![now(first.clone())]).await.unwrap();
+    assert_eq!(depth(q).await, depth_of(0, 1, 0, 0));
+
+    // Another attempt of the same task is another message.
+    let mut retry = first.clone();
+    retry.attempt = 2;
+    q.send(vec![now(retry.clone())]).await.unwrap();
+    let got = q.receive(10, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(body(&got[0]), &retry);
+}
+
+async fn unacked_message_is_redelivered_after_its_visibility_timeout(h: Harness) {
+    let q = &h.queue;
+    let sent = task(Uuid::now_v7(), 0, 1);
+    q.send(vec![now(sent.clone())]).await.unwrap();
+
+    let visibility = Duration::from_millis(1500);
+    let first = q.receive(1, visibility, NO_WAIT).await.unwrap();
+    let started = Instant::now();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].receive_count, 1);
+
+    // Hidden until the timeout...
+    assert!(q.receive(1, visibility, NO_WAIT).await.unwrap().is_empty());
+    assert_eq!(depth(q).await, depth_of(0, 1, 0, 0));
+
+    // ...then delivered again (a long poll wakes when it becomes visible), counted, with a new
+    // receipt.
+    let second = q.receive(1, LONG, Duration::from_secs(10)).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "redelivered after {:?}, before its visibility timeout",
+        started.elapsed()
+    );
+    assert_eq!(second.len(), 1);
+    assert_eq!(body(&second[0]), &sent);
+    assert_eq!(second[0].receive_count, 2);
+    assert_ne!(second[0].receipt, first[0].receipt);
+
+    // The stale receipt touches nothing.
+    q.ack(&receipts(&first)).await.unwrap();
+    q.extend(&receipts(&first), Duration::ZERO).await.unwrap();
+    assert_stale(q.release(&first[0].receipt, Duration::ZERO).await);
+    assert_stale(q.dead_letter(&first[0].receipt, "stale").await);
+    assert_eq!(depth(q).await, depth_of(0, 1, 0, 0));
+
+    // The current one does.
+    q.ack(&receipts(&second)).await.unwrap();
+    assert_eq!(depth(q).await, QueueDepth::default());
+}
+
+async fn extend_keeps_a_message_hidden(h: Harness) {
+    let q = &h.queue;
+    q.send(vec![now(task(Uuid::now_v7(), 0, 1))]).await.unwrap();
+    let got = q
+        .receive(1, Duration::from_millis(500), NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    q.extend(&receipts(&got), LONG).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(q.receive(1, LONG, NO_WAIT).await.unwrap().is_empty());
+    assert_eq!(depth(q).await, depth_of(0, 1, 0, 0));
+
+    // Extending to zero makes it visible again, under the same count and receipt until then.
+    q.extend(&receipts(&got), Duration::ZERO).await.unwrap();
+    let again = q.receive(1, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].receive_count, 2);
+    // Extend skips stale receipts among current ones.
+    let mut mixed = receipts(&got);
+    mixed.extend(receipts(&again));
+    q.extend(&mixed, Duration::ZERO).await.unwrap();
+    assert_eq!(q.receive(1, LONG, NO_WAIT).await.unwrap().len(), 1);
+}
+
+async fn release_with_delay(h: Harness) {
+    let q = &h.queue;
+    let sent = task(Uuid::now_v7(), 0, 1);
+    q.send(vec![now(sent.clone())]).await.unwrap();
+    let got = q.receive(1, LONG, NO_WAIT).await.unwrap();
+
+    q.release(&got[0].receipt, Duration::from_millis(700))
+        .await
+        .unwrap();
+    // Released: delayed, not in flight, and the releasing receipt is spent.
+    assert_eq!(depth(q).await, depth_of(0, 0, 1, 0));
+    assert_stale(q.release(&got[0].receipt, Duration::ZERO).await);
+    q.ack(&receipts(&got)).await.unwrap();
+    assert!(q.receive(1, LONG, NO_WAIT).await.unwrap().is_empty());
+
+    let started = Instant::now();
+    let again = q.receive(1, LONG, Duration::from_secs(10)).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert_eq!(again.len(), 1);
+    assert_eq!(body(&again[0]), &sent);
+    // A release does not undo the receive it ends.
+    assert_eq!(again[0].receive_count, 2);
+
+    // Without a delay it is visible at once.
+    q.release(&again[0].receipt, Duration::ZERO).await.unwrap();
+    assert_eq!(depth(q).await, depth_of(1, 0, 0, 0));
+    assert_eq!(q.receive(1, LONG, NO_WAIT).await.unwrap().len(), 1);
+}
+
+async fn over_received_message_is_dead_lettered_not_delivered(h: Harness) {
+    let q = &h.queue.clone().with_max_receives(2);
+    assert_eq!(h.queue.max_receives(), SqlQueue::DEFAULT_MAX_RECEIVES);
+    let job = Uuid::now_v7();
+    let doomed = task(job, 0, 1);
+    let other = task(job, 1, 1);
+    q.send(vec![now(doomed.clone())]).await.unwrap();
+
+    // A zero visibility timeout makes each receive's message visible again at once.
+    for count in 1..=2 {
+        let got = q.receive(1, Duration::ZERO, NO_WAIT).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].receive_count, count);
+    }
+    q.send(vec![now(other.clone())]).await.unwrap();
+    // The third receive dead-letters it and delivers the next message instead.
+    let got = q.receive(10, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(body(&got[0]), &other);
+    assert_eq!(depth(q).await, depth_of(0, 1, 0, 1));
+
+    let dead = q.dead_letters(None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, "received 2 times without being handled");
+    assert_eq!(dead[0].job_id, Some(job));
+    assert_eq!(dead[0].task_id, Some(doomed.task_id));
+    assert_eq!(
+        serde_json::from_str::<TaskMessage>(&dead[0].raw).unwrap(),
+        doomed
+    );
+    assert!(
+        q.receive(10, Duration::ZERO, NO_WAIT)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A receive that only dead-letters still waits for (and gets) a later message.
+    let q2 = q.clone();
+    let third = task(job, 2, 1);
+    q.send(vec![now(third.clone())]).await.unwrap();
+    q.receive(1, Duration::ZERO, NO_WAIT).await.unwrap();
+    q.receive(1, Duration::ZERO, NO_WAIT).await.unwrap();
+    let late = task(job, 3, 1);
+    let sender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        q2.send(vec![now(late)]).await.unwrap();
+    });
+    let got = q.receive(10, LONG, Duration::from_secs(10)).await.unwrap();
+    sender.await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(body(&got[0]).task_index, 3);
+    assert_eq!(depth(q).await.dead_lettered, 2);
+}
+
+async fn poison_message_is_delivered_as_err_and_can_be_dead_lettered(h: Harness) {
+    let q = &h.queue;
+    let job = Uuid::now_v7();
+    let task_id = Uuid::now_v7();
+    let raws = ["this is not JSON {", r#"{"task_id": "nope", "job_id": 7}"#];
+    for (attempt, raw) in (1..).zip(raws) {
+        q.send_raw(job, task_id, attempt, raw).await.unwrap();
+    }
+
+    let got = q.receive(10, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(got.len(), 2);
+    for (delivery, raw) in got.iter().zip(raws) {
+        let poison = delivery.body.as_ref().expect_err("a poison message");
+        assert_eq!(poison.raw, raw);
+        assert!(!poison.error.is_empty());
+        q.dead_letter(&delivery.receipt, "malformed message")
+            .await
+            .unwrap();
+    }
+    assert_eq!(depth(q).await, depth_of(0, 0, 0, 2));
+    // A dead-lettered receipt is spent.
+    assert_stale(q.dead_letter(&got[0].receipt, "again").await);
+
+    let dead = q.dead_letters(Some(job), 10).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    for (letter, raw) in dead.iter().zip(raws) {
+        assert_eq!(letter.raw, raw);
+        assert_eq!(letter.reason, "malformed message");
+        assert_eq!(letter.job_id, Some(job));
+        assert_eq!(letter.task_id, Some(task_id));
+        let age = chrono::Utc::now() - letter.dead_lettered_at;
+        assert!(
+            age < chrono::Duration::minutes(1),
+            "dead-lettered {age} ago"
+        );
+    }
+    assert!(q.receive(10, LONG, NO_WAIT).await.unwrap().is_empty());
+}
+
+async fn malformed_receipts_are_stale(h: Harness) {
+    let q = &h.queue;
+    q.send(vec![now(task(Uuid::now_v7(), 0, 1))]).await.unwrap();
+    let got = q.receive(1, LONG, NO_WAIT).await.unwrap();
+    let (id, token) = got[0].receipt.0.split_once(':').unwrap();
+    let bad: Vec<Receipt> = [
+        String::new(),
+        "garbage".to_owned(),
+        format!("x:{token}"),
+        format!("{id}:"),
+        format!("{id}:not-a-token"),
+        format!("{id}:{}", Uuid::now_v7()),
+        format!("{}:{token}", id.parse::<i64>().unwrap() + 1),
+    ]
+    .into_iter()
+    .map(Receipt)
+    .collect();
+    q.ack(&bad).await.unwrap();
+    q.extend(&bad, Duration::ZERO).await.unwrap();
+    for receipt in &bad {
+        assert_stale(q.release(receipt, Duration::ZERO).await);
+        assert_stale(q.dead_letter(receipt, "bad").await);
+    }
+    assert_eq!(depth(q).await, depth_of(0, 1, 0, 0));
+    q.ack(&receipts(&got)).await.unwrap();
+    assert_eq!(depth(q).await, QueueDepth::default());
+}
+
+async fn purge_job_drops_only_that_jobs_messages(h: Harness) {
+    let q = &h.queue;
+    let (cancelled, kept) = (Uuid::now_v7(), Uuid::now_v7());
+    q.send(vec![
+        now(task(cancelled, 0, 1)),
+        now(task(kept, 0, 1)),
+        now(task(kept, 1, 1)),
+    ])
+    .await
+    .unwrap();
+    // Queued in every state: in flight, visible, delayed.
+    let in_flight = q.receive(1, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(body(&in_flight[0]).job_id, cancelled);
+    q.send(vec![
+        now(task(cancelled, 1, 1)),
+        later(task(cancelled, 2, 1), LONG),
+    ])
+    .await
+    .unwrap();
+
+    assert_eq!(q.purge_job(cancelled).await.unwrap(), 3);
+    assert_eq!(q.purge_job(cancelled).await.unwrap(), 0);
+    assert_eq!(depth(q).await, depth_of(2, 0, 0, 0));
+    let got = q.receive(10, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|d| body(d).job_id == kept));
+    // The purged in-flight message's holder finds its receipt stale.
+    assert_stale(q.release(&in_flight[0].receipt, Duration::ZERO).await);
+}
+
+async fn depth_counts_each_state(h: Harness) {
+    let q = &h.queue;
+    assert_eq!(depth(q).await, QueueDepth::default());
+    let job = Uuid::now_v7();
+    q.send((0..4).map(|i| now(task(job, i, 1))).collect())
+        .await
+        .unwrap();
+    q.send(vec![
+        later(task(job, 10, 1), LONG),
+        later(task(job, 11, 1), LONG),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(depth(q).await, depth_of(4, 0, 2, 0));
+
+    let got = q.receive(3, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(depth(q).await, depth_of(1, 3, 2, 0));
+    q.ack(&receipts(&got[..1])).await.unwrap();
+    q.dead_letter(&got[1].receipt, "failed for good")
+        .await
+        .unwrap();
+    q.release(&got[2].receipt, LONG).await.unwrap();
+    assert_eq!(depth(q).await, depth_of(1, 0, 3, 1));
+
+    // A message whose visibility timeout ran out is visible again, not in flight.
+    let short = q
+        .receive(1, Duration::from_millis(100), NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(short.len(), 1);
+    assert_eq!(depth(q).await, depth_of(0, 1, 3, 1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(depth(q).await, depth_of(1, 0, 3, 1));
+}
+
+async fn dead_letters_oldest_first_by_job_and_removal(h: Harness) {
+    let q = &h.queue;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let sent = [task(a, 0, 1), task(b, 0, 1), task(a, 1, 1), task(b, 1, 1)];
+    q.send(sent.iter().cloned().map(now).collect())
+        .await
+        .unwrap();
+    let got = q.receive(10, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(got.len(), 4);
+    for (i, delivery) in got.iter().enumerate() {
+        q.dead_letter(&delivery.receipt, &format!("reason {i}"))
+            .await
+            .unwrap();
+    }
+
+    let all = q.dead_letters(None, 10).await.unwrap();
+    let reasons: Vec<&str> = all.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(reasons, ["reason 0", "reason 1", "reason 2", "reason 3"]);
+    assert_eq!(q.dead_letters(None, 2).await.unwrap(), all[..2]);
+    assert!(q.dead_letters(None, 0).await.unwrap().is_empty());
+    let of_a = q.dead_letters(Some(a), 10).await.unwrap();
+    assert_eq!(of_a, vec![all[0].clone(), all[2].clone()]);
+    assert!(
+        q.dead_letters(Some(Uuid::now_v7()), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Removing: unknown and malformed ids are ignored.
+    q.remove_dead_letters(&[all[0].id.clone(), "999999".to_owned(), "nope".to_owned()])
+        .await
+        .unwrap();
+    q.remove_dead_letters(&[]).await.unwrap();
+    assert_eq!(
+        q.dead_letters(Some(a), 10).await.unwrap(),
+        vec![all[2].clone()]
+    );
+    assert_eq!(depth(q).await, depth_of(0, 0, 0, 3));
+}
+
+async fn concurrent_receivers_get_every_message_exactly_once(h: Harness) {
+    const MESSAGES: u32 = 1_000;
+    let q = Arc::new(h.queue);
+    let job = Uuid::now_v7();
+    let sent: Vec<TaskMessage> = (0..MESSAGES).map(|i| task(job, i, 1)).collect();
+    for chunk in sent.chunks(250) {
+        q.send(chunk.iter().cloned().map(now).collect())
+            .await
+            .unwrap();
+    }
+
+    let receivers: Vec<_> = (0..4)
+        .map(|_| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let got = q
+                        .receive(25, LONG, Duration::from_millis(300))
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return seen;
+                    }
+                    assert!(got.iter().all(|d| d.receive_count == 1));
+                    seen.extend(got.iter().map(|d| body(d).task_id));
+                    q.ack(&receipts(&got)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+
+    let mut times_seen: HashMap<Uuid, u32> = HashMap::new();
+    let mut per_receiver = Vec::new();
+    for receiver in receivers {
+        let seen = receiver.await.unwrap();
+        per_receiver.push(seen.len());
+        for task_id in seen {
+            *times_seen.entry(task_id).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        times_seen.len(),
+        sent.len(),
+        "per receiver: {per_receiver:?}"
+    );
+    assert!(sent.iter().all(|t| times_seen.get(&t.task_id) == Some(&1)));
+    assert_eq!(depth(&q).await, QueueDepth::default());
+}
+
+async fn long_poll_returns_promptly_when_a_message_is_sent(h: Harness) {
+    // The receiver's poll interval is long, so only the wake-up can make it prompt.
+    let receiver = h.queue.clone().with_poll_interval(Duration::from_secs(30));
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let got = receiver
+            .receive(10, LONG, Duration::from_secs(20))
+            .await
+            .unwrap();
+        (got, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent_at = Instant::now();
+    h.queue
+        .send(vec![now(task(Uuid::now_v7(), 0, 1))])
+        .await
+        .unwrap();
+    let (got, waited) = waiting.await.unwrap();
+    assert_eq!(got.len(), 1);
+    let after_send = sent_at.elapsed();
+    assert!(
+        after_send < Duration::from_millis(500),
+        "returned {after_send:?} after the send"
+    );
+    assert!(
+        waited >= Duration::from_millis(250),
+        "returned before the send ({waited:?})"
+    );
+
+    // On Postgres, another instance (another process, as far as it knows) is woken by
+    // LISTEN/NOTIFY.
+    let Some(pool) = h.pg else { return };
+    let other = SqlQueue::postgres(pool).with_poll_interval(Duration::from_secs(30));
+    // Let it LISTEN first: a receive that waits starts the listener.
+    assert!(
+        other
+            .receive(1, LONG, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let waiting = tokio::spawn(async move {
+        other
+            .receive(10, LONG, Duration::from_secs(20))
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent_at = Instant::now();
+    h.queue
+        .send(vec![now(task(Uuid::now_v7(), 0, 1))])
+        .await
+        .unwrap();
+    let got = waiting.await.unwrap();
+    assert_eq!(got.len(), 1);
+    let after_send = sent_at.elapsed();
+    assert!(
+        after_send < Duration::from_millis(500),
+        "returned {after_send:?} after the send"
+    );
+}
+
+async fn long_poll_returns_empty_after_wait(h: Harness) {
+    let q = &h.queue;
+    let started = Instant::now();
+    assert!(
+        q.receive(10, LONG, Duration::from_millis(600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(600),
+        "gave up after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+
+    // A delayed message that becomes visible only after the wait is not delivered.
+    q.send(vec![later(
+        task(Uuid::now_v7(), 0, 1),
+        Duration::from_secs(5),
+    )])
+    .await
+    .unwrap();
+    let started = Instant::now();
+    assert!(
+        q.receive(10, LONG, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+async fn long_poll_wakes_when_a_delayed_message_becomes_visible(h: Harness) {
+    // Nothing is sent during the wait: the receive must wake by itself when the delay ends,
+    // not at its (long) poll interval.
+    let q = h.queue.clone().with_poll_interval(Duration::from_secs(30));
+    let sent = task(Uuid::now_v7(), 0, 1);
+    q.send(vec![later(sent.clone(), Duration::from_millis(800))])
+        .await
+        .unwrap();
+    assert_eq!(depth(&q).await, depth_of(0, 0, 1, 0));
+    let started = Instant::now();
+    let got = q.receive(10, LONG, Duration::from_secs(20)).await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(got.len(), 1);
+    assert_eq!(body(&got[0]), &sent);
+    assert!(
+        waited >= Duration::from_millis(600),
+        "delivered after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "delivered after {waited:?}"
+    );
+}

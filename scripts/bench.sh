@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs a benchmark in release mode against a throwaway PostgreSQL 15 started like the tests' one
+# (scripts/pg.sh, fsync on). Usage: scripts/bench.sh log [extra `shoal bench log` flags]
+# The report (a Markdown table) goes to stdout; progress to stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+pgdir="$root/target/bench-pg"
+trap 'scripts/pg.sh stop "$pgdir" || true' EXIT
+scripts/pg.sh stop "$pgdir" 2>/dev/null || true
+rm -rf "$pgdir"
+url=$(scripts/pg.sh start "$pgdir")
+cargo build --release --locked --bin shoal >&2
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr); $(psql "$url" -Atc 'show server_version') fsync=$(psql "$url" -Atc 'show fsync')" >&2
+target/release/shoal bench "$@" --database-url "$url"

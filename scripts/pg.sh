@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL 15 cluster for tests and benchmarks.
+#
+#   scripts/pg.sh start DIR   initdb (if needed) and start a cluster with its data in DIR, on a
+#                             free loopback port; prints the server URL (postgres://...)
+#   scripts/pg.sh stop DIR    stop it (fast shutdown)
+#
+# Postgres refuses to run as root, so when run as root the cluster is owned by the unprivileged
+# user `shoal-pg` (created if missing). fsync stays on: numbers measured here are durable ones.
+# Missing Postgres binaries are installed from Debian's packages when possible.
+set -euo pipefail
+
+cmd=${1:-}
+dir=${2:-}
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+
+find_pgbin() {
+  for d in /usr/lib/postgresql/15/bin /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+PGBIN=$(find_pgbin || true)
+if [ -z "$PGBIN" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "Postgres 15 is missing: installing it from Debian's packages" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-client-15) >&2
+    PGBIN=$(find_pgbin)
+  else
+    echo "Postgres 15 is missing: install it with 'apt-get install postgresql-15' (as root)" >&2
+    exit 1
+  fi
+fi
+
+OS_USER=$(id -un)
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u "$OS_USER" -- "$@"; else "$@"; fi; }
+
+if [ "$(id -u)" = 0 ]; then
+  OS_USER=shoal-pg
+  id "$OS_USER" >/dev/null 2>&1 || useradd --system -M -s /usr/sbin/nologin "$OS_USER"
+fi
+
+case "$cmd" in
+start)
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  data="$dir/data"
+  # The unprivileged user must be able to reach the data directory; a clone inside a private
+  # home directory may not let it, so fall back to a private directory under /tmp.
+  if [ "$(id -u)" = 0 ] && ! runuser -u "$OS_USER" -- test -x "$dir"; then
+    alt=$(mktemp -d /tmp/shoal-pg.XXXXXX)
+    chmod 755 "$alt"
+    ln -sfn "$alt" "$dir/external"
+    data="$alt/data"
+  fi
+  if [ ! -s "$data/PG_VERSION" ]; then
+    mkdir -p "$data"
+    [ "$(id -u)" = 0 ] && chown "$OS_USER" "$data"
+    chmod 700 "$data"
+    as_pg "$PGBIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  sockdir="$data"
+  as_pg "$PGBIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+    -o "-p $port -k $sockdir -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=300 -c shared_buffers=256MB" \
+    start >/dev/null
+  echo "$data" > "$dir/datadir"
+  echo "postgres://postgres@127.0.0.1:$port/postgres" | tee "$dir/url"
+  ;;
+stop)
+  [ -f "$dir/datadir" ] || exit 0
+  data=$(cat "$dir/datadir")
+  if as_pg "$PGBIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    as_pg "$PGBIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+  fi
+  ;;
+*) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+esac

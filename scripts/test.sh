@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every test of Shoal: formatting, lints, and the whole test suite against real services.
+# This is the README's test command, and what CI (.ci/run) calls.
+#
+# It starts what the tests need and stops it afterwards:
+#   - a throwaway PostgreSQL 15 cluster (scripts/pg.sh; data under target/test-pg)
+# Set SHOAL_TEST_SKIP_LINT=1 to skip fmt/clippy (for a quicker local loop).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "python3 is missing: apt-get install python3" >&2; exit 1; }
+
+pgdir="$root/target/test-pg"
+cleanup() {
+  step "stopping test services"
+  scripts/pg.sh stop "$pgdir" || true
+}
+trap cleanup EXIT
+
+step "starting a throwaway PostgreSQL 15"
+scripts/pg.sh stop "$pgdir" 2>/dev/null || true
+rm -rf "$pgdir"
+SHOAL_TEST_DATABASE_URL=$(scripts/pg.sh start "$pgdir")
+export SHOAL_TEST_DATABASE_URL
+export SHOAL_REQUIRE_POSTGRES=1
+echo "Postgres for tests: $SHOAL_TEST_DATABASE_URL"
+
+if [ "${SHOAL_TEST_SKIP_LINT:-0}" != 1 ]; then
+  step "cargo fmt --check"
+  cargo fmt --all -- --check
+  step "cargo clippy --all-targets -- -D warnings"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+step "cargo test (workspace)"
+export RUST_BACKTRACE=1
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --test-threads 4 --no-fail-fast
+  # nextest does not run doctests
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked -- --test-threads 4
+fi
