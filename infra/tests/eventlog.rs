@@ -214,6 +214,8 @@ for_each_backend!(
     subscription_sees_existing_then_new_events,
     bad_input_is_invalid_and_writes_nothing,
     gap_free_under_concurrency,
+    read_streams_returns_whole_streams_in_the_order_asked,
+    append_many_writes_the_rest_when_one_batch_conflicts,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1255,4 +1257,74 @@ mod postgres_only {
             "the naive reader was expected to skip events"
         );
     }
+}
+
+async fn read_streams_returns_whole_streams_in_the_order_asked(h: Harness) {
+    let log = h.log.as_ref();
+    log.append(single("s-a", ExpectedVersion::NoStream, 2))
+        .await
+        .unwrap();
+    log.append(single("s-b", ExpectedVersion::NoStream, 3))
+        .await
+        .unwrap();
+    let read = log
+        .read_streams(&["s-b".into(), "s-missing".into(), "s-a".into()])
+        .await
+        .unwrap();
+    let seen: Vec<(&str, i64)> = read
+        .iter()
+        .map(|e| (e.stream_id.as_str(), e.stream_version))
+        .collect();
+    assert_eq!(
+        seen,
+        [("s-b", 1), ("s-b", 2), ("s-b", 3), ("s-a", 1), ("s-a", 2)]
+    );
+    assert!(log.read_streams(&[]).await.unwrap().is_empty());
+    assert_invalid(log.read_streams(&[String::new()]).await);
+}
+
+async fn append_many_writes_the_rest_when_one_batch_conflicts(h: Harness) {
+    let log = h.log.as_ref();
+    log.append(single("m-taken", ExpectedVersion::NoStream, 1))
+        .await
+        .unwrap();
+    let results = log
+        .append_many(vec![
+            single("m-1", ExpectedVersion::NoStream, 2),
+            // Stale: the stream is at version 1 already.
+            single("m-taken", ExpectedVersion::NoStream, 1),
+            batch(vec![
+                stream("m-2", ExpectedVersion::NoStream, events(1)),
+                stream("m-3", ExpectedVersion::NoStream, events(1)),
+            ]),
+        ])
+        .await;
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].as_ref().unwrap().positions.len(), 2);
+    assert!(
+        matches!(results[1], Err(LogError::Conflict { .. })),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(results[2].as_ref().unwrap().positions.len(), 2);
+    for id in ["m-1", "m-2", "m-3"] {
+        assert!(
+            !log.read_stream(id, 0).await.unwrap().is_empty(),
+            "{id} was not written"
+        );
+    }
+    assert_eq!(log.read_stream("m-taken", 0).await.unwrap().len(), 1);
+
+    // A stream in two batches, or a batch with a key, is refused on its own.
+    let results = log
+        .append_many(vec![
+            single("m-4", ExpectedVersion::NoStream, 1),
+            AppendBatch {
+                idempotency_key: Some("k".into()),
+                ..single("m-5", ExpectedVersion::NoStream, 1)
+            },
+        ])
+        .await;
+    assert!(results[0].is_ok());
+    assert_invalid(results.into_iter().nth(1).unwrap());
 }

@@ -204,6 +204,19 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
         after_version: i64,
     ) -> LogResult<Vec<RecordedEvent>>;
 
+    /// Reads several whole streams at once (for example every task of a job), grouped by
+    /// stream in the order of `stream_ids`, each in version order. Unknown streams are absent.
+    async fn read_streams(&self, stream_ids: &[String]) -> LogResult<Vec<RecordedEvent>>;
+
+    /// Group commit: appends many independent batches in as few transactions as possible
+    /// (one, unless some conflict), and returns one result per batch, in input order. A batch
+    /// whose streams conflict gets `Err(Conflict)` and the others are still written; the
+    /// batches must not share streams, and must not carry idempotency keys or checkpoints.
+    /// This is how a worker writes the events of hundreds of in-flight tasks in one commit.
+    async fn append_many(&self, batches: Vec<AppendBatch>) -> Vec<LogResult<AppendOutcome>> {
+        append_many_with(self, batches).await
+    }
+
     /// The position of the newest event visible to readers (`START` when the log is empty).
     async fn head(&self) -> LogResult<LogPosition>;
 
@@ -221,6 +234,94 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
     /// The stream never ends on its own: a database error is yielded as an `Err` item and
     /// reading resumes from the same place after the poll interval. Drop it to stop.
     fn subscribe(&self, after: LogPosition, batch_size: i64) -> EventStream;
+}
+
+/// [`EventLog::append_many`] on top of [`EventLog::append`]: merge every batch into one append;
+/// when a stream conflicts, set its batch aside with the conflict and try again with the rest.
+/// Conflicts are rare (duplicate deliveries), so the common case is a single commit.
+async fn append_many_with<L: EventLog + ?Sized>(
+    log: &L,
+    batches: Vec<AppendBatch>,
+) -> Vec<LogResult<AppendOutcome>> {
+    let mut results: Vec<Option<LogResult<AppendOutcome>>> = batches.iter().map(|_| None).collect();
+    let mut owner = std::collections::HashMap::new();
+    for (i, batch) in batches.iter().enumerate() {
+        if batch.idempotency_key.is_some() || batch.checkpoint.is_some() {
+            results[i] = Some(Err(LogError::Invalid(
+                "append_many takes batches without idempotency keys or checkpoints".into(),
+            )));
+            continue;
+        }
+        for stream in &batch.streams {
+            if owner
+                .insert(stream.stream_id.clone(), i)
+                .is_some_and(|other| other != i)
+            {
+                results[i] = Some(Err(LogError::Invalid(format!(
+                    "stream {} appears in two batches of one append_many",
+                    stream.stream_id
+                ))));
+            }
+        }
+    }
+    loop {
+        let pending: Vec<usize> = (0..batches.len())
+            .filter(|&i| results[i].is_none())
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        let merged = AppendBatch {
+            streams: pending
+                .iter()
+                .flat_map(|&i| batches[i].streams.iter().cloned())
+                .collect(),
+            ..AppendBatch::default()
+        };
+        match log.append(merged).await {
+            Ok(outcome) => {
+                let mut positions = outcome.positions.into_iter();
+                for &i in &pending {
+                    let count: usize = batches[i].streams.iter().map(|s| s.events.len()).sum();
+                    results[i] = Some(Ok(AppendOutcome {
+                        positions: positions.by_ref().take(count).collect(),
+                        replayed: false,
+                    }));
+                }
+            }
+            Err(LogError::Conflict {
+                stream_id,
+                expected,
+            }) => {
+                let culprit = owner
+                    .get(&stream_id)
+                    .copied()
+                    .filter(|i| pending.contains(i));
+                let culprit = culprit.unwrap_or(pending[0]);
+                results[culprit] = Some(Err(LogError::Conflict {
+                    stream_id,
+                    expected,
+                }));
+            }
+            Err(LogError::Invalid(message)) => {
+                for &i in &pending {
+                    results[i] = Some(Err(LogError::Invalid(message.clone())));
+                }
+            }
+            Err(LogError::Database(error)) => {
+                let message = error.to_string();
+                for &i in &pending {
+                    results[i] = Some(Err(LogError::Database(sqlx::Error::Protocol(
+                        message.clone(),
+                    ))));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(LogError::Invalid("no result".into()))))
+        .collect()
 }
 
 /// A row of `events` as both backends select it (`commit_id` is the transaction id on

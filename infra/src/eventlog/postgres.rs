@@ -81,6 +81,13 @@ LIMIT 1";
 const HEAD_NAIVE: &str = "
 SELECT transaction_id, position FROM events ORDER BY position DESC LIMIT 1";
 
+const READ_STREAMS: &str = "
+SELECT e.transaction_id AS commit_id, e.position, e.stream_id, e.stream_version, e.event_type,
+       e.schema_version, e.data, e.metadata, e.recorded_at
+FROM UNNEST($1::text[]) WITH ORDINALITY AS s(stream_id, ord)
+JOIN events e ON e.stream_id = s.stream_id
+ORDER BY s.ord, e.stream_version";
+
 const READ_STREAM: &str = "
 SELECT transaction_id AS commit_id, position, stream_id, stream_version, event_type,
        schema_version, data, metadata, recorded_at
@@ -282,6 +289,27 @@ impl PostgresEventLog {
         Ok(rows.into_iter().map(RecordedEvent::from).collect())
     }
 
+    /// See [`EventLog::read_streams`].
+    #[tracing::instrument(
+        name = "eventlog.read_streams",
+        skip_all,
+        err(level = "debug"),
+        fields(backend = "postgres", streams = stream_ids.len())
+    )]
+    pub async fn read_streams(&self, stream_ids: &[String]) -> LogResult<Vec<RecordedEvent>> {
+        for stream_id in stream_ids {
+            batch::check_name("stream id", stream_id)?;
+        }
+        if stream_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<EventRow> = sqlx::query_as(READ_STREAMS)
+            .bind(stream_ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(RecordedEvent::from).collect())
+    }
+
     /// See [`EventLog::head`].
     #[tracing::instrument(
         name = "eventlog.head",
@@ -343,6 +371,10 @@ impl EventLog for PostgresEventLog {
         after_version: i64,
     ) -> LogResult<Vec<RecordedEvent>> {
         PostgresEventLog::read_stream(self, stream_id, after_version).await
+    }
+
+    async fn read_streams(&self, stream_ids: &[String]) -> LogResult<Vec<RecordedEvent>> {
+        PostgresEventLog::read_streams(self, stream_ids).await
     }
 
     async fn head(&self) -> LogResult<LogPosition> {

@@ -58,6 +58,13 @@ WHERE position > ?1
 ORDER BY position
 LIMIT ?2";
 
+const READ_STREAMS: &str = "
+SELECT e.position AS commit_id, e.position, e.stream_id, e.stream_version, e.event_type,
+       e.schema_version, e.data, e.metadata, e.recorded_at
+FROM json_each(?1) AS s
+JOIN events e ON e.stream_id = s.value
+ORDER BY s.key, e.stream_version";
+
 const READ_STREAM: &str = "
 SELECT position AS commit_id, position, stream_id, stream_version, event_type,
        schema_version, data, metadata, recorded_at
@@ -264,6 +271,27 @@ impl SqliteEventLog {
         Ok(rows.into_iter().map(RecordedEvent::from).collect())
     }
 
+    /// See [`EventLog::read_streams`].
+    #[tracing::instrument(
+        name = "eventlog.read_streams",
+        skip_all,
+        err(level = "debug"),
+        fields(backend = "sqlite", streams = stream_ids.len())
+    )]
+    pub async fn read_streams(&self, stream_ids: &[String]) -> LogResult<Vec<RecordedEvent>> {
+        for stream_id in stream_ids {
+            batch::check_name("stream id", stream_id)?;
+        }
+        if stream_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<EventRow> = sqlx::query_as(READ_STREAMS)
+            .bind(serde_json::to_string(stream_ids).map_err(|e| LogError::Invalid(e.to_string()))?)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(RecordedEvent::from).collect())
+    }
+
     /// See [`EventLog::head`].
     #[tracing::instrument(
         name = "eventlog.head",
@@ -315,6 +343,10 @@ impl EventLog for SqliteEventLog {
         after_version: i64,
     ) -> LogResult<Vec<RecordedEvent>> {
         SqliteEventLog::read_stream(self, stream_id, after_version).await
+    }
+
+    async fn read_streams(&self, stream_ids: &[String]) -> LogResult<Vec<RecordedEvent>> {
+        SqliteEventLog::read_streams(self, stream_ids).await
     }
 
     async fn head(&self) -> LogResult<LogPosition> {
