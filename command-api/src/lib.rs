@@ -4,3 +4,7 @@
 //!
 //! It never writes anything but events (and the orchestrator's queue relay), and never reads
 //! projections to make a decision: decisions are made on state folded from the log.
+
+pub mod commands;
+pub mod graphql;
+pub mod orchestrator;

@@ -82,7 +82,8 @@ impl BenchDatabase {
         let script = std::env::temp_dir().join(format!("{}_insert.sql", self.name));
         std::fs::write(
             &script,
-            "INSERT INTO pgbench_baseline (payload) VALUES ('{\"type\":\"TaskCompleted\",\"attempt\":1,\"result\":{\"ok\":true},\"duration_ms\":12}');\n",
+            // pgbench reads `:name` as a variable, hence the space after each colon.
+            "INSERT INTO pgbench_baseline (payload) VALUES ('{\"type\": \"TaskCompleted\", \"attempt\": 1, \"result\": {\"ok\": true}, \"duration_ms\": 12}');\n",
         )
         .map_err(|e| BenchDbError::Pgbench(e.to_string()))?;
         let output = tokio::process::Command::new("pgbench")

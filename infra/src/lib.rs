@@ -9,6 +9,7 @@
 pub mod bench_support;
 pub mod db;
 pub mod eventlog;
+pub mod orchestrator_store;
 pub mod queue;
 
 #[cfg(feature = "testing")]

@@ -215,6 +215,7 @@ for_each_backend!(
     bad_input_is_invalid_and_writes_nothing,
     gap_free_under_concurrency,
     read_streams_returns_whole_streams_in_the_order_asked,
+    read_positions_returns_the_events_asked_for,
     append_many_writes_the_rest_when_one_batch_conflicts,
 );
 
@@ -1281,6 +1282,37 @@ async fn read_streams_returns_whole_streams_in_the_order_asked(h: Harness) {
     );
     assert!(log.read_streams(&[]).await.unwrap().is_empty());
     assert_invalid(log.read_streams(&[String::new()]).await);
+}
+
+async fn read_positions_returns_the_events_asked_for(h: Harness) {
+    let log = h.log.as_ref();
+    let a = log
+        .append(single("p-a", ExpectedVersion::NoStream, 2))
+        .await
+        .unwrap();
+    let b = log
+        .append(single("p-b", ExpectedVersion::NoStream, 1))
+        .await
+        .unwrap();
+    let read = log
+        .read_positions(&[b.positions[0], 999_999, a.positions[1]])
+        .await
+        .unwrap();
+    let seen: Vec<(&str, i64, i64)> = read
+        .iter()
+        .map(|e| {
+            (
+                e.stream_id.as_str(),
+                e.stream_version,
+                e.log_position.position,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("p-b", 1, b.positions[0]), ("p-a", 2, a.positions[1])]
+    );
+    assert!(log.read_positions(&[]).await.unwrap().is_empty());
 }
 
 async fn append_many_writes_the_rest_when_one_batch_conflicts(h: Harness) {

@@ -208,6 +208,12 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
     /// stream in the order of `stream_ids`, each in version order. Unknown streams are absent.
     async fn read_streams(&self, stream_ids: &[String]) -> LogResult<Vec<RecordedEvent>>;
 
+    /// Reads the events with these sequence numbers (`RecordedEvent::log_position.position`,
+    /// as [`AppendOutcome::positions`] gives them), in the order asked; unknown positions are
+    /// absent. Sees every committed event at once (no lag, unlike `read_all`). This is how a
+    /// command whose idempotent append was replayed finds what the first append wrote.
+    async fn read_positions(&self, positions: &[i64]) -> LogResult<Vec<RecordedEvent>>;
+
     /// Group commit: appends many independent batches in as few transactions as possible
     /// (one, unless some conflict), and returns one result per batch, in input order. A batch
     /// whose streams conflict gets `Err(Conflict)` and the others are still written; the

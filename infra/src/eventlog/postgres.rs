@@ -88,6 +88,13 @@ FROM UNNEST($1::text[]) WITH ORDINALITY AS s(stream_id, ord)
 JOIN events e ON e.stream_id = s.stream_id
 ORDER BY s.ord, e.stream_version";
 
+const READ_POSITIONS: &str = "
+SELECT e.transaction_id AS commit_id, e.position, e.stream_id, e.stream_version, e.event_type,
+       e.schema_version, e.data, e.metadata, e.recorded_at
+FROM UNNEST($1::bigint[]) WITH ORDINALITY AS p(position, ord)
+JOIN events e ON e.position = p.position
+ORDER BY p.ord";
+
 const READ_STREAM: &str = "
 SELECT transaction_id AS commit_id, position, stream_id, stream_version, event_type,
        schema_version, data, metadata, recorded_at
@@ -310,6 +317,24 @@ impl PostgresEventLog {
         Ok(rows.into_iter().map(RecordedEvent::from).collect())
     }
 
+    /// See [`EventLog::read_positions`].
+    #[tracing::instrument(
+        name = "eventlog.read_positions",
+        skip_all,
+        err(level = "debug"),
+        fields(backend = "postgres", positions = positions.len())
+    )]
+    pub async fn read_positions(&self, positions: &[i64]) -> LogResult<Vec<RecordedEvent>> {
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<EventRow> = sqlx::query_as(READ_POSITIONS)
+            .bind(positions)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(RecordedEvent::from).collect())
+    }
+
     /// See [`EventLog::head`].
     #[tracing::instrument(
         name = "eventlog.head",
@@ -375,6 +400,10 @@ impl EventLog for PostgresEventLog {
 
     async fn read_streams(&self, stream_ids: &[String]) -> LogResult<Vec<RecordedEvent>> {
         PostgresEventLog::read_streams(self, stream_ids).await
+    }
+
+    async fn read_positions(&self, positions: &[i64]) -> LogResult<Vec<RecordedEvent>> {
+        PostgresEventLog::read_positions(self, positions).await
     }
 
     async fn head(&self) -> LogResult<LogPosition> {

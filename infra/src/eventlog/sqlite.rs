@@ -65,6 +65,13 @@ FROM json_each(?1) AS s
 JOIN events e ON e.stream_id = s.value
 ORDER BY s.key, e.stream_version";
 
+const READ_POSITIONS: &str = "
+SELECT e.position AS commit_id, e.position, e.stream_id, e.stream_version, e.event_type,
+       e.schema_version, e.data, e.metadata, e.recorded_at
+FROM json_each(?1) AS p
+JOIN events e ON e.position = p.value
+ORDER BY p.key";
+
 const READ_STREAM: &str = "
 SELECT position AS commit_id, position, stream_id, stream_version, event_type,
        schema_version, data, metadata, recorded_at
@@ -292,6 +299,24 @@ impl SqliteEventLog {
         Ok(rows.into_iter().map(RecordedEvent::from).collect())
     }
 
+    /// See [`EventLog::read_positions`].
+    #[tracing::instrument(
+        name = "eventlog.read_positions",
+        skip_all,
+        err(level = "debug"),
+        fields(backend = "sqlite", positions = positions.len())
+    )]
+    pub async fn read_positions(&self, positions: &[i64]) -> LogResult<Vec<RecordedEvent>> {
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<EventRow> = sqlx::query_as(READ_POSITIONS)
+            .bind(serde_json::to_string(positions).map_err(|e| LogError::Invalid(e.to_string()))?)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(RecordedEvent::from).collect())
+    }
+
     /// See [`EventLog::head`].
     #[tracing::instrument(
         name = "eventlog.head",
@@ -347,6 +372,10 @@ impl EventLog for SqliteEventLog {
 
     async fn read_streams(&self, stream_ids: &[String]) -> LogResult<Vec<RecordedEvent>> {
         SqliteEventLog::read_streams(self, stream_ids).await
+    }
+
+    async fn read_positions(&self, positions: &[i64]) -> LogResult<Vec<RecordedEvent>> {
+        SqliteEventLog::read_positions(self, positions).await
     }
 
     async fn head(&self) -> LogResult<LogPosition> {

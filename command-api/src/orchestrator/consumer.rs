@@ -1,0 +1,459 @@
+//! ENQUEUE_TASKS and MONITOR: the consumer of the log.
+//!
+//! Per batch of events, with no per-event round trip: decode; load the rows of jobs not in
+//! memory (one query); fold task events into each job's [`JobProgress`]; relay the batch's
+//! `TaskEnqueued` and `TaskRetryScheduled` to the queue (one `read_streams` for the retries'
+//! inputs, one `send`); purge cancelled jobs' messages; end every touched job whose tasks have
+//! all ended; save the touched jobs' rows and the checkpoint atomically. The queue send comes
+//! before the save: a crash in between resends, which the queue ignores per (task, attempt).
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::Utc;
+use futures::StreamExt;
+use shoal_domain::events::{TaskEnqueued, TaskRetryScheduled};
+use shoal_domain::{Event, JobCommand, JobId, JobStatus, Outcome, StreamRef, TaskId, decide_job};
+use shoal_infra::eventlog::{
+    AppendBatch, ExpectedVersion, LogError, LogPosition, RecordedEvent, StreamAppend,
+};
+use shoal_infra::orchestrator_store::{TrackedJob, TrackedStatus};
+use shoal_infra::queue::{OutgoingMessage, TaskMessage};
+use tracing::Instrument;
+
+use super::{OrchestratorError, OrchestratorMetrics, Shared, load_job, new_event};
+
+/// Conflicts on a job stream before the monitor leaves the job to a later batch.
+const MAX_CONFLICTS: usize = 5;
+
+/// The consumer's state: its checkpoint and the jobs it follows, equal to what the store holds
+/// plus nothing unsaved (a failed batch drops the whole consumer).
+#[derive(Debug)]
+pub(super) struct Consumer {
+    shared: Shared,
+    /// The last saved checkpoint.
+    position: LogPosition,
+    /// Active jobs, and closed ones touched by the current batch.
+    jobs: HashMap<JobId, TrackedJob>,
+}
+
+/// The consumer while leading: loads the saved state, follows the log, and on any error drops
+/// its state and starts again from the store after a backoff. Never returns.
+pub(super) async fn run(shared: Shared) {
+    let backoff = shared.config.error_backoff;
+    loop {
+        let error = match Consumer::load(shared.clone()).await {
+            Ok(consumer) => consumer.follow().await,
+            Err(error) => error,
+        };
+        if error.is_fenced() {
+            tracing::warn!(%error, "another orchestrator saved progress; reloading");
+        } else {
+            tracing::warn!(%error, "orchestrator consumer failed; reloading");
+            tokio::time::sleep(backoff).await;
+        }
+    }
+}
+
+impl Consumer {
+    /// The saved checkpoint and every active job; jobs with tasks left to create are put in
+    /// line for the expander.
+    pub(super) async fn load(shared: Shared) -> Result<Self, OrchestratorError> {
+        let position = shared
+            .store
+            .load_checkpoint(&shared.config.checkpoint_name)
+            .await?;
+        let active = shared.store.load_active().await?;
+        let mut jobs = HashMap::with_capacity(active.len());
+        for job in active {
+            let job_id = JobId::from_uuid(job.job_id);
+            if job.created_upto < job.progress.total_tasks {
+                shared.pending.push(job_id);
+            }
+            jobs.insert(job_id, job);
+        }
+        tracing::info!(
+            commit = position.commit,
+            position = position.position,
+            active_jobs = jobs.len(),
+            "orchestrator consumer loaded"
+        );
+        Ok(Consumer {
+            shared,
+            position,
+            jobs,
+        })
+    }
+
+    /// Reads and processes one batch; returns the number of events read.
+    pub(super) async fn step(&mut self) -> Result<usize, OrchestratorError> {
+        let events = self
+            .shared
+            .log
+            .read_all(self.position, self.shared.config.batch_size)
+            .await?;
+        self.process(events).await
+    }
+
+    /// Follows the log from the checkpoint until an error, which it returns.
+    async fn follow(mut self) -> OrchestratorError {
+        let batch_size = self.shared.config.batch_size;
+        let chunk = usize::try_from(batch_size).unwrap_or(usize::MAX);
+        let mut events = self
+            .shared
+            .log
+            .subscribe(self.position, batch_size)
+            .ready_chunks(chunk);
+        while let Some(items) = events.next().await {
+            let mut batch = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Ok(event) => batch.push(event),
+                    // The subscription retries by itself from where it was.
+                    Err(error) => tracing::warn!(%error, "reading the log failed; retrying"),
+                }
+            }
+            if let Err(error) = self.process(batch).await {
+                return error;
+            }
+        }
+        OrchestratorError::Log(LogError::Invalid("the log subscription ended".into()))
+    }
+
+    /// One batch, start to end (see the module docs).
+    async fn process(&mut self, events: Vec<RecordedEvent>) -> Result<usize, OrchestratorError> {
+        let Some(last) = events.last().map(|e| e.log_position) else {
+            return Ok(0);
+        };
+        let span = tracing::info_span!(
+            "orchestrator.batch",
+            events = events.len(),
+            commit = last.commit,
+            position = last.position,
+            jobs = tracing::field::Empty,
+            relayed = tracing::field::Empty,
+        );
+        self.process_in_span(&events, last)
+            .instrument(span)
+            .await
+            .map(|()| events.len())
+    }
+
+    async fn process_in_span(
+        &mut self,
+        recorded: &[RecordedEvent],
+        last: LogPosition,
+    ) -> Result<(), OrchestratorError> {
+        let shared = self.shared.clone();
+        let metrics = &shared.metrics.inner;
+        OrchestratorMetrics::add(&metrics.events, recorded.len());
+
+        // Decode. An undecodable job event still counts for the job stream's version.
+        let mut events = Vec::with_capacity(recorded.len());
+        let mut undecodable_job_versions = Vec::new();
+        for record in recorded {
+            match Event::decode(&record.event_type, record.schema_version, &record.data) {
+                Ok(event) => events.push((record, event)),
+                Err(error) => {
+                    OrchestratorMetrics::add(&metrics.undecodable, 1);
+                    tracing::warn!(
+                        stream_id = %record.stream_id,
+                        stream_version = record.stream_version,
+                        position = record.log_position.position,
+                        %error,
+                        "skipping an undecodable event"
+                    );
+                    if let Ok(StreamRef::Job(job_id)) = StreamRef::parse(&record.stream_id) {
+                        undecodable_job_versions.push((job_id, record.stream_version));
+                    }
+                }
+            }
+        }
+
+        // Jobs not in memory (closed ones, or first seen): their saved rows, in one query.
+        let unknown: BTreeSet<JobId> = events
+            .iter()
+            .map(|(_, e)| e.job_id())
+            .chain(undecodable_job_versions.iter().map(|(id, _)| *id))
+            .filter(|id| !self.jobs.contains_key(id))
+            .collect();
+        if !unknown.is_empty() {
+            let ids: Vec<_> = unknown.iter().map(JobId::as_uuid).collect();
+            for job in shared.store.load_jobs(&ids).await? {
+                self.jobs.insert(JobId::from_uuid(job.job_id), job);
+            }
+        }
+
+        // Fold.
+        let mut touched = BTreeSet::new();
+        let mut submitted = Vec::new();
+        let mut cancelled = BTreeSet::new();
+        let mut messages = Vec::new();
+        let mut retries = Vec::new();
+        for (job_id, version) in undecodable_job_versions {
+            let job = self
+                .jobs
+                .entry(job_id)
+                .or_insert_with(|| TrackedJob::new(job_id));
+            job.job_version = job.job_version.max(version);
+            touched.insert(job_id);
+        }
+        for (record, event) in &events {
+            let job_id = event.job_id();
+            let job = self
+                .jobs
+                .entry(job_id)
+                .or_insert_with(|| TrackedJob::new(job_id));
+            touched.insert(job_id);
+            if event.task().is_none() {
+                job.job_version = job.job_version.max(record.stream_version);
+            }
+            job.progress.apply(event);
+            match event {
+                Event::JobSubmitted(_) => submitted.push(job_id),
+                Event::TasksCreated(e) => job.created_upto = job.created_upto.max(e.to_index),
+                Event::JobCompleted(_) if job.status != TrackedStatus::Cancelled => {
+                    job.status = TrackedStatus::Completed;
+                }
+                Event::JobFailed(_) if job.status != TrackedStatus::Cancelled => {
+                    job.status = TrackedStatus::Failed;
+                }
+                Event::JobCancelled(_) => {
+                    job.status = TrackedStatus::Cancelled;
+                    cancelled.insert(job_id);
+                }
+                Event::JobRetryRequested(_) if job.status == TrackedStatus::Failed => {
+                    job.status = TrackedStatus::Active;
+                }
+                Event::TaskEnqueued(e) => messages.push(enqueued_message(e, record)),
+                Event::TaskRetryScheduled(e) => retries.push((e, *record)),
+                _ => {}
+            }
+        }
+        tracing::Span::current().record("jobs", touched.len());
+
+        // ENQUEUE_TASKS: relay, then purge the cancelled jobs' earlier messages.
+        self.retry_messages(&retries, &mut messages).await?;
+        messages.retain(|m| {
+            self.jobs
+                .get(&JobId::from_uuid(m.body.job_id))
+                .is_none_or(|job| job.status != TrackedStatus::Cancelled)
+        });
+        tracing::Span::current().record("relayed", messages.len());
+        if !messages.is_empty() {
+            let sent = messages.len();
+            shared.queue.send(messages).await?;
+            OrchestratorMetrics::add(&metrics.relayed, sent);
+        }
+        for job_id in &cancelled {
+            let purged = shared.queue.purge_job(job_id.as_uuid()).await?;
+            tracing::info!(%job_id, purged, "job cancelled; its queued messages are purged");
+        }
+
+        // MONITOR.
+        for job_id in &touched {
+            let Some(job) = self.jobs.get(job_id) else {
+                continue;
+            };
+            if job.status != TrackedStatus::Active {
+                continue;
+            }
+            if let Some(outcome) = job.progress.is_finished() {
+                let job = *job;
+                if let Some(status) = finish(&shared, *job_id, &job, outcome).await?
+                    && let Some(job) = self.jobs.get_mut(job_id)
+                {
+                    job.status = status;
+                }
+            }
+        }
+
+        // Save, then hand new jobs to the expander and forget closed ones.
+        let rows: Vec<TrackedJob> = touched
+            .iter()
+            .filter_map(|id| self.jobs.get(id).copied())
+            .collect();
+        shared
+            .store
+            .save_batch(&shared.config.checkpoint_name, self.position, last, &rows)
+            .await?;
+        self.position = last;
+        for job_id in submitted {
+            if let Some(job) = self.jobs.get(&job_id)
+                && job.status == TrackedStatus::Active
+                && job.created_upto < job.progress.total_tasks
+            {
+                shared.pending.push(job_id);
+            }
+        }
+        self.jobs
+            .retain(|_, job| job.status == TrackedStatus::Active);
+        Ok(())
+    }
+
+    /// Adds the messages of the batch's retries. A `TaskRetryScheduled` does not carry the
+    /// task's input: it comes from the task's `TaskEnqueued`, read for all retries at once.
+    async fn retry_messages(
+        &self,
+        retries: &[(&TaskRetryScheduled, &RecordedEvent)],
+        messages: &mut Vec<OutgoingMessage>,
+    ) -> Result<(), OrchestratorError> {
+        if retries.is_empty() {
+            return Ok(());
+        }
+        let streams: Vec<String> = retries
+            .iter()
+            .map(|(e, _)| e.task_id)
+            .collect::<BTreeSet<TaskId>>()
+            .iter()
+            .map(TaskId::stream_id)
+            .collect();
+        let mut enqueued: HashMap<TaskId, TaskEnqueued> = HashMap::new();
+        for record in self.shared.log.read_streams(&streams).await? {
+            if record.event_type != "TaskEnqueued" {
+                continue;
+            }
+            match Event::decode(&record.event_type, record.schema_version, &record.data) {
+                Ok(Event::TaskEnqueued(e)) => {
+                    enqueued.insert(e.task_id, e);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(
+                    stream_id = %record.stream_id,
+                    %error,
+                    "undecodable TaskEnqueued: its retries cannot be relayed"
+                ),
+            }
+        }
+        let now = Utc::now();
+        for (retry, record) in retries {
+            let Some(task) = enqueued.get(&retry.task_id) else {
+                tracing::warn!(task_id = %retry.task_id, "a retry of a task without TaskEnqueued");
+                continue;
+            };
+            let delay = (retry.not_before - now).to_std().unwrap_or_default();
+            messages.push(OutgoingMessage {
+                body: TaskMessage {
+                    attempt: retry.attempt,
+                    stream_version: record.stream_version,
+                    not_before: Some(retry.not_before),
+                    traceparent: traceparent(record),
+                    ..task_message(task, record)
+                },
+                delay,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The message of a `TaskEnqueued` (first attempt, no delay).
+fn enqueued_message(event: &TaskEnqueued, record: &RecordedEvent) -> OutgoingMessage {
+    OutgoingMessage {
+        body: task_message(event, record),
+        delay: std::time::Duration::ZERO,
+    }
+}
+
+fn task_message(task: &TaskEnqueued, record: &RecordedEvent) -> TaskMessage {
+    TaskMessage {
+        task_id: task.task_id.as_uuid(),
+        job_id: task.job_id.as_uuid(),
+        task_index: task.index,
+        parameters: task.input.clone(),
+        job_type: task.job_type.clone(),
+        attempt: task.attempt,
+        stream_version: record.stream_version,
+        max_attempts: task.max_attempts,
+        timeout_seconds: task.timeout_seconds,
+        not_before: None,
+        traceparent: traceparent(record),
+    }
+}
+
+/// The W3C trace context an event's metadata carries, if any.
+fn traceparent(record: &RecordedEvent) -> Option<String> {
+    record
+        .metadata
+        .get("traceparent")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+}
+
+/// Appends `JobCompleted` or `JobFailed` for a job whose tasks have all ended, deciding on the
+/// job stream's state. Returns the job's new status, or `None` to leave it to a later batch:
+/// when the job stream has events this consumer has not folded yet (a cancellation, a retry
+/// request, another orchestrator's ending), deciding now could contradict them, and they will
+/// come through the log and touch the job again.
+async fn finish(
+    shared: &Shared,
+    job_id: JobId,
+    job: &TrackedJob,
+    outcome: Outcome,
+) -> Result<Option<TrackedStatus>, OrchestratorError> {
+    let span = tracing::info_span!("orchestrator.finish", %job_id, ?outcome);
+    async {
+        for _ in 0..MAX_CONFLICTS {
+            let (state, version) = load_job(shared.log.as_ref(), job_id).await?;
+            match state.status {
+                JobStatus::Completed => return Ok(Some(TrackedStatus::Completed)),
+                JobStatus::Failed => return Ok(Some(TrackedStatus::Failed)),
+                JobStatus::Cancelled => return Ok(Some(TrackedStatus::Cancelled)),
+                _ => {}
+            }
+            if version > job.job_version {
+                tracing::debug!(
+                    version,
+                    folded = job.job_version,
+                    "the job stream has news; deciding later"
+                );
+                return Ok(None);
+            }
+            let now = Utc::now();
+            let (command, status) = match outcome {
+                Outcome::Completed => (JobCommand::CompleteJob { now }, TrackedStatus::Completed),
+                Outcome::Failed => (
+                    JobCommand::FailJob {
+                        failed_tasks: job.progress.failed,
+                        now,
+                    },
+                    TrackedStatus::Failed,
+                ),
+            };
+            let events = match decide_job(&state, command) {
+                Ok(events) => events,
+                Err(rejection) => {
+                    if !rejection.is_duplicate() {
+                        tracing::warn!(%rejection, "the job cannot end yet");
+                    }
+                    return Ok(None);
+                }
+            };
+            let batch = AppendBatch {
+                streams: vec![StreamAppend {
+                    stream_id: job_id.stream_id(),
+                    expected: ExpectedVersion::Exact(version),
+                    events: events.iter().map(new_event).collect(),
+                }],
+                ..AppendBatch::default()
+            };
+            match shared.log.append(batch).await {
+                Ok(_) => {
+                    let counter = match status {
+                        TrackedStatus::Completed => &shared.metrics.inner.jobs_completed,
+                        _ => &shared.metrics.inner.jobs_failed,
+                    };
+                    OrchestratorMetrics::add(counter, 1);
+                    tracing::info!(?status, "job ended");
+                    return Ok(Some(status));
+                }
+                Err(LogError::Conflict { .. }) => {
+                    tracing::debug!("job stream moved; re-reading it");
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(None)
+    }
+    .instrument(span)
+    .await
+}

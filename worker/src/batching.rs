@@ -1,0 +1,156 @@
+//! Group commit of the in-flight tasks' appends, and batched acknowledgements.
+//!
+//! A durable commit costs milliseconds; a worker running hundreds of tasks must not pay one per
+//! task event. Every task hands its append to one committer task through a channel and awaits
+//! its own result. The committer takes whatever is queued (up to a limit) as soon as its
+//! previous commit returns, and writes it with [`EventLog::append_many`]: under load one commit
+//! carries many tasks' events, while a lone task waits for no timer.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use shoal_infra::eventlog::{AppendBatch, AppendOutcome, EventLog, LogError, LogResult};
+use shoal_infra::queue::{Receipt, TaskQueue};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::WorkerMetrics;
+
+/// Most acknowledgements sent in one `ack` call.
+const MAX_ACK_BATCH: usize = 1000;
+
+struct Request {
+    batch: AppendBatch,
+    reply: oneshot::Sender<LogResult<AppendOutcome>>,
+}
+
+/// A handle to the committer task. Cheap to clone; the task ends when every handle is dropped
+/// and what was queued is written.
+#[derive(Clone)]
+pub(crate) struct GroupCommitter {
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+impl GroupCommitter {
+    /// Starts the committer on the current runtime; the returned future is the task's body
+    /// (spawn it).
+    pub(crate) fn new(
+        log: Arc<dyn EventLog>,
+        max_batches: usize,
+        metrics: Arc<WorkerMetrics>,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (requests, receiver) = mpsc::unbounded_channel();
+        let task = run_committer(log, receiver, max_batches.max(1), metrics);
+        (GroupCommitter { requests }, task)
+    }
+
+    /// Appends `batch` in the next group commit and returns its own result.
+    pub(crate) async fn append(&self, batch: AppendBatch) -> LogResult<AppendOutcome> {
+        let (reply, result) = oneshot::channel();
+        self.requests
+            .send(Request { batch, reply })
+            .map_err(|_| LogError::Invalid("the worker's committer has stopped".into()))?;
+        result.await.unwrap_or_else(|_| {
+            Err(LogError::Invalid(
+                "the worker's committer has stopped".into(),
+            ))
+        })
+    }
+}
+
+async fn run_committer(
+    log: Arc<dyn EventLog>,
+    mut receiver: mpsc::UnboundedReceiver<Request>,
+    max_batches: usize,
+    metrics: Arc<WorkerMetrics>,
+) {
+    // Requests that share a stream with one already in the current commit wait for the next
+    // (`append_many` takes batches on distinct streams; two appends to one task stream are a
+    // duplicate delivery, and the second must see the first's result as a conflict).
+    let mut queued: VecDeque<Request> = VecDeque::new();
+    loop {
+        if queued.is_empty() {
+            match receiver.recv().await {
+                Some(request) => queued.push_back(request),
+                None => return,
+            }
+        }
+        while queued.len() < max_batches {
+            match receiver.try_recv() {
+                Ok(request) => queued.push_back(request),
+                Err(_) => break,
+            }
+        }
+        let mut streams = HashSet::new();
+        let mut taken = Vec::new();
+        let mut later = VecDeque::new();
+        for request in queued.drain(..) {
+            let distinct = taken.len() < max_batches
+                && request
+                    .batch
+                    .streams
+                    .iter()
+                    .all(|s| !streams.contains(&s.stream_id));
+            if distinct {
+                streams.extend(request.batch.streams.iter().map(|s| s.stream_id.clone()));
+                taken.push(request);
+            } else {
+                later.push_back(request);
+            }
+        }
+        queued = later;
+        let (batches, replies): (Vec<_>, Vec<_>) =
+            taken.into_iter().map(|r| (r.batch, r.reply)).unzip();
+        metrics.commits.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .committed_batches
+            .fetch_add(batches.len() as u64, Ordering::Relaxed);
+        let results = log.append_many(batches).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            // A task that gave up waiting (aborted at shutdown) no longer listens.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// A handle to the acknowledging task: receipts sent here are deleted from the queue in
+/// batches, as soon as the previous batch returns. The task ends when every handle is
+/// dropped and what was queued is acknowledged.
+#[derive(Clone)]
+pub(crate) struct AckBatcher {
+    receipts: mpsc::UnboundedSender<Receipt>,
+}
+
+impl AckBatcher {
+    pub(crate) fn new(
+        queue: Arc<dyn TaskQueue>,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (receipts, receiver) = mpsc::unbounded_channel();
+        (AckBatcher { receipts }, run_acks(queue, receiver))
+    }
+
+    /// Acknowledges the message soon. If that fails, the message comes back after its
+    /// visibility timeout and the log shows it was handled.
+    pub(crate) fn ack(&self, receipt: Receipt) {
+        if self.receipts.send(receipt).is_err() {
+            tracing::warn!("acknowledgement dropped: the worker is stopping");
+        }
+    }
+}
+
+async fn run_acks(queue: Arc<dyn TaskQueue>, mut receiver: mpsc::UnboundedReceiver<Receipt>) {
+    let mut batch = Vec::new();
+    loop {
+        if receiver.recv_many(&mut batch, MAX_ACK_BATCH).await == 0 {
+            return;
+        }
+        if let Err(error) = queue.ack(&batch).await {
+            tracing::warn!(
+                %error,
+                receipts = batch.len(),
+                "could not acknowledge handled messages; they will be delivered again and skipped"
+            );
+        }
+        batch.clear();
+    }
+}

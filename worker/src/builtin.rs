@@ -1,0 +1,690 @@
+//! The built-in handlers: the original system's workloads (`cpu_bound`, `io_bound`,
+//! `matrix_multiply`), `noop`, and two that do real work elsewhere (`http`, `exec`).
+//!
+//! Parameters (as the original's workers read them): `work_duration_seconds` (default 2.0;
+//! `duration_seconds` is accepted too), `matrix_size` (default 100). A parameter of the wrong
+//! shape fails the task at once (retrying cannot fix it).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::config::{ExecHandlerConfig, HttpHandlerConfig};
+use crate::handler::{Handler, TaskContext, TaskError};
+
+/// `work_duration_seconds` when a task gives none.
+pub const DEFAULT_WORK_DURATION_SECONDS: f64 = 2.0;
+/// `matrix_size` when a task gives none.
+pub const DEFAULT_MATRIX_SIZE: usize = 100;
+/// The largest `matrix_size` accepted (three such matrices take ~100 MB).
+pub const MAX_MATRIX_SIZE: usize = 2000;
+/// The longest `work_duration_seconds` accepted (a day).
+pub const MAX_WORK_DURATION_SECONDS: f64 = 86_400.0;
+/// How much of a failed program's stderr is kept in the error message.
+const STDERR_TAIL_BYTES: usize = 2048;
+/// How much of an HTTP error response's body is kept in the error message.
+const HTTP_ERROR_BODY_BYTES: usize = 512;
+
+/// A number, or a string holding one (the original's clients sent both).
+fn number(parameters: &Value, name: &str) -> Result<Option<f64>, TaskError> {
+    match parameters.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(Value::String(s)) => s.trim().parse::<f64>().map(Some).map_err(|_| {
+            TaskError::fatal(format!("parameters.{name} must be a number, not {s:?}"))
+        }),
+        Some(other) => Err(TaskError::fatal(format!(
+            "parameters.{name} must be a number, not {other}"
+        ))),
+    }
+}
+
+/// `work_duration_seconds` (or `duration_seconds`), default 2.0.
+pub fn work_duration(parameters: &Value) -> Result<Duration, TaskError> {
+    let (name, seconds) = match number(parameters, "work_duration_seconds")? {
+        Some(s) => ("work_duration_seconds", s),
+        None => match number(parameters, "duration_seconds")? {
+            Some(s) => ("duration_seconds", s),
+            None => ("work_duration_seconds", DEFAULT_WORK_DURATION_SECONDS),
+        },
+    };
+    if !(0.0..=MAX_WORK_DURATION_SECONDS).contains(&seconds) {
+        return Err(TaskError::fatal(format!(
+            "parameters.{name} must be between 0 and {MAX_WORK_DURATION_SECONDS}, not {seconds}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// `matrix_size`, default 100, 1 to [`MAX_MATRIX_SIZE`].
+pub fn matrix_size(parameters: &Value) -> Result<usize, TaskError> {
+    let Some(size) = number(parameters, "matrix_size")? else {
+        return Ok(DEFAULT_MATRIX_SIZE);
+    };
+    if size.fract() != 0.0 || !(1.0..=MAX_MATRIX_SIZE as f64).contains(&size) {
+        return Err(TaskError::fatal(format!(
+            "parameters.matrix_size must be a whole number from 1 to {MAX_MATRIX_SIZE}, not {size}"
+        )));
+    }
+    Ok(size as usize)
+}
+
+/// Set when dropped: tells work on a blocking thread that nobody waits for it any more
+/// (timeout, shutdown), since dropping a `spawn_blocking` handle does not stop the thread.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `work` on a blocking thread; `work` gets a flag that turns true when the caller gives
+/// up, and should stop soon after.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce(&AtomicBool) -> T + Send + 'static,
+) -> Result<T, TaskError> {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancelled.clone());
+    tokio::task::spawn_blocking(move || work(&cancelled))
+        .await
+        .map_err(|e| TaskError::retryable(format!("handler thread failed: {e}")))
+}
+
+/// Does nothing and succeeds: for measuring the platform itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Noop;
+
+#[async_trait::async_trait]
+impl Handler for Noop {
+    async fn handle(&self, _task: &TaskContext) -> Result<Option<Value>, TaskError> {
+        Ok(None)
+    }
+}
+
+/// Keeps one CPU busy for `work_duration_seconds` (on a blocking thread).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuBound;
+
+#[async_trait::async_trait]
+impl Handler for CpuBound {
+    async fn handle(&self, task: &TaskContext) -> Result<Option<Value>, TaskError> {
+        let duration = work_duration(&task.parameters)?;
+        let (iterations, elapsed) = blocking(move |cancelled| {
+            let start = Instant::now();
+            let mut iterations = 0u64;
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            while start.elapsed() < duration && !cancelled.load(Ordering::Relaxed) {
+                for _ in 0..10_000 {
+                    // xorshift: real work the optimizer cannot remove.
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                }
+                iterations += 10_000;
+            }
+            std::hint::black_box(x);
+            (iterations, start.elapsed())
+        })
+        .await?;
+        Ok(Some(json!({
+            "work_type": "cpu_bound",
+            "duration_seconds": round3(elapsed.as_secs_f64()),
+            "iterations": iterations,
+        })))
+    }
+}
+
+/// Waits `work_duration_seconds` without using a CPU (like a call to a slow service).
+#[derive(Debug, Clone, Copy)]
+pub struct IoBound;
+
+#[async_trait::async_trait]
+impl Handler for IoBound {
+    async fn handle(&self, task: &TaskContext) -> Result<Option<Value>, TaskError> {
+        let duration = work_duration(&task.parameters)?;
+        tokio::time::sleep(duration).await;
+        Ok(Some(json!({
+            "work_type": "io_bound",
+            "duration_seconds": round3(duration.as_secs_f64()),
+        })))
+    }
+}
+
+/// Multiplies two random `matrix_size` x `matrix_size` matrices; the result holds the sum of
+/// the product's entries as a checksum.
+#[derive(Debug, Clone, Copy)]
+pub struct MatrixMultiply;
+
+#[async_trait::async_trait]
+impl Handler for MatrixMultiply {
+    async fn handle(&self, task: &TaskContext) -> Result<Option<Value>, TaskError> {
+        let n = matrix_size(&task.parameters)?;
+        let started = Instant::now();
+        let checksum = blocking(move |cancelled| multiply_random(n, cancelled))
+            .await?
+            .ok_or_else(|| TaskError::retryable("matrix multiplication was cancelled"))?;
+        Ok(Some(json!({
+            "work_type": "matrix_multiply",
+            "matrix_size": n,
+            "checksum": checksum,
+            "duration_seconds": round3(started.elapsed().as_secs_f64()),
+        })))
+    }
+}
+
+/// The sum of the entries of the product of two random n x n matrices, or `None` when
+/// cancelled part way.
+fn multiply_random(n: usize, cancelled: &AtomicBool) -> Option<f64> {
+    let a: Vec<f64> = (0..n * n).map(|_| rand::random::<f64>()).collect();
+    let b: Vec<f64> = (0..n * n).map(|_| rand::random::<f64>()).collect();
+    let mut c = vec![0.0f64; n * n];
+    for i in 0..n {
+        if cancelled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let row = &mut c[i * n..(i + 1) * n];
+        for k in 0..n {
+            let aik = a[i * n + k];
+            let b_row = &b[k * n..(k + 1) * n];
+            for (cij, bkj) in row.iter_mut().zip(b_row) {
+                *cij += aik * bkj;
+            }
+        }
+    }
+    Some(c.iter().sum())
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// POSTs the task (see [`TaskContext::to_json`]) to a configured URL.
+///
+/// A 2xx response succeeds, with its JSON body (if it has one) as the result. 408, 429 and
+/// 5xx responses and network errors are retryable; other statuses fail the task at once.
+#[derive(Debug, Clone)]
+pub struct HttpHandler {
+    config: HttpHandlerConfig,
+    client: reqwest::Client,
+}
+
+impl HttpHandler {
+    /// A handler for `config`, with its own connection pool.
+    pub fn new(config: HttpHandlerConfig) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(concat!("shoal-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        HttpHandler { config, client }
+    }
+}
+
+/// What an HTTP status means for the attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpOutcome {
+    /// 2xx.
+    Success,
+    /// 408, 429, 5xx: the service may answer differently later.
+    Retryable,
+    /// Any other status: the request itself is wrong.
+    Fatal,
+}
+
+/// See [`HttpOutcome`].
+pub fn classify_status(status: u16) -> HttpOutcome {
+    match status {
+        200..=299 => HttpOutcome::Success,
+        408 | 429 | 500..=599 => HttpOutcome::Retryable,
+        _ => HttpOutcome::Fatal,
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for HttpHandler {
+    async fn handle(&self, task: &TaskContext) -> Result<Option<Value>, TaskError> {
+        let url = &self.config.url;
+        let response = self
+            .client
+            .post(url)
+            .json(&task.to_json())
+            .send()
+            .await
+            .map_err(|e| TaskError::retryable(format!("POST {url} failed: {e}")))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| TaskError::retryable(format!("reading the response of {url}: {e}")))?;
+        match classify_status(status) {
+            HttpOutcome::Success => Ok(serde_json::from_slice(&body).ok()),
+            outcome => {
+                let cut = body.len().min(HTTP_ERROR_BODY_BYTES);
+                let message = format!(
+                    "HTTP {status} from {url}: {}",
+                    String::from_utf8_lossy(&body[..cut]).trim()
+                );
+                if outcome == HttpOutcome::Retryable {
+                    Err(TaskError::retryable(message))
+                } else {
+                    Err(TaskError::fatal(message))
+                }
+            }
+        }
+    }
+}
+
+/// Runs the allow-listed program named by `parameters.command`, with the task JSON on stdin
+/// and no shell. Exit status 0 succeeds with stdout (cut to `max_output_bytes`) as the
+/// result: parsed JSON if it is JSON, else a string, `None` when empty. Another exit status
+/// is a retryable failure that quotes the end of stderr. A command not on the list, or a
+/// program that cannot be started, fails the task at once.
+#[derive(Debug, Clone)]
+pub struct ExecHandler {
+    config: ExecHandlerConfig,
+}
+
+impl ExecHandler {
+    /// A handler for `config`.
+    pub fn new(config: ExecHandlerConfig) -> Self {
+        ExecHandler { config }
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for ExecHandler {
+    async fn handle(&self, task: &TaskContext) -> Result<Option<Value>, TaskError> {
+        let name = match task.param("command") {
+            Some(Value::String(name)) => name,
+            Some(other) => {
+                return Err(TaskError::fatal(format!(
+                    "parameters.command must be a string, not {other}"
+                )));
+            }
+            None => return Err(TaskError::fatal("parameters.command is required")),
+        };
+        let Some((program, args)) = self
+            .config
+            .commands
+            .get(name)
+            .and_then(|argv| argv.split_first())
+        else {
+            let allowed: Vec<&str> = self.config.commands.keys().map(String::as_str).collect();
+            return Err(TaskError::fatal(format!(
+                "command {name:?} is not allowed (allowed: {})",
+                allowed.join(", ")
+            )));
+        };
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| TaskError::fatal(format!("cannot start {program:?}: {e}")))?;
+        let input = serde_json::to_vec(&task.to_json()).unwrap_or_default();
+        let mut stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let max = self.config.max_output_bytes;
+        let write = async move {
+            if let Some(stdin) = stdin.as_mut() {
+                // A program that does not read its input closes the pipe: not an error.
+                let _ = stdin.write_all(&input).await;
+            }
+            drop(stdin);
+        };
+        let (_, out, err, status) = tokio::join!(
+            write,
+            read_head(stdout, max),
+            read_tail(stderr, STDERR_TAIL_BYTES),
+            child.wait()
+        );
+        let status =
+            status.map_err(|e| TaskError::retryable(format!("waiting for {program:?}: {e}")))?;
+        if status.success() {
+            return Ok(output_value(&out));
+        }
+        let err = String::from_utf8_lossy(&err);
+        let code = status.code().map_or_else(
+            || "killed by a signal".to_owned(),
+            |c| format!("exit status {c}"),
+        );
+        Err(TaskError::retryable(format!(
+            "command {name:?} failed ({code}): {}",
+            err.trim()
+        )))
+    }
+}
+
+/// stdout as a result: JSON if it parses, else a string; `None` when blank.
+fn output_value(out: &[u8]) -> Option<Value> {
+    let text = String::from_utf8_lossy(out);
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    Some(serde_json::from_str(trimmed).unwrap_or_else(|_| Value::String(trimmed.to_owned())))
+}
+
+/// The first `max` bytes; the rest is read and dropped, so the writer never blocks.
+async fn read_head(reader: Option<impl AsyncRead + Unpin>, max: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let Some(mut reader) = reader else {
+        return kept;
+    };
+    let mut chunk = [0u8; 8192];
+    while let Ok(n) = reader.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        let room = max.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..n.min(room)]);
+    }
+    kept
+}
+
+/// The last `max` bytes.
+async fn read_tail(reader: Option<impl AsyncRead + Unpin>, max: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let Some(mut reader) = reader else {
+        return kept;
+    };
+    let mut chunk = [0u8; 8192];
+    while let Ok(n) = reader.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&chunk[..n]);
+        if kept.len() > max {
+            kept.drain(..kept.len() - max);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_domain::{JobId, TaskId};
+    use std::collections::BTreeMap;
+
+    fn task(parameters: Value) -> TaskContext {
+        let job_id = JobId::new();
+        TaskContext {
+            job_id,
+            task_id: TaskId::for_task(job_id, 0),
+            index: 0,
+            job_type: "test".into(),
+            attempt: 1,
+            max_attempts: 3,
+            parameters,
+            timeout: Duration::from_secs(10),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(10),
+            worker_id: "w".into(),
+        }
+    }
+
+    #[test]
+    fn durations_follow_the_original_with_its_documented_alias() {
+        assert_eq!(work_duration(&json!({})).unwrap(), Duration::from_secs(2));
+        assert_eq!(work_duration(&Value::Null).unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            work_duration(&json!({"work_duration_seconds": 0.5})).unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            work_duration(&json!({"duration_seconds": "1.5"})).unwrap(),
+            Duration::from_millis(1500)
+        );
+        // The original's own field wins over the alias.
+        assert_eq!(
+            work_duration(&json!({"work_duration_seconds": 1, "duration_seconds": 9})).unwrap(),
+            Duration::from_secs(1)
+        );
+        for bad in [
+            json!({"work_duration_seconds": -1}),
+            json!({"duration_seconds": "soon"}),
+            json!({"work_duration_seconds": [1]}),
+            json!({"work_duration_seconds": 1e9}),
+        ] {
+            let error = work_duration(&bad).unwrap_err();
+            assert!(!error.retryable, "{error}");
+        }
+    }
+
+    #[test]
+    fn matrix_sizes() {
+        assert_eq!(matrix_size(&json!({})).unwrap(), 100);
+        assert_eq!(matrix_size(&json!({"matrix_size": 7})).unwrap(), 7);
+        assert_eq!(matrix_size(&json!({"matrix_size": "12"})).unwrap(), 12);
+        for bad in [
+            json!({"matrix_size": 0}),
+            json!({"matrix_size": 2.5}),
+            json!({"matrix_size": 100_000}),
+            json!({"matrix_size": true}),
+        ] {
+            assert!(!matrix_size(&bad).unwrap_err().retryable);
+        }
+    }
+
+    #[test]
+    fn multiplication_is_right() {
+        // The sum of the entries of A*B is sum_k (column sums of A)_k * (row sums of B)_k;
+        // with entries in [0, 1) it lies in [0, n^3).
+        let sum = multiply_random(8, &AtomicBool::new(false)).unwrap();
+        assert!((0.0..512.0).contains(&sum));
+        assert_eq!(multiply_random(8, &AtomicBool::new(true)), None);
+    }
+
+    #[tokio::test]
+    async fn workloads_run_and_report() {
+        let quick = json!({"work_duration_seconds": 0.05, "matrix_size": 20});
+        let out = CpuBound
+            .handle(&task(quick.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out["work_type"], "cpu_bound");
+        assert!(out["iterations"].as_u64().unwrap() > 0);
+        let started = Instant::now();
+        let out = IoBound.handle(&task(quick.clone())).await.unwrap().unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(out["work_type"], "io_bound");
+        let out = MatrixMultiply.handle(&task(quick)).await.unwrap().unwrap();
+        assert_eq!(out["matrix_size"], 20);
+        assert!(out["checksum"].as_f64().unwrap() > 0.0);
+        assert_eq!(Noop.handle(&task(Value::Null)).await.unwrap(), None);
+        let error = IoBound
+            .handle(&task(json!({"work_duration_seconds": "x"})))
+            .await
+            .unwrap_err();
+        assert!(!error.retryable);
+    }
+
+    #[test]
+    fn http_statuses() {
+        assert_eq!(classify_status(200), HttpOutcome::Success);
+        assert_eq!(classify_status(204), HttpOutcome::Success);
+        assert_eq!(classify_status(400), HttpOutcome::Fatal);
+        assert_eq!(classify_status(404), HttpOutcome::Fatal);
+        assert_eq!(classify_status(408), HttpOutcome::Retryable);
+        assert_eq!(classify_status(429), HttpOutcome::Retryable);
+        assert_eq!(classify_status(500), HttpOutcome::Retryable);
+        assert_eq!(classify_status(503), HttpOutcome::Retryable);
+        assert_eq!(classify_status(302), HttpOutcome::Fatal);
+    }
+
+    /// A one-request HTTP server on loopback that answers `status` with `body`, and hands back
+    /// the request it got.
+    async fn serve_once(
+        status: u16,
+        body: &'static str,
+    ) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/tasks", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = socket.read(&mut chunk).await.unwrap();
+                request.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let length = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= head_end + 4 + length || n == 0 {
+                        break;
+                    }
+                }
+            }
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(response.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&request).to_string()
+        });
+        (url, server)
+    }
+
+    fn http(url: String) -> HttpHandler {
+        HttpHandler::new(HttpHandlerConfig {
+            url,
+            timeout: Duration::from_secs(5),
+        })
+    }
+
+    #[tokio::test]
+    async fn http_posts_the_task_and_maps_statuses() {
+        let (url, server) = serve_once(200, r#"{"thumbnails": 3}"#).await;
+        let t = task(json!({"size": 64}));
+        let out = http(url).handle(&t).await.unwrap();
+        assert_eq!(out, Some(json!({"thumbnails": 3})));
+        let request = server.await.unwrap();
+        assert!(request.starts_with("POST /tasks"));
+        let body: Value =
+            serde_json::from_str(&request[request.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+        assert_eq!(body["task_id"], json!(t.task_id));
+        assert_eq!(body["parameters"]["size"], 64);
+
+        let (url, _server) = serve_once(422, r#"{"detail": "bad size"}"#).await;
+        let error = http(url).handle(&t).await.unwrap_err();
+        assert!(!error.retryable);
+        assert!(
+            error.message.contains("HTTP 422") && error.message.contains("bad size"),
+            "{error}"
+        );
+
+        let (url, _server) = serve_once(503, "").await;
+        assert!(http(url).handle(&t).await.unwrap_err().retryable);
+
+        // Nothing listens there: a network error, retryable.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        drop(listener);
+        assert!(http(url).handle(&t).await.unwrap_err().retryable);
+    }
+
+    fn exec(commands: &[(&str, &[&str])], max_output_bytes: usize) -> ExecHandler {
+        let commands: BTreeMap<String, Vec<String>> = commands
+            .iter()
+            .map(|(name, argv)| {
+                (
+                    name.to_string(),
+                    argv.iter().map(|s| s.to_string()).collect(),
+                )
+            })
+            .collect();
+        ExecHandler::new(ExecHandlerConfig {
+            commands,
+            max_output_bytes,
+        })
+    }
+
+    #[tokio::test]
+    async fn exec_refuses_what_is_not_allowed() {
+        let handler = exec(&[("echo", &["echo", "hi"])], 1024);
+        let error = handler
+            .handle(&task(json!({"command": "rm"})))
+            .await
+            .unwrap_err();
+        assert!(!error.retryable);
+        assert!(error.message.contains("not allowed"), "{error}");
+        assert!(
+            !handler
+                .handle(&task(json!({})))
+                .await
+                .unwrap_err()
+                .retryable
+        );
+        assert!(
+            !handler
+                .handle(&task(json!({"command": ["sh", "-c", "x"]})))
+                .await
+                .unwrap_err()
+                .retryable
+        );
+        let missing = exec(&[("nope", &["/nonexistent/program"])], 1024);
+        assert!(
+            !missing
+                .handle(&task(json!({"command": "nope"})))
+                .await
+                .unwrap_err()
+                .retryable
+        );
+    }
+
+    #[tokio::test]
+    async fn exec_runs_with_the_task_on_stdin() {
+        let handler = exec(
+            &[
+                ("cat", &["cat"]),
+                ("text", &["echo", "hello world"]),
+                ("fail", &["sh", "-c", "echo oops >&2; exit 3"]),
+                ("big", &["head", "-c", "100000", "/dev/zero"]),
+            ],
+            10,
+        );
+        let t = task(json!({"command": "cat"}));
+        // `cat` echoes the task JSON, cut to 10 bytes: no longer JSON, so a string.
+        let out = handler.handle(&t).await.unwrap().unwrap();
+        assert_eq!(out.as_str().unwrap().len(), 10);
+        let roomy = exec(&[("cat", &["cat"])], 1 << 20);
+        let out = roomy.handle(&t).await.unwrap().unwrap();
+        assert_eq!(out["task_id"], json!(t.task_id));
+        assert_eq!(out["parameters"]["command"], "cat");
+        let out = handler
+            .handle(&task(json!({"command": "text"})))
+            .await
+            .unwrap();
+        assert_eq!(out, Some(json!("hello worl")));
+        let error = handler
+            .handle(&task(json!({"command": "fail"})))
+            .await
+            .unwrap_err();
+        assert!(error.retryable);
+        assert!(
+            error.message.contains("exit status 3") && error.message.contains("oops"),
+            "{error}"
+        );
+        assert!(
+            handler
+                .handle(&task(json!({"command": "big"})))
+                .await
+                .is_ok()
+        );
+    }
+}

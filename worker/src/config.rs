@@ -1,0 +1,162 @@
+//! How a worker runs: concurrency, queue timings, retry backoff, and the optional built-in
+//! `http` and `exec` handlers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A worker's settings. `Default` gives sensible values for the SQL queue; see each field.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Who runs the tasks, recorded in `TaskStarted` (default `<hostname>-<pid>`).
+    pub worker_id: String,
+    /// Most tasks running at once in this process (default 16, at least 1).
+    pub concurrency: usize,
+    /// Most messages taken in one receive (default 100); a receive never takes more than
+    /// there are free concurrency slots.
+    pub receive_batch: usize,
+    /// How long a received message stays hidden from other workers (default 30 s). A
+    /// heartbeat extends it every third of this while the task runs, so it only needs to cover
+    /// a stalled worker's detection time, not the longest task.
+    pub visibility_timeout: Duration,
+    /// How long a receive waits for a message when the queue is empty (default 1 s; use
+    /// 20 s for SQS, where each receive is a billed request).
+    pub long_poll: Duration,
+    /// On shutdown, how long running tasks may take to finish before their messages are
+    /// released to other workers (default 30 s).
+    pub grace_period: Duration,
+    /// The first retry's delay; it doubles per attempt, with jitter (default 1 s).
+    pub retry_base: Duration,
+    /// The longest retry delay (default 5 min).
+    pub retry_max: Duration,
+    /// How long the worker trusts what it read about a job being cancelled (default 2 s).
+    pub cancel_check_ttl: Duration,
+    /// Most tasks' appends carried by one group commit (default 500).
+    pub max_commit_batches: usize,
+    /// The built-in `http` handler; absent unless configured.
+    pub http: Option<HttpHandlerConfig>,
+    /// The built-in `exec` handler; absent unless configured.
+    pub exec: Option<ExecHandlerConfig>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            worker_id: default_worker_id(),
+            concurrency: 16,
+            receive_batch: 100,
+            visibility_timeout: Duration::from_secs(30),
+            long_poll: Duration::from_secs(1),
+            grace_period: Duration::from_secs(30),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            cancel_check_ttl: Duration::from_secs(2),
+            max_commit_batches: 500,
+            http: None,
+            exec: None,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Why the configuration cannot run, if it cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.worker_id.trim().is_empty() {
+            return Err("worker_id must not be empty".into());
+        }
+        if self.concurrency == 0 {
+            return Err("concurrency must be at least 1".into());
+        }
+        if self.receive_batch == 0 {
+            return Err("receive_batch must be at least 1".into());
+        }
+        if self.visibility_timeout < Duration::from_millis(300) {
+            return Err("visibility_timeout must be at least 300 ms".into());
+        }
+        if self.max_commit_batches == 0 {
+            return Err("max_commit_batches must be at least 1".into());
+        }
+        if let Some(exec) = &self.exec {
+            for (name, argv) in &exec.commands {
+                if argv.is_empty() || argv[0].is_empty() {
+                    return Err(format!("exec command {name:?} has no program"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The built-in `http` handler: POSTs the task as JSON to `url`.
+#[derive(Debug, Clone)]
+pub struct HttpHandlerConfig {
+    /// Where tasks are POSTed.
+    pub url: String,
+    /// How long one request may take (the task's own timeout applies as well).
+    pub timeout: Duration,
+}
+
+/// The built-in `exec` handler: runs an allow-listed program with the task JSON on stdin.
+#[derive(Debug, Clone)]
+pub struct ExecHandlerConfig {
+    /// The programs a task may name in `parameters.command`: name -> argv (program first).
+    /// Run directly, never through a shell.
+    pub commands: BTreeMap<String, Vec<String>>,
+    /// stdout beyond this many bytes is cut off (default 64 KiB).
+    pub max_output_bytes: usize,
+}
+
+impl Default for ExecHandlerConfig {
+    fn default() -> Self {
+        ExecHandlerConfig {
+            commands: BTreeMap::new(),
+            max_output_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `<hostname>-<pid>`.
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "worker".to_owned());
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = WorkerConfig::default();
+        assert_eq!(config.validate(), Ok(()));
+        assert!(
+            config
+                .worker_id
+                .ends_with(&format!("-{}", std::process::id()))
+        );
+    }
+
+    #[test]
+    fn rejects_nonsense() {
+        let bad = WorkerConfig {
+            concurrency: 0,
+            ..WorkerConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let mut exec = ExecHandlerConfig::default();
+        exec.commands.insert("x".into(), vec![]);
+        let bad = WorkerConfig {
+            exec: Some(exec),
+            ..WorkerConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("no program"));
+    }
+}

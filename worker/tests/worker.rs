@@ -1,0 +1,951 @@
+//! The worker against a real event log and SQL queue: SQLite always, Postgres when
+//! `SHOAL_TEST_DATABASE_URL` is set (required with `SHOAL_REQUIRE_POSTGRES=1`; see
+//! `shoal_infra::testing`). Each test gets a fresh database.
+//!
+//! The test plays the orchestrator: it appends a job's `JobSubmitted`, `TasksCreated` and
+//! `TaskEnqueued` events as the domain decides them, sends the matching messages, and relays
+//! `TaskRetryScheduled` events to new messages. Then it checks the log, which is the truth.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use shoal_domain::{
+    Event, JobCommand, JobId, JobState, Limits, Split, SubmitJob, TaskId, TaskState, TaskStatus,
+    decide_job, evolve_job, evolve_task,
+};
+use shoal_infra::eventlog::{
+    AppendBatch, EventLog, ExpectedVersion, NewEvent, PostgresEventLog, RecordedEvent,
+    SqliteEventLog, StreamAppend,
+};
+use shoal_infra::queue::{OutgoingMessage, QueueDepth, SqlQueue, TaskMessage, TaskQueue};
+use shoal_infra::testing;
+use shoal_worker::{
+    Handlers, TaskError, Worker, WorkerConfig, WorkerError, WorkerStats, handler_fn,
+};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+
+#[derive(Clone)]
+struct Env {
+    log: Arc<dyn EventLog>,
+    queue: SqlQueue,
+}
+
+impl Env {
+    async fn sqlite() -> Env {
+        let pool = testing::fresh_sqlite().await;
+        Env {
+            log: Arc::new(SqliteEventLog::new(pool.clone())),
+            queue: SqlQueue::sqlite(pool).with_poll_interval(Duration::from_millis(25)),
+        }
+    }
+
+    async fn postgres() -> Option<Env> {
+        let pool = testing::fresh_postgres().await?;
+        Some(Env {
+            log: Arc::new(PostgresEventLog::new(pool.clone())),
+            queue: SqlQueue::postgres(pool).with_poll_interval(Duration::from_millis(25)),
+        })
+    }
+
+    fn queue(&self) -> Arc<dyn TaskQueue> {
+        Arc::new(self.queue.clone())
+    }
+
+    /// Submits a job of `tasks` tasks, creates and enqueues them, and sends their messages.
+    async fn submit(&self, job: JobSpec) -> Job {
+        let job_id = JobId::new();
+        let now = Utc::now();
+        let submitted = decide_job(
+            &JobState::default(),
+            JobCommand::SubmitJob(SubmitJob {
+                job_id,
+                job_type: job.job_type.into(),
+                split: Split::Total {
+                    total_tasks: job.tasks,
+                },
+                parameters: job.parameters,
+                max_attempts: Some(job.max_attempts),
+                timeout_seconds: Some(job.timeout_seconds),
+                limits: Limits::default(),
+                now,
+            }),
+        )
+        .unwrap();
+        self.append(job_id.stream_id(), ExpectedVersion::NoStream, &submitted)
+            .await;
+        let state = submitted.iter().fold(JobState::default(), evolve_job);
+        let created = decide_job(
+            &state,
+            JobCommand::CreateTasks {
+                max_chunk: job.tasks,
+                now,
+            },
+        )
+        .unwrap();
+        let mut batch = AppendBatch::default();
+        let mut messages = Vec::new();
+        for event in &created {
+            match event {
+                Event::TasksCreated(_) => batch.streams.push(StreamAppend {
+                    stream_id: job_id.stream_id(),
+                    expected: ExpectedVersion::Exact(1),
+                    events: vec![new_event(event)],
+                }),
+                Event::TaskEnqueued(e) => {
+                    batch.streams.push(StreamAppend {
+                        stream_id: e.task_id.stream_id(),
+                        expected: ExpectedVersion::NoStream,
+                        events: vec![new_event(event)],
+                    });
+                    messages.push(OutgoingMessage {
+                        body: TaskMessage {
+                            task_id: e.task_id.as_uuid(),
+                            job_id: e.job_id.as_uuid(),
+                            task_index: e.index,
+                            parameters: e.input.clone(),
+                            job_type: e.job_type.clone(),
+                            attempt: e.attempt,
+                            stream_version: 1,
+                            max_attempts: e.max_attempts,
+                            timeout_seconds: e.timeout_seconds,
+                            not_before: None,
+                            traceparent: None,
+                        },
+                        delay: Duration::ZERO,
+                    });
+                }
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+        self.log.append(batch).await.unwrap();
+        self.queue.send(messages.clone()).await.unwrap();
+        Job {
+            id: job_id,
+            tasks: job.tasks,
+            messages: messages.into_iter().map(|m| m.body).collect(),
+        }
+    }
+
+    async fn append(&self, stream_id: String, expected: ExpectedVersion, events: &[Event]) {
+        self.log
+            .append(AppendBatch {
+                streams: vec![StreamAppend {
+                    stream_id,
+                    expected,
+                    events: events.iter().map(new_event).collect(),
+                }],
+                ..AppendBatch::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Each task's events, in index order.
+    async fn task_events(&self, job: &Job) -> Vec<Vec<Event>> {
+        let ids: Vec<String> = (0..job.tasks)
+            .map(|i| TaskId::for_task(job.id, i).stream_id())
+            .collect();
+        let records = self.log.read_streams(&ids).await.unwrap();
+        ids.iter()
+            .map(|id| {
+                records
+                    .iter()
+                    .filter(|r| &r.stream_id == id)
+                    .map(decode)
+                    .collect()
+            })
+            .collect()
+    }
+
+    async fn task_states(&self, job: &Job) -> Vec<TaskState> {
+        self.task_events(job)
+            .await
+            .iter()
+            .map(|events| events.iter().fold(TaskState::default(), evolve_task))
+            .collect()
+    }
+
+    /// Waits (up to 30 s) until every task of the job satisfies `done`.
+    async fn wait_for_tasks(&self, job: &Job, what: &str, done: impl Fn(&TaskState) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let states = self.task_states(job).await;
+            if states.iter().all(&done) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for tasks to be {what}: {:?}",
+                states
+                    .iter()
+                    .map(|s| (s.status, s.attempt))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn depth(&self) -> QueueDepth {
+        self.queue.depth().await.unwrap()
+    }
+
+    /// Plays the orchestrator's relay for retries: every `TaskRetryScheduled` of the job
+    /// becomes a message for its attempt, due at its `not_before`.
+    fn relay_retries(&self, job: &Job) -> Background {
+        let env = self.clone();
+        let job = job.clone();
+        Background(tokio::spawn(async move {
+            let mut sent = HashSet::new();
+            loop {
+                let ids: Vec<String> = (0..job.tasks)
+                    .map(|i| TaskId::for_task(job.id, i).stream_id())
+                    .collect();
+                let records = env.log.read_streams(&ids).await.unwrap();
+                let mut messages = Vec::new();
+                for record in &records {
+                    let Event::TaskRetryScheduled(retry) = decode(record) else {
+                        continue;
+                    };
+                    if !sent.insert((retry.task_id, retry.attempt)) {
+                        continue;
+                    }
+                    let first = &job.messages[retry.index as usize];
+                    messages.push(OutgoingMessage {
+                        body: TaskMessage {
+                            attempt: retry.attempt,
+                            stream_version: record.stream_version,
+                            not_before: Some(retry.not_before),
+                            ..first.clone()
+                        },
+                        delay: (retry.not_before - Utc::now()).to_std().unwrap_or_default(),
+                    });
+                }
+                env.queue.send(messages).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct JobSpec {
+    job_type: &'static str,
+    tasks: u32,
+    parameters: Value,
+    max_attempts: u32,
+    timeout_seconds: u32,
+}
+
+impl JobSpec {
+    fn new(job_type: &'static str, tasks: u32) -> Self {
+        JobSpec {
+            job_type,
+            tasks,
+            parameters: json!({}),
+            max_attempts: 3,
+            timeout_seconds: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    id: JobId,
+    tasks: u32,
+    /// The first attempt's message of each task, in index order.
+    messages: Vec<TaskMessage>,
+}
+
+/// A spawned helper, stopped when dropped.
+struct Background(JoinHandle<()>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn new_event(event: &Event) -> NewEvent {
+    NewEvent {
+        event_type: event.event_type().into(),
+        schema_version: event.schema_version(),
+        data: event.to_data(),
+        metadata: json!({"actor": "test"}),
+    }
+}
+
+fn decode(record: &RecordedEvent) -> Event {
+    Event::decode(&record.event_type, record.schema_version, &record.data).unwrap()
+}
+
+fn config(worker_id: &str) -> WorkerConfig {
+    WorkerConfig {
+        worker_id: worker_id.into(),
+        long_poll: Duration::from_millis(200),
+        grace_period: Duration::from_secs(10),
+        retry_base: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        cancel_check_ttl: Duration::from_millis(100),
+        ..WorkerConfig::default()
+    }
+}
+
+/// A worker running in the background.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<WorkerStats, WorkerError>>,
+    metrics: Arc<shoal_worker::WorkerMetrics>,
+}
+
+impl Running {
+    fn start(env: &Env, config: WorkerConfig, handlers: Handlers) -> Running {
+        let worker = Worker::new(config, handlers, env.log.clone(), env.queue());
+        let metrics = worker.metrics();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(worker.run(async move {
+            let _ = stopped.await;
+        }));
+        Running {
+            stop: Some(stop),
+            handle,
+            metrics,
+        }
+    }
+
+    /// Graceful shutdown; the worker's final counters.
+    async fn stop(mut self) -> WorkerStats {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(60), &mut self.handle)
+            .await
+            .expect("the worker stops")
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Drops the worker without any cleanup, as a crash would.
+    async fn crash(self) {
+        self.handle.abort();
+        let _ = self.handle.await;
+    }
+}
+
+fn count(events: &[Event], pred: impl Fn(&Event) -> bool) -> usize {
+    events.iter().filter(|e| pred(e)).count()
+}
+
+fn started(e: &Event) -> bool {
+    matches!(e, Event::TaskStarted(_))
+}
+
+fn completed(e: &Event) -> bool {
+    matches!(e, Event::TaskCompleted(_))
+}
+
+fn handlers_with(name: &str, handler: impl shoal_worker::Handler + 'static) -> Handlers {
+    let mut handlers = Handlers::builtin(&WorkerConfig::default());
+    handlers.register(name, handler);
+    handlers
+}
+
+/// Waits until `cond` holds (up to 30 s).
+async fn eventually<F, Fut>(what: &str, cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn empty(depth: QueueDepth) -> bool {
+    depth.visible == 0 && depth.in_flight == 0 && depth.delayed == 0
+}
+
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Env::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(env) = super::Env::postgres().await {
+                        super::$name(env).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+for_each_backend!(
+    many_noop_tasks_complete_once_each,
+    always_failing_task_is_retried_then_failed_and_dead_lettered,
+    task_failing_once_completes_on_its_second_attempt,
+    duplicate_deliveries_complete_once,
+    concurrent_duplicate_deliveries_start_once,
+    task_of_a_crashed_worker_is_taken_over_and_completes_once,
+    heartbeat_keeps_a_long_task_from_other_workers,
+    shutdown_lets_running_tasks_finish_within_the_grace_period,
+    shutdown_releases_unfinished_tasks_after_a_short_grace,
+    timeout_is_a_retryable_failure,
+    poison_message_is_dead_lettered_and_the_worker_goes_on,
+    cancelled_jobs_tasks_are_not_run,
+    early_message_waits_for_its_not_before,
+    unknown_handler_fails_the_task_at_once,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+async fn many_noop_tasks_complete_once_each(env: Env) {
+    let job = env.submit(JobSpec::new("noop", 200)).await;
+    let worker = Running::start(
+        &env,
+        config("w1"),
+        Handlers::builtin(&WorkerConfig::default()),
+    );
+    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    let stats = worker.stop().await;
+
+    for events in env.task_events(&job).await {
+        assert_eq!(count(&events, started), 1, "{events:?}");
+        assert_eq!(count(&events, completed), 1, "{events:?}");
+        assert_eq!(events.len(), 3);
+    }
+    assert_eq!(stats.completed, 200);
+    assert_eq!(stats.received, 200);
+    assert_eq!(stats.skipped_duplicates, 0);
+    assert_eq!(stats.in_flight, 0);
+    // 400 appends; grouped, they take far fewer commits.
+    assert_eq!(stats.committed_batches, 400);
+    assert!(stats.commits < 300, "{stats:?}");
+    eprintln!(
+        "{} appends in {} commits",
+        stats.committed_batches, stats.commits
+    );
+    assert!(empty(env.depth().await), "{:?}", env.depth().await);
+}
+
+async fn always_failing_task_is_retried_then_failed_and_dead_lettered(env: Env) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let handlers = handlers_with(
+        "flaky",
+        handler_fn(move |_task| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Err(TaskError::retryable("upstream unavailable")) }
+        }),
+    );
+    let job = env.submit(JobSpec::new("flaky", 1)).await;
+    let _relay = env.relay_retries(&job);
+    let worker = Running::start(&env, config("w1"), handlers);
+    env.wait_for_tasks(&job, "FAILED and dead-lettered", |s| {
+        s.status == TaskStatus::Failed && s.dead_lettered
+    })
+    .await;
+    let stats = worker.stop().await;
+
+    let events = &env.task_events(&job).await[0];
+    let kinds: Vec<&str> = events.iter().map(Event::event_type).collect();
+    assert_eq!(
+        kinds,
+        [
+            "TaskEnqueued",
+            "TaskStarted",
+            "TaskFailed",
+            "TaskRetryScheduled",
+            "TaskStarted",
+            "TaskFailed",
+            "TaskRetryScheduled",
+            "TaskStarted",
+            "TaskFailed",
+            "TaskDeadLettered",
+        ]
+    );
+    let Event::TaskFailed(last) = &events[8] else {
+        unreachable!()
+    };
+    assert!(last.final_failure);
+    assert_eq!(last.attempt, 3);
+    assert_eq!(last.error, "upstream unavailable");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        (stats.retried, stats.failed, stats.dead_lettered),
+        (2, 1, 1)
+    );
+
+    let dead = env
+        .queue
+        .dead_letters(Some(job.id.as_uuid()), 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, "upstream unavailable");
+    assert_eq!(dead[0].task_id, Some(job.messages[0].task_id));
+    assert!(empty(env.depth().await));
+}
+
+async fn task_failing_once_completes_on_its_second_attempt(env: Env) {
+    let handlers = handlers_with(
+        "second_time_lucky",
+        handler_fn(|task| async move {
+            if task.attempt == 1 {
+                Err(TaskError::retryable("first attempt fails"))
+            } else {
+                Ok(Some(json!({"attempt": task.attempt})))
+            }
+        }),
+    );
+    let job = env.submit(JobSpec::new("second_time_lucky", 3)).await;
+    let _relay = env.relay_retries(&job);
+    let worker = Running::start(&env, config("w1"), handlers);
+    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    let stats = worker.stop().await;
+
+    for events in env.task_events(&job).await {
+        let kinds: Vec<&str> = events.iter().map(Event::event_type).collect();
+        assert_eq!(
+            kinds,
+            [
+                "TaskEnqueued",
+                "TaskStarted",
+                "TaskFailed",
+                "TaskRetryScheduled",
+                "TaskStarted",
+                "TaskCompleted"
+            ]
+        );
+        let Event::TaskCompleted(done) = &events[5] else {
+            unreachable!()
+        };
+        assert_eq!(done.attempt, 2);
+        assert_eq!(done.result, Some(json!({"attempt": 2})));
+    }
+    assert_eq!((stats.retried, stats.completed, stats.failed), (3, 3, 0));
+    assert!(empty(env.depth().await));
+}
+
+async fn duplicate_deliveries_complete_once(env: Env) {
+    let job = env.submit(JobSpec::new("noop", 20)).await;
+    // A second copy of every message (another queue row: as if the relay had sent it twice
+    // under another key), before any worker runs: copies meet in one receive batch, or one
+    // arrives after the other completed.
+    for message in &job.messages {
+        let body = serde_json::to_string(message).unwrap();
+        env.queue
+            .send_raw(
+                message.job_id,
+                message.task_id,
+                1000 + message.attempt,
+                &body,
+            )
+            .await
+            .unwrap();
+    }
+    let worker = Running::start(
+        &env,
+        config("w1"),
+        Handlers::builtin(&WorkerConfig::default()),
+    );
+    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    eventually("the queue to drain", || async { empty(env.depth().await) }).await;
+    let stats = worker.stop().await;
+
+    for events in env.task_events(&job).await {
+        assert_eq!(count(&events, started), 1, "{events:?}");
+        assert_eq!(count(&events, completed), 1, "{events:?}");
+    }
+    assert_eq!(stats.received, 40);
+    assert_eq!(stats.completed, 20);
+    assert_eq!(stats.skipped_duplicates, 20);
+    assert!(empty(env.depth().await));
+}
+
+async fn concurrent_duplicate_deliveries_start_once(env: Env) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let handlers = handlers_with(
+        "slow",
+        handler_fn(move |_task| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(None)
+            }
+        }),
+    );
+    let job = env.submit(JobSpec::new("slow", 5)).await;
+    for message in &job.messages {
+        let body = serde_json::to_string(message).unwrap();
+        env.queue
+            .send_raw(
+                message.job_id,
+                message.task_id,
+                1000 + message.attempt,
+                &body,
+            )
+            .await
+            .unwrap();
+    }
+    // All ten deliveries fit in one receive: both copies of a task are in flight together.
+    let worker = Running::start(&env, config("w1"), handlers);
+    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    eventually("the queue to drain", || async { empty(env.depth().await) }).await;
+    let stats = worker.stop().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 5, "each task ran once");
+    assert_eq!((stats.completed, stats.skipped_duplicates), (5, 5));
+    for events in env.task_events(&job).await {
+        assert_eq!(count(&events, started), 1, "{events:?}");
+        assert_eq!(count(&events, completed), 1, "{events:?}");
+    }
+}
+
+async fn task_of_a_crashed_worker_is_taken_over_and_completes_once(env: Env) {
+    let short = |id: &str| WorkerConfig {
+        visibility_timeout: Duration::from_millis(600),
+        ..config(id)
+    };
+    let stuck = handlers_with(
+        "work",
+        handler_fn(|_task| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(None)
+        }),
+    );
+    let job = env.submit(JobSpec::new("work", 2)).await;
+    let first = Running::start(&env, short("first"), stuck);
+    env.wait_for_tasks(&job, "RUNNING", |s| s.status == TaskStatus::Running)
+        .await;
+    first.crash().await;
+
+    let quick = handlers_with(
+        "work",
+        handler_fn(|task| async move { Ok(Some(json!({"by": task.worker_id}))) }),
+    );
+    let second = Running::start(&env, short("second"), quick);
+    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    let stats = second.stop().await;
+
+    for events in env.task_events(&job).await {
+        assert_eq!(count(&events, started), 1, "{events:?}");
+        assert_eq!(count(&events, completed), 1, "{events:?}");
+        let Event::TaskStarted(start) = &events[1] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(start.worker, "first");
+        let Event::TaskCompleted(done) = &events[2] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(done.attempt, 1);
+        assert_eq!(done.result, Some(json!({"by": "second"})));
+    }
+    assert_eq!(stats.taken_over, 2);
+    assert_eq!(stats.completed, 2);
+    assert!(empty(env.depth().await));
+}
+
+async fn heartbeat_keeps_a_long_task_from_other_workers(env: Env) {
+    let visibility = |id: &str| WorkerConfig {
+        visibility_timeout: Duration::from_millis(600),
+        ..config(id)
+    };
+    let slow = || {
+        handlers_with(
+            "slow",
+            handler_fn(|_task| async {
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                Ok(None)
+            }),
+        )
+    };
+    let job = env.submit(JobSpec::new("slow", 1)).await;
+    let first = Running::start(&env, visibility("first"), slow());
+    env.wait_for_tasks(&job, "RUNNING", |s| s.status == TaskStatus::Running)
+        .await;
+    // Four visibility timeouts pass while the first worker runs the task.
+    let second = Running::start(&env, visibility("second"), slow());
+    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    let (a, b) = (first.stop().await, second.stop().await);
+    assert_eq!(a.completed, 1);
+    assert_eq!(b.received, 0, "{b:?}");
+    let events = &env.task_events(&job).await[0];
+    assert_eq!(count(events, started), 1);
+    assert!(empty(env.depth().await));
+}
+
+async fn shutdown_lets_running_tasks_finish_within_the_grace_period(env: Env) {
+    let mut spec = JobSpec::new("io_bound", 4);
+    spec.parameters = json!({"work_duration_seconds": 0.7});
+    let job = env.submit(spec).await;
+    let worker = Running::start(
+        &env,
+        config("w1"),
+        Handlers::builtin(&WorkerConfig::default()),
+    );
+    env.wait_for_tasks(&job, "RUNNING", |s| s.status == TaskStatus::Running)
+        .await;
+    assert_eq!(worker.metrics.snapshot().in_flight, 4);
+    let stats = worker.stop().await;
+    // `stop` returned after the tasks ended: they are recorded and acknowledged.
+    assert_eq!(stats.completed, 4);
+    assert!(
+        env.task_states(&job)
+            .await
+            .iter()
+            .all(|s| s.status == TaskStatus::Completed)
+    );
+    assert!(empty(env.depth().await));
+}
+
+async fn shutdown_releases_unfinished_tasks_after_a_short_grace(env: Env) {
+    let mut spec = JobSpec::new("io_bound", 4);
+    spec.parameters = json!({"work_duration_seconds": 60});
+    let job = env.submit(spec).await;
+    let short_grace = WorkerConfig {
+        grace_period: Duration::from_millis(200),
+        ..config("first")
+    };
+    let worker = Running::start(
+        &env,
+        short_grace,
+        Handlers::builtin(&WorkerConfig::default()),
+    );
+    env.wait_for_tasks(&job, "RUNNING", |s| s.status == TaskStatus::Running)
+        .await;
+    let began = std::time::Instant::now();
+    let stats = worker.stop().await;
+    assert!(began.elapsed() < Duration::from_secs(5));
+    assert_eq!(stats.released, 4);
+    assert_eq!(stats.completed, 0);
+    // Visible again at once, not after the visibility timeout.
+    let depth = env.depth().await;
+    assert_eq!((depth.visible, depth.in_flight), (4, 0), "{depth:?}");
+
+    // The next worker picks them up: a redelivery of a started attempt is a take-over.
+    let quick = handlers_with("io_bound", shoal_worker::builtin::Noop);
+    let second = Running::start(&env, config("second"), quick);
+    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    let stats = second.stop().await;
+    assert_eq!(stats.taken_over, 4);
+    for events in env.task_events(&job).await {
+        assert_eq!(count(&events, started), 1, "{events:?}");
+        assert_eq!(count(&events, completed), 1, "{events:?}");
+    }
+    assert!(empty(env.depth().await));
+}
+
+async fn timeout_is_a_retryable_failure(env: Env) {
+    let mut spec = JobSpec::new("io_bound", 1);
+    spec.parameters = json!({"work_duration_seconds": 30});
+    spec.timeout_seconds = 1;
+    spec.max_attempts = 2;
+    let job = env.submit(spec).await;
+    let _relay = env.relay_retries(&job);
+    let worker = Running::start(
+        &env,
+        config("w1"),
+        Handlers::builtin(&WorkerConfig::default()),
+    );
+    env.wait_for_tasks(&job, "FAILED", |s| {
+        s.status == TaskStatus::Failed && s.dead_lettered
+    })
+    .await;
+    let stats = worker.stop().await;
+    let failures: Vec<_> = env.task_events(&job).await[0]
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskFailed(f) => Some((f.attempt, f.final_failure, f.error.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            (1, false, "timed out after 1 s".to_owned()),
+            (2, true, "timed out after 1 s".to_owned())
+        ]
+    );
+    assert_eq!(stats.timed_out, 2);
+}
+
+async fn poison_message_is_dead_lettered_and_the_worker_goes_on(env: Env) {
+    let job_id = uuid::Uuid::now_v7();
+    env.queue
+        .send_raw(job_id, uuid::Uuid::now_v7(), 1, "{not json")
+        .await
+        .unwrap();
+    let job = env.submit(JobSpec::new("noop", 1)).await;
+    let worker = Running::start(
+        &env,
+        config("w1"),
+        Handlers::builtin(&WorkerConfig::default()),
+    );
+    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    eventually("the poison message to be dead-lettered", || async {
+        env.depth().await.dead_lettered == 1
+    })
+    .await;
+    let stats = worker.stop().await;
+    assert_eq!(
+        (stats.poison, stats.dead_lettered, stats.completed),
+        (1, 1, 1)
+    );
+    let dead = env.queue.dead_letters(None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].raw, "{not json");
+    assert!(
+        dead[0].reason.starts_with("unparseable task message"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(empty(env.depth().await));
+}
+
+async fn cancelled_jobs_tasks_are_not_run(env: Env) {
+    let job = env.submit(JobSpec::new("noop", 5)).await;
+    let records = env.log.read_stream(&job.id.stream_id(), 0).await.unwrap();
+    let state = records
+        .iter()
+        .map(decode)
+        .fold(JobState::default(), |s, e| evolve_job(s, &e));
+    let cancel = decide_job(
+        &state,
+        JobCommand::CancelJob {
+            reason: Some("changed my mind".into()),
+            now: Utc::now(),
+        },
+    )
+    .unwrap();
+    env.append(
+        job.id.stream_id(),
+        ExpectedVersion::Exact(records.len() as i64),
+        &cancel,
+    )
+    .await;
+    let other = env.submit(JobSpec::new("noop", 1)).await;
+
+    let worker = Running::start(
+        &env,
+        config("w1"),
+        Handlers::builtin(&WorkerConfig::default()),
+    );
+    env.wait_for_tasks(&other, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    eventually("the queue to drain", || async { empty(env.depth().await) }).await;
+    let stats = worker.stop().await;
+    assert_eq!(stats.skipped_cancelled, 5);
+    assert_eq!(stats.completed, 1);
+    for events in env.task_events(&job).await {
+        assert_eq!(events.len(), 1, "only TaskEnqueued: {events:?}");
+    }
+}
+
+async fn early_message_waits_for_its_not_before(env: Env) {
+    let job = env.submit(JobSpec::new("noop", 1)).await;
+    // The same task's message again, as a retry relay with a skewed clock might send it:
+    // due in 800 ms but visible now. Take the original out of the queue first.
+    env.queue.purge_job(job.id.as_uuid()).await.unwrap();
+    let not_before = Utc::now() + chrono::Duration::milliseconds(800);
+    env.queue
+        .send(vec![OutgoingMessage {
+            body: TaskMessage {
+                not_before: Some(not_before),
+                ..job.messages[0].clone()
+            },
+            delay: Duration::ZERO,
+        }])
+        .await
+        .unwrap();
+    let worker = Running::start(
+        &env,
+        config("w1"),
+        Handlers::builtin(&WorkerConfig::default()),
+    );
+    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    let stats = worker.stop().await;
+    let events = &env.task_events(&job).await[0];
+    let Event::TaskStarted(start) = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert!(
+        start.at >= not_before,
+        "started {} before {not_before}",
+        start.at
+    );
+    assert!(stats.released >= 1);
+}
+
+async fn unknown_handler_fails_the_task_at_once(env: Env) {
+    let mut spec = JobSpec::new("reports", 1);
+    spec.parameters = json!({"work_type": "quantum"});
+    let job = env.submit(spec).await;
+    let worker = Running::start(
+        &env,
+        config("w1"),
+        Handlers::builtin(&WorkerConfig::default()),
+    );
+    env.wait_for_tasks(&job, "FAILED", |s| {
+        s.status == TaskStatus::Failed && s.dead_lettered
+    })
+    .await;
+    let stats = worker.stop().await;
+    let state = &env.task_states(&job).await[0];
+    assert_eq!(state.attempt, 1, "not retried");
+    assert!(
+        state
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("no handler for"),
+        "{state:?}"
+    );
+    assert_eq!(stats.failed, 1);
+}
+
+#[tokio::test]
+async fn invalid_configuration_is_refused() {
+    let env = Env::sqlite().await;
+    let worker = Worker::new(
+        WorkerConfig {
+            concurrency: 0,
+            ..WorkerConfig::default()
+        },
+        Handlers::new(),
+        env.log.clone(),
+        env.queue(),
+    );
+    assert!(matches!(
+        worker.run(std::future::pending::<()>()).await,
+        Err(WorkerError::Config(_))
+    ));
+}
