@@ -2,10 +2,13 @@
 //! own lives here beyond that (and the benchmark driver, which only calls the roles' APIs).
 
 mod bench;
+mod roles;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use roles::{DatabaseArgs, Platform, QueueArgs, Shutdown, WorkerArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,34 +21,71 @@ struct Cli {
     command: Command,
 }
 
-/// Where the event log lives.
-#[derive(Debug, Clone, Args)]
-struct DatabaseArgs {
-    /// `postgres://user@host:port/db`, or `sqlite:path` for the embedded mode.
-    #[arg(
-        long,
-        env = "SHOAL_DATABASE_URL",
-        default_value = "sqlite:shoal-dev.db"
-    )]
-    database_url: String,
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run everything in one process: database, queue, orchestrator, workers, APIs, dashboard.
-    Dev,
+    /// Run everything in one process: database, queue, orchestrator, workers and the APIs.
+    Dev(DevArgs),
     /// Create or upgrade the database schema (embedded migrations).
     Migrate(DatabaseArgs),
     /// Run a worker that takes tasks from the queue.
-    Worker,
+    Worker(WorkerCmd),
     /// Run the projector that builds the read tables from the log.
     Projector,
-    /// Run the orchestrator that drives jobs through their lifecycle.
-    Orchestrator,
-    /// Serve the GraphQL and REST APIs and the dashboard.
-    Serve,
+    /// Run the orchestrator that drives jobs through their lifecycle (one leader at a time;
+    /// start several for failover).
+    Orchestrator(OrchestratorCmd),
+    /// Serve the GraphQL API.
+    Serve(ServeArgs),
     /// Run a benchmark (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    /// Where the APIs listen.
+    #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    db: DatabaseArgs,
+    #[command(flatten)]
+    queue: QueueArgs,
+    /// Tasks run at once by the in-process workers; 0 runs none (use `shoal worker`).
+    #[arg(long, env = "SHOAL_WORKERS", default_value_t = 16)]
+    workers: usize,
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+#[derive(Debug, Args)]
+struct WorkerCmd {
+    #[command(flatten)]
+    db: DatabaseArgs,
+    #[command(flatten)]
+    queue: QueueArgs,
+    /// Tasks run at once by this process.
+    #[arg(long, env = "SHOAL_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+#[derive(Debug, Args)]
+struct OrchestratorCmd {
+    #[command(flatten)]
+    db: DatabaseArgs,
+    #[command(flatten)]
+    queue: QueueArgs,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where the APIs listen.
+    #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    db: DatabaseArgs,
+    #[command(flatten)]
+    queue: QueueArgs,
 }
 
 #[tokio::main]
@@ -62,11 +102,11 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Migrate(db) => migrate(&db).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Dev => not_yet("dev"),
-        Command::Worker => not_yet("worker"),
+        Command::Dev(args) => dev(args).await,
+        Command::Worker(args) => worker(args).await,
         Command::Projector => not_yet("projector"),
-        Command::Orchestrator => not_yet("orchestrator"),
-        Command::Serve => not_yet("serve"),
+        Command::Orchestrator(args) => orchestrator(args).await,
+        Command::Serve(args) => serve(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -79,6 +119,83 @@ async fn main() -> ExitCode {
 
 fn not_yet(name: &str) -> anyhow::Result<()> {
     anyhow::bail!("`shoal {name}` is not available yet in this version of Shoal")
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let worker_config = (args.workers > 0)
+        .then(|| args.worker.config(args.workers))
+        .transpose()?;
+    let platform = Platform::connect(&args.db, &args.queue).await?;
+    let shutdown = Shutdown::on_signals();
+    let orchestrator = roles::orchestrator(&platform)?;
+    let orchestrating = tokio::spawn(orchestrator.run(shutdown.clone().wait()));
+    let working = worker_config
+        .map(|config| tokio::spawn(roles::worker(&platform, config).run(shutdown.clone().wait())));
+    let router = roles::api_router(&platform);
+    let serving = tokio::spawn(roles::serve(args.listen, router, shutdown.clone()));
+
+    let url = format!("http://{}/graphql", args.listen);
+    eprintln!(
+        "\nShoal is running: {db}, {queue} queue, {workers}.\n\n  \
+         GraphQL + GraphiQL: {url}\n\n\
+         Open GraphiQL and submit a first job:\n\n  \
+         mutation {{ submitJob(input: {{jobType: \"noop\", totalTasks: 1000}}) {{ id status }} }}\n\n\
+         then follow it with  query {{ job(id: \"<id>\") {{ status totalTasks tasksCreated }} }}\n\
+         (or from a shell: curl -s {url} -H 'content-type: application/json' \\\n   \
+         -d '{{\"query\":\"mutation {{ submitJob(input: {{jobType: \\\"noop\\\", totalTasks: 1000}}) {{ id status }} }}\"}}')\n\n\
+         Ctrl-C stops; a restart resumes unfinished jobs.\n",
+        db = redact(&args.db.database_url),
+        queue = args.queue.queue,
+        workers = match args.workers {
+            0 => "no in-process workers (run `shoal worker`)".to_string(),
+            n => format!("{n} in-process worker slots"),
+        },
+    );
+
+    let served = serving.await?;
+    let orchestrated = orchestrating.await?;
+    if let Some(working) = working {
+        let stats = working.await??;
+        tracing::info!(?stats, "workers stopped");
+    }
+    platform.database.close().await;
+    served?;
+    orchestrated?;
+    Ok(())
+}
+
+async fn worker(args: WorkerCmd) -> anyhow::Result<()> {
+    let config = args.worker.config(args.concurrency)?;
+    let platform = Platform::connect(&args.db, &args.queue).await?;
+    let shutdown = Shutdown::on_signals();
+    eprintln!(
+        "shoal worker {} running up to {} tasks at once from the {} queue",
+        config.worker_id, config.concurrency, args.queue.queue
+    );
+    let stats = roles::worker(&platform, config)
+        .run(shutdown.wait())
+        .await?;
+    eprintln!("shoal worker stopped: {stats:?}");
+    platform.database.close().await;
+    Ok(())
+}
+
+async fn orchestrator(args: OrchestratorCmd) -> anyhow::Result<()> {
+    let platform = Platform::connect(&args.db, &args.queue).await?;
+    let shutdown = Shutdown::on_signals();
+    eprintln!("shoal orchestrator running (standby until it holds the leader lock)");
+    roles::orchestrator(&platform)?.run(shutdown.wait()).await?;
+    platform.database.close().await;
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let platform = Platform::connect(&args.db, &args.queue).await?;
+    let shutdown = Shutdown::on_signals();
+    eprintln!("shoal serve: GraphQL at http://{}/graphql", args.listen);
+    roles::serve(args.listen, roles::api_router(&platform), shutdown).await?;
+    platform.database.close().await;
+    Ok(())
 }
 
 async fn migrate(db: &DatabaseArgs) -> anyhow::Result<()> {

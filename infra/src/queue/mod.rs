@@ -5,11 +5,14 @@
 //! delivered twice or resent by the orchestrator's relay; workers make that harmless by
 //! appending with expected stream versions.
 //!
-//! Adapters: [`SqlQueue`] (a table in the same Postgres or SQLite database) and, later, SQS.
+//! Adapters: [`SqlQueue`] (a table in the same Postgres or SQLite database) and [`SqsQueue`]
+//! (AWS SQS with a dead-letter queue; its module docs list where SQS differs).
 
 mod sql;
+mod sqs;
 
 pub use sql::SqlQueue;
+pub use sqs::{SqsCallCounts, SqsCalls, SqsQueue, dead_letter_queue_url, init_queues};
 
 use std::time::Duration;
 

@@ -1,0 +1,1091 @@
+//! The task queue on AWS SQS (a standard queue and its dead-letter queue), with the semantics of
+//! [`TaskQueue`] as far as SQS allows them. Where SQS differs, the difference is harmless
+//! because the event log, not the queue, decides what happened to a task:
+//!
+//! - **No de-duplication.** Sending the same (task, attempt) twice queues two messages; the
+//!   second worker's append with an expected stream version fails and it acknowledges the copy.
+//! - **Whole seconds.** Visibility timeouts, delays and waits are rounded up to whole seconds;
+//!   delays are capped at 15 minutes (`DelaySeconds`; the worker releases a message that
+//!   arrives before its `not_before` again) and visibility timeouts at 12 hours.
+//! - **Receipts.** A [`Receipt`] is the SQS receipt handle. SQS does not promise that an older
+//!   handle of a message that was received again stops working (`ack` with it may or may not
+//!   delete the message), only that the newest one works. A released message counts as in
+//!   flight, not delayed, until it is visible again.
+//! - **Dead letters.** The queue's redrive policy (`maxReceiveCount`, set by [`init_queues`])
+//!   moves a message received too often to the DLQ at its next receive. [`TaskQueue::dead_letter`]
+//!   cannot move a message (SQS has no such call): it sends a copy of the body, with a `reason`
+//!   message attribute, to the DLQ and deletes the original. It needs the body, which only the
+//!   [`SqsQueue`] (or a clone) that received the message holds.
+//! - **No purge by job.** [`TaskQueue::purge_job`] does nothing and answers 0; workers skip a
+//!   cancelled job's tasks anyway.
+//! - **Peeking is receiving.** [`TaskQueue::dead_letters`] receives from the DLQ with a short
+//!   visibility timeout ([`SqsQueue::PEEK_VISIBILITY`]): for that long, another listing does
+//!   not see those messages. Its ids are the DLQ receipt handles that
+//!   [`TaskQueue::remove_dead_letters`] deletes.
+//!
+//! Calls per task on the happy path: a tenth of a `SendMessageBatch`, a tenth of a
+//! `ReceiveMessage` (or one, when workers receive one message at a time or the queue is
+//! nearly empty) and a tenth of a `DeleteMessageBatch`; [`SqsQueue::calls`] counts them.
+//!
+//! Configuration comes from the standard AWS chain ([`SqsQueue::from_env`]: environment,
+//! profile, IRSA web identity); `AWS_ENDPOINT_URL` points it at an emulator such as
+//! `moto_server`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{
+    DeadLetter, Delivery, OutgoingMessage, PoisonMessage, QueueDepth, QueueError, QueueResult,
+    Receipt, TaskMessage, TaskQueue,
+};
+
+/// Entries per batch call (an SQS limit).
+const BATCH: usize = 10;
+/// The payload of one `SendMessageBatch` (bodies and attributes), kept under SQS's classic
+/// 256 KiB limit, which every region and emulator accepts.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Batch calls in flight at once per operation.
+const IN_FLIGHT: usize = 8;
+/// SQS limits, in seconds.
+const MAX_DELAY_SECS: u64 = 900;
+const MAX_VISIBILITY_SECS: u64 = 43_200;
+const MAX_WAIT_SECS: u64 = 20;
+/// Rounds of retries for the entries of a batch that failed without the sender's fault.
+const BATCH_ATTEMPTS: u32 = 5;
+const RETRY_BASE: Duration = Duration::from_millis(100);
+/// Receives while listing dead letters (at most ten messages each).
+const MAX_PEEK_CALLS: usize = 100;
+/// The longest a listing of dead letters waits for messages on each call: long polling asks
+/// every SQS server, so a small DLQ is not missed.
+const PEEK_WAIT_SECS: i32 = 1;
+/// How long this instance keeps the body of a received message for `dead_letter`: after SQS's
+/// longest visibility timeout its receipt cannot be current any more.
+const HOLD_FOR: Duration = Duration::from_secs(MAX_VISIBILITY_SECS + 60);
+/// Dead letters keep 14 days, SQS's longest retention.
+const DLQ_RETENTION_SECS: u32 = 1_209_600;
+
+/// Message attributes Shoal sets. The ids let a dead letter whose body cannot be parsed still
+/// name its job and task.
+const ATTR_JOB_ID: &str = "job_id";
+const ATTR_TASK_ID: &str = "task_id";
+const ATTR_ATTEMPT: &str = "attempt";
+const ATTR_REASON: &str = "reason";
+const ATTR_DEAD_LETTERED_AT: &str = "dead_lettered_at";
+
+/// The reason of a dead letter that the redrive policy moved (it carries no `reason`).
+const REDRIVEN_REASON: &str = "received too many times without being handled";
+
+/// SQS API calls made by one [`SqsQueue`] and its clones, by operation, and the messages they
+/// carried. Read it with [`SqsCallCounts::snapshot`]; calls per task is the number of calls
+/// divided by the messages deleted.
+#[derive(Debug, Default)]
+pub struct SqsCallCounts {
+    pub send_message: AtomicU64,
+    pub send_message_batch: AtomicU64,
+    pub receive_message: AtomicU64,
+    pub change_message_visibility: AtomicU64,
+    pub change_message_visibility_batch: AtomicU64,
+    pub delete_message: AtomicU64,
+    pub delete_message_batch: AtomicU64,
+    pub get_queue_attributes: AtomicU64,
+    /// Messages sent to the queue (not the DLQ), retries excluded.
+    pub messages_sent: AtomicU64,
+    /// Messages received from the queue (not the DLQ).
+    pub messages_received: AtomicU64,
+    /// Messages deleted from the queue by `ack` (not the DLQ).
+    pub messages_deleted: AtomicU64,
+}
+
+/// A copy of [`SqsCallCounts`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct SqsCalls {
+    pub send_message: u64,
+    pub send_message_batch: u64,
+    pub receive_message: u64,
+    pub change_message_visibility: u64,
+    pub change_message_visibility_batch: u64,
+    pub delete_message: u64,
+    pub delete_message_batch: u64,
+    pub get_queue_attributes: u64,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    pub messages_deleted: u64,
+}
+
+impl SqsCallCounts {
+    pub fn snapshot(&self) -> SqsCalls {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        SqsCalls {
+            send_message: get(&self.send_message),
+            send_message_batch: get(&self.send_message_batch),
+            receive_message: get(&self.receive_message),
+            change_message_visibility: get(&self.change_message_visibility),
+            change_message_visibility_batch: get(&self.change_message_visibility_batch),
+            delete_message: get(&self.delete_message),
+            delete_message_batch: get(&self.delete_message_batch),
+            get_queue_attributes: get(&self.get_queue_attributes),
+            messages_sent: get(&self.messages_sent),
+            messages_received: get(&self.messages_received),
+            messages_deleted: get(&self.messages_deleted),
+        }
+    }
+}
+
+impl SqsCalls {
+    /// Every API call (the messages counts are not calls).
+    pub fn total(&self) -> u64 {
+        self.send_message
+            + self.send_message_batch
+            + self.receive_message
+            + self.change_message_visibility
+            + self.change_message_visibility_batch
+            + self.delete_message
+            + self.delete_message_batch
+            + self.get_queue_attributes
+    }
+
+    /// The calls made between `earlier` and `self`.
+    pub fn since(&self, earlier: &SqsCalls) -> SqsCalls {
+        SqsCalls {
+            send_message: self.send_message - earlier.send_message,
+            send_message_batch: self.send_message_batch - earlier.send_message_batch,
+            receive_message: self.receive_message - earlier.receive_message,
+            change_message_visibility: self.change_message_visibility
+                - earlier.change_message_visibility,
+            change_message_visibility_batch: self.change_message_visibility_batch
+                - earlier.change_message_visibility_batch,
+            delete_message: self.delete_message - earlier.delete_message,
+            delete_message_batch: self.delete_message_batch - earlier.delete_message_batch,
+            get_queue_attributes: self.get_queue_attributes - earlier.get_queue_attributes,
+            messages_sent: self.messages_sent - earlier.messages_sent,
+            messages_received: self.messages_received - earlier.messages_received,
+            messages_deleted: self.messages_deleted - earlier.messages_deleted,
+        }
+    }
+}
+
+/// The task queue on an SQS standard queue and, optionally, its dead-letter queue (see the
+/// module docs). Cheap to clone; clones share the call counts and the bodies of received
+/// messages (which `dead_letter` needs), so create one per process and queue, and clone it.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: Client,
+    queue_url: String,
+    dlq_url: Option<String>,
+    calls: SqsCallCounts,
+    /// Received messages by receipt handle, until acknowledged, released or dead-lettered.
+    held: Mutex<HashMap<String, Held>>,
+}
+
+/// A received message's body and attributes, kept for `dead_letter`.
+#[derive(Debug, Clone)]
+struct Held {
+    body: String,
+    attributes: HashMap<String, MessageAttributeValue>,
+    received_at: Instant,
+}
+
+/// One queue or the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Queue,
+    DeadLetters,
+}
+
+impl SqsQueue {
+    /// How long [`TaskQueue::dead_letters`] hides the dead letters it lists.
+    pub const PEEK_VISIBILITY: Duration = Duration::from_secs(1);
+
+    /// The queue at `queue_url`, dead-lettering to `dlq_url` (without one, `dead_letter` fails
+    /// and there are no dead letters to list).
+    pub fn new(client: Client, queue_url: impl Into<String>, dlq_url: Option<String>) -> Self {
+        SqsQueue {
+            inner: Arc::new(Inner {
+                client,
+                queue_url: queue_url.into(),
+                dlq_url,
+                calls: SqsCallCounts::default(),
+                held: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The queue at `queue_url` with a client from the standard AWS configuration chain
+    /// (environment, profile, IRSA web identity; `AWS_ENDPOINT_URL` overrides the endpoint) and
+    /// the dead-letter queue named by the queue's redrive policy, if any.
+    ///
+    /// `Err` when no region is configured or the queue's attributes cannot be read (wrong URL,
+    /// no credentials, no permission).
+    pub async fn from_env(queue_url: impl Into<String>) -> QueueResult<Self> {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        if config.region().is_none() {
+            return Err(QueueError::Backend(
+                "no AWS region is configured: set AWS_REGION (or a profile's region)".to_owned(),
+            ));
+        }
+        let client = Client::new(&config);
+        let queue_url = queue_url.into();
+        let dlq_url = dead_letter_queue_url(&client, &queue_url).await?;
+        Ok(SqsQueue::new(client, queue_url, dlq_url))
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub fn queue_url(&self) -> &str {
+        &self.inner.queue_url
+    }
+
+    pub fn dlq_url(&self) -> Option<&str> {
+        self.inner.dlq_url.as_deref()
+    }
+
+    /// The SQS calls made so far by this queue and its clones.
+    pub fn calls(&self) -> &SqsCallCounts {
+        &self.inner.calls
+    }
+
+    /// Sends a message with an arbitrary body, visible at once: for tests of malformed
+    /// (poison) messages, which [`TaskQueue::send`] cannot produce.
+    #[doc(hidden)]
+    #[tracing::instrument(name = "queue.send_raw", skip_all, err(level = "debug"))]
+    pub async fn send_raw(&self, job_id: Uuid, task_id: Uuid, raw_body: &str) -> QueueResult<()> {
+        let attributes = HashMap::from([
+            (
+                ATTR_JOB_ID.to_owned(),
+                string_attribute(job_id.to_string())?,
+            ),
+            (
+                ATTR_TASK_ID.to_owned(),
+                string_attribute(task_id.to_string())?,
+            ),
+        ]);
+        self.send_one(Which::Queue, raw_body, attributes).await
+    }
+
+    fn url(&self, which: Which) -> QueueResult<&str> {
+        match which {
+            Which::Queue => Ok(&self.inner.queue_url),
+            Which::DeadLetters => self.inner.dlq_url.as_deref().ok_or_else(|| {
+                QueueError::Backend("this SQS queue has no dead-letter queue".to_owned())
+            }),
+        }
+    }
+
+    fn count(&self, counter: impl Fn(&SqsCallCounts) -> &AtomicU64, n: u64) {
+        counter(&self.inner.calls).fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        // A panic while holding the lock cannot leave the map inconsistent (single inserts
+        // and removes), so a poisoned lock is still usable.
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn forget(&self, receipts: &[&str]) {
+        let mut held = self.held();
+        for receipt in receipts {
+            held.remove(*receipt);
+        }
+    }
+
+    /// One `SendMessage` (dead letters and raw test messages; tasks go in batches).
+    async fn send_one(
+        &self,
+        which: Which,
+        body: &str,
+        attributes: HashMap<String, MessageAttributeValue>,
+    ) -> QueueResult<()> {
+        let url = self.url(which)?;
+        self.count(|c| &c.send_message, 1);
+        self.inner
+            .client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .set_message_attributes(Some(attributes))
+            .send()
+            .await
+            .map_err(|e| sdk_error("SendMessage", e))?;
+        if which == Which::Queue {
+            self.count(|c| &c.messages_sent, 1);
+        }
+        Ok(())
+    }
+
+    /// One `SendMessageBatch` of at most ten entries, retrying the entries that failed without
+    /// the sender's fault.
+    async fn send_batch(&self, mut entries: Vec<SendMessageBatchRequestEntry>) -> QueueResult<()> {
+        let sent = entries.len() as u64;
+        for attempt in 0..BATCH_ATTEMPTS {
+            self.count(|c| &c.send_message_batch, 1);
+            let output = self
+                .inner
+                .client
+                .send_message_batch()
+                .queue_url(&self.inner.queue_url)
+                .set_entries(Some(entries.clone()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("SendMessageBatch", e))?;
+            if output.failed().is_empty() {
+                self.count(|c| &c.messages_sent, sent);
+                return Ok(());
+            }
+            fail_on_sender_fault("SendMessageBatch", output.failed(), |_| false)?;
+            let failed: HashSet<&str> = output.failed().iter().map(|f| f.id()).collect();
+            entries.retain(|entry| failed.contains(entry.id()));
+            tracing::debug!(
+                failed = entries.len(),
+                "retrying failed SendMessageBatch entries"
+            );
+            tokio::time::sleep(RETRY_BASE * 2u32.pow(attempt)).await;
+        }
+        Err(QueueError::Backend(format!(
+            "SQS SendMessageBatch: {} entries still failing after {BATCH_ATTEMPTS} attempts",
+            entries.len()
+        )))
+    }
+
+    /// One `ReceiveMessage` call, with the receive count and every message attribute.
+    async fn receive_once(
+        &self,
+        which: Which,
+        max: usize,
+        visibility_secs: i32,
+        wait_secs: i32,
+    ) -> QueueResult<Vec<Message>> {
+        let url = self.url(which)?;
+        self.count(|c| &c.receive_message, 1);
+        let output = self
+            .inner
+            .client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(clamp_i32(max.min(BATCH)))
+            .visibility_timeout(visibility_secs)
+            .wait_time_seconds(wait_secs)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| sdk_error("ReceiveMessage", e))?;
+        let messages = output.messages.unwrap_or_default();
+        if which == Which::Queue {
+            self.count(|c| &c.messages_received, messages.len() as u64);
+        }
+        Ok(messages)
+    }
+
+    /// `DeleteMessageBatch` of any number of receipt handles, ten per call, several calls in
+    /// flight. Stale receipts are skipped.
+    async fn delete_batches(&self, which: Which, receipts: &[&str]) -> QueueResult<()> {
+        let url = self.url(which)?;
+        futures::stream::iter(receipts.chunks(BATCH))
+            .map(|chunk| self.delete_batch(which, url, chunk))
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn delete_batch(&self, which: Which, url: &str, receipts: &[&str]) -> QueueResult<()> {
+        let mut entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, receipt)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*receipt)
+                    .build()
+                    .map_err(|e| QueueError::Backend(format!("SQS DeleteMessageBatch: {e}")))
+            })
+            .collect::<QueueResult<Vec<_>>>()?;
+        for attempt in 0..BATCH_ATTEMPTS {
+            self.count(|c| &c.delete_message_batch, 1);
+            let output = self
+                .inner
+                .client
+                .delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries.clone()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("DeleteMessageBatch", e))?;
+            if which == Which::Queue {
+                self.count(|c| &c.messages_deleted, output.successful().len() as u64);
+            }
+            fail_on_sender_fault("DeleteMessageBatch", output.failed(), is_stale_code)?;
+            let retry: HashSet<&str> = output
+                .failed()
+                .iter()
+                .filter(|f| !is_stale_code(f.code()))
+                .map(|f| f.id())
+                .collect();
+            if retry.is_empty() {
+                return Ok(());
+            }
+            entries.retain(|entry| retry.contains(entry.id()));
+            tokio::time::sleep(RETRY_BASE * 2u32.pow(attempt)).await;
+        }
+        Err(QueueError::Backend(format!(
+            "SQS DeleteMessageBatch: {} entries still failing after {BATCH_ATTEMPTS} attempts",
+            entries.len()
+        )))
+    }
+
+    async fn change_visibility_batch(&self, receipts: &[&str], secs: i32) -> QueueResult<()> {
+        let mut entries = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, receipt)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*receipt)
+                    .visibility_timeout(secs)
+                    .build()
+                    .map_err(|e| {
+                        QueueError::Backend(format!("SQS ChangeMessageVisibilityBatch: {e}"))
+                    })
+            })
+            .collect::<QueueResult<Vec<_>>>()?;
+        for attempt in 0..BATCH_ATTEMPTS {
+            self.count(|c| &c.change_message_visibility_batch, 1);
+            let output = self
+                .inner
+                .client
+                .change_message_visibility_batch()
+                .queue_url(&self.inner.queue_url)
+                .set_entries(Some(entries.clone()))
+                .send()
+                .await
+                .map_err(|e| sdk_error("ChangeMessageVisibilityBatch", e))?;
+            fail_on_sender_fault(
+                "ChangeMessageVisibilityBatch",
+                output.failed(),
+                is_stale_code,
+            )?;
+            let retry: HashSet<&str> = output
+                .failed()
+                .iter()
+                .filter(|f| !is_stale_code(f.code()))
+                .map(|f| f.id())
+                .collect();
+            if retry.is_empty() {
+                return Ok(());
+            }
+            entries.retain(|entry| retry.contains(entry.id()));
+            tokio::time::sleep(RETRY_BASE * 2u32.pow(attempt)).await;
+        }
+        Err(QueueError::Backend(format!(
+            "SQS ChangeMessageVisibilityBatch: {} entries still failing after {BATCH_ATTEMPTS} \
+             attempts",
+            entries.len()
+        )))
+    }
+
+    /// A received message as a delivery, its body kept for `dead_letter`.
+    fn deliver(&self, message: Message) -> Option<Delivery> {
+        let receipt = message.receipt_handle?;
+        let receive_count = message
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(1);
+        let raw = message.body.unwrap_or_default();
+        let body = serde_json::from_str::<TaskMessage>(&raw).map_err(|error| PoisonMessage {
+            error: error.to_string(),
+            raw: raw.clone(),
+        });
+        self.held().insert(
+            receipt.clone(),
+            Held {
+                body: raw,
+                attributes: message.message_attributes.unwrap_or_default(),
+                received_at: Instant::now(),
+            },
+        );
+        Some(Delivery {
+            receipt: Receipt(receipt),
+            body,
+            receive_count,
+        })
+    }
+
+    /// Drops the bodies of messages received so long ago that their receipts are stale.
+    fn prune_held(&self) {
+        let now = Instant::now();
+        self.held()
+            .retain(|_, held| now.duration_since(held.received_at) < HOLD_FOR);
+    }
+
+    async fn queue_counts(&self, url: &str) -> QueueResult<(u64, u64, u64)> {
+        self.count(|c| &c.get_queue_attributes, 1);
+        let output = self
+            .inner
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetQueueAttributes", e))?;
+        let attributes = output.attributes.unwrap_or_default();
+        let get = |name: QueueAttributeName| {
+            attributes
+                .get(&name)
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            get(QueueAttributeName::ApproximateNumberOfMessages),
+            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl TaskQueue for SqsQueue {
+    #[tracing::instrument(
+        name = "queue.send",
+        skip_all,
+        err(level = "debug"),
+        fields(messages = messages.len())
+    )]
+    async fn send(&self, messages: Vec<OutgoingMessage>) -> QueueResult<()> {
+        let mut batches: Vec<Vec<SendMessageBatchRequestEntry>> = Vec::new();
+        let mut batch_bytes = 0;
+        for message in messages {
+            let body = serde_json::to_string(&message.body).map_err(|e| {
+                QueueError::Backend(format!("cannot serialize a task message: {e}"))
+            })?;
+            let attributes = [
+                (ATTR_JOB_ID, message.body.job_id.to_string()),
+                (ATTR_TASK_ID, message.body.task_id.to_string()),
+                (ATTR_ATTEMPT, message.body.attempt.to_string()),
+            ];
+            let bytes = body.len()
+                + attributes
+                    .iter()
+                    .map(|(name, value)| name.len() + "String".len() + value.len())
+                    .sum::<usize>();
+            let full = batches
+                .last()
+                .is_none_or(|batch| batch.len() == BATCH || batch_bytes + bytes > MAX_BATCH_BYTES);
+            if full {
+                batches.push(Vec::with_capacity(BATCH));
+                batch_bytes = 0;
+            }
+            let batch = batches.last_mut().expect("a batch was just pushed if none");
+            let mut entry = SendMessageBatchRequestEntry::builder()
+                .id(batch.len().to_string())
+                .message_body(body)
+                .delay_seconds(clamp_i32(ceil_secs(message.delay).min(MAX_DELAY_SECS)));
+            for (name, value) in attributes {
+                entry = entry.message_attributes(name, string_attribute(value)?);
+            }
+            batch.push(
+                entry
+                    .build()
+                    .map_err(|e| QueueError::Backend(format!("SQS SendMessageBatch: {e}")))?,
+            );
+            batch_bytes += bytes;
+        }
+        futures::stream::iter(batches)
+            .map(|batch| self.send_batch(batch))
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+    }
+
+    #[tracing::instrument(
+        name = "queue.receive",
+        skip_all,
+        err(level = "debug"),
+        fields(max = max, delivered = tracing::field::Empty)
+    )]
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> QueueResult<Vec<Delivery>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.prune_held();
+        let visibility_secs = clamp_i32(ceil_secs(visibility).min(MAX_VISIBILITY_SECS));
+        let deadline = Instant::now().checked_add(wait);
+        // Long-poll (20 s per call at most) until something arrives or `wait` is over.
+        let mut wait_secs = ceil_secs(wait).min(MAX_WAIT_SECS);
+        let mut messages = loop {
+            let got = self
+                .receive_once(Which::Queue, max, visibility_secs, clamp_i32(wait_secs))
+                .await?;
+            if !got.is_empty() {
+                break got;
+            }
+            let remaining = deadline.map_or(wait, |deadline| {
+                deadline.saturating_duration_since(Instant::now())
+            });
+            // Round to the nearest second: what is left of a sub-second wait is not worth a call.
+            wait_secs = ((remaining.as_millis() + 500) / 1000)
+                .min(u128::from(MAX_WAIT_SECS))
+                .try_into()
+                .unwrap_or(MAX_WAIT_SECS);
+            if wait_secs == 0 {
+                return Ok(Vec::new());
+            }
+        };
+        // Then fill the batch without waiting, while calls come back full.
+        let mut asked = max.min(BATCH);
+        let mut got = messages.len();
+        for _ in 1..max.div_ceil(BATCH) {
+            if got < asked || messages.len() >= max {
+                break;
+            }
+            asked = (max - messages.len()).min(BATCH);
+            let more = self
+                .receive_once(Which::Queue, asked, visibility_secs, 0)
+                .await?;
+            got = more.len();
+            messages.extend(more);
+        }
+        let deliveries: Vec<Delivery> = messages
+            .into_iter()
+            .filter_map(|message| self.deliver(message))
+            .collect();
+        tracing::Span::current().record("delivered", deliveries.len());
+        Ok(deliveries)
+    }
+
+    #[tracing::instrument(
+        name = "queue.extend",
+        skip_all,
+        err(level = "debug"),
+        fields(receipts = receipts.len())
+    )]
+    async fn extend(&self, receipts: &[Receipt], visibility: Duration) -> QueueResult<()> {
+        let receipts = distinct(receipts);
+        let secs = clamp_i32(ceil_secs(visibility).min(MAX_VISIBILITY_SECS));
+        futures::stream::iter(receipts.chunks(BATCH))
+            .map(|chunk| self.change_visibility_batch(chunk, secs))
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+    }
+
+    #[tracing::instrument(name = "queue.release", skip_all, err(level = "debug"))]
+    async fn release(&self, receipt: &Receipt, delay: Duration) -> QueueResult<()> {
+        let secs = clamp_i32(ceil_secs(delay).min(MAX_VISIBILITY_SECS));
+        self.count(|c| &c.change_message_visibility, 1);
+        let result = self
+            .inner
+            .client
+            .change_message_visibility()
+            .queue_url(&self.inner.queue_url)
+            .receipt_handle(&receipt.0)
+            .visibility_timeout(secs)
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                self.forget(&[&receipt.0]);
+                Ok(())
+            }
+            Err(e) if is_stale_code(e.code().unwrap_or_default()) => {
+                self.forget(&[&receipt.0]);
+                Err(QueueError::StaleReceipt(receipt.0.clone()))
+            }
+            Err(e) => Err(sdk_error("ChangeMessageVisibility", e)),
+        }
+    }
+
+    #[tracing::instrument(
+        name = "queue.ack",
+        skip_all,
+        err(level = "debug"),
+        fields(receipts = receipts.len())
+    )]
+    async fn ack(&self, receipts: &[Receipt]) -> QueueResult<()> {
+        let receipts = distinct(receipts);
+        self.delete_batches(Which::Queue, &receipts).await?;
+        self.forget(&receipts);
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "queue.dead_letter", skip_all, err(level = "debug"))]
+    async fn dead_letter(&self, receipt: &Receipt, reason: &str) -> QueueResult<()> {
+        // The copy first: if deleting the original then fails, the message is delivered
+        // again and dead-lettered again (a duplicate dead letter), rather than lost.
+        let held = self.held().get(&receipt.0).cloned();
+        let Some(held) = held else {
+            // Acknowledged, released or dead-lettered already, or received by another
+            // instance (which alone holds the body).
+            return Err(QueueError::StaleReceipt(receipt.0.clone()));
+        };
+        let mut attributes = held.attributes;
+        let reason = if reason.trim().is_empty() {
+            "(no reason given)"
+        } else {
+            reason
+        };
+        attributes.insert(ATTR_REASON.to_owned(), string_attribute(reason.to_owned())?);
+        attributes.insert(
+            ATTR_DEAD_LETTERED_AT.to_owned(),
+            string_attribute(Utc::now().to_rfc3339())?,
+        );
+        self.send_one(Which::DeadLetters, &held.body, attributes)
+            .await?;
+        self.count(|c| &c.delete_message, 1);
+        let result = self
+            .inner
+            .client
+            .delete_message()
+            .queue_url(&self.inner.queue_url)
+            .receipt_handle(&receipt.0)
+            .send()
+            .await;
+        self.forget(&[&receipt.0]);
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_stale_code(e.code().unwrap_or_default()) => {
+                Err(QueueError::StaleReceipt(receipt.0.clone()))
+            }
+            Err(e) => Err(sdk_error("DeleteMessage", e)),
+        }
+    }
+
+    async fn purge_job(&self, _job_id: Uuid) -> QueueResult<u64> {
+        // SQS cannot select messages by content; workers skip a cancelled job's tasks.
+        Ok(0)
+    }
+
+    #[tracing::instrument(name = "queue.depth", skip_all, err(level = "debug"))]
+    async fn depth(&self) -> QueueResult<QueueDepth> {
+        let queue = self.queue_counts(&self.inner.queue_url);
+        let dead = async {
+            match &self.inner.dlq_url {
+                Some(url) => self.queue_counts(url).await,
+                None => Ok((0, 0, 0)),
+            }
+        };
+        let ((visible, in_flight, delayed), (dead_visible, dead_hidden, dead_delayed)) =
+            futures::try_join!(queue, dead)?;
+        Ok(QueueDepth {
+            visible,
+            in_flight,
+            delayed,
+            dead_lettered: dead_visible + dead_hidden + dead_delayed,
+        })
+    }
+
+    #[tracing::instrument(name = "queue.dead_letters", skip_all, err(level = "debug"))]
+    async fn dead_letters(&self, job_id: Option<Uuid>, limit: i64) -> QueueResult<Vec<DeadLetter>> {
+        let limit = usize::try_from(limit).unwrap_or(0);
+        if limit == 0 || self.inner.dlq_url.is_none() {
+            return Ok(Vec::new());
+        }
+        let visibility = clamp_i32(ceil_secs(SqsQueue::PEEK_VISIBILITY));
+        // By message id: a message seen twice (its peek expired during the scan) keeps its
+        // newest receipt, the one SQS promises to honour.
+        let mut found: HashMap<String, DeadLetter> = HashMap::new();
+        for _ in 0..MAX_PEEK_CALLS {
+            let messages = self
+                .receive_once(Which::DeadLetters, BATCH, visibility, PEEK_WAIT_SECS)
+                .await?;
+            if messages.is_empty() {
+                break;
+            }
+            let mut new = false;
+            for message in messages {
+                let Some(letter) = dead_letter_of(&message) else {
+                    continue;
+                };
+                let id = message.message_id.unwrap_or_else(|| letter.id.clone());
+                if job_id.is_some() && letter.job_id != job_id {
+                    continue;
+                }
+                new |= found.insert(id, letter).is_none();
+            }
+            if !new || found.len() >= limit {
+                break;
+            }
+        }
+        let mut letters: Vec<DeadLetter> = found.into_values().collect();
+        letters.sort_by_key(|letter| letter.dead_lettered_at);
+        letters.truncate(limit);
+        Ok(letters)
+    }
+
+    #[tracing::instrument(
+        name = "queue.remove_dead_letters",
+        skip_all,
+        err(level = "debug"),
+        fields(ids = ids.len())
+    )]
+    async fn remove_dead_letters(&self, ids: &[String]) -> QueueResult<()> {
+        let ids: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if ids.is_empty() || self.inner.dlq_url.is_none() {
+            return Ok(());
+        }
+        self.delete_batches(Which::DeadLetters, &ids).await
+    }
+}
+
+/// Creates (or finds) the queue `name` and its dead-letter queue `<name>-dlq`, and sets the
+/// queue's redrive policy so that a message received `max_receives` times without being
+/// deleted moves to the DLQ at its next receive. Idempotent: running it again keeps the
+/// queues and their messages and updates `max_receives`. Returns `(queue_url, dlq_url)`.
+///
+/// Standard queues only (a `.fifo` name is refused).
+#[tracing::instrument(skip(client), err)]
+pub async fn init_queues(
+    client: &Client,
+    name: &str,
+    max_receives: u32,
+) -> QueueResult<(String, String)> {
+    if name.is_empty() || name.ends_with(".fifo") {
+        return Err(QueueError::Backend(format!(
+            "invalid queue name {name:?}: a standard SQS queue name is required"
+        )));
+    }
+    let dlq_name = format!("{name}-dlq");
+    let dlq_url = create_queue(client, &dlq_name).await?;
+    client
+        .set_queue_attributes()
+        .queue_url(&dlq_url)
+        .attributes(
+            QueueAttributeName::MessageRetentionPeriod,
+            DLQ_RETENTION_SECS.to_string(),
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error("SetQueueAttributes", e))?;
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| sdk_error("GetQueueAttributes", e))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| QueueError::Backend(format!("SQS queue {dlq_url} has no QueueArn")))?;
+
+    let queue_url = create_queue(client, name).await?;
+    let policy = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": max_receives.max(1),
+    });
+    client
+        .set_queue_attributes()
+        .queue_url(&queue_url)
+        .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
+        .send()
+        .await
+        .map_err(|e| sdk_error("SetQueueAttributes", e))?;
+    Ok((queue_url, dlq_url))
+}
+
+/// The URL of the dead-letter queue named by the queue's redrive policy, or `None` when it has
+/// none (so `--queue <url>` alone is enough to find both).
+#[tracing::instrument(skip(client), err)]
+pub async fn dead_letter_queue_url(
+    client: &Client,
+    queue_url: &str,
+) -> QueueResult<Option<String>> {
+    let policy = client
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .map_err(|e| sdk_error("GetQueueAttributes", e))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::RedrivePolicy));
+    let Some(policy) = policy else {
+        return Ok(None);
+    };
+    let arn = serde_json::from_str::<Value>(&policy)
+        .ok()
+        .and_then(|p| p.get("deadLetterTargetArn")?.as_str().map(str::to_owned))
+        .ok_or_else(|| {
+            QueueError::Backend(format!(
+                "SQS queue {queue_url} has a redrive policy without a deadLetterTargetArn: \
+                 {policy}"
+            ))
+        })?;
+    // arn:aws:sqs:<region>:<account>:<name>
+    let parts: Vec<&str> = arn.split(':').collect();
+    let [_, _, "sqs", _, account, name] = parts[..] else {
+        return Err(QueueError::Backend(format!(
+            "not an SQS queue ARN in the redrive policy of {queue_url}: {arn}"
+        )));
+    };
+    let url = client
+        .get_queue_url()
+        .queue_name(name)
+        .queue_owner_aws_account_id(account)
+        .send()
+        .await
+        .map_err(|e| sdk_error("GetQueueUrl", e))?
+        .queue_url
+        .ok_or_else(|| QueueError::Backend(format!("SQS GetQueueUrl: no URL for {arn}")))?;
+    Ok(Some(url))
+}
+
+/// The URL of queue `name`, created with the default attributes if it does not exist.
+async fn create_queue(client: &Client, name: &str) -> QueueResult<String> {
+    // Without attributes, CreateQueue returns an existing queue's URL whatever its attributes.
+    client
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(|e| sdk_error("CreateQueue", e))?
+        .queue_url
+        .ok_or_else(|| QueueError::Backend(format!("SQS CreateQueue: no URL for {name}")))
+}
+
+/// A DLQ message as a dead letter (`None` without a receipt handle).
+fn dead_letter_of(message: &Message) -> Option<DeadLetter> {
+    let id = message.receipt_handle.clone()?;
+    let raw = message.body.clone().unwrap_or_default();
+    let attribute = |name: &str| {
+        message
+            .message_attributes
+            .as_ref()?
+            .get(name)?
+            .string_value()
+            .map(str::to_owned)
+    };
+    // The attributes Shoal set, or else the body's fields, however malformed the rest is.
+    let json = serde_json::from_str::<Value>(&raw).ok();
+    let id_of = |name: &str| {
+        attribute(name)
+            .or_else(|| json.as_ref()?.get(name)?.as_str().map(str::to_owned))
+            .and_then(|s| s.parse::<Uuid>().ok())
+    };
+    let dead_lettered_at = attribute(ATTR_DEAD_LETTERED_AT)
+        .and_then(|at| DateTime::parse_from_rfc3339(&at).ok())
+        .map(|at| at.with_timezone(&Utc))
+        .or_else(|| {
+            let sent = message
+                .attributes
+                .as_ref()?
+                .get(&MessageSystemAttributeName::SentTimestamp)?;
+            DateTime::from_timestamp_millis(sent.parse().ok()?)
+        })
+        .unwrap_or_else(Utc::now);
+    Some(DeadLetter {
+        id,
+        job_id: id_of(ATTR_JOB_ID),
+        task_id: id_of(ATTR_TASK_ID),
+        reason: attribute(ATTR_REASON).unwrap_or_else(|| REDRIVEN_REASON.to_owned()),
+        raw,
+        dead_lettered_at,
+    })
+}
+
+/// An SDK error as [`QueueError::Backend`], with the AWS error code when there is one.
+fn sdk_error<E>(operation: &str, error: E) -> QueueError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match error.code() {
+        Some(code) => QueueError::Backend(format!(
+            "SQS {operation}: {code}: {}",
+            error.message().unwrap_or("(no message)")
+        )),
+        None => QueueError::Backend(format!("SQS {operation}: {}", DisplayErrorContext(&error))),
+    }
+}
+
+/// Error codes that mean the receipt is no longer current (the JSON protocol answers the bare
+/// name; the query protocol prefixes some with `AWS.SimpleQueueService.`).
+fn is_stale_code(code: &str) -> bool {
+    code.ends_with("ReceiptHandleIsInvalid") || code.ends_with("MessageNotInflight")
+}
+
+/// `Err` for the first failed entry that was the sender's fault and is not `ignored`: retrying
+/// it cannot help.
+fn fail_on_sender_fault(
+    operation: &str,
+    failed: &[BatchResultErrorEntry],
+    ignored: impl Fn(&str) -> bool,
+) -> QueueResult<()> {
+    match failed
+        .iter()
+        .find(|f| f.sender_fault() && !ignored(f.code()))
+    {
+        Some(f) => Err(QueueError::Backend(format!(
+            "SQS {operation}: {}: {}",
+            f.code(),
+            f.message().unwrap_or("(no message)")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn string_attribute(value: String) -> QueueResult<MessageAttributeValue> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|e| QueueError::Backend(format!("SQS message attribute: {e}")))
+}
+
+/// The distinct receipt handles, in their first order.
+fn distinct(receipts: &[Receipt]) -> Vec<&str> {
+    let mut seen = HashSet::new();
+    receipts
+        .iter()
+        .map(|r| r.0.as_str())
+        .filter(|r| seen.insert(*r))
+        .collect()
+}
+
+fn ceil_secs(duration: Duration) -> u64 {
+    duration
+        .as_secs()
+        .saturating_add(u64::from(duration.subsec_nanos() > 0))
+}
+
+fn clamp_i32<N: TryInto<i32>>(n: N) -> i32 {
+    n.try_into().unwrap_or(i32::MAX)
+}
