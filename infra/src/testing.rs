@@ -81,6 +81,22 @@ pub async fn fresh_postgres() -> Option<PgPool> {
     Some(pool)
 }
 
+/// Like [`fresh_postgres`], but returns the new database's URL, for tests that start `shoal`
+/// processes.
+pub async fn fresh_postgres_url() -> Option<String> {
+    let pool = fresh_postgres().await?;
+    let name = pool
+        .connect_options()
+        .get_database()
+        .map(str::to_owned)
+        .expect("test databases are named");
+    pool.close().await;
+    let server_url = std::env::var(TEST_DATABASE_URL_ENV).ok()?;
+    let base = server_url.split('?').next().unwrap_or(&server_url);
+    let (server, _) = base.rsplit_once('/').expect("a Postgres URL has a path");
+    Some(format!("{server}/{name}"))
+}
+
 /// A new, migrated SQLite database in a file under the system's temporary directory.
 pub async fn fresh_sqlite() -> SqlitePool {
     if !SQLITE_CLEANED.swap(true, Ordering::SeqCst) {
