@@ -204,6 +204,8 @@ struct Held {
     body: String,
     attributes: HashMap<String, MessageAttributeValue>,
     received_at: Instant,
+    /// `dead_letter` has sent the copy to the DLQ (and failed to delete the original).
+    copied: bool,
 }
 
 /// One queue or the other.
@@ -271,8 +273,18 @@ impl SqsQueue {
     /// (poison) messages, which [`TaskQueue::send`] cannot produce.
     #[doc(hidden)]
     #[tracing::instrument(name = "queue.send_raw", skip_all, err(level = "debug"))]
-    pub async fn send_raw(&self, job_id: Uuid, task_id: Uuid, raw_body: &str) -> QueueResult<()> {
+    pub async fn send_raw(
+        &self,
+        job_id: Uuid,
+        task_id: Uuid,
+        attempt: u32,
+        raw_body: &str,
+    ) -> QueueResult<()> {
         let attributes = HashMap::from([
+            (
+                ATTR_ATTEMPT.to_owned(),
+                string_attribute(attempt.to_string())?,
+            ),
             (
                 ATTR_JOB_ID.to_owned(),
                 string_attribute(job_id.to_string())?,
@@ -407,8 +419,13 @@ impl SqsQueue {
     /// flight. Stale receipts are skipped.
     async fn delete_batches(&self, which: Which, receipts: &[&str]) -> QueueResult<()> {
         let url = self.url(which)?;
-        futures::stream::iter(receipts.chunks(BATCH))
+        // The calls are collected first: a stream that maps borrowed chunks lazily trips the
+        // compiler's `Send` check inside `async_trait`.
+        let calls: Vec<_> = receipts
+            .chunks(BATCH)
             .map(|chunk| self.delete_batch(which, url, chunk))
+            .collect();
+        futures::stream::iter(calls)
             .buffer_unordered(IN_FLIGHT)
             .try_collect::<()>()
             .await
@@ -529,6 +546,7 @@ impl SqsQueue {
                 body: raw,
                 attributes: message.message_attributes.unwrap_or_default(),
                 received_at: Instant::now(),
+                copied: false,
             },
         );
         Some(Delivery {
@@ -620,8 +638,11 @@ impl TaskQueue for SqsQueue {
             );
             batch_bytes += bytes;
         }
-        futures::stream::iter(batches)
+        let calls: Vec<_> = batches
+            .into_iter()
             .map(|batch| self.send_batch(batch))
+            .collect();
+        futures::stream::iter(calls)
             .buffer_unordered(IN_FLIGHT)
             .try_collect::<()>()
             .await
@@ -697,8 +718,11 @@ impl TaskQueue for SqsQueue {
     async fn extend(&self, receipts: &[Receipt], visibility: Duration) -> QueueResult<()> {
         let receipts = distinct(receipts);
         let secs = clamp_i32(ceil_secs(visibility).min(MAX_VISIBILITY_SECS));
-        futures::stream::iter(receipts.chunks(BATCH))
+        let calls: Vec<_> = receipts
+            .chunks(BATCH)
             .map(|chunk| self.change_visibility_batch(chunk, secs))
+            .collect();
+        futures::stream::iter(calls)
             .buffer_unordered(IN_FLIGHT)
             .try_collect::<()>()
             .await
@@ -745,27 +769,33 @@ impl TaskQueue for SqsQueue {
 
     #[tracing::instrument(name = "queue.dead_letter", skip_all, err(level = "debug"))]
     async fn dead_letter(&self, receipt: &Receipt, reason: &str) -> QueueResult<()> {
-        // The copy first: if deleting the original then fails, the message is delivered
-        // again and dead-lettered again (a duplicate dead letter), rather than lost.
+        // The copy first: if deleting the original then fails for good, the message is
+        // delivered again and dead-lettered again (a duplicate dead letter), rather than lost.
         let held = self.held().get(&receipt.0).cloned();
         let Some(held) = held else {
             // Acknowledged, released or dead-lettered already, or received by another
             // instance (which alone holds the body).
             return Err(QueueError::StaleReceipt(receipt.0.clone()));
         };
-        let mut attributes = held.attributes;
-        let reason = if reason.trim().is_empty() {
-            "(no reason given)"
-        } else {
-            reason
-        };
-        attributes.insert(ATTR_REASON.to_owned(), string_attribute(reason.to_owned())?);
-        attributes.insert(
-            ATTR_DEAD_LETTERED_AT.to_owned(),
-            string_attribute(Utc::now().to_rfc3339())?,
-        );
-        self.send_one(Which::DeadLetters, &held.body, attributes)
-            .await?;
+        if !held.copied {
+            let mut attributes = held.attributes;
+            let reason = if reason.trim().is_empty() {
+                "(no reason given)"
+            } else {
+                reason
+            };
+            attributes.insert(ATTR_REASON.to_owned(), string_attribute(reason.to_owned())?);
+            attributes.insert(
+                ATTR_DEAD_LETTERED_AT.to_owned(),
+                string_attribute(Utc::now().to_rfc3339())?,
+            );
+            self.send_one(Which::DeadLetters, &held.body, attributes)
+                .await?;
+            // A retry after a failed delete below must not copy it again.
+            if let Some(held) = self.held().get_mut(&receipt.0) {
+                held.copied = true;
+            }
+        }
         self.count(|c| &c.delete_message, 1);
         let result = self
             .inner
@@ -775,12 +805,16 @@ impl TaskQueue for SqsQueue {
             .receipt_handle(&receipt.0)
             .send()
             .await;
-        self.forget(&[&receipt.0]);
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.forget(&[&receipt.0]);
+                Ok(())
+            }
             Err(e) if is_stale_code(e.code().unwrap_or_default()) => {
+                self.forget(&[&receipt.0]);
                 Err(QueueError::StaleReceipt(receipt.0.clone()))
             }
+            // Retryable: the receipt stays held, its copy made.
             Err(e) => Err(sdk_error("DeleteMessage", e)),
         }
     }
@@ -819,24 +853,23 @@ impl TaskQueue for SqsQueue {
         // By message id: a message seen twice (its peek expired during the scan) keeps its
         // newest receipt, the one SQS promises to honour.
         let mut found: HashMap<String, DeadLetter> = HashMap::new();
+        let mut seen = HashSet::new();
         for _ in 0..MAX_PEEK_CALLS {
             let messages = self
                 .receive_once(Which::DeadLetters, BATCH, visibility, PEEK_WAIT_SECS)
                 .await?;
-            if messages.is_empty() {
-                break;
-            }
             let mut new = false;
             for message in messages {
                 let Some(letter) = dead_letter_of(&message) else {
                     continue;
                 };
                 let id = message.message_id.unwrap_or_else(|| letter.id.clone());
-                if job_id.is_some() && letter.job_id != job_id {
-                    continue;
+                new |= seen.insert(id.clone());
+                if job_id.is_none() || letter.job_id == job_id {
+                    found.insert(id, letter);
                 }
-                new |= found.insert(id, letter).is_none();
             }
+            // Empty, or only messages whose peek expired during the scan: it went around.
             if !new || found.len() >= limit {
                 break;
             }
