@@ -4,6 +4,7 @@
 #
 # It starts what the tests need and stops it afterwards:
 #   - a throwaway PostgreSQL 15 cluster (scripts/pg.sh; data under target/test-pg)
+#   - moto_server (AWS SQS emulator) must be installed; each SQS test binary starts its own
 # Set SHOAL_TEST_SKIP_LINT=1 to skip fmt/clippy (for a quicker local loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,14 @@ step() { printf '\n==> %s\n' "$*"; }
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is missing: apt-get install python3" >&2; exit 1; }
+# SQS tests start their own moto_server on loopback; in this script they must not skip.
+if ! command -v moto_server >/dev/null; then
+  echo "moto_server is missing: installing it with pip install 'moto[server]'" >&2
+  python3 -m pip install --quiet 'moto[server]' || { echo "moto_server is missing and pip could not install it: run pip install 'moto[server]'" >&2; exit 1; }
+  hash -r; command -v pyenv >/dev/null && pyenv rehash
+  command -v moto_server >/dev/null || { echo "moto[server] is installed but moto_server is not on the PATH (add pip's bin directory to PATH)" >&2; exit 1; }
+fi
+export SHOAL_REQUIRE_MOTO=1
 
 pgdir="$root/target/test-pg"
 cleanup() {

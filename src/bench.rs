@@ -11,6 +11,10 @@ use shoal_infra::eventlog::{
     AppendBatch, EventLog, ExpectedVersion, LogPosition, NewEvent, PostgresEventLog, StreamAppend,
 };
 
+mod e2e;
+
+use e2e::E2eArgs;
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -22,6 +26,10 @@ enum Which {
     /// Event log: append throughput (batches of 1, 100, 1,000 at concurrency 1 and 8) and
     /// full-log read throughput, beside `pgbench` single-row INSERT transactions.
     Log(LogArgs),
+    /// End to end: one job of N tasks submitted through the command API, run by the
+    /// orchestrator and a worker in this process on the SQL queue, timed from the submission to
+    /// `JobCompleted` in the log; beside `pgbench` single-row INSERT transactions (16 clients).
+    E2e(E2eArgs),
 }
 
 #[derive(Debug, Args)]
@@ -43,14 +51,15 @@ pub struct LogArgs {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         Which::Log(args) => log(args).await,
+        Which::E2e(args) => e2e::run(args).await,
     }
 }
 
 #[derive(Debug, Default)]
-struct Samples(Vec<f64>);
+pub(crate) struct Samples(pub(crate) Vec<f64>);
 
 impl Samples {
-    fn median(&self) -> f64 {
+    pub(crate) fn median(&self) -> f64 {
         let mut v = self.0.clone();
         v.sort_by(f64::total_cmp);
         match v.len() {
@@ -59,7 +68,7 @@ impl Samples {
             n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
         }
     }
-    fn range(&self) -> (f64, f64) {
+    pub(crate) fn range(&self) -> (f64, f64) {
         let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
         let max = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         (min, max)
@@ -232,7 +241,7 @@ async fn read_rate(log: &Arc<dyn EventLog>) -> anyhow::Result<(u64, f64)> {
     Ok((count, count as f64 / start.elapsed().as_secs_f64()))
 }
 
-fn which(program: &str) -> bool {
+pub(crate) fn which(program: &str) -> bool {
     std::process::Command::new(program)
         .arg("--version")
         .output()

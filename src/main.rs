@@ -2,13 +2,15 @@
 //! own lives here beyond that (and the benchmark driver, which only calls the roles' APIs).
 
 mod bench;
+mod queue_cmd;
 mod roles;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use roles::{DatabaseArgs, Platform, QueueArgs, Shutdown, WorkerArgs};
+use roles::{ApiArgs, DatabaseArgs, Platform, QueueArgs, Shutdown, WorkerArgs};
+use shoal_command_api::orchestrator::prometheus;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +40,12 @@ enum Command {
     Serve(ServeArgs),
     /// Run a benchmark (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// AWS SQS queues (see docs/sqs.md).
+    #[command(subcommand)]
+    Sqs(queue_cmd::SqsCmd),
+    /// List or redrive the task queue's dead letters.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(queue_cmd::DeadLettersCmd),
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +62,8 @@ struct DevArgs {
     workers: usize,
     #[command(flatten)]
     worker: WorkerArgs,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +85,9 @@ struct OrchestratorCmd {
     db: DatabaseArgs,
     #[command(flatten)]
     queue: QueueArgs,
+    /// Where `GET /metrics` (Prometheus text: queue depth for autoscaling) is served.
+    #[arg(long, env = "SHOAL_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    metrics_listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +99,8 @@ struct ServeArgs {
     db: DatabaseArgs,
     #[command(flatten)]
     queue: QueueArgs,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 #[tokio::main]
@@ -102,6 +117,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Migrate(db) => migrate(&db).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Sqs(cmd) => queue_cmd::sqs(cmd).await,
+        Command::DeadLetters(cmd) => queue_cmd::dead_letters(cmd).await,
         Command::Dev(args) => dev(args).await,
         Command::Worker(args) => worker(args).await,
         Command::Projector => not_yet("projector"),
@@ -128,22 +145,30 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let platform = Platform::connect(&args.db, &args.queue).await?;
     let shutdown = Shutdown::on_signals();
     let orchestrator = roles::orchestrator(&platform)?;
+    let metrics = prometheus::router(orchestrator.metrics());
     let orchestrating = tokio::spawn(orchestrator.run(shutdown.clone().wait()));
+    let projector = roles::projector(&platform);
+    let projecting = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { projector.run(shutdown.wait()).await })
+    };
     let working = worker_config
         .map(|config| tokio::spawn(roles::worker(&platform, config).run(shutdown.clone().wait())));
-    let router = roles::api_router(&platform);
+    let router = roles::api_router(&platform, &args.api)?.merge(metrics);
     let serving = tokio::spawn(roles::serve(args.listen, router, shutdown.clone()));
 
     let url = format!("http://{}/graphql", args.listen);
     eprintln!(
         "\nShoal is running: {db}, {queue} queue, {workers}.\n\n  \
-         GraphQL + GraphiQL: {url}\n\n\
+         GraphQL + GraphiQL: {url}\n  \
+         REST API (original):  http://{listen}/api/v1/jobs  (docs: http://{listen}/docs)\n\n\
          Open GraphiQL and submit a first job:\n\n  \
          mutation {{ submitJob(input: {{jobType: \"noop\", totalTasks: 1000}}) {{ id status }} }}\n\n\
          then follow it with  query {{ job(id: \"<id>\") {{ status totalTasks tasksCreated }} }}\n\
          (or from a shell: curl -s {url} -H 'content-type: application/json' \\\n   \
          -d '{{\"query\":\"mutation {{ submitJob(input: {{jobType: \\\"noop\\\", totalTasks: 1000}}) {{ id status }} }}\"}}')\n\n\
          Ctrl-C stops; a restart resumes unfinished jobs.\n",
+        listen = args.listen,
         db = redact(&args.db.database_url),
         queue = args.queue.queue,
         workers = match args.workers {
@@ -154,6 +179,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
 
     let served = serving.await?;
     let orchestrated = orchestrating.await?;
+    let projected = projecting.await?;
     if let Some(working) = working {
         let stats = working.await??;
         tracing::info!(?stats, "workers stopped");
@@ -161,6 +187,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     platform.database.close().await;
     served?;
     orchestrated?;
+    projected?;
     Ok(())
 }
 
@@ -176,6 +203,9 @@ async fn worker(args: WorkerCmd) -> anyhow::Result<()> {
         .run(shutdown.wait())
         .await?;
     eprintln!("shoal worker stopped: {stats:?}");
+    if let Some(sqs) = &platform.sqs {
+        eprintln!("{}", queue_cmd::calls_summary(&sqs.calls().snapshot()));
+    }
     platform.database.close().await;
     Ok(())
 }
@@ -184,7 +214,19 @@ async fn orchestrator(args: OrchestratorCmd) -> anyhow::Result<()> {
     let platform = Platform::connect(&args.db, &args.queue).await?;
     let shutdown = Shutdown::on_signals();
     eprintln!("shoal orchestrator running (standby until it holds the leader lock)");
-    roles::orchestrator(&platform)?.run(shutdown.wait()).await?;
+    let orchestrator = roles::orchestrator(&platform)?;
+    let metrics = prometheus::router(orchestrator.metrics());
+    let listen = args.metrics_listen;
+    let serving = roles::serve(listen, metrics, shutdown.clone());
+    let metrics_server = tokio::spawn(async move {
+        // Metrics are not worth stopping the orchestrator for (e.g. a second one on the host).
+        if let Err(error) = serving.await {
+            tracing::warn!("no metrics endpoint at {listen}: {error:#}");
+        }
+    });
+    eprintln!("metrics (Prometheus) at http://{listen}/metrics");
+    orchestrator.run(shutdown.wait()).await?;
+    metrics_server.await?;
     platform.database.close().await;
     Ok(())
 }
@@ -192,8 +234,12 @@ async fn orchestrator(args: OrchestratorCmd) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let platform = Platform::connect(&args.db, &args.queue).await?;
     let shutdown = Shutdown::on_signals();
-    eprintln!("shoal serve: GraphQL at http://{}/graphql", args.listen);
-    roles::serve(args.listen, roles::api_router(&platform), shutdown).await?;
+    eprintln!(
+        "shoal serve: GraphQL at http://{0}/graphql, REST at http://{0}/api/v1 (docs: http://{0}/docs)",
+        args.listen
+    );
+    let router = roles::api_router(&platform, &args.api)?;
+    roles::serve(args.listen, router, shutdown).await?;
     platform.database.close().await;
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::http::HeaderValue;
 use clap::Args;
 use shoal_command_api::commands::CommandService;
 use shoal_command_api::graphql;
@@ -14,9 +15,11 @@ use shoal_command_api::orchestrator::{Orchestrator, OrchestratorConfig};
 use shoal_domain::Limits;
 use shoal_infra::db::{Database, DatabaseUrl};
 use shoal_infra::eventlog::EventLog;
-use shoal_infra::queue::{SqlQueue, TaskQueue};
+use shoal_infra::queue::{SqlQueue, SqsQueue, TaskQueue};
+use shoal_infra::readmodel::ReadModelStore;
 use shoal_worker::{ExecHandlerConfig, Handlers, HttpHandlerConfig, Worker, WorkerConfig};
 use tokio::sync::watch;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Where the event log lives.
 #[derive(Debug, Clone, Args)]
@@ -33,10 +36,16 @@ pub struct DatabaseArgs {
 /// Which task queue to use.
 #[derive(Debug, Clone, Args)]
 pub struct QueueArgs {
-    /// `sql`: a table in the same database (the default).
+    /// `sql`: a table in the same database (the default); or an AWS SQS queue URL
+    /// (`https://sqs.<region>.amazonaws.com/<account>/<name>`, see `shoal sqs init`), with its
+    /// dead-letter queue from its redrive policy. AWS endpoint, region and credentials come
+    /// from the standard AWS chain (`AWS_ENDPOINT_URL` points it at an emulator).
     #[arg(long, env = "SHOAL_QUEUE", default_value = "sql")]
     pub queue: String,
 }
+
+/// Long polling of workers on SQS, where each receive is a billed request.
+pub const SQS_LONG_POLL: Duration = Duration::from_secs(20);
 
 /// How workers run tasks.
 #[derive(Debug, Clone, Args)]
@@ -107,6 +116,8 @@ pub struct Platform {
     pub database: Database,
     pub log: Arc<dyn EventLog>,
     pub queue: Arc<dyn TaskQueue>,
+    /// The same queue when it is SQS (for its call counts).
+    pub sqs: Option<SqsQueue>,
 }
 
 impl Platform {
@@ -117,14 +128,30 @@ impl Platform {
             .await
             .with_context(|| format!("opening the database at {url}"))?;
         let log = database.event_log();
-        let queue: Arc<dyn TaskQueue> = match queue.queue.as_str() {
-            "sql" => Arc::new(SqlQueue::for_database(&database)),
-            other => anyhow::bail!("--queue {other:?}: the supported queue is `sql`"),
+        let (queue, sqs): (Arc<dyn TaskQueue>, _) = match queue.queue.as_str() {
+            "sql" => (Arc::new(SqlQueue::for_database(&database)), None),
+            url if url.starts_with("https://") || url.starts_with("http://") => {
+                let sqs = SqsQueue::from_env(url)
+                    .await
+                    .with_context(|| format!("opening the SQS queue {url}"))?;
+                if sqs.dlq_url().is_none() {
+                    tracing::warn!(
+                        queue = url,
+                        "the SQS queue has no redrive policy: dead letters cannot be kept \
+                         (create it with `shoal sqs init`)"
+                    );
+                }
+                (Arc::new(sqs.clone()), Some(sqs))
+            }
+            other => {
+                anyhow::bail!("--queue {other:?}: expected `sql` or an SQS queue URL (https://...)")
+            }
         };
         Ok(Platform {
             database,
             log,
             queue,
+            sqs,
         })
     }
 }
@@ -165,7 +192,23 @@ pub fn orchestrator(platform: &Platform) -> anyhow::Result<Orchestrator> {
     )?)
 }
 
-pub fn worker(platform: &Platform, config: WorkerConfig) -> Worker {
+/// The projector that keeps the read tables (`jobs`, `tasks`, analytics) up to date.
+pub fn projector(platform: &Platform) -> shoal_projector::Projector {
+    shoal_projector::Projector::new(
+        shoal_projector::ProjectorConfig::default(),
+        platform.log.clone(),
+        platform.database.clone(),
+    )
+}
+
+/// A worker on the platform's queue; on SQS it long-polls for [`SQS_LONG_POLL`] and uses a
+/// visibility timeout of whole seconds (SQS's unit).
+pub fn worker(platform: &Platform, mut config: WorkerConfig) -> Worker {
+    if platform.sqs.is_some() {
+        config.long_poll = SQS_LONG_POLL;
+        config.visibility_timeout =
+            Duration::from_secs(config.visibility_timeout.as_secs_f64().ceil() as u64);
+    }
     let handlers = Handlers::builtin(&config);
     Worker::new(
         config,
@@ -175,10 +218,67 @@ pub fn worker(platform: &Platform, config: WorkerConfig) -> Worker {
     )
 }
 
-/// The HTTP APIs on one router: GraphQL (with GraphiQL) at `/graphql`.
-pub fn api_router(platform: &Platform) -> axum::Router {
-    let service = CommandService::new(platform.log.clone(), Limits::default());
-    graphql::router(graphql::schema(service))
+/// How the HTTP APIs are served.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Origins allowed to call the APIs from a browser (CORS), comma-separated, e.g.
+    /// `http://localhost:5173`; `*` allows any. None by default.
+    #[arg(long, env = "SHOAL_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Most tasks one REST `GET /api/v1/jobs/{id}/tasks` returns.
+    #[arg(long, env = "SHOAL_REST_MAX_TASKS", default_value_t = shoal_query_api::rest::DEFAULT_MAX_TASKS_PER_RESPONSE)]
+    pub rest_max_tasks: u32,
+}
+
+impl ApiArgs {
+    fn cors(&self) -> anyhow::Result<Option<CorsLayer>> {
+        let origins: Vec<&str> = self
+            .cors_origins
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if origins.is_empty() {
+            return Ok(None);
+        }
+        let allow = if origins.contains(&"*") {
+            AllowOrigin::any()
+        } else {
+            let values = origins
+                .iter()
+                .map(|o| {
+                    HeaderValue::from_str(o)
+                        .with_context(|| format!("--cors-origins: {o:?} is not a valid origin"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            AllowOrigin::list(values)
+        };
+        Ok(Some(
+            CorsLayer::new()
+                .allow_origin(allow)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers(tower_http::cors::Any),
+        ))
+    }
+}
+
+/// The HTTP APIs on one router: GraphQL (with GraphiQL) at `/graphql`, and the original's REST
+/// API (`/`, `/health`, `/api/v1/...`, `/openapi.json`, `/docs`), with CORS as configured.
+pub fn api_router(platform: &Platform, api: &ApiArgs) -> anyhow::Result<axum::Router> {
+    let service = CommandService::new(platform.log.clone(), Limits::default())
+        .with_queue(platform.queue.clone());
+    let rest = shoal_query_api::rest::api(
+        service.clone(),
+        ReadModelStore::new(platform.database.clone()),
+        shoal_query_api::rest::RestConfig {
+            max_tasks_per_response: api.rest_max_tasks,
+        },
+    );
+    let router = graphql::router(graphql::schema(service)).merge(rest);
+    Ok(match api.cors()? {
+        Some(cors) => router.layer(cors),
+        None => router,
+    })
 }
 
 pub async fn serve(

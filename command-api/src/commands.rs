@@ -18,10 +18,16 @@ use shoal_domain::rejection::code;
 use shoal_domain::{
     Event, JobCommand, JobId, JobState, JobStatus, Limits, Rejection, Split, SubmitJob,
     TaskCommand, TaskId, TaskState, TaskStatus, decide_job, decide_task, evolve_job, evolve_task,
+    retry_backoff,
 };
 use shoal_infra::eventlog::{
     AppendBatch, EventLog, ExpectedVersion, LogError, NewEvent, RecordedEvent, StreamAppend,
 };
+use shoal_infra::queue::TaskQueue;
+
+mod dead_letters;
+
+pub use dead_letters::{DEFAULT_DEAD_LETTER_LIMIT, MAX_DEAD_LETTER_LIMIT, RedriveOutcome};
 
 /// Task streams read, and failed tasks retried, per round trip / per append.
 pub const DEFAULT_CHUNK_SIZE: usize = 1_000;
@@ -38,6 +44,24 @@ pub const MAX_REASON_CHARS: usize = 2_000;
 
 /// Items per task when an item split gives no batch size: one task per item.
 pub const DEFAULT_BATCH_SIZE: u32 = 1;
+
+/// Worker id recorded in the `TaskStarted` of a task started through the task-transition
+/// commands (the REST API's external workers).
+pub const EXTERNAL_WORKER: &str = "rest";
+
+/// Longest error message of an externally reported failure, in characters.
+pub const MAX_ERROR_CHARS: usize = 10_000;
+
+/// Largest result of an externally completed task, serialized as JSON, in bytes.
+pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
+
+/// The error recorded when an external worker reports a failure without a message.
+pub const DEFAULT_ERROR_MESSAGE: &str = "failed (no error message given)";
+
+/// Backoff before the next attempt of a task an external worker reported failed: the same
+/// exponential backoff as Shoal's workers (base, cap).
+const EXTERNAL_RETRY_BASE_MS: u64 = 1_000;
+const EXTERNAL_RETRY_MAX_MS: u64 = 60_000;
 
 /// Idempotency keys are global in the log; a command's keys live in their own namespace so a
 /// key used for one command can never replay another's result.
@@ -92,6 +116,9 @@ pub enum InfrastructureError {
     /// The log refused or failed an operation.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The task queue failed, or the service has none (see [`CommandService::with_queue`]).
+    #[error("task queue: {0}")]
+    Queue(String),
     /// A stored event cannot be decoded.
     #[error("cannot decode event {position} of stream {stream_id}: {source}")]
     Decode {
@@ -233,6 +260,44 @@ pub struct JobSnapshot {
     pub version: i64,
 }
 
+/// A task as its own stream tells it (no projection lag): what the task-transition commands
+/// return.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSnapshot {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its job.
+    pub job_id: JobId,
+    /// Its index in the job (from 0).
+    pub index: u32,
+    /// Its status.
+    pub status: TaskStatus,
+    /// The current attempt: running, or next to run (1 = first).
+    pub attempt: u32,
+    /// Attempts per budget (a manual retry grants a fresh budget).
+    pub max_attempts: u32,
+    /// The task's input (the job's parameters, plus its batch of items for an item split).
+    pub parameters: Value,
+    /// What the completing attempt returned.
+    pub result: Option<Value>,
+    /// The latest failure's error (cleared when the task completes).
+    pub error_message: Option<String>,
+    /// The worker of the latest start.
+    pub worker: Option<String>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When its stream last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When its latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it COMPLETED or FAILED for good (cleared by a retry).
+    pub completed_at: Option<DateTime<Utc>>,
+    /// How long the completing attempt ran.
+    pub duration_ms: Option<u64>,
+    /// The task stream's version.
+    pub version: i64,
+}
+
 /// Builds a [`Split`] from an API's fields: `total_tasks`, or `items` cut into batches of
 /// `batch_size` (default [`DEFAULT_BATCH_SIZE`]). Exactly one of `total_tasks` and `items` must
 /// be given, and `batch_size` only with `items`. Ranges and limits are the domain's to check;
@@ -291,6 +356,8 @@ pub struct CommandService {
     log: Arc<dyn EventLog>,
     limits: Limits,
     chunk_size: usize,
+    /// The task queue, for the dead-letter commands (see [`CommandService::with_queue`]).
+    queue: Option<Arc<dyn TaskQueue>>,
 }
 
 impl CommandService {
@@ -300,7 +367,15 @@ impl CommandService {
             log,
             limits,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            queue: None,
         }
+    }
+
+    /// Gives the service the task queue, which the dead-letter commands
+    /// ([`CommandService::dead_letters`], [`CommandService::redrive_dead_letters`]) need.
+    pub fn with_queue(mut self, queue: Arc<dyn TaskQueue>) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     /// Sets how many task streams are read per round trip, and failed tasks retried per
@@ -487,6 +562,211 @@ impl CommandService {
         Err(CommandError::Conflict)
     }
 
+    /// The task as its stream tells it ([`CommandError::NotFound`], `"Task <id> not found"`,
+    /// when it does not exist).
+    pub async fn task_snapshot(&self, task_id: TaskId) -> Result<TaskSnapshot, CommandError> {
+        self.load_task(task_id).await?.snapshot()
+    }
+
+    /// An external worker starts the task: ENQUEUED or RETRYING -> RUNNING (`TaskStarted` of
+    /// the current attempt, worker [`EXTERNAL_WORKER`]). In any other status nothing is
+    /// appended and the task is returned as it is.
+    #[tracing::instrument(name = "command.start_task", skip_all, fields(task_id = %task_id))]
+    pub async fn start_task(&self, task_id: TaskId) -> Result<TaskSnapshot, CommandError> {
+        self.transition_task(task_id, "start_task", |task, now| match task.state.status {
+            TaskStatus::Pending | TaskStatus::Enqueued | TaskStatus::Retrying => {
+                Ok(vec![task.start(now)?])
+            }
+            TaskStatus::Running | TaskStatus::Completed | TaskStatus::Failed => Ok(Vec::new()),
+        })
+        .await
+    }
+
+    /// An external worker completed the task: `TaskCompleted` of the current attempt (preceded
+    /// by its `TaskStarted` when the worker never reported the start). `processing_ms` is how
+    /// long it ran; `None` measures it from the attempt's start. Completing a COMPLETED task
+    /// appends nothing and returns it (the first result stands).
+    ///
+    /// Errors: unknown task ([`CommandError::NotFound`]); a FAILED task
+    /// ([`Rejection::TaskTransition`]); a result that is not an object, too large or holds
+    /// NUL characters ([`CommandError::Invalid`], field `result`).
+    #[tracing::instrument(name = "command.complete_task", skip_all, fields(task_id = %task_id))]
+    pub async fn complete_task(
+        &self,
+        task_id: TaskId,
+        result: Option<Value>,
+        processing_ms: Option<u64>,
+    ) -> Result<TaskSnapshot, CommandError> {
+        let result = result.filter(|r| !r.is_null());
+        if let Some(result) = &result {
+            if !result.is_object() {
+                return Err(CommandError::invalid(
+                    "result",
+                    "result must be a JSON object",
+                ));
+            }
+            if contains_nul(result) {
+                return Err(CommandError::invalid(
+                    "result",
+                    "result must not contain NUL characters",
+                ));
+            }
+            let bytes = serde_json::to_vec(result).map_or(usize::MAX, |v| v.len());
+            if bytes > MAX_RESULT_BYTES {
+                return Err(CommandError::invalid(
+                    "result",
+                    format!("result is {bytes} bytes, the limit is {MAX_RESULT_BYTES}"),
+                ));
+            }
+        }
+        self.transition_task(task_id, "complete_task", |task, now| {
+            let mut events = Vec::new();
+            let mut started_at = task.started_at;
+            match task.state.status {
+                TaskStatus::Completed => return Ok(Vec::new()),
+                TaskStatus::Pending | TaskStatus::Enqueued | TaskStatus::Retrying => {
+                    events.push(task.start(now)?);
+                    started_at = Some(now);
+                }
+                TaskStatus::Running | TaskStatus::Failed => {}
+            }
+            let state = events.iter().fold(task.state.clone(), evolve_task);
+            let duration_ms = processing_ms.unwrap_or_else(|| {
+                started_at.map_or(0, |at| {
+                    u64::try_from((now - at).num_milliseconds()).unwrap_or(0)
+                })
+            });
+            events.extend(decide_task(
+                &state,
+                TaskCommand::CompleteTask {
+                    attempt: state.attempt,
+                    result: result.clone(),
+                    duration_ms,
+                    now,
+                },
+            )?);
+            Ok(events)
+        })
+        .await
+    }
+
+    /// An external worker's attempt failed: `TaskFailed` of the current attempt (preceded by
+    /// its `TaskStarted` when the worker never reported the start), and `TaskRetryScheduled`
+    /// with Shoal's backoff while the attempt budget allows another attempt (RETRYING), else
+    /// the task is FAILED. The orchestrator relays the retry to the queue, so it really runs
+    /// again. A FAILED task is returned unchanged.
+    ///
+    /// Errors: unknown task ([`CommandError::NotFound`]); a COMPLETED task
+    /// ([`Rejection::TaskTransition`]: a completed task is never moved back); an error message
+    /// too long or with NUL characters ([`CommandError::Invalid`], field `error_message`).
+    #[tracing::instrument(name = "command.fail_task", skip_all, fields(task_id = %task_id))]
+    pub async fn fail_task(
+        &self,
+        task_id: TaskId,
+        error_message: Option<String>,
+    ) -> Result<TaskSnapshot, CommandError> {
+        let error = match error_message {
+            Some(message) => {
+                if message.contains('\0') {
+                    return Err(CommandError::invalid(
+                        "error_message",
+                        "error_message must not contain NUL characters",
+                    ));
+                }
+                if message.chars().count() > MAX_ERROR_CHARS {
+                    return Err(CommandError::invalid(
+                        "error_message",
+                        format!("error_message must be at most {MAX_ERROR_CHARS} characters"),
+                    ));
+                }
+                message
+            }
+            None => DEFAULT_ERROR_MESSAGE.to_owned(),
+        };
+        self.transition_task(task_id, "fail_task", |task, now| {
+            let mut events = Vec::new();
+            match task.state.status {
+                TaskStatus::Failed => return Ok(Vec::new()),
+                TaskStatus::Pending | TaskStatus::Enqueued | TaskStatus::Retrying => {
+                    events.push(task.start(now)?);
+                }
+                TaskStatus::Running | TaskStatus::Completed => {}
+            }
+            let state = events.iter().fold(task.state.clone(), evolve_task);
+            let backoff_ms = retry_backoff(
+                state.attempt,
+                EXTERNAL_RETRY_BASE_MS,
+                EXTERNAL_RETRY_MAX_MS,
+                rand::random::<f64>(),
+            );
+            events.extend(decide_task(
+                &state,
+                TaskCommand::FailTask {
+                    attempt: state.attempt,
+                    error: error.clone(),
+                    retryable: true,
+                    backoff_ms,
+                    now,
+                },
+            )?);
+            Ok(events)
+        })
+        .await
+    }
+
+    /// Loads the task, lets `decide` choose the events (none: return the task as it is), and
+    /// appends them at the version it was loaded at; on a conflict, loads and decides again.
+    async fn transition_task(
+        &self,
+        task_id: TaskId,
+        command: &str,
+        decide: impl Fn(&TaskStream, DateTime<Utc>) -> Result<Vec<Event>, CommandError>,
+    ) -> Result<TaskSnapshot, CommandError> {
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let mut task = self.load_task(task_id).await?;
+            let events = decide(&task, Utc::now())?;
+            if events.is_empty() {
+                return task.snapshot();
+            }
+            match self
+                .log
+                .append(AppendBatch {
+                    streams: vec![StreamAppend {
+                        stream_id: task_id.stream_id(),
+                        expected: ExpectedVersion::Exact(task.version),
+                        events: encode_all(&events, command),
+                    }],
+                    idempotency_key: None,
+                    checkpoint: None,
+                })
+                .await
+            {
+                Ok(_) => {
+                    for event in &events {
+                        task.apply(event, task.version + 1);
+                    }
+                    return task.snapshot();
+                }
+                Err(LogError::Conflict { .. }) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(CommandError::Conflict)
+    }
+
+    /// Reads and folds a task stream; `NotFound` when it is empty.
+    async fn load_task(&self, task_id: TaskId) -> Result<TaskStream, CommandError> {
+        let recorded = self.log.read_stream(&task_id.stream_id(), 0).await?;
+        if recorded.is_empty() {
+            return Err(CommandError::NotFound(format!("Task {task_id} not found")));
+        }
+        let mut task = TaskStream::default();
+        for record in &recorded {
+            task.apply(&decode(record)?, record.stream_version);
+        }
+        Ok(task)
+    }
+
     /// The job as its stream tells it ([`CommandError::NotFound`] when it does not exist).
     pub async fn job_snapshot(&self, job_id: JobId) -> Result<JobSnapshot, CommandError> {
         self.load_job(job_id).await?.snapshot(job_id)
@@ -652,6 +932,79 @@ impl JobStream {
             updated_at: self.updated_at.unwrap_or(job.submitted_at),
             ended_at: self.ended_at,
             cancel_reason: self.cancel_reason.clone(),
+            version: self.version,
+        })
+    }
+}
+
+/// A task stream folded, with what [`TaskSnapshot`] needs beyond [`TaskState`].
+#[derive(Debug, Default)]
+struct TaskStream {
+    state: TaskState,
+    version: i64,
+    updated_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    result: Option<Value>,
+    duration_ms: Option<u64>,
+}
+
+impl TaskStream {
+    fn apply(&mut self, event: &Event, version: i64) {
+        self.state = evolve_task(std::mem::take(&mut self.state), event);
+        self.version = version;
+        self.updated_at = Some(event.at());
+        match event {
+            Event::TaskStarted(e) => self.started_at = Some(e.at),
+            Event::TaskCompleted(e) => {
+                self.completed_at = Some(e.at);
+                self.result.clone_from(&e.result);
+                self.duration_ms = Some(e.duration_ms);
+                self.state.last_error = None;
+            }
+            Event::TaskFailed(e) if e.final_failure => self.completed_at = Some(e.at),
+            Event::TaskRetryScheduled(_) => self.completed_at = None,
+            _ => {}
+        }
+    }
+
+    /// `TaskStarted` of the current attempt by an external worker.
+    fn start(&self, now: DateTime<Utc>) -> Result<Event, CommandError> {
+        let mut events = decide_task(
+            &self.state,
+            TaskCommand::StartTask {
+                attempt: self.state.attempt,
+                worker: EXTERNAL_WORKER.to_owned(),
+                now,
+            },
+        )?;
+        events
+            .pop()
+            .ok_or_else(|| CommandError::inconsistent("StartTask decided no event"))
+    }
+
+    fn snapshot(&self) -> Result<TaskSnapshot, CommandError> {
+        let task = self
+            .state
+            .enqueued
+            .as_ref()
+            .ok_or_else(|| CommandError::inconsistent("task stream without TaskEnqueued"))?;
+        Ok(TaskSnapshot {
+            task_id: task.task_id,
+            job_id: task.job_id,
+            index: task.index,
+            status: self.state.status,
+            attempt: self.state.attempt,
+            max_attempts: task.max_attempts,
+            parameters: task.input.clone(),
+            result: self.result.clone(),
+            error_message: self.state.last_error.clone(),
+            worker: self.state.worker.clone(),
+            created_at: task.at,
+            updated_at: self.updated_at.unwrap_or(task.at),
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+            duration_ms: self.duration_ms,
             version: self.version,
         })
     }

@@ -11,13 +11,16 @@
 //! return the same type, and `MutationRoot` is a plain `Default` object so a combined schema can
 //! use it (or a `MergedObject` of it) as its mutation root.
 
+mod dead_letters;
 mod depth;
 
+pub use dead_letters::{DeadLetter, RedriveResult};
 pub use depth::DepthLimit;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{
-    Context, EmptySubscription, Enum, ErrorExtensions, ID, InputObject, Json, Object, Schema,
+    Context, EmptySubscription, Enum, ErrorExtensions, ID, InputObject, Json, MergedObject, Object,
+    Schema,
     ServerError, SimpleObject,
 };
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
@@ -53,7 +56,7 @@ pub type CommandSchema = Schema<CommandQuery, MutationRoot, EmptySubscription>;
 /// limit is [`DepthLimit`] rather than async-graphql's `limit_depth`, which would refuse
 /// GraphiQL's introspection query.)
 pub fn schema(service: CommandService) -> CommandSchema {
-    Schema::build(CommandQuery, MutationRoot, EmptySubscription)
+    Schema::build(CommandQuery::default(), MutationRoot, EmptySubscription)
         .data(service)
         .extension(DepthLimit {
             application: MAX_DEPTH,
@@ -65,7 +68,7 @@ pub fn schema(service: CommandService) -> CommandSchema {
 
 /// The schema's SDL, for committing and checking it (needs no database).
 pub fn sdl() -> String {
-    Schema::build(CommandQuery, MutationRoot, EmptySubscription)
+    Schema::build(CommandQuery::default(), MutationRoot, EmptySubscription)
         .finish()
         .sdl()
 }
@@ -95,8 +98,8 @@ async fn execute(
 }
 
 /// Errors raised by async-graphql itself (parsing, validation, coercing an argument, limits)
-/// have no code; they are all about the request the client sent.
-fn tag_request_errors(errors: &mut [ServerError]) {
+/// have no code; they are all about the request the client sent: tags them `BAD_USER_INPUT`.
+pub fn tag_request_errors(errors: &mut [ServerError]) {
     for error in errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {
@@ -133,11 +136,12 @@ pub enum JobStatus {
 }
 
 /// A job, as its own event stream tells it. (Counts of tasks by status come from the read
-/// model, on the query API.)
+/// model, on the query API.) Named `JobSnapshot` in GraphQL: query-api's read-model `Job` owns
+/// that name in the combined schema.
 #[derive(Debug, Clone)]
 pub struct Job(pub JobSnapshot);
 
-#[Object]
+#[Object(name = "JobSnapshot")]
 impl Job {
     /// The job's id (a UUID).
     async fn id(&self) -> ID {
@@ -325,15 +329,37 @@ impl MutationRoot {
             .map_err(|e| to_graphql(e, "jobId"))?;
         Ok(outcome.into())
     }
+
+    /// Sends the dead letters (of one job, or all) back: each FAILED task gets another attempt
+    /// (a manual retry, so its history shows it) and its dead letter is removed. Poison
+    /// messages without a task are left (`skipped`).
+    async fn redrive_dead_letters(
+        &self,
+        ctx: &Context<'_>,
+        job_id: Option<ID>,
+    ) -> async_graphql::Result<RedriveResult> {
+        let service = service(ctx)?;
+        let id = job_id.map(|id| parse_job_id(&id, "jobId")).transpose()?;
+        let outcome = service
+            .redrive_dead_letters(id)
+            .await
+            .map_err(|e| to_graphql(e, "jobId"))?;
+        Ok(outcome.into())
+    }
 }
 
-/// A placeholder query root (a schema needs one) until query-api serves jobs from its read
-/// model; it answers from the job's event stream.
+/// The query root of the command API alone: a job from its own event stream, and the dead
+/// letters. The combined schema (the `shoal` binary) uses query-api's read-model queries plus
+/// [`DeadLettersQuery`] instead.
+#[derive(Debug, Default, MergedObject)]
+pub struct CommandQuery(JobSnapshotQuery, DeadLettersQuery);
+
+/// `job(id)` answered from the job's event stream.
 #[derive(Debug, Default)]
-pub struct CommandQuery;
+pub struct JobSnapshotQuery;
 
 #[Object]
-impl CommandQuery {
+impl JobSnapshotQuery {
     /// The job with this id, or null.
     async fn job(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Job>> {
         let service = service(ctx)?;
@@ -343,6 +369,40 @@ impl CommandQuery {
             Err(CommandError::NotFound(_)) => Ok(None),
             Err(other) => Err(to_graphql(other, "id")),
         }
+    }
+}
+
+/// The dead-letter queries.
+#[derive(Debug, Default)]
+pub struct DeadLettersQuery;
+
+#[Object]
+impl DeadLettersQuery {
+    /// Messages in the task queue's dead-letter queue, oldest first, optionally of one job
+    /// (`limit`: default 100, at most 1000).
+    async fn dead_letters(
+        &self,
+        ctx: &Context<'_>,
+        job_id: Option<ID>,
+        limit: Option<i32>,
+    ) -> async_graphql::Result<Vec<DeadLetter>> {
+        let service = service(ctx)?;
+        let id = job_id.map(|id| parse_job_id(&id, "jobId")).transpose()?;
+        let limit = match limit {
+            None => crate::commands::DEFAULT_DEAD_LETTER_LIMIT,
+            Some(limit) => u32::try_from(limit).map_err(|_| {
+                error_with(
+                    "limit must not be negative".to_owned(),
+                    BAD_USER_INPUT,
+                    Some("limit"),
+                )
+            })?,
+        };
+        let letters = service
+            .dead_letters(id, limit)
+            .await
+            .map_err(|e| to_graphql(e, "jobId"))?;
+        Ok(letters.into_iter().map(DeadLetter::from).collect())
     }
 }
 
@@ -428,9 +488,11 @@ mod tests {
     fn sdl_has_the_mutations() {
         let sdl = sdl();
         for needle in [
-            "submitJob(input: SubmitJobInput!): Job!",
-            "cancelJob(id: ID!, reason: String): Job!",
+            "submitJob(input: SubmitJobInput!): JobSnapshot!",
+            "cancelJob(id: ID!, reason: String): JobSnapshot!",
             "retryFailedTasks(jobId: ID!): RetryResult!",
+            "redriveDeadLetters(jobId: ID): RedriveResult!",
+            "deadLetters(jobId: ID, limit: Int): [DeadLetter!]!",
             "CREATING_TASKS",
             "scalar JSON",
         ] {

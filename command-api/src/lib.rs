@@ -8,3 +8,4 @@
 pub mod commands;
 pub mod graphql;
 pub mod orchestrator;
+pub mod rest;

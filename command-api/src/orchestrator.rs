@@ -20,6 +20,7 @@
 
 mod consumer;
 mod expander;
+pub mod prometheus;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -15,6 +15,20 @@ pub struct BenchDatabase {
     pool: PgPool,
 }
 
+/// See [`BenchDatabase::e2e_log_summary`].
+#[derive(Debug, Clone, Copy)]
+pub struct E2eLogSummary {
+    pub task_completed: i64,
+    /// Distinct task streams with a `TaskCompleted`.
+    pub task_completed_streams: i64,
+    pub task_started: i64,
+    pub task_enqueued: i64,
+    /// Every event in the log.
+    pub events: i64,
+    /// From `JobSubmitted` to the first `TaskStarted`, by their `recorded_at`.
+    pub submit_to_first_start_ms: Option<f64>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BenchDbError {
     #[error("database error: {0}")]
@@ -117,6 +131,34 @@ impl BenchDatabase {
                     .and_then(|n| n.parse::<f64>().ok())
             })
             .ok_or_else(|| BenchDbError::Pgbench(format!("no tps line in: {stdout}")))
+    }
+
+    /// What the log of an end-to-end run holds: the counts that show every transition was
+    /// recorded, and the latency from the submission to the first start (server clock: each
+    /// event's `recorded_at`, its transaction's start).
+    pub async fn e2e_log_summary(&self) -> Result<E2eLogSummary, BenchDbError> {
+        let row: (i64, i64, i64, i64, i64, Option<f64>) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE event_type = 'TaskCompleted'),
+                    count(DISTINCT stream_id) FILTER (WHERE event_type = 'TaskCompleted'),
+                    count(*) FILTER (WHERE event_type = 'TaskStarted'),
+                    count(*) FILTER (WHERE event_type = 'TaskEnqueued'),
+                    count(*),
+                    (EXTRACT(EPOCH FROM
+                        min(recorded_at) FILTER (WHERE event_type = 'TaskStarted')
+                        - min(recorded_at) FILTER (WHERE event_type = 'JobSubmitted')
+                    ) * 1000)::float8
+             FROM events",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(E2eLogSummary {
+            task_completed: row.0,
+            task_completed_streams: row.1,
+            task_started: row.2,
+            task_enqueued: row.3,
+            events: row.4,
+            submit_to_first_start_ms: row.5,
+        })
     }
 
     /// Drops the database.

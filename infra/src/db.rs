@@ -188,6 +188,14 @@ impl Database {
         }
     }
 
+    /// Runs a trivial query: `Ok` when the database answers (health checks).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Database::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Database::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
+    }
+
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         match self {

@@ -11,6 +11,7 @@ pub mod db;
 pub mod eventlog;
 pub mod orchestrator_store;
 pub mod queue;
+pub mod readmodel;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,5 +1,5 @@
 //! Fresh, migrated databases for integration tests, in this crate and others (feature
-//! `testing`).
+//! `testing`), and a `moto_server` as SQS ([`moto`], [`fresh_sqs_queue`]).
 //!
 //! Postgres tests need a server: set `SHOAL_TEST_DATABASE_URL` to a URL that may create
 //! databases (for example `postgres://postgres@127.0.0.1:55499/postgres`); each call creates
@@ -19,6 +19,10 @@ use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::{Connection, PgConnection};
 
 use crate::db::{POSTGRES_MIGRATOR, SQLITE_MIGRATOR, sqlite_options};
+
+mod moto;
+
+pub use moto::{MOTO_REGION, Moto, REQUIRE_MOTO_ENV, fresh_sqs_queue, moto, sqs_queue_name};
 
 /// The server URL Postgres tests create their databases on.
 pub const TEST_DATABASE_URL_ENV: &str = "SHOAL_TEST_DATABASE_URL";

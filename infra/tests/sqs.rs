@@ -6,110 +6,28 @@
 //! Where moto and SQS differ, the tests assert what SQS guarantees (see the notes inline).
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::json;
 use shoal_infra::queue::{
     Delivery, OutgoingMessage, QueueDepth, QueueError, Receipt, SqsQueue, TaskMessage, TaskQueue,
     dead_letter_queue_url, init_queues,
 };
+use shoal_infra::testing::{Moto, fresh_sqs_queue, moto};
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------------------------
-// moto_server
+// moto_server (the shared harness of `shoal_infra::testing`)
 
-const REQUIRE_MOTO_ENV: &str = "SHOAL_REQUIRE_MOTO";
-
-/// The moto_server of this test binary. It runs under a small shell that kills it when its
-/// standard input closes, which happens when the test process exits however it exits (a
-/// `static` is never dropped, so `Drop` alone would leave it running).
-struct Moto {
-    endpoint: String,
-    shell: Mutex<(Child, ChildStdin)>,
-}
-
-static MOTO: OnceLock<Option<Moto>> = OnceLock::new();
-
-fn moto() -> Option<&'static Moto> {
-    MOTO.get_or_init(start_moto).as_ref()
-}
-
-fn start_moto() -> Option<Moto> {
-    if !on_path("moto_server") {
-        let hint = "moto_server is not on the PATH: install with pip install 'moto[server]'";
-        if std::env::var(REQUIRE_MOTO_ENV).is_ok_and(|v| v == "1") {
-            panic!("{REQUIRE_MOTO_ENV}=1 but {hint}");
-        }
-        eprintln!("skipped: SQS test ({hint})");
-        return None;
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port();
-    let mut shell = Command::new("sh")
-        .arg("-c")
-        .arg(r#"moto_server -H 127.0.0.1 -p "$MOTO_PORT" >/dev/null 2>&1 & m=$!; read -r _; kill "$m"; wait "$m""#)
-        .env("MOTO_PORT", port.to_string())
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("sh runs");
-    let stdin = shell.stdin.take().expect("a piped stdin");
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = shell.try_wait() {
-            panic!("moto_server exited at start-up: {status}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "moto_server did not answer on port {port} within a minute"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(Moto {
-        endpoint: format!("http://127.0.0.1:{port}"),
-        shell: Mutex::new((shell, stdin)),
-    })
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        if let Ok(mut shell) = self.shell.lock() {
-            let _ = writeln!(shell.1);
-            let _ = shell.0.wait();
-        }
-    }
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
-}
-
-/// A client of the test moto, built explicitly (the process environment is left alone).
 fn client(moto: &Moto) -> aws_sdk_sqs::Client {
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "shoal-tests"))
-        .endpoint_url(&moto.endpoint)
-        .build();
-    aws_sdk_sqs::Client::from_conf(config)
+    moto.client()
 }
 
 /// A queue and DLQ of this test's own, or `None` (skipped) without moto.
 async fn fresh(test: &str, max_receives: u32) -> Option<SqsQueue> {
-    let moto = moto()?;
-    let client = client(moto);
-    let name = format!("{test}-{}", &Uuid::new_v4().simple().to_string()[..8]).replace('_', "-");
-    let (queue_url, dlq_url) = init_queues(&client, &name, max_receives).await.unwrap();
-    Some(SqsQueue::new(client, queue_url, Some(dlq_url)))
+    fresh_sqs_queue(test, max_receives).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -618,7 +536,7 @@ async fn backend_errors_carry_the_aws_error_code() {
         return;
     };
     let client = client(moto);
-    let missing = format!("{}/000000000000/no-such-queue", moto.endpoint);
+    let missing = format!("{}/000000000000/no-such-queue", moto.endpoint());
     let q = SqsQueue::new(client.clone(), missing.clone(), None);
     let error = q.depth().await.unwrap_err();
     assert!(
@@ -680,7 +598,7 @@ async fn from_env_finds_the_queue_and_its_dlq() {
             "--nocapture",
         ])
         .env(FROM_ENV_CHILD, &queue_url)
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")

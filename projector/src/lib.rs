@@ -3,3 +3,488 @@
 //! equals a full replay. Rebuilds replay the whole log into fresh tables and swap them in.
 //!
 //! It never appends events and never makes decisions.
+//!
+//! Shape: each projection ([`ProjectionName`]) has its own checkpoint and tables, and a pure
+//! fold ([`jobs::fold`], [`analytics::fold`]: events + the stored rows they touch -> the rows
+//! and counter deltas to write, one upsert per touched row per batch). The [`Projector`] reads
+//! the log, decodes, and hands each batch to `shoal_infra::readmodel`, which runs the fold
+//! inside one transaction that also moves the checkpoint (fenced: a writer that finds the
+//! checkpoint moved by someone else writes nothing and resumes from the new checkpoint). After
+//! each commit it broadcasts a [`ProjectionChange`] for the query API's subscriptions.
+//!
+//! Undecodable events (unknown type, newer schema, malformed payload) are logged, counted in
+//! [`ProjectionStatus::skipped_events`] and skipped: the read model must not stop for one bad
+//! row. A newer schema means this build is too old; rebuild after upgrading.
+
+pub mod analytics;
+pub mod jobs;
+mod lifecycle;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use shoal_domain::{Event, JobId, TaskId};
+use shoal_infra::db::Database;
+use shoal_infra::eventlog::{EventLog, LogError, LogPosition, RecordedEvent};
+use shoal_infra::readmodel::{ReadModelError, ReadModelStore, Target};
+use tokio::sync::broadcast;
+
+pub use shoal_infra::readmodel::ProjectionName;
+
+/// How the projector runs. `Default` gives production values.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// Most events per batch (one transaction each). >= 1.
+    pub batch_size: usize,
+    /// How long to wait after a database error before trying again.
+    pub error_backoff: Duration,
+    /// Change notifications buffered per subscriber; a slower subscriber misses the oldest
+    /// (`RecvError::Lagged`) and should re-read what it shows.
+    pub change_capacity: usize,
+    /// The projections `run` keeps up to date.
+    pub projections: Vec<ProjectionName>,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        ProjectorConfig {
+            batch_size: 5000,
+            error_backoff: Duration::from_secs(1),
+            change_capacity: 1024,
+            projections: ProjectionName::ALL.to_vec(),
+        }
+    }
+}
+
+/// What one committed batch (or a rebuild's swap) changed, broadcast after the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionChange {
+    pub projection: ProjectionName,
+    /// The projection's checkpoint after the commit.
+    pub position: LogPosition,
+    /// Jobs whose `jobs` row changed (jobs projection).
+    pub jobs: Vec<JobId>,
+    /// Tasks whose `tasks` row changed, with their job (jobs projection).
+    pub tasks: Vec<(JobId, TaskId)>,
+    /// An analytics counter changed (analytics projection).
+    pub analytics: bool,
+    /// The projection's tables were replaced by a rebuild: everything may have changed.
+    pub rebuilt: bool,
+}
+
+/// What went wrong. Transient database errors inside [`Projector::run`] are retried there;
+/// the other methods return them.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    /// The read tables failed, or another writer moved a checkpoint (`Fenced`: retry).
+    #[error(transparent)]
+    Store(#[from] ReadModelError),
+    /// The event log failed. Retry later.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// Where a projection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionStatus {
+    pub name: ProjectionName,
+    /// The live tables' checkpoint.
+    pub checkpoint: LogPosition,
+    /// The newest event readers can see.
+    pub head: LogPosition,
+    /// Events stored after the checkpoint (on Postgres it includes uncommitted appends).
+    pub lag_events: u64,
+    /// A rebuild in progress (or abandoned), and where it is.
+    pub rebuild: Option<LogPosition>,
+    /// Events this process skipped because it could not decode them.
+    pub skipped_events: u64,
+}
+
+/// Where a rebuild is, as reported to its progress callback after each batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildProgress {
+    pub projection: ProjectionName,
+    pub position: LogPosition,
+    /// Events replayed so far.
+    pub events: u64,
+    /// Events in the log when the rebuild started (more may arrive while it runs).
+    pub total_estimate: u64,
+}
+
+/// What a finished rebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildReport {
+    pub projection: ProjectionName,
+    /// The live checkpoint right after the swap.
+    pub position: LogPosition,
+    pub events: u64,
+    pub elapsed: Duration,
+}
+
+/// Keeps the read tables up to date with the log. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Projector {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ProjectorConfig,
+    log: Arc<dyn EventLog>,
+    store: ReadModelStore,
+    changes: broadcast::Sender<Arc<ProjectionChange>>,
+    skipped: [AtomicU64; 2],
+}
+
+fn slot(name: ProjectionName) -> usize {
+    match name {
+        ProjectionName::Jobs => 0,
+        ProjectionName::Analytics => 1,
+    }
+}
+
+impl Projector {
+    /// A projector of `log` into the read tables of `database` (migrated).
+    pub fn new(config: ProjectorConfig, log: Arc<dyn EventLog>, database: Database) -> Self {
+        let config = ProjectorConfig {
+            batch_size: config.batch_size.max(1),
+            change_capacity: config.change_capacity.max(1),
+            ..config
+        };
+        let (changes, _) = broadcast::channel(config.change_capacity);
+        Projector {
+            inner: Arc::new(Inner {
+                config,
+                log,
+                store: ReadModelStore::new(database),
+                changes,
+                skipped: [AtomicU64::new(0), AtomicU64::new(0)],
+            }),
+        }
+    }
+
+    /// The read tables (and their queries).
+    pub fn store(&self) -> &ReadModelStore {
+        &self.inner.store
+    }
+
+    /// Notifications of every commit from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ProjectionChange>> {
+        self.inner.changes.subscribe()
+    }
+
+    fn batch_size(&self) -> i64 {
+        i64::try_from(self.inner.config.batch_size).unwrap_or(i64::MAX)
+    }
+
+    /// Keeps every configured projection up to date until `shutdown` completes: follows the
+    /// log from each checkpoint, a batch per transaction. Database errors are logged and
+    /// retried after `error_backoff`; a fenced batch resumes from the moved checkpoint. Returns
+    /// when shut down (a batch in flight is committed or rolled back, never half-written).
+    pub async fn run(
+        &self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ProjectorError> {
+        let shutdown = shutdown.boxed().shared();
+        let loops = self
+            .inner
+            .config
+            .projections
+            .iter()
+            .map(|&name| self.follow(name, shutdown.clone()));
+        futures::future::join_all(loops).await;
+        Ok(())
+    }
+
+    async fn follow(&self, name: ProjectionName, shutdown: impl Future<Output = ()> + Clone) {
+        let backoff = self.inner.config.error_backoff;
+        let pause = |shutdown: _| async move {
+            tokio::select! {
+                () = shutdown => true,
+                () = tokio::time::sleep(backoff) => false,
+            }
+        };
+        loop {
+            let mut from = match self.inner.store.checkpoint(name, Target::Live).await {
+                Ok(from) => from,
+                Err(error) => {
+                    tracing::warn!(projection = %name, %error, "cannot load the checkpoint");
+                    if pause(shutdown.clone()).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let batch_size = self.inner.config.batch_size;
+            let mut stream = self
+                .inner
+                .log
+                .subscribe(from, self.batch_size())
+                .ready_chunks(batch_size);
+            loop {
+                let chunk = tokio::select! {
+                    () = shutdown.clone() => return,
+                    chunk = stream.next() => chunk,
+                };
+                let Some(chunk) = chunk else { break };
+                let mut events = Vec::with_capacity(chunk.len());
+                let mut read_error = None;
+                for item in chunk {
+                    match item {
+                        Ok(event) => events.push(event),
+                        Err(error) => {
+                            read_error = Some(error);
+                            break;
+                        }
+                    }
+                }
+                if !events.is_empty() {
+                    match self.apply(name, Target::Live, from, &events).await {
+                        Ok(change) => {
+                            from = change.position;
+                            let _ = self.inner.changes.send(Arc::new(change));
+                        }
+                        Err(ProjectorError::Store(ReadModelError::Fenced { .. })) => {
+                            // A rebuild swapped its tables in (or another process projects
+                            // too): what subscribers saw may be gone.
+                            tracing::info!(
+                                projection = %name,
+                                "checkpoint moved by another writer: resuming from it"
+                            );
+                            let _ = self.inner.changes.send(Arc::new(ProjectionChange {
+                                projection: name,
+                                position: from,
+                                jobs: Vec::new(),
+                                tasks: Vec::new(),
+                                analytics: name == ProjectionName::Analytics,
+                                rebuilt: true,
+                            }));
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::error!(projection = %name, %error, "cannot apply a batch");
+                            if pause(shutdown.clone()).await {
+                                return;
+                            }
+                            break;
+                        }
+                    }
+                }
+                if let Some(error) = read_error {
+                    // The subscription retries by itself; what followed the error is re-read.
+                    tracing::warn!(projection = %name, %error, "cannot read the log");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Applies at most one batch (of the configured size) of `name` from its checkpoint; the
+    /// number of events applied, 0 when it is caught up.
+    pub async fn step(&self, name: ProjectionName) -> Result<usize, ProjectorError> {
+        let from = self.inner.store.checkpoint(name, Target::Live).await?;
+        let events = self.inner.log.read_all(from, self.batch_size()).await?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let change = self.apply(name, Target::Live, from, &events).await?;
+        let _ = self.inner.changes.send(Arc::new(change));
+        Ok(events.len())
+    }
+
+    /// Applies batches of every configured projection until each is caught up with what the
+    /// log shows now; the number of events applied in all. A batch fenced by another writer is
+    /// retried from the moved checkpoint.
+    pub async fn catch_up(&self) -> Result<u64, ProjectorError> {
+        let mut total = 0;
+        for &name in &self.inner.config.projections {
+            loop {
+                match self.step(name).await {
+                    Ok(0) => break,
+                    Ok(n) => total += n as u64,
+                    // Someone else moved the checkpoint meanwhile: go on from where it is.
+                    Err(ProjectorError::Store(ReadModelError::Fenced { .. })) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Applies `events`, which must be the events right after `name`'s checkpoint, in log
+    /// order, as one batch (tests use it to choose the batches). `Fenced` when the checkpoint
+    /// is not where `events` start.
+    pub async fn apply_batch(
+        &self,
+        name: ProjectionName,
+        from: LogPosition,
+        events: &[RecordedEvent],
+    ) -> Result<ProjectionChange, ProjectorError> {
+        let change = self.apply(name, Target::Live, from, events).await?;
+        let _ = self.inner.changes.send(Arc::new(change.clone()));
+        Ok(change)
+    }
+
+    fn decode(&self, name: ProjectionName, batch: &[RecordedEvent]) -> Vec<Event> {
+        batch
+            .iter()
+            .filter_map(|recorded| {
+                match Event::decode(
+                    &recorded.event_type,
+                    recorded.schema_version,
+                    &recorded.data,
+                ) {
+                    Ok(event) => Some(event),
+                    Err(error) => {
+                        self.inner.skipped[slot(name)].fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            projection = %name,
+                            commit = recorded.log_position.commit,
+                            position = recorded.log_position.position,
+                            stream = %recorded.stream_id,
+                            %error,
+                            "skipping an event that cannot be decoded"
+                        );
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// One batch into `target`, checkpoint moved `from` -> the batch's last event.
+    async fn apply(
+        &self,
+        name: ProjectionName,
+        target: Target,
+        from: LogPosition,
+        batch: &[RecordedEvent],
+    ) -> Result<ProjectionChange, ProjectorError> {
+        let to = batch.last().map_or(from, |e| e.log_position);
+        let events = self.decode(name, batch);
+        let store = &self.inner.store;
+        let mut change = ProjectionChange {
+            projection: name,
+            position: to,
+            jobs: Vec::new(),
+            tasks: Vec::new(),
+            analytics: false,
+            rebuilt: false,
+        };
+        match name {
+            ProjectionName::Jobs => {
+                let keys = jobs::keys(&events);
+                let written = store
+                    .apply_jobs(target, from, to, &keys, |jobs, tasks| {
+                        jobs::fold(jobs, tasks, &events)
+                    })
+                    .await?;
+                change.jobs = written.jobs.iter().map(|j| j.id).collect();
+                change.tasks = written.tasks.iter().map(|t| (t.job_id, t.id)).collect();
+            }
+            ProjectionName::Analytics => {
+                let keys = analytics::keys(&events);
+                let written = store
+                    .apply_analytics(target, from, to, &keys, |states| {
+                        analytics::fold(states, &events)
+                    })
+                    .await?;
+                change.analytics = written.counters_changed();
+            }
+        }
+        Ok(change)
+    }
+
+    /// Where each projection is, and how far behind the log.
+    pub async fn status(&self) -> Result<Vec<ProjectionStatus>, ProjectorError> {
+        let head = self.inner.log.head().await?;
+        let mut statuses = Vec::new();
+        for name in ProjectionName::ALL {
+            let store = &self.inner.store;
+            let checkpoint = store.checkpoint(name, Target::Live).await?;
+            statuses.push(ProjectionStatus {
+                name,
+                checkpoint,
+                head,
+                lag_events: store.count_events_after(checkpoint).await?,
+                rebuild: store.rebuild_checkpoint(name).await?,
+                skipped_events: self.inner.skipped[slot(name)].load(Ordering::Relaxed),
+            });
+        }
+        Ok(statuses)
+    }
+
+    /// Replays the whole log into fresh shadow tables of `name`, a batch per transaction
+    /// (short transactions: see ADR 0002), while the live tables keep being served and
+    /// updated; then swaps them in atomically and moves the live checkpoint to where the
+    /// rebuild got. A running projector (in this process or another) finds its checkpoint
+    /// moved at its next batch and continues from there. `progress` is called after each
+    /// batch.
+    ///
+    /// Run one rebuild of a projection at a time: a second one throws the first's shadow
+    /// tables away, and the first then fails.
+    pub async fn rebuild(
+        &self,
+        name: ProjectionName,
+        mut progress: impl FnMut(&RebuildProgress) + Send,
+    ) -> Result<RebuildReport, ProjectorError> {
+        let started = Instant::now();
+        let store = &self.inner.store;
+        let total_estimate = store.count_events_after(LogPosition::START).await?;
+        store.prepare_rebuild(name).await?;
+        let mut report = RebuildProgress {
+            projection: name,
+            position: LogPosition::START,
+            events: 0,
+            total_estimate,
+        };
+        tracing::info!(projection = %name, total_estimate, "rebuild started");
+        self.replay_into_shadow(&mut report, &mut progress).await?;
+        store.index_rebuild(name).await?;
+        self.replay_into_shadow(&mut report, &mut progress).await?;
+        store.swap_rebuild(name, report.position).await?;
+        let _ = self.inner.changes.send(Arc::new(ProjectionChange {
+            projection: name,
+            position: report.position,
+            jobs: Vec::new(),
+            tasks: Vec::new(),
+            analytics: name == ProjectionName::Analytics,
+            rebuilt: true,
+        }));
+        let elapsed = started.elapsed();
+        tracing::info!(projection = %name, events = report.events, ?elapsed, "rebuild swapped in");
+        Ok(RebuildReport {
+            projection: name,
+            position: report.position,
+            events: report.events,
+            elapsed,
+        })
+    }
+
+    /// Applies batches to the shadow tables until caught up with the log.
+    async fn replay_into_shadow(
+        &self,
+        report: &mut RebuildProgress,
+        progress: &mut (impl FnMut(&RebuildProgress) + Send),
+    ) -> Result<(), ProjectorError> {
+        loop {
+            let events = self
+                .inner
+                .log
+                .read_all(report.position, self.batch_size())
+                .await?;
+            let Some(last) = events.last() else {
+                return Ok(());
+            };
+            let to = last.log_position;
+            self.apply(report.projection, Target::Rebuild, report.position, &events)
+                .await?;
+            report.position = to;
+            report.events += events.len() as u64;
+            progress(report);
+        }
+    }
+}

@@ -4,7 +4,7 @@
 -- One row per event.
 CREATE TABLE events (
     -- Sequence number: unique, increasing in insertion order, but NOT in commit order.
-    position        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    position        BIGINT GENERATED ALWAYS AS IDENTITY,
     -- The writing transaction's id (xid8; 64 bits, never wraps). Readers order by
     -- (transaction_id, position) and only read below the oldest transaction still running, so a
     -- reader never passes an event that has yet to commit (gap-free reading, ADR 0002).
@@ -13,15 +13,23 @@ CREATE TABLE events (
     stream_version  BIGINT NOT NULL CHECK (stream_version >= 1),
     event_type      TEXT NOT NULL CHECK (event_type <> ''),
     schema_version  INTEGER NOT NULL CHECK (schema_version >= 1),
-    data            JSONB NOT NULL,
-    metadata        JSONB NOT NULL DEFAULT '{}',
+    -- JSON, not JSONB: the log stores and returns each event's JSON as the writer serialized
+    -- it (checked, never converted), and no query looks inside it. JSONB would parse it into
+    -- its binary form on every append and print it back on every read, for nothing.
+    data            JSON NOT NULL,
+    metadata        JSON NOT NULL DEFAULT '{}',
     recorded_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    -- The global read order, and the key. `position` alone is unique too (identity), so this
+    -- is a key; a separate `PRIMARY KEY (position)` would be a third B-tree on every append.
+    CONSTRAINT events_pkey PRIMARY KEY (transaction_id, position),
     -- Optimistic concurrency: two appends at the same expected version cannot both commit.
     CONSTRAINT events_stream_version_key UNIQUE (stream_id, stream_version)
 );
 
--- The global read order.
-CREATE INDEX events_read_order_idx ON events (transaction_id, position);
+-- Finding events by position (`read_positions`: idempotent replays, rare). Positions grow with
+-- insertion, so the heap is in position order and a BRIN index finds them for almost nothing
+-- per append (it summarizes ranges of pages).
+CREATE INDEX events_position_brin_idx ON events USING brin (position);
 
 -- Events are facts: rewriting or deleting one would silently diverge every projection.
 CREATE FUNCTION events_append_only() RETURNS trigger

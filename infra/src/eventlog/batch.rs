@@ -21,8 +21,9 @@ pub(crate) struct PreparedBatch {
     pub expected: Vec<i64>,
     pub event_types: Vec<String>,
     pub schema_versions: Vec<i32>,
-    pub data: Vec<Value>,
-    pub metadata: Vec<Value>,
+    /// Each event's data and metadata, serialized: the backends pass JSON as text.
+    pub data: Vec<String>,
+    pub metadata: Vec<String>,
     /// Per stream, in input order: index of its first event, number of events, expected version.
     streams: Vec<(usize, usize, i64)>,
 }
@@ -137,9 +138,10 @@ pub(crate) fn prepare(batch: &AppendBatch) -> LogResult<PreparedBatch> {
                 .ok()
                 .and_then(|i| expected.checked_add(i)?.checked_add(1))
                 .ok_or_else(|| LogError::Invalid("stream version overflows".into()))?;
-            let mut metadata = match &event.metadata {
-                Value::Null => Value::Object(Default::default()),
-                Value::Object(_) => event.metadata.clone(),
+            let empty = Value::Object(Default::default());
+            let metadata = match &event.metadata {
+                Value::Null => &empty,
+                Value::Object(_) => &event.metadata,
                 _ => {
                     return Err(LogError::Invalid(format!(
                         "event {:?}: metadata must be a JSON object",
@@ -147,21 +149,29 @@ pub(crate) fn prepare(batch: &AppendBatch) -> LogResult<PreparedBatch> {
                     )));
                 }
             };
-            if let (Some(key), Value::Object(map)) = (&batch.idempotency_key, &mut metadata) {
-                map.insert("idempotency_key".into(), Value::String(key.clone()));
-            }
-            if contains_nul(&event.data) || contains_nul(&metadata) {
+            if contains_nul(&event.data) || contains_nul(metadata) {
                 return Err(LogError::Invalid(format!(
                     "event {:?}: JSON strings must not contain NUL characters",
                     event.event_type
                 )));
             }
+            // Serialized here, once, without copying the values (a `Value` serializes
+            // infallibly).
+            let metadata = match (&batch.idempotency_key, metadata) {
+                (Some(key), Value::Object(map)) => {
+                    let mut map = map.clone();
+                    map.insert("idempotency_key".into(), Value::String(key.clone()));
+                    Value::Object(map).to_string()
+                }
+                (_, metadata) => metadata.to_string(),
+            };
+
             prepared.stream_ids.push(stream.stream_id.clone());
             prepared.versions.push(version);
             prepared.expected.push(expected);
             prepared.event_types.push(event.event_type.clone());
             prepared.schema_versions.push(event.schema_version);
-            prepared.data.push(event.data.clone());
+            prepared.data.push(event.data.to_string());
             prepared.metadata.push(metadata);
         }
     }
@@ -246,7 +256,8 @@ mod tests {
         assert_eq!(p.stream_ids, ["a", "a", "b"]);
         assert_eq!(p.versions, [4, 5, 1]);
         assert_eq!(p.expected, [3, 3, 0]);
-        assert_eq!(p.metadata[2], json!({"idempotency_key": "k"}));
+        let metadata: serde_json::Value = serde_json::from_str(&p.metadata[2]).unwrap();
+        assert_eq!(metadata, json!({"idempotency_key": "k"}));
     }
 
     #[test]

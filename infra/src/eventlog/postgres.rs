@@ -41,7 +41,7 @@ pub const NOTIFY_CHANNEL: &str = "shoal_events";
 const INSERT_EVENTS: &str = "
 INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
 SELECT i.stream_id, i.stream_version, i.event_type, i.schema_version, i.data, i.metadata
-FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[])
+FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::json[], $7::json[])
     WITH ORDINALITY
     AS i(stream_id, stream_version, expected, event_type, schema_version, data, metadata, ord)
 WHERE i.expected = 0

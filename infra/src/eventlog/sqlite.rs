@@ -540,8 +540,8 @@ fn rows_as_json(prepared: &PreparedBatch) -> String {
                 prepared.expected[i].into(),
                 prepared.event_types[i].clone().into(),
                 prepared.schema_versions[i].into(),
-                prepared.data[i].to_string().into(),
-                prepared.metadata[i].to_string().into(),
+                prepared.data[i].clone().into(),
+                prepared.metadata[i].clone().into(),
             ])
         })
         .collect();

@@ -12,7 +12,9 @@ mod sql;
 mod sqs;
 
 pub use sql::SqlQueue;
-pub use sqs::{SqsCallCounts, SqsCalls, SqsQueue, dead_letter_queue_url, init_queues};
+pub use sqs::{
+    SqsCallCounts, SqsCalls, SqsQueue, client_from_env, dead_letter_queue_url, init_queues,
+};
 
 use std::time::Duration;
 

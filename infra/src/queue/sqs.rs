@@ -240,13 +240,7 @@ impl SqsQueue {
     /// `Err` when no region is configured or the queue's attributes cannot be read (wrong URL,
     /// no credentials, no permission).
     pub async fn from_env(queue_url: impl Into<String>) -> QueueResult<Self> {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        if config.region().is_none() {
-            return Err(QueueError::Backend(
-                "no AWS region is configured: set AWS_REGION (or a profile's region)".to_owned(),
-            ));
-        }
-        let client = Client::new(&config);
+        let client = client_from_env().await?;
         let queue_url = queue_url.into();
         let dlq_url = dead_letter_queue_url(&client, &queue_url).await?;
         Ok(SqsQueue::new(client, queue_url, dlq_url))
@@ -898,6 +892,18 @@ impl TaskQueue for SqsQueue {
         }
         self.delete_batches(Which::DeadLetters, &ids).await
     }
+}
+
+/// An SQS client from the standard AWS configuration chain (environment, profile, IRSA web
+/// identity; `AWS_ENDPOINT_URL` overrides the endpoint). `Err` when no region is configured.
+pub async fn client_from_env() -> QueueResult<Client> {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    if config.region().is_none() {
+        return Err(QueueError::Backend(
+            "no AWS region is configured: set AWS_REGION (or a profile's region)".to_owned(),
+        ));
+    }
+    Ok(Client::new(&config))
 }
 
 /// Creates (or finds) the queue `name` and its dead-letter queue `<name>-dlq`, and sets the

@@ -1,0 +1,397 @@
+//! `shoal bench e2e`: one job of N tasks through the whole platform in one process.
+//!
+//! Per round: a fresh database on the given Postgres server; the orchestrator and a worker
+//! wired exactly as `shoal dev` wires them (`roles`), on the SQL queue; one job submitted
+//! through [`CommandService::submit_job`]; the clock runs from just before the submission until
+//! `JobCompleted` is read back from the job's stream. Afterwards the log is checked to hold
+//! exactly N `TaskCompleted` on N distinct task streams (every transition durably in the log),
+//! and `pgbench` runs single-row INSERT transactions with 16 clients on the same server, as the
+//! baseline of the round.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::Value;
+use shoal_command_api::commands::{CommandService, SubmitJobInput};
+use shoal_domain::{Limits, Split};
+use shoal_infra::bench_support::BenchDatabase;
+use tokio::sync::watch;
+
+use super::{Samples, which};
+use crate::roles::{self, DatabaseArgs, Platform, QueueArgs, WorkerArgs};
+
+#[derive(Debug, Args)]
+pub struct E2eArgs {
+    /// A Postgres server URL; each round creates (and drops) its own database there.
+    #[arg(long, env = "SHOAL_BENCH_DATABASE_URL")]
+    database_url: String,
+    /// Tasks in the job.
+    #[arg(long, default_value_t = 100_000)]
+    tasks: u32,
+    /// The job type, which selects the handler (`noop` does nothing).
+    #[arg(long, default_value = "noop")]
+    handler: String,
+    /// Tasks the worker runs at once. Every task waits for two group commits (its
+    /// `TaskStarted` and its `TaskCompleted`), so throughput is about concurrency / (2 x commit
+    /// latency): enough tasks in flight must cover the commits, not the CPU.
+    #[arg(long, default_value_t = 1024)]
+    concurrency: usize,
+    /// Most messages the worker takes in one receive.
+    #[arg(long, default_value_t = 500)]
+    receive_batch: usize,
+    /// Rounds (the report gives the median and the range).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds of `pgbench` per round for the baseline.
+    #[arg(long, default_value_t = 10)]
+    pgbench_seconds: u64,
+    /// Give up on a round after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_seconds: u64,
+    /// Keep each round's database afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// One round's figures.
+#[derive(Debug)]
+struct Round {
+    tasks_per_second: f64,
+    first_start_ms: f64,
+    peak_rss_mib: f64,
+    shoal_cpu_ms_per_task: f64,
+    postgres_cpu_ms_per_task: f64,
+    load_1m: f64,
+    pgbench_tps: Option<f64>,
+}
+
+pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.tasks > 0, "--tasks must be at least 1");
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    let pgbench = which("pgbench");
+    if !pgbench {
+        eprintln!(
+            "pgbench not found: the baseline is skipped (apt-get install postgresql-client-15)"
+        );
+    }
+    eprintln!(
+        "bench e2e: {} {} tasks, worker concurrency {}, receive batch {}, {} rounds",
+        args.tasks, args.handler, args.concurrency, args.receive_batch, args.rounds
+    );
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        let r = one_round(&args, pgbench)
+            .await
+            .with_context(|| format!("round {round}"))?;
+        eprintln!(
+            "round {round}: {:.0} tasks/s, first start after {:.0} ms, peak RSS {:.1} MiB, \
+             CPU/task {:.3} ms shoal + {:.3} ms postgres, pgbench {} tx/s, load {:.2}",
+            r.tasks_per_second,
+            r.first_start_ms,
+            r.peak_rss_mib,
+            r.shoal_cpu_ms_per_task,
+            r.postgres_cpu_ms_per_task,
+            r.pgbench_tps
+                .map_or_else(|| "n/a".to_string(), |t| format!("{t:.0}")),
+            r.load_1m,
+        );
+        rounds.push(r);
+    }
+    report(&args, &rounds);
+    Ok(())
+}
+
+async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
+    let bench_db = BenchDatabase::create(&args.database_url, "shoal_bench_e2e")
+        .await
+        .context("creating the benchmark database")?;
+    let load_1m = load_average();
+    let database_url = with_database(&args.database_url, bench_db.name())?;
+    let platform = Platform::connect(
+        &DatabaseArgs { database_url },
+        &QueueArgs {
+            queue: "sql".into(),
+        },
+    )
+    .await?;
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let orchestrating =
+        tokio::spawn(roles::orchestrator(&platform)?.run(until_stopped(stopped.clone())));
+    let worker_args = WorkerArgs {
+        visibility_timeout_seconds: 30,
+        grace_period_seconds: 30,
+        http_handler_url: None,
+        exec: Vec::new(),
+        worker_id: Some("bench-worker".into()),
+    };
+    let mut config = worker_args.config(args.concurrency)?;
+    config.receive_batch = args.receive_batch;
+    let working =
+        tokio::spawn(roles::worker(&platform, config).run(until_stopped(stopped.clone())));
+    // Start-up (leader lock, checkpoint load, the worker's first receive) is not timed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    reset_peak_rss();
+    let cpu_before = (process_cpu_ms(), postgres_cpu_ms());
+    let service = CommandService::new(platform.log.clone(), Limits::default());
+    let started = Instant::now();
+    let submitted = service
+        .submit_job(SubmitJobInput {
+            job_type: args.handler.clone(),
+            split: Split::Total {
+                total_tasks: args.tasks,
+            },
+            parameters: Value::Null,
+            max_attempts: None,
+            timeout_seconds: None,
+            idempotency_key: None,
+        })
+        .await?;
+    let job_stream = submitted.job.job_id.stream_id();
+    let deadline = started + Duration::from_secs(args.timeout_seconds);
+    let mut version = 0;
+    'wait: loop {
+        for event in platform.log.read_stream(&job_stream, version).await? {
+            version = event.stream_version;
+            match event.event_type.as_str() {
+                "JobCompleted" => break 'wait,
+                "JobFailed" | "JobCancelled" => anyhow::bail!("the job ended {}", event.event_type),
+                _ => {}
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the job did not complete in time"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = (process_cpu_ms(), postgres_cpu_ms());
+    let peak_rss_mib = peak_rss_kib() as f64 / 1024.0;
+
+    let _ = stop.send(true);
+    let stats = working.await??;
+    orchestrating.await??;
+    platform.database.close().await;
+
+    let summary = bench_db.e2e_log_summary().await?;
+    let n = i64::from(args.tasks);
+    anyhow::ensure!(
+        summary.task_completed == n && summary.task_completed_streams == n,
+        "the log holds {} TaskCompleted on {} task streams, not {n} (worker: {stats:?})",
+        summary.task_completed,
+        summary.task_completed_streams
+    );
+    anyhow::ensure!(
+        summary.task_started == n && summary.task_enqueued == n,
+        "the log holds {} TaskStarted and {} TaskEnqueued, not {n}",
+        summary.task_started,
+        summary.task_enqueued
+    );
+    eprintln!(
+        "log: {} events; {} TaskEnqueued, {} TaskStarted, {} TaskCompleted on {} task streams; \
+         worker: {} commits for {} task appends, {} duplicates skipped",
+        summary.events,
+        summary.task_enqueued,
+        summary.task_started,
+        summary.task_completed,
+        summary.task_completed_streams,
+        stats.commits,
+        stats.committed_batches,
+        stats.skipped_duplicates,
+    );
+
+    let pgbench_tps = if pgbench {
+        bench_db.create_baseline_table().await?;
+        Some(
+            bench_db
+                .pgbench_insert_tps(16, args.pgbench_seconds)
+                .await?,
+        )
+    } else {
+        None
+    };
+    if !args.keep {
+        bench_db.drop().await?;
+    }
+    let tasks = f64::from(args.tasks);
+    Ok(Round {
+        tasks_per_second: tasks / elapsed,
+        first_start_ms: summary.submit_to_first_start_ms.unwrap_or(f64::NAN),
+        peak_rss_mib,
+        shoal_cpu_ms_per_task: (cpu_after.0 - cpu_before.0) / tasks,
+        postgres_cpu_ms_per_task: (cpu_after.1 - cpu_before.1) / tasks,
+        load_1m,
+        pgbench_tps,
+    })
+}
+
+fn report(args: &E2eArgs, rounds: &[Round]) {
+    let samples = |f: fn(&Round) -> f64| Samples(rounds.iter().map(f).collect());
+    let cell = |s: &Samples, decimals: usize| {
+        let (lo, hi) = s.range();
+        format!("{:.d$} [{lo:.d$}-{hi:.d$}]", s.median(), d = decimals)
+    };
+    let rate = samples(|r| r.tasks_per_second);
+    let base = Samples(rounds.iter().filter_map(|r| r.pgbench_tps).collect());
+    println!(
+        "\n## shoal bench e2e --tasks {} --handler {} ({} rounds; medians [min-max])\n",
+        args.tasks,
+        args.handler,
+        rounds.len()
+    );
+    println!(
+        "Worker concurrency {}, receive batch {}; SQL queue; orchestrator and worker in one process.\n",
+        args.concurrency, args.receive_batch
+    );
+    println!("| measurement | value |");
+    println!("|---|---|");
+    println!(
+        "| end to end, submit to `JobCompleted` in the log | {} tasks/s |",
+        cell(&rate, 0)
+    );
+    if !base.0.is_empty() {
+        println!(
+            "| baseline: pgbench single-row INSERT, 16 clients (`pgbench_insert_tps`) | {} tx/s |",
+            cell(&base, 0)
+        );
+        let ratios = Samples(
+            rounds
+                .iter()
+                .filter_map(|r| r.pgbench_tps.map(|b| r.tasks_per_second / b))
+                .collect(),
+        );
+        println!(
+            "| ratio e2e tasks/s / pgbench tx/s (same round) | {}x |",
+            cell(&ratios, 2)
+        );
+    }
+    println!(
+        "| submit to first `TaskStarted` | {} ms |",
+        cell(&samples(|r| r.first_start_ms), 0)
+    );
+    println!(
+        "| peak RSS of the process (VmHWM) | {} MiB |",
+        cell(&samples(|r| r.peak_rss_mib), 1)
+    );
+    println!(
+        "| CPU per task, shoal process | {} ms |",
+        cell(&samples(|r| r.shoal_cpu_ms_per_task), 3)
+    );
+    println!(
+        "| CPU per task, all postgres processes | {} ms |",
+        cell(&samples(|r| r.postgres_cpu_ms_per_task), 3)
+    );
+    println!(
+        "| load average (1 min) at the start of a round | {} |",
+        cell(&samples(|r| r.load_1m), 2)
+    );
+    println!(
+        "\nEvery round's log held exactly {} `TaskCompleted` on {} distinct task streams, and as many \
+         `TaskStarted` and `TaskEnqueued`.",
+        args.tasks, args.tasks
+    );
+}
+
+/// `url` (a server URL) naming database `name` instead of its own.
+fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+    let scheme_end = url.find("://").context("not a postgres:// URL")? + 3;
+    let (base, query) = match url.find('?') {
+        Some(q) => (&url[..q], &url[q..]),
+        None => (url, ""),
+    };
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    Ok(format!("{}/{name}{query}", &base[..host_end]))
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Resets the kernel's peak RSS of this process (`VmHWM`) to the current RSS.
+fn reset_peak_rss() {
+    if let Err(error) = std::fs::write("/proc/self/clear_refs", "5") {
+        eprintln!("cannot reset the peak RSS ({error}); it covers the whole process life");
+    }
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU of a process from `/proc/<pid>/stat`, in ms (USER_HZ is 100 on Linux).
+fn stat_cpu_ms(stat: &str) -> Option<(String, f64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_string();
+    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    // After the comm: state is field 3, utime field 14, stime field 15 (1-based).
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((comm, (utime + stime) * 10.0))
+}
+
+fn process_cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| stat_cpu_ms(&s))
+        .map_or(f64::NAN, |(_, ms)| ms)
+}
+
+/// CPU of every `postgres` process on this machine (the server under test, if it is local).
+fn postgres_cpu_ms() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return f64::NAN;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|s| stat_cpu_ms(&s))
+        .filter(|(comm, _)| comm == "postgres")
+        .map(|(_, ms)| ms)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_database() {
+        assert_eq!(
+            with_database("postgres://u@h:5/postgres", "x").unwrap(),
+            "postgres://u@h:5/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5", "x").unwrap(),
+            "postgres://u@h:5/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5/db?sslmode=disable", "x").unwrap(),
+            "postgres://u@h:5/x?sslmode=disable"
+        );
+    }
+}
