@@ -2,8 +2,11 @@
 //! own lives here beyond that (and the benchmark driver, which only calls the roles' APIs).
 
 mod bench;
+mod graphql;
+mod projector_cmd;
 mod queue_cmd;
 mod roles;
+mod web;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -31,8 +34,12 @@ enum Command {
     Migrate(DatabaseArgs),
     /// Run a worker that takes tasks from the queue.
     Worker(WorkerCmd),
-    /// Run the projector that builds the read tables from the log.
-    Projector,
+    /// The projector that builds the read tables from the log: run it, see where it is, or
+    /// rebuild a projection.
+    #[command(subcommand)]
+    Projector(projector_cmd::ProjectorCmd),
+    /// Print the GraphQL schema (SDL) of `shoal serve` (committed as docs/schema.graphql).
+    Schema,
     /// Run the orchestrator that drives jobs through their lifecycle (one leader at a time;
     /// start several for failover).
     Orchestrator(OrchestratorCmd),
@@ -121,7 +128,11 @@ async fn main() -> ExitCode {
         Command::DeadLetters(cmd) => queue_cmd::dead_letters(cmd).await,
         Command::Dev(args) => dev(args).await,
         Command::Worker(args) => worker(args).await,
-        Command::Projector => not_yet("projector"),
+        Command::Projector(cmd) => projector_cmd::run(cmd).await,
+        Command::Schema => {
+            print!("{}", graphql::sdl());
+            Ok(())
+        }
         Command::Orchestrator(args) => orchestrator(args).await,
         Command::Serve(args) => serve(args).await,
     };
@@ -132,10 +143,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn not_yet(name: &str) -> anyhow::Result<()> {
-    anyhow::bail!("`shoal {name}` is not available yet in this version of Shoal")
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
@@ -149,17 +156,21 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let orchestrating = tokio::spawn(orchestrator.run(shutdown.clone().wait()));
     let projector = roles::projector(&platform);
     let projecting = {
-        let shutdown = shutdown.clone();
+        let (projector, shutdown) = (projector.clone(), shutdown.clone());
         tokio::spawn(async move { projector.run(shutdown.wait()).await })
     };
     let working = worker_config
         .map(|config| tokio::spawn(roles::worker(&platform, config).run(shutdown.clone().wait())));
-    let router = roles::api_router(&platform, &args.api)?.merge(metrics);
+    let router = web::with_dashboard(
+        roles::api_router(&platform, &args.api, &projector)?.merge(metrics),
+        args.api.web_dir.clone(),
+    );
     let serving = tokio::spawn(roles::serve(args.listen, router, shutdown.clone()));
 
     let url = format!("http://{}/graphql", args.listen);
     eprintln!(
         "\nShoal is running: {db}, {queue} queue, {workers}.\n\n  \
+         Dashboard:          http://{listen}/\n  \
          GraphQL + GraphiQL: {url}\n  \
          REST API (original):  http://{listen}/api/v1/jobs  (docs: http://{listen}/docs)\n\n\
          Open GraphiQL and submit a first job:\n\n  \
@@ -238,8 +249,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "shoal serve: GraphQL at http://{0}/graphql, REST at http://{0}/api/v1 (docs: http://{0}/docs)",
         args.listen
     );
-    let router = roles::api_router(&platform, &args.api)?;
+    // The projector runs in-process, so subscriptions hear of commits at once (another
+    // `shoal projector run` may run too: checkpoints are fenced, each batch is applied once).
+    let projector = roles::projector(&platform);
+    let projecting = {
+        let (projector, shutdown) = (projector.clone(), shutdown.clone());
+        tokio::spawn(async move { projector.run(shutdown.wait()).await })
+    };
+    let router = web::with_dashboard(
+        roles::api_router(&platform, &args.api, &projector)?,
+        args.api.web_dir.clone(),
+    );
     roles::serve(args.listen, router, shutdown).await?;
+    projecting.await??;
     platform.database.close().await;
     Ok(())
 }

@@ -10,7 +10,6 @@ use anyhow::Context;
 use axum::http::HeaderValue;
 use clap::Args;
 use shoal_command_api::commands::CommandService;
-use shoal_command_api::graphql;
 use shoal_command_api::orchestrator::{Orchestrator, OrchestratorConfig};
 use shoal_domain::Limits;
 use shoal_infra::db::{Database, DatabaseUrl};
@@ -228,6 +227,13 @@ pub struct ApiArgs {
     /// Most tasks one REST `GET /api/v1/jobs/{id}/tasks` returns.
     #[arg(long, env = "SHOAL_REST_MAX_TASKS", default_value_t = shoal_query_api::rest::DEFAULT_MAX_TASKS_PER_RESPONSE)]
     pub rest_max_tasks: u32,
+    /// Most messages per second one GraphQL subscription sends (changes in between are
+    /// coalesced into the latest state).
+    #[arg(long, env = "SHOAL_SUBSCRIPTION_MAX_RATE", default_value_t = shoal_query_api::graphql::DEFAULT_MAX_MESSAGES_PER_SECOND)]
+    pub subscription_max_rate: u32,
+    /// The dashboard's build (`npm --prefix web run build`), served at `/` to browsers.
+    #[arg(long, env = "SHOAL_WEB_DIR", default_value = "web/dist")]
+    pub web_dir: std::path::PathBuf,
 }
 
 impl ApiArgs {
@@ -264,7 +270,12 @@ impl ApiArgs {
 
 /// The HTTP APIs on one router: GraphQL (with GraphiQL) at `/graphql`, and the original's REST
 /// API (`/`, `/health`, `/api/v1/...`, `/openapi.json`, `/docs`), with CORS as configured.
-pub fn api_router(platform: &Platform, api: &ApiArgs) -> anyhow::Result<axum::Router> {
+/// GraphQL subscriptions are fed by `projector`'s commits.
+pub fn api_router(
+    platform: &Platform,
+    api: &ApiArgs,
+    projector: &shoal_projector::Projector,
+) -> anyhow::Result<axum::Router> {
     let service = CommandService::new(platform.log.clone(), Limits::default())
         .with_queue(platform.queue.clone());
     let rest = shoal_query_api::rest::api(
@@ -274,7 +285,16 @@ pub fn api_router(platform: &Platform, api: &ApiArgs) -> anyhow::Result<axum::Ro
             max_tasks_per_response: api.rest_max_tasks,
         },
     );
-    let router = graphql::router(graphql::schema(service)).merge(rest);
+    let schema = crate::graphql::schema(
+        service,
+        ReadModelStore::new(platform.database.clone()),
+        platform.log.clone(),
+        shoal_query_api::graphql::LiveConfig::new(
+            shoal_query_api::graphql::ChangeFeed::from_projector(projector),
+            api.subscription_max_rate,
+        ),
+    );
+    let router = crate::graphql::router(schema).merge(rest);
     Ok(match api.cors()? {
         Some(cors) => router.layer(cors),
         None => router,

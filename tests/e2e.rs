@@ -121,6 +121,8 @@ impl Dev {
         JobId::parse(data["submitJob"]["id"].as_str().expect("an id")).expect("a job id")
     }
 
+    /// The job's status; `"(not projected yet)"` while `job(id)` is null (the read model is
+    /// a few milliseconds behind a submission).
     async fn status(&self, job: JobId) -> String {
         let data = self
             .graphql(
@@ -128,7 +130,10 @@ impl Dev {
                 json!({ "id": job.to_string() }),
             )
             .await;
-        data["job"]["status"].as_str().expect("a status").to_owned()
+        data["job"]["status"]
+            .as_str()
+            .unwrap_or("(not projected yet)")
+            .to_owned()
     }
 
     async fn wait_for_status(&self, job: JobId, wanted: &str, within: Duration) {
@@ -235,6 +240,7 @@ for_each_backend!(
     failed_tasks_retried_by_the_user_complete,
     cancel_stops_a_running_job,
     sigterm_drains_a_worker_and_releases_what_it_cannot_finish,
+    a_subscription_follows_a_job_to_completed,
 );
 
 async fn a_thousand_tasks_complete_exactly_once(url: &str) {
@@ -300,7 +306,10 @@ async fn failed_tasks_retried_by_the_user_complete(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let tasks = task_events(url, job, 3).await;
-        if tasks.iter().all(|events| count(events, "TaskDeadLettered") == 1) {
+        if tasks
+            .iter()
+            .all(|events| count(events, "TaskDeadLettered") == 1)
+        {
             for events in tasks {
                 assert_eq!(count(&events, "TaskStarted"), 2);
                 assert_eq!(count(&events, "TaskFailed"), 2);
@@ -308,7 +317,10 @@ async fn failed_tasks_retried_by_the_user_complete(url: &str) {
             }
             break;
         }
-        assert!(Instant::now() < deadline, "the failed tasks were not dead-lettered");
+        assert!(
+            Instant::now() < deadline,
+            "the failed tasks were not dead-lettered"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -491,4 +503,111 @@ async fn sigterm_drains_a_worker_and_releases_what_it_cannot_finish(url: &str) {
             "a released attempt is taken over, not restarted"
         );
     }
+}
+
+/// A GraphQL subscription client over a WebSocket speaking `graphql-transport-ws`, as GraphiQL
+/// and `graphql-ws` clients do: it follows a job from submission to COMPLETED without polling.
+async fn a_subscription_follows_a_job_to_completed(url: &str) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let dev = Dev::start(url, &["--workers", "8"]).await;
+    let job = dev
+        .submit(json!({
+            "jobType": "io_bound",
+            "totalTasks": 100,
+            "parameters": { "work_duration_seconds": 0.05 },
+        }))
+        .await;
+
+    let mut request = dev
+        .url
+        .replace("http://", "ws://")
+        .into_client_request()
+        .expect("a WebSocket request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("a header value"),
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("WebSocket upgrade of /graphql");
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "graphql-transport-ws"
+    );
+    let send = |value: Value| Message::Text(value.to_string().into());
+    ws.send(send(json!({ "type": "connection_init", "payload": {} })))
+        .await
+        .expect("connection_init");
+    ws.send(send(json!({
+        "id": "1",
+        "type": "subscribe",
+        "payload": {
+            "query": "subscription($id: ID!) { jobUpdated(id: $id) { id status totalTasks completedTasks runningTasks queuedTasks } }",
+            "variables": { "id": job.to_string() },
+        },
+    })))
+    .await
+    .expect("subscribe");
+
+    let started = Instant::now();
+    let mut acked = false;
+    let mut updates: Vec<Value> = Vec::new();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(60), ws.next())
+            .await
+            .expect("a message within 60 s")
+            .expect("the socket stays open")
+            .expect("a WebSocket message");
+        let text = match message {
+            Message::Text(text) => text.to_string(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected message {other:?}"),
+        };
+        let message: Value = serde_json::from_str(&text).expect("JSON");
+        match message["type"].as_str() {
+            Some("connection_ack") => acked = true,
+            Some("ping") => ws
+                .send(send(json!({ "type": "pong" })))
+                .await
+                .expect("pong"),
+            Some("next") => {
+                assert_eq!(message["id"], "1");
+                assert!(message["payload"].get("errors").is_none(), "{message}");
+                let job = message["payload"]["data"]["jobUpdated"].clone();
+                let done = job["status"] == "COMPLETED";
+                updates.push(job);
+                if done {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other:?}: {message}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(acked, "no connection_ack");
+    let last = updates.last().expect("updates");
+    assert_eq!(last["id"], job.to_string());
+    assert_eq!(last["completedTasks"], 100);
+    assert_eq!(last["totalTasks"], 100);
+    assert!(
+        updates.iter().any(|u| {
+            let done = u["completedTasks"].as_u64().unwrap_or(0);
+            u["status"] == "RUNNING" && done < 100
+        }),
+        "no progress update before COMPLETED: {updates:?}"
+    );
+    // Coalesced: at most 10 messages per second (plus the first, sent at once).
+    let allowed = (elapsed.as_secs_f64() * 10.0).ceil() as usize + 2;
+    assert!(
+        updates.len() <= allowed,
+        "{} messages in {elapsed:?}",
+        updates.len()
+    );
+    ws.send(send(json!({ "id": "1", "type": "complete" })))
+        .await
+        .expect("complete");
+    let _ = ws.close(None).await;
 }

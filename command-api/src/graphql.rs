@@ -20,8 +20,7 @@ pub use depth::DepthLimit;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{
     Context, EmptySubscription, Enum, ErrorExtensions, ID, InputObject, Json, MergedObject, Object,
-    Schema,
-    ServerError, SimpleObject,
+    Schema, ServerError, SimpleObject,
 };
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::Router;

@@ -130,12 +130,7 @@ impl QueryRoot {
     async fn task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Task>> {
         let read = read(ctx)?;
         let id = parse_task_id(&id, "id")?;
-        Ok(read
-            .store
-            .get_task(id)
-            .await
-            .map_err(internal)?
-            .map(Task))
+        Ok(read.store.get_task(id).await.map_err(internal)?.map(Task))
     }
 
     /// Jobs, newest first by default, a page at a time (`first`: default 50, at most 1000;
@@ -209,7 +204,7 @@ pub(crate) async fn history_page(
 ) -> Result<(Vec<RecordedEvent>, bool), shoal_infra::eventlog::LogError> {
     let keep = first + 1;
     let mut best: Vec<RecordedEvent> = Vec::new();
-    let mut merge = |events: Vec<RecordedEvent>, best: &mut Vec<RecordedEvent>| {
+    let merge = |events: Vec<RecordedEvent>, best: &mut Vec<RecordedEvent>| {
         let bound = (best.len() >= keep).then(|| best[keep - 1].log_position);
         best.extend(
             events

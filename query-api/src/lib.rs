@@ -4,4 +4,5 @@
 //! It never appends events and never reads the log to answer a query, with one exception: a
 //! REST read of a single job or task that the projector has not reached yet is answered from
 //! that job's or task's own stream (read-your-writes after a REST submission).
+pub mod graphql;
 pub mod rest;

@@ -1,0 +1,654 @@
+//! The GraphQL types of the read side.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
+use shoal_command_api::graphql::JobStatus;
+use shoal_infra::eventlog::RecordedEvent;
+use shoal_infra::readmodel::{JobRow, JobSort, TaskRow};
+
+use super::{
+    history_cursor, history_page, internal, page_size, parse_history_cursor, read, user_error,
+};
+
+/// A task's status.
+#[derive(Debug, Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "TaskStatus", remote = "shoal_domain::TaskStatus")]
+pub enum TaskStatus {
+    /// Known but not yet enqueued.
+    Pending,
+    /// Waiting for a worker (first attempt).
+    Enqueued,
+    /// A worker runs the current attempt.
+    Running,
+    /// Succeeded. Final.
+    Completed,
+    /// Failed with no attempt left. Final unless retried by a user.
+    Failed,
+    /// Waiting for its next attempt.
+    Retrying,
+}
+
+/// How `jobs` is ordered.
+#[derive(Debug, Enum, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobSortOrder {
+    /// Newest first (by creation time, then id).
+    #[default]
+    Newest,
+    /// Oldest first.
+    Oldest,
+}
+
+impl From<JobSortOrder> for JobSort {
+    fn from(sort: JobSortOrder) -> Self {
+        match sort {
+            JobSortOrder::Newest => JobSort::Newest,
+            JobSortOrder::Oldest => JobSort::Oldest,
+        }
+    }
+}
+
+/// A job, from the read model (a few milliseconds behind the log).
+#[derive(Debug, Clone)]
+pub struct Job(pub JobRow);
+
+#[Object]
+impl Job {
+    /// The job's id (a UUID).
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    /// Which handler runs its tasks.
+    async fn job_type(&self) -> &str {
+        &self.0.job_type
+    }
+
+    /// Its status (RUNNING once a task has started).
+    async fn status(&self) -> JobStatus {
+        self.0.status.into()
+    }
+
+    /// How many tasks it has.
+    async fn total_tasks(&self) -> u32 {
+        self.0.progress.total_tasks
+    }
+
+    /// How many of its tasks exist so far (they are created in chunks after submission).
+    async fn tasks_created(&self) -> u32 {
+        self.0.progress.created
+    }
+
+    /// Tasks COMPLETED.
+    async fn completed_tasks(&self) -> u32 {
+        self.0.progress.completed
+    }
+
+    /// Tasks FAILED (no attempt left).
+    async fn failed_tasks(&self) -> u32 {
+        self.0.progress.failed
+    }
+
+    /// Tasks RUNNING.
+    async fn running_tasks(&self) -> u32 {
+        self.0.progress.running
+    }
+
+    /// Tasks PENDING or ENQUEUED: waiting for their first attempt.
+    async fn queued_tasks(&self) -> u32 {
+        self.0.progress.queued
+    }
+
+    /// Tasks RETRYING: waiting for a later attempt.
+    async fn retrying_tasks(&self) -> u32 {
+        self.0.progress.retrying
+    }
+
+    /// Percentage of tasks that have ended (COMPLETED or FAILED), 0 to 100.
+    async fn progress(&self) -> f64 {
+        let p = &self.0.progress;
+        if p.total_tasks == 0 {
+            0.0
+        } else {
+            f64::from(p.completed + p.failed) * 100.0 / f64::from(p.total_tasks)
+        }
+    }
+
+    /// The parameters every task receives (a JSON object).
+    async fn parameters(&self) -> Json<&Value> {
+        Json(&self.0.parameters)
+    }
+
+    /// Attempts each task gets before it is FAILED.
+    async fn max_attempts(&self) -> u32 {
+        self.0.max_attempts
+    }
+
+    /// How long one attempt may run, in seconds.
+    async fn timeout_seconds(&self) -> u32 {
+        self.0.timeout_seconds
+    }
+
+    /// When it was submitted.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// The time of the latest event of the job or of one of its tasks.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    /// When its first task started.
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+
+    /// When it COMPLETED, FAILED or was CANCELLED; null while it is live.
+    async fn completed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.completed_at
+    }
+
+    /// Why it failed.
+    async fn error_message(&self) -> Option<&str> {
+        self.0.error_message.as_deref()
+    }
+
+    /// The reason given when it was cancelled.
+    async fn cancel_reason(&self) -> Option<&str> {
+        self.0.cancel_reason.as_deref()
+    }
+
+    /// Its tasks in index order, a page at a time (`first`: default 50, at most 1000;
+    /// `after`: the `endCursor` of the previous page), optionally only those in `status`.
+    async fn tasks(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        status: Option<Vec<TaskStatus>>,
+    ) -> async_graphql::Result<Connection<String, Task>> {
+        let read = read(ctx)?;
+        let limit = page_size(first)?;
+        let after_index = after
+            .as_deref()
+            .map(|c| {
+                c.parse::<u32>()
+                    .map_err(|_| user_error(format!("invalid cursor {c:?}"), "after"))
+            })
+            .transpose()?;
+        let statuses: Vec<shoal_domain::TaskStatus> = status
+            .unwrap_or_default()
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let mut tasks = read
+            .store
+            .tasks_of_job(self.0.id, &statuses, after_index, i64::from(limit) + 1)
+            .await
+            .map_err(internal)?;
+        let more = tasks.len() > limit as usize;
+        tasks.truncate(limit as usize);
+        let mut connection = Connection::new(after_index.is_some(), more);
+        connection.edges.extend(
+            tasks
+                .into_iter()
+                .map(|task| Edge::new(task.task_index.to_string(), Task(task))),
+        );
+        Ok(connection)
+    }
+
+    /// What happened to the job and its tasks, in log order: the events of the job's stream
+    /// and of its tasks' streams, a page at a time (`first`: default 50, at most 1000; `after`:
+    /// the `endCursor` of the previous page).
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, HistoryEvent>> {
+        let read = read(ctx)?;
+        let limit = page_size(first)?;
+        let cursor = after.as_deref().map(parse_history_cursor).transpose()?;
+        let (events, more) = history_page(
+            read.log.as_ref(),
+            self.0.id,
+            self.0.created_upto.max(self.0.progress.created),
+            cursor.unwrap_or_default(),
+            limit as usize,
+        )
+        .await
+        .map_err(internal)?;
+        let mut connection = Connection::new(cursor.is_some(), more);
+        connection.edges.extend(
+            events
+                .into_iter()
+                .map(|event| Edge::new(history_cursor(event.log_position), HistoryEvent(event))),
+        );
+        Ok(connection)
+    }
+}
+
+/// A task, from the read model.
+#[derive(Debug, Clone)]
+pub struct Task(pub TaskRow);
+
+#[Object]
+impl Task {
+    /// The task's id (a UUID).
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    /// Its job's id.
+    async fn job_id(&self) -> ID {
+        ID(self.0.job_id.to_string())
+    }
+
+    /// Its place in the job, from 0.
+    async fn index(&self) -> u32 {
+        self.0.task_index
+    }
+
+    /// Its job's type.
+    async fn job_type(&self) -> &str {
+        &self.0.job_type
+    }
+
+    async fn status(&self) -> TaskStatus {
+        self.0.status.into()
+    }
+
+    /// The current attempt: running, or next to run (1 = first).
+    async fn attempt(&self) -> u32 {
+        self.0.attempt
+    }
+
+    /// Attempts per budget (a manual retry grants a fresh budget).
+    async fn max_attempts(&self) -> u32 {
+        self.0.max_attempts
+    }
+
+    async fn timeout_seconds(&self) -> u32 {
+        self.0.timeout_seconds
+    }
+
+    /// The task's input.
+    async fn parameters(&self) -> Json<&Value> {
+        Json(&self.0.parameters)
+    }
+
+    /// What the handler returned, once COMPLETED.
+    async fn result(&self) -> Option<Json<&Value>> {
+        self.0.result.as_ref().map(Json)
+    }
+
+    /// The latest failure's error (cleared on completion).
+    async fn error_message(&self) -> Option<&str> {
+        self.0.error_message.as_deref()
+    }
+
+    /// The worker of the latest start.
+    async fn worker(&self) -> Option<&str> {
+        self.0.worker.as_deref()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// The time of the task's latest event.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    /// When the latest attempt started.
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+
+    /// When it completed or failed for good.
+    async fn completed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.completed_at
+    }
+
+    /// Earliest start of the next attempt, while RETRYING.
+    async fn next_attempt_at(&self) -> Option<DateTime<Utc>> {
+        self.0.next_attempt_at
+    }
+
+    /// How long the completing attempt ran, in seconds.
+    async fn processing_time_seconds(&self) -> Option<f64> {
+        self.0.processing_time_seconds()
+    }
+
+    /// Its latest final failure went to the dead-letter queue.
+    async fn dead_lettered(&self) -> bool {
+        self.0.dead_lettered
+    }
+}
+
+/// One event of a job's history.
+#[derive(Debug, Clone)]
+pub struct HistoryEvent(pub RecordedEvent);
+
+impl HistoryEvent {
+    fn field(&self, name: &str) -> Option<&Value> {
+        self.0.data.get(name).filter(|v| !v.is_null())
+    }
+}
+
+#[Object]
+impl HistoryEvent {
+    /// What happened: the event's type (`JobSubmitted`, `TaskStarted`, `TaskFailed`, ...).
+    async fn event_type(&self) -> &str {
+        &self.0.event_type
+    }
+
+    /// When it happened (the event's own time; when it was stored if it has none).
+    async fn at(&self) -> DateTime<Utc> {
+        ["at", "submitted_at"]
+            .iter()
+            .filter_map(|f| self.field(f))
+            .find_map(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or(self.0.recorded_at)
+    }
+
+    /// When it was stored in the log.
+    async fn recorded_at(&self) -> DateTime<Utc> {
+        self.0.recorded_at
+    }
+
+    /// The stream it belongs to (`job-<id>` or `task-<id>`).
+    async fn stream_id(&self) -> &str {
+        &self.0.stream_id
+    }
+
+    /// The task it is about; null for the job's own events.
+    async fn task_id(&self) -> Option<ID> {
+        self.field("task_id")
+            .and_then(Value::as_str)
+            .map(|s| ID(s.to_owned()))
+    }
+
+    /// The task's index in the job; null for the job's own events.
+    async fn task_index(&self) -> Option<u32> {
+        self.field("task_id")?;
+        self.field("index")
+            .and_then(Value::as_u64)
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
+    /// The attempt it is about (task events).
+    async fn attempt(&self) -> Option<u32> {
+        self.field("attempt")
+            .and_then(Value::as_u64)
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
+    /// The worker that started the attempt (`TaskStarted`).
+    async fn worker(&self) -> Option<&str> {
+        self.field("worker").and_then(Value::as_str)
+    }
+
+    /// The error or reason, when there is one.
+    async fn error(&self) -> Option<&str> {
+        ["error", "reason", "error_message"]
+            .iter()
+            .find_map(|f| self.field(f).and_then(Value::as_str))
+    }
+
+    /// The event's payload as stored.
+    async fn data(&self) -> Json<&Value> {
+        Json(&self.0.data)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Analytics
+
+/// Counts and statistics over every job and task.
+#[derive(Debug, Default)]
+pub struct Analytics;
+
+/// The headline numbers.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct AnalyticsOverview {
+    pub total_jobs: i64,
+    pub completed_jobs: i64,
+    pub failed_jobs: i64,
+    /// RUNNING.
+    pub running_jobs: i64,
+    /// PENDING, CREATING_TASKS or ENQUEUED.
+    pub pending_jobs: i64,
+    pub cancelled_jobs: i64,
+    /// Completed jobs per 100 jobs.
+    pub success_rate: f64,
+    pub total_tasks: i64,
+    pub completed_tasks: i64,
+    pub failed_tasks: i64,
+    pub running_tasks: i64,
+    /// PENDING or ENQUEUED.
+    pub pending_tasks: i64,
+    pub retrying_tasks: i64,
+    /// Over completed tasks; 0 without any.
+    pub avg_processing_time_seconds: f64,
+    pub total_processing_time_seconds: f64,
+}
+
+impl From<shoal_infra::readmodel::Overview> for AnalyticsOverview {
+    fn from(o: shoal_infra::readmodel::Overview) -> Self {
+        AnalyticsOverview {
+            total_jobs: o.total_jobs,
+            completed_jobs: o.completed_jobs,
+            failed_jobs: o.failed_jobs,
+            running_jobs: o.running_jobs,
+            pending_jobs: o.pending_jobs,
+            cancelled_jobs: o.cancelled_jobs,
+            success_rate: o.success_rate,
+            total_tasks: o.total_tasks,
+            completed_tasks: o.completed_tasks,
+            failed_tasks: o.failed_tasks,
+            running_tasks: o.running_tasks,
+            pending_tasks: o.pending_tasks,
+            retrying_tasks: o.retrying_tasks,
+            avg_processing_time_seconds: o.avg_processing_time_seconds,
+            total_processing_time_seconds: o.total_processing_time_seconds,
+        }
+    }
+}
+
+/// Jobs of one type.
+#[derive(Debug, SimpleObject)]
+pub struct JobTypeCount {
+    pub job_type: String,
+    pub count: i64,
+}
+
+/// Jobs in one status.
+#[derive(Debug, SimpleObject)]
+pub struct JobStatusCount {
+    pub status: JobStatus,
+    pub count: i64,
+}
+
+/// Tasks in one status.
+#[derive(Debug, SimpleObject)]
+pub struct TaskStatusCount {
+    pub status: TaskStatus,
+    pub count: i64,
+}
+
+/// One UTC day.
+#[derive(Debug, SimpleObject)]
+pub struct TimelineDay {
+    pub date: NaiveDate,
+    pub jobs_submitted: i64,
+    pub tasks_completed: i64,
+    pub tasks_failed: i64,
+}
+
+/// One minute.
+#[derive(Debug, SimpleObject)]
+pub struct ThroughputMinute {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    pub tasks_completed: i64,
+    pub tasks_failed: i64,
+}
+
+/// Processing times of every completed task, in seconds (null without any). Min, max and avg
+/// are exact; percentiles come from a histogram (within ~6%).
+#[derive(Debug, SimpleObject)]
+pub struct ProcessingTime {
+    pub count: i64,
+    pub total: f64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub avg: Option<f64>,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+#[Object]
+impl Analytics {
+    /// The headline numbers.
+    async fn overview(&self, ctx: &Context<'_>) -> async_graphql::Result<AnalyticsOverview> {
+        Ok(read(ctx)?.store.overview().await.map_err(internal)?.into())
+    }
+
+    /// Jobs per type, most frequent first.
+    async fn jobs_by_type(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<JobTypeCount>> {
+        let counts = read(ctx)?.store.jobs_by_type().await.map_err(internal)?;
+        Ok(counts
+            .into_iter()
+            .map(|(job_type, count)| JobTypeCount { job_type, count })
+            .collect())
+    }
+
+    /// Jobs per status (statuses with jobs only).
+    async fn jobs_by_status(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<JobStatusCount>> {
+        let counts = read(ctx)?.store.jobs_by_status().await.map_err(internal)?;
+        Ok(counts
+            .into_iter()
+            .map(|(status, count)| JobStatusCount {
+                status: status.into(),
+                count,
+            })
+            .collect())
+    }
+
+    /// Tasks per status (statuses with tasks only).
+    async fn tasks_by_status(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<TaskStatusCount>> {
+        let counts = read(ctx)?.store.tasks_by_status().await.map_err(internal)?;
+        Ok(counts
+            .into_iter()
+            .map(|(status, count)| TaskStatusCount {
+                status: status.into(),
+                count,
+            })
+            .collect())
+    }
+
+    /// The last `days` UTC days (default 30, at most 366), oldest first, one entry per day.
+    async fn timeline(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 30)] days: i32,
+    ) -> async_graphql::Result<Vec<TimelineDay>> {
+        if !(1..=366).contains(&days) {
+            return Err(user_error(
+                format!("days must be between 1 and 366, not {days}"),
+                "days",
+            ));
+        }
+        let days = read(ctx)?
+            .store
+            .timeline(days as u32, Utc::now())
+            .await
+            .map_err(internal)?;
+        Ok(days
+            .into_iter()
+            .map(|d| TimelineDay {
+                date: d.date,
+                jobs_submitted: d.jobs_submitted,
+                tasks_completed: d.tasks_completed,
+                tasks_failed: d.tasks_failed,
+            })
+            .collect())
+    }
+
+    /// Processing-time statistics.
+    async fn processing_time(&self, ctx: &Context<'_>) -> async_graphql::Result<ProcessingTime> {
+        let s = read(ctx)?.store.processing_time().await.map_err(internal)?;
+        Ok(ProcessingTime {
+            count: s.count,
+            total: s.total_seconds,
+            min: s.min_seconds,
+            max: s.max_seconds,
+            avg: s.avg_seconds,
+            p50: s.p50_seconds,
+            p95: s.p95_seconds,
+            p99: s.p99_seconds,
+        })
+    }
+
+    /// Tasks ended per minute over the last `minutes` minutes (default 60, at most 1440),
+    /// oldest first, one entry per minute.
+    async fn throughput(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 60)] minutes: i32,
+    ) -> async_graphql::Result<Vec<ThroughputMinute>> {
+        if !(1..=1440).contains(&minutes) {
+            return Err(user_error(
+                format!("minutes must be between 1 and 1440, not {minutes}"),
+                "minutes",
+            ));
+        }
+        let minutes = read(ctx)?
+            .store
+            .throughput(minutes as u32, Utc::now())
+            .await
+            .map_err(internal)?;
+        Ok(minutes
+            .into_iter()
+            .map(|m| ThroughputMinute {
+                minute: m.minute,
+                tasks_completed: m.tasks_completed,
+                tasks_failed: m.tasks_failed,
+            })
+            .collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscription payloads
+
+/// Jobs that changed since the previous message.
+#[derive(Debug, SimpleObject)]
+pub struct JobsChange {
+    /// The jobs whose row changed (at most 1000; see `everything`).
+    pub job_ids: Vec<ID>,
+    /// Everything may have changed (a rebuild, or this subscriber fell behind): re-read.
+    pub everything: bool,
+}
+
+/// Tasks of a job that changed since the previous message, in their latest state.
+#[derive(Debug, SimpleObject)]
+pub struct TaskUpdates {
+    pub job_id: ID,
+    /// The changed tasks (at most 100 per message, see `truncated`).
+    pub tasks: Vec<Task>,
+    /// More tasks changed than `tasks` holds (or everything may have): re-read the job's
+    /// tasks if all of them matter.
+    pub truncated: bool,
+}
