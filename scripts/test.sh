@@ -4,7 +4,8 @@
 #
 # It starts what the tests need and stops it afterwards:
 #   - a throwaway PostgreSQL 15 cluster (scripts/pg.sh; data under target/test-pg)
-#   - moto_server (AWS SQS emulator) must be installed; each SQS test binary starts its own
+#   - moto_server (AWS SQS emulator), installed with pip if missing; each SQS test binary starts its own
+#   - Chromium (Debian package) for the dashboard's browser tests, installed if missing
 # Set SHOAL_TEST_SKIP_LINT=1 to skip fmt/clippy (for a quicker local loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,3 +55,25 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked -- --test-threads 4
 fi
+
+# The dashboard: lint, type check, unit tests, build, and the browser end-to-end run in
+# headless Chromium (Debian's package, driven by playwright-core) against a real `shoal dev`.
+command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 or newer with npm" >&2; exit 1; }
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "installing Chromium from Debian's packages (browser tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "chromium is missing: install it with 'apt-get install chromium' (as root)" >&2
+    exit 1
+  fi
+fi
+step "web: npm ci, lint, type check, unit tests, build"
+npm --prefix web ci --no-audit --no-fund
+npm --prefix web run lint
+npm --prefix web run typecheck
+npm --prefix web test
+npm --prefix web run build
+step "web: browser end-to-end (screenshots in target/web-screenshots/)"
+cargo build --locked --bin shoal
+SHOAL_BIN="$root/target/debug/shoal" npm --prefix web run e2e

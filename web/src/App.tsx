@@ -1,0 +1,57 @@
+import { lazy, Suspense } from 'react';
+import { NavLink, Route, Routes } from 'react-router-dom';
+import { ConnectionIndicator } from './components/ConnectionIndicator';
+import { JobsPage } from './pages/JobsPage';
+import { SubmitPage } from './pages/SubmitPage';
+import { JobDetailPage } from './pages/JobDetailPage';
+// Recharts is most of the bundle: loaded with the analytics page only.
+const AnalyticsPage = lazy(() =>
+  import('./pages/AnalyticsPage').then((m) => ({ default: m.AnalyticsPage })),
+);
+
+export function App() {
+  return (
+    <>
+      <a className="skip-link" href="#main">
+        Skip to content
+      </a>
+      <header className="topbar">
+        <span className="brand">Shoal</span>
+        <nav aria-label="Main">
+          <NavLink to="/" end>
+            Jobs
+          </NavLink>
+          <NavLink to="/submit">Submit</NavLink>
+          <NavLink to="/analytics">Analytics</NavLink>
+        </nav>
+        <ConnectionIndicator />
+      </header>
+      <main id="main" tabIndex={-1}>
+        <Routes>
+          <Route path="/" element={<JobsPage />} />
+          <Route path="/submit" element={<SubmitPage />} />
+          <Route path="/jobs/:id" element={<JobDetailPage />} />
+          <Route
+            path="/analytics"
+            element={
+              <Suspense fallback={<p aria-busy="true">Loading…</p>}>
+                <AnalyticsPage />
+              </Suspense>
+            }
+          />
+          <Route
+            path="*"
+            element={
+              <section>
+                <h1>Not found</h1>
+                <p>
+                  This page does not exist. <NavLink to="/">Back to the jobs</NavLink>
+                </p>
+              </section>
+            }
+          />
+        </Routes>
+      </main>
+    </>
+  );
+}
