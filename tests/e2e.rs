@@ -2,138 +2,29 @@
 //! `shoal worker` processes), GraphQL over HTTP, and the event log checked afterwards. Each
 //! test runs on SQLite and on Postgres (required when `SHOAL_REQUIRE_POSTGRES=1`).
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shoal_domain::{JobId, TaskId};
-use shoal_infra::db::Database;
-use shoal_infra::eventlog::RecordedEvent;
+use shoal_domain::JobId;
 
-/// A `shoal` process, killed when dropped.
-struct Process(Child);
+use support::{Dev, Process, count, flaky_program, for_each_backend, job_events, task_events};
 
-impl Process {
-    fn start(args: &[&str]) -> Process {
-        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("starting shoal");
-        Process(child)
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// Sends SIGTERM, as Kubernetes does to a pod it stops.
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit; returns whether it exited successfully.
-    async fn wait_exit(&mut self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("waiting for shoal") {
-                return status.success();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "shoal did not exit within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `shoal dev` on a free port, and a GraphQL client for it.
-struct Dev {
-    _process: Process,
-    url: String,
-    http: reqwest::Client,
-}
-
+/// The GraphQL client of these tests, on top of the shared `shoal dev`.
 impl Dev {
-    async fn start(database_url: &str, extra: &[&str]) -> Dev {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut args = vec!["dev", "--listen", &listen, "--database-url", database_url];
-        args.extend_from_slice(extra);
-        let process = Process::start(&args);
-        let dev = Dev {
-            _process: process,
-            url: format!("http://{listen}/graphql"),
-            http: reqwest::Client::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while dev.http.get(&dev.url).send().await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "shoal dev did not start listening"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        dev
-    }
-
-    async fn graphql(&self, query: &str, variables: Value) -> Value {
-        let response: Value = self
-            .http
-            .post(&self.url)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("POST /graphql")
-            .json()
-            .await
-            .expect("a JSON response");
-        assert!(
-            response.get("errors").is_none(),
-            "GraphQL errors: {response}"
-        );
-        response["data"].clone()
-    }
-
     async fn submit(&self, input: Value) -> JobId {
-        let data = self
-            .graphql(
-                "mutation($input: SubmitJobInput!) { submitJob(input: $input) { id status } }",
-                json!({ "input": input }),
-            )
-            .await;
-        assert_eq!(data["submitJob"]["status"], "PENDING");
-        JobId::parse(data["submitJob"]["id"].as_str().expect("an id")).expect("a job id")
+        let (job, status) = self.submit_job(input).await;
+        assert_eq!(status, "PENDING");
+        job
     }
 
     /// The job's status; `"(not projected yet)"` while `job(id)` is null (the read model is
     /// a few milliseconds behind a submission).
     async fn status(&self, job: JobId) -> String {
-        let data = self
-            .graphql(
-                "query($id: ID!) { job(id: $id) { status } }",
-                json!({ "id": job.to_string() }),
-            )
-            .await;
-        data["job"]["status"]
-            .as_str()
-            .unwrap_or("(not projected yet)")
-            .to_owned()
+        self.job_status(job)
+            .await
+            .unwrap_or_else(|| "(not projected yet)".to_owned())
     }
 
     async fn wait_for_status(&self, job: JobId, wanted: &str, within: Duration) {
@@ -152,89 +43,6 @@ impl Dev {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// The events of every task of `job`, by task index (read per stream: no reader lag).
-async fn task_events(database_url: &str, job: JobId, tasks: u32) -> Vec<Vec<RecordedEvent>> {
-    let database = Database::connect(database_url).await.expect("connecting");
-    let log = database.event_log();
-    let ids: Vec<String> = (0..tasks)
-        .map(|i| TaskId::for_task(job, i).stream_id())
-        .collect();
-    let mut by_stream: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
-    for chunk in ids.chunks(500) {
-        for event in log.read_streams(chunk).await.expect("reading task streams") {
-            by_stream
-                .entry(event.stream_id.clone())
-                .or_default()
-                .push(event);
-        }
-    }
-    database.close().await;
-    ids.iter()
-        .map(|id| by_stream.remove(id).unwrap_or_default())
-        .collect()
-}
-
-async fn job_events(database_url: &str, job: JobId) -> Vec<String> {
-    let database = Database::connect(database_url).await.expect("connecting");
-    let events = database
-        .event_log()
-        .read_stream(&job.stream_id(), 0)
-        .await
-        .expect("reading the job stream");
-    database.close().await;
-    events.into_iter().map(|e| e.event_type).collect()
-}
-
-fn count(events: &[RecordedEvent], event_type: &str) -> usize {
-    events.iter().filter(|e| e.event_type == event_type).count()
-}
-
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-async fn database_url(backend: Backend) -> Option<String> {
-    match backend {
-        Backend::Sqlite => Some(format!(
-            "sqlite:{}",
-            shoal_infra::testing::temp_sqlite_path().display()
-        )),
-        Backend::Postgres => shoal_infra::testing::fresh_postgres_url().await,
-    }
-}
-
-macro_rules! for_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let url = super::database_url(super::Backend::Sqlite).await.unwrap();
-                    super::$name(&url).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(url) = super::database_url(super::Backend::Postgres).await {
-                        super::$name(&url).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
 for_each_backend!(
     a_thousand_tasks_complete_exactly_once,
     failed_tasks_retried_by_the_user_complete,
@@ -244,7 +52,7 @@ for_each_backend!(
 );
 
 async fn a_thousand_tasks_complete_exactly_once(url: &str) {
-    let dev = Dev::start(url, &["--workers", "16"]).await;
+    let dev = Dev::start(url, None, &["--workers", "16"]).await;
     let job = dev
         .submit(json!({ "jobType": "noop", "totalTasks": 1000 }))
         .await;
@@ -264,32 +72,12 @@ async fn a_thousand_tasks_complete_exactly_once(url: &str) {
     );
 }
 
-/// A program for the `exec` handler that fails until a flag file exists.
-fn flaky_program(flag: &std::path::Path) -> PathBuf {
-    let script = flag.with_extension("sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncat >/dev/null\nif [ -f '{}' ]; then echo '{{\"ok\": true}}'; else echo 'not yet' >&2; exit 1; fi\n",
-            flag.display()
-        ),
-    )
-    .expect("writing the script");
-    let status = Command::new("chmod")
-        .args(["+x"])
-        .arg(&script)
-        .status()
-        .expect("chmod");
-    assert!(status.success());
-    script
-}
-
 async fn failed_tasks_retried_by_the_user_complete(url: &str) {
     let flag =
         std::env::temp_dir().join(format!("shoal-test-flag-{}", uuid::Uuid::now_v7().simple()));
     let program = flaky_program(&flag);
     let exec = format!("flaky={}", program.display());
-    let dev = Dev::start(url, &["--workers", "4", "--exec", &exec]).await;
+    let dev = Dev::start(url, None, &["--workers", "4", "--exec", &exec]).await;
     let job = dev
         .submit(json!({
             "jobType": "exec",
@@ -356,7 +144,7 @@ async fn failed_tasks_retried_by_the_user_complete(url: &str) {
 }
 
 async fn cancel_stops_a_running_job(url: &str) {
-    let dev = Dev::start(url, &["--workers", "2"]).await;
+    let dev = Dev::start(url, None, &["--workers", "2"]).await;
     let job = dev
         .submit(json!({
             "jobType": "io_bound",
@@ -415,7 +203,7 @@ async fn cancel_stops_a_running_job(url: &str) {
 
 async fn sigterm_drains_a_worker_and_releases_what_it_cannot_finish(url: &str) {
     // The platform without workers; tasks run in separate `shoal worker` processes.
-    let dev = Dev::start(url, &["--workers", "0"]).await;
+    let dev = Dev::start(url, None, &["--workers", "0"]).await;
     let job = dev
         .submit(json!({
             "jobType": "io_bound",
@@ -445,7 +233,7 @@ async fn sigterm_drains_a_worker_and_releases_what_it_cannot_finish(url: &str) {
     };
 
     // A worker with a grace period long enough: SIGTERM lets the running tasks finish.
-    let mut worker = Process::start(&worker_args("10"));
+    let mut worker = Process::start(&worker_args("10"), None, None);
     let deadline = Instant::now() + Duration::from_secs(60);
     while started(url.to_owned()).await < 4 {
         assert!(Instant::now() < deadline, "the tasks did not start");
@@ -468,7 +256,7 @@ async fn sigterm_drains_a_worker_and_releases_what_it_cannot_finish(url: &str) {
             "parameters": { "work_duration_seconds": 4 },
         }))
         .await;
-    let mut worker = Process::start(&worker_args("1"));
+    let mut worker = Process::start(&worker_args("1"), None, None);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let n: usize = task_events(url, job, 2)
@@ -492,7 +280,7 @@ async fn sigterm_drains_a_worker_and_releases_what_it_cannot_finish(url: &str) {
         stopping.elapsed() < Duration::from_secs(4),
         "the worker waited for its tasks"
     );
-    let _second = Process::start(&worker_args("10"));
+    let _second = Process::start(&worker_args("10"), None, None);
     dev.wait_for_status(job, "COMPLETED", Duration::from_secs(60))
         .await;
     for events in task_events(url, job, 2).await {
@@ -512,7 +300,7 @@ async fn a_subscription_follows_a_job_to_completed(url: &str) {
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-    let dev = Dev::start(url, &["--workers", "8"]).await;
+    let dev = Dev::start(url, None, &["--workers", "8"]).await;
     let job = dev
         .submit(json!({
             "jobType": "io_bound",
@@ -522,7 +310,7 @@ async fn a_subscription_follows_a_job_to_completed(url: &str) {
         .await;
 
     let mut request = dev
-        .url
+        .url("/graphql")
         .replace("http://", "ws://")
         .into_client_request()
         .expect("a WebSocket request");

@@ -6,7 +6,8 @@
 //! `shoal dev` runs with `--workers 0`, so tasks move only when the test moves them through
 //! the REST task transitions, as the original's external workers did.
 
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -14,22 +15,17 @@ use serde_json::{Value, json};
 use shoal_domain::{JobId, TaskId};
 use shoal_infra::db::Database;
 
-/// A `shoal` process, killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::for_each_backend;
 
 /// `shoal dev --workers 0` on a free port, and an HTTP client for it.
-struct Dev {
-    _process: Process,
-    base: String,
-    http: reqwest::Client,
-    database_url: String,
+struct Dev(support::Dev);
+
+impl std::ops::Deref for Dev {
+    type Target = support::Dev;
+
+    fn deref(&self) -> &support::Dev {
+        &self.0
+    }
 }
 
 /// A response: status and JSON body (`Value::Null` when the body is not JSON).
@@ -41,43 +37,13 @@ struct Answer {
 
 impl Dev {
     async fn start(database_url: &str, extra: &[&str]) -> Dev {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut args = vec![
-            "dev",
-            "--listen",
-            &listen,
-            "--database-url",
-            database_url,
-            "--workers",
-            "0",
-        ];
+        let mut args = vec!["--workers", "0"];
         args.extend_from_slice(extra);
-        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("starting shoal");
-        let dev = Dev {
-            _process: Process(child),
-            base: format!("http://{listen}"),
-            http: reqwest::Client::new(),
-            database_url: database_url.to_owned(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while dev.http.get(format!("{}/", dev.base)).send().await.is_err() {
-            assert!(Instant::now() < deadline, "shoal dev did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        dev
+        Dev(support::Dev::start(database_url, None, &args).await)
     }
 
     async fn request(&self, method: Method, path: &str, body: Option<&str>) -> Answer {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        let mut request = self.0.http.request(method, self.0.url(path));
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/json")
@@ -141,7 +107,7 @@ impl Dev {
     }
 
     async fn event_types(&self, stream_id: &str) -> Vec<(String, Value)> {
-        let database = Database::connect(&self.database_url)
+        let database = Database::connect(&self.0.database_url)
             .await
             .expect("connecting");
         let events = database
@@ -301,48 +267,6 @@ fn assert_invalid(answer: &Answer, kind: &str, loc: Value) {
 fn assert_detail(answer: &Answer, status: StatusCode, detail: &str) {
     assert_eq!(answer.status, status, "{}", answer.body);
     assert_eq!(answer.body, json!({ "detail": detail }));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Backends
-
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-async fn database_url(backend: Backend) -> Option<String> {
-    match backend {
-        Backend::Sqlite => Some(format!(
-            "sqlite:{}",
-            shoal_infra::testing::temp_sqlite_path().display()
-        )),
-        Backend::Postgres => shoal_infra::testing::fresh_postgres_url().await,
-    }
-}
-
-macro_rules! for_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let url = super::database_url(super::Backend::Sqlite).await.unwrap();
-                    super::$name(&url).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(url) = super::database_url(super::Backend::Postgres).await {
-                        super::$name(&url).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 for_each_backend!(

@@ -7,156 +7,36 @@
 //! `SHOAL_REQUIRE_POSTGRES=1`), else a SQLite file. SQS tests are skipped without
 //! `moto_server`, unless `SHOAL_REQUIRE_MOTO=1`. moto is slow: message counts stay small.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod support;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shoal_domain::{JobId, TaskId};
-use shoal_infra::db::Database;
-use shoal_infra::eventlog::RecordedEvent;
 use shoal_infra::queue::{SqsQueue, TaskQueue, dead_letter_queue_url};
 use shoal_infra::testing::{Moto, fresh_sqs_queue, moto, sqs_queue_name};
+
+use support::{
+    Dev, Process, count, flaky_program, free_port, job_events, run, task_events, temp_path, types,
+    wait_until,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-/// A `shoal` process, killed when dropped.
-struct Process(Child);
-
-impl Process {
-    /// Starts `shoal args...` with the AWS environment of `moto`, if any, and stderr to `log`
-    /// (else inherited).
-    fn start(args: &[&str], moto: Option<&Moto>, log: Option<&Path>) -> Process {
-        let mut command = shoal(args, moto);
-        command.stdin(Stdio::null());
-        if let Some(log) = log {
-            command.stderr(std::fs::File::create(log).expect("creating the log file"));
-        }
-        Process(command.spawn().expect("starting shoal"))
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.0.id().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit; returns whether it exited successfully.
-    async fn wait_exit(&mut self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("waiting for shoal") {
-                return status.success();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "shoal did not exit within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn shoal(args: &[&str], moto: Option<&Moto>) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    command.args(args).env("RUST_LOG", "warn");
-    if let Some(moto) = moto {
-        command.envs(moto.env()).env_remove("AWS_PROFILE");
-    }
-    command
-}
-
-/// Runs `shoal args...` to its end.
-fn run(args: &[&str], moto: Option<&Moto>) -> Output {
-    let output = shoal(args, moto).output().expect("running shoal");
-    assert!(
-        output.status.success(),
-        "shoal {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// `shoal dev` on a free port, and a GraphQL client for it.
-struct Dev {
-    _process: Process,
-    base: String,
-    http: reqwest::Client,
-}
-
+/// The GraphQL and metrics client of these tests, on top of the shared `shoal dev`.
 impl Dev {
-    async fn start(database_url: &str, moto: Option<&Moto>, extra: &[&str]) -> Dev {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut args = vec!["dev", "--listen", &listen, "--database-url", database_url];
-        args.extend_from_slice(extra);
-        let dev = Dev {
-            _process: Process::start(&args, moto, None),
-            base: format!("http://{listen}"),
-            http: reqwest::Client::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while dev.http.get(dev.url("/graphql")).send().await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "shoal dev did not start listening"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        dev
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn graphql(&self, query: &str, variables: Value) -> Value {
-        let response: Value = self
-            .http
-            .post(self.url("/graphql"))
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("POST /graphql")
-            .json()
-            .await
-            .expect("a JSON response");
-        assert!(
-            response.get("errors").is_none(),
-            "GraphQL errors: {response}"
-        );
-        response["data"].clone()
-    }
-
     async fn submit(&self, input: Value) -> JobId {
-        let data = self
-            .graphql(
-                "mutation($input: SubmitJobInput!) { submitJob(input: $input) { id status } }",
-                json!({ "input": input }),
-            )
-            .await;
-        JobId::parse(data["submitJob"]["id"].as_str().expect("an id")).expect("a job id")
+        self.submit_job(input).await.0
     }
 
+    /// The job's status as the read side shows it; a job the projector has not reached yet
+    /// (a few milliseconds after its submission) has none.
     async fn status(&self, job: JobId) -> String {
-        let data = self
-            .graphql(
-                "query($id: ID!) { job(id: $id) { status } }",
-                json!({ "id": job.to_string() }),
-            )
-            .await;
-        data["job"]["status"].as_str().expect("a status").to_owned()
+        self.job_status(job)
+            .await
+            .unwrap_or_else(|| "(not projected yet)".to_owned())
     }
 
     async fn wait_for_status(&self, job: JobId, wanted: &str, within: Duration) {
@@ -196,13 +76,6 @@ impl Dev {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// The event log of the test: Postgres when configured, else a SQLite file.
 async fn database_url() -> String {
     match shoal_infra::testing::fresh_postgres_url().await {
@@ -214,89 +87,10 @@ async fn database_url() -> String {
     }
 }
 
-/// The events of every task of `job`, by task index.
-async fn task_events(database_url: &str, job: JobId, tasks: u32) -> Vec<Vec<RecordedEvent>> {
-    let database = Database::connect(database_url).await.expect("connecting");
-    let log = database.event_log();
-    let ids: Vec<String> = (0..tasks)
-        .map(|i| TaskId::for_task(job, i).stream_id())
-        .collect();
-    let mut by_stream: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
-    for event in log.read_streams(&ids).await.expect("reading task streams") {
-        by_stream
-            .entry(event.stream_id.clone())
-            .or_default()
-            .push(event);
-    }
-    database.close().await;
-    ids.iter()
-        .map(|id| by_stream.remove(id).unwrap_or_default())
-        .collect()
-}
-
-async fn job_events(database_url: &str, job: JobId) -> Vec<String> {
-    let database = Database::connect(database_url).await.expect("connecting");
-    let events = database
-        .event_log()
-        .read_stream(&job.stream_id(), 0)
-        .await
-        .expect("reading the job stream");
-    database.close().await;
-    events.into_iter().map(|e| e.event_type).collect()
-}
-
-fn count(events: &[RecordedEvent], event_type: &str) -> usize {
-    events.iter().filter(|e| e.event_type == event_type).count()
-}
-
-fn types(events: &[RecordedEvent]) -> Vec<&str> {
-    events.iter().map(|e| e.event_type.as_str()).collect()
-}
-
-/// A program for the `exec` handler that fails until a flag file exists.
-fn flaky_program(flag: &Path) -> PathBuf {
-    let script = flag.with_extension("sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncat >/dev/null\nif [ -f '{}' ]; then echo '{{\"ok\": true}}'; else echo 'not yet' >&2; exit 1; fi\n",
-            flag.display()
-        ),
-    )
-    .expect("writing the script");
-    let status = Command::new("chmod")
-        .arg("+x")
-        .arg(&script)
-        .status()
-        .expect("chmod");
-    assert!(status.success());
-    script
-}
-
-fn temp_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "shoal-test-{name}-{}",
-        uuid::Uuid::now_v7().simple()
-    ))
-}
-
 /// A queue of the test's own and its URL, or `None` (skipped) without moto.
 async fn sqs_queue(test: &str, max_receives: u32) -> Option<(&'static Moto, SqsQueue)> {
     let queue = fresh_sqs_queue(test, max_receives).await?;
     Some((moto().expect("moto runs"), queue))
-}
-
-/// Waits for `condition` (checked every 100 ms), failing with `what` after `within`.
-async fn wait_until<F, Fut>(what: &str, within: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
