@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a benchmark in release mode against a throwaway PostgreSQL 15 started like the tests' one
-# (scripts/pg.sh, fsync on). Usage: scripts/bench.sh log|e2e [extra `shoal bench log|e2e` flags],
+# (scripts/pg.sh, fsync on). Usage: scripts/bench.sh log|e2e|projector [extra `shoal bench ...` flags],
 # e.g. scripts/bench.sh log, scripts/bench.sh e2e --tasks 100000 --handler noop
 # The report (a Markdown table) goes to stdout; progress to stderr.
 set -euo pipefail

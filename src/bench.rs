@@ -12,8 +12,10 @@ use shoal_infra::eventlog::{
 };
 
 mod e2e;
+mod projector;
 
 use e2e::E2eArgs;
+use projector::ProjectorArgs;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -30,6 +32,10 @@ enum Which {
     /// orchestrator and a worker in this process on the SQL queue, timed from the submission to
     /// `JobCompleted` in the log; beside `pgbench` single-row INSERT transactions (16 clients).
     E2e(E2eArgs),
+    /// Projector: catch-up of a fresh projector over a log of N events (events/s), a rebuild
+    /// of the analytics projection (seconds), and append-to-subscription-message latency while
+    /// 5,000 tasks/s run; beside `pgbench` single-row INSERT transactions (16 clients).
+    Projector(ProjectorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +58,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.which {
         Which::Log(args) => log(args).await,
         Which::E2e(args) => e2e::run(args).await,
+        Which::Projector(args) => projector::run(args).await,
     }
 }
 

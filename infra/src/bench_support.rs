@@ -161,6 +161,38 @@ impl BenchDatabase {
         })
     }
 
+    /// Empties every read table (`jobs`, `tasks`, `analytics_*`) and the projections'
+    /// checkpoints, so that a fresh projector starts from the beginning of the log (which
+    /// stays), then `VACUUM ANALYZE`s the database.
+    pub async fn reset_read_model(&self) -> Result<(), BenchDbError> {
+        let tables: Vec<(String,)> = sqlx::query_as(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
+             AND (tablename IN ('jobs', 'tasks') OR tablename LIKE 'analytics\\_%')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let names: Vec<String> = tables.into_iter().map(|(t,)| format!("\"{t}\"")).collect();
+        if !names.is_empty() {
+            sqlx::query(&format!("TRUNCATE {}", names.join(", ")))
+                .execute(&self.pool)
+                .await?;
+        }
+        sqlx::query("DELETE FROM checkpoints WHERE name LIKE 'projection.%'")
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("VACUUM ANALYZE").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Rows in the read model's `jobs` and `tasks` tables.
+    pub async fn read_model_counts(&self) -> Result<(i64, i64), BenchDbError> {
+        Ok(
+            sqlx::query_as("SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM tasks)")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// Drops the database.
     pub async fn drop(self) -> Result<(), BenchDbError> {
         self.pool.close().await;
