@@ -65,6 +65,36 @@ impl Harness {
         .expect("valid configuration")
     }
 
+    /// An orchestrator on a connection pool of its own, for a test that crashes it: closing
+    /// that pool after aborting it rolls back whatever it had in flight, as a dead process's
+    /// connections do (an aborted task on a shared pool would keep SQLite's write lock).
+    async fn crashable_orchestrator(&self, config: OrchestratorConfig) -> (Database, Orchestrator) {
+        let url = match &self.db {
+            Database::Sqlite(pool) => {
+                format!("sqlite:{}", pool.connect_options().get_filename().display())
+            }
+            Database::Postgres(pool) => {
+                let options = pool.connect_options();
+                format!(
+                    "postgres://{}@{}:{}/{}",
+                    options.get_username(),
+                    options.get_host(),
+                    options.get_port(),
+                    options.get_database().expect("test databases are named")
+                )
+            }
+        };
+        let db = Database::connect(&url).await.expect("a second pool");
+        let orchestrator = Orchestrator::new(
+            config,
+            db.event_log(),
+            Arc::new(SqlQueue::for_database(&db)) as Arc<dyn TaskQueue>,
+            db.clone(),
+        )
+        .expect("valid configuration");
+        (db, orchestrator)
+    }
+
     /// On Postgres, waits until everything committed is readable by `read_all` (other tests'
     /// transactions on the cluster hold readers back for a moment).
     async fn settle(&self) {
@@ -595,7 +625,7 @@ async fn crash_mid_expansion_resumes_without_duplicates(h: Harness) {
     assert_eq!(h.count("TaskEnqueued").await.0, 1200);
 
     // Running for real, aborted at an arbitrary point of its work.
-    let second = h.orchestrator(config(400, 1000));
+    let (crashing_pool, second) = h.crashable_orchestrator(config(400, 1000)).await;
     let running = tokio::spawn(second.run(std::future::pending()));
     eventually("more chunks", Duration::from_secs(60), async || {
         h.count("TaskEnqueued").await.0 >= 2400
@@ -603,6 +633,7 @@ async fn crash_mid_expansion_resumes_without_duplicates(h: Harness) {
     .await;
     running.abort();
     let _ = running.await;
+    crashing_pool.close().await;
     let created = h.count("TaskEnqueued").await.0;
     assert!(
         created < i64::from(total_tasks),
