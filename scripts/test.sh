@@ -24,6 +24,13 @@ if ! command -v moto_server >/dev/null; then
 fi
 export SHOAL_REQUIRE_MOTO=1
 
+# A cold debug build of the workspace and its tests takes about 10 GB under target/.
+avail_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+echo "free disk: $((avail_kb / 1024 / 1024)) GB"
+if [ "$avail_kb" -lt $((6 * 1024 * 1024)) ]; then
+  echo "warning: less than 6 GB free on this disk; the build may run out of space" >&2
+fi
+
 pgdir="$root/target/test-pg"
 cleanup() {
   step "stopping test services"
@@ -75,5 +82,7 @@ npm --prefix web run typecheck
 npm --prefix web test
 npm --prefix web run build
 step "web: browser end-to-end (screenshots in target/web-screenshots/)"
-cargo build --locked --bin shoal
+# The test run above built target/debug/shoal (the binary's integration tests need it), with the
+# same features; building it alone would compile a second feature set of every dependency.
+[ -x target/debug/shoal ] || cargo build --locked --bin shoal
 SHOAL_BIN="$root/target/debug/shoal" npm --prefix web run e2e

@@ -27,7 +27,7 @@ pub use types::{
     ThroughputDelta, UnknownProjection, histogram, to_micros,
 };
 
-use chrono::{DateTime, Duration, DurationRound, NaiveDate, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use shoal_domain::{JobId, JobStatus, TaskId, TaskStatus};
 
 use crate::db::Database;
@@ -112,6 +112,7 @@ fn search_pattern(search: Option<&str>) -> Option<String> {
 /// The time range a dump covers (everything both backends can store).
 #[cfg(feature = "testing")]
 fn dump_range() -> (DateTime<Utc>, DateTime<Utc>) {
+    use chrono::NaiveDate;
     let first = NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or_default();
     let last = NaiveDate::from_ymd_opt(9999, 12, 31).unwrap_or_default();
     (
