@@ -126,7 +126,7 @@ async fn failed_tasks_retried_by_the_user_complete(url: &str) {
         assert_eq!(count(&events, "TaskCompleted"), 1);
         let last = events.last().expect("events");
         assert_eq!(last.event_type, "TaskCompleted");
-        assert_eq!(last.data["attempt"], 3);
+        assert_eq!(last.data_json()["attempt"], 3);
     }
     let job_stream = job_events(url, job).await;
     assert_eq!(

@@ -116,7 +116,10 @@ impl Dev {
             .await
             .expect("reading a stream");
         database.close().await;
-        events.into_iter().map(|e| (e.event_type, e.data)).collect()
+        events
+            .into_iter()
+            .map(|e| (e.event_type.clone(), e.data_json()))
+            .collect()
     }
 }
 

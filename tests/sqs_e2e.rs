@@ -183,9 +183,9 @@ async fn three_workers_survive_a_killed_worker_and_a_poison_message() {
             .await
             .into_iter()
             .position(|events| {
-                events
-                    .last()
-                    .is_some_and(|e| e.event_type == "TaskStarted" && e.data["worker"] == "w0")
+                events.last().is_some_and(|e| {
+                    e.event_type == "TaskStarted" && e.data_json()["worker"] == "w0"
+                })
             })
     };
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -215,7 +215,7 @@ async fn three_workers_survive_a_killed_worker_and_a_poison_message() {
     assert!(
         killed
             .iter()
-            .any(|e| e.event_type == "TaskStarted" && e.data["worker"] == "w0"),
+            .any(|e| e.event_type == "TaskStarted" && e.data_json()["worker"] == "w0"),
         "{:?}",
         types(killed)
     );
@@ -383,7 +383,7 @@ async fn redrive_scenario(sqs: Option<(&Moto, &str)>, queue: Option<&SqsQueue>) 
         let dead = history.iter().position(|t| *t == "TaskDeadLettered");
         let retry = events
             .iter()
-            .position(|e| e.event_type == "TaskRetryScheduled" && e.data["manual"] == true);
+            .position(|e| e.event_type == "TaskRetryScheduled" && e.data_json()["manual"] == true);
         let completed = history.iter().position(|t| *t == "TaskCompleted");
         assert!(
             matches!((dead, retry, completed), (Some(d), Some(r), Some(c)) if d < r && r < c),

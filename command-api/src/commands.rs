@@ -1070,7 +1070,7 @@ fn retry_appends(
 }
 
 fn decode(record: &RecordedEvent) -> Result<Event, CommandError> {
-    Event::decode(&record.event_type, record.schema_version, &record.data).map_err(|source| {
+    Event::decode(&record.event_type, record.schema_version, record.data.get()).map_err(|source| {
         CommandError::Infrastructure(InfrastructureError::Decode {
             stream_id: record.stream_id.clone(),
             position: record.log_position.position,

@@ -375,7 +375,7 @@ async fn load_job(log: &dyn EventLog, job_id: JobId) -> Result<(JobState, i64), 
     let state = recorded
         .iter()
         .filter_map(
-            |e| match Event::decode(&e.event_type, e.schema_version, &e.data) {
+            |e| match Event::decode(&e.event_type, e.schema_version, e.data.get()) {
                 Ok(event) => Some(event),
                 Err(error) => {
                     tracing::warn!(

@@ -109,7 +109,7 @@ impl Harness {
             .await
             .unwrap()
             .iter()
-            .map(|r| Event::decode(&r.event_type, r.schema_version, &r.data).unwrap())
+            .map(|r| Event::decode(&r.event_type, r.schema_version, r.data.get()).unwrap())
             .collect()
     }
 
@@ -591,7 +591,7 @@ async fn retries(h: &Harness) -> (Vec<(u32, u32, bool)>, Vec<u32>) {
     let mut tasks = Vec::new();
     let mut jobs = Vec::new();
     for record in h.all_events().await {
-        match Event::decode(&record.event_type, record.schema_version, &record.data).unwrap() {
+        match Event::decode(&record.event_type, record.schema_version, record.data.get()).unwrap() {
             Event::TaskRetryScheduled(e) => tasks.push((e.index, e.attempt, e.manual)),
             Event::JobRetryRequested(e) => jobs.push(e.tasks),
             _ => {}

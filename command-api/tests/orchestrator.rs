@@ -373,7 +373,7 @@ fn stream(stream_id: String, expected: ExpectedVersion, events: &[Event]) -> Str
 fn decode(records: &[RecordedEvent]) -> Vec<Event> {
     records
         .iter()
-        .map(|r| Event::decode(&r.event_type, r.schema_version, &r.data).expect("decodable"))
+        .map(|r| Event::decode(&r.event_type, r.schema_version, r.data.get()).expect("decodable"))
         .collect()
 }
 

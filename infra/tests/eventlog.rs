@@ -353,9 +353,12 @@ async fn append_and_read_one_stream(h: Harness) {
     );
     assert_eq!(read[0].event_type, "JobSubmitted");
     assert_eq!(read[0].schema_version, 1);
-    assert_eq!(read[0].data, json!({ "name": "thumbnails", "tasks": 3 }));
-    assert_eq!(read[0].metadata, json!({ "actor": "alice" }));
-    assert_eq!(read[1].data, json!({ "index": 0 }));
+    assert_eq!(
+        read[0].data_json(),
+        json!({ "name": "thumbnails", "tasks": 3 })
+    );
+    assert_eq!(read[0].metadata_json(), json!({ "actor": "alice" }));
+    assert_eq!(read[1].data_json(), json!({ "index": 0 }));
     assert!(read.iter().all(|e| e.stream_id == "job-1"));
     assert!(read.iter().all(|e| e.recorded_at > before));
 
@@ -621,10 +624,13 @@ async fn idempotent_append_replays_the_first_outcome(h: Harness) {
     assert!(h.log.read_stream("job-2", 0).await.unwrap().is_empty());
     // The key is recorded with the events.
     assert_eq!(
-        all[0].metadata,
+        all[0].metadata_json(),
         json!({ "actor": "alice", "idempotency_key": "submit-42" })
     );
-    assert_eq!(all[1].metadata, json!({ "idempotency_key": "submit-42" }));
+    assert_eq!(
+        all[1].metadata_json(),
+        json!({ "idempotency_key": "submit-42" })
+    );
 }
 
 async fn concurrent_appends_with_the_same_key_write_once(h: Harness) {
@@ -755,7 +761,7 @@ async fn old_schema_version_reads_back_unchanged(h: Harness) {
             .collect::<Vec<_>>(),
         [(1, 1), (2, 3)]
     );
-    assert_eq!(read[0].data, json!({ "legacy_name": "old" }));
+    assert_eq!(read[0].data_json(), json!({ "legacy_name": "old" }));
     h.settle().await;
     assert_eq!(read_everything(&*h.log).await, read);
 }

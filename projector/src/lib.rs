@@ -335,7 +335,7 @@ impl Projector {
                 match Event::decode(
                     &recorded.event_type,
                     recorded.schema_version,
-                    &recorded.data,
+                    recorded.data.get(),
                 ) {
                     Ok(event) => Some(event),
                     Err(error) => {

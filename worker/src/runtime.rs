@@ -389,7 +389,7 @@ impl JobCache {
 fn decode_all(records: &[RecordedEvent]) -> Vec<Event> {
     records
         .iter()
-        .filter_map(|r| match Event::decode(&r.event_type, r.schema_version, &r.data) {
+        .filter_map(|r| match Event::decode(&r.event_type, r.schema_version, r.data.get()) {
             Ok(event) => Some(event),
             Err(error) => {
                 tracing::warn!(%error, stream_id = %r.stream_id, version = r.stream_version, "undecodable event skipped");

@@ -283,7 +283,7 @@ fn new_event(event: &Event) -> NewEvent {
 }
 
 fn decode(record: &RecordedEvent) -> Event {
-    Event::decode(&record.event_type, record.schema_version, &record.data).unwrap()
+    Event::decode(&record.event_type, record.schema_version, record.data.get()).unwrap()
 }
 
 fn config(worker_id: &str) -> WorkerConfig {

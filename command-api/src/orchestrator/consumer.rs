@@ -151,7 +151,7 @@ impl Consumer {
         let mut events = Vec::with_capacity(recorded.len());
         let mut undecodable_job_versions = Vec::new();
         for record in recorded {
-            match Event::decode(&record.event_type, record.schema_version, &record.data) {
+            match Event::decode(&record.event_type, record.schema_version, record.data.get()) {
                 Ok(event) => events.push((record, event)),
                 Err(error) => {
                     OrchestratorMetrics::add(&metrics.undecodable, 1);
@@ -312,7 +312,7 @@ impl Consumer {
             if record.event_type != "TaskEnqueued" {
                 continue;
             }
-            match Event::decode(&record.event_type, record.schema_version, &record.data) {
+            match Event::decode(&record.event_type, record.schema_version, record.data.get()) {
                 Ok(Event::TaskEnqueued(e)) => {
                     enqueued.insert(e.task_id, e);
                 }
@@ -372,11 +372,13 @@ fn task_message(task: &TaskEnqueued, record: &RecordedEvent) -> TaskMessage {
 
 /// The W3C trace context an event's metadata carries, if any.
 fn traceparent(record: &RecordedEvent) -> Option<String> {
-    record
-        .metadata
-        .get("traceparent")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        traceparent: Option<String>,
+    }
+    serde_json::from_str::<Metadata>(record.metadata.get())
+        .ok()
+        .and_then(|m| m.traceparent)
 }
 
 /// Appends `JobCompleted` or `JobFailed` for a job whose tasks have all ended, deciding on the

@@ -26,6 +26,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// A place in the log's read order. Ordered; [`LogPosition::START`] is before every event.
 ///
@@ -143,16 +144,51 @@ pub struct TxAppend {
 }
 
 /// An event as stored.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `data` and `metadata` are the stored JSON text, not parsed: a reader parses the payload once,
+/// straight into its own type (`shoal_domain::Event::decode`), instead of into a generic JSON
+/// tree first. [`RecordedEvent::data_json`] and [`RecordedEvent::metadata_json`] give the tree
+/// where one is wanted.
+#[derive(Debug, Clone)]
 pub struct RecordedEvent {
     pub log_position: LogPosition,
     pub stream_id: String,
     pub stream_version: i64,
     pub event_type: String,
     pub schema_version: i32,
-    pub data: Value,
-    pub metadata: Value,
+    pub data: Box<RawValue>,
+    pub metadata: Box<RawValue>,
     pub recorded_at: DateTime<Utc>,
+}
+
+impl RecordedEvent {
+    /// The payload as a JSON tree.
+    pub fn data_json(&self) -> Value {
+        parse_stored(&self.data)
+    }
+
+    /// The metadata as a JSON tree (an object).
+    pub fn metadata_json(&self) -> Value {
+        parse_stored(&self.metadata)
+    }
+}
+
+/// Stored JSON is valid JSON (checked on append and again on read): parsing it cannot fail.
+fn parse_stored(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+}
+
+impl PartialEq for RecordedEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.log_position == other.log_position
+            && self.stream_id == other.stream_id
+            && self.stream_version == other.stream_version
+            && self.event_type == other.event_type
+            && self.schema_version == other.schema_version
+            && self.data.get() == other.data.get()
+            && self.metadata.get() == other.metadata.get()
+            && self.recorded_at == other.recorded_at
+    }
 }
 
 /// What went wrong, and what the caller should do about it.
@@ -340,8 +376,8 @@ pub(crate) struct EventRow {
     stream_version: i64,
     event_type: String,
     schema_version: i32,
-    data: sqlx::types::Json<Value>,
-    metadata: sqlx::types::Json<Value>,
+    data: sqlx::types::Json<Box<RawValue>>,
+    metadata: sqlx::types::Json<Box<RawValue>>,
     recorded_at: DateTime<Utc>,
 }
 

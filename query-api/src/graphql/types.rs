@@ -222,9 +222,9 @@ impl Job {
         .map_err(internal)?;
         let mut connection = Connection::new(cursor.is_some(), more);
         connection.edges.extend(
-            events
-                .into_iter()
-                .map(|event| Edge::new(history_cursor(event.log_position), HistoryEvent(event))),
+            events.into_iter().map(|event| {
+                Edge::new(history_cursor(event.log_position), HistoryEvent::new(event))
+            }),
         );
         Ok(connection)
     }
@@ -331,11 +331,19 @@ impl Task {
 
 /// One event of a job's history.
 #[derive(Debug, Clone)]
-pub struct HistoryEvent(pub RecordedEvent);
+pub struct HistoryEvent {
+    record: RecordedEvent,
+    data: Value,
+}
 
 impl HistoryEvent {
+    pub fn new(record: RecordedEvent) -> Self {
+        let data = record.data_json();
+        HistoryEvent { record, data }
+    }
+
     fn field(&self, name: &str) -> Option<&Value> {
-        self.0.data.get(name).filter(|v| !v.is_null())
+        self.data.get(name).filter(|v| !v.is_null())
     }
 }
 
@@ -343,7 +351,7 @@ impl HistoryEvent {
 impl HistoryEvent {
     /// What happened: the event's type (`JobSubmitted`, `TaskStarted`, `TaskFailed`, ...).
     async fn event_type(&self) -> &str {
-        &self.0.event_type
+        &self.record.event_type
     }
 
     /// When it happened (the event's own time; when it was stored if it has none).
@@ -352,17 +360,17 @@ impl HistoryEvent {
             .iter()
             .filter_map(|f| self.field(f))
             .find_map(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or(self.0.recorded_at)
+            .unwrap_or(self.record.recorded_at)
     }
 
     /// When it was stored in the log.
     async fn recorded_at(&self) -> DateTime<Utc> {
-        self.0.recorded_at
+        self.record.recorded_at
     }
 
     /// The stream it belongs to (`job-<id>` or `task-<id>`).
     async fn stream_id(&self) -> &str {
-        &self.0.stream_id
+        &self.record.stream_id
     }
 
     /// The task it is about; null for the job's own events.
@@ -401,7 +409,7 @@ impl HistoryEvent {
 
     /// The event's payload as stored.
     async fn data(&self) -> Json<&Value> {
-        Json(&self.0.data)
+        Json(&self.data)
     }
 }
 
