@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use shoal_infra::eventlog::{
     AppendBatch, EventLog, ExpectedVersion, LogPosition, NewEvent, PostgresEventLog, StreamAppend,
+    raw_json,
 };
 
 mod e2e;
@@ -184,14 +185,14 @@ fn payload(i: u64) -> NewEvent {
     NewEvent {
         event_type: "TaskCompleted".into(),
         schema_version: 1,
-        data: json!({
+        data: raw_json(&json!({
             "job_id": "0193a0b2-7c4e-7d3a-9f1e-3b2a1c0d9e8f",
             "task_id": uuid::Uuid::now_v7(),
             "index": i,
             "attempt": 1,
             "result": {"ok": true},
             "duration_ms": 12,
-        }),
+        })),
         metadata: json!({"actor": "bench"}),
     }
 }

@@ -32,7 +32,7 @@ async fn open(db: &DatabaseArgs) -> anyhow::Result<(Database, Projector)> {
         .await
         .with_context(|| format!("opening the database at {url}"))?;
     let projector = Projector::new(
-        ProjectorConfig::default(),
+        ProjectorConfig::for_database(&database),
         database.event_log(),
         database.clone(),
     );

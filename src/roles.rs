@@ -194,7 +194,7 @@ pub fn orchestrator(platform: &Platform) -> anyhow::Result<Orchestrator> {
 /// The projector that keeps the read tables (`jobs`, `tasks`, analytics) up to date.
 pub fn projector(platform: &Platform) -> shoal_projector::Projector {
     shoal_projector::Projector::new(
-        shoal_projector::ProjectorConfig::default(),
+        shoal_projector::ProjectorConfig::for_database(&platform.database),
         platform.log.clone(),
         platform.database.clone(),
     )

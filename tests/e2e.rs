@@ -387,8 +387,9 @@ async fn a_subscription_follows_a_job_to_completed(url: &str) {
         }),
         "no progress update before COMPLETED: {updates:?}"
     );
-    // Coalesced: at most 10 messages per second (plus the first, sent at once).
-    let allowed = (elapsed.as_secs_f64() * 10.0).ceil() as usize + 2;
+    // Coalesced: at most the default rate of messages per second (plus the first, sent at once).
+    let rate = f64::from(shoal_query_api::graphql::DEFAULT_MAX_MESSAGES_PER_SECOND);
+    let allowed = (elapsed.as_secs_f64() * rate).ceil() as usize + 2;
     assert!(
         updates.len() <= allowed,
         "{} messages in {elapsed:?}",

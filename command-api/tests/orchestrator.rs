@@ -17,7 +17,7 @@ use shoal_domain::{
 };
 use shoal_infra::db::Database;
 use shoal_infra::eventlog::{
-    AppendBatch, EventLog, ExpectedVersion, NewEvent, RecordedEvent, StreamAppend,
+    AppendBatch, EventLog, ExpectedVersion, NewEvent, RecordedEvent, StreamAppend, raw_json,
 };
 use shoal_infra::orchestrator_store::{LeaderLock, OrchestratorStore, TrackedStatus};
 use shoal_infra::queue::{SqlQueue, TaskMessage, TaskQueue};
@@ -742,7 +742,7 @@ async fn undecodable_events_are_skipped(h: Harness) {
                     events: vec![NewEvent {
                         event_type: "JobFromTheFuture".into(),
                         schema_version: 1,
-                        data: json!({}),
+                        data: raw_json(&json!({})),
                         metadata: json!({}),
                     }],
                 },
@@ -752,7 +752,7 @@ async fn undecodable_events_are_skipped(h: Harness) {
                     events: vec![NewEvent {
                         event_type: "TaskEnqueued".into(),
                         schema_version: 1,
-                        data: json!({"garbage": true}),
+                        data: raw_json(&json!({"garbage": true})),
                         metadata: json!({}),
                     }],
                 },

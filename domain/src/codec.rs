@@ -7,6 +7,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::events::{Event, JobSubmitted};
@@ -15,14 +16,14 @@ use crate::limits::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_SECONDS};
 use crate::split::Split;
 
 /// An event stored row's worth: type, schema version, payload.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct EncodedEvent {
     /// The stable type name, e.g. `"JobSubmitted"`.
     pub event_type: &'static str,
     /// The payload's schema version (current for this type).
     pub schema_version: i32,
-    /// The payload.
-    pub data: Value,
+    /// The payload, serialized.
+    pub data: Box<RawValue>,
 }
 
 /// A stored event that cannot be turned into an [`Event`]. The log is intact; the reader
@@ -135,12 +136,30 @@ impl Event {
         }
     }
 
+    /// The payload serialized as JSON text (without type or version), as the log stores it.
+    pub fn to_json(&self) -> Box<RawValue> {
+        match self {
+            Self::JobSubmitted(e) => to_raw(e),
+            Self::TasksCreated(e) => to_raw(e),
+            Self::JobCompleted(e) => to_raw(e),
+            Self::JobFailed(e) => to_raw(e),
+            Self::JobCancelled(e) => to_raw(e),
+            Self::JobRetryRequested(e) => to_raw(e),
+            Self::TaskEnqueued(e) => to_raw(e),
+            Self::TaskStarted(e) => to_raw(e),
+            Self::TaskCompleted(e) => to_raw(e),
+            Self::TaskFailed(e) => to_raw(e),
+            Self::TaskRetryScheduled(e) => to_raw(e),
+            Self::TaskDeadLettered(e) => to_raw(e),
+        }
+    }
+
     /// Type, version and payload, ready to store.
     pub fn encode(&self) -> EncodedEvent {
         EncodedEvent {
             event_type: self.event_type(),
             schema_version: self.schema_version(),
-            data: self.to_data(),
+            data: self.to_json(),
         }
     }
 
@@ -187,6 +206,11 @@ impl Event {
             _ => Event::TaskDeadLettered(payload.parse()?),
         })
     }
+}
+
+fn to_raw<T: Serialize>(payload: &T) -> Box<RawValue> {
+    // As for `to_value`: serializing a payload cannot fail.
+    serde_json::value::to_raw_value(payload).expect("event payloads always serialize to JSON")
 }
 
 fn to_value<T: Serialize>(payload: &T) -> Value {
@@ -397,6 +421,12 @@ mod tests {
             );
             // Through text too, as the database stores it.
             let text = serde_json::to_string(&stored.data).unwrap();
+            let tree: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                tree,
+                event.to_data(),
+                "the stored text is the payload's JSON"
+            );
             let back = Event::decode(stored.event_type, stored.schema_version, &text).unwrap();
             assert_eq!(back, event);
         }

@@ -2,7 +2,9 @@
 
 use serde_json::json;
 use shoal_infra::db::{self, Database, DatabaseUrl, DbError};
-use shoal_infra::eventlog::{AppendBatch, ExpectedVersion, LogPosition, NewEvent, StreamAppend};
+use shoal_infra::eventlog::{
+    AppendBatch, ExpectedVersion, LogPosition, NewEvent, StreamAppend, raw_json,
+};
 use shoal_infra::testing;
 
 fn one_event(stream_id: &str) -> AppendBatch {
@@ -13,7 +15,7 @@ fn one_event(stream_id: &str) -> AppendBatch {
             events: vec![NewEvent {
                 event_type: "JobSubmitted".into(),
                 schema_version: 1,
-                data: json!({}),
+                data: raw_json(&json!({})),
                 metadata: json!({}),
             }],
         }],

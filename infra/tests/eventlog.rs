@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use shoal_infra::eventlog::{
     AppendBatch, AppendOutcome, CheckpointUpdate, EventLog, ExpectedVersion, LogError, LogPosition,
     LogResult, NewEvent, PostgresEventLog, RecordedEvent, SqliteEventLog, SqliteWriteTx,
-    StreamAppend, TxAppend,
+    StreamAppend, TxAppend, raw_json,
 };
 use shoal_infra::testing;
 
@@ -226,7 +226,7 @@ fn event(event_type: &str, data: Value) -> NewEvent {
     NewEvent {
         event_type: event_type.into(),
         schema_version: 1,
-        data,
+        data: raw_json(&data),
         metadata: json!({}),
     }
 }
@@ -850,7 +850,7 @@ async fn bad_input_is_invalid_and_writes_nothing(h: Harness) {
     bad_metadata.streams[0].events[0].metadata = json!("not an object");
     assert_invalid(h.log.append(bad_metadata).await);
     let mut nul = single("job-1", ExpectedVersion::NoStream, 1);
-    nul.streams[0].events[0].data = json!({ "name": "a\u{0}b" });
+    nul.streams[0].events[0].data = raw_json(&json!({ "name": "a\u{0}b" }));
     assert_invalid(h.log.append(nul).await);
     let mut empty_type = single("job-1", ExpectedVersion::NoStream, 1);
     empty_type.streams[0].events[0].event_type = String::new();

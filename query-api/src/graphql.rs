@@ -8,7 +8,7 @@
 //! - [`ReadContext`]: the read tables and the event log (a job's history is read from the
 //!   log);
 //! - [`LiveConfig`]: where change notifications come from ([`ChangeFeed`]) and how often a
-//!   subscription may send (default at most 10 messages/s).
+//!   subscription may send (default at most 20 messages/s: one every 50 ms).
 //!
 //! Errors a client can cause carry `extensions.code` (`BAD_USER_INPUT` for a malformed id or
 //! cursor, with `extensions.field`); infrastructure failures answer `INTERNAL` and are logged.
@@ -107,7 +107,7 @@ impl LiveConfig {
 }
 
 /// Default rate limit of a subscription, messages per second.
-pub const DEFAULT_MAX_MESSAGES_PER_SECOND: u32 = 10;
+pub const DEFAULT_MAX_MESSAGES_PER_SECOND: u32 = 20;
 
 // ---------------------------------------------------------------------------------------------
 // Query root

@@ -65,7 +65,7 @@ impl Harness {
             let new = NewEvent {
                 event_type: event.event_type().into(),
                 schema_version: event.schema_version(),
-                data: event.to_data(),
+                data: event.to_json(),
                 metadata: json!({}),
             };
             match streams.iter_mut().find(|s| s.stream_id == stream_id) {

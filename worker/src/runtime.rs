@@ -875,7 +875,7 @@ impl Shared {
                     .map(|event| NewEvent {
                         event_type: event.event_type().to_owned(),
                         schema_version: event.schema_version(),
-                        data: event.to_data(),
+                        data: event.to_json(),
                         metadata: metadata.clone(),
                     })
                     .collect(),

@@ -277,7 +277,7 @@ fn new_event(event: &Event) -> NewEvent {
     NewEvent {
         event_type: event.event_type().into(),
         schema_version: event.schema_version(),
-        data: event.to_data(),
+        data: event.to_json(),
         metadata: json!({"actor": "test"}),
     }
 }

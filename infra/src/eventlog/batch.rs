@@ -149,7 +149,7 @@ pub(crate) fn prepare(batch: &AppendBatch) -> LogResult<PreparedBatch> {
                     )));
                 }
             };
-            if contains_nul(&event.data) || contains_nul(metadata) {
+            if contains_nul_escape(event.data.get()) || contains_nul(metadata) {
                 return Err(LogError::Invalid(format!(
                     "event {:?}: JSON strings must not contain NUL characters",
                     event.event_type
@@ -171,7 +171,7 @@ pub(crate) fn prepare(batch: &AppendBatch) -> LogResult<PreparedBatch> {
             prepared.expected.push(expected);
             prepared.event_types.push(event.event_type.clone());
             prepared.schema_versions.push(event.schema_version);
-            prepared.data.push(event.data.to_string());
+            prepared.data.push(event.data.get().to_owned());
             prepared.metadata.push(metadata);
         }
     }
@@ -206,6 +206,26 @@ pub(crate) fn check_limit(limit: i64) -> LogResult<()> {
     Ok(())
 }
 
+/// Whether serialized JSON has a NUL character in a string: the only way to write one is the
+/// escape `\u0000` (a raw control character is not valid JSON), and it is an escape only when
+/// its backslash is not itself escaped (preceded by an even number of backslashes).
+fn contains_nul_escape(json: &str) -> bool {
+    let mut from = 0;
+    while let Some(found) = json[from..].find("\\u0000") {
+        let at = from + found;
+        let backslashes_before = json.as_bytes()[..at]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
+        if backslashes_before % 2 == 0 {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
+}
+
 fn contains_nul(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),
@@ -220,13 +240,29 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::eventlog::{ExpectedVersion, NewEvent, StreamAppend};
+    use crate::eventlog::{ExpectedVersion, NewEvent, StreamAppend, raw_json};
+
+    #[test]
+    fn nul_escapes_are_found_and_escaped_backslashes_are_not() {
+        let nul = raw_json(&json!({ "name": "a\u{0}b" }));
+        assert!(contains_nul_escape(nul.get()));
+        assert!(contains_nul_escape(
+            &raw_json(&json!(["x", "\\\u{0}"])).to_string()
+        ));
+        // The text `\u0000` (a backslash, then "u0000"), which is no NUL.
+        assert!(!contains_nul_escape(
+            raw_json(&json!({ "path": "C:\\u0000" })).get()
+        ));
+        assert!(!contains_nul_escape(
+            raw_json(&json!({ "n": 0, "s": "u0000" })).get()
+        ));
+    }
 
     fn event(event_type: &str) -> NewEvent {
         NewEvent {
             event_type: event_type.into(),
             schema_version: 1,
-            data: json!({}),
+            data: raw_json(&json!({})),
             metadata: Value::Null,
         }
     }
@@ -297,7 +333,7 @@ mod tests {
         b.streams[0].events[0].metadata = json!([1]);
         assert!(invalid(b));
         let mut b = batch(vec![("a", ExpectedVersion::NoStream, 1)]);
-        b.streams[0].events[0].data = json!({"x": "nul\u{0}"});
+        b.streams[0].events[0].data = raw_json(&json!({"x": "nul\u{0}"}));
         assert!(invalid(b));
         let mut b = batch(vec![("a", ExpectedVersion::NoStream, 1)]);
         b.streams[0].events[0].schema_version = 0;

@@ -81,15 +81,32 @@ impl ExpectedVersion {
 
 /// An event to append.
 ///
-/// `schema_version` starts at 1. `metadata` must be a JSON object (`Null` is stored as `{}`);
-/// the log adds `"idempotency_key"` to it when the append has one. Strings must not contain
-/// NUL characters (Postgres cannot store them); both are `Invalid` otherwise.
-#[derive(Debug, Clone, PartialEq)]
+/// `schema_version` starts at 1. `data` is the payload already serialized (the log stores the
+/// text as it is: `shoal_domain::Event::to_json` serializes an event once, with no JSON tree in
+/// between; [`raw_json`] turns a tree into it). `metadata` must be a JSON object (`Null` is
+/// stored as `{}`); the log adds `"idempotency_key"` to it when the append has one. Strings
+/// must not contain NUL characters (Postgres cannot store them); both are `Invalid` otherwise.
+#[derive(Debug, Clone)]
 pub struct NewEvent {
     pub event_type: String,
     pub schema_version: i32,
-    pub data: Value,
+    pub data: Box<RawValue>,
     pub metadata: Value,
+}
+
+impl PartialEq for NewEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.event_type == other.event_type
+            && self.schema_version == other.schema_version
+            && self.data.get() == other.data.get()
+            && self.metadata == other.metadata
+    }
+}
+
+/// A JSON tree as the serialized payload of a [`NewEvent`].
+pub fn raw_json(value: &Value) -> Box<RawValue> {
+    // A `Value` always serializes (its maps have string keys, its numbers are finite).
+    serde_json::value::to_raw_value(value).expect("a JSON value serializes")
 }
 
 /// Events to append to one stream, which must be at `expected` version.
@@ -368,7 +385,9 @@ async fn append_many_with<L: EventLog + ?Sized>(
 
 /// A row of `events` as both backends select it (`commit_id` is the transaction id on
 /// Postgres and the position on SQLite).
-#[derive(Debug, sqlx::FromRow)]
+/// Decoded by column position (every read selects the columns in this order): looking each
+/// column up by name costs a hash lookup per column per row, on the log's hottest path.
+#[derive(Debug)]
 pub(crate) struct EventRow {
     commit_id: i64,
     position: i64,
@@ -379,6 +398,30 @@ pub(crate) struct EventRow {
     data: sqlx::types::Json<Box<RawValue>>,
     metadata: sqlx::types::Json<Box<RawValue>>,
     recorded_at: DateTime<Utc>,
+}
+
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for EventRow
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    sqlx::types::Json<Box<RawValue>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(EventRow {
+            commit_id: row.try_get(0)?,
+            position: row.try_get(1)?,
+            stream_id: row.try_get(2)?,
+            stream_version: row.try_get(3)?,
+            event_type: row.try_get(4)?,
+            schema_version: row.try_get(5)?,
+            data: row.try_get(6)?,
+            metadata: row.try_get(7)?,
+            recorded_at: row.try_get(8)?,
+        })
+    }
 }
 
 impl From<EventRow> for RecordedEvent {

@@ -231,7 +231,7 @@ pub async fn append(log: &dyn EventLog, versions: &mut HashMap<String, i64>, eve
         let new = NewEvent {
             event_type: event.event_type().into(),
             schema_version: event.schema_version(),
-            data: event.to_data(),
+            data: event.to_json(),
             metadata: json!({}),
         };
         match streams.iter_mut().find(|s| s.stream_id == stream_id) {

@@ -95,7 +95,7 @@ pub struct SubscriptionRoot;
 #[Subscription]
 impl SubscriptionRoot {
     /// The job, at once (when the projector has it) and again whenever it or one of its
-    /// tasks changes, at most `--subscription-max-rate` messages per second (10 by default) (the latest state each time).
+    /// tasks changes, at most `--subscription-max-rate` messages per second (20 by default) (the latest state each time).
     async fn job_updated(
         &self,
         ctx: &Context<'_>,
@@ -143,7 +143,7 @@ impl SubscriptionRoot {
         ))
     }
 
-    /// Which jobs changed, at most `--subscription-max-rate` messages per second (10 by default).
+    /// Which jobs changed, at most `--subscription-max-rate` messages per second (20 by default).
     async fn jobs_changed(
         &self,
         ctx: &Context<'_>,
@@ -181,7 +181,7 @@ impl SubscriptionRoot {
     }
 
     /// Tasks of the job that changed, in their latest state, at most `--subscription-max-rate` messages
-    /// per second (10 by default; each with up to 100 tasks).
+    /// per second (20 by default; each with up to 100 tasks).
     async fn task_updated(
         &self,
         ctx: &Context<'_>,
