@@ -49,6 +49,7 @@ for_each_backend!(
     cancel_stops_a_running_job,
     sigterm_drains_a_worker_and_releases_what_it_cannot_finish,
     a_subscription_follows_a_job_to_completed,
+    a_legacy_graphql_ws_subscription_follows_a_job_to_completed,
 );
 
 async fn a_thousand_tasks_complete_exactly_once(url: &str) {
@@ -296,6 +297,38 @@ async fn sigterm_drains_a_worker_and_releases_what_it_cannot_finish(url: &str) {
 /// A GraphQL subscription client over a WebSocket speaking `graphql-transport-ws`, as GraphiQL
 /// and `graphql-ws` clients do: it follows a job from submission to COMPLETED without polling.
 async fn a_subscription_follows_a_job_to_completed(url: &str) {
+    follow_a_job_over_a_websocket(url, &TRANSPORT_WS).await;
+}
+
+/// The same with the older `graphql-ws` subprotocol (subscriptions-transport-ws, as Apollo's
+/// legacy clients speak it).
+async fn a_legacy_graphql_ws_subscription_follows_a_job_to_completed(url: &str) {
+    follow_a_job_over_a_websocket(url, &LEGACY_WS).await;
+}
+
+/// The message types of a GraphQL-over-WebSocket subprotocol.
+struct WsProtocol {
+    name: &'static str,
+    subscribe: &'static str,
+    data: &'static str,
+    stop: &'static str,
+}
+
+const TRANSPORT_WS: WsProtocol = WsProtocol {
+    name: "graphql-transport-ws",
+    subscribe: "subscribe",
+    data: "next",
+    stop: "complete",
+};
+
+const LEGACY_WS: WsProtocol = WsProtocol {
+    name: "graphql-ws",
+    subscribe: "start",
+    data: "data",
+    stop: "stop",
+};
+
+async fn follow_a_job_over_a_websocket(url: &str, protocol: &WsProtocol) {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -316,22 +349,19 @@ async fn a_subscription_follows_a_job_to_completed(url: &str) {
         .expect("a WebSocket request");
     request.headers_mut().insert(
         "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("a header value"),
+        protocol.name.parse().expect("a header value"),
     );
     let (mut ws, response) = tokio_tungstenite::connect_async(request)
         .await
         .expect("WebSocket upgrade of /graphql");
-    assert_eq!(
-        response.headers()["sec-websocket-protocol"],
-        "graphql-transport-ws"
-    );
+    assert_eq!(response.headers()["sec-websocket-protocol"], protocol.name);
     let send = |value: Value| Message::Text(value.to_string().into());
     ws.send(send(json!({ "type": "connection_init", "payload": {} })))
         .await
         .expect("connection_init");
     ws.send(send(json!({
         "id": "1",
-        "type": "subscribe",
+        "type": protocol.subscribe,
         "payload": {
             "query": "subscription($id: ID!) { jobUpdated(id: $id) { id status totalTasks completedTasks runningTasks queuedTasks } }",
             "variables": { "id": job.to_string() },
@@ -361,7 +391,9 @@ async fn a_subscription_follows_a_job_to_completed(url: &str) {
                 .send(send(json!({ "type": "pong" })))
                 .await
                 .expect("pong"),
-            Some("next") => {
+            // graphql-ws keep-alive
+            Some("ka") => {}
+            Some(t) if t == protocol.data => {
                 assert_eq!(message["id"], "1");
                 assert!(message["payload"].get("errors").is_none(), "{message}");
                 let job = message["payload"]["data"]["jobUpdated"].clone();
@@ -395,8 +427,8 @@ async fn a_subscription_follows_a_job_to_completed(url: &str) {
         "{} messages in {elapsed:?}",
         updates.len()
     );
-    ws.send(send(json!({ "id": "1", "type": "complete" })))
+    ws.send(send(json!({ "id": "1", "type": protocol.stop })))
         .await
-        .expect("complete");
+        .expect("stop");
     let _ = ws.close(None).await;
 }

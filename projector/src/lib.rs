@@ -161,6 +161,14 @@ struct Inner {
     skipped: [AtomicU64; 2],
 }
 
+/// A batch read ahead: how many events were read, the last one's position (`None`: caught up),
+/// and the decodable ones, decoded.
+struct DecodedBatch {
+    read: usize,
+    to: Option<LogPosition>,
+    events: Vec<Event>,
+}
+
 /// Stops a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -347,31 +355,52 @@ impl Projector {
     }
 
     async fn catch_up_one(&self, name: ProjectionName) -> Result<u64, ProjectorError> {
-        let log = &self.inner.log;
         let mut total = 0;
         let mut from = self.inner.store.checkpoint(name, Target::Live).await?;
-        let mut events = log.read_all(from, self.batch_size()).await?;
-        while let Some(last) = events.last().map(|e| e.log_position) {
-            let (applied, next) = tokio::join!(
-                self.apply(name, Target::Live, from, &events),
-                log.read_all(last, self.batch_size())
-            );
-            match applied {
+        let mut next = self.read_ahead(name, from);
+        loop {
+            let batch = next
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+            let Some(to) = batch.to else { break };
+            next = self.read_ahead(name, to);
+            match self
+                .apply_events(name, Target::Live, from, to, &batch.events)
+                .await
+            {
                 Ok(change) => {
-                    total += events.len() as u64;
+                    total += batch.read as u64;
                     from = change.position;
                     let _ = self.inner.changes.send(Arc::new(change));
-                    events = next?;
                 }
                 // Someone else moved the checkpoint meanwhile: go on from where it is.
                 Err(ProjectorError::Store(ReadModelError::Fenced { .. })) => {
+                    next.abort();
                     from = self.inner.store.checkpoint(name, Target::Live).await?;
-                    events = log.read_all(from, self.batch_size()).await?;
+                    next = self.read_ahead(name, from);
                 }
                 Err(error) => return Err(error),
             }
         }
         Ok(total)
+    }
+
+    /// Reads and decodes the batch after `after` in a task of its own, so that it runs on
+    /// another core while the current batch is folded and written.
+    fn read_ahead(
+        &self,
+        name: ProjectionName,
+        after: LogPosition,
+    ) -> tokio::task::JoinHandle<Result<DecodedBatch, ProjectorError>> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let records = this.inner.log.read_all(after, this.batch_size()).await?;
+            Ok(DecodedBatch {
+                read: records.len(),
+                to: records.last().map(|e| e.log_position),
+                events: this.decode(name, &records),
+            })
+        })
     }
 
     /// Applies `events`, which must be the events right after `name`'s checkpoint, in log
@@ -425,6 +454,19 @@ impl Projector {
     ) -> Result<ProjectionChange, ProjectorError> {
         let to = batch.last().map_or(from, |e| e.log_position);
         let events = self.decode(name, batch);
+        self.apply_events(name, target, from, to, &events).await
+    }
+
+    /// [`Projector::apply`] of events already decoded; `to` is the batch's last position
+    /// (undecodable events are skipped but still move the checkpoint).
+    async fn apply_events(
+        &self,
+        name: ProjectionName,
+        target: Target,
+        from: LogPosition,
+        to: LogPosition,
+        events: &[Event],
+    ) -> Result<ProjectionChange, ProjectorError> {
         let store = &self.inner.store;
         let mut change = ProjectionChange {
             projection: name,
@@ -436,20 +478,20 @@ impl Projector {
         };
         match name {
             ProjectionName::Jobs => {
-                let keys = jobs::keys(&events);
+                let keys = jobs::keys(events);
                 let written = store
                     .apply_jobs(target, from, to, &keys, |jobs, tasks| {
-                        jobs::fold(jobs, tasks, &events)
+                        jobs::fold(jobs, tasks, events)
                     })
                     .await?;
                 change.jobs = written.jobs.iter().map(|j| j.id).collect();
                 change.tasks = written.tasks.iter().map(|t| (t.job_id, t.id)).collect();
             }
             ProjectionName::Analytics => {
-                let keys = analytics::keys(&events);
+                let keys = analytics::keys(events);
                 let written = store
                     .apply_analytics(target, from, to, &keys, |states| {
-                        analytics::fold(states, &events)
+                        analytics::fold(states, events)
                     })
                     .await?;
                 change.analytics = written.counters_changed();
