@@ -10,12 +10,15 @@
 //   3. the jobs list shows a job submitted elsewhere without a reload;
 //   4. a job that fails is retried from its page, and the new attempt shows;
 //   5. the analytics charts render with data;
-//   6. the connection indicator says "Reconnecting" while shoal is down and "Live" again after.
+//   6. the connection indicator says "Reconnecting" while shoal is down and "Live" again after;
+//   and every page passes an axe-core audit (WCAG 2.1 A/AA) at both widths, and the submit form
+//   works from the keyboard alone.
 // Screenshots of every page (1280 px and phone width) go to ../target/web-screenshots/.
 // Exits non-zero on the first failure.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -29,6 +32,11 @@ const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const shotsDir = path.resolve(process.env.SCREENSHOT_DIR ?? path.join(repoDir, 'target/web-screenshots'));
 const distDir = path.join(webDir, 'dist');
 const headed = process.env.HEADED === '1';
+const axePath = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+// The accessibility rules every page is checked against (axe-core): WCAG 2.1 A and AA, which
+// include labels, names of controls, keyboard access (focusable, no positive tabindex) and
+// colour contrast.
+const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
 
 const cleanups = [];
 const log = (...args) => console.log(`[e2e ${new Date().toISOString().slice(11, 19)}]`, ...args);
@@ -174,14 +182,45 @@ async function main() {
     log('screenshot', path.relative(repoDir, file));
   };
   const connectionState = () => page.getAttribute('[data-testid=connection]', 'data-state');
+  // An axe-core audit of the page as it is now; any WCAG 2.1 A/AA violation fails the run.
+  const audits = [];
+  const audit = async (name) => {
+    if (!(await page.evaluate(() => 'axe' in window))) await page.addScriptTag({ path: axePath });
+    const violations = await page.evaluate(
+      async (tags) =>
+        (await window.axe.run(document, { runOnly: { type: 'tag', values: tags } })).violations.map((v) => ({
+          id: v.id,
+          impact: v.impact,
+          help: v.help,
+          nodes: v.nodes.slice(0, 5).map((n) => `${n.target.join(' ')}: ${n.failureSummary?.split('\n').slice(1).join(' ')}`),
+        })),
+      AXE_TAGS,
+    );
+    audits.push(name);
+    if (violations.length > 0) {
+      throw new Error(`accessibility (axe, WCAG 2.1 AA) on ${name}:\n${JSON.stringify(violations, null, 2)}`);
+    }
+    log(`accessibility: ${name} has no WCAG 2.1 A/AA violation`);
+  };
 
   // --- 1. Submit form: a server validation message at its field.
   await page.goto(`${base}/submit`);
   await waitFor('the connection indicator to say Live', async () => (await connectionState()) === 'live', 15_000);
   log('connection: live');
-  await page.getByLabel('Job type').fill('noop');
-  await page.getByLabel('Number of tasks').fill('0');
-  await page.getByRole('button', { name: 'Submit job' }).click();
+  // Keyboard only: the first Tab reaches the skip link, which moves focus to the page's main
+  // content; the form is filled and submitted with the keyboard (Enter in a field submits).
+  await page.keyboard.press('Tab');
+  const firstStop = await page.evaluate(() => document.activeElement?.textContent?.trim());
+  if (!/skip/i.test(firstStop ?? '')) throw new Error(`the first Tab stop is "${firstStop}", not the skip link`);
+  await page.keyboard.press('Enter');
+  await waitFor('focus on the main content', () => page.evaluate(() => document.activeElement?.id === 'main'), 5_000);
+  await page.getByLabel('Job type').focus();
+  await page.keyboard.type('noop');
+  await page.getByLabel('Number of tasks').focus();
+  await page.keyboard.press('ControlOrMeta+a');
+  await page.keyboard.type('0');
+  await page.keyboard.press('Enter');
+  log('keyboard: skip link to the main content, form filled and submitted with the keys');
   const fieldError = await waitFor('a field error at totalTasks', async () => {
     const el = page.locator('#totalTasks-error');
     return (await el.count()) ? el.textContent() : null;
@@ -195,6 +234,7 @@ async function main() {
   await page.getByLabel('Number of tasks').fill('40');
   await page.getByLabel('Parameters (JSON object)').fill('{"work_duration_seconds": 0.4}');
   await shot('submit-form');
+  await audit('submit-form');
   const loadsBefore = loads;
   await page.getByRole('button', { name: 'Submit job' }).click();
   await page.waitForURL(/\/jobs\/[0-9a-f-]{36}/, { timeout: 10_000 });
@@ -213,6 +253,7 @@ async function main() {
   await waitFor('the COMPLETED badge', async () => (await page.locator('h1 .badge').textContent()) === 'COMPLETED', 15_000);
   await waitFor('the history timeline', async () => (await page.locator('[data-testid=history] li').count()) > 5, 15_000);
   await shot('job-detail-completed');
+  await audit('job-detail-completed');
 
   // --- 3. Jobs list: a job submitted elsewhere appears without a reload.
   await page.goto(`${base}/`);
@@ -226,6 +267,7 @@ async function main() {
   if (loads !== listLoads) throw new Error('the jobs list reloaded');
   log('jobs list: a job submitted over the API appeared live');
   await shot('jobs-list');
+  await audit('jobs-list');
 
   // --- 4. A job that fails, then Retry failed tasks shows the new attempt.
   await page.goto(`${base}/submit`);
@@ -241,6 +283,7 @@ async function main() {
   const firstError = await page.locator('.tasks-table tbody tr').first().textContent();
   log(`job ${failingId} FAILED; first task: ${firstError}`);
   await shot('job-detail-failed');
+  await audit('job-detail-failed');
   await page.getByRole('button', { name: 'Retry failed tasks' }).click();
   const dialog = page.getByRole('dialog', { name: 'Retry the failed tasks?' });
   await dialog.waitFor({ state: 'visible', timeout: 5_000 });
@@ -277,6 +320,7 @@ async function main() {
   if (charts < 6) throw new Error(`only ${charts} charts rendered`);
   if (Number(totalJobs) < 3) throw new Error(`overview shows ${totalJobs} jobs, expected at least 3`);
   await shot('analytics');
+  await audit('analytics');
 
   // --- Phone width.
   await page.setViewportSize({ width: 390, height: 844 });
@@ -292,6 +336,7 @@ async function main() {
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     if (overflow > 2) log(`warning: ${name} scrolls sideways by ${overflow}px`);
     await shot(name);
+    await audit(name);
   }
   await page.setViewportSize({ width: 1280, height: 900 });
 

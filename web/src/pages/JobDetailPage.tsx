@@ -282,7 +282,10 @@ export function JobDetailPage() {
           Max attempts {job.maxAttempts ?? '—'} · timeout {job.timeoutSeconds ?? '—'} s · submitted{' '}
           {new Date(job.createdAt).toLocaleString()}
         </p>
-        <pre className="mono">{JSON.stringify(job.parameters ?? {}, null, 2)}</pre>
+        {/* Scrollable regions are focusable, so the keyboard can scroll them. */}
+        <pre className="mono" tabIndex={0} aria-label="Job parameters (JSON)">
+          {JSON.stringify(job.parameters ?? {}, null, 2)}
+        </pre>
       </details>
 
       <div className="detail-grid">
@@ -304,7 +307,7 @@ export function JobDetailPage() {
               </select>
             </label>
           </div>
-          <div className="table-wrap">
+          <div className="table-wrap" tabIndex={0} role="region" aria-labelledby="tasks-title">
             <table className="tasks-table">
               <thead>
                 <tr>
@@ -378,7 +381,7 @@ export function JobDetailPage() {
         <section className="card" aria-labelledby="history-title">
           <h2 id="history-title">History</h2>
           {history.error && <p className="error">Could not load the history.</p>}
-          <ol className="timeline" data-testid="history">
+          <ol className="timeline" data-testid="history" tabIndex={0} aria-labelledby="history-title">
             {history.data?.job?.history.edges.map(({ cursor, node: e }) => (
               <li key={cursor} className={`ev ev-${e.eventType}`}>
                 <time dateTime={e.at}>{new Date(e.at).toLocaleTimeString()}</time>

@@ -124,7 +124,7 @@ export function JobsPage() {
         </p>
       )}
       {jobs && jobs.edges.length > 0 && (
-        <div className="table-wrap">
+        <div className="table-wrap" tabIndex={0} role="region" aria-label="Jobs">
           <table className="jobs-table">
             <caption className="sr-only">Jobs, newest first</caption>
             <thead>
