@@ -4,16 +4,17 @@
 //! events in the domain's encoding: jobs of 1,000 tasks, each task `TaskEnqueued`,
 //! `TaskStarted`, then `TaskCompleted` (or, in every fourth job, 5 final `TaskFailed`), written
 //! by 8 writers in appends of ~1,000 events. Per round: the read tables and checkpoints are
-//! emptied and a fresh [`Projector`] catches up over the whole log, one projection after the
-//! other (events/s of the log, both projections); then `rebuild(analytics)` of the same log
+//! emptied and fresh projectors catch up over the whole log, both projections at once (events/s
+//! of the log); then `rebuild(analytics)` of the same log
 //! (seconds); then `pgbench` single-row INSERTs with 16 clients, the baseline of the round.
 //!
 //! Last, subscription latency: one job whose tasks run at `--latency-rate` tasks/s (each tick
 //! of 10 ms appends, in one transaction, the `TaskCompleted` of the tasks due and the
 //! `TaskStarted` of as many later ones), with the projector running as `shoal dev` runs it.
-//! Two clients in this process: the GraphQL `jobUpdated` subscription of the real schema
-//! (resolver, coalescing at `--subscription-max-rate` messages/s, read of the job row; no
-//! WebSocket framing), and a raw subscriber of the projector's change feed. Each append is
+//! Two clients: a WebSocket client (graphql-transport-ws) of the `jobUpdated` subscription,
+//! served by the real schema and `/graphql` router on a loopback port (resolver, coalescing at
+//! `--subscription-max-rate` messages/s, read of the job row, framing, TCP), and a raw
+//! subscriber of the projector's change feed. Each append is
 //! timestamped just before it is sent; its latency is the time to the first `jobUpdated`
 //! message whose `completedTasks` covers it (resp. the first jobs-projection commit at or past
 //! its last position).
@@ -472,7 +473,8 @@ async fn latency(args: &ProjectorArgs, database: &Database) -> anyhow::Result<La
         }
     });
 
-    // The GraphQL subscription, through the real schema.
+    // The GraphQL subscription, as a client sees it: the real schema and `/graphql` router
+    // served on a loopback port, and a WebSocket client speaking graphql-transport-ws.
     let schema = crate::graphql::schema(
         CommandService::new(log.clone(), Limits::default()),
         ReadModelStore::new(database.clone()),
@@ -482,33 +484,64 @@ async fn latency(args: &ProjectorArgs, database: &Database) -> anyhow::Result<La
             args.subscription_max_rate,
         ),
     );
-    let request = async_graphql::Request::new(
-        "subscription($id: ID!) { jobUpdated(id: $id) { id status completedTasks } }",
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let serving = tokio::spawn({
+        let shutdown = until_stopped(stopped.clone());
+        async move {
+            axum::serve(listener, crate::graphql::router(schema))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    });
+    let mut ws = subscribe_over_websocket(
+        &format!("ws://{address}/graphql"),
+        json!({
+            "query": "subscription($id: ID!) { jobUpdated(id: $id) { id status completedTasks } }",
+            "variables": { "id": job_id.to_string() },
+        }),
     )
-    .variables(async_graphql::Variables::from_json(
-        json!({ "id": job_id.to_string() }),
-    ));
-    let mut updates = schema.execute_stream(request);
+    .await?;
     let graphql_task = tokio::spawn({
         let mut stopped = stopped.clone();
         async move {
+            use futures::SinkExt;
+            use tokio_tungstenite::tungstenite::Message;
             let mut seen: Vec<(Instant, u64)> = Vec::new();
             loop {
-                tokio::select! {
+                let message = tokio::select! {
                     _ = stopped.wait_for(|s| *s) => break,
-                    response = updates.next() => {
-                        let Some(response) = response else { break };
-                        let now = Instant::now();
-                        anyhow::ensure!(response.errors.is_empty(), "{:?}", response.errors);
-                        let data = serde_json::to_value(&response.data)?;
-                        let done = data["jobUpdated"]["completedTasks"].as_u64().unwrap_or(0);
+                    message = ws.next() => message,
+                };
+                let now = Instant::now();
+                let Some(message) = message else {
+                    anyhow::bail!("the subscription socket closed")
+                };
+                let Message::Text(text) = message? else {
+                    continue;
+                };
+                let message: serde_json::Value = serde_json::from_str(&text)?;
+                match message["type"].as_str() {
+                    Some("next") => {
+                        let payload = &message["payload"];
+                        anyhow::ensure!(payload.get("errors").is_none(), "{payload}");
+                        let done = payload["data"]["jobUpdated"]["completedTasks"]
+                            .as_u64()
+                            .unwrap_or(0);
                         seen.push((now, done));
                         if done >= u64::from(total) {
                             break;
                         }
                     }
+                    Some("ping") => {
+                        let pong = json!({ "type": "pong" }).to_string();
+                        ws.send(Message::Text(pong.into())).await?;
+                    }
+                    Some("error" | "complete") => anyhow::bail!("subscription ended: {message}"),
+                    _ => {}
                 }
             }
+            let _ = ws.close(None).await;
             anyhow::Ok(seen)
         }
     });
@@ -524,7 +557,11 @@ async fn latency(args: &ProjectorArgs, database: &Database) -> anyhow::Result<La
     let begin = Instant::now();
     while done < total {
         tick.tick().await;
-        let due = ((begin.elapsed().as_secs_f64() * rate) as u32).min(total);
+        // At most LEAD completions per append: a task completed here must not be started in the
+        // same append (after a stall, the next ticks catch up).
+        let due = ((begin.elapsed().as_secs_f64() * rate) as u32)
+            .min(total)
+            .min(done + LEAD);
         if due <= done {
             continue;
         }
@@ -551,6 +588,7 @@ async fn latency(args: &ProjectorArgs, database: &Database) -> anyhow::Result<La
     let _ = stop.send(true);
     let feed_seen = feed_task.await?;
     projecting.await??;
+    serving.await??;
 
     // Each append's latency, once per task it completed.
     let mut graphql_ms = Vec::new();
@@ -703,4 +741,43 @@ fn load_average() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(f64::NAN)
+}
+
+/// A graphql-transport-ws connection to `url` with one subscription (id "1") started.
+async fn subscribe_over_websocket(
+    url: &str,
+    payload: serde_json::Value,
+) -> anyhow::Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let mut request = url.into_client_request()?;
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "graphql-transport-ws".parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let send = |value: serde_json::Value| Message::Text(value.to_string().into());
+    ws.send(send(json!({ "type": "connection_init", "payload": {} })))
+        .await?;
+    loop {
+        let message = ws
+            .next()
+            .await
+            .context("the socket closed before connection_ack")??;
+        if let Message::Text(text) = message
+            && serde_json::from_str::<serde_json::Value>(&text)?["type"] == "connection_ack"
+        {
+            break;
+        }
+    }
+    ws.send(send(
+        json!({ "id": "1", "type": "subscribe", "payload": payload }),
+    ))
+    .await?;
+    Ok(ws)
 }
