@@ -673,14 +673,14 @@ async fn task_of_a_crashed_worker_is_taken_over_and_completes_once(env: Env) {
 
 async fn heartbeat_keeps_a_long_task_from_other_workers(env: Env) {
     let visibility = |id: &str| WorkerConfig {
-        visibility_timeout: Duration::from_millis(600),
+        visibility_timeout: Duration::from_millis(1200),
         ..config(id)
     };
     let slow = || {
         handlers_with(
             "slow",
             handler_fn(|_task| async {
-                tokio::time::sleep(Duration::from_millis(2500)).await;
+                tokio::time::sleep(Duration::from_millis(4000)).await;
                 Ok(None)
             }),
         )
@@ -689,7 +689,8 @@ async fn heartbeat_keeps_a_long_task_from_other_workers(env: Env) {
     let first = Running::start(&env, visibility("first"), slow());
     env.wait_for_tasks(&job, "RUNNING", |s| s.status == TaskStatus::Running)
         .await;
-    // Four visibility timeouts pass while the first worker runs the task.
+    // Three visibility timeouts pass while the first worker runs the task (heartbeats every
+    // third of one, so a slow machine still has room).
     let second = Running::start(&env, visibility("second"), slow());
     env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
         .await;
