@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use roles::{ApiArgs, DatabaseArgs, Platform, QueueArgs, Shutdown, WorkerArgs};
+use roles::{ApiArgs, DatabaseArgs, OrchestratorArgs, Platform, QueueArgs, Shutdown, WorkerArgs};
 use shoal_command_api::orchestrator::prometheus;
 
 #[derive(Debug, Parser)]
@@ -70,6 +70,8 @@ struct DevArgs {
     #[command(flatten)]
     worker: WorkerArgs,
     #[command(flatten)]
+    orchestrator: OrchestratorArgs,
+    #[command(flatten)]
     api: ApiArgs,
 }
 
@@ -95,6 +97,8 @@ struct OrchestratorCmd {
     /// Where `GET /metrics` (Prometheus text: queue depth for autoscaling) is served.
     #[arg(long, env = "SHOAL_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     metrics_listen: SocketAddr,
+    #[command(flatten)]
+    orchestrator: OrchestratorArgs,
 }
 
 #[derive(Debug, Args)]
@@ -151,7 +155,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .transpose()?;
     let platform = Platform::connect(&args.db, &args.queue).await?;
     let shutdown = Shutdown::on_signals();
-    let orchestrator = roles::orchestrator(&platform)?;
+    let orchestrator = roles::orchestrator(&platform, &args.orchestrator)?;
     let metrics = prometheus::router(orchestrator.metrics());
     let orchestrating = tokio::spawn(orchestrator.run(shutdown.clone().wait()));
     let projector = roles::projector(&platform);
@@ -225,7 +229,7 @@ async fn orchestrator(args: OrchestratorCmd) -> anyhow::Result<()> {
     let platform = Platform::connect(&args.db, &args.queue).await?;
     let shutdown = Shutdown::on_signals();
     eprintln!("shoal orchestrator running (standby until it holds the leader lock)");
-    let orchestrator = roles::orchestrator(&platform)?;
+    let orchestrator = roles::orchestrator(&platform, &args.orchestrator)?;
     let metrics = prometheus::router(orchestrator.metrics());
     let listen = args.metrics_listen;
     let serving = roles::serve(listen, metrics, shutdown.clone());

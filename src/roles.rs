@@ -182,9 +182,36 @@ impl Shutdown {
     }
 }
 
-pub fn orchestrator(platform: &Platform) -> anyhow::Result<Orchestrator> {
+/// How the orchestrator runs.
+#[derive(Debug, Clone, Args)]
+pub struct OrchestratorArgs {
+    /// Hours an idempotency key is remembered: a `submitJob` repeated with the same key within
+    /// them returns the first job; after them it submits a new one.
+    #[arg(
+        long,
+        env = "SHOAL_IDEMPOTENCY_KEY_RETENTION_HOURS",
+        default_value_t = 168
+    )]
+    pub idempotency_key_retention_hours: u64,
+}
+
+impl Default for OrchestratorArgs {
+    fn default() -> Self {
+        OrchestratorArgs {
+            idempotency_key_retention_hours: 168,
+        }
+    }
+}
+
+pub fn orchestrator(platform: &Platform, args: &OrchestratorArgs) -> anyhow::Result<Orchestrator> {
+    let config = OrchestratorConfig {
+        idempotency_key_retention: Duration::from_secs(
+            args.idempotency_key_retention_hours.saturating_mul(3600),
+        ),
+        ..OrchestratorConfig::default()
+    };
     Ok(Orchestrator::new(
-        OrchestratorConfig::default(),
+        config,
         platform.log.clone(),
         platform.queue.clone(),
         platform.database.clone(),

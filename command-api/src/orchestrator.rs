@@ -55,7 +55,16 @@ pub struct OrchestratorConfig {
     pub error_backoff: Duration,
     /// The consumer's checkpoint name.
     pub checkpoint_name: String,
+    /// How long an idempotency key is remembered: a `submitJob` repeated with the same key
+    /// within it returns the first job, after it submits a new one. The leader forgets older
+    /// keys every `retention_interval`.
+    pub idempotency_key_retention: Duration,
+    /// How often the leader forgets expired idempotency keys.
+    pub retention_interval: Duration,
 }
+
+/// Default of [`OrchestratorConfig::idempotency_key_retention`]: 7 days.
+pub const DEFAULT_IDEMPOTENCY_KEY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for OrchestratorConfig {
     fn default() -> Self {
@@ -67,6 +76,8 @@ impl Default for OrchestratorConfig {
             leader_check_interval: Duration::from_secs(1),
             error_backoff: Duration::from_secs(1),
             checkpoint_name: "orchestrator".into(),
+            idempotency_key_retention: DEFAULT_IDEMPOTENCY_KEY_RETENTION,
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -323,6 +334,7 @@ impl Orchestrator {
             let mut loops = JoinSet::new();
             loops.spawn(consumer::run(shared.clone()));
             loops.spawn(expander::run(shared.clone()));
+            loops.spawn(forget_expired_keys(shared.clone()));
             let shut_down = loop {
                 tokio::select! {
                     () = &mut shutdown => break true,
@@ -347,6 +359,44 @@ impl Orchestrator {
                 tracing::info!("orchestrator stopped");
                 return Ok(());
             }
+        }
+    }
+}
+
+/// Keys forgotten per statement (one short transaction each).
+const FORGET_BATCH: i64 = 10_000;
+
+/// The leader's retention loop: every `retention_interval`, forgets the idempotency keys older
+/// than `idempotency_key_retention`, in batches, logging how many.
+async fn forget_expired_keys(shared: Shared) {
+    let config = shared.config.clone();
+    loop {
+        match forget_idempotency_keys(&*shared.log, config.idempotency_key_retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(keys = n, "forgot expired idempotency keys"),
+            Err(error) => tracing::warn!(%error, "cannot forget expired idempotency keys"),
+        }
+        tokio::time::sleep(config.retention_interval).await;
+    }
+}
+
+/// Forgets every idempotency key used more than `retention` ago; how many were forgotten.
+pub async fn forget_idempotency_keys(
+    log: &dyn EventLog,
+    retention: Duration,
+) -> Result<u64, LogError> {
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let Some(used_before) = chrono::Utc::now().checked_sub_signed(retention) else {
+        return Ok(0);
+    };
+    let mut total = 0;
+    loop {
+        let forgotten = log
+            .forget_idempotency_keys(used_before, FORGET_BATCH)
+            .await?;
+        total += forgotten;
+        if forgotten < FORGET_BATCH as u64 {
+            return Ok(total);
         }
     }
 }

@@ -59,6 +59,13 @@ impl EventLog for Faulty {
     async fn head(&self) -> LogResult<LogPosition> {
         self.inner.head().await
     }
+    async fn forget_idempotency_keys(
+        &self,
+        used_before: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> LogResult<u64> {
+        self.inner.forget_idempotency_keys(used_before, limit).await
+    }
     async fn load_checkpoint(&self, name: &str) -> LogResult<LogPosition> {
         self.inner.load_checkpoint(name).await
     }

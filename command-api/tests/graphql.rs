@@ -11,6 +11,7 @@ use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use shoal_command_api::commands::CommandService;
 use shoal_command_api::graphql;
+use shoal_command_api::orchestrator::forget_idempotency_keys;
 use shoal_domain::{
     Event, JobCommand, JobId, JobState, Limits, TaskCommand, TaskId, TaskState, decide_job,
     decide_task, evolve_job, evolve_task,
@@ -239,6 +240,7 @@ for_each_backend!(
     a_million_tasks_are_one_event: 1000,
     invalid_submissions_append_nothing: 1000,
     idempotency_key_returns_the_first_job: 1000,
+    an_expired_idempotency_key_submits_a_new_job: 1000,
     cancel_a_running_job_once: 1000,
     cancel_unknown_or_malformed_ids: 1000,
     retry_failed_tasks_schedules_each_failed_task: 1000,
@@ -498,6 +500,25 @@ async fn idempotency_key_returns_the_first_job(h: Harness) {
         .submit_ok(json!({"jobType": "t", "totalTasks": 2, "idempotencyKey": "order-43"}))
         .await;
     assert_ne!(other, first);
+    assert_eq!(h.event_types().await, ["JobSubmitted", "JobSubmitted"]);
+}
+
+async fn an_expired_idempotency_key_submits_a_new_job(h: Harness) {
+    let input = json!({"jobType": "t", "totalTasks": 2, "idempotencyKey": "order-7"});
+    let first = h.submit_ok(input.clone()).await;
+    // Within the retention the key is remembered.
+    let week = shoal_command_api::orchestrator::DEFAULT_IDEMPOTENCY_KEY_RETENTION;
+    assert_eq!(forget_idempotency_keys(&*h.log, week).await.unwrap(), 0);
+    assert_eq!(h.submit_ok(input.clone()).await, first);
+    // Past it (here: a retention of zero), the orchestrator forgets it: a new job.
+    assert_eq!(
+        forget_idempotency_keys(&*h.log, Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    let second = h.submit_ok(input).await;
+    assert_ne!(second, first);
     assert_eq!(h.event_types().await, ["JobSubmitted", "JobSubmitted"]);
 }
 

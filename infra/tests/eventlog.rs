@@ -207,6 +207,7 @@ for_each_backend!(
     conflict_on_expected_version_beyond_head,
     conflicting_batch_writes_nothing_of_any_stream,
     idempotent_append_replays_the_first_outcome,
+    expired_idempotency_keys_are_forgotten,
     concurrent_appends_with_the_same_key_write_once,
     checkpoint_save_and_load,
     append_with_checkpoint_commits_both,
@@ -631,6 +632,41 @@ async fn idempotent_append_replays_the_first_outcome(h: Harness) {
         all[1].metadata_json(),
         json!({ "idempotency_key": "submit-42" })
     );
+}
+
+async fn expired_idempotency_keys_are_forgotten(h: Harness) {
+    for (stream, key) in [("job-1", "k1"), ("job-2", "k2"), ("job-3", "k3")] {
+        let mut batch = single(stream, ExpectedVersion::NoStream, 1);
+        batch.idempotency_key = Some(key.into());
+        assert!(!h.log.append(batch).await.unwrap().replayed);
+    }
+    let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(5);
+    // Keys used after the bound are kept.
+    assert_eq!(
+        h.log
+            .forget_idempotency_keys(an_hour_ago, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    // At most `limit` at a time.
+    assert_eq!(h.log.forget_idempotency_keys(soon, 2).await.unwrap(), 2);
+    assert_eq!(h.log.forget_idempotency_keys(soon, 2).await.unwrap(), 1);
+    assert_eq!(h.log.forget_idempotency_keys(soon, 2).await.unwrap(), 0);
+    assert!(matches!(
+        h.log.forget_idempotency_keys(soon, 0).await,
+        Err(LogError::Invalid(_))
+    ));
+
+    // A forgotten key is free again: the same append writes anew instead of replaying.
+    let mut again = single("job-4", ExpectedVersion::NoStream, 1);
+    again.idempotency_key = Some("k1".into());
+    let outcome = h.log.append(again.clone()).await.unwrap();
+    assert!(!outcome.replayed);
+    assert!(h.log.append(again).await.unwrap().replayed);
+    h.settle().await;
+    assert_eq!(read_everything(&*h.log).await.len(), 4);
 }
 
 async fn concurrent_appends_with_the_same_key_write_once(h: Harness) {

@@ -120,8 +120,10 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let orchestrating =
-        tokio::spawn(roles::orchestrator(&platform)?.run(until_stopped(stopped.clone())));
+    let orchestrating = tokio::spawn(
+        roles::orchestrator(&platform, &roles::OrchestratorArgs::default())?
+            .run(until_stopped(stopped.clone())),
+    );
     let worker_args = WorkerArgs {
         visibility_timeout_seconds: 30,
         grace_period_seconds: 30,

@@ -279,6 +279,15 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
     /// The position of the newest event visible to readers (`START` when the log is empty).
     async fn head(&self) -> LogResult<LogPosition>;
 
+    /// Forgets at most `limit` (>= 1) idempotency keys used before `used_before` (retention):
+    /// an append with a forgotten key appends again. Keys of appends still in progress are
+    /// kept. Returns how many were forgotten.
+    async fn forget_idempotency_keys(
+        &self,
+        used_before: DateTime<Utc>,
+        limit: i64,
+    ) -> LogResult<u64>;
+
     /// A consumer's saved checkpoint (`START` when it has none).
     async fn load_checkpoint(&self, name: &str) -> LogResult<LogPosition>;
 

@@ -16,6 +16,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnection, PgExecutor, PgListener, PgPool};
 use sqlx::types::Json;
 use sqlx::{Connection, Row};
@@ -408,6 +409,27 @@ impl EventLog for PostgresEventLog {
 
     async fn head(&self) -> LogResult<LogPosition> {
         PostgresEventLog::head(self).await
+    }
+
+    async fn forget_idempotency_keys(
+        &self,
+        used_before: DateTime<Utc>,
+        limit: i64,
+    ) -> LogResult<u64> {
+        batch::check_limit(limit)?;
+        let forgotten = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE key IN (
+                 SELECT key FROM idempotency_keys
+                 WHERE created_at < $1 AND outcome IS NOT NULL
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(used_before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(forgotten)
     }
 
     async fn load_checkpoint(&self, name: &str) -> LogResult<LogPosition> {

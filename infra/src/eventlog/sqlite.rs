@@ -11,6 +11,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::sqlite::{Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
 use sqlx::types::Json;
@@ -380,6 +381,30 @@ impl EventLog for SqliteEventLog {
 
     async fn head(&self) -> LogResult<LogPosition> {
         SqliteEventLog::head(self).await
+    }
+
+    async fn forget_idempotency_keys(
+        &self,
+        used_before: DateTime<Utc>,
+        limit: i64,
+    ) -> LogResult<u64> {
+        batch::check_limit(limit)?;
+        // `created_at` is stored as `%Y-%m-%dT%H:%M:%fZ` text, which sorts as time does.
+        let bound = used_before.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        let mut tx = self.begin_write().await?;
+        let forgotten = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE key IN (
+                 SELECT key FROM idempotency_keys
+                 WHERE created_at < ?1 AND outcome IS NOT NULL
+                 LIMIT ?2)",
+        )
+        .bind(bound)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(forgotten)
     }
 
     async fn load_checkpoint(&self, name: &str) -> LogResult<LogPosition> {
