@@ -1,6 +1,8 @@
 //! The read model on Postgres: `UNNEST` upserts (one statement per table per batch), loads by
 //! `= ANY($1)`, and the queries.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use shoal_domain::{JobId, JobProgress, TaskId};
@@ -70,7 +72,7 @@ macro_rules! upsert_jobs {
     };
 }
 
-macro_rules! upsert_tasks {
+macro_rules! insert_tasks {
     ($t:literal) => {
         concat!(
             "INSERT INTO ",
@@ -89,7 +91,16 @@ macro_rules! upsert_tasks {
                          $18::int8[], $19::bool[])
                   AS u(",
             task_columns!(),
-            ")
+            ")"
+        )
+    };
+}
+
+macro_rules! upsert_tasks {
+    ($t:literal) => {
+        concat!(
+            insert_tasks!($t),
+            "
              ON CONFLICT (id) DO UPDATE SET
                  job_id = EXCLUDED.job_id, task_index = EXCLUDED.task_index,
                  job_type = EXCLUDED.job_type, status = EXCLUDED.status,
@@ -107,6 +118,9 @@ macro_rules! upsert_tasks {
 
 const UPSERT_JOBS: [&str; 2] = [upsert_jobs!("jobs"), upsert_jobs!("jobs_rebuild")];
 const UPSERT_TASKS: [&str; 2] = [upsert_tasks!("tasks"), upsert_tasks!("tasks_rebuild")];
+/// For the rows a batch creates (no stored row was loaded for them): a plain insert, without
+/// the cost of `ON CONFLICT` (a probe of the key before each row and a second WAL record).
+const INSERT_TASKS: [&str; 2] = [insert_tasks!("tasks"), insert_tasks!("tasks_rebuild")];
 const LOAD_JOBS: [&str; 2] = [
     concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ANY($1)"),
     concat!(
@@ -292,9 +306,13 @@ pub(crate) async fn apply_jobs(
             .map(task_row)
             .collect::<ReadModelResult<Vec<_>>>()?
     };
+    let stored: HashSet<TaskId> = tasks.iter().map(|r| r.id).collect();
     let changes = fold(jobs, tasks);
     write_jobs(&mut tx, t, &changes.jobs).await?;
-    write_tasks(&mut tx, t, &changes.tasks).await?;
+    let (updated, created): (Vec<&TaskRow>, Vec<&TaskRow>) =
+        changes.tasks.iter().partition(|r| stored.contains(&r.id));
+    write_tasks(&mut tx, INSERT_TASKS[t], &created).await?;
+    write_tasks(&mut tx, UPSERT_TASKS[t], &updated).await?;
     tx.commit().await?;
     Ok(changes)
 }
@@ -337,14 +355,20 @@ async fn write_jobs(conn: &mut PgConnection, t: usize, jobs: &[JobRow]) -> ReadM
     Ok(())
 }
 
-async fn write_tasks(conn: &mut PgConnection, t: usize, tasks: &[TaskRow]) -> ReadModelResult<()> {
+/// Writes task rows with `sql` (`INSERT_TASKS` or `UPSERT_TASKS`), one statement.
+async fn write_tasks(
+    conn: &mut PgConnection,
+    sql: &str,
+    tasks: &[&TaskRow],
+) -> ReadModelResult<()> {
     if tasks.is_empty() {
         return Ok(());
     }
     let int = |f: fn(&TaskRow) -> u32| tasks.iter().map(|r| i64::from(f(r))).collect::<Vec<_>>();
-    let time = |f: fn(&TaskRow) -> Option<DateTime<Utc>>| tasks.iter().map(f).collect::<Vec<_>>();
-    let text = |f: fn(&TaskRow) -> Option<&str>| tasks.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(UPSERT_TASKS[t])
+    let time =
+        |f: fn(&TaskRow) -> Option<DateTime<Utc>>| tasks.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let text = |f: fn(&TaskRow) -> Option<&str>| tasks.iter().map(|r| f(r)).collect::<Vec<_>>();
+    sqlx::query(sql)
         .bind(tasks.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
         .bind(tasks.iter().map(|r| r.job_id.as_uuid()).collect::<Vec<_>>())
         .bind(int(|r| r.task_index))
