@@ -121,6 +121,21 @@ fn dump_range() -> (DateTime<Utc>, DateTime<Utc>) {
     )
 }
 
+/// The query of one analytics counter table (`tables::*`), the same in both dialects: its
+/// non-zero counters, largest first for job types, by status otherwise.
+fn counts_sql(table: &str) -> &'static str {
+    match table {
+        tables::JOBS_BY_TYPE => {
+            "SELECT job_type, count FROM analytics_jobs_by_type WHERE count <> 0
+             ORDER BY count DESC, job_type"
+        }
+        tables::JOBS_BY_STATUS => {
+            "SELECT status, count FROM analytics_jobs_by_status WHERE count <> 0 ORDER BY status"
+        }
+        _ => "SELECT status, count FROM analytics_tasks_by_status WHERE count <> 0 ORDER BY status",
+    }
+}
+
 /// Most rows one list query returns.
 pub const MAX_PAGE: i64 = 1000;
 

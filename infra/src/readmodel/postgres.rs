@@ -15,9 +15,7 @@ use super::types::{
     AnalyticsChanges, AnalyticsJobState, DayCounts, JobCursor, JobFilter, JobRow, JobSort,
     JobsChanges, MinuteCounts, ProjectionName, Target, TaskRow,
 };
-use super::{
-    ReadModelError, ReadModelResult, count, job_status, search_pattern, tables, task_status,
-};
+use super::{ReadModelError, ReadModelResult, count, job_status, search_pattern, task_status};
 use crate::eventlog::LogPosition;
 
 macro_rules! job_columns {
@@ -483,39 +481,12 @@ pub(crate) async fn apply_analytics(
             .execute(&mut *tx)
             .await?;
     }
-    if !c.jobs_by_type.is_empty() {
-        let (keys, counts): (Vec<&str>, Vec<i64>) =
-            c.jobs_by_type.iter().map(|(k, n)| (k.as_str(), *n)).unzip();
-        sqlx::query(sql[2])
-            .bind(keys)
-            .bind(counts)
-            .execute(&mut *tx)
-            .await?;
-    }
-    if !c.jobs_by_status.is_empty() {
-        let (keys, counts): (Vec<&str>, Vec<i64>) = c
-            .jobs_by_status
-            .iter()
-            .map(|(k, n)| (k.as_str(), *n))
-            .unzip();
-        sqlx::query(sql[3])
-            .bind(keys)
-            .bind(counts)
-            .execute(&mut *tx)
-            .await?;
-    }
-    if !c.tasks_by_status.is_empty() {
-        let (keys, counts): (Vec<&str>, Vec<i64>) = c
-            .tasks_by_status
-            .iter()
-            .map(|(k, n)| (k.as_str(), *n))
-            .unzip();
-        sqlx::query(sql[4])
-            .bind(keys)
-            .bind(counts)
-            .execute(&mut *tx)
-            .await?;
-    }
+    let by_type = c.jobs_by_type.iter().map(|(k, n)| (k.as_str(), *n));
+    add_counts(&mut tx, sql[2], by_type.collect()).await?;
+    let by_status = c.jobs_by_status.iter().map(|(k, n)| (k.as_str(), *n));
+    add_counts(&mut tx, sql[3], by_status.collect()).await?;
+    let by_status = c.tasks_by_status.iter().map(|(k, n)| (k.as_str(), *n));
+    add_counts(&mut tx, sql[4], by_status.collect()).await?;
     if !c.daily.is_empty() {
         sqlx::query(sql[5])
             .bind(c.daily.iter().map(|d| d.day).collect::<Vec<NaiveDate>>())
@@ -581,6 +552,25 @@ pub(crate) async fn apply_analytics(
 
 // ---------------------------------------------------------------------------------------------
 // Rebuild
+
+/// Adds counter deltas `(key, n)` with the counter upsert `sql`, in one statement (none when
+/// there are no deltas).
+async fn add_counts(
+    conn: &mut PgConnection,
+    sql: &str,
+    deltas: Vec<(&str, i64)>,
+) -> ReadModelResult<()> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let (keys, counts): (Vec<&str>, Vec<i64>) = deltas.into_iter().unzip();
+    sqlx::query(sql)
+        .bind(keys)
+        .bind(counts)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
 
 pub(crate) async fn prepare_rebuild(
     pool: &PgPool,
@@ -920,16 +910,7 @@ pub(crate) async fn counts(
     pool: &PgPool,
     table: &'static str,
 ) -> ReadModelResult<Vec<(String, i64)>> {
-    let sql = match table {
-        tables::JOBS_BY_TYPE => {
-            "SELECT job_type, count FROM analytics_jobs_by_type WHERE count <> 0
-             ORDER BY count DESC, job_type"
-        }
-        tables::JOBS_BY_STATUS => {
-            "SELECT status, count FROM analytics_jobs_by_status WHERE count <> 0 ORDER BY status"
-        }
-        _ => "SELECT status, count FROM analytics_tasks_by_status WHERE count <> 0 ORDER BY status",
-    };
+    let sql = super::counts_sql(table);
     Ok(sqlx::query_as(sql).fetch_all(pool).await?)
 }
 

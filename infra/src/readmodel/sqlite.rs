@@ -13,8 +13,7 @@ use super::types::{
     JobsChanges, JobsKeys, MinuteCounts, ProjectionName, Target, TaskRow,
 };
 use super::{
-    ReadModelError, ReadModelResult, count, job_status, parse_ts, search_pattern, tables,
-    task_status, ts,
+    ReadModelError, ReadModelResult, count, job_status, parse_ts, search_pattern, task_status, ts,
 };
 use crate::eventlog::LogPosition;
 
@@ -869,16 +868,7 @@ pub(crate) async fn counts(
     pool: &SqlitePool,
     table: &'static str,
 ) -> ReadModelResult<Vec<(String, i64)>> {
-    let sql = match table {
-        tables::JOBS_BY_TYPE => {
-            "SELECT job_type, count FROM analytics_jobs_by_type WHERE count <> 0
-             ORDER BY count DESC, job_type"
-        }
-        tables::JOBS_BY_STATUS => {
-            "SELECT status, count FROM analytics_jobs_by_status WHERE count <> 0 ORDER BY status"
-        }
-        _ => "SELECT status, count FROM analytics_tasks_by_status WHERE count <> 0 ORDER BY status",
-    };
+    let sql = super::counts_sql(table);
     Ok(sqlx::query_as(sql).fetch_all(pool).await?)
 }
 
