@@ -75,9 +75,10 @@ if ! command -v chromium >/dev/null; then
     exit 1
   fi
 fi
-step "web: npm ci, lint, type check, unit tests, build"
+step "web: npm ci, lint, generated schema types up to date, type check, unit tests, build"
 npm --prefix web ci --no-audit --no-fund
 npm --prefix web run lint
+npm --prefix web run codegen:check
 npm --prefix web run typecheck
 npm --prefix web test
 npm --prefix web run build

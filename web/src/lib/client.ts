@@ -3,12 +3,10 @@ import { createClient as createWsClient } from 'graphql-ws';
 import { connection } from './connection';
 
 /**
- * Paths tried for the subscriptions' WebSocket (graphql-ws protocol), in turn until one
- * connects; then that one is kept. `VITE_GRAPHQL_WS_PATH` at build time fixes it.
+ * The subscriptions' WebSocket (graphql-transport-ws): shoal serves it on `/graphql`, next to the
+ * HTTP endpoint. `VITE_GRAPHQL_WS_PATH` at build time sets another path (or a full `ws://…` URL).
  */
-export const WS_PATHS: string[] = import.meta.env.VITE_GRAPHQL_WS_PATH
-  ? [import.meta.env.VITE_GRAPHQL_WS_PATH as string]
-  : ['/graphql', '/graphql/ws'];
+export const WS_PATH: string = import.meta.env.VITE_GRAPHQL_WS_PATH || '/graphql';
 
 export function wsUrl(path: string, location: Pick<Location, 'protocol' | 'host'>): string {
   if (/^wss?:\/\//.test(path)) return path;
@@ -16,11 +14,8 @@ export function wsUrl(path: string, location: Pick<Location, 'protocol' | 'host'
   return `${scheme}//${location.host}${path}`;
 }
 
-let attempt = 0;
-let found: string | null = null;
-
 export const wsClient = createWsClient({
-  url: () => wsUrl(found ?? WS_PATHS[attempt++ % WS_PATHS.length], window.location),
+  url: () => wsUrl(WS_PATH, window.location),
   lazy: false,
   keepAlive: 10_000,
   retryAttempts: Number.POSITIVE_INFINITY,
@@ -32,13 +27,7 @@ export const wsClient = createWsClient({
   },
   on: {
     connecting: () => connection.set('connecting'),
-    connected: (socket) => {
-      if (!found) {
-        const url = (socket as WebSocket).url;
-        found = WS_PATHS.find((p) => url.endsWith(p)) ?? null;
-      }
-      connection.set('live');
-    },
+    connected: () => connection.set('live'),
     closed: () => connection.set('reconnecting'),
     error: () => connection.set('reconnecting'),
   },

@@ -1,6 +1,5 @@
 import { useEffect, useRef } from 'react';
-import { useSubscription, type AnyVariables } from 'urql';
-import type { DocumentNode } from 'graphql';
+import { useSubscription, type AnyVariables, type TypedDocumentNode } from 'urql';
 import { useConnection, useConnectionEpoch } from './connection';
 
 /** How often a page re-reads while the socket is down (a fallback, not the normal path). */
@@ -13,9 +12,9 @@ export const MIN_REFRESH_MS = 250;
  * MIN_REFRESH_MS), after every reconnect (messages may have been missed), and every
  * FALLBACK_POLL_MS while the socket is not connected or the subscription failed.
  */
-export function useLiveRefresh(
-  subscription: DocumentNode,
-  variables: AnyVariables,
+export function useLiveRefresh<Data, Variables extends AnyVariables>(
+  subscription: TypedDocumentNode<Data, Variables>,
+  variables: Variables,
   refresh: () => void,
   pause = false,
 ) {
@@ -26,7 +25,11 @@ export function useLiveRefresh(
     refreshRef.current = refresh;
   });
 
-  const [result] = useSubscription({ query: subscription, variables, pause });
+  const [result] = useSubscription<Data, Data, Variables>({
+    query: subscription,
+    variables,
+    pause,
+  });
   const failed = Boolean(result.error);
   useEffect(() => {
     if (result.error) console.warn(`subscription failed, polling instead: ${result.error.message}`);

@@ -1,7 +1,8 @@
-import { gql } from 'urql';
+import { graphql, type ResultOf } from './graphql';
 
-export const JOB_FIELDS = gql`
-  fragment JobFields on Job {
+// `@_unmask`: the fields are read where the query is used (no fragment masking).
+export const JOB_FIELDS = graphql(`
+  fragment JobFields on Job @_unmask {
     id
     jobType
     status
@@ -20,9 +21,9 @@ export const JOB_FIELDS = gql`
     errorMessage
     cancelReason
   }
-`;
+`);
 
-export const JOBS_QUERY = gql`
+export const JOBS_QUERY = graphql(`
   query Jobs($first: Int, $after: String, $status: [JobStatus!], $jobType: String, $search: String) {
     jobs(first: $first, after: $after, status: $status, jobType: $jobType, search: $search) {
       edges {
@@ -37,19 +38,18 @@ export const JOBS_QUERY = gql`
       }
     }
   }
-  ${JOB_FIELDS}
-`;
+`, [JOB_FIELDS]);
 
-export const JOBS_CHANGED = gql`
+export const JOBS_CHANGED = graphql(`
   subscription JobsChanged {
     jobsChanged {
       jobIds
       everything
     }
   }
-`;
+`);
 
-export const JOB_QUERY = gql`
+export const JOB_QUERY = graphql(`
   query Job($id: ID!, $first: Int, $after: String, $status: [TaskStatus!]) {
     job(id: $id) {
       ...JobFields
@@ -80,10 +80,9 @@ export const JOB_QUERY = gql`
       }
     }
   }
-  ${JOB_FIELDS}
-`;
+`, [JOB_FIELDS]);
 
-export const HISTORY_QUERY = gql`
+export const HISTORY_QUERY = graphql(`
   query JobHistory($id: ID!, $first: Int, $after: String) {
     job(id: $id) {
       id
@@ -106,9 +105,9 @@ export const HISTORY_QUERY = gql`
       }
     }
   }
-`;
+`);
 
-export const JOB_UPDATED = gql`
+export const JOB_UPDATED = graphql(`
   subscription JobUpdated($id: ID!) {
     jobUpdated(id: $id) {
       id
@@ -117,35 +116,35 @@ export const JOB_UPDATED = gql`
       failedTasks
     }
   }
-`;
+`);
 
-export const SUBMIT_JOB = gql`
+export const SUBMIT_JOB = graphql(`
   mutation SubmitJob($input: SubmitJobInput!) {
     submitJob(input: $input) {
       id
       status
     }
   }
-`;
+`);
 
-export const CANCEL_JOB = gql`
+export const CANCEL_JOB = graphql(`
   mutation CancelJob($id: ID!, $reason: String) {
     cancelJob(id: $id, reason: $reason) {
       id
       status
     }
   }
-`;
+`);
 
-export const RETRY_FAILED = gql`
+export const RETRY_FAILED = graphql(`
   mutation RetryFailed($jobId: ID!) {
     retryFailedTasks(jobId: $jobId) {
       retriedTasks
     }
   }
-`;
+`);
 
-export const REDRIVE = gql`
+export const REDRIVE = graphql(`
   mutation Redrive($jobId: ID) {
     redriveDeadLetters(jobId: $jobId) {
       redriven
@@ -153,9 +152,9 @@ export const REDRIVE = gql`
       removed
     }
   }
-`;
+`);
 
-export const ANALYTICS_QUERY = gql`
+export const ANALYTICS_QUERY = graphql(`
   query Analytics($days: Int!) {
     analytics {
       overview {
@@ -208,17 +207,17 @@ export const ANALYTICS_QUERY = gql`
       }
     }
   }
-`;
+`);
 
-export const ANALYTICS_UPDATED = gql`
+export const ANALYTICS_UPDATED = graphql(`
   subscription AnalyticsUpdated {
     analyticsUpdated {
       __typename
     }
   }
-`;
+`);
 
-export const JOB_TYPES_QUERY = gql`
+export const JOB_TYPES_QUERY = graphql(`
   query JobTypes {
     analytics {
       jobsByType {
@@ -227,4 +226,14 @@ export const JOB_TYPES_QUERY = gql`
       }
     }
   }
-`;
+`);
+
+// The result types the pages use, inferred from the documents above.
+
+/** A job's own fields, as the jobs list shows them. */
+export type Job = ResultOf<typeof JOB_FIELDS>;
+/** A job with its parameters, limits and one page of tasks, as the job page shows it. */
+export type JobDetail = NonNullable<ResultOf<typeof JOB_QUERY>['job']>;
+export type Task = JobDetail['tasks']['edges'][number]['node'];
+export type JobHistory = NonNullable<ResultOf<typeof HISTORY_QUERY>['job']>['history'];
+export type HistoryEvent = JobHistory['edges'][number]['node'];

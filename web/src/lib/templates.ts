@@ -1,5 +1,8 @@
 /** Ready-made jobs for the submit form. */
 
+import type { VariablesOf } from './graphql';
+import type { SUBMIT_JOB } from './queries';
+
 export interface FormValues {
   jobType: string;
   mode: 'count' | 'items';
@@ -86,16 +89,8 @@ export const TEMPLATES: Template[] = [
 
 export const EMPTY_FORM: FormValues = { ...base, jobType: 'noop', totalTasks: '10' };
 
-export interface SubmitInput {
-  jobType: string;
-  totalTasks?: number;
-  items?: unknown[];
-  batchSize?: number;
-  parameters?: unknown;
-  maxAttempts?: number;
-  timeoutSeconds?: number;
-  idempotencyKey?: string;
-}
+/** The schema's `SubmitJobInput`. */
+export type SubmitInput = VariablesOf<typeof SUBMIT_JOB>['input'];
 
 /**
  * The mutation's input from the form, or messages per field for what cannot even be sent

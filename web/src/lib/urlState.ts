@@ -1,5 +1,10 @@
 /** The jobs list's and the job page's state, kept in the address so links can be shared. */
 
+import type { Enum } from './graphql';
+
+export type JobStatus = Enum<'JobStatus'>;
+export type TaskStatus = Enum<'TaskStatus'>;
+
 export const JOB_STATUSES = [
   'PENDING',
   'CREATING_TASKS',
@@ -8,8 +13,7 @@ export const JOB_STATUSES = [
   'COMPLETED',
   'FAILED',
   'CANCELLED',
-] as const;
-export type JobStatus = (typeof JOB_STATUSES)[number];
+] as const satisfies readonly JobStatus[];
 
 export const TASK_STATUSES = [
   'PENDING',
@@ -18,8 +22,7 @@ export const TASK_STATUSES = [
   'COMPLETED',
   'FAILED',
   'RETRYING',
-] as const;
-export type TaskStatus = (typeof TASK_STATUSES)[number];
+] as const satisfies readonly TaskStatus[];
 
 export interface JobsListState {
   status: JobStatus | null;

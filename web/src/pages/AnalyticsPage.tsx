@@ -18,18 +18,6 @@ import { useLiveRefresh } from '../lib/live';
 import { TIMELINE_DAYS, parseDays } from '../lib/urlState';
 import { formatDuration } from '../lib/progress';
 
-interface AnalyticsData {
-  analytics: {
-    overview: Record<string, number>;
-    jobsByType: { jobType: string; count: number }[];
-    jobsByStatus: { status: string; count: number }[];
-    tasksByStatus: { status: string; count: number }[];
-    timeline: { date: string; jobsSubmitted: number; tasksCompleted: number; tasksFailed: number }[];
-    processingTime: Record<string, number | null>;
-    throughput: { minute: string; tasksCompleted: number; tasksFailed: number }[];
-  };
-}
-
 // Colours readable on white (contrast >= 3:1 for graphics).
 export const STATUS_COLORS: Record<string, string> = {
   COMPLETED: '#1a7f37',
@@ -54,7 +42,7 @@ function ChartCard({ title, children }: { title: string; children: React.ReactNo
 export function AnalyticsPage() {
   const [params, setParams] = useSearchParams();
   const days = parseDays(params);
-  const [result, reexecute] = useQuery<AnalyticsData>({
+  const [result, reexecute] = useQuery({
     query: ANALYTICS_QUERY,
     variables: { days },
   });

@@ -13,10 +13,10 @@ import {
   type JobStatus,
   type JobsListState,
 } from '../lib/urlState';
-import type { Job, Page } from '../lib/types';
 import { formatAge, progressOf, shortId } from '../lib/progress';
 import { ProgressBar } from '../components/ProgressBar';
 import { StatusBadge } from '../components/StatusBadge';
+import { Pager } from '../components/Pager';
 
 export function JobsPage() {
   const [params, setParams] = useSearchParams();
@@ -34,9 +34,7 @@ export function JobsPage() {
     const id = setTimeout(() => update(withFilter(state, { search, jobType })), 300);
     return () => clearTimeout(id);
   });
-  const [types] = useQuery<{ analytics: { jobsByType: { jobType: string }[] } }>({
-    query: JOB_TYPES_QUERY,
-  });
+  const [types] = useQuery({ query: JOB_TYPES_QUERY });
 
   const variables = {
     first: state.pageSize,
@@ -45,7 +43,7 @@ export function JobsPage() {
     jobType: state.jobType || null,
     search: state.search || null,
   };
-  const [result, reexecute] = useQuery<{ jobs: Page<Job> }>({ query: JOBS_QUERY, variables });
+  const [result, reexecute] = useQuery({ query: JOBS_QUERY, variables });
   useLiveRefresh(JOBS_CHANGED, {}, () => reexecute({ requestPolicy: 'network-only' }));
 
   const jobs = result.data?.jobs;
@@ -171,36 +169,15 @@ export function JobsPage() {
           </table>
         </div>
       )}
-      <nav className="pager" aria-label="Pages of jobs">
-        <button
-          type="button"
-          className="btn secondary"
-          disabled={state.cursors.length === 0}
-          onClick={() => update({ ...state, cursors: [] })}
-        >
-          First
-        </button>
-        <button
-          type="button"
-          className="btn secondary"
-          disabled={state.cursors.length === 0}
-          onClick={() => update({ ...state, cursors: state.cursors.slice(0, -1) })}
-        >
-          Previous
-        </button>
-        <span>Page {state.cursors.length + 1}</span>
-        <button
-          type="button"
-          className="btn secondary"
-          disabled={!jobs?.pageInfo.hasNextPage || !jobs.pageInfo.endCursor}
-          onClick={() =>
-            jobs?.pageInfo.endCursor &&
-            update({ ...state, cursors: [...state.cursors, jobs.pageInfo.endCursor] })
-          }
-        >
-          Next
-        </button>
-      </nav>
+      <Pager
+        label="Pages of jobs"
+        cursors={state.cursors}
+        pageInfo={jobs?.pageInfo}
+        onChange={(cursors) => update({ ...state, cursors })}
+        withFirst
+      >
+        Page {state.cursors.length + 1}
+      </Pager>
     </section>
   );
 }

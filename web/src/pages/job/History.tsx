@@ -1,0 +1,30 @@
+import { HISTORY_MAX, type HistoryState } from './useJobDetail';
+
+/** The job's events as a timeline, oldest first, with "Show more events". */
+export function History({ history, error, canShowMore, showMore }: HistoryState) {
+  return (
+    <section className="card" aria-labelledby="history-title">
+      <h2 id="history-title">History</h2>
+      {error && <p className="error">Could not load the history.</p>}
+      <ol className="timeline" data-testid="history" tabIndex={0} aria-labelledby="history-title">
+        {history?.edges.map(({ cursor, node: e }) => (
+          <li key={cursor} className={`ev ev-${e.eventType}`}>
+            <time dateTime={e.at}>{new Date(e.at).toLocaleTimeString()}</time>
+            <span className="ev-type">{e.eventType}</span>
+            {e.taskIndex != null && <span className="small"> task {e.taskIndex}</span>}
+            {e.attempt != null && <span className="small"> attempt {e.attempt}</span>}
+            {e.error && <span className="small wrap ev-error"> — {e.error}</span>}
+          </li>
+        ))}
+      </ol>
+      {history?.pageInfo.hasNextPage &&
+        (canShowMore ? (
+          <button type="button" className="btn secondary" onClick={showMore}>
+            Show more events
+          </button>
+        ) : (
+          <p className="small">Showing the first {HISTORY_MAX} events.</p>
+        ))}
+    </section>
+  );
+}

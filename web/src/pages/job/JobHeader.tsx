@@ -1,0 +1,114 @@
+import { useState } from 'react';
+import { Link } from 'react-router-dom';
+import { useMutation } from 'urql';
+import { CANCEL_JOB, REDRIVE, RETRY_FAILED, type JobDetail } from '../../lib/queries';
+import { StatusBadge } from '../../components/StatusBadge';
+import { ConfirmButton } from '../../components/ConfirmButton';
+
+type Notice = { kind: 'ok' | 'error'; text: string };
+
+/**
+ * The job's title and status, its actions (Cancel, Retry failed tasks, Redrive dead letters,
+ * each confirmed in a dialog) with their outcome, and why the job failed or was cancelled.
+ * `onChanged` runs after each action (the page re-reads the job).
+ */
+export function JobHeader({
+  job,
+  isLive,
+  onChanged,
+}: {
+  job: JobDetail;
+  isLive: boolean;
+  onChanged: () => void;
+}) {
+  const [, cancel] = useMutation(CANCEL_JOB);
+  const [, retry] = useMutation(RETRY_FAILED);
+  const [, redrive] = useMutation(REDRIVE);
+  const [notice, setNotice] = useState<Notice | null>(null);
+  const [reason, setReason] = useState('');
+
+  const act = async <T,>(
+    run: () => Promise<{ error?: { message: string }; data?: T }>,
+    done: (data: T | undefined) => string,
+  ): Promise<void> => {
+    const r = await run();
+    setNotice(
+      r.error ? { kind: 'error', text: r.error.message } : { kind: 'ok', text: done(r.data) },
+    );
+    onChanged();
+  };
+
+  return (
+    <>
+      <p className="crumbs">
+        <Link to="/">Jobs</Link> / <span className="mono">{job.id}</span>
+      </p>
+      <div className="page-head">
+        <h1 id="job-title">
+          {job.jobType || '(no type)'} <StatusBadge status={job.status} />
+        </h1>
+        <div className="actions">
+          <ConfirmButton
+            label="Cancel job"
+            title="Cancel this job?"
+            body={<p>No further tasks will be created or started. This cannot be undone.</p>}
+            confirmLabel="Cancel job"
+            danger
+            disabled={!isLive}
+            onConfirm={() =>
+              act(
+                () => cancel({ id: job.id, reason: reason || null }),
+                () => 'Job cancelled.',
+              )
+            }
+          >
+            <label className="field">
+              Reason (optional)
+              <input value={reason} onChange={(e) => setReason(e.target.value)} />
+            </label>
+          </ConfirmButton>
+          <ConfirmButton
+            label="Retry failed tasks"
+            title="Retry the failed tasks?"
+            body={
+              <p>
+                {job.failedTasks} failed task{job.failedTasks === 1 ? '' : 's'} will run again, each
+                with a fresh budget of attempts.
+              </p>
+            }
+            confirmLabel="Retry failed tasks"
+            disabled={job.failedTasks === 0}
+            onConfirm={() =>
+              act(
+                () => retry({ jobId: job.id }),
+                (d) =>
+                  `${d?.retryFailedTasks.retriedTasks ?? 'The'} failed task(s) scheduled for another attempt.`,
+              )
+            }
+          />
+          <ConfirmButton
+            label="Redrive dead letters"
+            title="Redrive this job's dead letters?"
+            body={<p>Each dead-lettered task of this job gets another attempt.</p>}
+            confirmLabel="Redrive"
+            disabled={job.failedTasks === 0}
+            onConfirm={() =>
+              act(
+                () => redrive({ jobId: job.id }),
+                (d) =>
+                  `${d?.redriveDeadLetters.redriven ?? 0} task(s) redriven, ${d?.redriveDeadLetters.removed ?? 0} dead letter(s) removed.`,
+              )
+            }
+          />
+        </div>
+      </div>
+      {notice && (
+        <p className={notice.kind === 'ok' ? 'notice' : 'error'} role="status">
+          {notice.text}
+        </p>
+      )}
+      {job.errorMessage && <p className="error">Error: {job.errorMessage}</p>}
+      {job.cancelReason && <p className="notice">Cancelled: {job.cancelReason}</p>}
+    </>
+  );
+}

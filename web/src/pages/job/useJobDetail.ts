@@ -1,0 +1,167 @@
+import { useEffect, useRef, useState } from 'react';
+import { useQuery, type CombinedError } from 'urql';
+import {
+  HISTORY_QUERY,
+  JOB_QUERY,
+  JOB_UPDATED,
+  type JobDetail,
+  type JobHistory,
+} from '../../lib/queries';
+import { useLiveRefresh } from '../../lib/live';
+import { useNow } from '../../lib/useNow';
+import {
+  addSample,
+  etaSeconds,
+  progressOf,
+  throughputPerSecond,
+  type Sample,
+} from '../../lib/progress';
+import type { JobStatus, TaskTableState } from '../../lib/urlState';
+
+/** Tasks in a page of the task table. */
+export const TASK_PAGE = 50;
+/** Events the history shows at first, and adds with each "Show more events". */
+const HISTORY_PAGE = 100;
+/** Events the history shows at most. */
+export const HISTORY_MAX = 1000;
+const HISTORY_REFRESH_MS = 3_000;
+const NOT_FOUND_AFTER_MS = 10_000;
+const LIVE = new Set<JobStatus>(['PENDING', 'CREATING_TASKS', 'ENQUEUED', 'RUNNING']);
+
+/** How fast a job goes: throughput and ETA while it is live, and how long it has run. */
+export interface Pace {
+  isLive: boolean;
+  /** Tasks ended per second; null when unknown or when the job is over. */
+  rate: number | null;
+  /** Seconds until every task has ended; null when unknown or when the job is over. */
+  eta: number | null;
+  /** Seconds since the job started (until it completed); null before it started. */
+  elapsed: number | null;
+}
+
+export interface HistoryState {
+  history: JobHistory | undefined;
+  error: CombinedError | undefined;
+  /** Whether "Show more events" can load more (false at HISTORY_MAX). */
+  canShowMore: boolean;
+  showMore: () => void;
+}
+
+export interface JobDetailState {
+  /** undefined while loading; null when there is no such job (yet). */
+  job: JobDetail | null | undefined;
+  error: CombinedError | undefined;
+  fetching: boolean;
+  /** The job did not show up within NOT_FOUND_AFTER_MS: there is none with this id. */
+  gaveUp: boolean;
+  /** Re-reads the job now, and its history unless it was read a moment ago. */
+  refresh: () => void;
+  history: HistoryState;
+  pace: Pace | null;
+}
+
+/**
+ * The job page's data: the job with one page of its tasks (`table`), its event history, kept
+ * live by `jobUpdated(id)`, and its throughput and ETA sampled from the changing counts.
+ */
+export function useJobDetail(id: string, table: TaskTableState): JobDetailState {
+  const [result, reexecute] = useQuery({
+    query: JOB_QUERY,
+    variables: {
+      id,
+      first: TASK_PAGE,
+      after: table.cursors[table.cursors.length - 1] ?? null,
+      status: table.status ? [table.status] : null,
+    },
+  });
+  const history = useJobHistory(id);
+
+  const refresh = () => {
+    reexecute({ requestPolicy: 'network-only' });
+    history.refreshThrottled();
+  };
+  useLiveRefresh(JOB_UPDATED, { id }, refresh);
+
+  // The read model is a few ms behind a submission: retry until the job shows up, for a while.
+  const [firstLook] = useState(() => Date.now());
+  const gaveUp = result.data?.job === null && Date.now() - firstLook > NOT_FOUND_AFTER_MS;
+  useEffect(() => {
+    if (result.fetching || result.error || result.data?.job !== null || gaveUp) return;
+    const t = setTimeout(refresh, 500);
+    return () => clearTimeout(t);
+  });
+
+  const job = result.data?.job;
+  // The history shows the status changes: read it again when the status changes.
+  const status = job?.status;
+  useEffect(() => {
+    if (status) history.refresh();
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [status]);
+
+  return {
+    job,
+    error: result.error,
+    fetching: result.fetching,
+    gaveUp,
+    refresh,
+    history: history.state,
+    pace: usePace(job),
+  };
+}
+
+/**
+ * The job's event history, grown by pages on demand. Reading it reads every task's stream: it
+ * is re-read at most every HISTORY_REFRESH_MS while the job runs (`refreshThrottled`), and when
+ * asked (`refresh`).
+ */
+function useJobHistory(id: string) {
+  const [pages, setPages] = useState(1);
+  useEffect(() => setPages(1), [id]);
+  const [result, reexecute] = useQuery({
+    query: HISTORY_QUERY,
+    variables: { id, first: Math.min(HISTORY_MAX, HISTORY_PAGE * pages) },
+  });
+
+  const last = useRef(0);
+  const refresh = () => {
+    last.current = Date.now();
+    reexecute({ requestPolicy: 'network-only' });
+  };
+  const refreshThrottled = () => {
+    if (Date.now() - last.current >= HISTORY_REFRESH_MS) refresh();
+  };
+  const state: HistoryState = {
+    history: result.data?.job?.history,
+    error: result.error,
+    canShowMore: HISTORY_PAGE * pages < HISTORY_MAX,
+    showMore: () => setPages((n) => n + 1),
+  };
+  return { state, refresh, refreshThrottled };
+}
+
+/** Throughput and ETA from samples of the ended-task count, taken whenever the job changes. */
+function usePace(job: JobDetail | null | undefined): Pace | null {
+  const now = useNow(1000);
+  const [samples, setSamples] = useState<Sample[]>([]);
+  const lastEnded = useRef<number | null>(null);
+  useEffect(() => {
+    if (!job) return;
+    const ended = job.completedTasks + job.failedTasks;
+    if (ended === lastEnded.current) return;
+    lastEnded.current = ended;
+    setSamples((s) => addSample(s, { at: Date.now(), ended }));
+  }, [job]);
+
+  if (!job) return null;
+  const p = progressOf(job);
+  const isLive = LIVE.has(job.status);
+  const rate = isLive
+    ? throughputPerSecond(samples, now, job.startedAt ? Date.parse(job.startedAt) : null, p.ended)
+    : null;
+  const eta = isLive ? etaSeconds(p.remaining, rate) : null;
+  const elapsed = job.startedAt
+    ? ((job.completedAt ? Date.parse(job.completedAt) : now) - Date.parse(job.startedAt)) / 1000
+    : null;
+  return { isLive, rate, eta, elapsed };
+}
