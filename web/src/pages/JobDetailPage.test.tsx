@@ -1,0 +1,142 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { cleanup, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
+import { MemoryRouter, Route, Routes } from 'react-router-dom';
+import { Provider, type Client } from 'urql';
+import { fromValue, never } from 'wonka';
+import type { DocumentNode } from 'graphql';
+import { JobDetailPage } from './JobDetailPage';
+
+afterEach(cleanup);
+
+const job = (failed: number) => ({
+  id: 'j1',
+  jobType: 'thumbnails',
+  status: failed ? 'FAILED' : 'RUNNING',
+  totalTasks: 120,
+  tasksCreated: 120,
+  completedTasks: 30,
+  failedTasks: failed,
+  runningTasks: 4,
+  queuedTasks: 80,
+  retryingTasks: 0,
+  progress: 0.25,
+  createdAt: '2026-01-01T10:00:00Z',
+  updatedAt: '2026-01-01T10:01:00Z',
+  startedAt: '2026-01-01T10:00:01Z',
+  completedAt: null,
+  errorMessage: null,
+  cancelReason: null,
+  parameters: { size: 128 },
+  maxAttempts: 3,
+  timeoutSeconds: 60,
+  tasks: {
+    edges: [0, 1].map((index) => ({
+      cursor: `t${index}`,
+      node: {
+        id: `task-${index}`,
+        index,
+        status: 'COMPLETED',
+        attempt: 1,
+        maxAttempts: 3,
+        worker: 'worker-a',
+        errorMessage: null,
+        startedAt: '2026-01-01T10:00:02Z',
+        completedAt: '2026-01-01T10:00:03Z',
+        processingTimeSeconds: 1.25,
+        deadLettered: false,
+      },
+    })),
+    pageInfo: { hasNextPage: true, endCursor: 't1' },
+  },
+});
+
+const history = {
+  id: 'j1',
+  history: {
+    edges: ['JobSubmitted', 'TasksCreated'].map((eventType, i) => ({
+      cursor: `h${i}`,
+      node: {
+        eventType,
+        at: '2026-01-01T10:00:00Z',
+        taskIndex: null,
+        attempt: null,
+        worker: null,
+        error: null,
+      },
+    })),
+    pageInfo: { hasNextPage: true, endCursor: 'h1' },
+  },
+};
+
+const operationName = (query: DocumentNode) =>
+  query.definitions.flatMap((d) => (d.kind === 'OperationDefinition' ? [d.name?.value] : []))[0];
+
+function renderPage(failed = 0, executeMutation = vi.fn()) {
+  type Request = { query: DocumentNode; variables: Record<string, unknown> };
+  const executeQuery = vi.fn((request: Request) =>
+    fromValue({
+      operation: request,
+      data: operationName(request.query) === 'Job' ? { job: job(failed) } : { job: history },
+      stale: false,
+      hasNext: false,
+    }),
+  );
+  const client = {
+    executeQuery,
+    executeSubscription: vi.fn(() => never),
+    executeMutation,
+    suspense: false,
+  } as unknown as Client;
+  render(
+    <Provider value={client}>
+      <MemoryRouter initialEntries={['/jobs/j1']}>
+        <Routes>
+          <Route path="/jobs/:id" element={<JobDetailPage />} />
+        </Routes>
+      </MemoryRouter>
+    </Provider>,
+  );
+  return { executeQuery };
+}
+
+describe('JobDetailPage', () => {
+  it('shows the job, its counts, tasks and history; Next reads the next page', async () => {
+    const { executeQuery } = renderPage();
+    await screen.findByRole('heading', { level: 1, name: /thumbnails/ });
+    expect(screen.getByTestId('count-completed').textContent).toBe('30');
+    expect(screen.getByTestId('job-progress').textContent).toBe('25%');
+    expect(screen.getAllByTestId('task-attempt')).toHaveLength(2);
+    expect(screen.getAllByText('1.25 s')).toHaveLength(2);
+    const history = screen.getByTestId('history');
+    expect(within(history).getAllByRole('listitem').map((li) => li.textContent)).toEqual([
+      expect.stringContaining('JobSubmitted'),
+      expect.stringContaining('TasksCreated'),
+    ]);
+    expect(screen.getByRole('button', { name: 'Show more events' })).toBeTruthy();
+    // Nothing failed: nothing to retry or redrive; the job runs: it can be cancelled.
+    const button = (name: string) => screen.getByRole('button', { name }) as HTMLButtonElement;
+    expect(button('Retry failed tasks').disabled).toBe(true);
+    expect(button('Cancel job').disabled).toBe(false);
+
+    const pager = screen.getByRole('navigation', { name: 'Pages of tasks' });
+    expect(pager.textContent).toContain('Tasks 1–2');
+    fireEvent.click(within(pager).getByRole('button', { name: 'Next' }));
+    await waitFor(() => expect(pager.textContent).toContain('Tasks 51–52'));
+    const jobReads = executeQuery.mock.calls.filter(([r]) => operationName(r.query) === 'Job');
+    expect(jobReads.at(-1)?.[0].variables).toMatchObject({ id: 'j1', first: 50, after: 't1' });
+  });
+
+  it('retries the failed tasks after confirmation and says how many', async () => {
+    const executeMutation = vi.fn(() =>
+      fromValue({ operation: {}, data: { retryFailedTasks: { retriedTasks: 2 } } }),
+    );
+    renderPage(2, executeMutation);
+    fireEvent.click(await screen.findByRole('button', { name: 'Retry failed tasks' }));
+    const dialog = await screen.findByRole('dialog', { name: 'Retry the failed tasks?' });
+    expect(dialog.textContent).toContain('2 failed tasks will run again');
+    fireEvent.click(within(dialog).getByRole('button', { name: 'Retry failed tasks' }));
+    await screen.findByText('2 failed task(s) scheduled for another attempt.');
+    const [operation] = executeMutation.mock.calls[0] as unknown as [{ variables: unknown }];
+    expect(operation.variables).toEqual({ jobId: 'j1' });
+  });
+});
