@@ -804,3 +804,38 @@ async fn subscribe_over_websocket(
     .await?;
     Ok(ws)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank_over_tasks() {
+        let mut latencies = Latencies::new();
+        for ms in 1..=100 {
+            latencies.record(Duration::from_millis(ms), 1).unwrap();
+        }
+        assert_eq!(latencies.len(), 100);
+        // Within the histogram's 4 significant digits of the exact values.
+        assert!((latencies.percentile_ms(50.0) - 50.0).abs() < 0.01);
+        assert!((latencies.percentile_ms(99.0) - 99.0).abs() < 0.01);
+        assert!((latencies.max_ms() - 100.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn an_append_counts_once_per_task_it_completed() {
+        let mut latencies = Latencies::new();
+        latencies.record(Duration::from_millis(10), 99).unwrap();
+        latencies.record(Duration::from_millis(500), 1).unwrap();
+        assert_eq!(latencies.len(), 100);
+        assert!((latencies.percentile_ms(99.0) - 10.0).abs() < 0.01);
+        assert!((latencies.percentile_ms(100.0) - 500.0).abs() < 0.1);
+    }
+
+    #[test]
+    fn no_samples_give_no_figures() {
+        let latencies = Latencies::new();
+        assert!(latencies.percentile_ms(50.0).is_nan());
+        assert!(latencies.max_ms().is_nan());
+    }
+}
