@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a benchmark in release mode against a throwaway PostgreSQL 15 started like the tests' one
-# (scripts/pg.sh, fsync on). Usage: scripts/bench.sh log|e2e|projector [extra `shoal bench ...` flags],
+# (scripts/pg.sh, fsync on), with the benchmark binary `shoal-bench` (package bench/, not part of
+# the `shoal` binary). Usage: scripts/bench.sh log|e2e|projector [extra `shoal-bench ...` flags],
 # e.g. scripts/bench.sh log, scripts/bench.sh e2e --tasks 100000 --handler noop
 # The report (a Markdown table) goes to stdout; progress to stderr.
 set -euo pipefail
@@ -11,6 +12,6 @@ trap 'scripts/pg.sh stop "$pgdir" || true' EXIT
 scripts/pg.sh stop "$pgdir" 2>/dev/null || true
 rm -rf "$pgdir"
 url=$(scripts/pg.sh start "$pgdir")
-cargo build --release --locked --bin shoal >&2
+cargo build --release --locked -p shoal-bench >&2
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr); $(psql "$url" -Atc 'show server_version') fsync=$(psql "$url" -Atc 'show fsync')" >&2
-target/release/shoal bench "$@" --database-url "$url"
+target/release/shoal-bench "$@" --database-url "$url"

@@ -1,11 +1,8 @@
-//! The `shoal` binary: parses the command line and wires the roles together. No logic of its
-//! own lives here beyond that (and the benchmark driver, which only calls the roles' APIs).
+//! The `shoal` binary: parses the command line and wires the roles together (with the role
+//! wiring of this package's library, `shoal::roles`). No logic of its own lives here.
 
-mod bench;
-mod graphql;
 mod projector_cmd;
 mod queue_cmd;
-mod roles;
 mod web;
 
 use std::net::SocketAddr;
@@ -13,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use roles::{ApiArgs, DatabaseArgs, OrchestratorArgs, Platform, QueueArgs, Shutdown, WorkerArgs};
+use shoal::{graphql, roles};
 use shoal_command_api::orchestrator::prometheus;
 
 #[derive(Debug, Parser)]
@@ -45,8 +43,6 @@ enum Command {
     Orchestrator(OrchestratorCmd),
     /// Serve the GraphQL API.
     Serve(ServeArgs),
-    /// Run a benchmark (see docs/benchmarks.md).
-    Bench(bench::BenchArgs),
     /// AWS SQS queues (see docs/sqs.md).
     #[command(subcommand)]
     Sqs(queue_cmd::SqsCmd),
@@ -127,7 +123,6 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Migrate(db) => migrate(&db).await,
-        Command::Bench(args) => bench::run(args).await,
         Command::Sqs(cmd) => queue_cmd::sqs(cmd).await,
         Command::DeadLetters(cmd) => queue_cmd::dead_letters(cmd).await,
         Command::Dev(args) => dev(args).await,

@@ -111,6 +111,7 @@ impl WorkerArgs {
 }
 
 /// The parts every role shares: the database, its event log, and the task queue.
+#[derive(Debug)]
 pub struct Platform {
     pub database: Database,
     pub log: Arc<dyn EventLog>,
@@ -156,7 +157,7 @@ impl Platform {
 }
 
 /// A shutdown signal shared by every part of a process: Ctrl-C or SIGTERM.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Shutdown(watch::Receiver<bool>);
 
 impl Shutdown {

@@ -6,7 +6,6 @@
 //! statement is a runtime-checked `sqlx::query` with bound parameters, exercised by the
 //! integration tests on both backends.
 
-pub mod bench_support;
 pub mod db;
 pub mod eventlog;
 pub mod orchestrator_store;

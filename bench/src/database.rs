@@ -1,11 +1,13 @@
 //! Databases for benchmarks: a fresh, migrated Postgres database per run, and the `pgbench`
-//! baseline that every benchmark is reported against.
+//! baseline that every benchmark is reported against. The statements here only set up, count
+//! and clean up a benchmark's own database; the product's SQL stays in `shoal-infra`.
 
+use std::str::FromStr;
 use std::time::Duration;
 
+use anyhow::{Context, bail};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
-use std::str::FromStr;
 
 /// A database created for one benchmark run on a Postgres server, dropped by [`Self::drop`].
 #[derive(Debug)]
@@ -29,19 +31,9 @@ pub struct E2eLogSummary {
     pub submit_to_first_start_ms: Option<f64>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BenchDbError {
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("pgbench failed: {0}")]
-    Pgbench(String),
-}
-
 impl BenchDatabase {
     /// Creates `<prefix>_<unix time>` on the server at `server_url` and migrates it.
-    pub async fn create(server_url: &str, prefix: &str) -> Result<Self, BenchDbError> {
+    pub async fn create(server_url: &str, prefix: &str) -> anyhow::Result<Self> {
         let server =
             PgConnectOptions::from_str(server_url)?.log_statements(tracing::log::LevelFilter::Off);
         let name = format!(
@@ -63,7 +55,7 @@ impl BenchDatabase {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(server.clone().database(&name))
             .await?;
-        crate::db::POSTGRES_MIGRATOR.run(&pool).await?;
+        shoal_infra::db::POSTGRES_MIGRATOR.run(&pool).await?;
         Ok(Self { server, name, pool })
     }
 
@@ -77,7 +69,7 @@ impl BenchDatabase {
 
     /// The table of the baseline: single-row inserts of a JSON payload with a sequence key,
     /// the shape of one event without any of the log's guarantees.
-    pub async fn create_baseline_table(&self) -> Result<(), BenchDbError> {
+    pub async fn create_baseline_table(&self) -> anyhow::Result<()> {
         sqlx::query(
             "CREATE TABLE pgbench_baseline (id BIGSERIAL PRIMARY KEY, payload JSONB NOT NULL)",
         )
@@ -88,18 +80,14 @@ impl BenchDatabase {
 
     /// Runs `pgbench` with `clients` clients for `seconds`, each transaction one single-row
     /// INSERT into the baseline table; returns transactions per second.
-    pub async fn pgbench_insert_tps(
-        &self,
-        clients: usize,
-        seconds: u64,
-    ) -> Result<f64, BenchDbError> {
+    pub async fn pgbench_insert_tps(&self, clients: usize, seconds: u64) -> anyhow::Result<f64> {
         let script = std::env::temp_dir().join(format!("{}_insert.sql", self.name));
         std::fs::write(
             &script,
             // pgbench reads `:name` as a variable, hence the space after each colon.
             "INSERT INTO pgbench_baseline (payload) VALUES ('{\"type\": \"TaskCompleted\", \"attempt\": 1, \"result\": {\"ok\": true}, \"duration_ms\": 12}');\n",
         )
-        .map_err(|e| BenchDbError::Pgbench(e.to_string()))?;
+        .context("writing the pgbench script")?;
         let output = tokio::process::Command::new("pgbench")
             .arg("-n")
             .args(["-M", "prepared"])
@@ -114,14 +102,13 @@ impl BenchDatabase {
             .arg(&self.name)
             .output()
             .await
-            .map_err(|e| BenchDbError::Pgbench(e.to_string()))?;
+            .context("running pgbench")?;
         let stdout = String::from_utf8_lossy(&output.stdout);
         if !output.status.success() {
-            return Err(BenchDbError::Pgbench(format!(
-                "{}{}",
-                stdout,
+            bail!(
+                "pgbench failed: {stdout}{}",
                 String::from_utf8_lossy(&output.stderr)
-            )));
+            );
         }
         stdout
             .lines()
@@ -130,13 +117,13 @@ impl BenchDatabase {
                     .and_then(|rest| rest.split_whitespace().next())
                     .and_then(|n| n.parse::<f64>().ok())
             })
-            .ok_or_else(|| BenchDbError::Pgbench(format!("no tps line in: {stdout}")))
+            .with_context(|| format!("pgbench printed no tps line: {stdout}"))
     }
 
     /// What the log of an end-to-end run holds: the counts that show every transition was
     /// recorded, and the latency from the submission to the first start (server clock: each
     /// event's `recorded_at`, its transaction's start).
-    pub async fn e2e_log_summary(&self) -> Result<E2eLogSummary, BenchDbError> {
+    pub async fn e2e_log_summary(&self) -> anyhow::Result<E2eLogSummary> {
         let row: (i64, i64, i64, i64, i64, Option<f64>) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE event_type = 'TaskCompleted'),
                     count(DISTINCT stream_id) FILTER (WHERE event_type = 'TaskCompleted'),
@@ -164,7 +151,7 @@ impl BenchDatabase {
     /// Empties every read table (`jobs`, `tasks`, `analytics_*`) and the projections'
     /// checkpoints, so that a fresh projector starts from the beginning of the log (which
     /// stays), then `VACUUM ANALYZE`s the database.
-    pub async fn reset_read_model(&self) -> Result<(), BenchDbError> {
+    pub async fn reset_read_model(&self) -> anyhow::Result<()> {
         let tables: Vec<(String,)> = sqlx::query_as(
             "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
              AND (tablename IN ('jobs', 'tasks') OR tablename LIKE 'analytics\\_%')",
@@ -185,7 +172,7 @@ impl BenchDatabase {
     }
 
     /// Rows in the read model's `jobs` and `tasks` tables.
-    pub async fn read_model_counts(&self) -> Result<(i64, i64), BenchDbError> {
+    pub async fn read_model_counts(&self) -> anyhow::Result<(i64, i64)> {
         Ok(
             sqlx::query_as("SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM tasks)")
                 .fetch_one(&self.pool)
@@ -194,7 +181,7 @@ impl BenchDatabase {
     }
 
     /// Drops the database.
-    pub async fn drop(self) -> Result<(), BenchDbError> {
+    pub async fn drop(self) -> anyhow::Result<()> {
         self.pool.close().await;
         let mut admin = sqlx::PgConnection::connect_with(&self.server).await?;
         sqlx::query(&format!(

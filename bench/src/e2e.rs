@@ -1,4 +1,4 @@
-//! `shoal bench e2e`: one job of N tasks through the whole platform in one process.
+//! `shoal-bench e2e`: one job of N tasks through the whole platform in one process.
 //!
 //! Per round: a fresh database on the given Postgres server; the orchestrator and a worker
 //! wired exactly as `shoal dev` wires them (`roles`), on the SQL queue; one job submitted
@@ -13,16 +13,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
+use shoal::roles::{self, DatabaseArgs, Platform, QueueArgs, WorkerArgs};
 use shoal_command_api::commands::{CommandService, SubmitJobInput};
 use shoal_domain::{Limits, Split};
-use shoal_infra::bench_support::BenchDatabase;
 use tokio::sync::watch;
 
-use super::{Samples, which};
-use crate::roles::{self, DatabaseArgs, Platform, QueueArgs, WorkerArgs};
+use crate::database::BenchDatabase;
+use crate::system::{load_average, peak_rss_kib, postgres_cpu_ms, process_cpu_ms, reset_peak_rss};
+use crate::{Samples, which};
 
 #[derive(Debug, Args)]
-pub struct E2eArgs {
+pub(crate) struct E2eArgs {
     /// A Postgres server URL; each round creates (and drops) its own database there.
     #[arg(long, env = "SHOAL_BENCH_DATABASE_URL")]
     database_url: String,
@@ -66,7 +67,7 @@ struct Round {
     pgbench_tps: Option<f64>,
 }
 
-pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.tasks > 0, "--tasks must be at least 1");
     anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
     let pgbench = which("pgbench");
@@ -242,7 +243,7 @@ fn report(args: &E2eArgs, rounds: &[Round]) {
     let rate = samples(|r| r.tasks_per_second);
     let base = Samples(rounds.iter().filter_map(|r| r.pgbench_tps).collect());
     println!(
-        "\n## shoal bench e2e --tasks {} --handler {} ({} rounds; medians [min-max])\n",
+        "\n## shoal-bench e2e --tasks {} --handler {} ({} rounds; medians [min-max])\n",
         args.tasks,
         args.handler,
         rounds.len()
@@ -311,70 +312,6 @@ fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
         .find('/')
         .map_or(base.len(), |i| scheme_end + i);
     Ok(format!("{}/{name}{query}", &base[..host_end]))
-}
-
-fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
-/// Resets the kernel's peak RSS of this process (`VmHWM`) to the current RSS.
-fn reset_peak_rss() {
-    if let Err(error) = std::fs::write("/proc/self/clear_refs", "5") {
-        eprintln!("cannot reset the peak RSS ({error}); it covers the whole process life");
-    }
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// User + system CPU of a process from `/proc/<pid>/stat`, in ms (USER_HZ is 100 on Linux).
-fn stat_cpu_ms(stat: &str) -> Option<(String, f64)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat[open + 1..close].to_string();
-    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-    // After the comm: state is field 3, utime field 14, stime field 15 (1-based).
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((comm, (utime + stime) * 10.0))
-}
-
-fn process_cpu_ms() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| stat_cpu_ms(&s))
-        .map_or(f64::NAN, |(_, ms)| ms)
-}
-
-/// CPU of every `postgres` process on this machine (the server under test, if it is local).
-fn postgres_cpu_ms() -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return f64::NAN;
-    };
-    entries
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter_map(|s| stat_cpu_ms(&s))
-        .filter(|(comm, _)| comm == "postgres")
-        .map(|(_, ms)| ms)
-        .sum()
 }
 
 #[cfg(test)]

@@ -1,25 +1,35 @@
-//! `shoal bench`: benchmarks that compare Shoal with a baseline measured in the same run.
-//! Figures and how to read them: docs/benchmarks.md.
+//! `shoal-bench`: benchmarks that compare Shoal with a baseline measured in the same run, kept
+//! out of the `shoal` binary. They start the roles through the `shoal` library, as `shoal dev`
+//! does. Run them with `scripts/bench.sh`; figures and how to read them: docs/benchmarks.md.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use shoal_infra::eventlog::{
     AppendBatch, EventLog, ExpectedVersion, LogPosition, NewEvent, PostgresEventLog, StreamAppend,
     raw_json,
 };
 
+mod database;
 mod e2e;
 mod projector;
+mod system;
 
+use database::BenchDatabase;
 use e2e::E2eArgs;
 use projector::ProjectorArgs;
 
-#[derive(Debug, Args)]
-pub struct BenchArgs {
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal-bench",
+    version,
+    about = "Shoal's benchmarks, each beside a baseline measured in the same run"
+)]
+struct Cli {
     #[command(subcommand)]
     which: Which,
 }
@@ -40,7 +50,7 @@ enum Which {
 }
 
 #[derive(Debug, Args)]
-pub struct LogArgs {
+struct LogArgs {
     /// A Postgres server URL; the benchmark creates (and drops) its own database there.
     #[arg(long, env = "SHOAL_BENCH_DATABASE_URL")]
     database_url: String,
@@ -55,11 +65,27 @@ pub struct LogArgs {
     keep: bool,
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.which {
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let result = match Cli::parse().which {
         Which::Log(args) => log(args).await,
         Which::E2e(args) => e2e::run(args).await,
         Which::Projector(args) => projector::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -84,10 +110,9 @@ impl Samples {
 }
 
 async fn log(args: LogArgs) -> anyhow::Result<()> {
-    let bench_db =
-        shoal_infra::bench_support::BenchDatabase::create(&args.database_url, "shoal_bench_log")
-            .await
-            .context("creating the benchmark database")?;
+    let bench_db = BenchDatabase::create(&args.database_url, "shoal_bench_log")
+        .await
+        .context("creating the benchmark database")?;
     let log: Arc<dyn EventLog> = Arc::new(PostgresEventLog::new(bench_db.pool().clone()));
     let seconds = Duration::from_secs(args.seconds);
 
@@ -138,7 +163,7 @@ async fn log(args: LogArgs) -> anyhow::Result<()> {
     }
 
     println!(
-        "\n## shoal bench log ({} rounds of {} s; medians, [min-max])\n",
+        "\n## shoal-bench log ({} rounds of {} s; medians, [min-max])\n",
         args.rounds, args.seconds
     );
     println!("| measurement | events/s | vs pgbench (same clients) |");
