@@ -22,16 +22,18 @@
 //!      being handled; this one is acknowledged;
 //!    - FAILED but not dead-lettered (a worker stopped between the two): the message is
 //!      dead-lettered and `TaskDeadLettered` appended, finishing that worker's job;
-//!    - otherwise FAILED, or not yet enqueued: acknowledged;
 //!    - ENQUEUED or RETRYING: `TaskStarted` is appended at the version just read; a conflict
-//!      reads again (three rounds at most, then the message is released).
+//!      reads again (three rounds at most, then the message is released);
+//!    - any other state (FAILED and dead-lettered already): acknowledged.
 //! 5. **Run** the handler on a task of its own, cut off at the task's timeout. A panic or a
 //!    timeout is a retryable failure.
 //! 6. **End.** `TaskCompleted`, or `TaskFailed` (with the backoff of the next attempt, which
 //!    the domain turns into a retry or a final failure), is appended at the version right
-//!    after this attempt's `TaskStarted`. A conflict there means another holder recorded the
-//!    end first: acknowledged. A final failure is then dead-lettered: the message goes to the
-//!    dead-letter queue first, `TaskDeadLettered` is appended after.
+//!    after this attempt's `TaskStarted`, then the message is acknowledged. A conflict there
+//!    means another holder recorded the end first: acknowledged too. A retry comes back as a
+//!    new message (the orchestrator relays `TaskRetryScheduled`). A final failure is
+//!    dead-lettered instead of acknowledged: the message goes to the dead-letter queue first,
+//!    `TaskDeadLettered` is appended after.
 //!
 //! # Invariants
 //!
@@ -178,6 +180,7 @@ impl Drop for Decrement<'_> {
 }
 
 impl Shared {
+    /// Steps 1 to 6 of the module docs, in order; answers what becomes of the message.
     async fn handle(&self, delivery: Delivery) -> Disposition {
         let message = match delivery.body {
             Ok(message) => message,

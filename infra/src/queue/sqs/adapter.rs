@@ -58,7 +58,7 @@ const ATTR_DEAD_LETTERED_AT: &str = "dead_lettered_at";
 const REDRIVEN_REASON: &str = "received too many times without being handled";
 
 /// The task queue on an SQS standard queue and, optionally, its dead-letter queue (see the
-/// [module docs](super)). Cheap to clone; clones share the call counts and the bodies of received
+/// module docs). Cheap to clone; clones share the call counts and the bodies of received
 /// messages (which `dead_letter` needs), so create one per process and queue, and clone it.
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
