@@ -5,6 +5,7 @@ mod bench;
 mod graphql;
 mod projector_cmd;
 mod queue_cmd;
+mod rest;
 mod roles;
 mod web;
 
