@@ -157,3 +157,24 @@ pub async fn method_not_allowed() -> Response {
 pub async fn not_found() -> Response {
     ApiError::NotFound("Not Found".to_owned()).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_internal_error_keeps_its_cause_and_answers_without_it() {
+        let cause = std::io::Error::other("connection refused by 10.0.0.7");
+        let error = ApiError::internal(cause);
+        assert_eq!(
+            error.source().map(ToString::to_string).as_deref(),
+            Some("connection refused by 10.0.0.7")
+        );
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], br#"{"detail":"Internal server error"}"#);
+    }
+}

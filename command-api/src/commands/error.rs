@@ -36,8 +36,8 @@ pub enum CommandError {
         /// What is wrong, safe to show.
         message: String,
     },
-    /// The job does not exist (`"Job <id> not found"`). Nothing was appended. HTTP 404 / code
-    /// `NOT_FOUND`.
+    /// The job or task does not exist (`"Job <id> not found"`, `"Task <id> not found"`).
+    /// Nothing was appended. HTTP 404 / code `NOT_FOUND`.
     #[error("{0}")]
     NotFound(String),
     /// Other writers kept changing the streams the command decides on; it re-read and decided
@@ -147,5 +147,20 @@ mod tests {
         assert_eq!(e.code(), "INTERNAL");
         assert_eq!(e.to_string(), "internal error");
         assert_eq!(CommandError::Conflict.code(), "CONFLICT");
+    }
+
+    #[test]
+    fn infrastructure_errors_keep_their_cause() {
+        use std::error::Error;
+
+        let e = CommandError::Infrastructure(InfrastructureError::Queue(QueueError::Backend(
+            "sqs unreachable".to_owned(),
+        )));
+        assert_eq!(e.to_string(), "internal error");
+        let queue = e.source().expect("the infrastructure error");
+        assert_eq!(queue.to_string(), "task queue failed");
+        let cause = queue.source().expect("the queue's error");
+        assert_eq!(cause.to_string(), "queue error: sqs unreachable");
+        assert!(InfrastructureError::NoQueue.source().is_none());
     }
 }
