@@ -308,7 +308,7 @@ pub fn api_router(
 ) -> anyhow::Result<axum::Router> {
     let service = CommandService::new(platform.log.clone(), Limits::default())
         .with_queue(platform.queue.clone());
-    let rest = shoal_query_api::rest::api(
+    let rest = crate::rest::router(
         service.clone(),
         ReadModelStore::new(platform.database.clone()),
         shoal_query_api::rest::RestConfig {
