@@ -18,7 +18,6 @@
 
 pub mod analytics;
 pub mod jobs;
-mod lifecycle;
 
 use std::future::Future;
 use std::sync::Arc;

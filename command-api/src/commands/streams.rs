@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use shoal_domain::{
-    Event, JobId, JobState, Split, TaskCommand, TaskId, TaskState, decide_task, evolve_job,
-    evolve_task,
+    Event, JobId, JobState, Split, TaskCommand, TaskId, TaskState, TaskView, decide_task,
+    evolve_job, evolve_task,
 };
 use shoal_infra::eventlog::{NewEvent, RecordedEvent};
 
@@ -67,35 +67,20 @@ impl JobStream {
     }
 }
 
-/// A task stream folded, with what [`TaskSnapshot`] needs beyond [`TaskState`].
+/// A task stream folded twice: the aggregate's [`TaskState`] to decide with, and the domain's
+/// [`TaskView`] (the projection's fold) for [`TaskSnapshot`].
 #[derive(Debug, Default)]
 pub(super) struct TaskStream {
     pub(super) state: TaskState,
+    pub(super) view: Option<TaskView>,
     pub(super) version: i64,
-    pub(super) updated_at: Option<DateTime<Utc>>,
-    pub(super) started_at: Option<DateTime<Utc>>,
-    pub(super) completed_at: Option<DateTime<Utc>>,
-    pub(super) result: Option<Value>,
-    pub(super) duration_ms: Option<u64>,
 }
 
 impl TaskStream {
     pub(super) fn apply(&mut self, event: &Event, version: i64) {
         self.state = evolve_task(std::mem::take(&mut self.state), event);
+        self.view = TaskView::evolve(self.view.take(), event);
         self.version = version;
-        self.updated_at = Some(event.at());
-        match event {
-            Event::TaskStarted(e) => self.started_at = Some(e.at),
-            Event::TaskCompleted(e) => {
-                self.completed_at = Some(e.at);
-                self.result.clone_from(&e.result);
-                self.duration_ms = Some(e.duration_ms);
-                self.state.last_error = None;
-            }
-            Event::TaskFailed(e) if e.final_failure => self.completed_at = Some(e.at),
-            Event::TaskRetryScheduled(_) => self.completed_at = None,
-            _ => {}
-        }
     }
 
     /// `TaskStarted` of the current attempt by an external worker.
@@ -115,26 +100,25 @@ impl TaskStream {
 
     pub(super) fn snapshot(&self) -> Result<TaskSnapshot, CommandError> {
         let task = self
-            .state
-            .enqueued
+            .view
             .as_ref()
             .ok_or_else(|| CommandError::inconsistent("task stream without TaskEnqueued"))?;
         Ok(TaskSnapshot {
             task_id: task.task_id,
             job_id: task.job_id,
             index: task.index,
-            status: self.state.status,
-            attempt: self.state.attempt,
+            status: task.status,
+            attempt: task.attempt,
             max_attempts: task.max_attempts,
-            parameters: task.input.clone(),
-            result: self.result.clone(),
-            error_message: self.state.last_error.clone(),
-            worker: self.state.worker.clone(),
-            created_at: task.at,
-            updated_at: self.updated_at.unwrap_or(task.at),
-            started_at: self.started_at,
-            completed_at: self.completed_at,
-            duration_ms: self.duration_ms,
+            parameters: task.parameters.clone(),
+            result: task.result.clone(),
+            error_message: task.error_message.clone(),
+            worker: task.worker.clone(),
+            created_at: task.created_at,
+            updated_at: task.updated_at,
+            started_at: task.started_at,
+            completed_at: task.completed_at,
+            duration_ms: task.duration_ms,
             version: self.version,
         })
     }

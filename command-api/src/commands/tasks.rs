@@ -92,7 +92,7 @@ impl CommandService {
         }
         self.transition_task(task_id, "complete_task", |task, now| {
             let mut events = Vec::new();
-            let mut started_at = task.started_at;
+            let mut started_at = task.view.as_ref().and_then(|view| view.started_at);
             match task.state.status {
                 TaskStatus::Completed => return Ok(Vec::new()),
                 TaskStatus::Pending | TaskStatus::Enqueued | TaskStatus::Retrying => {
