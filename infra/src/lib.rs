@@ -8,6 +8,8 @@
 
 pub mod bench_support;
 pub mod db;
+mod dialect;
+mod notify;
 pub mod eventlog;
 pub mod orchestrator_store;
 pub mod queue;
