@@ -125,7 +125,7 @@ pub(crate) trait Dialect:
     ) -> impl Future<Output = sqlx::Result<u64>> + Send;
 
     /// Binds an id (Postgres `uuid`; SQLite hyphenated text).
-    fn bind_id(query: Q<'_, Self>, id: Uuid) -> Q<'_, Self>;
+    fn bind_id(query: Q<'_, Self>, id: Option<Uuid>) -> Q<'_, Self>;
 
     /// Binds a list of ids as one parameter (Postgres `uuid[]`, for `= ANY($n)`; SQLite a JSON
     /// array, for `IN (SELECT value FROM json_each($n))`).
@@ -155,6 +155,7 @@ pub(crate) trait QueryExt<'q, D: Dialect>: Sized {
     where
         D: Bind<'q, T>;
     fn id(self, id: Uuid) -> Self;
+    fn opt_id(self, id: Option<Uuid>) -> Self;
     fn ids(self, ids: Vec<Uuid>) -> Self;
     fn strs(self, values: Vec<&'q str>) -> Self;
     fn i64s(self, values: Vec<i64>) -> Self;
@@ -182,6 +183,10 @@ impl<'q, D: Dialect> QueryExt<'q, D> for Q<'q, D> {
     }
 
     fn id(self, id: Uuid) -> Self {
+        D::bind_id(self, Some(id))
+    }
+
+    fn opt_id(self, id: Option<Uuid>) -> Self {
         D::bind_id(self, id)
     }
 
@@ -281,7 +286,7 @@ impl Dialect for Postgres {
         async move { Ok(query.execute(executor).await?.rows_affected()) }
     }
 
-    fn bind_id(query: Q<'_, Self>, id: Uuid) -> Q<'_, Self> {
+    fn bind_id(query: Q<'_, Self>, id: Option<Uuid>) -> Q<'_, Self> {
         query.bind(id)
     }
 
@@ -346,8 +351,8 @@ impl Dialect for Sqlite {
         async move { Ok(query.execute(executor).await?.rows_affected()) }
     }
 
-    fn bind_id(query: Q<'_, Self>, id: Uuid) -> Q<'_, Self> {
-        query.bind(id.to_string())
+    fn bind_id(query: Q<'_, Self>, id: Option<Uuid>) -> Q<'_, Self> {
+        query.bind(id.map(|id| id.to_string()))
     }
 
     fn bind_ids(query: Q<'_, Self>, ids: Vec<Uuid>) -> Q<'_, Self> {
