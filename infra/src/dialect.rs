@@ -250,6 +250,41 @@ fn json_array<T: serde::Serialize>(values: &[T]) -> String {
     serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
 }
 
+/// The executor methods of [`Dialect`], the same for both drivers (each needs the concrete
+/// driver's types to satisfy sqlx's bounds).
+macro_rules! executor_methods {
+    () => {
+        fn conn<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self> + 'c {
+            conn
+        }
+
+        fn pool<'p>(pool: &'p Pool<Self>) -> impl Executor<'p, Database = Self> + 'p {
+            pool
+        }
+
+        fn fetch_all<'c, 'q, E: Executor<'c, Database = Self>>(
+            query: Q<'q, Self>,
+            executor: E,
+        ) -> impl Future<Output = sqlx::Result<Vec<Self::Row>>> + Send {
+            async move { query.fetch_all(executor).await }
+        }
+
+        fn fetch_optional<'c, 'q, E: Executor<'c, Database = Self>>(
+            query: Q<'q, Self>,
+            executor: E,
+        ) -> impl Future<Output = sqlx::Result<Option<Self::Row>>> + Send {
+            async move { query.fetch_optional(executor).await }
+        }
+
+        fn execute<'c, 'q, E: Executor<'c, Database = Self>>(
+            query: Q<'q, Self>,
+            executor: E,
+        ) -> impl Future<Output = sqlx::Result<u64>> + Send {
+            async move { Ok(query.execute(executor).await?.rows_affected()) }
+        }
+    };
+}
+
 impl Dialect for Postgres {
     const BACKEND: &'static str = "postgres";
 
@@ -257,34 +292,7 @@ impl Dialect for Postgres {
         Box::pin(pool.begin())
     }
 
-    fn conn<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self> + 'c {
-        conn
-    }
-
-    fn pool<'p>(pool: &'p Pool<Self>) -> impl Executor<'p, Database = Self> + 'p {
-        pool
-    }
-
-    fn fetch_all<'c, 'q, E: Executor<'c, Database = Self>>(
-        query: Q<'q, Self>,
-        executor: E,
-    ) -> impl Future<Output = sqlx::Result<Vec<Self::Row>>> + Send {
-        async move { query.fetch_all(executor).await }
-    }
-
-    fn fetch_optional<'c, 'q, E: Executor<'c, Database = Self>>(
-        query: Q<'q, Self>,
-        executor: E,
-    ) -> impl Future<Output = sqlx::Result<Option<Self::Row>>> + Send {
-        async move { query.fetch_optional(executor).await }
-    }
-
-    fn execute<'c, 'q, E: Executor<'c, Database = Self>>(
-        query: Q<'q, Self>,
-        executor: E,
-    ) -> impl Future<Output = sqlx::Result<u64>> + Send {
-        async move { Ok(query.execute(executor).await?.rows_affected()) }
-    }
+    executor_methods!();
 
     fn bind_id(query: Q<'_, Self>, id: Option<Uuid>) -> Q<'_, Self> {
         query.bind(id)
@@ -322,34 +330,7 @@ impl Dialect for Sqlite {
         Box::pin(pool.begin_with("BEGIN IMMEDIATE"))
     }
 
-    fn conn<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self> + 'c {
-        conn
-    }
-
-    fn pool<'p>(pool: &'p Pool<Self>) -> impl Executor<'p, Database = Self> + 'p {
-        pool
-    }
-
-    fn fetch_all<'c, 'q, E: Executor<'c, Database = Self>>(
-        query: Q<'q, Self>,
-        executor: E,
-    ) -> impl Future<Output = sqlx::Result<Vec<Self::Row>>> + Send {
-        async move { query.fetch_all(executor).await }
-    }
-
-    fn fetch_optional<'c, 'q, E: Executor<'c, Database = Self>>(
-        query: Q<'q, Self>,
-        executor: E,
-    ) -> impl Future<Output = sqlx::Result<Option<Self::Row>>> + Send {
-        async move { query.fetch_optional(executor).await }
-    }
-
-    fn execute<'c, 'q, E: Executor<'c, Database = Self>>(
-        query: Q<'q, Self>,
-        executor: E,
-    ) -> impl Future<Output = sqlx::Result<u64>> + Send {
-        async move { Ok(query.execute(executor).await?.rows_affected()) }
-    }
+    executor_methods!();
 
     fn bind_id(query: Q<'_, Self>, id: Option<Uuid>) -> Q<'_, Self> {
         query.bind(id.map(|id| id.to_string()))

@@ -9,8 +9,8 @@
 pub mod bench_support;
 pub mod db;
 mod dialect;
-mod notify;
 pub mod eventlog;
+mod notify;
 pub mod orchestrator_store;
 pub mod queue;
 pub mod readmodel;

@@ -16,8 +16,8 @@ use std::fmt::Display;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnection, PgListener, PgPool};
 use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgListener, PgPool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -79,18 +79,30 @@ pub(crate) enum Heard<'a> {
 impl Listener {
     /// Starts listening on `channel` unless the task runs already. `hear` applies what was
     /// heard to the signal's value and returns whether its receivers should wake.
-    pub fn ensure<S, F>(&self, pool: &PgPool, channel: &'static str, signal: &watch::Sender<S>, hear: F)
-    where
+    pub fn ensure<S, F>(
+        &self,
+        pool: &PgPool,
+        channel: &'static str,
+        signal: &watch::Sender<S>,
+        hear: F,
+    ) where
         S: Send + Sync + 'static,
         F: Fn(&mut S, Heard<'_>) -> bool + Send + 'static,
     {
-        ensure_task(&self.task, || listen(pool.clone(), channel, signal.clone(), hear));
+        ensure_task(&self.task, || {
+            listen(pool.clone(), channel, signal.clone(), hear)
+        });
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Some(task) = self.task.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(task) = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             task.abort();
         }
     }

@@ -98,7 +98,6 @@ JOIN events e ON e.position = p.position
 ORDER BY p.ord"
 );
 
-
 const SAVE_CHECKPOINT: &str = "
 INSERT INTO checkpoints (name, commit_id, position) VALUES ($1, $2, $3)
 ON CONFLICT (name) DO UPDATE

@@ -29,15 +29,25 @@ use crate::dialect::{Bind, Dialect, Get, QueryExt, col};
 macro_rules! event_columns {
     ($prefix:literal, $commit:literal) => {
         concat!(
-            $prefix, $commit, " AS commit_id, ",
-            $prefix, "position, ",
-            $prefix, "stream_id, ",
-            $prefix, "stream_version, ",
-            $prefix, "event_type, ",
-            $prefix, "schema_version, ",
-            $prefix, "data, ",
-            $prefix, "metadata, ",
-            $prefix, "recorded_at"
+            $prefix,
+            $commit,
+            " AS commit_id, ",
+            $prefix,
+            "position, ",
+            $prefix,
+            "stream_id, ",
+            $prefix,
+            "stream_version, ",
+            $prefix,
+            "event_type, ",
+            $prefix,
+            "schema_version, ",
+            $prefix,
+            "data, ",
+            $prefix,
+            "metadata, ",
+            $prefix,
+            "recorded_at"
         )
     };
 }
@@ -90,7 +100,9 @@ pub(crate) trait LogDialect:
     fn signal(shared: &Self::Shared) -> &watch::Sender<CommitSignal>;
 
     /// Starts a write transaction for an append of the log's own.
-    fn begin_append(log: &SqlEventLog<Self>) -> impl Future<Output = LogResult<Self::WriteTx>> + Send;
+    fn begin_append(
+        log: &SqlEventLog<Self>,
+    ) -> impl Future<Output = LogResult<Self::WriteTx>> + Send;
 
     fn commit(tx: Self::WriteTx) -> impl Future<Output = sqlx::Result<()>> + Send;
 
@@ -486,8 +498,7 @@ async fn append_prepared<D: LogDialect>(
             .await?;
     }
     if let Some(checkpoint) = &batch.checkpoint {
-        save_checkpoint::<D, _>(D::conn(&mut *conn), &checkpoint.name, checkpoint.position)
-            .await?;
+        save_checkpoint::<D, _>(D::conn(&mut *conn), &checkpoint.name, checkpoint.position).await?;
     }
     Ok(TxAppend { outcome, commit })
 }

@@ -10,9 +10,11 @@ use sqlx::postgres::{PgPool, Postgres};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 
-use super::sql::{ReadDialect, checkpoint_sql, job_columns, query_sql, task_columns};
-use super::types::{AnalyticsChanges, JobRow, JobsChanges, ProjectionName, Target, TaskRow};
 use super::ReadModelResult;
+use super::sql::{
+    ReadDialect, checkpoint_sql, job_columns, job_updates, query_sql, task_columns, task_updates,
+};
+use super::types::{AnalyticsChanges, JobRow, JobsChanges, ProjectionName, Target, TaskRow};
 use crate::dialect::{ColumnResult, Q};
 use crate::eventlog::LogPosition;
 
@@ -36,18 +38,8 @@ macro_rules! upsert_jobs {
                   AS u(",
             job_columns!(),
             ")
-             ON CONFLICT (id) DO UPDATE SET
-                 job_type = EXCLUDED.job_type, status = EXCLUDED.status,
-                 stream_status = EXCLUDED.stream_status, total_tasks = EXCLUDED.total_tasks,
-                 created_upto = EXCLUDED.created_upto, created = EXCLUDED.created,
-                 queued = EXCLUDED.queued, running = EXCLUDED.running,
-                 completed = EXCLUDED.completed, failed = EXCLUDED.failed,
-                 retrying = EXCLUDED.retrying, parameters = EXCLUDED.parameters,
-                 max_attempts = EXCLUDED.max_attempts,
-                 timeout_seconds = EXCLUDED.timeout_seconds, created_at = EXCLUDED.created_at,
-                 updated_at = EXCLUDED.updated_at, started_at = EXCLUDED.started_at,
-                 completed_at = EXCLUDED.completed_at, error_message = EXCLUDED.error_message,
-                 cancel_reason = EXCLUDED.cancel_reason"
+             ON CONFLICT (id) DO UPDATE SET ",
+            job_updates!()
         )
     };
 }
@@ -81,17 +73,8 @@ macro_rules! upsert_tasks {
         concat!(
             insert_tasks!($t),
             "
-             ON CONFLICT (id) DO UPDATE SET
-                 job_id = EXCLUDED.job_id, task_index = EXCLUDED.task_index,
-                 job_type = EXCLUDED.job_type, status = EXCLUDED.status,
-                 attempt = EXCLUDED.attempt, max_attempts = EXCLUDED.max_attempts,
-                 timeout_seconds = EXCLUDED.timeout_seconds, parameters = EXCLUDED.parameters,
-                 result = EXCLUDED.result, error_message = EXCLUDED.error_message,
-                 worker = EXCLUDED.worker, created_at = EXCLUDED.created_at,
-                 updated_at = EXCLUDED.updated_at, started_at = EXCLUDED.started_at,
-                 completed_at = EXCLUDED.completed_at,
-                 next_attempt_at = EXCLUDED.next_attempt_at,
-                 duration_ms = EXCLUDED.duration_ms, dead_lettered = EXCLUDED.dead_lettered"
+             ON CONFLICT (id) DO UPDATE SET ",
+            task_updates!()
         )
     };
 }
@@ -171,14 +154,21 @@ macro_rules! analytics_sql {
 
 const ANALYTICS: [[&str; 8]; 2] = [analytics_sql!(""), analytics_sql!("_rebuild")];
 
-
 const LOAD_JOBS: [&str; 2] = [
     concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ANY($1)"),
-    concat!("SELECT ", job_columns!(), " FROM jobs_rebuild WHERE id = ANY($1)"),
+    concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs_rebuild WHERE id = ANY($1)"
+    ),
 ];
 const LOAD_TASKS: [&str; 2] = [
     concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = ANY($1)"),
-    concat!("SELECT ", task_columns!(), " FROM tasks_rebuild WHERE id = ANY($1)"),
+    concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks_rebuild WHERE id = ANY($1)"
+    ),
 ];
 const LOAD_JOB_STATES: [&str; 2] = [
     "SELECT job_id, stream_status, total_tasks, created_upto, started
@@ -234,95 +224,95 @@ impl ReadDialect for Postgres {
         c: &AnalyticsChanges,
     ) -> ReadModelResult<()> {
         let sql = &ANALYTICS[target.index()];
-    if !c.job_states.is_empty() {
-        sqlx::query(sql[0])
-            .bind(
-                c.job_states
-                    .iter()
-                    .map(|s| s.job_id.as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                c.job_states
-                    .iter()
-                    .map(|s| s.stream_status.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                c.job_states
-                    .iter()
-                    .map(|s| i64::from(s.total_tasks))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                c.job_states
-                    .iter()
-                    .map(|s| i64::from(s.created_upto))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(c.job_states.iter().map(|s| s.started).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await?;
-    }
-    let by_type = c.jobs_by_type.iter().map(|(k, n)| (k.as_str(), *n));
-    add_counts(&mut *conn, sql[1], by_type.collect()).await?;
-    let by_status = c.jobs_by_status.iter().map(|(k, n)| (k.as_str(), *n));
-    add_counts(&mut *conn, sql[2], by_status.collect()).await?;
-    let by_status = c.tasks_by_status.iter().map(|(k, n)| (k.as_str(), *n));
-    add_counts(&mut *conn, sql[3], by_status.collect()).await?;
-    if !c.daily.is_empty() {
-        sqlx::query(sql[4])
-            .bind(c.daily.iter().map(|d| d.day).collect::<Vec<NaiveDate>>())
-            .bind(c.daily.iter().map(|d| d.jobs_submitted).collect::<Vec<_>>())
-            .bind(
-                c.daily
-                    .iter()
-                    .map(|d| d.tasks_completed)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(c.daily.iter().map(|d| d.tasks_failed).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await?;
-    }
-    if let Some(p) = c.processing {
-        sqlx::query(sql[5])
-            .bind(p.count)
-            .bind(p.sum_ms)
-            .bind(p.min_ms)
-            .bind(p.max_ms)
-            .execute(&mut *conn)
-            .await?;
-    }
-    if !c.buckets.is_empty() {
-        sqlx::query(sql[6])
-            .bind(
-                c.buckets
-                    .iter()
-                    .map(|(b, _)| i32::try_from(*b).unwrap_or(i32::MAX))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(c.buckets.iter().map(|(_, n)| *n).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await?;
-    }
-    if !c.throughput.is_empty() {
-        sqlx::query(sql[7])
-            .bind(c.throughput.iter().map(|m| m.minute).collect::<Vec<_>>())
-            .bind(
-                c.throughput
-                    .iter()
-                    .map(|m| m.tasks_completed)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                c.throughput
-                    .iter()
-                    .map(|m| m.tasks_failed)
-                    .collect::<Vec<_>>(),
-            )
-            .execute(&mut *conn)
-            .await?;
-    }
+        if !c.job_states.is_empty() {
+            sqlx::query(sql[0])
+                .bind(
+                    c.job_states
+                        .iter()
+                        .map(|s| s.job_id.as_uuid())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    c.job_states
+                        .iter()
+                        .map(|s| s.stream_status.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    c.job_states
+                        .iter()
+                        .map(|s| i64::from(s.total_tasks))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    c.job_states
+                        .iter()
+                        .map(|s| i64::from(s.created_upto))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(c.job_states.iter().map(|s| s.started).collect::<Vec<_>>())
+                .execute(&mut *conn)
+                .await?;
+        }
+        let by_type = c.jobs_by_type.iter().map(|(k, n)| (k.as_str(), *n));
+        add_counts(&mut *conn, sql[1], by_type.collect()).await?;
+        let by_status = c.jobs_by_status.iter().map(|(k, n)| (k.as_str(), *n));
+        add_counts(&mut *conn, sql[2], by_status.collect()).await?;
+        let by_status = c.tasks_by_status.iter().map(|(k, n)| (k.as_str(), *n));
+        add_counts(&mut *conn, sql[3], by_status.collect()).await?;
+        if !c.daily.is_empty() {
+            sqlx::query(sql[4])
+                .bind(c.daily.iter().map(|d| d.day).collect::<Vec<NaiveDate>>())
+                .bind(c.daily.iter().map(|d| d.jobs_submitted).collect::<Vec<_>>())
+                .bind(
+                    c.daily
+                        .iter()
+                        .map(|d| d.tasks_completed)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(c.daily.iter().map(|d| d.tasks_failed).collect::<Vec<_>>())
+                .execute(&mut *conn)
+                .await?;
+        }
+        if let Some(p) = c.processing {
+            sqlx::query(sql[5])
+                .bind(p.count)
+                .bind(p.sum_ms)
+                .bind(p.min_ms)
+                .bind(p.max_ms)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !c.buckets.is_empty() {
+            sqlx::query(sql[6])
+                .bind(
+                    c.buckets
+                        .iter()
+                        .map(|(b, _)| i32::try_from(*b).unwrap_or(i32::MAX))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(c.buckets.iter().map(|(_, n)| *n).collect::<Vec<_>>())
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !c.throughput.is_empty() {
+            sqlx::query(sql[7])
+                .bind(c.throughput.iter().map(|m| m.minute).collect::<Vec<_>>())
+                .bind(
+                    c.throughput
+                        .iter()
+                        .map(|m| m.tasks_completed)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    c.throughput
+                        .iter()
+                        .map(|m| m.tasks_failed)
+                        .collect::<Vec<_>>(),
+                )
+                .execute(&mut *conn)
+                .await?;
+        }
         Ok(())
     }
 

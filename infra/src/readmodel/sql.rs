@@ -39,6 +39,41 @@ macro_rules! task_columns {
 }
 pub(crate) use task_columns;
 
+/// What an upsert of a job row overwrites.
+macro_rules! job_updates {
+    () => {
+        "job_type = excluded.job_type, status = excluded.status,
+         stream_status = excluded.stream_status, total_tasks = excluded.total_tasks,
+         created_upto = excluded.created_upto, created = excluded.created,
+         queued = excluded.queued, running = excluded.running,
+         completed = excluded.completed, failed = excluded.failed,
+         retrying = excluded.retrying, parameters = excluded.parameters,
+         max_attempts = excluded.max_attempts,
+         timeout_seconds = excluded.timeout_seconds, created_at = excluded.created_at,
+         updated_at = excluded.updated_at, started_at = excluded.started_at,
+         completed_at = excluded.completed_at, error_message = excluded.error_message,
+         cancel_reason = excluded.cancel_reason"
+    };
+}
+pub(crate) use job_updates;
+
+/// What an upsert of a task row overwrites.
+macro_rules! task_updates {
+    () => {
+        "job_id = excluded.job_id, task_index = excluded.task_index,
+         job_type = excluded.job_type, status = excluded.status,
+         attempt = excluded.attempt, max_attempts = excluded.max_attempts,
+         timeout_seconds = excluded.timeout_seconds, parameters = excluded.parameters,
+         result = excluded.result, error_message = excluded.error_message,
+         worker = excluded.worker, created_at = excluded.created_at,
+         updated_at = excluded.updated_at, started_at = excluded.started_at,
+         completed_at = excluded.completed_at,
+         next_attempt_at = excluded.next_attempt_at,
+         duration_ms = excluded.duration_ms, dead_lettered = excluded.dead_lettered"
+    };
+}
+pub(crate) use task_updates;
+
 /// The checkpoint statements of the fence and the swap; `$now` is the dialect's current time.
 macro_rules! checkpoint_sql {
     ($now:literal) => {
@@ -288,7 +323,9 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
             .ids(ids)
             .all(D::conn(&mut tx))
             .await?;
-        rows.iter().map(job_row::<D>).collect::<ReadModelResult<Vec<_>>>()?
+        rows.iter()
+            .map(job_row::<D>)
+            .collect::<ReadModelResult<Vec<_>>>()?
     };
     let tasks = if keys.tasks.is_empty() {
         Vec::new()
@@ -298,7 +335,9 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
             .ids(ids)
             .all(D::conn(&mut tx))
             .await?;
-        rows.iter().map(task_row::<D>).collect::<ReadModelResult<Vec<_>>>()?
+        rows.iter()
+            .map(task_row::<D>)
+            .collect::<ReadModelResult<Vec<_>>>()?
     };
     let stored: HashSet<TaskId> = tasks.iter().map(|r| r.id).collect();
     let changes = fold(jobs, tasks);
@@ -408,7 +447,8 @@ pub(crate) async fn swap_rebuild<D: ReadDialect>(
 // Rows
 
 fn job_row<D: ReadDialect>(row: &D::Row) -> ReadModelResult<JobRow> {
-    let n = |i: usize, column: &str| -> ReadModelResult<u32> { count(col::<D, _>(row, i)?, column) };
+    let n =
+        |i: usize, column: &str| -> ReadModelResult<u32> { count(col::<D, _>(row, i)?, column) };
     Ok(JobRow {
         id: JobId::from_uuid(D::get_id(row, 0)?),
         job_type: col::<D, _>(row, 1)?,
@@ -437,7 +477,8 @@ fn job_row<D: ReadDialect>(row: &D::Row) -> ReadModelResult<JobRow> {
 }
 
 fn task_row<D: ReadDialect>(row: &D::Row) -> ReadModelResult<TaskRow> {
-    let n = |i: usize, column: &str| -> ReadModelResult<u32> { count(col::<D, _>(row, i)?, column) };
+    let n =
+        |i: usize, column: &str| -> ReadModelResult<u32> { count(col::<D, _>(row, i)?, column) };
     Ok(TaskRow {
         id: TaskId::from_uuid(D::get_id(row, 0)?),
         job_id: JobId::from_uuid(D::get_id(row, 1)?),
@@ -608,7 +649,10 @@ pub(crate) async fn get_task<D: ReadDialect>(
 }
 
 /// `(key, count)` pairs from `sql`.
-async fn pairs<D: Dialect>(pool: &Pool<D>, sql: &'static str) -> ReadModelResult<Vec<(String, i64)>> {
+async fn pairs<D: Dialect>(
+    pool: &Pool<D>,
+    sql: &'static str,
+) -> ReadModelResult<Vec<(String, i64)>> {
     let rows = sqlx::query::<D>(sql).all(D::pool(pool)).await?;
     rows.iter()
         .map(|row| Ok((col::<D, _>(row, 0)?, col::<D, _>(row, 1)?)))
@@ -712,9 +756,13 @@ pub(crate) async fn dump<D: ReadDialect>(
         .all(D::pool(pool))
         .await?;
     let jobs = job_rows::<D>(rows)?;
-    let rows = sqlx::query::<D>(concat!("SELECT ", task_columns!(), " FROM tasks ORDER BY id"))
-        .all(D::pool(pool))
-        .await?;
+    let rows = sqlx::query::<D>(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks ORDER BY id"
+    ))
+    .all(D::pool(pool))
+    .await?;
     let tasks = task_rows::<D>(rows)?;
     let rows = sqlx::query::<D>(
         "SELECT job_id, stream_status, total_tasks, created_upto, started

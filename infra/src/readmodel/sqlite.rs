@@ -9,9 +9,11 @@ use shoal_domain::TaskId;
 use sqlx::sqlite::{Sqlite, SqlitePool};
 use sqlx::{Row, SqliteConnection};
 
-use super::sql::{ReadDialect, checkpoint_sql, job_columns, query_sql, task_columns};
-use super::types::{AnalyticsChanges, JobRow, JobsChanges, ProjectionName, Target, TaskRow};
 use super::ReadModelResult;
+use super::sql::{
+    ReadDialect, checkpoint_sql, job_columns, job_updates, query_sql, task_columns, task_updates,
+};
+use super::types::{AnalyticsChanges, JobRow, JobsChanges, ProjectionName, Target, TaskRow};
 use crate::dialect::{ColumnError, ColumnResult, Q, sqlite_time as ts};
 use crate::eventlog::LogPosition;
 
@@ -35,18 +37,8 @@ macro_rules! upsert_jobs {
                 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20
             ),
             " FROM json_each($1) AS j WHERE true
-             ON CONFLICT (id) DO UPDATE SET
-                 job_type = excluded.job_type, status = excluded.status,
-                 stream_status = excluded.stream_status, total_tasks = excluded.total_tasks,
-                 created_upto = excluded.created_upto, created = excluded.created,
-                 queued = excluded.queued, running = excluded.running,
-                 completed = excluded.completed, failed = excluded.failed,
-                 retrying = excluded.retrying, parameters = excluded.parameters,
-                 max_attempts = excluded.max_attempts,
-                 timeout_seconds = excluded.timeout_seconds, created_at = excluded.created_at,
-                 updated_at = excluded.updated_at, started_at = excluded.started_at,
-                 completed_at = excluded.completed_at, error_message = excluded.error_message,
-                 cancel_reason = excluded.cancel_reason"
+             ON CONFLICT (id) DO UPDATE SET ",
+            job_updates!()
         )
     };
 }
@@ -63,17 +55,8 @@ macro_rules! upsert_tasks {
                 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18
             ),
             " FROM json_each($1) AS j WHERE true
-             ON CONFLICT (id) DO UPDATE SET
-                 job_id = excluded.job_id, task_index = excluded.task_index,
-                 job_type = excluded.job_type, status = excluded.status,
-                 attempt = excluded.attempt, max_attempts = excluded.max_attempts,
-                 timeout_seconds = excluded.timeout_seconds, parameters = excluded.parameters,
-                 result = excluded.result, error_message = excluded.error_message,
-                 worker = excluded.worker, created_at = excluded.created_at,
-                 updated_at = excluded.updated_at, started_at = excluded.started_at,
-                 completed_at = excluded.completed_at,
-                 next_attempt_at = excluded.next_attempt_at,
-                 duration_ms = excluded.duration_ms, dead_lettered = excluded.dead_lettered"
+             ON CONFLICT (id) DO UPDATE SET ",
+            task_updates!()
         )
     };
 }
@@ -169,9 +152,12 @@ macro_rules! analytics_sql {
 
 const ANALYTICS: [[&str; 8]; 2] = [analytics_sql!(""), analytics_sql!("_rebuild")];
 
-
 const LOAD_JOBS: [&str; 2] = [
-    concat!("SELECT ", job_columns!(), " FROM jobs WHERE id IN (SELECT value FROM json_each($1))"),
+    concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE id IN (SELECT value FROM json_each($1))"
+    ),
     concat!(
         "SELECT ",
         job_columns!(),
@@ -179,7 +165,11 @@ const LOAD_JOBS: [&str; 2] = [
     ),
 ];
 const LOAD_TASKS: [&str; 2] = [
-    concat!("SELECT ", task_columns!(), " FROM tasks WHERE id IN (SELECT value FROM json_each($1))"),
+    concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE id IN (SELECT value FROM json_each($1))"
+    ),
     concat!(
         "SELECT ",
         task_columns!(),
@@ -221,8 +211,7 @@ impl ReadDialect for Sqlite {
     fn get_json(row: &Self::Row, index: usize) -> ColumnResult<Option<Value>> {
         row.try_get::<Option<String>, _>(index)?
             .map(|text| {
-                serde_json::from_str(&text)
-                    .map_err(|e| ColumnError::Corrupt(format!("JSON: {e}")))
+                serde_json::from_str(&text).map_err(|e| ColumnError::Corrupt(format!("JSON: {e}")))
             })
             .transpose()
     }
@@ -257,79 +246,79 @@ impl ReadDialect for Sqlite {
         c: &AnalyticsChanges,
     ) -> ReadModelResult<()> {
         let sql = &ANALYTICS[target.index()];
-    let mut rows: Vec<(usize, Vec<Value>)> = Vec::new();
-    rows.push((
-        0,
-        c.job_states
-            .iter()
-            .map(|s| {
-                json!([
-                    s.job_id.to_string(),
-                    s.stream_status.as_str(),
-                    s.total_tasks,
-                    s.created_upto,
-                    s.started
-                ])
-            })
-            .collect(),
-    ));
-    rows.push((
-        1,
-        c.jobs_by_type.iter().map(|(k, n)| json!([k, n])).collect(),
-    ));
-    rows.push((
-        2,
-        c.jobs_by_status
-            .iter()
-            .map(|(k, n)| json!([k.as_str(), n]))
-            .collect(),
-    ));
-    rows.push((
-        3,
-        c.tasks_by_status
-            .iter()
-            .map(|(k, n)| json!([k.as_str(), n]))
-            .collect(),
-    ));
-    rows.push((
-        4,
-        c.daily
-            .iter()
-            .map(|d| {
-                json!([
-                    d.day.format("%Y-%m-%d").to_string(),
-                    d.jobs_submitted,
-                    d.tasks_completed,
-                    d.tasks_failed
-                ])
-            })
-            .collect(),
-    ));
-    rows.push((6, c.buckets.iter().map(|(b, n)| json!([b, n])).collect()));
-    rows.push((
-        7,
-        c.throughput
-            .iter()
-            .map(|m| json!([ts(m.minute), m.tasks_completed, m.tasks_failed]))
-            .collect(),
-    ));
-    for (statement, rows) in rows {
-        if !rows.is_empty() {
-            sqlx::query(sql[statement])
-                .bind(Value::Array(rows).to_string())
+        let mut rows: Vec<(usize, Vec<Value>)> = Vec::new();
+        rows.push((
+            0,
+            c.job_states
+                .iter()
+                .map(|s| {
+                    json!([
+                        s.job_id.to_string(),
+                        s.stream_status.as_str(),
+                        s.total_tasks,
+                        s.created_upto,
+                        s.started
+                    ])
+                })
+                .collect(),
+        ));
+        rows.push((
+            1,
+            c.jobs_by_type.iter().map(|(k, n)| json!([k, n])).collect(),
+        ));
+        rows.push((
+            2,
+            c.jobs_by_status
+                .iter()
+                .map(|(k, n)| json!([k.as_str(), n]))
+                .collect(),
+        ));
+        rows.push((
+            3,
+            c.tasks_by_status
+                .iter()
+                .map(|(k, n)| json!([k.as_str(), n]))
+                .collect(),
+        ));
+        rows.push((
+            4,
+            c.daily
+                .iter()
+                .map(|d| {
+                    json!([
+                        d.day.format("%Y-%m-%d").to_string(),
+                        d.jobs_submitted,
+                        d.tasks_completed,
+                        d.tasks_failed
+                    ])
+                })
+                .collect(),
+        ));
+        rows.push((6, c.buckets.iter().map(|(b, n)| json!([b, n])).collect()));
+        rows.push((
+            7,
+            c.throughput
+                .iter()
+                .map(|m| json!([ts(m.minute), m.tasks_completed, m.tasks_failed]))
+                .collect(),
+        ));
+        for (statement, rows) in rows {
+            if !rows.is_empty() {
+                sqlx::query(sql[statement])
+                    .bind(Value::Array(rows).to_string())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        if let Some(p) = c.processing {
+            sqlx::query(sql[5])
+                .bind(p.count)
+                .bind(p.sum_ms)
+                .bind(p.min_ms)
+                .bind(p.max_ms)
                 .execute(&mut *conn)
                 .await?;
         }
-    }
-    if let Some(p) = c.processing {
-        sqlx::query(sql[5])
-            .bind(p.count)
-            .bind(p.sum_ms)
-            .bind(p.min_ms)
-            .bind(p.max_ms)
-            .execute(&mut *conn)
-            .await?;
-    }
         Ok(())
     }
 
@@ -409,10 +398,7 @@ fn task_json(r: &TaskRow) -> Value {
     ])
 }
 
-async fn count_events_after(
-    pool: &SqlitePool,
-    after: LogPosition,
-) -> ReadModelResult<u64> {
+async fn count_events_after(pool: &SqlitePool, after: LogPosition) -> ReadModelResult<u64> {
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE position > $1")
         .bind(after.position)
         .fetch_one(pool)
