@@ -7,8 +7,9 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgPool, PgRow, Postgres};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -94,8 +95,6 @@ WITH moved AS (
 INSERT INTO task_dead_letters (job_id, task_id, body, reason, receive_count)
 SELECT job_id, task_id, body, $3, receive_count FROM moved";
 
-const PURGE_JOB: &str = "DELETE FROM task_queue WHERE job_id = $1";
-
 /// A scan of the queue (it holds only pending work) and of the dead letters.
 const DEPTH: &str = "
 SELECT count(*) FILTER (WHERE visible_at <= now()) AS visible,
@@ -103,19 +102,6 @@ SELECT count(*) FILTER (WHERE visible_at <= now()) AS visible,
        count(*) FILTER (WHERE visible_at > now() AND receipt IS NULL) AS delayed,
        (SELECT count(*) FROM task_dead_letters) AS dead_lettered
 FROM task_queue";
-
-const DEAD_LETTERS: &str = "
-SELECT id, job_id, task_id, body, reason, dead_lettered_at
-FROM task_dead_letters
-ORDER BY id
-LIMIT $1";
-
-const JOB_DEAD_LETTERS: &str = "
-SELECT id, job_id, task_id, body, reason, dead_lettered_at
-FROM task_dead_letters
-WHERE job_id = $2
-ORDER BY id
-LIMIT $1";
 
 const REMOVE_DEAD_LETTERS: &str = "DELETE FROM task_dead_letters WHERE id = ANY($1)";
 
@@ -316,11 +302,7 @@ impl PgQueue {
     }
 
     pub(super) async fn purge_job(&self, job_id: Uuid) -> QueueResult<u64> {
-        let result = sqlx::query(PURGE_JOB)
-            .bind(job_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected())
+        super::purge_job(&self.pool, job_id).await
     }
 
     pub(super) async fn depth(&self) -> QueueResult<QueueDepth> {
@@ -341,23 +323,7 @@ impl PgQueue {
         job_id: Option<Uuid>,
         limit: i64,
     ) -> QueueResult<Vec<DeadLetter>> {
-        let query = match job_id {
-            Some(job_id) => sqlx::query(JOB_DEAD_LETTERS).bind(limit).bind(job_id),
-            None => sqlx::query(DEAD_LETTERS).bind(limit),
-        };
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(DeadLetter {
-                    id: row.try_get::<i64, _>("id")?.to_string(),
-                    job_id: row.try_get("job_id")?,
-                    task_id: row.try_get("task_id")?,
-                    raw: row.try_get("body")?,
-                    reason: row.try_get("reason")?,
-                    dead_lettered_at: row.try_get("dead_lettered_at")?,
-                })
-            })
-            .collect()
+        super::dead_letters(&self.pool, job_id, limit).await
     }
 
     pub(super) async fn remove_dead_letters(&self, ids: &[i64]) -> QueueResult<()> {
@@ -366,5 +332,15 @@ impl PgQueue {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+impl super::QueueDialect for Postgres {
+    fn get_opt_id(row: &PgRow, index: usize) -> QueueResult<Option<Uuid>> {
+        Ok(row.try_get(index)?)
+    }
+
+    fn get_queue_time(row: &PgRow, index: usize) -> QueueResult<DateTime<Utc>> {
+        Ok(row.try_get(index)?)
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
+use sqlx::sqlite::{Sqlite, SqlitePool, SqliteRow};
 use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
@@ -78,27 +78,12 @@ const TAKE_FOR_DEAD_LETTER: &str = "
 DELETE FROM task_queue WHERE id = ?1 AND receipt = ?2
 RETURNING job_id, task_id, body, receive_count";
 
-const PURGE_JOB: &str = "DELETE FROM task_queue WHERE job_id = ?1";
-
 const DEPTH: &str = "
 SELECT COALESCE(SUM(visible_at <= ?1), 0) AS visible,
        COALESCE(SUM(visible_at > ?1 AND receipt IS NOT NULL), 0) AS in_flight,
        COALESCE(SUM(visible_at > ?1 AND receipt IS NULL), 0) AS delayed,
        (SELECT COUNT(*) FROM task_dead_letters) AS dead_lettered
 FROM task_queue";
-
-const DEAD_LETTERS: &str = "
-SELECT id, job_id, task_id, body, reason, dead_lettered_at
-FROM task_dead_letters
-ORDER BY id
-LIMIT ?1";
-
-const JOB_DEAD_LETTERS: &str = "
-SELECT id, job_id, task_id, body, reason, dead_lettered_at
-FROM task_dead_letters
-WHERE job_id = ?2
-ORDER BY id
-LIMIT ?1";
 
 /// `?1`: a JSON array of ids.
 const REMOVE_DEAD_LETTERS: &str = "
@@ -122,10 +107,6 @@ fn receipts_json(receipts: &[ReceiptRef<'_>]) -> String {
             .collect::<Vec<_>>()
     )
     .to_string()
-}
-
-fn uuid_column(value: Option<String>) -> Option<Uuid> {
-    value.and_then(|v| Uuid::parse_str(&v).ok())
 }
 
 impl SqliteQueue {
@@ -292,11 +273,7 @@ impl SqliteQueue {
 
     pub(super) async fn purge_job(&self, job_id: Uuid) -> QueueResult<u64> {
         let _write = self.write_lock().await;
-        let result = sqlx::query(PURGE_JOB)
-            .bind(job_id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected())
+        super::purge_job(&self.pool, job_id).await
     }
 
     pub(super) async fn depth(&self) -> QueueResult<QueueDepth> {
@@ -320,28 +297,7 @@ impl SqliteQueue {
         job_id: Option<Uuid>,
         limit: i64,
     ) -> QueueResult<Vec<DeadLetter>> {
-        let query = match job_id {
-            Some(job_id) => sqlx::query(JOB_DEAD_LETTERS)
-                .bind(limit)
-                .bind(job_id.to_string()),
-            None => sqlx::query(DEAD_LETTERS).bind(limit),
-        };
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.into_iter()
-            .map(|row| {
-                let at: i64 = row.try_get("dead_lettered_at")?;
-                Ok(DeadLetter {
-                    id: row.try_get::<i64, _>("id")?.to_string(),
-                    job_id: uuid_column(row.try_get("job_id")?),
-                    task_id: uuid_column(row.try_get("task_id")?),
-                    raw: row.try_get("body")?,
-                    reason: row.try_get("reason")?,
-                    dead_lettered_at: DateTime::from_timestamp_millis(at).ok_or_else(|| {
-                        QueueError::Backend(format!("dead letter time {at} is out of range"))
-                    })?,
-                })
-            })
-            .collect()
+        super::dead_letters(&self.pool, job_id, limit).await
     }
 
     pub(super) async fn remove_dead_letters(&self, ids: &[i64]) -> QueueResult<()> {
@@ -352,5 +308,18 @@ impl SqliteQueue {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+impl super::QueueDialect for Sqlite {
+    fn get_opt_id(row: &SqliteRow, index: usize) -> QueueResult<Option<Uuid>> {
+        let text: Option<String> = row.try_get(index)?;
+        Ok(text.and_then(|v| Uuid::parse_str(&v).ok()))
+    }
+
+    fn get_queue_time(row: &SqliteRow, index: usize) -> QueueResult<DateTime<Utc>> {
+        let at: i64 = row.try_get(index)?;
+        DateTime::from_timestamp_millis(at)
+            .ok_or_else(|| QueueError::Backend(format!("dead letter time {at} is out of range")))
     }
 }
