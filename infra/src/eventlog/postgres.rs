@@ -233,6 +233,14 @@ impl LogDialect for Postgres {
         )
     }
 
+    async fn save_checkpoint_alone(
+        log: &PostgresEventLog,
+        name: &str,
+        position: LogPosition,
+    ) -> LogResult<()> {
+        save_checkpoint_pg(&log.pool, name, position).await
+    }
+
     async fn forget_idempotency_keys(
         log: &PostgresEventLog,
         used_before: DateTime<Utc>,

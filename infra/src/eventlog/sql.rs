@@ -131,6 +131,14 @@ pub(crate) trait LogDialect:
     /// See [`EventLog::head`].
     fn head(log: &SqlEventLog<Self>) -> impl Future<Output = LogResult<LogPosition>> + Send;
 
+    /// See [`EventLog::save_checkpoint`] (one statement on Postgres; on SQLite, in a write
+    /// transaction of the log).
+    fn save_checkpoint_alone(
+        log: &SqlEventLog<Self>,
+        name: &str,
+        position: LogPosition,
+    ) -> impl Future<Output = LogResult<()>> + Send;
+
     /// See [`EventLog::forget_idempotency_keys`].
     fn forget_idempotency_keys(
         log: &SqlEventLog<Self>,
@@ -364,10 +372,7 @@ impl<D: LogDialect> EventLog for SqlEventLog<D> {
     }
 
     async fn save_checkpoint(&self, name: &str, position: LogPosition) -> LogResult<()> {
-        let mut tx = D::begin_append(self).await?;
-        save_checkpoint::<D, _>(D::conn(&mut tx), name, position).await?;
-        D::commit(tx).await?;
-        Ok(())
+        D::save_checkpoint_alone(self, name, position).await
     }
 
     fn subscribe(&self, after: LogPosition, batch_size: i64) -> EventStream {

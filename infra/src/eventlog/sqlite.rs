@@ -229,6 +229,17 @@ impl LogDialect for Sqlite {
         }))
     }
 
+    async fn save_checkpoint_alone(
+        log: &SqliteEventLog,
+        name: &str,
+        position: LogPosition,
+    ) -> LogResult<()> {
+        let mut tx = log.begin_write().await?;
+        save_checkpoint_sqlite(&mut *tx, name, position).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn forget_idempotency_keys(
         log: &SqliteEventLog,
         used_before: DateTime<Utc>,
