@@ -554,3 +554,16 @@ async fn purge_job<D: Dialect>(pool: &Pool<D>, job_id: Uuid) -> QueueResult<u64>
         .run(D::pool(pool))
         .await?)
 }
+
+/// A row of a dialect's depth query: `visible, in_flight, delayed, dead_lettered`.
+fn depth_row<D: Dialect>(row: &D::Row) -> QueueResult<QueueDepth> {
+    let count = |index: usize| -> QueueResult<u64> {
+        Ok(u64::try_from(col::<D, i64>(row, index)?).unwrap_or(0))
+    };
+    Ok(QueueDepth {
+        visible: count(0)?,
+        in_flight: count(1)?,
+        delayed: count(2)?,
+        dead_lettered: count(3)?,
+    })
+}

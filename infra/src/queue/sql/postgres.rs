@@ -307,15 +307,7 @@ impl PgQueue {
 
     pub(super) async fn depth(&self) -> QueueResult<QueueDepth> {
         let row = sqlx::query(DEPTH).fetch_one(&self.pool).await?;
-        let count = |name: &str| -> QueueResult<u64> {
-            Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
-        };
-        Ok(QueueDepth {
-            visible: count("visible")?,
-            in_flight: count("in_flight")?,
-            delayed: count("delayed")?,
-            dead_lettered: count("dead_lettered")?,
-        })
+        super::depth_row::<Postgres>(&row)
     }
 
     pub(super) async fn dead_letters(
