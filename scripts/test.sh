@@ -86,3 +86,13 @@ step "web: browser end-to-end (screenshots in target/web-screenshots/)"
 # same features; building it alone would compile a second feature set of every dependency.
 [ -x target/debug/shoal ] || cargo build --locked --bin shoal
 SHOAL_BIN="$root/target/debug/shoal" npm --prefix web run e2e
+
+# The deployment: Dockerfile lint and build steps, every kustomize overlay rendered, validated
+# and checked for its invariants, checkov, terraform fmt (scripts/deploy-check.sh).
+step "deployment checks (scripts/deploy-check.sh)"
+scripts/deploy-check.sh
+
+# Fifty worker processes against one Postgres, on the SQL queue and on SQS, a fifth of them
+# scaled down mid-job: every task exactly once, connections bounded (short form, ~2 minutes).
+step "fifty workers, simulated (scripts/fifty-workers.sh)"
+SHOAL_BIN="$root/target/debug/shoal" scripts/fifty-workers.sh
