@@ -2,13 +2,14 @@
 # only (infra/deploy/k8s/base/serviceaccounts.yaml), each with only what its code calls:
 #
 #   worker        the task queue: receive, delete, change visibility (heartbeat, release),
-#                 send (dead-letter moves a failed task's message to the DLQ), queue attributes;
-#                 KEDA reads the queue's depth with this role too (identityOwner: workload)
+#                 send (dead-letter moves a failed task's message to the DLQ), queue attributes
 #   orchestrator  the task queue: send (the relay) and attributes (the queue-depth metric);
 #                 the Step Functions driver: start/stop/describe executions of the state
 #                 machine, answer task tokens, and receive from the control queue
 #   api           dead letters (GraphQL deadLetters / redriveDeadLetters): receive and delete
 #                 on the DLQ, send to the task queue, attributes of both
+#   keda          KEDA's operator (ServiceAccount keda/keda-operator), for the aws-sqs-queue
+#                 scaler: the task queue's attributes, nothing else
 #   projector, migrate: no AWS access at all (no role).
 locals {
   sqs_queue_read = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
@@ -141,4 +142,45 @@ resource "aws_iam_role_policy" "irsa" {
   name   = "${var.name}-${each.key}"
   role   = aws_iam_role.irsa[each.key].id
   policy = each.value
+}
+
+# KEDA's operator reads the queue depth with its own identity (TriggerAuthentication
+# podIdentity provider aws), so that it needs no access to the workers' role.
+data "aws_iam_policy_document" "keda_trust" {
+  statement {
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+    principals {
+      type        = "Federated"
+      identifiers = [var.eks_oidc_provider_arn]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "${var.eks_oidc_issuer}:sub"
+      values   = ["system:serviceaccount:${var.keda_namespace}:keda-operator"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "${var.eks_oidc_issuer}:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "keda" {
+  name               = "${var.name}-keda"
+  assume_role_policy = data.aws_iam_policy_document.keda_trust.json
+}
+
+data "aws_iam_policy_document" "keda" {
+  statement {
+    sid       = "QueueDepth"
+    actions   = ["sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.tasks.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "keda" {
+  name   = "${var.name}-keda"
+  role   = aws_iam_role.keda.id
+  policy = data.aws_iam_policy_document.keda.json
 }

@@ -28,6 +28,11 @@ output "role_arns" {
   value       = { for role, r in aws_iam_role.irsa : role => r.arn }
 }
 
+output "keda_role_arn" {
+  description = "IRSA role for KEDA's operator (helm value serviceAccount.operator.annotations, docs/deploy.md)."
+  value       = aws_iam_role.keda.arn
+}
+
 output "database_endpoint" {
   description = "host:port of the RDS instance (null without create_database)."
   value       = var.create_database ? aws_db_instance.shoal[0].endpoint : null

@@ -33,6 +33,12 @@ variable "namespace" {
   default     = "shoal"
 }
 
+variable "keda_namespace" {
+  description = "Namespace of KEDA's operator (its ServiceAccount keda-operator gets the queue-depth role)."
+  type        = string
+  default     = "keda"
+}
+
 # --- the task queue ---
 
 variable "visibility_timeout_seconds" {
