@@ -14,7 +14,8 @@
 #      downloaded here: run it where it can, see docs/deploy.md.)
 #   7. the image's build steps (infra/deploy/build.sh, what the Dockerfile runs), outside
 #      Docker: the dashboard, and the binary with the dev profile (the image uses release).
-#      SHOAL_DEPLOY_CHECK_BUILD=0 skips them.
+#      SHOAL_DEPLOY_CHECK_BUILD=0 skips them, =binary builds only the binary (scripts/test.sh,
+#      which has just run the dashboard's same steps, npm ci and npm run build).
 #
 # kubectl and terraform must be installed; hadolint, kubernetes-validate and checkov are
 # installed with pip when missing.
@@ -97,11 +98,17 @@ step "terraform fmt -check"
 terraform fmt -check -recursive -diff infra/deploy/terraform
 echo "terraform: formatted (terraform validate needs the AWS provider: not run here, see docs/deploy.md)"
 
-if [ "${SHOAL_DEPLOY_CHECK_BUILD:-1}" != 0 ]; then
+build=${SHOAL_DEPLOY_CHECK_BUILD:-all}
+if [ "$build" != 0 ]; then
   step "the image's build steps, outside Docker (infra/deploy/build.sh)"
-  infra/deploy/build.sh web "$out/image-root"
+  if [ "$build" = all ]; then
+    infra/deploy/build.sh web "$out/image-root"
+    ls -l "$out/image-root/usr/share/shoal/web/index.html"
+  fi
+  # A build of the binary alone (no test features): the first one compiles part of the
+  # dependency graph a second time, a few minutes; later ones are incremental.
   infra/deploy/build.sh binary dev "$out/image-root"
-  ls -l "$out/image-root/usr/local/bin/shoal" "$out/image-root/usr/share/shoal/web/index.html"
+  ls -l "$out/image-root/usr/local/bin/shoal"
 fi
 
 echo
