@@ -54,7 +54,7 @@ output "kustomize_env" {
     API_ROLE_ARN=${aws_iam_role.irsa["api"].arn}
     ORCHESTRATOR_ROLE_ARN=${aws_iam_role.irsa["orchestrator"].arn}
     WORKER_ROLE_ARN=${aws_iam_role.irsa["worker"].arn}
-    STATE_MACHINE_ARN=${aws_sfn_state_machine.job_lifecycle.arn}
-    CONTROL_QUEUE_URL=${aws_sqs_queue.control.url}
+    SHOAL_SFN_STATE_MACHINE=${aws_sfn_state_machine.job_lifecycle.arn}
+    SHOAL_SFN_CONTROL_QUEUE=${aws_sqs_queue.control.url}
   EOT
 }
