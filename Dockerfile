@@ -10,12 +10,10 @@
 # --- the dashboard (Vite build; Node 20 as web/package.json requires) ---
 FROM node:20.19-bookworm-slim AS web
 WORKDIR /src
-COPY web/package.json web/package-lock.json web/
 COPY infra/deploy/build.sh infra/deploy/build.sh
-# Dependencies first, so that they stay cached while the sources change.
-RUN npm --prefix web ci --no-audit --no-fund
 COPY web web
-RUN infra/deploy/build.sh web /out
+# npm's download cache survives between builds (BuildKit cache mount).
+RUN --mount=type=cache,target=/root/.npm infra/deploy/build.sh web /out
 
 # --- the binary, with the toolchain pinned in rust-toolchain.toml and Cargo.lock (--locked) ---
 FROM rust:1.95.0-slim-bookworm AS build
@@ -28,7 +26,11 @@ COPY projector projector
 COPY query-api query-api
 COPY worker worker
 COPY src src
-RUN infra/deploy/build.sh binary release /out
+# Downloaded crates and the target directory survive between builds (BuildKit cache mounts);
+# the binary is copied out of the cache into /out by build.sh.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    infra/deploy/build.sh binary release /out
 
 # --- the runtime image ---
 FROM gcr.io/distroless/cc-debian12:nonroot
