@@ -291,7 +291,12 @@ pub fn evolve_job(mut state: JobState, event: &Event) -> JobState {
         | Event::TaskCompleted(_)
         | Event::TaskFailed(_)
         | Event::TaskRetryScheduled(_)
-        | Event::TaskDeadLettered(_) => {}
+        | Event::TaskDeadLettered(_)
+        | Event::JobExecutionStarted(_)
+        | Event::JobStepStarted(_)
+        | Event::JobStepSucceeded(_)
+        | Event::JobStepRetried(_)
+        | Event::JobStepFailed(_) => {}
     }
     state
 }

@@ -400,7 +400,12 @@ pub fn evolve_task(mut state: TaskState, event: &Event) -> TaskState {
         | Event::JobCompleted(_)
         | Event::JobFailed(_)
         | Event::JobCancelled(_)
-        | Event::JobRetryRequested(_) => {}
+        | Event::JobRetryRequested(_)
+        | Event::JobExecutionStarted(_)
+        | Event::JobStepStarted(_)
+        | Event::JobStepSucceeded(_)
+        | Event::JobStepRetried(_)
+        | Event::JobStepFailed(_) => {}
     }
     state
 }
