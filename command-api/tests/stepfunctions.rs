@@ -272,6 +272,7 @@ fn sfn_config() -> StepFunctionsConfig {
         monitor_hold: Duration::from_secs(2),
         poll_interval: Duration::from_millis(100),
         receive_wait: Duration::from_secs(1),
+        moto_confirm_after: Some(Duration::from_millis(300)),
     }
 }
 

@@ -472,6 +472,30 @@ async fn find_state_machine(
     }
 }
 
+/// Switches on moto_server's ASL interpreter (`POST /moto-api/config
+/// {"stepfunctions": {"execute_state_machine": true}}`; without it moto's executions stay
+/// RUNNING forever). `address` is moto's `host:port`. A blocking call: one request to an
+/// emulator on loopback (development and tests only) does not warrant an HTTP client.
+pub fn moto_execute_state_machines(address: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let body = r#"{"stepfunctions":{"execute_state_machine":true}}"#;
+    let request = format!(
+        "POST /moto-api/config HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(request.as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    if response.starts_with("HTTP/1.1 2") || response.starts_with("HTTP/1.0 2") {
+        Ok(())
+    } else {
+        let status = response.lines().next().unwrap_or("no answer").to_owned();
+        Err(std::io::Error::other(status))
+    }
+}
+
 /// The AWS console's page of an execution (the region is read from the ARN).
 pub fn console_url(execution_arn: &str) -> Option<String> {
     let mut parts = execution_arn.split(':');

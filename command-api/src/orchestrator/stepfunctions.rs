@@ -69,6 +69,11 @@ pub struct StepFunctionsConfig {
     pub poll_interval: Duration,
     /// The long poll on the control queue.
     pub receive_wait: Duration,
+    /// For moto_server only: after a success, send one more heartbeat this long after it.
+    /// moto (5.2) drops a success that arrives before it starts waiting for the token (it then
+    /// waits for a heartbeat and times the step out); the heartbeat makes it read the
+    /// success. Step Functions itself needs none (`None`): it would answer `TaskTimedOut`.
+    pub moto_confirm_after: Option<Duration>,
 }
 
 impl Default for StepFunctionsConfig {
@@ -80,6 +85,7 @@ impl Default for StepFunctionsConfig {
             monitor_hold: Duration::from_secs(300),
             poll_interval: Duration::from_secs(1),
             receive_wait: Duration::from_secs(20),
+            moto_confirm_after: None,
         }
     }
 }
@@ -364,7 +370,16 @@ async fn handle(shared: Shared, driver: Arc<Driver>, message: ControlMessage) {
 /// retried, or the execution ended) is not an error.
 async fn answer(driver: &Driver, token: &str, result: Result<Value, StepError>) {
     let sent = match &result {
-        Ok(output) => driver.sfn.succeed(token, output).await,
+        Ok(output) => {
+            let sent = driver.sfn.succeed(token, output).await;
+            if let (Ok(()), Some(after)) = (&sent, driver.config.moto_confirm_after) {
+                tokio::time::sleep(after).await;
+                if let Err(error) = driver.sfn.heartbeat(token).await {
+                    tracing::debug!(%error, "confirming heartbeat not taken");
+                }
+            }
+            sent
+        }
         Err(error) => {
             tracing::warn!(error = error.name, cause = %error.cause, "step failed");
             driver.sfn.fail(token, error.name, &error.cause).await

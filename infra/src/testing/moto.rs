@@ -76,32 +76,12 @@ fn start_moto() -> Option<Moto> {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Executions stay RUNNING forever unless moto's ASL interpreter is switched on.
-    execute_state_machines(port);
+    crate::stepfunctions::moto_execute_state_machines(&format!("127.0.0.1:{port}"))
+        .unwrap_or_else(|e| panic!("moto refused to execute state machines: {e}"));
     Some(Moto {
         endpoint: format!("http://127.0.0.1:{port}"),
         shell: Mutex::new((shell, stdin)),
     })
-}
-
-/// `POST /moto-api/config {"stepfunctions": {"execute_state_machine": true}}`, by hand (one
-/// request on loopback does not warrant an HTTP client).
-fn execute_state_machines(port: u16) {
-    use std::io::Read;
-    let body = r#"{"stepfunctions":{"execute_state_machine":true}}"#;
-    let request = format!(
-        "POST /moto-api/config HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("moto answers");
-    stream
-        .write_all(request.as_bytes())
-        .expect("moto takes the request");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    assert!(
-        response.starts_with("HTTP/1.1 2") || response.starts_with("HTTP/1.0 2"),
-        "moto refused to execute state machines: {response}"
-    );
 }
 
 impl Drop for Moto {
