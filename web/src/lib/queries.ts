@@ -83,6 +83,20 @@ export const JOB_QUERY = gql`
   ${JOB_FIELDS}
 `;
 
+export const JOB_EXECUTION_QUERY = gql`
+  query JobExecution($id: ID!) {
+    job(id: $id) {
+      id
+      execution {
+        arn
+        consoleUrl
+        currentState
+        stateTransition
+      }
+    }
+  }
+`;
+
 export const HISTORY_QUERY = gql`
   query JobHistory($id: ID!, $first: Int, $after: String) {
     job(id: $id) {
@@ -97,6 +111,7 @@ export const HISTORY_QUERY = gql`
             attempt
             worker
             error
+            step
           }
         }
         pageInfo {

@@ -23,6 +23,14 @@ export interface Job {
   timeoutSeconds?: number;
 }
 
+/** A job's AWS Step Functions execution (Step Functions driver). */
+export interface JobExecution {
+  arn: string;
+  consoleUrl: string | null;
+  currentState: string | null;
+  stateTransition: string | null;
+}
+
 export interface Task {
   id: string;
   index: number;
@@ -49,4 +57,6 @@ export interface HistoryEvent {
   attempt: number | null;
   worker: string | null;
   error: string | null;
+  /** The Step Functions state (`JobStep*` events of that driver). */
+  step?: string | null;
 }

@@ -30,6 +30,7 @@ import type { HistoryEvent, Job, Page, Task } from '../lib/types';
 import { ProgressBar } from '../components/ProgressBar';
 import { StatusBadge } from '../components/StatusBadge';
 import { ConfirmButton } from '../components/ConfirmButton';
+import { ExecutionLink } from '../components/ExecutionLink';
 
 const TASK_PAGE = 50;
 const HISTORY_PAGE = 100;
@@ -225,6 +226,7 @@ export function JobDetailPage() {
       )}
       {job.errorMessage && <p className="error">Error: {job.errorMessage}</p>}
       {job.cancelReason && <p className="notice">Cancelled: {job.cancelReason}</p>}
+      <ExecutionLink jobId={job.id} refreshKey={job.updatedAt} />
 
       <div className="card progress-card">
         <div className="progress-line">
@@ -386,6 +388,7 @@ export function JobDetailPage() {
               <li key={cursor} className={`ev ev-${e.eventType}`}>
                 <time dateTime={e.at}>{new Date(e.at).toLocaleTimeString()}</time>
                 <span className="ev-type">{e.eventType}</span>
+                {e.step && <span className="small"> {e.step}</span>}
                 {e.taskIndex != null && <span className="small"> task {e.taskIndex}</span>}
                 {e.attempt != null && <span className="small"> attempt {e.attempt}</span>}
                 {e.error && <span className="small wrap ev-error"> — {e.error}</span>}
