@@ -119,7 +119,7 @@ impl Harness {
         let version = records.last().map_or(0, |r| r.stream_version);
         let state = decode(&records)
             .iter()
-            .fold(JobState::default(), |s, e| evolve_job(s, e));
+            .fold(JobState::default(), evolve_job);
         (state, version)
     }
 
@@ -143,7 +143,7 @@ impl Harness {
             let version = records.last().map_or(0, |r| r.stream_version);
             let state = decode(&records)
                 .iter()
-                .fold(TaskState::default(), |s, e| evolve_task(s, e));
+                .fold(TaskState::default(), evolve_task);
             let Ok(started) = decide_task(
                 &state,
                 TaskCommand::StartTask {
@@ -346,14 +346,15 @@ async fn task_outcomes(h: &Harness, job_id: JobId) -> BTreeMap<u32, (usize, usiz
     outcomes
 }
 
-/// Runs the test body unless moto is missing (then the test is skipped with a note).
-async fn step_functions(test: &str) -> Option<StepFunctions> {
+/// A moto_server of the test's own with the job state machine, or `None` (the test is skipped
+/// with a note) without moto.
+async fn step_functions(test: &str) -> Option<(StepFunctions, testing::Moto)> {
     testing::fresh_step_functions(test).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_to_completed_through_a_real_execution() {
-    let Some(sfn) = step_functions("sfn-completed").await else {
+    let Some((sfn, _moto)) = step_functions("sfn-completed").await else {
         return;
     };
     let h = Harness::new().await;
@@ -436,7 +437,7 @@ async fn a_job_runs_to_completed_through_a_real_execution() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_tasks_all_fail_ends_in_the_fail_state() {
-    let Some(sfn) = step_functions("sfn-failed").await else {
+    let Some((sfn, _moto)) = step_functions("sfn-failed").await else {
         return;
     };
     let h = Harness::new().await;
@@ -483,7 +484,7 @@ async fn a_job_whose_tasks_all_fail_ends_in_the_fail_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orchestrator_killed_mid_step_is_replaced_after_the_heartbeat_times_out() {
-    let Some(sfn) = step_functions("sfn-killed").await else {
+    let Some((sfn, _moto)) = step_functions("sfn-killed").await else {
         return;
     };
     let h = Harness::new().await;
@@ -549,7 +550,7 @@ async fn an_orchestrator_killed_mid_step_is_replaced_after_the_heartbeat_times_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_job_stops_its_execution() {
-    let Some(sfn) = step_functions("sfn-cancel").await else {
+    let Some((sfn, _moto)) = step_functions("sfn-cancel").await else {
         return;
     };
     let h = Harness::new().await;
@@ -611,7 +612,7 @@ fn mixed(index: u32, attempt: u32) -> Option<bool> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_drivers_have_the_same_effects() {
-    let Some(sfn) = step_functions("sfn-same").await else {
+    let Some((sfn, _moto)) = step_functions("sfn-same").await else {
         return;
     };
 

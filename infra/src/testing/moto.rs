@@ -170,18 +170,23 @@ pub async fn fresh_sqs_queue(test: &str, max_receives: u32) -> Option<SqsQueue> 
 /// The role moto's state machines are created with (moto does not check it).
 pub const MOTO_SFN_ROLE: &str = "arn:aws:iam::123456789012:role/shoal-step-functions";
 
-/// A state machine and control queue of this test's own (`init_state_machine`), or `None`
-/// (skipped) without moto.
-pub async fn fresh_step_functions(test: &str) -> Option<StepFunctions> {
-    let moto = moto()?;
+/// A moto_server of this test's own, with a state machine and control queue
+/// (`init_state_machine`), or `None` (skipped) without moto. Keep the [`Moto`] for as long as
+/// the test runs: dropping it stops the server.
+///
+/// A server per test because moto (5.2) runs one execution per server: once an execution
+/// exists, `StartExecution` answers HTTP 500 (it deep-copies the backend, the running
+/// executions' locks included).
+pub async fn fresh_step_functions(test: &str) -> Option<(StepFunctions, Moto)> {
+    let moto = tokio::task::spawn_blocking(start_moto)
+        .await
+        .expect("starting moto_server")?;
     let (sfn, sqs) = (moto.sfn_client(), moto.client());
     let setup = init_state_machine(&sfn, &sqs, &sqs_queue_name(test), MOTO_SFN_ROLE)
         .await
         .unwrap_or_else(|e| panic!("cannot create the test state machine: {e}"));
-    Some(StepFunctions::new(
-        sfn,
-        sqs,
-        setup.state_machine_arn,
-        setup.control_queue_url,
+    Some((
+        StepFunctions::new(sfn, sqs, setup.state_machine_arn, setup.control_queue_url),
+        moto,
     ))
 }
