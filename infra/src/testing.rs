@@ -24,7 +24,7 @@ mod moto;
 
 pub use moto::{
     MOTO_REGION, MOTO_SFN_ROLE, Moto, REQUIRE_MOTO_ENV, fresh_sqs_queue, fresh_step_functions,
-    moto, sqs_queue_name,
+    moto, own_moto, sqs_queue_name,
 };
 
 /// The server URL Postgres tests create their databases on.

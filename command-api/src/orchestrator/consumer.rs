@@ -257,7 +257,16 @@ impl Consumer {
         }
 
         if let Some(driver) = &step_functions {
-            executions.submitted = submitted.clone();
+            // A job that ended in the same batch (read again after a long pause) needs none.
+            executions.submitted = submitted
+                .iter()
+                .copied()
+                .filter(|id| {
+                    self.jobs
+                        .get(id)
+                        .is_some_and(|job| job.status == TrackedStatus::Active)
+                })
+                .collect();
             executions.cancelled = cancelled.iter().copied().collect();
             if !executions.is_empty() {
                 // Boxed: it keeps the batch's future (and its layout) small.

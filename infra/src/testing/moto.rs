@@ -167,6 +167,12 @@ pub async fn fresh_sqs_queue(test: &str, max_receives: u32) -> Option<SqsQueue> 
     Some(SqsQueue::new(client, queue_url, Some(dlq_url)))
 }
 
+/// A moto_server of the caller's own (its ASL interpreter on), or `None` (with a note) without
+/// moto; it stops when dropped. For Step Functions tests: moto runs one execution per process.
+pub fn own_moto() -> Option<Moto> {
+    start_moto()
+}
+
 /// The role moto's state machines are created with (moto does not check it).
 pub const MOTO_SFN_ROLE: &str = "arn:aws:iam::123456789012:role/shoal-step-functions";
 
