@@ -45,6 +45,13 @@ use super::{OrchestratorError, Shared, load_job, new_event};
 /// Conflicts on the job stream before a bookkeeping append gives up.
 const MAX_CONFLICTS: usize = 5;
 
+/// The Monitor state's `TimeoutSeconds` in `job.asl.json`: a Monitor step answers before it.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How long CompleteJob / FailJob wait for the consumer to fold the job stream (their
+/// `TimeoutSeconds` is 600).
+const END_WAIT: Duration = Duration::from_secs(120);
+
 /// Error names the state machine's `Retry` and `Catch` match.
 const TRANSIENT: &str = "Shoal.Transient";
 const REJECTED: &str = "Shoal.Rejected";
@@ -101,6 +108,12 @@ impl StepFunctionsConfig {
             return Err(OrchestratorError::Config(
                 "heartbeat_interval and poll_interval must be positive".into(),
             ));
+        }
+        if self.monitor_hold >= MONITOR_TIMEOUT {
+            return Err(OrchestratorError::Config(format!(
+                "monitor_hold must be below the Monitor state's TimeoutSeconds ({} s)",
+                MONITOR_TIMEOUT.as_secs()
+            )));
         }
         if self.heartbeat_interval >= Duration::from_secs(self.heartbeat_seconds.into()) {
             tracing::warn!(
@@ -554,7 +567,7 @@ async fn end_job(
     job_id: JobId,
     outcome: Outcome,
 ) -> Result<Value, StepError> {
-    let deadline = Instant::now() + driver.config.monitor_hold;
+    let deadline = Instant::now() + END_WAIT;
     loop {
         let saved = shared.saved.notified();
         tokio::pin!(saved);
