@@ -3,6 +3,7 @@
 
 mod projector_cmd;
 mod queue_cmd;
+mod sfn_cmd;
 mod web;
 
 use std::net::SocketAddr;
@@ -49,6 +50,10 @@ enum Command {
     /// List or redrive the task queue's dead letters.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(queue_cmd::DeadLettersCmd),
+    /// AWS Step Functions: the job state machine of `--driver stepfunctions` (see
+    /// docs/stepfunctions.md).
+    #[command(subcommand)]
+    Sfn(sfn_cmd::SfnCmd),
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +72,8 @@ struct DevArgs {
     worker: WorkerArgs,
     #[command(flatten)]
     orchestrator: OrchestratorArgs,
+    #[command(flatten)]
+    driver: sfn_cmd::DriverArgs,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -95,6 +102,8 @@ struct OrchestratorCmd {
     metrics_listen: SocketAddr,
     #[command(flatten)]
     orchestrator: OrchestratorArgs,
+    #[command(flatten)]
+    driver: sfn_cmd::DriverArgs,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +134,7 @@ async fn main() -> ExitCode {
         Command::Migrate(db) => migrate(&db).await,
         Command::Sqs(cmd) => queue_cmd::sqs(cmd).await,
         Command::DeadLetters(cmd) => queue_cmd::dead_letters(cmd).await,
+        Command::Sfn(cmd) => sfn_cmd::run(cmd).await,
         Command::Dev(args) => dev(args).await,
         Command::Worker(args) => worker(args).await,
         Command::Projector(cmd) => projector_cmd::run(cmd).await,
@@ -151,6 +161,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let platform = Platform::connect(&args.db, &args.queue).await?;
     let shutdown = Shutdown::on_signals()?;
     let orchestrator = roles::orchestrator(&platform, &args.orchestrator)?;
+    let orchestrator = args.driver.apply(orchestrator).await?;
     let metrics = prometheus::router(orchestrator.metrics());
     let orchestrating = tokio::spawn(orchestrator.run(shutdown.clone().wait()));
     let projector = roles::projector(&platform);
@@ -168,7 +179,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
 
     let url = format!("http://{}/graphql", args.listen);
     eprintln!(
-        "\nShoal is running: {db}, {queue} queue, {workers}.\n\n  \
+        "\nShoal is running: {db}, {queue} queue, {workers}, {driver}.\n\n  \
          Dashboard:          http://{listen}/\n  \
          GraphQL + GraphiQL: {url}\n  \
          REST API (original):  http://{listen}/api/v1/jobs  (docs: http://{listen}/docs)\n\n\
@@ -181,6 +192,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         listen = args.listen,
         db = redact(&args.db.database_url),
         queue = args.queue.queue,
+        driver = args.driver.describe(),
         workers = match args.workers {
             0 => "no in-process workers (run `shoal worker`)".to_string(),
             n => format!("{n} in-process worker slots"),
@@ -225,6 +237,7 @@ async fn orchestrator(args: OrchestratorCmd) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals()?;
     eprintln!("shoal orchestrator running (standby until it holds the leader lock)");
     let orchestrator = roles::orchestrator(&platform, &args.orchestrator)?;
+    let orchestrator = args.driver.apply(orchestrator).await?;
     let metrics = prometheus::router(orchestrator.metrics());
     let listen = args.metrics_listen;
     let serving = roles::serve(listen, metrics, shutdown.clone());

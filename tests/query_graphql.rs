@@ -365,6 +365,79 @@ const JOBS: &str = "query($first: Int, $after: String, $status: [JobStatus!], $j
   }
 }";
 
+/// The Step Functions driver's bookkeeping on the job: its execution, the state it is in, and
+/// the steps in the history; null with the built-in driver.
+async fn execution_of_a_step_functions_job(mut h: Harness) {
+    let (a, b) = two_jobs(&mut h).await;
+    let arn = format!("arn:aws:states:eu-west-1:123456789012:execution:shoal-job:{a}");
+    let step = |name: &str, detail: Option<&str>| shoal_domain::events::JobStep {
+        job_id: a,
+        step: name.into(),
+        retry_count: 0,
+        detail: detail.map(str::to_owned),
+        at: t(8),
+    };
+    h.append(&[Event::JobExecutionStarted(
+        shoal_domain::events::JobExecutionStarted {
+            job_id: a,
+            execution_arn: arn.clone(),
+            at: t(8),
+        },
+    )])
+    .await;
+    h.append(&[Event::JobStepStarted(step("CreateTasks", None))])
+        .await;
+    h.append(&[Event::JobStepSucceeded(step("CreateTasks", Some("{}")))])
+        .await;
+    h.append(&[Event::JobStepStarted(step("Monitor", None))])
+        .await;
+    h.project().await;
+    let query = "query($id: ID!) { job(id: $id) {
+        status
+        execution { arn consoleUrl currentState stateTransition }
+        history(first: 100) { edges { node { eventType step detail } } }
+    } }";
+    let data = h.data(query, json!({ "id": a.to_string() })).await;
+    let job = &data["job"];
+    assert_eq!(job["status"], "RUNNING", "bookkeeping changes no status");
+    assert_eq!(job["execution"]["arn"], arn.as_str());
+    assert_eq!(
+        job["execution"]["consoleUrl"],
+        format!(
+            "https://eu-west-1.console.aws.amazon.com/states/home?region=eu-west-1#/v2/executions/details/{arn}"
+        )
+    );
+    assert_eq!(job["execution"]["currentState"], "Monitor");
+    assert_eq!(job["execution"]["stateTransition"], "STARTED");
+    let steps: Vec<(String, String)> = job["history"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e["node"]["step"].is_null())
+        .map(|e| {
+            (
+                e["node"]["eventType"].as_str().unwrap().to_owned(),
+                e["node"]["step"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("JobStepStarted".to_owned(), "CreateTasks".to_owned()),
+            ("JobStepSucceeded".to_owned(), "CreateTasks".to_owned()),
+            ("JobStepStarted".to_owned(), "Monitor".to_owned()),
+        ]
+    );
+    let other = h
+        .data(
+            "query($id: ID!) { job(id: $id) { execution { arn } } }",
+            json!({ "id": b.to_string() }),
+        )
+        .await;
+    assert!(other["job"]["execution"].is_null(), "built-in driver: none");
+}
+
 fn ids(data: &Value) -> Vec<String> {
     data["jobs"]["edges"]
         .as_array()
@@ -585,6 +658,7 @@ macro_rules! for_each_backend {
 for_each_backend!(
     job_counts_and_tasks,
     history_in_log_order,
+    execution_of_a_step_functions_job,
     jobs_filters_and_pages,
     analytics_shape,
     job_updated_is_coalesced,

@@ -21,6 +21,9 @@
 mod consumer;
 mod expander;
 pub mod prometheus;
+mod stepfunctions;
+
+pub use self::stepfunctions::StepFunctionsConfig;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +36,8 @@ use shoal_infra::db::Database;
 use shoal_infra::eventlog::{EventLog, LogError, NewEvent};
 use shoal_infra::orchestrator_store::{LeaderLock, OrchestratorStore, StoreError};
 use shoal_infra::queue::{QueueDepth, QueueError, TaskQueue};
+use shoal_infra::stepfunctions::{SfnError, StepFunctions};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use self::consumer::Consumer;
@@ -125,6 +130,10 @@ pub enum OrchestratorError {
     /// (`StoreError::Fenced`): reload the state and carry on.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Step Functions or its control queue failed (Step Functions driver). Retry after a
+    /// backoff (starting and stopping executions is idempotent).
+    #[error("Step Functions: {0}")]
+    StepFunctions(#[from] SfnError),
 }
 
 impl OrchestratorError {
@@ -212,6 +221,10 @@ struct Shared {
     metrics: OrchestratorMetrics,
     /// Jobs that may have tasks left to create: the consumer adds, the expander takes.
     pending: Arc<ExpandQueue>,
+    /// The Step Functions driver, when it drives the jobs instead of the built-in one.
+    sfn: Option<Arc<stepfunctions::Driver>>,
+    /// Woken each time the consumer saves progress (steps waiting on the log listen).
+    saved: Arc<Notify>,
 }
 
 /// The built-in orchestrator. Run it with [`Orchestrator::run`]; tests drive it step by step
@@ -245,6 +258,8 @@ impl Orchestrator {
             queue,
             store: OrchestratorStore::new(database.clone()),
             pending: Arc::default(),
+            sfn: None,
+            saved: Arc::default(),
         };
         Ok(Orchestrator {
             expander: Expander::new(shared.clone()),
@@ -252,6 +267,22 @@ impl Orchestrator {
             database,
             consumer: None,
         })
+    }
+
+    /// The same orchestrator with the Step Functions driver: each job's lifecycle is an
+    /// execution of the state machine `sfn` names, and this orchestrator does its steps (see
+    /// `docs/stepfunctions.md`). The effects on the log are those of the built-in driver, plus
+    /// the driver's bookkeeping events.
+    pub fn with_step_functions(
+        mut self,
+        sfn: StepFunctions,
+        config: StepFunctionsConfig,
+    ) -> Result<Self, OrchestratorError> {
+        config.validate()?;
+        self.shared.sfn = Some(Arc::new(stepfunctions::Driver { sfn, config }));
+        self.expander = Expander::new(self.shared.clone());
+        self.consumer = None;
+        Ok(self)
     }
 
     /// A handle on this orchestrator's counters and the queue depth.
@@ -333,7 +364,10 @@ impl Orchestrator {
             OrchestratorMetrics::add(&shared.metrics.inner.terms, 1);
             let mut loops = JoinSet::new();
             loops.spawn(consumer::run(shared.clone()));
-            loops.spawn(expander::run(shared.clone()));
+            match &shared.sfn {
+                None => loops.spawn(expander::run(shared.clone())),
+                Some(driver) => loops.spawn(stepfunctions::run(shared.clone(), driver.clone())),
+            };
             loops.spawn(forget_expired_keys(shared.clone()));
             let shut_down = loop {
                 tokio::select! {

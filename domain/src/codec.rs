@@ -64,7 +64,7 @@ pub enum DecodeError {
 }
 
 /// Every event type name, as stored.
-pub const EVENT_TYPES: [&str; 12] = [
+pub const EVENT_TYPES: [&str; 17] = [
     "JobSubmitted",
     "TasksCreated",
     "JobCompleted",
@@ -77,6 +77,11 @@ pub const EVENT_TYPES: [&str; 12] = [
     "TaskFailed",
     "TaskRetryScheduled",
     "TaskDeadLettered",
+    "JobExecutionStarted",
+    "JobStepStarted",
+    "JobStepSucceeded",
+    "JobStepRetried",
+    "JobStepFailed",
 ];
 
 /// The schema version written for `JobSubmitted`. v1 is the original system's shape.
@@ -107,6 +112,11 @@ impl Event {
             Self::TaskFailed(_) => "TaskFailed",
             Self::TaskRetryScheduled(_) => "TaskRetryScheduled",
             Self::TaskDeadLettered(_) => "TaskDeadLettered",
+            Self::JobExecutionStarted(_) => "JobExecutionStarted",
+            Self::JobStepStarted(_) => "JobStepStarted",
+            Self::JobStepSucceeded(_) => "JobStepSucceeded",
+            Self::JobStepRetried(_) => "JobStepRetried",
+            Self::JobStepFailed(_) => "JobStepFailed",
         }
     }
 
@@ -133,6 +143,11 @@ impl Event {
             Self::TaskFailed(e) => to_value(e),
             Self::TaskRetryScheduled(e) => to_value(e),
             Self::TaskDeadLettered(e) => to_value(e),
+            Self::JobExecutionStarted(e) => to_value(e),
+            Self::JobStepStarted(e)
+            | Self::JobStepSucceeded(e)
+            | Self::JobStepRetried(e)
+            | Self::JobStepFailed(e) => to_value(e),
         }
     }
 
@@ -151,6 +166,11 @@ impl Event {
             Self::TaskFailed(e) => to_raw(e),
             Self::TaskRetryScheduled(e) => to_raw(e),
             Self::TaskDeadLettered(e) => to_raw(e),
+            Self::JobExecutionStarted(e) => to_raw(e),
+            Self::JobStepStarted(e)
+            | Self::JobStepSucceeded(e)
+            | Self::JobStepRetried(e)
+            | Self::JobStepFailed(e) => to_raw(e),
         }
     }
 
@@ -203,6 +223,11 @@ impl Event {
             "TaskCompleted" => Event::TaskCompleted(payload.parse()?),
             "TaskFailed" => Event::TaskFailed(payload.parse()?),
             "TaskRetryScheduled" => Event::TaskRetryScheduled(payload.parse()?),
+            "JobExecutionStarted" => Event::JobExecutionStarted(payload.parse()?),
+            "JobStepStarted" => Event::JobStepStarted(payload.parse()?),
+            "JobStepSucceeded" => Event::JobStepSucceeded(payload.parse()?),
+            "JobStepRetried" => Event::JobStepRetried(payload.parse()?),
+            "JobStepFailed" => Event::JobStepFailed(payload.parse()?),
             _ => Event::TaskDeadLettered(payload.parse()?),
         })
     }
@@ -284,8 +309,9 @@ fn lenient_utc<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Ut
 mod tests {
     use super::*;
     use crate::events::{
-        JobCancelled, JobCompleted, JobFailed, JobRetryRequested, TaskCompleted, TaskDeadLettered,
-        TaskEnqueued, TaskFailed, TaskRetryScheduled, TaskStarted, TasksCreated,
+        JobCancelled, JobCompleted, JobExecutionStarted, JobFailed, JobRetryRequested, JobStep,
+        TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRetryScheduled, TaskStarted,
+        TasksCreated,
     };
     use crate::ids::TaskId;
     use chrono::TimeZone;
@@ -402,7 +428,27 @@ mod tests {
                 at,
             }
             .into(),
+            JobExecutionStarted {
+                job_id,
+                execution_arn: "arn:aws:states:us-east-1:123456789012:execution:shoal-job:j".into(),
+                at,
+            }
+            .into(),
+            Event::JobStepStarted(step(job_id, None)),
+            Event::JobStepSucceeded(step(job_id, Some("done"))),
+            Event::JobStepRetried(step(job_id, Some("States.HeartbeatTimeout"))),
+            Event::JobStepFailed(step(job_id, Some("Shoal.Rejected"))),
         ]
+    }
+
+    fn step(job_id: JobId, detail: Option<&str>) -> JobStep {
+        JobStep {
+            job_id,
+            step: "Monitor".into(),
+            retry_count: 1,
+            detail: detail.map(str::to_owned),
+            at: t0(),
+        }
     }
 
     #[test]

@@ -213,6 +213,37 @@ pub struct TaskDeadLettered {
     pub at: DateTime<Utc>,
 }
 
+/// The Step Functions driver started the job's execution (one per job; a retry of a FAILED
+/// job's tasks starts another). Bookkeeping of that driver: it changes no status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobExecutionStarted {
+    /// The job.
+    pub job_id: JobId,
+    /// The execution's ARN (`arn:aws:states:<region>:<account>:execution:<machine>:<name>`).
+    pub execution_arn: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A transition of a state of the job's Step Functions execution (`CreateTasks`,
+/// `EnqueueTasks`, `Monitor`, `CompleteJob`, `FailJob`), as the driver saw it: the payload of
+/// `JobStepStarted`, `JobStepSucceeded`, `JobStepRetried` and `JobStepFailed`. Bookkeeping of
+/// that driver: it changes no status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStep {
+    /// The job.
+    pub job_id: JobId,
+    /// The state machine's state.
+    pub step: String,
+    /// Which try of the state this is (0 = first; Step Functions' `RetryCount`).
+    pub retry_count: u32,
+    /// The step's result or error, for the history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// Every event of the log. The variant name is the stored event type (see
 /// [`Event::event_type`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -241,6 +272,17 @@ pub enum Event {
     TaskRetryScheduled(TaskRetryScheduled),
     /// See [`TaskDeadLettered`].
     TaskDeadLettered(TaskDeadLettered),
+    /// See [`JobExecutionStarted`].
+    JobExecutionStarted(JobExecutionStarted),
+    /// A state of the job's execution started (see [`JobStep`]).
+    JobStepStarted(JobStep),
+    /// A state of the job's execution succeeded (see [`JobStep`]).
+    JobStepSucceeded(JobStep),
+    /// A state of the job's execution is tried again after a failure or a timeout (see
+    /// [`JobStep`]).
+    JobStepRetried(JobStep),
+    /// A state of the job's execution failed for good (see [`JobStep`]).
+    JobStepFailed(JobStep),
 }
 
 impl Event {
@@ -259,6 +301,11 @@ impl Event {
             Self::TaskFailed(e) => e.job_id,
             Self::TaskRetryScheduled(e) => e.job_id,
             Self::TaskDeadLettered(e) => e.job_id,
+            Self::JobExecutionStarted(e) => e.job_id,
+            Self::JobStepStarted(e)
+            | Self::JobStepSucceeded(e)
+            | Self::JobStepRetried(e)
+            | Self::JobStepFailed(e) => e.job_id,
         }
     }
 
@@ -270,7 +317,12 @@ impl Event {
             | Self::JobCompleted(_)
             | Self::JobFailed(_)
             | Self::JobCancelled(_)
-            | Self::JobRetryRequested(_) => None,
+            | Self::JobRetryRequested(_)
+            | Self::JobExecutionStarted(_)
+            | Self::JobStepStarted(_)
+            | Self::JobStepSucceeded(_)
+            | Self::JobStepRetried(_)
+            | Self::JobStepFailed(_) => None,
             Self::TaskEnqueued(e) => Some((e.task_id, e.index)),
             Self::TaskStarted(e) => Some((e.task_id, e.index)),
             Self::TaskCompleted(e) => Some((e.task_id, e.index)),
@@ -314,6 +366,11 @@ impl Event {
             Self::TaskFailed(e) => e.at,
             Self::TaskRetryScheduled(e) => e.at,
             Self::TaskDeadLettered(e) => e.at,
+            Self::JobExecutionStarted(e) => e.at,
+            Self::JobStepStarted(e)
+            | Self::JobStepSucceeded(e)
+            | Self::JobStepRetried(e)
+            | Self::JobStepFailed(e) => e.at,
         }
     }
 }
@@ -341,4 +398,21 @@ impl_from_payload!(
     TaskFailed,
     TaskRetryScheduled,
     TaskDeadLettered,
+    JobExecutionStarted,
 );
+
+impl Event {
+    /// Whether this event is bookkeeping of the Step Functions driver (its execution and the
+    /// transitions of its states), which no status depends on: the two drivers' logs are equal
+    /// without these.
+    pub fn is_driver_bookkeeping(&self) -> bool {
+        matches!(
+            self,
+            Self::JobExecutionStarted(_)
+                | Self::JobStepStarted(_)
+                | Self::JobStepSucceeded(_)
+                | Self::JobStepRetried(_)
+                | Self::JobStepFailed(_)
+        )
+    }
+}

@@ -168,7 +168,12 @@ impl JobLifecycle {
             | Event::TaskCompleted(_)
             | Event::TaskFailed(_)
             | Event::TaskRetryScheduled(_)
-            | Event::TaskDeadLettered(_) => {}
+            | Event::TaskDeadLettered(_)
+            | Event::JobExecutionStarted(_)
+            | Event::JobStepStarted(_)
+            | Event::JobStepSucceeded(_)
+            | Event::JobStepRetried(_)
+            | Event::JobStepFailed(_) => {}
         }
     }
 }

@@ -180,7 +180,12 @@ impl ProgressDelta {
             | Event::JobCompleted(_)
             | Event::JobFailed(_)
             | Event::JobCancelled(_)
-            | Event::JobRetryRequested(_) => zero,
+            | Event::JobRetryRequested(_)
+            | Event::JobExecutionStarted(_)
+            | Event::JobStepStarted(_)
+            | Event::JobStepSucceeded(_)
+            | Event::JobStepRetried(_)
+            | Event::JobStepFailed(_) => zero,
         }
     }
 

@@ -93,7 +93,12 @@ impl TaskStatus {
             | Event::JobCompleted(_)
             | Event::JobFailed(_)
             | Event::JobCancelled(_)
-            | Event::JobRetryRequested(_) => None,
+            | Event::JobRetryRequested(_)
+            | Event::JobExecutionStarted(_)
+            | Event::JobStepStarted(_)
+            | Event::JobStepSucceeded(_)
+            | Event::JobStepRetried(_)
+            | Event::JobStepFailed(_) => None,
         }
     }
 }
@@ -415,7 +420,12 @@ pub fn evolve_task(mut state: TaskState, event: &Event) -> TaskState {
         | Event::JobCompleted(_)
         | Event::JobFailed(_)
         | Event::JobCancelled(_)
-        | Event::JobRetryRequested(_) => {}
+        | Event::JobRetryRequested(_)
+        | Event::JobExecutionStarted(_)
+        | Event::JobStepStarted(_)
+        | Event::JobStepSucceeded(_)
+        | Event::JobStepRetried(_)
+        | Event::JobStepFailed(_) => {}
     }
     state
 }

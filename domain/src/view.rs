@@ -140,7 +140,12 @@ impl JobView {
             | Event::TaskCompleted(_)
             | Event::TaskFailed(_)
             | Event::TaskRetryScheduled(_)
-            | Event::TaskDeadLettered(_) => {}
+            | Event::TaskDeadLettered(_)
+            | Event::JobExecutionStarted(_)
+            | Event::JobStepStarted(_)
+            | Event::JobStepSucceeded(_)
+            | Event::JobStepRetried(_)
+            | Event::JobStepFailed(_) => {}
         }
         self.progress.add(ProgressDelta::of(event));
     }
@@ -257,7 +262,12 @@ impl TaskView {
             | Event::TaskCompleted(_)
             | Event::TaskFailed(_)
             | Event::TaskRetryScheduled(_)
-            | Event::TaskDeadLettered(_) => {}
+            | Event::TaskDeadLettered(_)
+            | Event::JobExecutionStarted(_)
+            | Event::JobStepStarted(_)
+            | Event::JobStepSucceeded(_)
+            | Event::JobStepRetried(_)
+            | Event::JobStepFailed(_) => {}
         }
         self.updated_at = at;
         if let Some(status) = TaskStatus::after(event) {

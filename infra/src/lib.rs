@@ -16,6 +16,7 @@ mod notify;
 pub mod orchestrator_store;
 pub mod queue;
 pub mod readmodel;
+pub mod stepfunctions;
 
 #[cfg(feature = "testing")]
 pub mod testing;

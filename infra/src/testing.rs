@@ -22,7 +22,10 @@ use crate::db::{POSTGRES_MIGRATOR, SQLITE_MIGRATOR, sqlite_options};
 
 mod moto;
 
-pub use moto::{MOTO_REGION, Moto, REQUIRE_MOTO_ENV, fresh_sqs_queue, moto, sqs_queue_name};
+pub use moto::{
+    MOTO_REGION, MOTO_SFN_ROLE, Moto, REQUIRE_MOTO_ENV, fresh_sqs_queue, fresh_step_functions,
+    moto, own_moto, sqs_queue_name,
+};
 
 /// The server URL Postgres tests create their databases on.
 pub const TEST_DATABASE_URL_ENV: &str = "SHOAL_TEST_DATABASE_URL";

@@ -20,6 +20,7 @@ use shoal_infra::orchestrator_store::{TrackedJob, TrackedStatus};
 use shoal_infra::queue::{OutgoingMessage, TaskMessage};
 use tracing::Instrument;
 
+use super::stepfunctions::{self, ExecutionChanges};
 use super::{OrchestratorError, OrchestratorMetrics, Shared, load_job, new_event};
 
 /// Conflicts on a job stream before the monitor leaves the job to a later batch.
@@ -183,7 +184,10 @@ impl Consumer {
             }
         }
 
-        // Fold.
+        // Fold. With the Step Functions driver, the executions do CREATE_TASKS, the first
+        // relay (EnqueueTasks) and the ending; this consumer starts and stops them.
+        let step_functions = shared.sfn.clone();
+        let mut executions = ExecutionChanges::default();
         let mut touched = BTreeSet::new();
         let mut submitted = Vec::new();
         let mut cancelled = BTreeSet::new();
@@ -223,8 +227,11 @@ impl Consumer {
                 }
                 Event::JobRetryRequested(_) if job.status == TrackedStatus::Failed => {
                     job.status = TrackedStatus::Active;
+                    executions.resumed.push((job_id, record.stream_version));
                 }
-                Event::TaskEnqueued(e) => messages.push(enqueued_message(e, record)),
+                Event::TaskEnqueued(e) if step_functions.is_none() => {
+                    messages.push(enqueued_message(e, record));
+                }
                 Event::TaskRetryScheduled(e) => retries.push((e, *record)),
                 _ => {}
             }
@@ -249,8 +256,26 @@ impl Consumer {
             tracing::info!(%job_id, purged, "job cancelled; its queued messages are purged");
         }
 
-        // MONITOR.
-        for job_id in &touched {
+        if let Some(driver) = &step_functions {
+            // A job that ended in the same batch (read again after a long pause) needs none.
+            executions.submitted = submitted
+                .iter()
+                .copied()
+                .filter(|id| {
+                    self.jobs
+                        .get(id)
+                        .is_some_and(|job| job.status == TrackedStatus::Active)
+                })
+                .collect();
+            executions.cancelled = cancelled.iter().copied().collect();
+            if !executions.is_empty() {
+                // Boxed: it keeps the batch's future (and its layout) small.
+                Box::pin(stepfunctions::apply_changes(&shared, driver, executions)).await?;
+            }
+        }
+
+        // MONITOR (the built-in driver's; the Step Functions driver's is a step).
+        for job_id in touched.iter().filter(|_| step_functions.is_none()) {
             let Some(job) = self.jobs.get(job_id) else {
                 continue;
             };
@@ -277,7 +302,8 @@ impl Consumer {
             .save_batch(&shared.config.checkpoint_name, self.position, last, &rows)
             .await?;
         self.position = last;
-        for job_id in submitted {
+        shared.saved.notify_waiters();
+        for job_id in submitted.into_iter().filter(|_| step_functions.is_none()) {
             if let Some(job) = self.jobs.get(&job_id)
                 && job.status == TrackedStatus::Active
                 && job.created_upto < job.progress.total_tasks
@@ -347,7 +373,7 @@ impl Consumer {
 }
 
 /// The message of a `TaskEnqueued` (first attempt, no delay).
-fn enqueued_message(event: &TaskEnqueued, record: &RecordedEvent) -> OutgoingMessage {
+pub(super) fn enqueued_message(event: &TaskEnqueued, record: &RecordedEvent) -> OutgoingMessage {
     OutgoingMessage {
         body: task_message(event, record),
         delay: std::time::Duration::ZERO,
@@ -386,7 +412,7 @@ fn traceparent(record: &RecordedEvent) -> Option<String> {
 /// when the job stream has events this consumer has not folded yet (a cancellation, a retry
 /// request, another orchestrator's ending), deciding now could contradict them, and they will
 /// come through the log and touch the job again.
-async fn finish(
+pub(super) async fn finish(
     shared: &Shared,
     job_id: JobId,
     job: &TrackedJob,

@@ -59,7 +59,7 @@ pub(super) struct Expander {
 }
 
 /// What one chunk attempt did.
-enum Chunk {
+pub(super) enum Chunk {
     /// Appended; tasks remain. The job stream's state and version after the append.
     More(JobState, i64),
     /// Appended the last chunk.
@@ -140,7 +140,7 @@ pub(super) async fn run(shared: Shared) {
 }
 
 /// Appends the next chunk of one job.
-async fn expand_chunk(
+pub(super) async fn expand_chunk(
     shared: &Shared,
     job_id: JobId,
     cached: Option<(JobState, i64)>,

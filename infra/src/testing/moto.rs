@@ -1,6 +1,7 @@
-//! A `moto_server` on a loopback port as SQS, for tests of this and other crates (feature
-//! `testing`). One server per test process, started at first use; each test creates queues
-//! of its own ([`fresh_sqs_queue`]).
+//! A `moto_server` on a loopback port as SQS and Step Functions, for tests of this and other
+//! crates (feature `testing`). One server per test process, started at first use, with its
+//! real ASL interpreter switched on (`execute_state_machine`); each test creates queues and
+//! state machines of its own ([`fresh_sqs_queue`], [`fresh_step_functions`]).
 //!
 //! Without `moto_server` on the PATH the SQS tests are skipped with a note, unless
 //! `SHOAL_REQUIRE_MOTO=1` (CI, `scripts/test.sh`), which makes them fail. moto is slow (a few
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 
 use crate::queue::{SqsQueue, init_queues};
+use crate::stepfunctions::{StepFunctions, init_state_machine};
 
 /// Set to `1` to make SQS tests fail, rather than skip, without `moto_server`.
 pub const REQUIRE_MOTO_ENV: &str = "SHOAL_REQUIRE_MOTO";
@@ -73,6 +75,9 @@ fn start_moto() -> Option<Moto> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Executions stay RUNNING forever unless moto's ASL interpreter is switched on.
+    crate::stepfunctions::moto_execute_state_machines(&format!("127.0.0.1:{port}"))
+        .unwrap_or_else(|e| panic!("moto refused to execute state machines: {e}"));
     Some(Moto {
         endpoint: format!("http://127.0.0.1:{port}"),
         shell: Mutex::new((shell, stdin)),
@@ -111,6 +116,23 @@ impl Moto {
         aws_sdk_sqs::Client::from_conf(config)
     }
 
+    /// A Step Functions client of this moto.
+    pub fn sfn_client(&self) -> aws_sdk_sfn::Client {
+        let config = aws_sdk_sfn::Config::builder()
+            .behavior_version(aws_sdk_sfn::config::BehaviorVersion::latest())
+            .region(aws_sdk_sfn::config::Region::new(MOTO_REGION))
+            .credentials_provider(aws_sdk_sfn::config::Credentials::new(
+                MOTO_KEY,
+                MOTO_KEY,
+                None,
+                None,
+                "shoal-tests",
+            ))
+            .endpoint_url(&self.endpoint)
+            .build();
+        aws_sdk_sfn::Client::from_conf(config)
+    }
+
     /// The AWS environment that points a child process (`shoal ... --queue <url>`) at this
     /// moto through the standard AWS chain.
     pub fn env(&self) -> Vec<(&'static str, String)> {
@@ -143,4 +165,34 @@ pub async fn fresh_sqs_queue(test: &str, max_receives: u32) -> Option<SqsQueue> 
         .await
         .unwrap_or_else(|e| panic!("cannot create test SQS queues: {e}"));
     Some(SqsQueue::new(client, queue_url, Some(dlq_url)))
+}
+
+/// A moto_server of the caller's own (its ASL interpreter on), or `None` (with a note) without
+/// moto; it stops when dropped. For Step Functions tests: moto runs one execution per process.
+pub fn own_moto() -> Option<Moto> {
+    start_moto()
+}
+
+/// The role moto's state machines are created with (moto does not check it).
+pub const MOTO_SFN_ROLE: &str = "arn:aws:iam::123456789012:role/shoal-step-functions";
+
+/// A moto_server of this test's own, with a state machine and control queue
+/// (`init_state_machine`), or `None` (skipped) without moto. Keep the [`Moto`] for as long as
+/// the test runs: dropping it stops the server.
+///
+/// A server per test because moto (5.2) runs one execution per server: once an execution
+/// exists, `StartExecution` answers HTTP 500 (it deep-copies the backend, the running
+/// executions' locks included).
+pub async fn fresh_step_functions(test: &str) -> Option<(StepFunctions, Moto)> {
+    let moto = tokio::task::spawn_blocking(start_moto)
+        .await
+        .expect("starting moto_server")?;
+    let (sfn, sqs) = (moto.sfn_client(), moto.client());
+    let setup = init_state_machine(&sfn, &sqs, &sqs_queue_name(test), MOTO_SFN_ROLE)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create the test state machine: {e}"));
+    Some((
+        StepFunctions::new(sfn, sqs, setup.state_machine_arn, setup.control_queue_url),
+        moto,
+    ))
 }

@@ -181,6 +181,18 @@ impl Job {
         Ok(connection)
     }
 
+    /// The job's AWS Step Functions execution, when the Step Functions driver runs it (null
+    /// with the built-in driver): read from the job's stream, so always current.
+    async fn execution(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<JobExecution>> {
+        let read = read(ctx)?;
+        let records = read
+            .log
+            .read_stream(&self.0.id.stream_id(), 0)
+            .await
+            .map_err(internal)?;
+        Ok(JobExecution::from_stream(&records))
+    }
+
     /// What happened to the job and its tasks, in log order: the events of the job's stream
     /// and of its tasks' streams, a page at a time (`first`: default 50, at most 1000; `after`:
     /// the `endCursor` of the previous page).
@@ -209,6 +221,56 @@ impl Job {
             }),
         );
         Ok(connection)
+    }
+}
+
+/// A job's execution of the Step Functions state machine (the latest one: a retry of a FAILED
+/// job's tasks starts another).
+#[derive(Debug, Clone, PartialEq, SimpleObject)]
+pub struct JobExecution {
+    /// The execution's ARN.
+    pub arn: String,
+    /// Its page in the AWS console.
+    pub console_url: Option<String>,
+    /// The state machine's state the driver last saw (`CreateTasks`, `EnqueueTasks`,
+    /// `Monitor`, `CompleteJob`, `FailJob`), null before the first step.
+    pub current_state: Option<String>,
+    /// What happened to that state last: `STARTED`, `RETRIED`, `SUCCEEDED` or `FAILED`.
+    pub state_transition: Option<String>,
+}
+
+impl JobExecution {
+    /// From the job stream's events: its latest `JobExecutionStarted` and the step events
+    /// after it.
+    pub fn from_stream(records: &[RecordedEvent]) -> Option<Self> {
+        let mut execution: Option<JobExecution> = None;
+        for record in records {
+            let transition = match record.event_type.as_str() {
+                "JobExecutionStarted" => {
+                    let data = record.data_json();
+                    let arn = data.get("execution_arn")?.as_str()?.to_owned();
+                    execution = Some(JobExecution {
+                        console_url: shoal_infra::stepfunctions::console_url(&arn),
+                        arn,
+                        current_state: None,
+                        state_transition: None,
+                    });
+                    continue;
+                }
+                "JobStepStarted" => "STARTED",
+                "JobStepRetried" => "RETRIED",
+                "JobStepSucceeded" => "SUCCEEDED",
+                "JobStepFailed" => "FAILED",
+                _ => continue,
+            };
+            if let Some(execution) = &mut execution {
+                let data = record.data_json();
+                execution.current_state =
+                    data.get("step").and_then(Value::as_str).map(str::to_owned);
+                execution.state_transition = Some(transition.to_owned());
+            }
+        }
+        execution
     }
 }
 
@@ -387,6 +449,16 @@ impl HistoryEvent {
         ["error", "reason", "error_message"]
             .iter()
             .find_map(|f| self.field(f).and_then(Value::as_str))
+    }
+
+    /// The Step Functions state it is about (`JobStep*` events of that driver).
+    async fn step(&self) -> Option<&str> {
+        self.field("step").and_then(Value::as_str)
+    }
+
+    /// What the step answered or failed with (`JobStep*` events).
+    async fn detail(&self) -> Option<&str> {
+        self.field("detail").and_then(Value::as_str)
     }
 
     /// The event's payload as stored.

@@ -82,6 +82,20 @@ export const JOB_QUERY = graphql(`
   }
 `, [JOB_FIELDS]);
 
+export const JOB_EXECUTION_QUERY = graphql(`
+  query JobExecution($id: ID!) {
+    job(id: $id) {
+      id
+      execution {
+        arn
+        consoleUrl
+        currentState
+        stateTransition
+      }
+    }
+  }
+`);
+
 export const HISTORY_QUERY = graphql(`
   query JobHistory($id: ID!, $first: Int, $after: String) {
     job(id: $id) {
@@ -96,6 +110,7 @@ export const HISTORY_QUERY = graphql(`
             attempt
             worker
             error
+            step
           }
         }
         pageInfo {

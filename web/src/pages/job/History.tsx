@@ -11,6 +11,7 @@ export function History({ history, error, canShowMore, showMore }: HistoryState)
           <li key={cursor} className={`ev ev-${e.eventType}`}>
             <time dateTime={e.at}>{new Date(e.at).toLocaleTimeString()}</time>
             <span className="ev-type">{e.eventType}</span>
+            {e.step && <span className="small"> {e.step}</span>}
             {e.taskIndex != null && <span className="small"> task {e.taskIndex}</span>}
             {e.attempt != null && <span className="small"> attempt {e.attempt}</span>}
             {e.error && <span className="small wrap ev-error"> — {e.error}</span>}

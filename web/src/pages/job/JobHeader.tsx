@@ -4,6 +4,7 @@ import { useMutation } from 'urql';
 import { CANCEL_JOB, REDRIVE, RETRY_FAILED, type JobDetail } from '../../lib/queries';
 import { StatusBadge } from '../../components/StatusBadge';
 import { ConfirmButton } from '../../components/ConfirmButton';
+import { ExecutionLink } from '../../components/ExecutionLink';
 
 type Notice = { kind: 'ok' | 'error'; text: string };
 
@@ -109,6 +110,7 @@ export function JobHeader({
       )}
       {job.errorMessage && <p className="error">Error: {job.errorMessage}</p>}
       {job.cancelReason && <p className="notice">Cancelled: {job.cancelReason}</p>}
+      <ExecutionLink jobId={job.id} refreshKey={job.updatedAt} />
     </>
   );
 }
