@@ -8,8 +8,6 @@
 //! Adapters: [`SqlQueue`] (a table in the same Postgres or SQLite database) and [`SqsQueue`]
 //! (AWS SQS with a dead-letter queue; its module docs list where SQS differs).
 
-// TODO(lints): findings in this module are fixed after the dialect rewrite lands
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod sql;
 mod sqs;
 
