@@ -153,14 +153,14 @@ mod tests {
     fn infrastructure_errors_keep_their_cause() {
         use std::error::Error;
 
-        let e = CommandError::Infrastructure(InfrastructureError::Queue(QueueError::Backend(
-            "sqs unreachable".to_owned(),
+        let e = CommandError::Infrastructure(InfrastructureError::Queue(QueueError::StaleReceipt(
+            "receipt-1".to_owned(),
         )));
         assert_eq!(e.to_string(), "internal error");
         let queue = e.source().expect("the infrastructure error");
         assert_eq!(queue.to_string(), "task queue failed");
         let cause = queue.source().expect("the queue's error");
-        assert_eq!(cause.to_string(), "queue error: sqs unreachable");
+        assert_eq!(cause.to_string(), "receipt is no longer valid: receipt-1");
         assert!(InfrastructureError::NoQueue.source().is_none());
     }
 }
