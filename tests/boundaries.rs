@@ -3,6 +3,9 @@
 //! its `Cargo.toml`, not even as a dev-dependency. What two roles share lives in `shoal-api`
 //! (API conventions) or `shoal-infra` (storage and the read model); the binary composes them.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 use serde_json::Value;

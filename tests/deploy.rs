@@ -2,6 +2,9 @@
 //! migration Job, the readiness probe of workers and the projector (`shoal projector status`
 //! with a pool of one connection), and the pool-size option every role takes.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use support::{Backend, database_url, shoal};

@@ -2,6 +2,9 @@
 //! `shoal worker` processes), GraphQL over HTTP, and the event log checked afterwards. Each
 //! test runs on SQLite and on Postgres (required when `SHOAL_REQUIRE_POSTGRES=1`).
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,9 @@
 //! queried. It lives in the binary's package because it needs two roles, the projector and
 //! query-api, which do not depend on each other.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

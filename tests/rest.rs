@@ -6,6 +6,9 @@
 //! `shoal dev` runs with `--workers 0`, so tasks move only when the test moves them through
 //! the REST task transitions, as the original's external workers did.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,9 @@
 //! The GraphQL schema served by `shoal dev` / `shoal serve` is committed as
 //! `docs/schema.graphql`; this test fails when they differ.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 #[test]

@@ -5,6 +5,9 @@
 //! Skipped without `moto_server`, unless `SHOAL_REQUIRE_MOTO=1`. The moto_server is the test's
 //! own (moto runs one execution per process).
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::{Duration, Instant};

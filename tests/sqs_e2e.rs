@@ -7,6 +7,9 @@
 //! `SHOAL_REQUIRE_POSTGRES=1`), else a SQLite file. SQS tests are skipped without
 //! `moto_server`, unless `SHOAL_REQUIRE_MOTO=1`. moto is slow: message counts stay small.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::PathBuf;

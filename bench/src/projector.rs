@@ -106,9 +106,10 @@ struct Latency {
 struct Latencies(Histogram<u64>);
 
 impl Latencies {
-    fn new() -> Self {
+    fn new() -> anyhow::Result<Self> {
         // Auto-resizing, so that no latency is too large to record.
-        Self(Histogram::new(4).expect("4 significant digits are supported"))
+        let histogram = Histogram::new(4).context("a latency histogram of 4 significant digits")?;
+        Ok(Self(histogram))
     }
 
     fn record(&mut self, latency: Duration, tasks: u64) -> anyhow::Result<()> {
@@ -633,8 +634,8 @@ async fn latency(args: &ProjectorArgs, database: &Database) -> anyhow::Result<La
     serving.await??;
 
     // Each append's latency, once per task it completed.
-    let mut graphql = Latencies::new();
-    let mut feed = Latencies::new();
+    let mut graphql = Latencies::new()?;
+    let mut feed = Latencies::new()?;
     let mut before = 0;
     for &(at, cumulative, last) in &sent {
         let tasks = cumulative - before;
@@ -811,7 +812,7 @@ mod tests {
 
     #[test]
     fn percentiles_are_nearest_rank_over_tasks() {
-        let mut latencies = Latencies::new();
+        let mut latencies = Latencies::new().unwrap();
         for ms in 1..=100 {
             latencies.record(Duration::from_millis(ms), 1).unwrap();
         }
@@ -824,7 +825,7 @@ mod tests {
 
     #[test]
     fn an_append_counts_once_per_task_it_completed() {
-        let mut latencies = Latencies::new();
+        let mut latencies = Latencies::new().unwrap();
         latencies.record(Duration::from_millis(10), 99).unwrap();
         latencies.record(Duration::from_millis(500), 1).unwrap();
         assert_eq!(latencies.len(), 100);
@@ -834,7 +835,7 @@ mod tests {
 
     #[test]
     fn no_samples_give_no_figures() {
-        let latencies = Latencies::new();
+        let latencies = Latencies::new().unwrap();
         assert!(latencies.percentile_ms(50.0).is_nan());
         assert!(latencies.max_ms().is_nan());
     }

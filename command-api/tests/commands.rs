@@ -2,6 +2,9 @@
 //! retried, infrastructure failures become `INTERNAL` without leaking details, and replays are
 //! reported.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 

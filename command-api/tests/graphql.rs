@@ -2,6 +2,9 @@
 //! SQLite always and on Postgres when `SHOAL_TEST_DATABASE_URL` is set (required with
 //! `SHOAL_REQUIRE_POSTGRES=1`). Each test gets a fresh database.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,9 @@
 //! retries through the domain's `decide_*`) and the worker (receiving from the queue, appending
 //! `TaskStarted` + `TaskCompleted`/`TaskFailed`, acknowledging).
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

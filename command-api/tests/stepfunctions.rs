@@ -6,6 +6,9 @@
 //! Skipped without `moto_server` unless `SHOAL_REQUIRE_MOTO=1`. moto is slow: jobs are small
 //! and the state machine's timings short.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

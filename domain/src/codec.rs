@@ -233,14 +233,17 @@ impl Event {
     }
 }
 
+// As for `to_value`: serializing a payload cannot fail.
+#[allow(clippy::expect_used)]
 fn to_raw<T: Serialize>(payload: &T) -> Box<RawValue> {
-    // As for `to_value`: serializing a payload cannot fail.
     serde_json::value::to_raw_value(payload).expect("event payloads always serialize to JSON")
 }
 
+// Payloads are plain structs with string-keyed maps, JSON values, strings, numbers, UUIDs and
+// timestamps: serializing them to a `Value` cannot fail (serde_json fails only on non-string
+// map keys and on `Serialize` impls that return errors, and payloads have neither).
+#[allow(clippy::expect_used)]
 fn to_value<T: Serialize>(payload: &T) -> Value {
-    // Payloads are plain structs with string-keyed maps, JSON values, strings, numbers, UUIDs
-    // and timestamps: serializing them to a `Value` cannot fail.
     serde_json::to_value(payload).expect("event payloads always serialize to JSON")
 }
 

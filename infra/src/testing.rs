@@ -10,6 +10,9 @@
 //! temporary directory) are left behind for inspection; the first helper call of a later test
 //! process removes those older than an hour.
 
+// Test support: a setup failure here is a failed test, reported with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,5 +1,8 @@
 //! Connecting by URL and migrating, on both backends.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::json;
 use shoal_infra::db::{self, Database, DatabaseUrl, DbError};
 use shoal_infra::eventlog::{

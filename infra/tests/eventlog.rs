@@ -7,6 +7,9 @@
 //! `postgres_only::gap_free_fails_without_remedy` to see the same workload defeat a naive
 //! `position > last` reader.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

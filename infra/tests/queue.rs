@@ -3,6 +3,9 @@
 //! `SHOAL_REQUIRE_POSTGRES=1` a missing server fails the Postgres variants instead of skipping
 //! them). Each test gets a fresh database.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

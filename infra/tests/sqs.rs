@@ -5,6 +5,9 @@
 //!
 //! Where moto and SQS differ, the tests assert what SQS guarantees (see the notes inline).
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};

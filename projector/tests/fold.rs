@@ -3,6 +3,9 @@
 //! (analytics), gives what one batch gives; the displayed job status agrees with the
 //! domain's own aggregate; and the rows are the domain's views of the log.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::{BTreeMap, HashMap};

@@ -5,6 +5,9 @@
 //! ([`support::expected_dump`]); the databases must hold exactly that, however the log was cut
 //! into batches, interrupted or rebuilt.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::HashMap;

@@ -1,6 +1,9 @@
 //! `GET /health`: 200 with the database connected, 503 (and the original's body) when it does
 //! not answer. The router is called in-process.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -1,6 +1,9 @@
 //! The harness shared by the end-to-end test binaries (`e2e`, `sqs_e2e`, `rest`): `shoal`
 //! processes, a `shoal dev` with an HTTP client, the event log read back, and polling.
 //! Each test binary compiles this module on its own and uses only part of it.
+
+// Test support: a setup failure here is a failed test, reported with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::collections::HashMap;

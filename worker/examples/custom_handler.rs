@@ -88,12 +88,13 @@ async fn main() -> anyhow::Result<()> {
     let mut handlers = Handlers::builtin(&config);
     handlers.register("thumbnail", Thumbnail);
 
-    let shutdown = async {
+    // Listen for SIGTERM before running, so that a failure to do so stops the start-up.
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    let shutdown = async move {
         #[cfg(unix)]
         {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("can listen for SIGTERM");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

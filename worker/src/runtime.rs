@@ -135,6 +135,8 @@ impl Worker {
             while let Some(done) = tasks.try_join_next() {
                 report_task_end(done);
             }
+            // `slots` is never closed, so acquiring a permit cannot fail.
+            #[allow(clippy::expect_used)]
             let first = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,

@@ -6,6 +6,9 @@
 //! `TaskEnqueued` events as the domain decides them, sends the matching messages, and relays
 //! `TaskRetryScheduled` events to new messages. Then it checks the log, which is the truth.
 
+// Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

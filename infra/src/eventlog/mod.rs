@@ -106,6 +106,7 @@ impl PartialEq for NewEvent {
 }
 
 /// A JSON tree as the serialized payload of a [`NewEvent`].
+#[allow(clippy::expect_used)] // cannot fail: see the comment inside
 pub fn raw_json(value: &Value) -> Box<RawValue> {
     // A `Value` always serializes (its maps have string keys, its numbers are finite).
     serde_json::value::to_raw_value(value).expect("a JSON value serializes")

@@ -1,6 +1,8 @@
 //! Test support: realistic logs made by the domain's own `decide`, appended to a real log, and
 //! the backends to run on.
 
+// Test support: a setup failure here is a failed test, reported with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::collections::HashMap;

@@ -444,6 +444,7 @@ impl TaskQueue for SqsQueue {
     )]
     async fn send(&self, messages: Vec<OutgoingMessage>) -> QueueResult<()> {
         let mut batches: Vec<Vec<SendMessageBatchRequestEntry>> = Vec::new();
+        let mut batch: Vec<SendMessageBatchRequestEntry> = Vec::with_capacity(BATCH);
         let mut batch_bytes = 0;
         for message in messages {
             let body = serde_json::to_string(&message.body).map_err(QueueError::Serialize)?;
@@ -457,14 +458,11 @@ impl TaskQueue for SqsQueue {
                     .iter()
                     .map(|(name, value)| name.len() + "String".len() + value.len())
                     .sum::<usize>();
-            let full = batches
-                .last()
-                .is_none_or(|batch| batch.len() == BATCH || batch_bytes + bytes > MAX_BATCH_BYTES);
-            if full {
-                batches.push(Vec::with_capacity(BATCH));
+            let full = batch.len() == BATCH || batch_bytes + bytes > MAX_BATCH_BYTES;
+            if full && !batch.is_empty() {
+                batches.push(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
                 batch_bytes = 0;
             }
-            let batch = batches.last_mut().expect("a batch was just pushed if none");
             let mut entry = SendMessageBatchRequestEntry::builder()
                 .id(batch.len().to_string())
                 .message_body(body)
@@ -477,6 +475,9 @@ impl TaskQueue for SqsQueue {
                 source,
             })?);
             batch_bytes += bytes;
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
         }
         let calls: Vec<_> = batches
             .into_iter()
