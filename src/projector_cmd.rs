@@ -43,7 +43,7 @@ pub async fn run(cmd: ProjectorCmd) -> anyhow::Result<()> {
     match cmd {
         ProjectorCmd::Run(db) => {
             let (database, projector) = open(&db).await?;
-            let shutdown = Shutdown::on_signals();
+            let shutdown = Shutdown::on_signals()?;
             eprintln!("shoal projector running (jobs, analytics); Ctrl-C or SIGTERM stops");
             projector.run(shutdown.wait()).await?;
             database.close().await;

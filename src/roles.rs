@@ -103,9 +103,7 @@ impl WorkerArgs {
                 ..ExecHandlerConfig::default()
             });
         }
-        config
-            .validate()
-            .map_err(|e| anyhow::anyhow!("worker configuration: {e}"))?;
+        config.validate().context("worker configuration")?;
         Ok(config)
     }
 }
@@ -161,21 +159,25 @@ impl Platform {
 pub struct Shutdown(watch::Receiver<bool>);
 
 impl Shutdown {
-    pub fn on_signals() -> Self {
+    /// Installs the Ctrl-C (SIGINT) and SIGTERM handlers, then watches for either in the
+    /// background. `Err` when a handler cannot be installed: a process that cannot be stopped
+    /// cleanly should not start.
+    pub fn on_signals() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("installing the SIGINT (Ctrl-C) handler")?;
+        let mut terminate =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
-            let ctrl_c = tokio::signal::ctrl_c();
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("installing the SIGTERM handler");
             tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
             tracing::info!("shutting down");
             let _ = tx.send(true);
         });
-        Shutdown(rx)
+        Ok(Shutdown(rx))
     }
 
     pub async fn wait(mut self) {
@@ -306,7 +308,7 @@ pub fn api_router(
 ) -> anyhow::Result<axum::Router> {
     let service = CommandService::new(platform.log.clone(), Limits::default())
         .with_queue(platform.queue.clone());
-    let rest = shoal_query_api::rest::api(
+    let rest = crate::rest::router(
         service.clone(),
         ReadModelStore::new(platform.database.clone()),
         shoal_query_api::rest::RestConfig {

@@ -1,5 +1,6 @@
 //! Shoal's adapters to the outside world: the event log (Postgres and SQLite), read-model
-//! storage, task queues, Step Functions, and the database migrations.
+//! storage, the built-in orchestrator's storage, the task queues (a SQL table, or AWS SQS),
+//! and the database migrations.
 //!
 //! All SQL lives in this crate, and nothing else does: no domain decisions are made here. The
 //! domain (`shoal_domain`) decides; infra stores, reads and delivers what it decided. Every

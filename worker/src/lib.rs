@@ -94,7 +94,9 @@ mod handler;
 mod metrics;
 mod runtime;
 
-pub use config::{ExecHandlerConfig, HttpHandlerConfig, WorkerConfig, default_worker_id};
+pub use config::{
+    ConfigError, ExecHandlerConfig, HttpHandlerConfig, WorkerConfig, default_worker_id,
+};
 pub use handler::{
     DEFAULT_HANDLER, FnHandler, Handler, Handlers, TaskContext, TaskError, handler_fn,
 };

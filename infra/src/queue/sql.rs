@@ -268,9 +268,7 @@ impl TaskQueue for SqlQueue {
         let rows = messages
             .into_iter()
             .map(|message| {
-                let body = serde_json::to_string(&message.body).map_err(|e| {
-                    QueueError::Backend(format!("cannot serialize a task message: {e}"))
-                })?;
+                let body = serde_json::to_string(&message.body).map_err(QueueError::Serialize)?;
                 Ok(NewMessage {
                     job_id: message.body.job_id,
                     task_id: message.body.task_id,
@@ -480,8 +478,10 @@ fn later(now: Instant, duration: Duration) -> Instant {
 }
 
 fn attempt_column(attempt: u32) -> QueueResult<i32> {
-    i32::try_from(attempt)
-        .map_err(|_| QueueError::Backend(format!("attempt {attempt} is out of range")))
+    i32::try_from(attempt).map_err(|_| QueueError::OutOfRange {
+        what: "attempt",
+        value: i64::from(attempt),
+    })
 }
 
 fn millis(duration: Duration) -> i64 {

@@ -15,11 +15,13 @@
 //! The SQL is static: the table names of live and shadow tables are spelled out at compile
 //! time (`concat!`), never assembled from input.
 
+mod change;
 mod postgres;
 mod schema;
 mod sqlite;
 mod types;
 
+pub use change::{ChangeSource, ProjectionChange};
 pub use types::{
     AnalyticsChanges, AnalyticsJobState, DailyDelta, DayCounts, InvalidCursor, JobCursor,
     JobFilter, JobPage, JobRow, JobSort, JobsChanges, JobsKeys, MinuteCounts, Overview,

@@ -337,7 +337,10 @@ impl SqliteQueue {
                     raw: row.try_get("body")?,
                     reason: row.try_get("reason")?,
                     dead_lettered_at: DateTime::from_timestamp_millis(at).ok_or_else(|| {
-                        QueueError::Backend(format!("dead letter time {at} is out of range"))
+                        QueueError::OutOfRange {
+                            what: "dead letter time",
+                            value: at,
+                        }
                     })?,
                 })
             })
