@@ -3,6 +3,7 @@
 //! as a FastAPI validation entry ([`FieldError`]) at its location.
 
 use std::collections::HashMap;
+use std::num::IntErrorKind;
 
 use serde_json::{Map, Value, json};
 use shoal_domain::TaskId;
@@ -91,13 +92,17 @@ pub fn parse_int(
                 }
             }
         }
-        Value::String(s) => s.trim().parse::<i64>().map_err(|_| {
-            FieldError::new(
+        // Python's integers have no bounds: digits beyond i64 are a number out of range (the
+        // bound check below reports it), not a parse error.
+        Value::String(s) => s.trim().parse::<i64>().or_else(|error| match error.kind() {
+            IntErrorKind::PosOverflow => Ok(i64::MAX),
+            IntErrorKind::NegOverflow => Ok(i64::MIN),
+            _ => Err(FieldError::new(
                 "int_parsing",
                 loc.clone(),
                 "Input should be a valid integer, unable to parse string as an integer",
                 value.clone(),
-            )
+            )),
         }),
         _ => Err(FieldError::new(
             "int_type",
@@ -213,9 +218,11 @@ pub fn parse_optional_string(value: &Value, loc: Vec<Value>) -> Result<Option<St
     }
 }
 
-/// A task id from a path; an id that is not a UUID names no task (404, as the original).
+/// A task id from a path, in either form: Shoal's UUID or the original's
+/// `<job id>-task-<index>` ([`TaskId::parse_any_form`]). Anything else names no task (404, as
+/// the original answered).
 pub fn parse_task_id(raw: &str) -> Result<TaskId, ApiError> {
-    TaskId::parse(raw).map_err(|_| ApiError::NotFound(format!("Task {raw} not found")))
+    TaskId::parse_any_form(raw).map_err(|_| ApiError::NotFound(format!("Task {raw} not found")))
 }
 
 #[cfg(test)]
@@ -243,6 +250,14 @@ mod tests {
         let high = ok(json!(11)).unwrap_err();
         assert_eq!(high.kind, "less_than_equal");
         assert_eq!(ok(json!(u64::MAX)).unwrap_err().kind, "less_than_equal");
+        // Out of i64's range is out of the bounds, as for Python's unbounded integers.
+        let huge = ok(json!("9223372036854775808")).unwrap_err();
+        assert_eq!((huge.kind.as_str(), huge.ctx.as_deref()), ("less_than_equal", Some(&json!({"le": 10}))));
+        assert_eq!(ok(json!("-99999999999999999999")).unwrap_err().kind, "greater_than_equal");
+        assert_eq!(
+            parse_int(&json!("99999999999999999999"), loc("page"), 1, None),
+            Ok(i64::MAX)
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 use shoal_domain::{
     Event, JobId, JobState, Split, TaskCommand, TaskId, TaskState, TaskView, decide_task,
     evolve_job, evolve_task,
