@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cors::AllowedOrigins;
 use anyhow::Context;
 use clap::Args;
 use shoal_command_api::commands::CommandService;
@@ -17,7 +18,6 @@ use shoal_infra::queue::{SqlQueue, SqsQueue, TaskQueue};
 use shoal_infra::readmodel::ReadModelStore;
 use shoal_worker::{ExecHandlerConfig, Handlers, HttpHandlerConfig, Worker, WorkerConfig};
 use tokio::sync::watch;
-use crate::cors::AllowedOrigins;
 
 /// Where the event log lives.
 #[derive(Debug, Clone, Args)]

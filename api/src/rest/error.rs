@@ -37,7 +37,9 @@ pub struct FieldError {
 fn loc_schema() -> utoipa::openapi::schema::Array {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
     ArrayBuilder::new()
-        .items(ObjectBuilder::new().schema_type(SchemaType::Array(vec![Type::String, Type::Integer])))
+        .items(
+            ObjectBuilder::new().schema_type(SchemaType::Array(vec![Type::String, Type::Integer])),
+        )
         .description(Some(
             "Where: `[\"body\", \"num_tasks\"]`, `[\"query\", \"page\"]`, `[\"body\", 12]` (a JSON \
              syntax error at that character): strings and integers.",

@@ -15,7 +15,9 @@ use shoal_domain::{Split, TaskId};
 use super::IDEMPOTENCY_KEY_HEADER;
 use super::errors::api_error;
 use super::requests::{CompleteTaskRequest, FailTaskRequest, SubmitJobRequest};
-use crate::commands::{CommandError, CommandService, SubmitJobInput, count};
+use crate::commands::{
+    CommandError, CommandService, MAX_IDEMPOTENCY_KEY_BYTES, SubmitJobInput, count,
+};
 
 /// Submits a job. It is accepted at once, whatever its size: the job is returned as its event
 /// stream has it (`PENDING`); tasks are created and enqueued right after (`ENQUEUED`, then
@@ -112,6 +114,33 @@ pub async fn submit_job(
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
         None => None,
         Some(value) => match value.to_str() {
+            Ok(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES => {
+                let (kind, msg, ctx) = if key.is_empty() {
+                    (
+                        "string_too_short",
+                        "String should have at least 1 character".to_owned(),
+                        json!({"min_length": 1}),
+                    )
+                } else {
+                    (
+                        "string_too_long",
+                        format!(
+                            "String should have at most {MAX_IDEMPOTENCY_KEY_BYTES} characters"
+                        ),
+                        json!({"max_length": MAX_IDEMPOTENCY_KEY_BYTES}),
+                    )
+                };
+                errors.push(
+                    FieldError::new(
+                        kind,
+                        vec![json!("header"), json!("idempotency-key")],
+                        msg,
+                        json!(key),
+                    )
+                    .with_ctx(ctx),
+                );
+                None
+            }
             Ok(key) => Some(key.to_owned()),
             Err(_) => {
                 errors.push(FieldError::new(
