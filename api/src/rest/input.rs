@@ -110,7 +110,7 @@ pub fn parse_int(
                     IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
                 ) =>
             {
-                Err(error.kind().clone())
+                Err(*error.kind())
             }
             Err(_) => {
                 return Err(FieldError::new(
