@@ -153,14 +153,13 @@ mod tests {
     fn infrastructure_errors_keep_their_cause() {
         use std::error::Error;
 
-        let e = CommandError::Infrastructure(InfrastructureError::Queue(QueueError::Backend(
-            "sqs unreachable".to_owned(),
-        )));
+        let e =
+            CommandError::Infrastructure(InfrastructureError::Queue(QueueError::NoDeadLetterQueue));
         assert_eq!(e.to_string(), "internal error");
         let queue = e.source().expect("the infrastructure error");
         assert_eq!(queue.to_string(), "task queue failed");
         let cause = queue.source().expect("the queue's error");
-        assert_eq!(cause.to_string(), "queue error: sqs unreachable");
+        assert_eq!(cause.to_string(), "this SQS queue has no dead-letter queue");
         assert!(InfrastructureError::NoQueue.source().is_none());
     }
 }
