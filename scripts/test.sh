@@ -6,6 +6,7 @@
 #   - a throwaway PostgreSQL 15 cluster (scripts/pg.sh; data under target/test-pg)
 #   - moto_server (AWS SQS emulator), installed with pip if missing; each SQS test binary starts its own
 #   - Chromium (Debian package) for the dashboard's browser tests, installed if missing
+#   - schemathesis 4 (PyPI) for scripts/api-fuzz.sh, into target/api-fuzz/venv if missing
 # Set SHOAL_TEST_SKIP_LINT=1 to skip fmt/clippy (for a quicker local loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +63,12 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked -- --test-threads 4
 fi
+
+# The HTTP APIs against their own documents: schemathesis (PyPI) over REST (/openapi.json) and
+# GraphQL, a fixed seed and a bounded number of examples, against a real `shoal dev`.
+step "API fuzzing: schemathesis over REST and GraphQL (reports in target/api-fuzz/)"
+[ -x target/debug/shoal ] || cargo build --locked --bin shoal
+SHOAL_BIN="$root/target/debug/shoal" scripts/api-fuzz.sh
 
 # The dashboard: lint, type check, unit tests, build, and the browser end-to-end run in
 # headless Chromium (Debian's package, driven by playwright-core) against a real `shoal dev`.

@@ -44,6 +44,7 @@ fn builder() -> async_graphql::SchemaBuilder<Query, MutationRoot, SubscriptionRo
             application: MAX_DEPTH,
             introspection: MAX_INTROSPECTION_DEPTH,
         })
+        .extension(shoal_api::graphql::IntRange)
         .limit_complexity(MAX_COMPLEXITY)
 }
 

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cors::AllowedOrigins;
 use anyhow::Context;
-use axum::http::HeaderValue;
 use clap::Args;
 use shoal_command_api::commands::CommandService;
 use shoal_command_api::orchestrator::{Orchestrator, OrchestratorConfig};
@@ -18,7 +18,6 @@ use shoal_infra::queue::{SqlQueue, SqsQueue, TaskQueue};
 use shoal_infra::readmodel::ReadModelStore;
 use shoal_worker::{ExecHandlerConfig, Handlers, HttpHandlerConfig, Worker, WorkerConfig};
 use tokio::sync::watch;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Where the event log lives.
 #[derive(Debug, Clone, Args)]
@@ -285,10 +284,23 @@ pub fn worker(platform: &Platform, mut config: WorkerConfig) -> Worker {
 /// How the HTTP APIs are served.
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
-    /// Origins allowed to call the APIs from a browser (CORS), comma-separated, e.g.
-    /// `http://localhost:5173`; `*` allows any. None by default.
-    #[arg(long, env = "SHOAL_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Vec<String>,
+    /// An origin whose web pages may call the APIs (CORS), as the browser sends it:
+    /// `scheme://host[:port]`, e.g. `http://localhost:3000`. Repeat for more (the environment
+    /// variable takes them comma-separated). None by default; no wildcard. Pages from other
+    /// origins can neither read nor write.
+    #[arg(
+        long = "cors-allow-origin",
+        alias = "cors-origins",
+        value_name = "ORIGIN",
+        env = "SHOAL_CORS_ALLOW_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_allow_origin: Vec<String>,
+    /// Most tasks one job may have (REST `num_tasks`, GraphQL `totalTasks` or `items` split);
+    /// `/openapi.json` announces it.
+    #[arg(long, env = "SHOAL_MAX_TASKS_PER_JOB", default_value_t = Limits::default().max_tasks_per_job,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tasks_per_job: u32,
     /// Most tasks one REST `GET /api/v1/jobs/{id}/tasks` returns.
     #[arg(long, env = "SHOAL_REST_MAX_TASKS", default_value_t = shoal_query_api::rest::DEFAULT_MAX_TASKS_PER_RESPONSE)]
     pub rest_max_tasks: u32,
@@ -302,34 +314,12 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
-    fn cors(&self) -> anyhow::Result<Option<CorsLayer>> {
-        let origins: Vec<&str> = self
-            .cors_origins
-            .iter()
-            .map(|o| o.trim())
-            .filter(|o| !o.is_empty())
-            .collect();
-        if origins.is_empty() {
-            return Ok(None);
+    /// The domain's limits, with those set on the command line.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_tasks_per_job: self.max_tasks_per_job,
+            ..Limits::default()
         }
-        let allow = if origins.contains(&"*") {
-            AllowOrigin::any()
-        } else {
-            let values = origins
-                .iter()
-                .map(|o| {
-                    HeaderValue::from_str(o)
-                        .with_context(|| format!("--cors-origins: {o:?} is not a valid origin"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            AllowOrigin::list(values)
-        };
-        Ok(Some(
-            CorsLayer::new()
-                .allow_origin(allow)
-                .allow_methods(tower_http::cors::Any)
-                .allow_headers(tower_http::cors::Any),
-        ))
     }
 }
 
@@ -341,8 +331,9 @@ pub fn api_router(
     api: &ApiArgs,
     projector: &shoal_projector::Projector,
 ) -> anyhow::Result<axum::Router> {
-    let service = CommandService::new(platform.log.clone(), Limits::default())
-        .with_queue(platform.queue.clone());
+    let allowed = AllowedOrigins::parse(&api.cors_allow_origin)?;
+    let service =
+        CommandService::new(platform.log.clone(), api.limits()).with_queue(platform.queue.clone());
     let rest = crate::rest::router(
         service.clone(),
         ReadModelStore::new(platform.database.clone()),
@@ -360,10 +351,7 @@ pub fn api_router(
         ),
     );
     let router = crate::graphql::router(schema).merge(rest);
-    Ok(match api.cors()? {
-        Some(cors) => router.layer(cors),
-        None => router,
-    })
+    Ok(crate::cors::apply(router, allowed))
 }
 
 pub async fn serve(

@@ -1,10 +1,15 @@
 //! What both GraphQL schemas share: the status enums (one definition each, so the combined
-//! schema of `shoal serve` has one `JobStatus` and one `TaskStatus`) and the error codes.
+//! schema of `shoal serve` has one `JobStatus` and one `TaskStatus`), the error codes, and
+//! [`IntRange`], which refuses `Int` arguments beyond 32 bits wherever they are.
 //!
 //! Every error a client can cause carries `extensions.code`; the codes of the domain's
 //! rejections come from `shoal_domain::rejection::code`, the two below from the GraphQL layer.
 
 use async_graphql::Enum;
+
+mod int_range;
+
+pub use int_range::IntRange;
 
 /// Code of errors about a request's shape: a malformed id or cursor, or a request the GraphQL
 /// layer refused (syntax, unknown field, wrong type, depth or complexity over the limit).

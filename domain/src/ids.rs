@@ -14,6 +14,9 @@ use uuid::Uuid;
 pub const JOB_STREAM_PREFIX: &str = "job-";
 /// Prefix of a task's stream id: `task-<uuid>`.
 pub const TASK_STREAM_PREFIX: &str = "task-";
+/// What joins a job id and a task index in the original system's task ids:
+/// `<job id>-task-<index>`.
+pub const LEGACY_TASK_ID_INFIX: &str = "-task-";
 
 /// A string that is not a UUID, or not a stream id this crate knows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +121,42 @@ impl TaskId {
     /// Parses a UUID in any of the usual textual forms (surrounding whitespace is ignored).
     pub fn parse(s: &str) -> Result<Self, ParseIdError> {
         parse_uuid(s).map(Self)
+    }
+
+    /// Parses a task id in either of the forms clients use: Shoal's UUID, or the original
+    /// system's `<job id>-task-<index>` (what its clients build), which names the same task
+    /// because a task id is derived from (job, index). The index is decimal, without sign or
+    /// leading zeros, and fits a `u32`; anything else is [`ParseIdError::InvalidUuid`].
+    ///
+    /// Whether a task of that index exists is not checked here: an index past the job's last
+    /// task gives an id that names no stream (a 404 at the API).
+    pub fn parse_any_form(s: &str) -> Result<Self, ParseIdError> {
+        let text = s.trim();
+        if let Ok(uuid) = Uuid::parse_str(text) {
+            return Ok(Self(uuid));
+        }
+        Self::parse_legacy(text).ok_or_else(|| ParseIdError::InvalidUuid {
+            input: s.to_owned(),
+        })
+    }
+
+    fn parse_legacy(text: &str) -> Option<Self> {
+        let (job, index) = text.rsplit_once(LEGACY_TASK_ID_INFIX)?;
+        let canonical = !index.is_empty()
+            && index.bytes().all(|b| b.is_ascii_digit())
+            && (index == "0" || !index.starts_with('0'));
+        if !canonical {
+            return None;
+        }
+        let index: u32 = index.parse().ok()?;
+        let job = Uuid::parse_str(job).ok()?;
+        Some(Self::for_task(JobId(job), index))
+    }
+
+    /// The original system's name of task `index` of `job`: `<job id>-task-<index>`.
+    /// [`TaskId::parse_any_form`] reads it back as [`TaskId::for_task`]`(job, index)`.
+    pub fn legacy_name(job: JobId, index: u32) -> String {
+        format!("{job}{LEGACY_TASK_ID_INFIX}{index}")
     }
 
     /// The UUID itself.
@@ -249,6 +288,69 @@ mod tests {
         let job = JobId::parse("00000000-0000-7000-8000-000000000000").unwrap();
         let expected = Uuid::new_v5(&job.as_uuid(), &[0, 0, 0, 1]);
         assert_eq!(TaskId::for_task(job, 1).as_uuid(), expected);
+    }
+
+    #[test]
+    fn the_original_systems_task_ids_name_the_same_tasks() {
+        let job = JobId::parse("0190a5c4-1f2e-7abc-8def-0123456789ab").unwrap();
+        for index in [0, 1, 9, 10, 9_999, 999_999, u32::MAX] {
+            let name = TaskId::legacy_name(job, index);
+            assert_eq!(name, format!("{job}-task-{index}"));
+            assert_eq!(
+                TaskId::parse_any_form(&name),
+                Ok(TaskId::for_task(job, index))
+            );
+        }
+        // Whitespace around it is ignored, as for UUIDs; so is the job id's case.
+        assert_eq!(
+            TaskId::parse_any_form(" 0190A5C4-1F2E-7ABC-8DEF-0123456789AB-task-3\n"),
+            Ok(TaskId::for_task(job, 3))
+        );
+        // The UUID form still parses, to itself.
+        let task = TaskId::for_task(job, 5);
+        assert_eq!(TaskId::parse_any_form(&task.to_string()), Ok(task));
+        assert_eq!(TaskId::parse(&task.to_string()), Ok(task));
+        // Plain `parse` (used for stream ids) knows only the UUID form.
+        assert!(TaskId::parse(&TaskId::legacy_name(job, 5)).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_legacy_name_parses_to_its_task(job in proptest::prelude::any::<u128>(), index: u32) {
+            let job = JobId::from_uuid(Uuid::from_u128(job));
+            proptest::prop_assert_eq!(
+                TaskId::parse_any_form(&TaskId::legacy_name(job, index)),
+                Ok(TaskId::for_task(job, index))
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_task_ids_are_refused() {
+        let job = "0190a5c4-1f2e-7abc-8def-0123456789ab";
+        for bad in [
+            String::new(),
+            "nope".to_owned(),
+            format!("{job}-task-"),
+            format!("{job}-task--1"),
+            format!("{job}-task-+1"),
+            format!("{job}-task-01"),
+            format!("{job}-task-1.0"),
+            format!("{job}-task- 1"),
+            format!("{job}-task-4294967296"),
+            format!("{job}-TASK-1"),
+            format!("{job}-tasks-1"),
+            format!("{job}task-1"),
+            "not-a-uuid-task-1".to_owned(),
+            "-task-1".to_owned(),
+            format!("{job}-task-1-task-2"),
+        ] {
+            assert_eq!(
+                TaskId::parse_any_form(&bad),
+                Err(ParseIdError::InvalidUuid { input: bad.clone() }),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -125,7 +125,8 @@ impl QueryRoot {
         Ok(read.store.get_job(id).await.map_err(internal)?.map(Job))
     }
 
-    /// The task with this id, or null.
+    /// The task with this id, or null. The id is the task's UUID, or the original system's
+    /// `<job id>-task-<index>`, which names the same task.
     async fn task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Task>> {
         let read = read(ctx)?;
         let id = parse_task_id(&id, "id")?;
@@ -274,9 +275,12 @@ pub(crate) fn parse_job_id(id: &ID, field: &str) -> async_graphql::Result<JobId>
 }
 
 pub(crate) fn parse_task_id(id: &ID, field: &str) -> async_graphql::Result<TaskId> {
-    TaskId::parse(id.as_str()).map_err(|_| {
+    TaskId::parse_any_form(id.as_str()).map_err(|_| {
         user_error(
-            format!("{:?} is not a valid task id (a UUID)", id.as_str()),
+            format!(
+                "{:?} is not a valid task id (a UUID, or <job id>-task-<index>)",
+                id.as_str()
+            ),
             field,
         )
     })

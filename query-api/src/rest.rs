@@ -481,7 +481,8 @@ async fn job_tasks(
 
 /// A task.
 #[utoipa::path(get, path = "/api/v1/tasks/{task_id}", tag = "tasks",
-    params(("task_id" = String, Path)),
+    params(("task_id" = String, Path,
+        description = "The task's id: a UUID, or the original's `<job id>-task-<index>`")),
     responses((status = 200, body = Task), (status = 404, body = Detail)))]
 async fn get_task(
     State(reads): State<Reads>,
@@ -499,7 +500,7 @@ async fn get_task(
         .map_err(ApiError::internal)?
     {
         Some(task) => Ok(Json(Task::from_snapshot(&task))),
-        None => Err(ApiError::NotFound(format!("Task {id} not found"))),
+        None => Err(ApiError::NotFound(format!("Task {task_id} not found"))),
     }
 }
 

@@ -19,18 +19,32 @@ pub struct FieldError {
     #[serde(rename = "type")]
     pub kind: String,
     /// Where: `["body", "num_tasks"]`, `["query", "page"]`, `["body", 12]` (a JSON syntax error
-    /// at that character).
-    #[schema(value_type = Vec<Object>)]
+    /// at that character): strings and integers.
+    #[schema(schema_with = loc_schema)]
     pub loc: Vec<Value>,
     /// What is wrong, for people.
     pub msg: String,
-    /// The offending input (the whole body for a missing field).
-    #[schema(value_type = Object)]
+    /// The offending input, whatever was sent (a number, a string, an object, ...); the whole
+    /// body for a missing field, null for a missing body.
     pub input: Value,
     /// The bound that was broken (`{"ge": 1}`, ...), when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub ctx: Option<Box<Value>>,
+}
+
+/// `loc`: an array of strings (names) and integers (positions).
+fn loc_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new().schema_type(SchemaType::Array(vec![Type::String, Type::Integer])),
+        )
+        .description(Some(
+            "Where: `[\"body\", \"num_tasks\"]`, `[\"query\", \"page\"]`, `[\"body\", 12]` (a JSON \
+             syntax error at that character): strings and integers.",
+        ))
+        .build()
 }
 
 impl FieldError {

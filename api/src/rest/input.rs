@@ -3,6 +3,7 @@
 //! as a FastAPI validation entry ([`FieldError`]) at its location.
 
 use std::collections::HashMap;
+use std::num::IntErrorKind;
 
 use serde_json::{Map, Value, json};
 use shoal_domain::TaskId;
@@ -78,34 +79,72 @@ pub fn parse_int(
             if let Some(i) = n.as_i64() {
                 Ok(i)
             } else if n.as_u64().is_some() {
-                Ok(i64::MAX)
+                Err(IntErrorKind::PosOverflow)
             } else {
                 match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.is_finite() => Ok(f as i64),
-                    _ => Err(FieldError::new(
-                        "int_from_float",
-                        loc.clone(),
-                        "Input should be a valid integer, got a number with a fractional part",
-                        value.clone(),
-                    )),
+                    Some(f) if f.fract() == 0.0 && f.is_finite() => {
+                        if f >= 9_223_372_036_854_775_808.0 {
+                            Err(IntErrorKind::PosOverflow)
+                        } else if f < -9_223_372_036_854_775_808.0 {
+                            Err(IntErrorKind::NegOverflow)
+                        } else {
+                            Ok(f as i64)
+                        }
+                    }
+                    _ => {
+                        return Err(FieldError::new(
+                            "int_from_float",
+                            loc,
+                            "Input should be a valid integer, got a number with a fractional part",
+                            value.clone(),
+                        ));
+                    }
                 }
             }
         }
-        Value::String(s) => s.trim().parse::<i64>().map_err(|_| {
-            FieldError::new(
-                "int_parsing",
-                loc.clone(),
-                "Input should be a valid integer, unable to parse string as an integer",
+        Value::String(s) => match s.trim().parse::<i64>() {
+            Ok(i) => Ok(i),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
+                ) =>
+            {
+                Err(*error.kind())
+            }
+            Err(_) => {
+                return Err(FieldError::new(
+                    "int_parsing",
+                    loc,
+                    "Input should be a valid integer, unable to parse string as an integer",
+                    value.clone(),
+                ));
+            }
+        },
+        _ => {
+            return Err(FieldError::new(
+                "int_type",
+                loc,
+                "Input should be a valid integer",
+                value.clone(),
+            ));
+        }
+    };
+    // Integers are 64-bit: digits beyond are out of range (a bound error), not unreadable.
+    let parsed = match parsed {
+        Ok(i) => i,
+        Err(IntErrorKind::NegOverflow) => i64::MIN,
+        Err(_) => {
+            let le = le.unwrap_or(i64::MAX);
+            return Err(FieldError::new(
+                "less_than_equal",
+                loc,
+                format!("Input should be less than or equal to {le}"),
                 value.clone(),
             )
-        }),
-        _ => Err(FieldError::new(
-            "int_type",
-            loc.clone(),
-            "Input should be a valid integer",
-            value.clone(),
-        )),
-    }?;
+            .with_ctx(json!({ "le": le })));
+        }
+    };
     if parsed < ge {
         return Err(FieldError::new(
             "greater_than_equal",
@@ -213,9 +252,11 @@ pub fn parse_optional_string(value: &Value, loc: Vec<Value>) -> Result<Option<St
     }
 }
 
-/// A task id from a path; an id that is not a UUID names no task (404, as the original).
+/// A task id from a path, in either form: Shoal's UUID or the original's
+/// `<job id>-task-<index>` ([`TaskId::parse_any_form`]). Anything else names no task (404, as
+/// the original answered).
 pub fn parse_task_id(raw: &str) -> Result<TaskId, ApiError> {
-    TaskId::parse(raw).map_err(|_| ApiError::NotFound(format!("Task {raw} not found")))
+    TaskId::parse_any_form(raw).map_err(|_| ApiError::NotFound(format!("Task {raw} not found")))
 }
 
 #[cfg(test)]
@@ -243,6 +284,27 @@ mod tests {
         let high = ok(json!(11)).unwrap_err();
         assert_eq!(high.kind, "less_than_equal");
         assert_eq!(ok(json!(u64::MAX)).unwrap_err().kind, "less_than_equal");
+        // Beyond 64 bits is out of range, not unreadable.
+        let huge = ok(json!("9223372036854775808")).unwrap_err();
+        assert_eq!(
+            (huge.kind.as_str(), huge.ctx.as_deref()),
+            ("less_than_equal", Some(&json!({"le": 10})))
+        );
+        assert_eq!(
+            ok(json!("-99999999999999999999")).unwrap_err().kind,
+            "greater_than_equal"
+        );
+        let unbounded = parse_int(&json!("99999999999999999999"), loc("page"), 1, None);
+        assert_eq!(
+            unbounded.unwrap_err().ctx.as_deref(),
+            Some(&json!({"le": i64::MAX}))
+        );
+        assert_eq!(
+            parse_int(&json!(1e20), loc("page"), 1, None)
+                .unwrap_err()
+                .kind,
+            "less_than_equal"
+        );
     }
 
     #[test]

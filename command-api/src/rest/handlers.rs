@@ -9,12 +9,15 @@ use shoal_api::rest::{
     ApiError, Detail, FieldError, Job, Task, ValidationDetail, body_loc, object_body, parse_body,
     parse_int, parse_optional_float, parse_optional_object, parse_optional_string, parse_task_id,
 };
-use shoal_domain::Split;
+use shoal_domain::rejection::code;
+use shoal_domain::{Split, TaskId};
 
 use super::IDEMPOTENCY_KEY_HEADER;
 use super::errors::api_error;
 use super::requests::{CompleteTaskRequest, FailTaskRequest, SubmitJobRequest};
-use crate::commands::{CommandError, CommandService, SubmitJobInput, count};
+use crate::commands::{
+    CommandError, CommandService, MAX_IDEMPOTENCY_KEY_BYTES, SubmitJobInput, count,
+};
 
 /// Submits a job. It is accepted at once, whatever its size: the job is returned as its event
 /// stream has it (`PENDING`); tasks are created and enqueued right after (`ENQUEUED`, then
@@ -111,6 +114,33 @@ pub async fn submit_job(
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
         None => None,
         Some(value) => match value.to_str() {
+            Ok(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES => {
+                let (kind, msg, ctx) = if key.is_empty() {
+                    (
+                        "string_too_short",
+                        "String should have at least 1 character".to_owned(),
+                        json!({"min_length": 1}),
+                    )
+                } else {
+                    (
+                        "string_too_long",
+                        format!(
+                            "String should have at most {MAX_IDEMPOTENCY_KEY_BYTES} characters"
+                        ),
+                        json!({"max_length": MAX_IDEMPOTENCY_KEY_BYTES}),
+                    )
+                };
+                errors.push(
+                    FieldError::new(
+                        kind,
+                        vec![json!("header"), json!("idempotency-key")],
+                        msg,
+                        json!(key),
+                    )
+                    .with_ctx(ctx),
+                );
+                None
+            }
             Ok(key) => Some(key.to_owned()),
             Err(_) => {
                 errors.push(FieldError::new(
@@ -150,15 +180,17 @@ pub async fn submit_job(
 }
 
 /// An external worker started the task: ENQUEUED (or RETRYING) -> RUNNING. In any other
-/// status the task is returned unchanged.
+/// status the task is returned unchanged (200).
 #[utoipa::path(
     post,
     path = "/api/v1/tasks/{task_id}/running",
     tag = "tasks",
-    params(("task_id" = String, Path, description = "The task's id")),
+    params(("task_id" = String, Path,
+        description = "The task's id: a UUID, or the original's `<job id>-task-<index>`")),
     responses(
         (status = 200, description = "The task now", body = Task),
         (status = 404, description = "No such task", body = Detail),
+        (status = 409, description = "Other writers kept changing the task: send it again", body = Detail),
     )
 )]
 pub async fn task_running(
@@ -166,25 +198,26 @@ pub async fn task_running(
     Path(task_id): Path<String>,
 ) -> Result<axum::Json<Task>, ApiError> {
     let id = parse_task_id(&task_id)?;
-    let task = service
-        .start_task(id)
-        .await
-        .map_err(|e| api_error(e, &Value::Null, "num_tasks"))?;
-    Ok(axum::Json(Task::from_snapshot(&task)))
+    match service.start_task(id).await {
+        Ok(task) => Ok(axum::Json(Task::from_snapshot(&task))),
+        Err(error) => unchanged_or_error(&service, id, &task_id, error, &Value::Null).await,
+    }
 }
 
 /// An external worker completed the task: COMPLETED. Completing a COMPLETED task again changes
-/// nothing (the first result stands). A FAILED task cannot be completed (409).
+/// nothing (the first result stands), and neither does completing a FAILED task late: both
+/// answer 200 with the task as it is, as the original did.
 #[utoipa::path(
     post,
     path = "/api/v1/tasks/{task_id}/complete",
     tag = "tasks",
-    params(("task_id" = String, Path, description = "The task's id")),
+    params(("task_id" = String, Path,
+        description = "The task's id: a UUID, or the original's `<job id>-task-<index>`")),
     request_body = CompleteTaskRequest,
     responses(
         (status = 200, description = "The task now", body = Task),
         (status = 404, description = "No such task", body = Detail),
-        (status = 409, description = "The task is FAILED", body = Detail),
+        (status = 409, description = "Other writers kept changing the task: send it again", body = Detail),
         (status = 422, description = "No body, or an invalid one", body = ValidationDetail),
     )
 )]
@@ -216,26 +249,27 @@ pub async fn task_complete(
     let id = parse_task_id(&task_id)?;
     let processing_ms = seconds.map(|s| (s * 1000.0).round().min(u64::MAX as f64) as u64);
     let whole = Value::Object(body);
-    let task = service
-        .complete_task(id, result, processing_ms)
-        .await
-        .map_err(|e| api_error(e, &whole, "num_tasks"))?;
-    Ok(axum::Json(Task::from_snapshot(&task)))
+    match service.complete_task(id, result, processing_ms).await {
+        Ok(task) => Ok(axum::Json(Task::from_snapshot(&task))),
+        Err(error) => unchanged_or_error(&service, id, &task_id, error, &whole).await,
+    }
 }
 
 /// An external worker's attempt failed: RETRYING while the task's attempt budget allows
 /// another attempt (which Shoal then really runs), else FAILED. A COMPLETED task is never
-/// moved back (409).
+/// moved back, and a FAILED one stays FAILED: both answer 200 with the task as it is, as the
+/// original did.
 #[utoipa::path(
     post,
     path = "/api/v1/tasks/{task_id}/failed",
     tag = "tasks",
-    params(("task_id" = String, Path, description = "The task's id")),
+    params(("task_id" = String, Path,
+        description = "The task's id: a UUID, or the original's `<job id>-task-<index>`")),
     request_body(content = Option<FailTaskRequest>, description = "Optional"),
     responses(
         (status = 200, description = "The task now", body = Task),
         (status = 404, description = "No such task", body = Detail),
-        (status = 409, description = "The task is COMPLETED", body = Detail),
+        (status = 409, description = "Other writers kept changing the task: send it again", body = Detail),
         (status = 422, description = "An invalid body", body = ValidationDetail),
     )
 )]
@@ -256,9 +290,35 @@ pub async fn task_failed(
     };
     let id = parse_task_id(&task_id)?;
     let whole = Value::Object(body);
-    let task = service
-        .fail_task(id, error_message)
-        .await
-        .map_err(|e| api_error(e, &whole, "num_tasks"))?;
-    Ok(axum::Json(Task::from_snapshot(&task)))
+    match service.fail_task(id, error_message).await {
+        Ok(task) => Ok(axum::Json(Task::from_snapshot(&task))),
+        Err(error) => unchanged_or_error(&service, id, &task_id, error, &whole).await,
+    }
+}
+
+/// The answer to a task transition the service refused. A transition the task's status does
+/// not allow (`failed` on a COMPLETED task, `complete` on a FAILED one) changes nothing, and the
+/// original answered such a report with 200 and the task: its workers treat anything else as
+/// an error to retry or crash on. So it is 200 with the task as it is (GraphQL, which has no
+/// such clients, says precisely why instead). An unknown task is 404 with the id as it was
+/// given (`raw`, in either form); other errors are answered as usual.
+async fn unchanged_or_error(
+    service: &CommandService,
+    id: TaskId,
+    raw: &str,
+    error: CommandError,
+    body: &Value,
+) -> Result<axum::Json<Task>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("Task {raw} not found"));
+    match error {
+        CommandError::Rejected(rejection) if rejection.code() == code::INVALID_TRANSITION => {
+            match service.task_snapshot(id).await {
+                Ok(task) => Ok(axum::Json(Task::from_snapshot(&task))),
+                Err(CommandError::NotFound(_)) => Err(not_found()),
+                Err(other) => Err(api_error(other, body, "num_tasks")),
+            }
+        }
+        CommandError::NotFound(_) => Err(not_found()),
+        other => Err(api_error(other, body, "num_tasks")),
+    }
 }
