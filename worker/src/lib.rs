@@ -94,7 +94,10 @@ mod handler;
 mod metrics;
 mod runtime;
 
-pub use config::{ExecHandlerConfig, HttpHandlerConfig, WorkerConfig, default_worker_id};
+pub use config::{
+    DEFAULT_EXEC_ENV_ALLOW, DEFAULT_HTTP_MAX_RESPONSE_BYTES, ExecHandlerConfig, HttpHandlerConfig,
+    WorkerConfig, default_worker_id,
+};
 pub use handler::{
     DEFAULT_HANDLER, FnHandler, Handler, Handlers, TaskContext, TaskError, handler_fn,
 };
