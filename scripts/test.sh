@@ -6,6 +6,7 @@
 #   - a throwaway PostgreSQL 15 cluster (scripts/pg.sh; data under target/test-pg)
 #   - moto_server (AWS SQS emulator), installed with pip if missing; each SQS test binary starts its own
 #   - Chromium (Debian package) for the dashboard's browser tests, installed if missing
+#   - cargo-fuzz and cargo-deny (cargo install), if missing: scripts/fuzz.sh, scripts/audit.sh
 # Set SHOAL_TEST_SKIP_LINT=1 to skip fmt/clippy (for a quicker local loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +64,11 @@ else
   cargo test --workspace --locked -- --test-threads 4
 fi
 
+# What parses outside input (stored events, queue messages, job submissions), fuzzed briefly;
+# scripts/fuzz.sh SECONDS fuzzes longer.
+step "fuzzing: 20 s per target (cargo fuzz on the stable toolchain)"
+scripts/fuzz.sh 20
+
 # The dashboard: lint, type check, unit tests, build, and the browser end-to-end run in
 # headless Chromium (Debian's package, driven by playwright-core) against a real `shoal dev`.
 command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 or newer with npm" >&2; exit 1; }
@@ -75,6 +81,8 @@ if ! command -v chromium >/dev/null; then
     exit 1
   fi
 fi
+step "supply chain: cargo deny (advisories, licenses, bans, sources) and npm audit"
+scripts/audit.sh
 step "web: npm ci, lint, generated schema types up to date, type check, unit tests, build"
 npm --prefix web ci --no-audit --no-fund
 npm --prefix web run lint

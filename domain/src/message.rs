@@ -113,7 +113,10 @@ mod tests {
             r#"{"task_id":"0190a8d2-0000-7000-8000-000000000000","job_id":"0190a8d2-0000-7000-8000-000000000000","task_index":-1,"parameters":{},"job_type":"t","attempt":1,"stream_version":1,"max_attempts":3,"timeout_seconds":1}"#,
         ] {
             let error = TaskMessage::decode(raw).unwrap_err();
-            assert!(error.to_string().starts_with("not a task message"), "{error}");
+            assert!(
+                error.to_string().starts_with("not a task message"),
+                "{error}"
+            );
         }
     }
 }
