@@ -149,7 +149,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .then(|| args.worker.config(args.workers))
         .transpose()?;
     let platform = Platform::connect(&args.db, &args.queue).await?;
-    let shutdown = Shutdown::on_signals();
+    let shutdown = Shutdown::on_signals()?;
     let orchestrator = roles::orchestrator(&platform, &args.orchestrator)?;
     let metrics = prometheus::router(orchestrator.metrics());
     let orchestrating = tokio::spawn(orchestrator.run(shutdown.clone().wait()));
@@ -204,7 +204,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
 async fn worker(args: WorkerCmd) -> anyhow::Result<()> {
     let config = args.worker.config(args.concurrency)?;
     let platform = Platform::connect(&args.db, &args.queue).await?;
-    let shutdown = Shutdown::on_signals();
+    let shutdown = Shutdown::on_signals()?;
     eprintln!(
         "shoal worker {} running up to {} tasks at once from the {} queue",
         config.worker_id, config.concurrency, args.queue.queue
@@ -222,7 +222,7 @@ async fn worker(args: WorkerCmd) -> anyhow::Result<()> {
 
 async fn orchestrator(args: OrchestratorCmd) -> anyhow::Result<()> {
     let platform = Platform::connect(&args.db, &args.queue).await?;
-    let shutdown = Shutdown::on_signals();
+    let shutdown = Shutdown::on_signals()?;
     eprintln!("shoal orchestrator running (standby until it holds the leader lock)");
     let orchestrator = roles::orchestrator(&platform, &args.orchestrator)?;
     let metrics = prometheus::router(orchestrator.metrics());
@@ -243,7 +243,7 @@ async fn orchestrator(args: OrchestratorCmd) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let platform = Platform::connect(&args.db, &args.queue).await?;
-    let shutdown = Shutdown::on_signals();
+    let shutdown = Shutdown::on_signals()?;
     eprintln!(
         "shoal serve: GraphQL at http://{0}/graphql, REST at http://{0}/api/v1 (docs: http://{0}/docs)",
         args.listen
@@ -266,10 +266,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn migrate(db: &DatabaseArgs) -> anyhow::Result<()> {
-    shoal_infra::db::migrate(&db.database_url)
-        .await?
-        .close()
-        .await;
+    db.open().await?.close().await;
     eprintln!("database at {} is up to date", redact(&db.database_url));
     Ok(())
 }

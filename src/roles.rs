@@ -12,7 +12,7 @@ use clap::Args;
 use shoal_command_api::commands::CommandService;
 use shoal_command_api::orchestrator::{Orchestrator, OrchestratorConfig};
 use shoal_domain::Limits;
-use shoal_infra::db::{Database, DatabaseUrl};
+use shoal_infra::db::{Database, DatabaseUrl, PoolSettings};
 use shoal_infra::eventlog::EventLog;
 use shoal_infra::queue::{SqlQueue, SqsQueue, TaskQueue};
 use shoal_infra::readmodel::ReadModelStore;
@@ -33,6 +33,44 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: String,
+    /// Most connections this process's pool opens to the database (a LISTEN for the log or the
+    /// SQL queue holds one of them). On Postgres a process may open up to two more outside the
+    /// pool, each only once it has something to announce (NOTIFY after its appends, after its
+    /// SQL-queue sends), and the orchestrator one for its leader lock. Keep the sum over every
+    /// process under the server's `max_connections`: see docs/deploy.md.
+    #[arg(
+        long,
+        env = "SHOAL_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub database_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    /// `--database-url` with the default pool size.
+    pub fn new(database_url: String) -> Self {
+        DatabaseArgs {
+            database_url,
+            database_max_connections: PoolSettings::default().max_connections,
+        }
+    }
+
+    /// Connects with the configured pool size and applies the migrations.
+    pub async fn open(&self) -> anyhow::Result<Database> {
+        let url = DatabaseUrl::parse(&self.database_url)?;
+        let settings = PoolSettings {
+            max_connections: self.database_max_connections,
+            ..PoolSettings::default()
+        };
+        let open = async {
+            let database = Database::connect_with(&url, &settings).await?;
+            database.migrate().await?;
+            Ok::<_, shoal_infra::db::DbError>(database)
+        };
+        open.await
+            .with_context(|| format!("opening the database at {url}"))
+    }
 }
 
 /// Which task queue to use.
@@ -127,9 +165,7 @@ impl WorkerArgs {
                 ..ExecHandlerConfig::default()
             });
         }
-        config
-            .validate()
-            .map_err(|e| anyhow::anyhow!("worker configuration: {e}"))?;
+        config.validate().context("worker configuration")?;
         Ok(config)
     }
 }
@@ -147,10 +183,7 @@ pub struct Platform {
 impl Platform {
     /// Connects, applies migrations, and opens the queue.
     pub async fn connect(db: &DatabaseArgs, queue: &QueueArgs) -> anyhow::Result<Self> {
-        let url = DatabaseUrl::parse(&db.database_url)?;
-        let database = shoal_infra::db::migrate(url.as_str())
-            .await
-            .with_context(|| format!("opening the database at {url}"))?;
+        let database = db.open().await?;
         let log = database.event_log();
         let (queue, sqs): (Arc<dyn TaskQueue>, _) = match queue.queue.as_str() {
             "sql" => (Arc::new(SqlQueue::for_database(&database)), None),
@@ -185,21 +218,25 @@ impl Platform {
 pub struct Shutdown(watch::Receiver<bool>);
 
 impl Shutdown {
-    pub fn on_signals() -> Self {
+    /// Installs the Ctrl-C (SIGINT) and SIGTERM handlers, then watches for either in the
+    /// background. `Err` when a handler cannot be installed: a process that cannot be stopped
+    /// cleanly should not start.
+    pub fn on_signals() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("installing the SIGINT (Ctrl-C) handler")?;
+        let mut terminate =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let (tx, rx) = watch::channel(false);
         tokio::spawn(async move {
-            let ctrl_c = tokio::signal::ctrl_c();
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("installing the SIGTERM handler");
             tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
             tracing::info!("shutting down");
             let _ = tx.send(true);
         });
-        Shutdown(rx)
+        Ok(Shutdown(rx))
     }
 
     pub async fn wait(mut self) {
@@ -330,7 +367,7 @@ pub fn api_router(
 ) -> anyhow::Result<axum::Router> {
     let service = CommandService::new(platform.log.clone(), Limits::default())
         .with_queue(platform.queue.clone());
-    let rest = shoal_query_api::rest::api(
+    let rest = crate::rest::router(
         service.clone(),
         ReadModelStore::new(platform.database.clone()),
         shoal_query_api::rest::RestConfig {

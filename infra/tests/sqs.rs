@@ -527,7 +527,10 @@ async fn init_queues_is_idempotent_and_the_dlq_is_found_from_the_queue() {
         dead_letter_queue_url(&client, &dlq_url).await.unwrap(),
         None
     );
-    assert!(init_queues(&client, "bad.fifo", 3).await.is_err());
+    assert!(matches!(
+        init_queues(&client, "bad.fifo", 3).await,
+        Err(QueueError::InvalidQueueName(name)) if name == "bad.fifo"
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,10 +543,17 @@ async fn backend_errors_carry_the_aws_error_code() {
     let q = SqsQueue::new(client.clone(), missing.clone(), None);
     let error = q.depth().await.unwrap_err();
     assert!(
-        matches!(&error, QueueError::Backend(m)
-            if m.contains("QueueDoesNotExist") || m.contains("NonExistentQueue")),
+        matches!(&error, QueueError::Sqs { operation: "GetQueueAttributes", code: Some(code), .. }
+            if code.contains("QueueDoesNotExist") || code.contains("NonExistentQueue")),
         "{error}"
     );
+    let message = error.to_string();
+    assert!(
+        message.contains("QueueDoesNotExist") || message.contains("NonExistentQueue"),
+        "{message}"
+    );
+    // The SDK's own error is kept as the source.
+    assert!(std::error::Error::source(&error).is_some());
     assert!(dead_letter_queue_url(&client, &missing).await.is_err());
 
     // Without a DLQ: no dead letters to list, and dead-lettering fails clearly.
@@ -562,8 +572,9 @@ async fn backend_errors_carry_the_aws_error_code() {
     q.send(vec![now(task(Uuid::now_v7(), 0, 1))]).await.unwrap();
     let got = q.receive(1, LONG, NO_WAIT).await.unwrap();
     let error = q.dead_letter(&got[0].receipt, "no DLQ").await.unwrap_err();
+    assert!(matches!(&error, QueueError::NoDeadLetterQueue), "{error}");
     assert!(
-        matches!(&error, QueueError::Backend(m) if m.contains("no dead-letter queue")),
+        error.to_string().contains("no dead-letter queue"),
         "{error}"
     );
 }

@@ -60,39 +60,63 @@ impl Default for WorkerConfig {
 
 impl WorkerConfig {
     /// Why the configuration cannot run, if it cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.worker_id.trim().is_empty() {
-            return Err("worker_id must not be empty".into());
+            return Err(ConfigError::EmptyWorkerId);
         }
-        if self.concurrency == 0 {
-            return Err("concurrency must be at least 1".into());
+        let positive = |setting: &'static str, value: usize| {
+            if value == 0 {
+                Err(ConfigError::Zero { setting })
+            } else {
+                Ok(())
+            }
+        };
+        positive("concurrency", self.concurrency)?;
+        positive("receive_batch", self.receive_batch)?;
+        if self.visibility_timeout < MIN_VISIBILITY_TIMEOUT {
+            return Err(ConfigError::VisibilityTimeoutTooShort(
+                self.visibility_timeout,
+            ));
         }
-        if self.receive_batch == 0 {
-            return Err("receive_batch must be at least 1".into());
-        }
-        if self.visibility_timeout < Duration::from_millis(300) {
-            return Err("visibility_timeout must be at least 300 ms".into());
-        }
-        if self.max_commit_batches == 0 {
-            return Err("max_commit_batches must be at least 1".into());
-        }
+        positive("max_commit_batches", self.max_commit_batches)?;
         if let Some(exec) = &self.exec {
             for (name, argv) in &exec.commands {
                 if argv.is_empty() || argv[0].is_empty() {
-                    return Err(format!("exec command {name:?} has no program"));
+                    return Err(ConfigError::ExecWithoutProgram(name.clone()));
                 }
             }
             if let Some(dir) = &exec.working_dir
                 && !dir.is_dir()
             {
-                return Err(format!(
-                    "exec working directory {} is not a directory",
-                    dir.display()
-                ));
+                return Err(ConfigError::ExecWorkingDirMissing(dir.clone()));
             }
         }
         Ok(())
     }
+}
+
+/// The shortest visibility timeout a worker accepts: the heartbeat runs every third of it.
+const MIN_VISIBILITY_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Why a [`WorkerConfig`] cannot run. Each names the setting to fix; none goes away by
+/// retrying.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `worker_id` is empty or blank.
+    #[error("worker_id must not be empty")]
+    EmptyWorkerId,
+    /// A count that must be positive is 0.
+    #[error("{setting} must be at least 1")]
+    Zero { setting: &'static str },
+    /// `visibility_timeout` is shorter than 300 ms.
+    #[error("visibility_timeout must be at least 300 ms (it is {0:?})")]
+    VisibilityTimeoutTooShort(Duration),
+    /// An `exec` command's argv is empty or its program is blank.
+    #[error("exec command {0:?} has no program")]
+    ExecWithoutProgram(String),
+    /// The `exec` handler's working directory does not exist (or is not a directory).
+    #[error("exec working directory {} is not a directory", .0.display())]
+    ExecWorkingDirMissing(PathBuf),
 }
 
 /// The built-in `http` handler: POSTs the task as JSON to `url`.
@@ -207,14 +231,21 @@ mod tests {
             concurrency: 0,
             ..WorkerConfig::default()
         };
-        assert!(bad.validate().is_err());
+        assert_eq!(
+            bad.validate(),
+            Err(ConfigError::Zero {
+                setting: "concurrency"
+            })
+        );
         let mut exec = ExecHandlerConfig::default();
         exec.commands.insert("x".into(), vec![]);
         let bad = WorkerConfig {
             exec: Some(exec),
             ..WorkerConfig::default()
         };
-        assert!(bad.validate().unwrap_err().contains("no program"));
+        let error = bad.validate().unwrap_err();
+        assert_eq!(error, ConfigError::ExecWithoutProgram("x".into()));
+        assert!(error.to_string().contains("no program"), "{error}");
         let bad = WorkerConfig {
             exec: Some(ExecHandlerConfig {
                 working_dir: Some("/nonexistent/shoal".into()),
@@ -222,6 +253,9 @@ mod tests {
             }),
             ..WorkerConfig::default()
         };
-        assert!(bad.validate().unwrap_err().contains("not a directory"));
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            ConfigError::ExecWorkingDirMissing("/nonexistent/shoal".into())
+        );
     }
 }

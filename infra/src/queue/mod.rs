@@ -74,19 +74,86 @@ pub struct DeadLetter {
     pub dead_lettered_at: DateTime<Utc>,
 }
 
+/// Why a queue operation failed. Only [`QueueError::StaleReceipt`] is about the caller's
+/// receipt; the rest are the backend's (retry with backoff) or the request's (do not retry).
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// The receipt is unknown or expired (the message was redelivered to someone else, or
     /// already acknowledged). Not retryable for that receipt; the log decides what happened.
     #[error("receipt is no longer valid: {0}")]
     StaleReceipt(String),
-    /// The queue backend failed; retry with backoff.
+    /// The queue's database failed; retry with backoff.
     #[error("queue database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// Any other backend failure (SQS); retry with backoff.
-    #[error("queue error: {0}")]
-    Backend(String),
+    /// An SQS call failed: the network, throttling, credentials or permissions, a queue that
+    /// does not exist. `code` is AWS's error code when SQS answered (`QueueDoesNotExist`,
+    /// `AccessDenied`, ...). Retry with backoff; a missing queue or permission needs fixing
+    /// first.
+    #[error("SQS {operation}: {detail}")]
+    Sqs {
+        operation: &'static str,
+        code: Option<String>,
+        /// AWS's code and message, or the chain of the error that stopped the call.
+        detail: String,
+        #[source]
+        source: BoxError,
+    },
+    /// SQS refused an entry of a batch call as the sender's fault (a message too large, an
+    /// invalid attribute): retrying the same entry cannot help.
+    #[error("SQS {operation}: {code}: {message}")]
+    EntryRejected {
+        operation: &'static str,
+        code: String,
+        message: String,
+    },
+    /// Entries of a batch call kept failing on SQS's side through every retry; retry later.
+    #[error("SQS {operation}: {entries} entries still failing after {attempts} attempts")]
+    BatchRetriesExhausted {
+        operation: &'static str,
+        entries: usize,
+        attempts: u32,
+    },
+    /// An SQS request could not be built from the given values (a bug, not retryable).
+    #[error("SQS {operation}: invalid request: {source}")]
+    InvalidRequest {
+        operation: &'static str,
+        #[source]
+        source: aws_sdk_sqs::error::BuildError,
+    },
+    /// The SQS queue has no dead-letter queue, so nothing can be dead-lettered: create the
+    /// queues with `init_queues` (`shoal sqs init`), which sets a redrive policy.
+    #[error("this SQS queue has no dead-letter queue")]
+    NoDeadLetterQueue,
+    /// No AWS region is configured; set `AWS_REGION` or a profile's region.
+    #[error("no AWS region is configured: set AWS_REGION (or a profile's region)")]
+    NoRegion,
+    /// Not the name of a standard SQS queue (empty, or a `.fifo` queue).
+    #[error("invalid queue name {0:?}: a standard SQS queue name is required")]
+    InvalidQueueName(String),
+    /// The queue's redrive policy names no SQS queue to dead-letter to: fix the policy.
+    #[error(
+        "SQS queue {queue_url} has a redrive policy without an SQS dead-letter queue: {policy}"
+    )]
+    InvalidRedrivePolicy { queue_url: String, policy: String },
+    /// SQS answered a call without something it always returns (an emulator's gap, or an API
+    /// change); not retryable.
+    #[error("SQS {operation} answered without {missing} for {subject}")]
+    IncompleteResponse {
+        operation: &'static str,
+        missing: &'static str,
+        subject: String,
+    },
+    /// A task message could not be serialized (a bug, not retryable).
+    #[error("cannot serialize a task message: {0}")]
+    Serialize(#[source] serde_json::Error),
+    /// A value does not fit the queue's storage: an attempt beyond the column's range, or a
+    /// stored time that is not one. A bug or a corrupt row, not retryable.
+    #[error("{what} {value} is out of range")]
+    OutOfRange { what: &'static str, value: i64 },
 }
+
+/// The error that stopped an SQS call, kept whole (downcast it to the SDK's error type).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 pub type QueueResult<T> = Result<T, QueueError>;
 

@@ -1,0 +1,658 @@
+//! The protocol of one delivery: what the worker appends to the log for a received message,
+//! and what then becomes of the message. The loop (`runtime.rs`) only decides how many
+//! deliveries run at once; everything that touches a task's stream or settles a message is
+//! here, so that this file can be checked on its own.
+//!
+//! # The steps
+//!
+//! 1. **Unparseable body** (a poison message): moved to the dead-letter queue. Nothing is
+//!    appended (no task can be named with confidence).
+//! 2. **Early** (`not_before` in the future, a retry's backoff): released until then.
+//! 3. **Cancelled job** (read from the job's stream, cached for `cancel_check_ttl`; a failed
+//!    read counts as not cancelled): acknowledged, nothing appended.
+//! 4. **Start.** `TaskStarted` is appended at the stream version the message carries (the
+//!    happy path costs no read). If that conflicts, the task's stream is read and decides:
+//!    - the log does not know the task: the message is dead-lettered;
+//!    - the task is COMPLETED, or the log is at a later attempt: acknowledged (a duplicate);
+//!    - the log is at an earlier attempt than the message: released (the log is behind);
+//!    - the attempt is RUNNING and this is a redelivery (receive count > 1): **takeover**: the
+//!      previous holder's visibility timeout ran out, so it is presumed dead; its
+//!      `TaskStarted` stands and this worker runs the attempt and records its end;
+//!    - the attempt is RUNNING and this is a first receive: another copy of the message is
+//!      being handled; this one is acknowledged;
+//!    - FAILED but not dead-lettered (a worker stopped between the two): the message is
+//!      dead-lettered and `TaskDeadLettered` appended, finishing that worker's job;
+//!    - ENQUEUED or RETRYING: `TaskStarted` is appended at the version just read; a conflict
+//!      reads again (three rounds at most, then the message is released);
+//!    - any other state (FAILED and dead-lettered already): acknowledged.
+//! 5. **Run** the handler on a task of its own, cut off at the task's timeout. A panic or a
+//!    timeout is a retryable failure.
+//! 6. **End.** `TaskCompleted`, or `TaskFailed` (with the backoff of the next attempt, which
+//!    the domain turns into a retry or a final failure), is appended at the version right
+//!    after this attempt's `TaskStarted`, then the message is acknowledged. A conflict there
+//!    means another holder recorded the end first: acknowledged too. A retry comes back as a
+//!    new message (the orchestrator relays `TaskRetryScheduled`). A final failure is
+//!    dead-lettered instead of acknowledged: the message goes to the dead-letter queue first,
+//!    `TaskDeadLettered` is appended after.
+//!
+//! # Invariants
+//!
+//! - **Acknowledged only once the log says so.** A message is acknowledged only after an
+//!   append of this delivery has committed (the group committer answers after the commit), or
+//!   after a read of the log showed that this message needs no more work (a duplicate, a
+//!   later attempt, another live holder, a cancelled job). Never on an error.
+//! - **Errors release, never acknowledge.** When the log or the queue fails, the message is
+//!   released after [`RETRY_DELAY`] (or, failing that, comes back after its visibility
+//!   timeout) and the next delivery starts over from the log.
+//! - **One start and one end per attempt.** Every append expects an exact stream version:
+//!   two deliveries of one attempt cannot both start it (a takeover appends no second start),
+//!   and two holders cannot both record its end.
+//! - **Dead-lettering moves the message before the log notes it**: if the append of
+//!   `TaskDeadLettered` fails, only the note is missing; the task is FAILED either way.
+//! - **A delivery's message stays hidden while it is handled** (its receipt is in the
+//!   in-flight set the heartbeat extends) and leaves that set before its disposition is
+//!   applied, so shutdown never releases a message that is being acknowledged. A panic while
+//!   handling a delivery releases its message.
+//! - **Nothing is decided here that the domain did not decide**: every event comes from
+//!   `shoal_domain::decide_task` on the stream's state (or, for the first try at a start, on
+//!   the state the message implies). When the stream's state makes the domain reject the
+//!   command, nothing is appended and the message is acknowledged: the log already holds
+//!   what the command would have recorded.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::FutureExt;
+use serde_json::{Value, json};
+use shoal_domain::limits::DEFAULT_TIMEOUT_SECONDS;
+use shoal_domain::{
+    Event, FIRST_ATTEMPT, JobId, TaskCommand, TaskId, TaskState, TaskStatus, decide_task,
+    events::TaskEnqueued, evolve_task, retry_backoff,
+};
+use shoal_infra::eventlog::{
+    AppendBatch, EventLog, ExpectedVersion, LogError, NewEvent, RecordedEvent, StreamAppend,
+};
+use shoal_infra::queue::{Delivery, QueueError, Receipt, TaskMessage, TaskQueue};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use super::job_cache::JobCache;
+use super::{AbortOnDrop, Inflight};
+use crate::batching::{AckBatcher, GroupCommitter};
+use crate::config::WorkerConfig;
+use crate::handler::{Handler, Handlers, TaskContext, TaskError};
+use crate::metrics::WorkerMetrics;
+
+/// How long a message waits before it comes back after an infrastructure error (the log or
+/// the queue failed), so that the failure is not hammered.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What a worker's deliveries share.
+pub(super) struct Shared {
+    pub(super) config: WorkerConfig,
+    pub(super) handlers: Handlers,
+    pub(super) log: Arc<dyn EventLog>,
+    pub(super) queue: Arc<dyn TaskQueue>,
+    pub(super) metrics: Arc<WorkerMetrics>,
+    pub(super) committer: GroupCommitter,
+    pub(super) acks: AckBatcher,
+    pub(super) inflight: Arc<Inflight>,
+    pub(super) jobs: JobCache,
+}
+
+/// A stream's events, those that cannot be decoded skipped (and logged).
+pub(super) fn decode_all(records: &[RecordedEvent]) -> Vec<Event> {
+    records
+        .iter()
+        .filter_map(|r| match Event::decode(&r.event_type, r.schema_version, r.data.get()) {
+            Ok(event) => Some(event),
+            Err(error) => {
+                tracing::warn!(%error, stream_id = %r.stream_id, version = r.stream_version, "undecodable event skipped");
+                None
+            }
+        })
+        .collect()
+}
+
+/// What becomes of a delivery's message once its processing ends.
+#[derive(Debug)]
+enum Disposition {
+    /// Handled (or known handled): delete it.
+    Ack,
+    /// Not handled now: visible again after the delay.
+    Release(Duration),
+    /// Dead-lettered, or in someone else's hands: nothing more to do.
+    Done,
+}
+
+/// A task this worker holds a started attempt of.
+struct Started {
+    state: TaskState,
+    /// The stream's version, with the `TaskStarted` of `state.attempt` as its last event.
+    version: i64,
+    /// `state` is the stream's state, not an approximation implied by the message (which
+    /// cannot know the retry budget after a manual retry).
+    exact: bool,
+}
+
+/// Handles one delivery to its end and settles its message (acknowledge, release, or nothing
+/// when it was dead-lettered or is in someone else's hands). `key` is its receipt's entry in
+/// the in-flight set; `permit` is its concurrency slot, freed when this returns.
+pub(super) async fn process(
+    shared: Arc<Shared>,
+    delivery: Delivery,
+    key: u64,
+    permit: OwnedSemaphorePermit,
+) {
+    shared.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    let _gauge = Decrement(&shared.metrics.in_flight);
+    let receipt = delivery.receipt.clone();
+    // A bug that panics here must not leave the message hidden by the heartbeat for good.
+    let disposition = AssertUnwindSafe(shared.handle(delivery))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!("handling a delivery panicked; releasing its message");
+            Disposition::Release(RETRY_DELAY)
+        });
+    // Out of the in-flight set first: shutdown releases only what is in it.
+    shared.inflight.remove(key);
+    match disposition {
+        Disposition::Ack => shared.acks.ack(receipt),
+        Disposition::Release(delay) => match shared.queue.release(&receipt, delay).await {
+            Ok(()) => WorkerMetrics::inc(&shared.metrics.released),
+            Err(error) => tracing::warn!(%error, "could not release the message"),
+        },
+        Disposition::Done => {}
+    }
+    drop(permit);
+}
+
+struct Decrement<'a>(&'a AtomicU64);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    /// Steps 1 to 6 of the module docs, in order; answers what becomes of the message.
+    async fn handle(&self, delivery: Delivery) -> Disposition {
+        let message = match delivery.body {
+            Ok(message) => message,
+            Err(poison) => {
+                WorkerMetrics::inc(&self.metrics.poison);
+                tracing::warn!(error = %poison.error, "unparseable message: dead-lettering it");
+                let reason = format!("unparseable task message: {}", poison.error);
+                return match self.queue.dead_letter(&delivery.receipt, &reason).await {
+                    Ok(()) => {
+                        WorkerMetrics::inc(&self.metrics.dead_lettered);
+                        Disposition::Done
+                    }
+                    Err(QueueError::StaleReceipt(_)) => Disposition::Done,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not dead-letter a poison message");
+                        Disposition::Release(RETRY_DELAY)
+                    }
+                };
+            }
+        };
+        if let Some(not_before) = message.not_before {
+            let early = (not_before - Utc::now()).to_std().unwrap_or_default();
+            if !early.is_zero() {
+                tracing::debug!(
+                    ?early,
+                    "message arrived before its retry time: postponing it"
+                );
+                return Disposition::Release(early);
+            }
+        }
+        let job_id = JobId::from_uuid(message.job_id);
+        if self.jobs.is_cancelled(self.log.as_ref(), job_id).await {
+            tracing::debug!("job is cancelled: skipping its task");
+            WorkerMetrics::inc(&self.metrics.skipped_cancelled);
+            return Disposition::Ack;
+        }
+        let started = match self
+            .start(&message, &delivery.receipt, delivery.receive_count)
+            .await
+        {
+            Ok(started) => started,
+            Err(disposition) => return disposition,
+        };
+        self.run_attempt(&message, &delivery.receipt, started).await
+    }
+
+    /// Appends `TaskStarted` for the message's attempt, or finds out from the log why not.
+    async fn start(
+        &self,
+        message: &TaskMessage,
+        receipt: &Receipt,
+        receive_count: u32,
+    ) -> Result<Started, Disposition> {
+        let implied = implied_state(message);
+        let start = TaskCommand::StartTask {
+            attempt: message.attempt,
+            worker: self.config.worker_id.clone(),
+            now: Utc::now(),
+        };
+        if let Ok(events) = decide_task(&implied, start) {
+            match self.append(message, message.stream_version, &events).await {
+                Ok(()) => {
+                    return Ok(Started {
+                        state: events.iter().fold(implied, evolve_task),
+                        version: message.stream_version + events.len() as i64,
+                        exact: message.attempt == FIRST_ATTEMPT,
+                    });
+                }
+                Err(LogError::Conflict { .. }) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "could not append TaskStarted");
+                    return Err(Disposition::Release(RETRY_DELAY));
+                }
+            }
+        }
+        // The log is not where the message says: read it and decide. A second round is only
+        // needed when the stream moves while we look.
+        for _ in 0..3 {
+            let (state, version) = self.load(message.task_id).await?;
+            if state.enqueued.is_none() {
+                tracing::warn!("message for a task the log does not know: dead-lettering it");
+                return Err(self
+                    .dead_letter_message(receipt, "no such task in the event log")
+                    .await);
+            }
+            let skip = || {
+                WorkerMetrics::inc(&self.metrics.skipped_duplicates);
+                Err(Disposition::Ack)
+            };
+            if state.status == TaskStatus::Completed || state.attempt > message.attempt {
+                tracing::debug!(status = %state.status, current = state.attempt, "already handled: skipping");
+                return skip();
+            }
+            if state.attempt < message.attempt {
+                // The log is behind the message: cannot happen with a sane relay; wait.
+                tracing::warn!(
+                    current = state.attempt,
+                    "message is ahead of the log: postponing it"
+                );
+                return Err(Disposition::Release(RETRY_DELAY));
+            }
+            match state.status {
+                TaskStatus::Running if receive_count > 1 => {
+                    // The previous holder's visibility timeout ran out: presumed dead. Its
+                    // `TaskStarted` stands; this worker runs the attempt and records its end.
+                    tracing::info!(previous = ?state.worker, "taking over an attempt whose worker stopped responding");
+                    WorkerMetrics::inc(&self.metrics.taken_over);
+                    return Ok(Started {
+                        state,
+                        version,
+                        exact: true,
+                    });
+                }
+                TaskStatus::Running => {
+                    tracing::debug!(holder = ?state.worker, "attempt already running elsewhere: skipping this copy");
+                    return skip();
+                }
+                TaskStatus::Failed if !state.dead_lettered => {
+                    // A worker failed it for good and stopped before dead-lettering it.
+                    let reason = state.last_error.clone().unwrap_or_else(|| "failed".into());
+                    return Err(self.dead_letter_task(state, version, receipt, reason).await);
+                }
+                TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Pending => return skip(),
+                TaskStatus::Enqueued | TaskStatus::Retrying => {
+                    let start = TaskCommand::StartTask {
+                        attempt: message.attempt,
+                        worker: self.config.worker_id.clone(),
+                        now: Utc::now(),
+                    };
+                    let Ok(events) = decide_task(&state, start) else {
+                        return skip();
+                    };
+                    match self.append(message, version, &events).await {
+                        Ok(()) => {
+                            return Ok(Started {
+                                version: version + events.len() as i64,
+                                state: events.iter().fold(state, evolve_task),
+                                exact: true,
+                            });
+                        }
+                        Err(LogError::Conflict { .. }) => continue,
+                        Err(error) => {
+                            tracing::warn!(%error, "could not append TaskStarted");
+                            return Err(Disposition::Release(RETRY_DELAY));
+                        }
+                    }
+                }
+            }
+        }
+        Err(Disposition::Release(RETRY_DELAY))
+    }
+
+    /// Runs the handler and records the outcome.
+    async fn run_attempt(
+        &self,
+        message: &TaskMessage,
+        receipt: &Receipt,
+        started: Started,
+    ) -> Disposition {
+        let timeout_seconds = match message.timeout_seconds {
+            0 => DEFAULT_TIMEOUT_SECONDS,
+            s => s,
+        };
+        let timeout = Duration::from_secs(u64::from(timeout_seconds));
+        let context = TaskContext {
+            job_id: JobId::from_uuid(message.job_id),
+            task_id: TaskId::from_uuid(message.task_id),
+            index: message.task_index,
+            job_type: message.job_type.clone(),
+            attempt: message.attempt,
+            max_attempts: message.max_attempts,
+            parameters: message.parameters.clone(),
+            timeout,
+            deadline: tokio::time::Instant::now() + timeout,
+            worker_id: self.config.worker_id.clone(),
+        };
+        let began = Instant::now();
+        let outcome = match self.handlers.select(&context.job_type, &context.parameters) {
+            Ok((name, handler)) => {
+                tracing::debug!(handler = %name, "running");
+                self.run_handler(handler, context, timeout_seconds).await
+            }
+            Err(error) => Err(error),
+        };
+        let duration_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match outcome {
+            Ok(result) => self.complete(message, started, result, duration_ms).await,
+            Err(error) => self.fail(message, receipt, started, error).await,
+        }
+    }
+
+    /// The handler on a task of its own (a panic stays there), cut off at the timeout.
+    async fn run_handler(
+        &self,
+        handler: Arc<dyn Handler>,
+        context: TaskContext,
+        timeout_seconds: u32,
+    ) -> Result<Option<Value>, TaskError> {
+        let deadline = context.deadline;
+        let mut running = AbortOnDrop(tokio::spawn(
+            async move { handler.handle(&context).await }.instrument(tracing::Span::current()),
+        ));
+        match tokio::time::timeout_at(deadline, &mut running.0).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(join_error)) => {
+                let panic = join_error.try_into_panic().map_or_else(
+                    |_| "cancelled".to_owned(),
+                    |payload| {
+                        payload
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| payload.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".to_owned())
+                    },
+                );
+                Err(TaskError::retryable(format!("handler panicked: {panic}")))
+            }
+            Err(_elapsed) => {
+                WorkerMetrics::inc(&self.metrics.timed_out);
+                Err(TaskError::retryable(format!(
+                    "timed out after {timeout_seconds} s"
+                )))
+            }
+        }
+    }
+
+    async fn complete(
+        &self,
+        message: &TaskMessage,
+        started: Started,
+        result: Option<Value>,
+        duration_ms: u64,
+    ) -> Disposition {
+        let command = TaskCommand::CompleteTask {
+            attempt: started.state.attempt,
+            result,
+            duration_ms,
+            now: Utc::now(),
+        };
+        let events = match decide_task(&started.state, command) {
+            Ok(events) => events,
+            Err(rejection) => {
+                tracing::warn!(%rejection, "cannot complete the task");
+                return Disposition::Ack;
+            }
+        };
+        match self.append(message, started.version, &events).await {
+            Ok(()) => {
+                WorkerMetrics::inc(&self.metrics.completed);
+                Disposition::Ack
+            }
+            Err(LogError::Conflict { .. }) => {
+                tracing::info!("another worker recorded this attempt's end first");
+                WorkerMetrics::inc(&self.metrics.skipped_duplicates);
+                Disposition::Ack
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not append TaskCompleted");
+                Disposition::Release(RETRY_DELAY)
+            }
+        }
+    }
+
+    async fn fail(
+        &self,
+        message: &TaskMessage,
+        receipt: &Receipt,
+        started: Started,
+        error: TaskError,
+    ) -> Disposition {
+        tracing::info!(error = %error.message, retryable = error.retryable, "attempt failed");
+        let Started {
+            mut state,
+            mut version,
+            exact,
+        } = started;
+        if !exact {
+            // The retry budget after a manual retry is in the stream, not in the message.
+            match self.load(message.task_id).await {
+                Ok(loaded) => (state, version) = loaded,
+                Err(disposition) => return disposition,
+            }
+        }
+        let attempt = message.attempt;
+        let backoff_ms = retry_backoff(
+            attempt,
+            millis(self.config.retry_base),
+            millis(self.config.retry_max),
+            rand::random::<f64>(),
+        );
+        let command = TaskCommand::FailTask {
+            attempt,
+            error: error.message.clone(),
+            retryable: error.retryable,
+            backoff_ms,
+            now: Utc::now(),
+        };
+        let events = match decide_task(&state, command) {
+            Ok(events) => events,
+            Err(rejection) => {
+                tracing::info!(%rejection, "the attempt's end is recorded already");
+                WorkerMetrics::inc(&self.metrics.skipped_duplicates);
+                return Disposition::Ack;
+            }
+        };
+        match self.append(message, version, &events).await {
+            Ok(()) => {}
+            Err(LogError::Conflict { .. }) => {
+                tracing::info!("another worker recorded this attempt's end first");
+                WorkerMetrics::inc(&self.metrics.skipped_duplicates);
+                return Disposition::Ack;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not append TaskFailed");
+                return Disposition::Release(RETRY_DELAY);
+            }
+        }
+        version += events.len() as i64;
+        let state = events.iter().fold(state, evolve_task);
+        if state.status == TaskStatus::Failed {
+            WorkerMetrics::inc(&self.metrics.failed);
+            self.dead_letter_task(state, version, receipt, error.message)
+                .await
+        } else {
+            WorkerMetrics::inc(&self.metrics.retried);
+            Disposition::Ack
+        }
+    }
+
+    /// The task FAILED for good: its message goes to the dead-letter queue, then the log
+    /// records that it did (`TaskDeadLettered`).
+    async fn dead_letter_task(
+        &self,
+        state: TaskState,
+        version: i64,
+        receipt: &Receipt,
+        reason: String,
+    ) -> Disposition {
+        match self.queue.dead_letter(receipt, &reason).await {
+            Ok(()) => WorkerMetrics::inc(&self.metrics.dead_lettered),
+            // Another worker holds the message now; it will find the task FAILED and finish
+            // this.
+            Err(QueueError::StaleReceipt(_)) => return Disposition::Done,
+            Err(error) => {
+                tracing::warn!(%error, "could not dead-letter the message of a failed task");
+                return Disposition::Release(RETRY_DELAY);
+            }
+        }
+        let command = TaskCommand::DeadLetterTask {
+            reason,
+            now: Utc::now(),
+        };
+        let Some(enqueued) = state.enqueued.as_ref() else {
+            return Disposition::Done;
+        };
+        let message_ids = (enqueued.job_id, enqueued.task_id);
+        match decide_task(&state, command) {
+            Ok(events) => {
+                let batch = self.batch(message_ids.1, version, &events, None);
+                if let Err(error) = self.committer.append(batch).await {
+                    // The message is in the dead-letter queue; only the log's note of it is
+                    // missing, which no one depends on for correctness.
+                    tracing::warn!(%error, "could not append TaskDeadLettered");
+                }
+            }
+            Err(rejection) => tracing::debug!(%rejection, "dead-lettering needs no event"),
+        }
+        Disposition::Done
+    }
+
+    /// Dead-letters a message that can never be handled.
+    async fn dead_letter_message(&self, receipt: &Receipt, reason: &str) -> Disposition {
+        match self.queue.dead_letter(receipt, reason).await {
+            Ok(()) => {
+                WorkerMetrics::inc(&self.metrics.dead_lettered);
+                Disposition::Done
+            }
+            Err(QueueError::StaleReceipt(_)) => Disposition::Done,
+            Err(error) => {
+                tracing::warn!(%error, "could not dead-letter a message");
+                Disposition::Release(RETRY_DELAY)
+            }
+        }
+    }
+
+    /// Appends a task's events through the group committer.
+    async fn append(
+        &self,
+        message: &TaskMessage,
+        expected_version: i64,
+        events: &[Event],
+    ) -> Result<(), LogError> {
+        let batch = self.batch(
+            TaskId::from_uuid(message.task_id),
+            expected_version,
+            events,
+            message.traceparent.as_deref(),
+        );
+        self.committer.append(batch).await.map(|_| ())
+    }
+
+    fn batch(
+        &self,
+        task_id: TaskId,
+        expected_version: i64,
+        events: &[Event],
+        traceparent: Option<&str>,
+    ) -> AppendBatch {
+        let mut metadata = json!({ "actor": format!("worker:{}", self.config.worker_id) });
+        if let Some(traceparent) = traceparent {
+            metadata["traceparent"] = Value::String(traceparent.to_owned());
+        }
+        AppendBatch {
+            streams: vec![StreamAppend {
+                stream_id: task_id.stream_id(),
+                expected: ExpectedVersion::Exact(expected_version),
+                events: events
+                    .iter()
+                    .map(|event| NewEvent {
+                        event_type: event.event_type().to_owned(),
+                        schema_version: event.schema_version(),
+                        data: event.to_json(),
+                        metadata: metadata.clone(),
+                    })
+                    .collect(),
+            }],
+            ..AppendBatch::default()
+        }
+    }
+
+    /// The task's stream, folded, and its version.
+    async fn load(&self, task_id: uuid::Uuid) -> Result<(TaskState, i64), Disposition> {
+        let stream_id = TaskId::from_uuid(task_id).stream_id();
+        let records = self.log.read_stream(&stream_id, 0).await.map_err(|error| {
+            tracing::warn!(%error, "could not read the task's stream");
+            Disposition::Release(RETRY_DELAY)
+        })?;
+        let version = records.last().map_or(0, |r| r.stream_version);
+        let state = decode_all(&records)
+            .iter()
+            .fold(TaskState::default(), evolve_task);
+        Ok((state, version))
+    }
+}
+
+/// The task's state as the message implies it: the stream right after the event that
+/// enqueued this attempt. Exact for a first attempt; for later ones the retry budget is a
+/// guess (a manual retry gives a fresh one), which only a failure needs, and reads.
+fn implied_state(message: &TaskMessage) -> TaskState {
+    let enqueued = TaskEnqueued {
+        job_id: JobId::from_uuid(message.job_id),
+        task_id: TaskId::from_uuid(message.task_id),
+        index: message.task_index,
+        job_type: message.job_type.clone(),
+        input: message.parameters.clone(),
+        attempt: FIRST_ATTEMPT,
+        max_attempts: message.max_attempts,
+        timeout_seconds: message.timeout_seconds,
+        at: Utc::now(),
+    };
+    let first = evolve_task(TaskState::default(), &Event::TaskEnqueued(enqueued));
+    if message.attempt <= FIRST_ATTEMPT {
+        return first;
+    }
+    TaskState {
+        status: TaskStatus::Retrying,
+        attempt: message.attempt,
+        not_before: message.not_before,
+        ..first
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
