@@ -1150,8 +1150,8 @@ mod hardening_tests {
         let script = "echo $$ > child.pid; sleep 1000 & echo $! > grandchild.pid; wait";
         let handler = exec_in(Some(&dir.0), &[("spawner", &["sh", "-c", script])]);
         let t = task(json!({"command": "spawner"}));
-        let attempt = handler.handle(&t);
-        // The worker enforces a task's timeout by dropping the attempt, as this does.
+        // Boxed, so that dropping it below drops the attempt itself.
+        let mut attempt = Box::pin(handler.handle(&t));
         let pids = async {
             (
                 read_pid(&dir.0.join("child.pid")).await,
@@ -1159,11 +1159,15 @@ mod hardening_tests {
             )
         };
         let (child, grandchild) = tokio::select! {
-            result = attempt => panic!("the attempt ended on its own: {result:?}"),
+            result = &mut attempt => panic!("the attempt ended on its own: {result:?}"),
             pids = pids => pids,
         };
-        assert!(!gone(child) && !gone(grandchild));
-        // `select!` dropped the attempt when the pids were read: the timeout.
+        assert!(
+            !gone(child) && !gone(grandchild),
+            "both run during the attempt"
+        );
+        // The worker enforces a task's timeout by dropping the attempt, as this does.
+        drop(attempt);
         wait_gone(child, "child").await;
         wait_gone(grandchild, "grandchild").await;
     }
