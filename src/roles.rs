@@ -87,6 +87,9 @@ pub struct QueueArgs {
 /// Long polling of workers on SQS, where each receive is a billed request.
 pub const SQS_LONG_POLL: Duration = Duration::from_secs(20);
 
+/// The default of `--http-handler-max-response-bytes`.
+pub use shoal_worker::DEFAULT_HTTP_MAX_RESPONSE_BYTES;
+
 /// How workers run tasks.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
@@ -103,7 +106,7 @@ pub struct WorkerArgs {
     pub http_handler_url: Option<String>,
     /// The largest response body the `http` handler reads, in bytes; a larger one fails the
     /// task.
-    #[arg(long, env = "SHOAL_HTTP_HANDLER_MAX_RESPONSE_BYTES", default_value_t = shoal_worker::DEFAULT_HTTP_MAX_RESPONSE_BYTES)]
+    #[arg(long, env = "SHOAL_HTTP_HANDLER_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_HTTP_MAX_RESPONSE_BYTES)]
     pub http_handler_max_response_bytes: usize,
     /// Enables the `exec` handler for one allow-listed program: `NAME=PROGRAM [ARGS...]`
     /// (repeat for more). A task names it in `parameters.command`; no shell is involved.

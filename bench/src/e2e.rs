@@ -129,7 +129,7 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
         visibility_timeout_seconds: 30,
         grace_period_seconds: 30,
         http_handler_url: None,
-        http_handler_max_response_bytes: shoal_worker::DEFAULT_HTTP_MAX_RESPONSE_BYTES,
+        http_handler_max_response_bytes: roles::DEFAULT_HTTP_MAX_RESPONSE_BYTES,
         exec: Vec::new(),
         exec_env: None,
         exec_dir: None,
