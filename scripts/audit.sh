@@ -23,9 +23,9 @@ cargo deny --locked check licenses bans sources
 printf '\n==> cargo deny: advisories (RustSec)\n'
 if timeout 120 cargo deny --locked fetch db >/dev/null 2>&1; then
   cargo deny --locked check advisories
-elif [ -n "$(ls -A "${CARGO_HOME:-$HOME/.cargo}/advisory-dbs" 2>/dev/null)" ]; then
+elif find "${CARGO_HOME:-$HOME/.cargo}/advisory-dbs" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | grep -q .; then
   echo "the RustSec database cannot be fetched: checking against the copy from an earlier fetch" >&2
-  cargo deny --locked check --disable-fetch advisories
+  cargo deny --frozen check advisories
 else
   echo "the RustSec advisory database (github.com/rustsec/advisory-db) cannot be reached: advisories NOT checked" >&2
   skipped+=("cargo deny advisories")
