@@ -3,6 +3,12 @@
 #
 #   scripts/pg.sh start DIR   initdb (if needed) and start a cluster with its data in DIR, on a
 #                             free loopback port; prints the server URL (postgres://...)
+#   scripts/pg.sh start DIR --ssl
+#                             the same, with TLS on: a CA and a server certificate (for
+#                             localhost and 127.0.0.1) are made with the openssl CLI under
+#                             DIR/tls (ca.pem; other-ca.pem is a CA that signed nothing here);
+#                             connect with ?sslmode=require or
+#                             ?sslmode=verify-full&sslrootcert=DIR/tls/ca.pem
 #   scripts/pg.sh stop DIR    stop it (fast shutdown)
 #
 # Postgres refuses to run as root, so when run as root the cluster is owned by the unprivileged
@@ -12,7 +18,9 @@ set -euo pipefail
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+ssl=${3:-}
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start DIR [--ssl] | stop DIR" >&2; exit 2; }
+[ -z "$ssl" ] || [ "$ssl" = --ssl ] || { echo "usage: $0 start DIR [--ssl] | stop DIR" >&2; exit 2; }
 
 find_pgbin() {
   for d in /usr/lib/postgresql/15/bin /usr/lib/postgresql/*/bin; do
@@ -60,10 +68,36 @@ start)
     chmod 700 "$data"
     as_pg "$PGBIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
   fi
+  tls_opts=""
+  if [ -n "$ssl" ]; then
+    command -v openssl >/dev/null || { echo "openssl is missing: apt-get install openssl" >&2; exit 1; }
+    tls="$dir/tls"
+    mkdir -p "$tls"
+    if [ ! -s "$tls/server.pem" ]; then
+      # A test CA, a server certificate it signs, and a second CA that signed nothing here.
+      for ca in ca other-ca; do
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+          -keyout "$tls/$ca.key" -out "$tls/$ca.pem" -subj "/CN=Shoal test $ca" \
+          -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+          2>/dev/null
+      done
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$tls/server.key" -out "$tls/server.csr" -subj "/CN=localhost" 2>/dev/null
+      printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+        "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" > "$tls/server.ext"
+      openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+        -days 2 -extfile "$tls/server.ext" -out "$tls/server.pem" 2>/dev/null
+    fi
+    # Postgres wants its key private to the user it runs as.
+    cp "$tls/server.pem" "$tls/server.key" "$data/"
+    [ "$(id -u)" = 0 ] && chown "$OS_USER" "$data/server.pem" "$data/server.key"
+    chmod 600 "$data/server.key"
+    tls_opts="-c ssl=on -c ssl_cert_file=server.pem -c ssl_key_file=server.key"
+  fi
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   sockdir="$data"
   as_pg "$PGBIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
-    -o "-p $port -k $sockdir -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=300 -c shared_buffers=256MB" \
+    -o "-p $port -k $sockdir -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=300 -c shared_buffers=256MB $tls_opts" \
     start >/dev/null
   echo "$data" > "$dir/datadir"
   echo "postgres://postgres@127.0.0.1:$port/postgres" | tee "$dir/url"
@@ -75,5 +109,5 @@ stop)
     as_pg "$PGBIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null
   fi
   ;;
-*) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+*) echo "usage: $0 start DIR [--ssl] | stop DIR" >&2; exit 2 ;;
 esac

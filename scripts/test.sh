@@ -7,6 +7,7 @@
 #   - moto_server (AWS SQS emulator), installed with pip if missing; each SQS test binary starts its own
 #   - Chromium (Debian package) for the dashboard's browser tests, installed if missing
 #   - schemathesis 4 (PyPI) for scripts/api-fuzz.sh, into target/api-fuzz/venv if missing
+#   - cargo-fuzz and cargo-deny (cargo install), if missing: scripts/fuzz.sh, scripts/audit.sh
 # Set SHOAL_TEST_SKIP_LINT=1 to skip fmt/clippy (for a quicker local loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +70,10 @@ fi
 step "API fuzzing: schemathesis over REST and GraphQL (reports in target/api-fuzz/)"
 [ -x target/debug/shoal ] || cargo build --locked --bin shoal
 SHOAL_BIN="$root/target/debug/shoal" scripts/api-fuzz.sh
+# What parses outside input (stored events, queue messages, job submissions), fuzzed briefly;
+# scripts/fuzz.sh SECONDS fuzzes longer.
+step "fuzzing: 20 s per target (cargo fuzz on the stable toolchain)"
+scripts/fuzz.sh 20
 
 # The dashboard: lint, type check, unit tests, build, and the browser end-to-end run in
 # headless Chromium (Debian's package, driven by playwright-core) against a real `shoal dev`.
@@ -82,6 +87,8 @@ if ! command -v chromium >/dev/null; then
     exit 1
   fi
 fi
+step "supply chain: cargo deny (advisories, licenses, bans, sources) and npm audit"
+scripts/audit.sh
 step "web: npm ci, lint, generated schema types up to date, type check, unit tests, build"
 npm --prefix web ci --no-audit --no-fund
 npm --prefix web run lint

@@ -22,11 +22,14 @@ use tokio::sync::watch;
 /// Where the event log lives.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// `postgres://user@host:port/db`, or `sqlite:path` for the embedded mode.
+    /// `postgres://user@host:port/db`, or `sqlite:path` for the embedded mode. Over TLS:
+    /// `?sslmode=require`, or `?sslmode=verify-full&sslrootcert=/path/to/ca.pem` (see the
+    /// guide). It may hold a password: `--help` never shows its value.
     #[arg(
         long,
         env = "SHOAL_DATABASE_URL",
-        default_value = "sqlite:shoal-dev.db"
+        default_value = "sqlite:shoal-dev.db",
+        hide_env_values = true
     )]
     pub database_url: String,
     /// Most connections this process's pool opens to the database (a LISTEN for the log or the
@@ -83,6 +86,9 @@ pub struct QueueArgs {
 /// Long polling of workers on SQS, where each receive is a billed request.
 pub const SQS_LONG_POLL: Duration = Duration::from_secs(20);
 
+/// The default of `--http-handler-max-response-bytes`.
+pub use shoal_worker::DEFAULT_HTTP_MAX_RESPONSE_BYTES;
+
 /// How workers run tasks.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
@@ -93,13 +99,31 @@ pub struct WorkerArgs {
     /// On SIGTERM, seconds running tasks get to finish before they are released.
     #[arg(long, env = "SHOAL_GRACE_PERIOD_SECONDS", default_value_t = 30)]
     pub grace_period_seconds: u64,
-    /// Enables the `http` handler: tasks are POSTed as JSON to this URL.
-    #[arg(long, env = "SHOAL_HTTP_HANDLER_URL")]
+    /// Enables the `http` handler: tasks are POSTed as JSON to this URL (redirects are not
+    /// followed). It may hold credentials: `--help` and task errors never show them.
+    #[arg(long, env = "SHOAL_HTTP_HANDLER_URL", hide_env_values = true)]
     pub http_handler_url: Option<String>,
+    /// The largest response body the `http` handler reads, in bytes; a larger one fails the
+    /// task.
+    #[arg(long, env = "SHOAL_HTTP_HANDLER_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_HTTP_MAX_RESPONSE_BYTES)]
+    pub http_handler_max_response_bytes: usize,
     /// Enables the `exec` handler for one allow-listed program: `NAME=PROGRAM [ARGS...]`
     /// (repeat for more). A task names it in `parameters.command`; no shell is involved.
     #[arg(long = "exec", value_name = "NAME=PROGRAM [ARGS...]")]
     pub exec: Vec<String>,
+    /// The environment variables `exec` programs get from the worker's environment (all
+    /// others are cleared). Default: PATH, LANG, LC_ALL, LC_CTYPE, TZ.
+    #[arg(
+        long,
+        env = "SHOAL_EXEC_ENV",
+        value_delimiter = ',',
+        value_name = "NAME,..."
+    )]
+    pub exec_env: Option<Vec<String>>,
+    /// The working directory of `exec` programs. Default: a fresh, empty temporary directory
+    /// per attempt, removed when it ends.
+    #[arg(long, env = "SHOAL_EXEC_DIR")]
+    pub exec_dir: Option<std::path::PathBuf>,
     /// Worker id recorded in `TaskStarted` (default `<hostname>-<pid>`).
     #[arg(long, env = "SHOAL_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -118,8 +142,8 @@ impl WorkerArgs {
         }
         if let Some(url) = &self.http_handler_url {
             config.http = Some(HttpHandlerConfig {
-                url: url.clone(),
-                timeout: Duration::from_secs(60),
+                max_response_bytes: self.http_handler_max_response_bytes,
+                ..HttpHandlerConfig::new(url.clone(), Duration::from_secs(60))
             });
         }
         if !self.exec.is_empty() {
@@ -135,8 +159,11 @@ impl WorkerArgs {
                 );
                 commands.insert(name.to_owned(), argv);
             }
+            let defaults = ExecHandlerConfig::default();
             config.exec = Some(ExecHandlerConfig {
                 commands,
+                env_allow: self.exec_env.clone().unwrap_or(defaults.env_allow),
+                working_dir: self.exec_dir.clone(),
                 ..ExecHandlerConfig::default()
             });
         }

@@ -129,7 +129,10 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
         visibility_timeout_seconds: 30,
         grace_period_seconds: 30,
         http_handler_url: None,
+        http_handler_max_response_bytes: roles::DEFAULT_HTTP_MAX_RESPONSE_BYTES,
         exec: Vec::new(),
+        exec_env: None,
+        exec_dir: None,
         worker_id: Some("bench-worker".into()),
     };
     let mut config = worker_args.config(args.concurrency)?;

@@ -14,6 +14,7 @@
 //! - [`ids`]: `JobId`, `TaskId`, stream ids.
 //! - [`events`]: the [`Event`] enum and its payloads; [`codec`]: their stored form and upcasts.
 //! - [`split`], [`limits`]: how a job becomes tasks, and what a submission may ask for.
+//! - [`message`]: the task queue's message body.
 //! - [`job`], [`task`]: the two aggregates; [`aggregate`]: the trait they share.
 //! - [`progress`]: counts of a job's tasks by status, from task events alone.
 //! - [`view`]: jobs and tasks as readers see them, the one fold that projections and the
@@ -27,6 +28,7 @@ pub mod events;
 pub mod ids;
 pub mod job;
 pub mod limits;
+pub mod message;
 pub mod progress;
 pub mod rejection;
 pub mod split;
@@ -45,6 +47,7 @@ pub use job::{
     JobCommand, JobLifecycle, JobState, JobStatus, SubmitJob, UnknownStatus, decide_job, evolve_job,
 };
 pub use limits::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_SECONDS, Limits};
+pub use message::{MessageError, TaskMessage};
 pub use progress::{JobProgress, Outcome, ProgressDelta};
 pub use rejection::Rejection;
 pub use split::Split;

@@ -33,6 +33,15 @@ pub enum DbError {
     /// credentials; retrying later may help.
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] sqlx::Error),
+    /// TLS with Postgres failed: the server offers none (`sslmode=require`), or its certificate
+    /// is not signed by a CA in `sslrootcert` or does not name the URL's host
+    /// (`sslmode=verify-full`). A configuration error: retrying does not help.
+    #[error(
+        "cannot connect to the database over TLS: {0} (with sslmode=verify-full or verify-ca, \
+         sslrootcert must name the CA that signed the server's certificate, and verify-full \
+         needs the certificate to name the URL's host)"
+    )]
+    Tls(#[source] sqlx::Error),
     /// A migration failed, or the database has migrations this binary does not know (it is
     /// older than the schema). Do not start.
     #[error("database migration failed: {0}")]
@@ -87,6 +96,23 @@ impl fmt::Debug for DatabaseUrl {
         f.debug_tuple(backend)
             .field(&redact(self.as_str()))
             .finish()
+    }
+}
+
+/// A failed Postgres connection, with TLS failures told apart. rustls reports a rejected
+/// certificate during the handshake as an `InvalidData` I/O error.
+fn connect_error(error: sqlx::Error) -> DbError {
+    let tls = match &error {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::InvalidData && io.to_string().contains("certificate")
+        }
+        _ => false,
+    };
+    if tls {
+        DbError::Tls(error)
+    } else {
+        DbError::Connect(error)
     }
 }
 
@@ -148,7 +174,7 @@ impl Database {
                 .connect(url)
                 .await
                 .map(Database::Postgres)
-                .map_err(DbError::Connect),
+                .map_err(connect_error),
             DatabaseUrl::Sqlite(url) => {
                 let options = sqlite_options(url, settings.sqlite_busy_timeout)?;
                 let in_memory = url.contains(":memory:") || url.contains("mode=memory");

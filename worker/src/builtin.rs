@@ -205,7 +205,9 @@ fn round3(x: f64) -> f64 {
 /// POSTs the task (see [`TaskContext::to_json`]) to a configured URL.
 ///
 /// A 2xx response succeeds, with its JSON body (if it has one) as the result. 408, 429 and
-/// 5xx responses and network errors are retryable; other statuses fail the task at once.
+/// 5xx responses and network errors are retryable; other statuses fail the task at once,
+/// redirects included (they are not followed), as does a body over the configured size.
+/// Errors show the URL without credentials or query string (see [`redact_url`]).
 #[derive(Debug, Clone)]
 pub struct HttpHandler {
     config: HttpHandlerConfig,
@@ -217,8 +219,15 @@ impl HttpHandler {
     pub fn new(config: HttpHandlerConfig) -> Self {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("shoal-worker/", env!("CARGO_PKG_VERSION")))
             .build()
+            .or_else(|_| {
+                reqwest::Client::builder()
+                    .timeout(config.timeout)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+            })
             .unwrap_or_default();
         HttpHandler { config, client }
     }
@@ -244,28 +253,73 @@ pub fn classify_status(status: u16) -> HttpOutcome {
     }
 }
 
+/// `url` fit for an error message or a log: without user name, password, query string and
+/// fragment (where credentials and tokens hide); `<invalid URL>` when it does not parse.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return "<invalid URL>".to_owned();
+    };
+    let had_query = parsed.query().is_some();
+    // Both fail only for URLs that cannot have userinfo (no host), which then have none.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    parsed.set_query(None);
+    parsed.set_fragment(None);
+    let mut shown = parsed.to_string();
+    if had_query {
+        shown.push_str("?<redacted>");
+    }
+    shown
+}
+
 #[async_trait::async_trait]
 impl Handler for HttpHandler {
     async fn handle(&self, task: &TaskContext) -> Result<Option<Value>, TaskError> {
-        let url = &self.config.url;
-        let response = self
+        let url = redact_url(&self.config.url);
+        let max = self.config.max_response_bytes;
+        let mut response = self
             .client
-            .post(url)
+            .post(&self.config.url)
             .json(&task.to_json())
             .send()
             .await
-            .map_err(|e| TaskError::retryable(format!("POST {url} failed: {e}")))?;
+            // `without_url`: reqwest's message would quote the URL with its credentials.
+            .map_err(|e| TaskError::retryable(format!("POST {url} failed: {}", e.without_url())))?;
         let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| TaskError::retryable(format!("reading the response of {url}: {e}")))?;
+        let too_large = || {
+            TaskError::fatal(format!(
+                "the response of {url} (HTTP {status}) is larger than {max} bytes"
+            ))
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > max as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            TaskError::retryable(format!(
+                "reading the response of {url}: {}",
+                e.without_url()
+            ))
+        })? {
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
         match classify_status(status) {
             HttpOutcome::Success => Ok(serde_json::from_slice(&body).ok()),
             outcome => {
                 let cut = body.len().min(HTTP_ERROR_BODY_BYTES);
+                let redirect = if (300..400).contains(&status) {
+                    " (redirects are not followed)"
+                } else {
+                    ""
+                };
                 let message = format!(
-                    "HTTP {status} from {url}: {}",
+                    "HTTP {status} from {url}{redirect}: {}",
                     String::from_utf8_lossy(&body[..cut]).trim()
                 );
                 if outcome == HttpOutcome::Retryable {
@@ -283,6 +337,11 @@ impl Handler for HttpHandler {
 /// result: parsed JSON if it is JSON, else a string, `None` when empty. Another exit status
 /// is a retryable failure that quotes the end of stderr. A command not on the list, or a
 /// program that cannot be started, fails the task at once.
+///
+/// The program's environment holds only the allow-listed variables; it runs in the configured
+/// working directory (default: a fresh temporary one per attempt) and in a process group of
+/// its own, which is killed when the attempt ends: on timeout (the worker drops the attempt),
+/// and when the program exits while processes it started still run.
 #[derive(Debug, Clone)]
 pub struct ExecHandler {
     config: ExecHandlerConfig,
@@ -319,14 +378,37 @@ impl Handler for ExecHandler {
                 allowed.join(", ")
             )));
         };
-        let mut child = tokio::process::Command::new(program)
+        // Declared before the child: dropped after it is killed.
+        let scratch;
+        let dir = match &self.config.working_dir {
+            Some(dir) => dir.as_path(),
+            None => {
+                scratch = ScratchDir::create(task).map_err(|e| {
+                    TaskError::retryable(format!("cannot create a working directory: {e}"))
+                })?;
+                scratch.0.as_path()
+            }
+        };
+        let mut command = tokio::process::Command::new(program);
+        command
             .args(args)
+            .env_clear()
+            .envs(
+                std::env::vars_os()
+                    .filter(|(key, _)| self.config.env_allow.iter().any(|k| key == k.as_str())),
+            )
+            .current_dir(dir)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        #[cfg(unix)]
+        command.process_group(0);
+        let mut child = command
             .spawn()
             .map_err(|e| TaskError::fatal(format!("cannot start {program:?}: {e}")))?;
+        // Kills the whole group when the attempt ends, however it ends.
+        let group = ProcessGroup(child.id());
         let input = serde_json::to_vec(&task.to_json()).unwrap_or_default();
         let mut stdin = child.stdin.take();
         let stdout = child.stdout.take();
@@ -339,11 +421,17 @@ impl Handler for ExecHandler {
             }
             drop(stdin);
         };
+        let wait = async {
+            let status = child.wait().await;
+            // What the program left running would hold its output open: the attempt is over.
+            group.kill();
+            status
+        };
         let (_, out, err, status) = tokio::join!(
             write,
             read_head(stdout, max),
             read_tail(stderr, STDERR_TAIL_BYTES),
-            child.wait()
+            wait
         );
         let status =
             status.map_err(|e| TaskError::retryable(format!("waiting for {program:?}: {e}")))?;
@@ -359,6 +447,52 @@ impl Handler for ExecHandler {
             "command {name:?} failed ({code}): {}",
             err.trim()
         )))
+    }
+}
+
+/// The process group of a program the `exec` handler started (its id is the program's pid);
+/// killed when dropped.
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    fn kill(&self) {
+        #[cfg(unix)]
+        if let Some(pid) = self
+            .0
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            // ESRCH (nothing left in the group) is the usual, fine outcome.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A fresh directory for one attempt, removed with what the program left in it when dropped.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn create(task: &TaskContext) -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "shoal-exec-{}-{}-{:016x}",
+            task.task_id,
+            task.attempt,
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir(&dir)?;
+        Ok(ScratchDir(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -561,10 +695,7 @@ mod tests {
     }
 
     fn http(url: String) -> HttpHandler {
-        HttpHandler::new(HttpHandlerConfig {
-            url,
-            timeout: Duration::from_secs(5),
-        })
+        HttpHandler::new(HttpHandlerConfig::new(url, Duration::from_secs(5)))
     }
 
     #[tokio::test]
@@ -611,6 +742,7 @@ mod tests {
         ExecHandler::new(ExecHandlerConfig {
             commands,
             max_output_bytes,
+            ..ExecHandlerConfig::default()
         })
     }
 
@@ -686,5 +818,376 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+}
+
+/// The `http` handler against a real HTTP server on loopback; the hardening of `exec`.
+#[cfg(test)]
+mod hardening_tests {
+    use super::*;
+    use crate::DEFAULT_EXEC_ENV_ALLOW;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+    use shoal_domain::{JobId, TaskId};
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::AtomicUsize;
+
+    fn task(parameters: Value) -> TaskContext {
+        let job_id = JobId::new();
+        TaskContext {
+            job_id,
+            task_id: TaskId::for_task(job_id, 0),
+            index: 0,
+            job_type: "test".into(),
+            attempt: 1,
+            max_attempts: 3,
+            parameters,
+            timeout: Duration::from_secs(10),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(10),
+            worker_id: "w".into(),
+        }
+    }
+
+    /// An axum server on 127.0.0.1: `/redirect` (302 to `/landing`, which counts its hits),
+    /// `/big` (2 MiB with a length), `/stream` (2 MiB chunked, no length), `/small` (a JSON
+    /// result), `/fail` (500). Returns its base URL and the hit counter of `/landing`.
+    async fn server() -> (String, Arc<AtomicUsize>) {
+        let landed = Arc::new(AtomicUsize::new(0));
+        let counter = landed.clone();
+        let app = Router::new()
+            .route(
+                "/redirect",
+                post(|| async { (StatusCode::FOUND, [(header::LOCATION, "/landing")]) }),
+            )
+            .route(
+                "/landing",
+                post(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { "{}" }
+                })
+                .get(|| async { "{}" }),
+            )
+            .route("/big", post(|| async { vec![b'x'; 2 << 20] }))
+            .route(
+                "/stream",
+                post(|| async {
+                    let chunks = (0..32).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 64 * 1024]));
+                    Body::from_stream(futures::stream::iter(chunks)).into_response()
+                }),
+            )
+            .route(
+                "/small",
+                post(|| async { ([(header::CONTENT_TYPE, "application/json")], r#"{"ok":1}"#) }),
+            )
+            .route(
+                "/fail",
+                post(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+            )
+            .route("/health", get(|| async { "ok" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, landed)
+    }
+
+    fn capped(url: String, max_response_bytes: usize) -> HttpHandler {
+        HttpHandler::new(HttpHandlerConfig {
+            max_response_bytes,
+            ..HttpHandlerConfig::new(url, Duration::from_secs(5))
+        })
+    }
+
+    #[tokio::test]
+    async fn http_does_not_follow_redirects() {
+        let (base, landed) = server().await;
+        let error = capped(format!("{base}/redirect"), 1 << 20)
+            .handle(&task(json!({})))
+            .await
+            .unwrap_err();
+        assert!(!error.retryable, "{error}");
+        assert!(
+            error.message.contains("HTTP 302") && error.message.contains("not followed"),
+            "{error}"
+        );
+        assert_eq!(
+            landed.load(Ordering::SeqCst),
+            0,
+            "the redirect was followed"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_caps_the_response_size() {
+        let (base, _) = server().await;
+        let t = task(json!({}));
+        for path in ["big", "stream"] {
+            let error = capped(format!("{base}/{path}"), 64 * 1024)
+                .handle(&t)
+                .await
+                .unwrap_err();
+            assert!(!error.retryable, "{path}: {error}");
+            assert!(
+                error.message.contains("larger than 65536 bytes"),
+                "{path}: {error}"
+            );
+        }
+        // Under the cap, the result is read as before.
+        let out = capped(format!("{base}/small"), 64 * 1024)
+            .handle(&t)
+            .await
+            .unwrap();
+        assert_eq!(out, Some(json!({"ok": 1})));
+        let out = capped(format!("{base}/big"), 4 << 20).handle(&t).await;
+        assert!(out.is_ok(), "{out:?}");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("https://user:s3cret@hooks.example.com:8443/run?token=abc#frag"),
+            "https://hooks.example.com:8443/run?<redacted>"
+        );
+        assert_eq!(
+            redact_url("http://example.com/tasks"),
+            "http://example.com/tasks"
+        );
+        assert_eq!(redact_url("not a url s3cret"), "<invalid URL>");
+        let config = HttpHandlerConfig::new("https://u:pw@h.example/x?key=k", Duration::ZERO);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("pw") && !shown.contains("key=k"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn http_errors_do_not_show_credentials() {
+        let (base, _) = server().await;
+        let t = task(json!({}));
+        let with_secrets =
+            |url: &str| url.replacen("http://", "http://alice:s3cret@", 1) + "?token=t0ken";
+        // A status error, a redirect, an oversized body, and a network error.
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/x", listener.local_addr().unwrap())
+        };
+        for url in [
+            format!("{base}/fail"),
+            format!("{base}/redirect"),
+            format!("{base}/big"),
+            closed,
+        ] {
+            let error = capped(with_secrets(&url), 1024)
+                .handle(&t)
+                .await
+                .unwrap_err();
+            for secret in ["alice", "s3cret", "t0ken"] {
+                assert!(!error.message.contains(secret), "{url}: {error}");
+            }
+            assert!(error.message.contains("127.0.0.1"), "{error}");
+        }
+    }
+
+    fn exec_in(dir: Option<&Path>, commands: &[(&str, &[&str])]) -> ExecHandler {
+        let commands: BTreeMap<String, Vec<String>> = commands
+            .iter()
+            .map(|(name, argv)| {
+                (
+                    name.to_string(),
+                    argv.iter().map(|s| s.to_string()).collect(),
+                )
+            })
+            .collect();
+        ExecHandler::new(ExecHandlerConfig {
+            commands,
+            working_dir: dir.map(Path::to_path_buf),
+            ..ExecHandlerConfig::default()
+        })
+    }
+
+    /// A directory of this test's own, removed at the end.
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "shoal-test-{name}-{}-{:x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            TestDir(dir)
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn exec_children_get_only_allow_listed_environment() {
+        let handler = exec_in(None, &[("env", &["env"])]);
+        let out = handler
+            .handle(&task(json!({"command": "env"})))
+            .await
+            .unwrap()
+            .unwrap();
+        let out = out.as_str().unwrap_or_default().to_owned();
+        let names: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .collect();
+        for name in &names {
+            assert!(
+                DEFAULT_EXEC_ENV_ALLOW.contains(name),
+                "{name} leaked: {out}"
+            );
+        }
+        if std::env::var_os("PATH").is_some() {
+            assert!(names.contains(&"PATH"), "{out}");
+        }
+
+        // Another variable of this process (the test runner sets several): passed on only
+        // once allowed.
+        let (name, value) = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .find(|(k, v)| {
+                !DEFAULT_EXEC_ENV_ALLOW.contains(&k.as_str())
+                    && !v.is_empty()
+                    && v.trim() == v
+                    && !v.contains('\n')
+            })
+            .expect("the test process has some environment");
+        assert!(!names.contains(&name.as_str()), "{name} leaked: {out}");
+        let handler = ExecHandler::new(ExecHandlerConfig {
+            env_allow: vec![name.clone()],
+            ..exec_in(None, &[("env", &["env"])]).config
+        });
+        let out = handler
+            .handle(&task(json!({"command": "env"})))
+            .await
+            .unwrap()
+            .unwrap();
+        // Without PATH, `env` is found in the default /bin:/usr/bin, and prints only NAME.
+        let expected = format!("{name}={value}");
+        assert_eq!(out.as_str().map(str::to_owned), Some(expected));
+    }
+
+    #[tokio::test]
+    async fn exec_runs_in_its_working_directory() {
+        // By default a fresh temporary directory, removed afterwards.
+        let handler = exec_in(None, &[("pwd", &["pwd"])]);
+        let out = handler
+            .handle(&task(json!({"command": "pwd"})))
+            .await
+            .unwrap()
+            .unwrap();
+        let dir = PathBuf::from(out.as_str().unwrap());
+        assert!(dir.starts_with(std::env::temp_dir()), "{}", dir.display());
+        assert!(
+            dir.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("shoal-exec-"),
+            "{}",
+            dir.display()
+        );
+        assert!(!dir.exists(), "the scratch directory is removed");
+        // Or the configured one.
+        let configured = TestDir::new("cwd");
+        let handler = exec_in(Some(&configured.0), &[("pwd", &["pwd"])]);
+        let out = handler
+            .handle(&task(json!({"command": "pwd"})))
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            Some(json!(
+                configured.0.canonicalize().unwrap().to_string_lossy()
+            ))
+        );
+    }
+
+    /// Whether process `pid` is gone (or a zombie nobody has reaped yet: it runs no more).
+    fn gone(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    async fn read_pid(path: &Path) -> u32 {
+        for _ in 0..200 {
+            if let Ok(text) = std::fs::read_to_string(path)
+                && let Ok(pid) = text.trim().parse()
+            {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{} was never written", path.display());
+    }
+
+    async fn wait_gone(pid: u32, what: &str) {
+        for _ in 0..200 {
+            if gone(pid) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the {what} (pid {pid}) still runs");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_timed_out_exec_task_takes_its_grandchildren_with_it() {
+        let dir = TestDir::new("group");
+        let script = "echo $$ > child.pid; sleep 1000 & echo $! > grandchild.pid; wait";
+        let handler = exec_in(Some(&dir.0), &[("spawner", &["sh", "-c", script])]);
+        let t = task(json!({"command": "spawner"}));
+        // Boxed, so that dropping it below drops the attempt itself.
+        let mut attempt = Box::pin(handler.handle(&t));
+        let pids = async {
+            (
+                read_pid(&dir.0.join("child.pid")).await,
+                read_pid(&dir.0.join("grandchild.pid")).await,
+            )
+        };
+        let (child, grandchild) = tokio::select! {
+            result = &mut attempt => panic!("the attempt ended on its own: {result:?}"),
+            pids = pids => pids,
+        };
+        assert!(
+            !gone(child) && !gone(grandchild),
+            "both run during the attempt"
+        );
+        // The worker enforces a task's timeout by dropping the attempt, as this does.
+        drop(attempt);
+        wait_gone(child, "child").await;
+        wait_gone(grandchild, "grandchild").await;
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn what_an_exec_program_leaves_running_ends_with_it() {
+        let dir = TestDir::new("leftover");
+        // Exits at once, leaving a process that holds stdout open.
+        let script = "sleep 1000 & echo $! > grandchild.pid; echo done";
+        let handler = exec_in(Some(&dir.0), &[("leaver", &["sh", "-c", script])]);
+        let out = tokio::time::timeout(
+            Duration::from_secs(10),
+            handler.handle(&task(json!({"command": "leaver"}))),
+        )
+        .await
+        .expect("the attempt ends when its program does")
+        .unwrap();
+        assert_eq!(out, Some(json!("done")));
+        let grandchild = read_pid(&dir.0.join("grandchild.pid")).await;
+        wait_gone(grandchild, "grandchild").await;
     }
 }

@@ -2,6 +2,7 @@
 //! `http` and `exec` handlers.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A worker's settings. `Default` gives sensible values for the SQL queue; see each field.
@@ -84,6 +85,11 @@ impl WorkerConfig {
                     return Err(ConfigError::ExecWithoutProgram(name.clone()));
                 }
             }
+            if let Some(dir) = &exec.working_dir
+                && !dir.is_dir()
+            {
+                return Err(ConfigError::ExecWorkingDirMissing(dir.clone()));
+            }
         }
         Ok(())
     }
@@ -108,18 +114,57 @@ pub enum ConfigError {
     /// An `exec` command's argv is empty or its program is blank.
     #[error("exec command {0:?} has no program")]
     ExecWithoutProgram(String),
+    /// The `exec` handler's working directory does not exist (or is not a directory).
+    #[error("exec working directory {} is not a directory", .0.display())]
+    ExecWorkingDirMissing(PathBuf),
 }
 
 /// The built-in `http` handler: POSTs the task as JSON to `url`.
-#[derive(Debug, Clone)]
+///
+/// Redirects are not followed (a 3xx fails the task: a task's data goes only where it was
+/// configured to go), and a response larger than `max_response_bytes` fails it. Error
+/// messages show `url` without its user name, password and query string.
+#[derive(Clone)]
 pub struct HttpHandlerConfig {
-    /// Where tasks are POSTed.
+    /// Where tasks are POSTed. May carry credentials (userinfo, query); they never appear in
+    /// task errors or logs.
     pub url: String,
     /// How long one request may take (the task's own timeout applies as well).
     pub timeout: Duration,
+    /// The largest response body read (default 1 MiB); a larger one fails the task.
+    pub max_response_bytes: usize,
+}
+
+/// The default [`HttpHandlerConfig::max_response_bytes`].
+pub const DEFAULT_HTTP_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+impl HttpHandlerConfig {
+    /// POSTs to `url`, with `timeout` and the default response cap.
+    pub fn new(url: impl Into<String>, timeout: Duration) -> Self {
+        HttpHandlerConfig {
+            url: url.into(),
+            timeout,
+            max_response_bytes: DEFAULT_HTTP_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpHandlerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpHandlerConfig")
+            .field("url", &crate::builtin::redact_url(&self.url))
+            .field("timeout", &self.timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .finish()
+    }
 }
 
 /// The built-in `exec` handler: runs an allow-listed program with the task JSON on stdin.
+///
+/// The program gets an environment of only the `env_allow` variables of the worker's own (a
+/// worker's database URL and cloud credentials stay with the worker), runs in its own process
+/// group, and is killed with its whole group when the attempt ends (timeout, shutdown, or the
+/// program exiting while something it started still runs).
 #[derive(Debug, Clone)]
 pub struct ExecHandlerConfig {
     /// The programs a task may name in `parameters.command`: name -> argv (program first).
@@ -127,13 +172,25 @@ pub struct ExecHandlerConfig {
     pub commands: BTreeMap<String, Vec<String>>,
     /// stdout beyond this many bytes is cut off (default 64 KiB).
     pub max_output_bytes: usize,
+    /// The names of the worker's environment variables a program sees (default
+    /// [`DEFAULT_EXEC_ENV_ALLOW`]); every other variable is cleared.
+    pub env_allow: Vec<String>,
+    /// The working directory of every program; `None` (the default): a fresh, empty directory
+    /// under the system's temporary directory for each attempt, removed when it ends.
+    pub working_dir: Option<PathBuf>,
 }
+
+/// The environment variables an `exec` program gets by default: where to find programs, and
+/// the locale and time zone.
+pub const DEFAULT_EXEC_ENV_ALLOW: [&str; 5] = ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ"];
 
 impl Default for ExecHandlerConfig {
     fn default() -> Self {
         ExecHandlerConfig {
             commands: BTreeMap::new(),
             max_output_bytes: 64 * 1024,
+            env_allow: DEFAULT_EXEC_ENV_ALLOW.map(str::to_owned).to_vec(),
+            working_dir: None,
         }
     }
 }
@@ -189,5 +246,16 @@ mod tests {
         let error = bad.validate().unwrap_err();
         assert_eq!(error, ConfigError::ExecWithoutProgram("x".into()));
         assert!(error.to_string().contains("no program"), "{error}");
+        let bad = WorkerConfig {
+            exec: Some(ExecHandlerConfig {
+                working_dir: Some("/nonexistent/shoal".into()),
+                ..ExecHandlerConfig::default()
+            }),
+            ..WorkerConfig::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            ConfigError::ExecWorkingDirMissing("/nonexistent/shoal".into())
+        );
     }
 }

@@ -311,10 +311,10 @@ mod tests {
         assert!(!names.contains(&"http".to_owned()));
         assert!(!names.contains(&"exec".to_owned()));
         let config = WorkerConfig {
-            http: Some(crate::HttpHandlerConfig {
-                url: "http://127.0.0.1:1/".into(),
-                timeout: Duration::from_secs(1),
-            }),
+            http: Some(crate::HttpHandlerConfig::new(
+                "http://127.0.0.1:1/",
+                Duration::from_secs(1),
+            )),
             exec: Some(crate::ExecHandlerConfig::default()),
             ..WorkerConfig::default()
         };

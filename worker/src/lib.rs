@@ -95,7 +95,8 @@ mod metrics;
 mod runtime;
 
 pub use config::{
-    ConfigError, ExecHandlerConfig, HttpHandlerConfig, WorkerConfig, default_worker_id,
+    ConfigError, DEFAULT_EXEC_ENV_ALLOW, DEFAULT_HTTP_MAX_RESPONSE_BYTES, ExecHandlerConfig,
+    HttpHandlerConfig, WorkerConfig, default_worker_id,
 };
 pub use handler::{
     DEFAULT_HANDLER, FnHandler, Handler, Handlers, TaskContext, TaskError, handler_fn,

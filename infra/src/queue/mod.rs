@@ -19,35 +19,12 @@ pub use sqs::{
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 use uuid::Uuid;
 
-/// The message body, as JSON. It keeps the original system's fields (`task_id`, `job_id`,
-/// `task_index`, `parameters`) so an existing worker of that system can still consume it, and
-/// adds Shoal's own. Unknown fields are ignored when parsing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskMessage {
-    pub task_id: Uuid,
-    pub job_id: Uuid,
-    pub task_index: u32,
-    /// The task's input: the job's parameters, plus `items` for item splits.
-    pub parameters: Value,
-    pub job_type: String,
-    /// The attempt this message is for (1 for the first run).
-    pub attempt: u32,
-    /// The task stream's version after the event that enqueued this attempt
-    /// (`TaskEnqueued` or `TaskRetryScheduled`): the worker appends `TaskStarted` expecting it.
-    pub stream_version: i64,
-    pub max_attempts: u32,
-    pub timeout_seconds: u32,
-    /// Do not run before this time (retry backoff).
-    #[serde(default)]
-    pub not_before: Option<DateTime<Utc>>,
-    /// W3C trace context of the job's submission, when known.
-    #[serde(default)]
-    pub traceparent: Option<String>,
-}
+/// The message body (defined with the domain, where it is also fuzzed): see
+/// [`shoal_domain::message`].
+pub use shoal_domain::message::{MessageError, TaskMessage};
 
 /// A handle to one received message, used to extend, release, acknowledge or dead-letter it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -463,7 +463,7 @@ impl TaskQueue for SqlQueue {
 
 /// A claimed row as a delivery; a body that is not a `TaskMessage` is a poison message.
 fn delivery(row: ClaimedRow) -> Delivery {
-    let body = serde_json::from_str::<TaskMessage>(&row.body).map_err(|error| PoisonMessage {
+    let body = TaskMessage::decode(&row.body).map_err(|error| PoisonMessage {
         error: error.to_string(),
         raw: row.body,
     });

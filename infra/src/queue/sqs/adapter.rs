@@ -379,7 +379,7 @@ impl SqsQueue {
             .and_then(|count| count.parse().ok())
             .unwrap_or(1);
         let raw = message.body.unwrap_or_default();
-        let body = serde_json::from_str::<TaskMessage>(&raw).map_err(|error| PoisonMessage {
+        let body = TaskMessage::decode(&raw).map_err(|error| PoisonMessage {
             error: error.to_string(),
             raw: raw.clone(),
         });
