@@ -45,6 +45,7 @@ fn builder() -> async_graphql::SchemaBuilder<Query, MutationRoot, SubscriptionRo
             introspection: MAX_INTROSPECTION_DEPTH,
         })
         .limit_complexity(MAX_COMPLEXITY)
+        .extension(shoal_query_api::metrics::GraphqlMetrics)
 }
 
 /// The schema with what its resolvers read.

@@ -3,5 +3,7 @@
 //! runs the roles through it, and so does the benchmark binary (`shoal-bench`, in `bench/`), so
 //! that a benchmark measures exactly what `shoal dev` runs. No logic of its own lives here.
 
+pub mod admin;
 pub mod graphql;
 pub mod roles;
+pub mod telemetry;

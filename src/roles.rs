@@ -16,6 +16,7 @@ use shoal_infra::db::{Database, DatabaseUrl};
 use shoal_infra::eventlog::EventLog;
 use shoal_infra::queue::{SqlQueue, SqsQueue, TaskQueue};
 use shoal_infra::readmodel::ReadModelStore;
+use shoal_infra::telemetry::InstrumentedLog;
 use shoal_worker::{ExecHandlerConfig, Handlers, HttpHandlerConfig, Worker, WorkerConfig};
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -215,7 +216,7 @@ pub fn orchestrator(platform: &Platform, args: &OrchestratorArgs) -> anyhow::Res
     };
     Ok(Orchestrator::new(
         config,
-        platform.log.clone(),
+        InstrumentedLog::wrap(platform.log.clone(), "orchestrator"),
         platform.queue.clone(),
         platform.database.clone(),
     )?)
@@ -242,7 +243,7 @@ pub fn worker(platform: &Platform, mut config: WorkerConfig) -> Worker {
     Worker::new(
         config,
         handlers,
-        platform.log.clone(),
+        InstrumentedLog::wrap(platform.log.clone(), "worker"),
         platform.queue.clone(),
     )
 }
@@ -306,8 +307,11 @@ pub fn api_router(
     api: &ApiArgs,
     projector: &shoal_projector::Projector,
 ) -> anyhow::Result<axum::Router> {
-    let service = CommandService::new(platform.log.clone(), Limits::default())
-        .with_queue(platform.queue.clone());
+    let service = CommandService::new(
+        InstrumentedLog::wrap(platform.log.clone(), "command"),
+        Limits::default(),
+    )
+    .with_queue(platform.queue.clone());
     let rest = shoal_query_api::rest::api(
         service.clone(),
         ReadModelStore::new(platform.database.clone()),

@@ -12,6 +12,7 @@ pub mod eventlog;
 pub mod orchestrator_store;
 pub mod queue;
 pub mod readmodel;
+pub mod telemetry;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -19,6 +19,7 @@
 pub mod analytics;
 pub mod jobs;
 mod lifecycle;
+pub mod metrics;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -93,6 +93,7 @@ mod config;
 mod handler;
 mod metrics;
 mod runtime;
+pub mod telemetry;
 
 pub use config::{
     ConfigError, ExecHandlerConfig, HttpHandlerConfig, WorkerConfig, default_worker_id,

@@ -47,6 +47,10 @@ pub struct TaskMessage {
     /// W3C trace context of the job's submission, when known.
     #[serde(default)]
     pub traceparent: Option<String>,
+    /// W3C trace context of the attempt before this one (a retry): the new attempt's span is
+    /// linked to it. Left out of the body when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_attempt_traceparent: Option<String>,
 }
 
 /// A handle to one received message, used to extend, release, acknowledge or dead-letter it.
@@ -215,6 +219,12 @@ pub trait TaskQueue: Send + Sync + std::fmt::Debug {
     async fn purge_job(&self, job_id: Uuid) -> QueueResult<u64>;
 
     async fn depth(&self) -> QueueResult<QueueDepth>;
+
+    /// How long the oldest deliverable message has waited to be received (zero when none
+    /// waits); `None` when the backend cannot tell (SQS reports it only to CloudWatch).
+    async fn oldest_message_age(&self) -> QueueResult<Option<Duration>> {
+        Ok(None)
+    }
 
     /// Dead-lettered messages, oldest first, optionally of one job.
     async fn dead_letters(&self, job_id: Option<Uuid>, limit: i64) -> QueueResult<Vec<DeadLetter>>;

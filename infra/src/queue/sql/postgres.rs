@@ -334,6 +334,15 @@ impl PgQueue {
         Ok(result.rows_affected())
     }
 
+    /// Seconds since the oldest deliverable message became visible (the claim index's first
+    /// entry: no scan).
+    pub(super) async fn oldest_message_age(&self) -> QueueResult<Duration> {
+        const OLDEST: &str = "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(visible_at))::float8, 0) \
+                              FROM task_queue WHERE visible_at <= now()";
+        let seconds: f64 = sqlx::query_scalar(OLDEST).fetch_one(&self.pool).await?;
+        Ok(Duration::from_secs_f64(seconds.max(0.0)))
+    }
+
     pub(super) async fn depth(&self) -> QueueResult<QueueDepth> {
         let row = sqlx::query(DEPTH).fetch_one(&self.pool).await?;
         let count = |name: &str| -> QueueResult<u64> {
