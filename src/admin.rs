@@ -1,4 +1,5 @@
-//! The operator's endpoints of a role: `GET /metrics` (Prometheus, OpenMetrics text),
+//! The operator's endpoints of a role: `GET /metrics` (Prometheus: OpenMetrics text when the
+//! scraper asks for it, as Prometheus does, else the text format 0.0.4),
 //! `GET /health/live` (the process answers) and `GET /health/ready` (it can do its work: the
 //! database answers with every migration applied, and for a worker the queue answers). Served
 //! on the API port by `shoal serve` and `shoal dev`, and on a small admin port by the worker,
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
@@ -69,12 +70,10 @@ impl Admin {
     }
 }
 
-async fn scrape(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        metrics::render(&admin.sources).await,
-    )
+async fn scrape(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = metrics::render_for(accept, &admin.sources).await;
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body)
 }
 
 async fn live() -> impl IntoResponse {

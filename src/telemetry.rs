@@ -41,6 +41,15 @@ pub struct TelemetryArgs {
     /// (`/v1/traces` is added). Tracing is off without it.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
     pub otlp_endpoint: Option<String>,
+    /// Which spans are exported (an `EnvFilter` directive, like `RUST_LOG` but apart from it,
+    /// so that quieter logs keep the traces whole).
+    #[arg(
+        long,
+        env = "SHOAL_TRACE_FILTER",
+        default_value = "info,sqlx=warn",
+        global = true
+    )]
+    pub trace_filter: String,
     /// The `service.name` of exported traces.
     #[arg(
         long,
@@ -119,9 +128,11 @@ pub fn init(args: &TelemetryArgs) -> anyhow::Result<Telemetry> {
                         .build(),
                 )
                 .build();
+            let spans = EnvFilter::try_new(&args.trace_filter)
+                .with_context(|| format!("--trace-filter {:?}", args.trace_filter))?;
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("shoal"))
-                .with_filter(filter());
+                .with_filter(spans);
             shoal_infra::telemetry::trace::set_enabled(true);
             (Some(layer), Some(provider))
         }

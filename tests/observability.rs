@@ -19,8 +19,17 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// A scrape as Prometheus makes it (asking for OpenMetrics).
 async fn scrape(http: &reqwest::Client, url: &str) -> String {
-    let response = http.get(url).send().await.expect("GET /metrics");
+    let response = http
+        .get(url)
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .expect("GET /metrics");
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"]
         .to_str()
@@ -60,6 +69,17 @@ async fn metrics_move_during_a_job(url: &str) {
     let before = scrape(&dev.http, &metrics).await;
     assert_eq!(sample(&before, "shoal_queue_up"), Some(1.0));
     assert_eq!(sample(&before, "shoal_queue_messages"), Some(0.0));
+    // Without asking for OpenMetrics (curl), the Prometheus text format 0.0.4.
+    let classic = dev.http.get(&metrics).send().await.expect("GET /metrics");
+    assert!(
+        classic.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let classic = classic.text().await.unwrap();
+    assert_eq!(sample(&classic, "shoal_queue_messages"), Some(0.0));
+    assert!(classic.contains("# TYPE shoal_queue_depth gauge"));
     let (job, _) = dev
         .submit_job(json!({ "jobType": "noop", "totalTasks": 20 }))
         .await;
@@ -356,4 +376,115 @@ async fn ready_turns_503_when_the_database_is_gone() {
         status(&http, &format!("http://{admin}/health/live")).await,
         200
     );
+}
+
+/// With `--otlp-endpoint`, `shoal dev` exports its spans over OTLP HTTP/protobuf: a collector
+/// (here a stand-in that keeps what it is sent) receives the job's spans from the submission
+/// to the task, at the latest when the process stops.
+#[tokio::test]
+async fn traces_are_exported_to_an_otlp_collector() {
+    use std::sync::{Arc, Mutex};
+
+    let received: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let collector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", collector.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route(
+            "/v1/traces",
+            axum::routing::post(
+                |axum::extract::State(received): axum::extract::State<
+                    Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+                >,
+                 headers: axum::http::HeaderMap,
+                 body: axum::body::Bytes| async move {
+                    let content_type = headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    received.lock().unwrap().push((content_type, body.to_vec()));
+                    axum::http::StatusCode::OK
+                },
+            ),
+        )
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(collector, app).await });
+
+    let url = support::database_url(support::Backend::Sqlite)
+        .await
+        .unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut dev = Process::start(
+        &[
+            "dev",
+            "--listen",
+            &listen,
+            "--database-url",
+            &url,
+            "--workers",
+            "2",
+            "--otlp-endpoint",
+            &endpoint,
+        ],
+        None,
+        None,
+    );
+    let http = reqwest::Client::new();
+    let graphql = format!("http://{listen}/graphql");
+    wait_until("shoal dev listens", Duration::from_secs(60), || async {
+        http.get(&graphql).send().await.is_ok()
+    })
+    .await;
+    let response: serde_json::Value = http
+        .post(&graphql)
+        .json(&json!({ "query": "mutation { submitJob(input: {jobType: \"noop\", totalTasks: 3}) { id } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = response["data"]["submitJob"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until("the job completes", Duration::from_secs(60), || async {
+        let response: serde_json::Value = http
+            .post(&graphql)
+            .json(&json!({ "query": format!("{{ job(id: \"{job}\") {{ status }} }}") }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        response["data"]["job"]["status"] == "COMPLETED"
+    })
+    .await;
+    dev.terminate();
+    assert!(dev.wait_exit(Duration::from_secs(60)).await);
+
+    let received = received.lock().unwrap();
+    assert!(!received.is_empty(), "no export reached the collector");
+    let contains = |needle: &[u8]| {
+        received
+            .iter()
+            .any(|(_, body)| body.windows(needle.len()).any(|w| w == needle))
+    };
+    for (content_type, _) in received.iter() {
+        assert_eq!(content_type, "application/x-protobuf");
+    }
+    for span in [
+        &b"command.submit_job"[..],
+        b"orchestrator.expand",
+        b"task",
+        b"shoal",
+        job.as_bytes(),
+    ] {
+        assert!(
+            contains(span),
+            "{:?} not in what the collector received",
+            String::from_utf8_lossy(span)
+        );
+    }
 }

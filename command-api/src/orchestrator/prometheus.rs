@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use shoal_infra::queue::QueueDepth;
@@ -16,7 +16,8 @@ use shoal_infra::telemetry::queue::{QueueSource, register_queue};
 
 use super::OrchestratorMetrics;
 
-/// The content type of the exposition (OpenMetrics text).
+/// The content type of the exposition in OpenMetrics text (what Prometheus asks for; others get
+/// the text format 0.0.4).
 pub const CONTENT_TYPE: &str = metrics::CONTENT_TYPE;
 
 /// The orchestrator's own figures at scrape time (leadership, events folded, messages
@@ -46,12 +47,13 @@ pub fn router(metrics: OrchestratorMetrics) -> Router {
         .with_state(Arc::new(sources(&metrics)))
 }
 
-async fn scrape(State(sources): State<Arc<Vec<Arc<dyn ScrapeSource>>>>) -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        metrics::render(&sources).await,
-    )
+async fn scrape(
+    State(sources): State<Arc<Vec<Arc<dyn ScrapeSource>>>>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = metrics::render_for(accept, &sources).await;
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body)
 }
 
 fn register_orchestrator(registry: &mut Registry, metrics: &OrchestratorMetrics) {

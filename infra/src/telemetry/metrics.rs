@@ -280,12 +280,44 @@ pub fn counter(value: u64) -> Counter {
     counter
 }
 
-/// The whole exposition: the process-wide metrics, then each source's.
-pub async fn render(sources: &[Arc<dyn ScrapeSource>]) -> String {
+/// The content type of the Prometheus text format (0.0.4), served to scrapers that do not ask
+/// for OpenMetrics.
+pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// The exposition in the format the scraper's `Accept` header prefers: OpenMetrics when it
+/// names `application/openmetrics-text` (as Prometheus does), else the Prometheus text format
+/// 0.0.4 (curl, older scrapers). Returns the content type and the body.
+pub async fn render_for(
+    accept: Option<&str>,
+    sources: &[Arc<dyn ScrapeSource>],
+) -> (&'static str, String) {
+    if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+        return (CONTENT_TYPE, render(sources).await);
+    }
+    let scraped = collect(sources).await;
+    let mut out = String::new();
+    let encoded =
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &metrics().registry)
+            .and_then(|()| {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &scraped)
+            });
+    if let Err(error) = encoded {
+        let _ = writeln!(out, "# encoding failed: {error}");
+    }
+    (TEXT_CONTENT_TYPE, out)
+}
+
+async fn collect(sources: &[Arc<dyn ScrapeSource>]) -> Registry {
     let mut scraped = Registry::default();
     for source in sources {
         source.collect(&mut scraped).await;
     }
+    scraped
+}
+
+/// The whole exposition in OpenMetrics text: the process-wide metrics, then each source's.
+pub async fn render(sources: &[Arc<dyn ScrapeSource>]) -> String {
+    let scraped = collect(sources).await;
     let mut out = String::new();
     let encoded = encode_registry(&mut out, &metrics().registry)
         .and_then(|()| encode_registry(&mut out, &scraped))
@@ -339,5 +371,12 @@ mod tests {
             text.contains("shoal_eventlog_append_events_sum{caller=\"metrics_unit_test\"} 7.0")
         );
         assert!(text.ends_with("# EOF\n"));
+        let (content_type, classic) = render_for(None, &[]).await;
+        assert!(content_type.starts_with("text/plain; version=0.0.4"));
+        assert!(classic.contains("# TYPE shoal_tasks_started_total counter"));
+        assert!(!classic.contains("# EOF"));
+        let prometheus = "application/openmetrics-text;version=1.0.0,text/plain;q=0.5";
+        let (content_type, _) = render_for(Some(prometheus), &[]).await;
+        assert_eq!(content_type, CONTENT_TYPE);
     }
 }
