@@ -66,8 +66,6 @@ fn attribute(span: &SpanData, key: &str) -> Option<String> {
 }
 
 async fn a_task_span_is_a_child_of_its_enqueue(url: &str) {
-    let _serial = SERIAL.lock().await;
-    tracing();
     let platform = Platform::connect(
         &DatabaseArgs {
             database_url: url.to_owned(),
@@ -78,6 +76,34 @@ async fn a_task_span_is_a_child_of_its_enqueue(url: &str) {
     )
     .await
     .expect("the platform");
+    propagation(platform, url).await;
+}
+
+support::for_each_backend!(a_task_span_is_a_child_of_its_enqueue);
+
+/// The same across SQS (moto): the context rides in the message body through SQS.
+#[tokio::test]
+async fn a_task_span_is_a_child_of_its_enqueue_across_sqs() {
+    let Some(queue) = shoal_infra::testing::fresh_sqs_queue("trace-propagation", 3).await else {
+        return;
+    };
+    let url = support::database_url(support::Backend::Sqlite)
+        .await
+        .unwrap();
+    let database = shoal_infra::db::migrate(&url).await.expect("a database");
+    let platform = Platform {
+        log: database.event_log(),
+        database,
+        queue: std::sync::Arc::new(queue),
+        // Not announced as SQS: the worker keeps its short test polls instead of 20 s ones.
+        sqs: None,
+    };
+    propagation(platform, &url).await;
+}
+
+async fn propagation(platform: Platform, url: &str) {
+    let _serial = SERIAL.lock().await;
+    tracing();
     let (stop, stopped) = watch::channel(false);
     let shutdown = move || {
         let mut stopped = stopped.clone();
@@ -208,5 +234,3 @@ async fn a_task_span_is_a_child_of_its_enqueue(url: &str) {
     }
     assert_ne!(failing_job, ok_job);
 }
-
-support::for_each_backend!(a_task_span_is_a_child_of_its_enqueue);
