@@ -385,16 +385,16 @@ async fn ready_turns_503_when_the_database_is_gone() {
 async fn traces_are_exported_to_an_otlp_collector() {
     use std::sync::{Arc, Mutex};
 
-    let received: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    /// What the collector was sent: content type and body of each request.
+    type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let received: Received = Arc::default();
     let collector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", collector.local_addr().unwrap());
     let app = axum::Router::new()
         .route(
             "/v1/traces",
             axum::routing::post(
-                |axum::extract::State(received): axum::extract::State<
-                    Arc<Mutex<Vec<(String, Vec<u8>)>>>,
-                >,
+                |axum::extract::State(received): axum::extract::State<Received>,
                  headers: axum::http::HeaderMap,
                  body: axum::body::Bytes| async move {
                     let content_type = headers

@@ -15,6 +15,10 @@ use crate::metrics::WorkerMetrics;
 /// Makes a task's span a child of the enqueue that sent its message, and links a retry to the
 /// attempt before it.
 pub fn follow_trace(span: &tracing::Span, message: &TaskMessage) {
+    if !trace::enabled() {
+        // No OpenTelemetry layer here: nothing would carry the context.
+        return;
+    }
     trace::set_parent(span, message.traceparent.as_deref());
     trace::add_link(span, message.previous_attempt_traceparent.as_deref());
 }
