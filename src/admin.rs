@@ -18,6 +18,9 @@ use shoal_infra::queue::TaskQueue;
 use shoal_infra::telemetry::health::{NotReady, database_ready};
 use shoal_infra::telemetry::metrics::{self, ScrapeSource};
 
+/// How long `/health/ready` waits for the database and the queue.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What the endpoints read.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -58,15 +61,22 @@ impl Admin {
             .with_state(Arc::new(self))
     }
 
+    /// Ready or not within [`READY_TIMEOUT`]: a probe must get an answer before its own
+    /// timeout, even while the pool keeps retrying a database that is gone.
     async fn readiness(&self) -> Result<(), NotReady> {
-        database_ready(&self.database).await?;
-        if let Some(queue) = &self.queue {
-            queue
-                .depth()
-                .await
-                .map_err(|error| NotReady::Queue(error.to_string()))?;
-        }
-        Ok(())
+        let check = async {
+            database_ready(&self.database).await?;
+            if let Some(queue) = &self.queue {
+                queue
+                    .depth()
+                    .await
+                    .map_err(|error| NotReady::Queue(error.to_string()))?;
+            }
+            Ok(())
+        };
+        tokio::time::timeout(READY_TIMEOUT, check)
+            .await
+            .unwrap_or(Err(NotReady::TimedOut(READY_TIMEOUT)))
     }
 }
 

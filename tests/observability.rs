@@ -488,3 +488,89 @@ async fn traces_are_exported_to_an_otlp_collector() {
         );
     }
 }
+
+/// Off a terminal, logs are JSON lines without colour codes, and a task's lines carry its job
+/// id, task id, attempt and worker id.
+#[tokio::test]
+async fn logs_are_json_lines_with_the_task_fields_off_a_terminal() {
+    let url = support::database_url(support::Backend::Sqlite)
+        .await
+        .unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let log = support::temp_path("json-log").with_extension("log");
+    let mut child = support::shoal(
+        &[
+            "dev",
+            "--listen",
+            &listen,
+            "--database-url",
+            &url,
+            "--workers",
+            "1",
+            "--exec",
+            "fail=false",
+            "--worker-id",
+            "json-log-test",
+        ],
+        None,
+    )
+    .env("RUST_LOG", "info,sqlx=warn")
+    .stdin(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .expect("starting shoal dev");
+    let http = reqwest::Client::new();
+    let graphql = format!("http://{listen}/graphql");
+    wait_until("shoal dev listens", Duration::from_secs(60), || async {
+        http.get(&graphql).send().await.is_ok()
+    })
+    .await;
+    let response: serde_json::Value = http
+        .post(&graphql)
+        .json(&json!({ "query": "mutation { submitJob(input: {jobType: \"exec\", totalTasks: 1, maxAttempts: 1, parameters: {command: \"fail\"}}) { id } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = response["data"]["submitJob"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failed_line = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["message"] == "attempt failed")
+    };
+    wait_until(
+        "the attempt's failure is logged",
+        Duration::from_secs(60),
+        || async { failed_line().is_some() },
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = failed_line().unwrap();
+    let span = &line["span"];
+    assert_eq!(span["name"], "task", "{line}");
+    assert_eq!(span["job_id"], job.as_str(), "{line}");
+    assert_eq!(span["job_type"], "exec", "{line}");
+    assert_eq!(span["attempt"], 1, "{line}");
+    assert_eq!(span["worker_id"], "json-log-test", "{line}");
+    assert!(span["task_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(line["level"], "INFO");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "no terminal colour codes in a log file"
+    );
+    let json_lines = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+        .count();
+    assert!(json_lines >= 3, "the log is JSON lines:\n{text}");
+    let _ = std::fs::remove_file(&log);
+}

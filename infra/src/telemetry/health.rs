@@ -15,6 +15,9 @@ pub enum NotReady {
     /// The schema is older than this build: run `shoal migrate` (or start a role that does).
     #[error("{missing} migration(s) of this build not applied, first {first}")]
     MigrationsPending { missing: usize, first: i64 },
+    /// No answer in time (a pool that keeps retrying a database that is gone): wait.
+    #[error("no answer within {0:?}")]
+    TimedOut(std::time::Duration),
     /// The task queue did not answer.
     #[error("task queue unreachable: {0}")]
     Queue(String),
