@@ -87,3 +87,14 @@ step "web: browser end-to-end (screenshots in target/web-screenshots/)"
 # same features; building it alone would compile a second feature set of every dependency.
 [ -x target/debug/shoal ] || cargo build --locked --bin shoal
 SHOAL_BIN="$root/target/debug/shoal" npm --prefix web run e2e
+
+# The deployment: Dockerfile lint and build steps, every kustomize overlay rendered, validated
+# and checked for its invariants, checkov, terraform fmt (scripts/deploy-check.sh).
+# The dashboard's build steps of the image ran above (npm ci, npm run build); the binary's run here.
+step "deployment checks (scripts/deploy-check.sh)"
+SHOAL_DEPLOY_CHECK_BUILD=binary scripts/deploy-check.sh
+
+# Fifty worker processes against one Postgres, on the SQL queue and on SQS, a fifth of them
+# scaled down mid-job: every task exactly once, connections bounded (short form, ~2 minutes).
+step "fifty workers, simulated (scripts/fifty-workers.sh)"
+SHOAL_BIN="$root/target/debug/shoal" scripts/fifty-workers.sh

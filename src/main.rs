@@ -300,10 +300,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn migrate(db: &DatabaseArgs) -> anyhow::Result<()> {
-    shoal_infra::db::migrate(&db.database_url)
-        .await?
-        .close()
-        .await;
+    db.open().await?.close().await;
     eprintln!("database at {} is up to date", redact(&db.database_url));
     Ok(())
 }

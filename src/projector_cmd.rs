@@ -2,9 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Subcommand;
-use shoal_infra::db::{Database, DatabaseUrl};
+use shoal_infra::db::Database;
 use shoal_infra::readmodel::{JobFilter, JobSort};
 use shoal_projector::{ProjectionName, Projector, ProjectorConfig};
 
@@ -33,10 +32,7 @@ pub enum ProjectorCmd {
 }
 
 async fn open(db: &DatabaseArgs) -> anyhow::Result<(Database, Projector)> {
-    let url = DatabaseUrl::parse(&db.database_url)?;
-    let database = shoal_infra::db::migrate(url.as_str())
-        .await
-        .with_context(|| format!("opening the database at {url}"))?;
+    let database = db.open().await?;
     let projector = Projector::new(
         ProjectorConfig::for_database(&database),
         database.event_log(),

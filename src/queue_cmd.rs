@@ -125,12 +125,9 @@ async fn redrive_letters(service: &CommandService, job: Option<JobId>) -> anyhow
     Ok(())
 }
 
-/// A command error with its cause (the CLI is not a client to hide details from).
+/// A command error with its causes (the CLI is not a client to hide details from).
 fn command_error(error: shoal_command_api::commands::CommandError) -> anyhow::Error {
-    match std::error::Error::source(&error) {
-        Some(source) => anyhow::anyhow!("{error}: {source}"),
-        None => anyhow::anyhow!("{error}"),
-    }
+    anyhow::anyhow!("{}", shoal_api::error::Chain(&error))
 }
 
 /// The SQS calls a worker made, for its exit message: per message deleted (handled).

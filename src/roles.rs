@@ -12,7 +12,7 @@ use clap::Args;
 use shoal_command_api::commands::CommandService;
 use shoal_command_api::orchestrator::{Orchestrator, OrchestratorConfig};
 use shoal_domain::Limits;
-use shoal_infra::db::{Database, DatabaseUrl};
+use shoal_infra::db::{Database, DatabaseUrl, PoolSettings};
 use shoal_infra::eventlog::EventLog;
 use shoal_infra::queue::{SqlQueue, SqsQueue, TaskQueue};
 use shoal_infra::readmodel::ReadModelStore;
@@ -31,6 +31,44 @@ pub struct DatabaseArgs {
         default_value = "sqlite:shoal-dev.db"
     )]
     pub database_url: String,
+    /// Most connections this process's pool opens to the database (a LISTEN for the log or the
+    /// SQL queue holds one of them). On Postgres a process may open up to two more outside the
+    /// pool, each only once it has something to announce (NOTIFY after its appends, after its
+    /// SQL-queue sends), and the orchestrator one for its leader lock. Keep the sum over every
+    /// process under the server's `max_connections`: see docs/deploy.md.
+    #[arg(
+        long,
+        env = "SHOAL_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub database_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    /// `--database-url` with the default pool size.
+    pub fn new(database_url: String) -> Self {
+        DatabaseArgs {
+            database_url,
+            database_max_connections: PoolSettings::default().max_connections,
+        }
+    }
+
+    /// Connects with the configured pool size and applies the migrations.
+    pub async fn open(&self) -> anyhow::Result<Database> {
+        let url = DatabaseUrl::parse(&self.database_url)?;
+        let settings = PoolSettings {
+            max_connections: self.database_max_connections,
+            ..PoolSettings::default()
+        };
+        let open = async {
+            let database = Database::connect_with(&url, &settings).await?;
+            database.migrate().await?;
+            Ok::<_, shoal_infra::db::DbError>(database)
+        };
+        open.await
+            .with_context(|| format!("opening the database at {url}"))
+    }
 }
 
 /// Which task queue to use.
@@ -122,10 +160,7 @@ pub struct Platform {
 impl Platform {
     /// Connects, applies migrations, and opens the queue.
     pub async fn connect(db: &DatabaseArgs, queue: &QueueArgs) -> anyhow::Result<Self> {
-        let url = DatabaseUrl::parse(&db.database_url)?;
-        let database = shoal_infra::db::migrate(url.as_str())
-            .await
-            .with_context(|| format!("opening the database at {url}"))?;
+        let database = db.open().await?;
         let log = database.event_log();
         let (queue, sqs): (Arc<dyn TaskQueue>, _) = match queue.queue.as_str() {
             "sql" => (Arc::new(SqlQueue::for_database(&database)), None),
@@ -312,7 +347,7 @@ pub fn api_router(
         Limits::default(),
     )
     .with_queue(platform.queue.clone());
-    let rest = shoal_query_api::rest::api(
+    let rest = crate::rest::router(
         service.clone(),
         ReadModelStore::new(platform.database.clone()),
         shoal_query_api::rest::RestConfig {

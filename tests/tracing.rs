@@ -69,6 +69,7 @@ async fn a_task_span_is_a_child_of_its_enqueue(url: &str) {
     let platform = Platform::connect(
         &DatabaseArgs {
             database_url: url.to_owned(),
+            database_max_connections: 10,
         },
         &QueueArgs {
             queue: "sql".to_owned(),

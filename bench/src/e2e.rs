@@ -110,7 +110,7 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
     let load_1m = load_average();
     let database_url = with_database(&args.database_url, bench_db.name())?;
     let platform = Platform::connect(
-        &DatabaseArgs { database_url },
+        &DatabaseArgs::new(database_url),
         &QueueArgs {
             queue: "sql".into(),
         },

@@ -6,10 +6,10 @@
 //! input, `extensions.field` (the input field in GraphQL naming: `totalTasks`, `batchSize`, ...).
 //! Infrastructure failures answer `INTERNAL` with a generic message and are logged once, here.
 //!
-//! The schema served here is [`CommandQuery`] + [`MutationRoot`]. `CommandQuery` is a
-//! placeholder until query-api's query root exists; [`Job`] is public so that query-api can
-//! return the same type, and `MutationRoot` is a plain `Default` object so a combined schema can
-//! use it (or a `MergedObject` of it) as its mutation root.
+//! The schema served here is [`CommandQuery`] + [`MutationRoot`]: the command API on its own.
+//! `MutationRoot` and [`DeadLettersQuery`] are plain `Default` objects, so the `shoal` binary
+//! combines them with query-api's roots into one schema. The enums both schemas use
+//! (`JobStatus`) are `shoal_api::graphql`'s.
 
 mod dead_letters;
 mod depth;
@@ -19,7 +19,7 @@ pub use depth::DepthLimit;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{
-    Context, EmptySubscription, Enum, ErrorExtensions, ID, InputObject, Json, MergedObject, Object,
+    Context, EmptySubscription, ErrorExtensions, ID, InputObject, Json, MergedObject, Object,
     Schema, ServerError, SimpleObject,
 };
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
@@ -29,6 +29,8 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use shoal_api::error::Chain;
+use shoal_api::graphql::JobStatus;
 use shoal_domain::JobId;
 
 use crate::commands::{
@@ -36,9 +38,7 @@ use crate::commands::{
     count, split_from_input,
 };
 
-/// Code of errors about a request's shape: a malformed id, or a request the GraphQL layer
-/// refused (syntax, unknown field, wrong type, depth or complexity over the limit).
-pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+pub use shoal_api::graphql::BAD_USER_INPUT;
 
 /// Deepest query accepted, counted from a data root field (see [`DepthLimit`]).
 pub const MAX_DEPTH: usize = 12;
@@ -113,26 +113,6 @@ async fn graphiql() -> impl IntoResponse {
 
 // ---------------------------------------------------------------------------------------------
 // Types
-
-/// A job's status.
-#[derive(Debug, Enum, Clone, Copy, PartialEq, Eq)]
-#[graphql(name = "JobStatus", remote = "shoal_domain::JobStatus")]
-pub enum JobStatus {
-    /// Accepted; no task exists yet.
-    Pending,
-    /// Some, not all, tasks exist.
-    CreatingTasks,
-    /// Every task exists; none has started yet.
-    Enqueued,
-    /// Tasks are running.
-    Running,
-    /// Every task completed. Final.
-    Completed,
-    /// Every task ended and some failed. Final unless the failed tasks are retried.
-    Failed,
-    /// Cancelled by a user. Final.
-    Cancelled,
-}
 
 /// A job, as its own event stream tells it. (Counts of tasks by status come from the read
 /// model, on the query API.) Named `JobSnapshot` in GraphQL: query-api's read-model `Job` owns
@@ -429,7 +409,7 @@ fn parse_job_id(id: &ID, field: &'static str) -> async_graphql::Result<JobId> {
 /// errors about the job id. Infrastructure errors are logged here, once, and hidden.
 fn to_graphql(error: CommandError, id_field: &'static str) -> async_graphql::Error {
     if let CommandError::Infrastructure(source) = &error {
-        tracing::error!(error = %source, "command failed on infrastructure");
+        tracing::error!(error = %Chain(source), "command failed on infrastructure");
         return internal_error();
     }
     if matches!(error, CommandError::Conflict) {

@@ -76,6 +76,15 @@ impl JobStatus {
     pub const fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
+
+    /// The status read models show for a job whose own stream says `self`: an ENQUEUED job is
+    /// RUNNING once any of its tasks has started. Every other status is shown as is.
+    pub const fn displayed(self, tasks_started: bool) -> JobStatus {
+        match self {
+            Self::Enqueued if tasks_started => Self::Running,
+            status => status,
+        }
+    }
 }
 
 impl fmt::Display for JobStatus {
@@ -97,6 +106,70 @@ impl FromStr for JobStatus {
             .into_iter()
             .find(|status| status.as_str() == s)
             .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// The part of a job's stream that its status depends on. Every reader of a job folds it
+/// through [`JobLifecycle::apply`]: the aggregate ([`evolve_job`]), the read views
+/// ([`crate::JobView`]) and the analytics projection. `Default` is "not submitted".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct JobLifecycle {
+    /// The status of the job's own stream (see [`JobStatus::displayed`] for what readers show).
+    pub status: JobStatus,
+    /// How many tasks the job has in all (from `JobSubmitted`).
+    pub total_tasks: u32,
+    /// Tasks `0..created_upto` exist (from `TasksCreated`).
+    pub created_upto: u32,
+}
+
+impl JobLifecycle {
+    /// A job just submitted: PENDING, no task created.
+    pub const fn submitted(total_tasks: u32) -> Self {
+        JobLifecycle {
+            status: JobStatus::Pending,
+            total_tasks,
+            created_upto: 0,
+        }
+    }
+
+    /// Every task exists.
+    pub const fn all_tasks_created(&self) -> bool {
+        self.created_upto >= self.total_tasks
+    }
+
+    /// Applies one event of the job's stream; task events change nothing.
+    ///
+    /// PENDING -> CREATING_TASKS -> ENQUEUED as chunks of tasks are created; COMPLETED,
+    /// FAILED, CANCELLED when the job ends; a retry request brings an ENQUEUED or FAILED job
+    /// to RUNNING.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::JobSubmitted(e) => *self = Self::submitted(e.total_tasks),
+            Event::TasksCreated(e) => {
+                self.created_upto = self.created_upto.max(e.to_index);
+                if matches!(self.status, JobStatus::Pending | JobStatus::CreatingTasks) {
+                    self.status = if self.all_tasks_created() {
+                        JobStatus::Enqueued
+                    } else {
+                        JobStatus::CreatingTasks
+                    };
+                }
+            }
+            Event::JobCompleted(_) => self.status = JobStatus::Completed,
+            Event::JobFailed(_) => self.status = JobStatus::Failed,
+            Event::JobCancelled(_) => self.status = JobStatus::Cancelled,
+            Event::JobRetryRequested(_) => {
+                if matches!(self.status, JobStatus::Enqueued | JobStatus::Failed) {
+                    self.status = JobStatus::Running;
+                }
+            }
+            Event::TaskEnqueued(_)
+            | Event::TaskStarted(_)
+            | Event::TaskCompleted(_)
+            | Event::TaskFailed(_)
+            | Event::TaskRetryScheduled(_)
+            | Event::TaskDeadLettered(_) => {}
+        }
     }
 }
 
@@ -124,7 +197,16 @@ impl JobState {
 
     /// Every task exists (false before submission).
     pub fn all_tasks_created(&self) -> bool {
-        self.submitted.is_some() && self.created_upto >= self.total_tasks()
+        self.submitted.is_some() && self.lifecycle().all_tasks_created()
+    }
+
+    /// The job's lifecycle as its stream says.
+    pub fn lifecycle(&self) -> JobLifecycle {
+        JobLifecycle {
+            status: self.status,
+            total_tasks: self.total_tasks(),
+            created_upto: self.created_upto,
+        }
     }
 }
 
@@ -258,41 +340,16 @@ pub fn decide_job(state: &JobState, command: JobCommand) -> Result<Vec<Event>, R
     }
 }
 
-/// Applies one event to a job's state. Task events and unknown situations leave it unchanged.
+/// Applies one event to a job's state (its status through [`JobLifecycle::apply`]). Task events
+/// and unknown situations leave it unchanged.
 pub fn evolve_job(mut state: JobState, event: &Event) -> JobState {
-    match event {
-        Event::JobSubmitted(e) => {
-            state = JobState {
-                submitted: Some(e.clone()),
-                status: JobStatus::Pending,
-                created_upto: 0,
-            };
-        }
-        Event::TasksCreated(e) => {
-            state.created_upto = state.created_upto.max(e.to_index);
-            if matches!(state.status, JobStatus::Pending | JobStatus::CreatingTasks) {
-                state.status = if state.all_tasks_created() {
-                    JobStatus::Enqueued
-                } else {
-                    JobStatus::CreatingTasks
-                };
-            }
-        }
-        Event::JobCompleted(_) => state.status = JobStatus::Completed,
-        Event::JobFailed(_) => state.status = JobStatus::Failed,
-        Event::JobCancelled(_) => state.status = JobStatus::Cancelled,
-        Event::JobRetryRequested(_) => {
-            if matches!(state.status, JobStatus::Enqueued | JobStatus::Failed) {
-                state.status = JobStatus::Running;
-            }
-        }
-        Event::TaskEnqueued(_)
-        | Event::TaskStarted(_)
-        | Event::TaskCompleted(_)
-        | Event::TaskFailed(_)
-        | Event::TaskRetryScheduled(_)
-        | Event::TaskDeadLettered(_) => {}
+    if let Event::JobSubmitted(e) = event {
+        state.submitted = Some(e.clone());
     }
+    let mut lifecycle = state.lifecycle();
+    lifecycle.apply(event);
+    state.status = lifecycle.status;
+    state.created_upto = lifecycle.created_upto;
     state
 }
 

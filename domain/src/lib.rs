@@ -16,6 +16,8 @@
 //! - [`split`], [`limits`]: how a job becomes tasks, and what a submission may ask for.
 //! - [`job`], [`task`]: the two aggregates; [`aggregate`]: the trait they share.
 //! - [`progress`]: counts of a job's tasks by status, from task events alone.
+//! - [`view`]: jobs and tasks as readers see them, the one fold that projections and the
+//!   command side share.
 //! - [`rejection`]: why a command was refused; [`backoff`]: retry delays.
 
 pub mod aggregate;
@@ -29,6 +31,7 @@ pub mod progress;
 pub mod rejection;
 pub mod split;
 pub mod task;
+pub mod view;
 
 #[cfg(test)]
 mod testing;
@@ -38,9 +41,12 @@ pub use backoff::retry_backoff;
 pub use codec::{DecodeError, EncodedEvent};
 pub use events::Event;
 pub use ids::{JobId, ParseIdError, StreamRef, TaskId};
-pub use job::{JobCommand, JobState, JobStatus, SubmitJob, UnknownStatus, decide_job, evolve_job};
+pub use job::{
+    JobCommand, JobLifecycle, JobState, JobStatus, SubmitJob, UnknownStatus, decide_job, evolve_job,
+};
 pub use limits::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_SECONDS, Limits};
 pub use progress::{JobProgress, Outcome, ProgressDelta};
 pub use rejection::Rejection;
 pub use split::Split;
 pub use task::{FIRST_ATTEMPT, TaskCommand, TaskState, TaskStatus, decide_task, evolve_task};
+pub use view::{JobView, TaskView, Touched, Views};

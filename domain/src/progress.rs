@@ -94,16 +94,15 @@ impl JobProgress {
         }
     }
 
+    /// Some task of the job has started (it is, or was, running).
+    pub fn any_started(&self) -> bool {
+        self.running > 0 || self.completed > 0 || self.failed > 0 || self.retrying > 0
+    }
+
     /// The status a read model shows for a job whose own stream says `job_status`: an
-    /// ENQUEUED job is RUNNING once any task has started. Every other status is shown as is.
+    /// ENQUEUED job is RUNNING once any task has started (see [`JobStatus::displayed`]).
     pub fn displayed_status(&self, job_status: JobStatus) -> JobStatus {
-        let started =
-            self.running > 0 || self.completed > 0 || self.failed > 0 || self.retrying > 0;
-        if job_status == JobStatus::Enqueued && started {
-            JobStatus::Running
-        } else {
-            job_status
-        }
+        job_status.displayed(self.any_started())
     }
 }
 

@@ -76,6 +76,26 @@ impl TaskStatus {
     pub const fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed)
     }
+
+    /// The status a task has after `event` of its stream, whatever it had before (task events
+    /// are self-describing); `None` when the event does not move it (a dead-lettering, a job
+    /// event). Every fold of a task's status goes through this.
+    pub const fn after(event: &Event) -> Option<TaskStatus> {
+        match event {
+            Event::TaskEnqueued(_) => Some(Self::Enqueued),
+            Event::TaskStarted(_) => Some(Self::Running),
+            Event::TaskCompleted(_) => Some(Self::Completed),
+            Event::TaskFailed(e) if e.final_failure => Some(Self::Failed),
+            Event::TaskFailed(_) | Event::TaskRetryScheduled(_) => Some(Self::Retrying),
+            Event::TaskDeadLettered(_)
+            | Event::JobSubmitted(_)
+            | Event::TasksCreated(_)
+            | Event::JobCompleted(_)
+            | Event::JobFailed(_)
+            | Event::JobCancelled(_)
+            | Event::JobRetryRequested(_) => None,
+        }
+    }
 }
 
 impl fmt::Display for TaskStatus {
@@ -357,35 +377,28 @@ fn last_allowed(attempt: u32, max_attempts: u32) -> u32 {
     attempt.saturating_add(max_attempts.saturating_sub(1))
 }
 
-/// Applies one event to a task's state. It trusts the log; job events leave it unchanged.
+/// Applies one event to a task's state (its status through [`TaskStatus::after`]). It trusts
+/// the log; job events leave it unchanged.
 pub fn evolve_task(mut state: TaskState, event: &Event) -> TaskState {
+    if let Event::TaskEnqueued(e) = event {
+        state = TaskState {
+            attempt: e.attempt,
+            last_allowed_attempt: last_allowed(e.attempt, e.max_attempts),
+            enqueued: Some(e.clone()),
+            ..TaskState::default()
+        };
+    }
+    if let Some(status) = TaskStatus::after(event) {
+        state.status = status;
+    }
     match event {
-        Event::TaskEnqueued(e) => {
-            state = TaskState {
-                status: TaskStatus::Enqueued,
-                attempt: e.attempt,
-                last_allowed_attempt: last_allowed(e.attempt, e.max_attempts),
-                enqueued: Some(e.clone()),
-                ..TaskState::default()
-            };
-        }
         Event::TaskStarted(e) => {
-            state.status = TaskStatus::Running;
             state.attempt = e.attempt;
             state.worker = Some(e.worker.clone());
             state.not_before = None;
         }
-        Event::TaskCompleted(_) => state.status = TaskStatus::Completed,
-        Event::TaskFailed(e) => {
-            state.status = if e.final_failure {
-                TaskStatus::Failed
-            } else {
-                TaskStatus::Retrying
-            };
-            state.last_error = Some(e.error.clone());
-        }
+        Event::TaskFailed(e) => state.last_error = Some(e.error.clone()),
         Event::TaskRetryScheduled(e) => {
-            state.status = TaskStatus::Retrying;
             state.attempt = e.attempt;
             state.not_before = Some(e.not_before);
             if e.manual {
@@ -395,7 +408,9 @@ pub fn evolve_task(mut state: TaskState, event: &Event) -> TaskState {
             }
         }
         Event::TaskDeadLettered(_) => state.dead_lettered = true,
-        Event::JobSubmitted(_)
+        Event::TaskEnqueued(_)
+        | Event::TaskCompleted(_)
+        | Event::JobSubmitted(_)
         | Event::TasksCreated(_)
         | Event::JobCompleted(_)
         | Event::JobFailed(_)

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use serde_json::json;
 use shoal_domain::{
     Aggregate, Event, JobAggregate, JobCommand, JobProgress, JobState, Limits, Split, SubmitJob,
-    TaskAggregate, TaskCommand, TaskState, TaskStatus,
+    TaskAggregate, TaskCommand, TaskState, TaskStatus, TaskView, Views,
 };
 
 fn t0() -> DateTime<Utc> {
@@ -109,6 +109,44 @@ fn expanded_job(n: u32, max_attempts: u32, chunk: u32) -> (Vec<Event>, Vec<TaskS
         .filter(|e| matches!(e, Event::TaskEnqueued(_)))
         .map(|e| TaskAggregate::fold([e]))
         .collect();
+    (log, tasks)
+}
+
+/// Runs the accepted commands of `steps` (task `which % n`, one second apart) on an expanded
+/// job, then ends the job as the orchestrator would once every task has ended; returns the log
+/// and the tasks' states.
+fn drive(
+    n: u32,
+    max_attempts: u32,
+    chunk: u32,
+    steps: &[(usize, Step)],
+) -> (Vec<Event>, Vec<TaskState>) {
+    let (mut log, mut tasks) = expanded_job(n, max_attempts, chunk);
+    let mut now = t0();
+    for (which, step) in steps {
+        now += Duration::seconds(1);
+        let index = which % tasks.len();
+        let task = &mut tasks[index];
+        if let Ok(events) = TaskAggregate::decide(task, command(step, task, now)) {
+            *task = events
+                .iter()
+                .fold(std::mem::take(task), TaskAggregate::evolve);
+            log.extend(events);
+        }
+    }
+    let job = JobAggregate::fold(log.iter().filter(|e| e.task_id().is_none()));
+    let progress = JobProgress::fold(&log);
+    let end = match progress.is_finished() {
+        Some(shoal_domain::Outcome::Completed) => Some(JobCommand::CompleteJob { now }),
+        Some(shoal_domain::Outcome::Failed) => Some(JobCommand::FailJob {
+            failed_tasks: progress.failed,
+            now,
+        }),
+        None => None,
+    };
+    if let Some(end) = end {
+        log.extend(JobAggregate::decide(&job, end).expect("a finished job ends"));
+    }
     (log, tasks)
 }
 
@@ -234,5 +272,45 @@ proptest! {
             seen.extend(e.input["items"].as_array().cloned().unwrap_or_default());
         }
         prop_assert_eq!(seen, (0..items).map(|i| json!(i)).collect::<Vec<_>>());
+    }
+
+    /// The read views agree with the aggregates on everything both fold: a job's stream status
+    /// and task counts, a task's status, attempt, worker, error and dead-lettering; and a
+    /// task's view is the same whether folded alone or among the whole log.
+    #[test]
+    fn views_agree_with_the_aggregates(
+        n in 1u32..6,
+        max_attempts in 1u32..4,
+        chunk in 1u32..4,
+        steps in prop::collection::vec((0usize..6, step()), 0..120),
+    ) {
+        let (log, tasks) = drive(n, max_attempts, chunk, &steps);
+        let views = Views::fold(&log);
+        prop_assert_eq!(views.jobs.len(), 1);
+        let job = views.jobs.values().next().unwrap();
+        let aggregate = JobAggregate::fold(log.iter().filter(|e| e.task_id().is_none()));
+        prop_assert_eq!(job.stream_status, aggregate.status);
+        prop_assert_eq!(job.created_upto, aggregate.created_upto);
+        prop_assert_eq!(job.progress, JobProgress::fold(&log));
+        prop_assert_eq!(job.status(), job.progress.displayed_status(aggregate.status));
+        prop_assert_eq!(job.updated_at, log.last().unwrap().at());
+        prop_assert_eq!(views.tasks.len(), tasks.len());
+        for task in &tasks {
+            let id = task.task_id().unwrap();
+            let view = &views.tasks[&id];
+            prop_assert_eq!(view.status, task.status);
+            prop_assert_eq!(view.attempt, task.attempt);
+            prop_assert_eq!(&view.worker, &task.worker);
+            prop_assert_eq!(view.dead_lettered, task.dead_lettered);
+            prop_assert_eq!(view.next_attempt_at, task.not_before);
+            if task.status == TaskStatus::Completed {
+                prop_assert_eq!(&view.error_message, &None);
+            } else {
+                prop_assert_eq!(&view.error_message, &task.last_error);
+            }
+            prop_assert_eq!(view.completed_at.is_some(), task.status.is_terminal());
+            let alone = TaskView::fold(log.iter().filter(|e| e.task_id() == Some(id)));
+            prop_assert_eq!(alone.as_ref(), Some(view));
+        }
     }
 }

@@ -14,7 +14,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::eventlog::{EventLog, PostgresEventLog, SqliteEventLog};
+use crate::dialect::on_pool;
+use crate::eventlog::{EventLog, SqlEventLog};
 
 /// The Postgres schema, embedded at compile time.
 pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -182,26 +183,17 @@ impl Database {
     /// The event log on this database. Call it once and clone the result: clones share the
     /// commit signal that wakes subscriptions (and, on SQLite, the write lock).
     pub fn event_log(&self) -> Arc<dyn EventLog> {
-        match self {
-            Database::Postgres(pool) => Arc::new(PostgresEventLog::new(pool.clone())),
-            Database::Sqlite(pool) => Arc::new(SqliteEventLog::new(pool.clone())),
-        }
+        on_pool!(self, pool => Arc::new(SqlEventLog::new(pool.clone())))
     }
 
     /// Runs a trivial query: `Ok` when the database answers (health checks).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        match self {
-            Database::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-            Database::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-        }
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
-        match self {
-            Database::Postgres(pool) => pool.close().await,
-            Database::Sqlite(pool) => pool.close().await,
-        }
+        on_pool!(self, pool => pool.close().await)
     }
 }
 

@@ -14,16 +14,18 @@
 //! one process that owns the file, and the lock is an in-process flag per database file.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use shoal_domain::{JobId, JobProgress};
-use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::sqlite::SqlitePool;
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::postgres::{PgConnectOptions, PgPool, Postgres};
+use sqlx::sqlite::{Sqlite, SqlitePool};
+use sqlx::{Connection, PgConnection, Pool};
 use uuid::Uuid;
 
 use crate::db::Database;
+use crate::dialect::{ColumnError, Dialect, QueryExt, col, on_pool};
 use crate::eventlog::LogPosition;
 
 /// Where a job is in the orchestrator's eyes.
@@ -111,25 +113,32 @@ macro_rules! columns {
     };
 }
 
-const PG_LOAD_ACTIVE: &str = concat!(
+const LOAD_CHECKPOINT: &str = "SELECT commit_id, position FROM checkpoints WHERE name = $1";
+
+const LOAD_ACTIVE: &str = concat!(
     "SELECT ",
     columns!(),
     " FROM orchestrator_jobs WHERE status = 'ACTIVE' ORDER BY job_id"
 );
-const PG_LOAD_JOBS: &str = concat!(
-    "SELECT ",
-    columns!(),
-    " FROM orchestrator_jobs WHERE job_id = ANY($1)"
-);
-const SQLITE_LOAD_ACTIVE: &str = PG_LOAD_ACTIVE;
-const SQLITE_LOAD_JOBS: &str = concat!(
-    "SELECT ",
-    columns!(),
-    " FROM orchestrator_jobs WHERE job_id IN (SELECT value FROM json_each(?1))"
-);
 
-/// Rows of a batch and the checkpoint, in one statement: the checkpoint moves only from where
-/// this orchestrator left it (`$4`, `$5`), and the rows are written only if it did.
+/// What the orchestrator store does differently on each backend: the load by a list of ids,
+/// and the batch save (one statement on Postgres; a transaction of two on SQLite, which has
+/// no data-modifying CTEs).
+trait StoreDialect: Dialect {
+    /// The rows of the job ids `$1` (see `Dialect::bind_ids`).
+    const LOAD_JOBS: &'static str;
+
+    /// Writes the rows and moves the checkpoint, atomically; false when the checkpoint was
+    /// not at `from` (nothing written).
+    fn save_batch(
+        pool: &Pool<Self>,
+        name: &str,
+        from: LogPosition,
+        to: LogPosition,
+        jobs: &[TrackedJob],
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+}
+
 const PG_SAVE_BATCH: &str = "
 WITH cp AS (
     INSERT INTO checkpoints (name, commit_id, position) VALUES ($1, $2, $3)
@@ -153,14 +162,56 @@ WITH cp AS (
 )
 SELECT count(*) FROM cp";
 
+impl StoreDialect for Postgres {
+    const LOAD_JOBS: &'static str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM orchestrator_jobs WHERE job_id = ANY($1)"
+    );
+
+    async fn save_batch(
+        pool: &PgPool,
+        name: &str,
+        from: LogPosition,
+        to: LogPosition,
+        jobs: &[TrackedJob],
+    ) -> StoreResult<bool> {
+        let col = |f: fn(&TrackedJob) -> i64| jobs.iter().map(f).collect::<Vec<i64>>();
+        let moved: i64 = sqlx::query_scalar(PG_SAVE_BATCH)
+            .bind(name)
+            .bind(to.commit)
+            .bind(to.position)
+            .bind(from.commit)
+            .bind(from.position)
+            .bind(jobs.iter().map(|j| j.job_id).collect::<Vec<Uuid>>())
+            .bind(col(|j| j.progress.total_tasks.into()))
+            .bind(col(|j| j.created_upto.into()))
+            .bind(col(|j| j.progress.created.into()))
+            .bind(col(|j| j.progress.queued.into()))
+            .bind(col(|j| j.progress.running.into()))
+            .bind(col(|j| j.progress.completed.into()))
+            .bind(col(|j| j.progress.failed.into()))
+            .bind(col(|j| j.progress.retrying.into()))
+            .bind(
+                jobs.iter()
+                    .map(|j| j.status.as_str())
+                    .collect::<Vec<&str>>(),
+            )
+            .bind(col(|j| j.job_version))
+            .fetch_one(pool)
+            .await?;
+        Ok(moved > 0)
+    }
+}
+
 const SQLITE_MOVE_CHECKPOINT: &str = "
-INSERT INTO checkpoints (name, commit_id, position) VALUES (?1, ?2, ?3)
+INSERT INTO checkpoints (name, commit_id, position) VALUES ($1, $2, $3)
 ON CONFLICT (name) DO UPDATE
 SET commit_id = excluded.commit_id, position = excluded.position,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-WHERE checkpoints.commit_id = ?4 AND checkpoints.position = ?5";
+WHERE checkpoints.commit_id = $4 AND checkpoints.position = $5";
 
-/// `?1` is a JSON array of rows in the order of `columns!()`. (`WHERE true` keeps `ON CONFLICT`
+/// `$1` is a JSON array of rows in the order of `columns!()`. (`WHERE true` keeps `ON CONFLICT`
 /// from parsing as a join constraint.)
 const SQLITE_UPSERT_JOBS: &str = "
 INSERT INTO orchestrator_jobs (job_id, total_tasks, created_upto, created, queued, running,
@@ -171,7 +222,7 @@ SELECT json_extract(j.value, '$[0]'), json_extract(j.value, '$[1]'),
        json_extract(j.value, '$[6]'), json_extract(j.value, '$[7]'),
        json_extract(j.value, '$[8]'), json_extract(j.value, '$[9]'),
        json_extract(j.value, '$[10]')
-FROM json_each(?1) AS j
+FROM json_each($1) AS j
 WHERE true
 ON CONFLICT (job_id) DO UPDATE
 SET total_tasks = excluded.total_tasks, created_upto = excluded.created_upto,
@@ -179,6 +230,63 @@ SET total_tasks = excluded.total_tasks, created_upto = excluded.created_upto,
     completed = excluded.completed, failed = excluded.failed, retrying = excluded.retrying,
     status = excluded.status, job_version = excluded.job_version,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+impl StoreDialect for Sqlite {
+    const LOAD_JOBS: &'static str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM orchestrator_jobs WHERE job_id IN (SELECT value FROM json_each($1))"
+    );
+
+    async fn save_batch(
+        pool: &SqlitePool,
+        name: &str,
+        from: LogPosition,
+        to: LogPosition,
+        jobs: &[TrackedJob],
+    ) -> StoreResult<bool> {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let moved = sqlx::query(SQLITE_MOVE_CHECKPOINT)
+            .bind(name)
+            .bind(to.commit)
+            .bind(to.position)
+            .bind(from.commit)
+            .bind(from.position)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if moved == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if !jobs.is_empty() {
+            let rows: Vec<serde_json::Value> = jobs
+                .iter()
+                .map(|j| {
+                    serde_json::json!([
+                        j.job_id.to_string(),
+                        j.progress.total_tasks,
+                        j.created_upto,
+                        j.progress.created,
+                        j.progress.queued,
+                        j.progress.running,
+                        j.progress.completed,
+                        j.progress.failed,
+                        j.progress.retrying,
+                        j.status.as_str(),
+                        j.job_version,
+                    ])
+                })
+                .collect();
+            sqlx::query(SQLITE_UPSERT_JOBS)
+                .bind(serde_json::Value::Array(rows).to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
 
 /// The orchestrator's tables on the Postgres or SQLite database. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -198,26 +306,7 @@ impl OrchestratorStore {
         err(level = "debug")
     )]
     pub async fn load_checkpoint(&self, name: &str) -> StoreResult<LogPosition> {
-        let row: Option<(i64, i64)> = match &self.database {
-            Database::Postgres(pool) => {
-                sqlx::query_as("SELECT commit_id, position FROM checkpoints WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await?
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query_as("SELECT commit_id, position FROM checkpoints WHERE name = ?1")
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await?
-            }
-        };
-        Ok(
-            row.map_or(LogPosition::START, |(commit, position)| LogPosition {
-                commit,
-                position,
-            }),
-        )
+        on_pool!(&self.database, pool => load_checkpoint(pool, name).await)
     }
 
     /// Every job that has not ended (status ACTIVE).
@@ -227,12 +316,7 @@ impl OrchestratorStore {
         err(level = "debug")
     )]
     pub async fn load_active(&self) -> StoreResult<Vec<TrackedJob>> {
-        match &self.database {
-            Database::Postgres(pool) => pg_rows(sqlx::query(PG_LOAD_ACTIVE).fetch_all(pool).await?),
-            Database::Sqlite(pool) => {
-                sqlite_rows(sqlx::query(SQLITE_LOAD_ACTIVE).fetch_all(pool).await?)
-            }
-        }
+        on_pool!(&self.database, pool => load(pool, LOAD_ACTIVE, None).await)
     }
 
     /// The rows of these jobs that exist, in any order.
@@ -246,24 +330,7 @@ impl OrchestratorStore {
         if job_ids.is_empty() {
             return Ok(Vec::new());
         }
-        match &self.database {
-            Database::Postgres(pool) => pg_rows(
-                sqlx::query(PG_LOAD_JOBS)
-                    .bind(job_ids)
-                    .fetch_all(pool)
-                    .await?,
-            ),
-            Database::Sqlite(pool) => {
-                let ids: Vec<String> = job_ids.iter().map(Uuid::to_string).collect();
-                let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
-                sqlite_rows(
-                    sqlx::query(SQLITE_LOAD_JOBS)
-                        .bind(ids)
-                        .fetch_all(pool)
-                        .await?,
-                )
-            }
-        }
+        on_pool!(&self.database, pool => load_jobs(pool, job_ids).await)
     }
 
     /// Writes `jobs` (whole rows, upserted) and moves checkpoint `name` from `from` to `to`,
@@ -282,10 +349,7 @@ impl OrchestratorStore {
         to: LogPosition,
         jobs: &[TrackedJob],
     ) -> StoreResult<()> {
-        let moved = match &self.database {
-            Database::Postgres(pool) => pg_save_batch(pool, name, from, to, jobs).await?,
-            Database::Sqlite(pool) => sqlite_save_batch(pool, name, from, to, jobs).await?,
-        };
+        let moved = on_pool!(&self.database, pool => StoreDialect::save_batch(pool, name, from, to, jobs).await)?;
         if moved {
             Ok(())
         } else {
@@ -294,87 +358,57 @@ impl OrchestratorStore {
     }
 }
 
-async fn pg_save_batch(
-    pool: &PgPool,
-    name: &str,
-    from: LogPosition,
-    to: LogPosition,
-    jobs: &[TrackedJob],
-) -> StoreResult<bool> {
-    let col = |f: fn(&TrackedJob) -> i64| jobs.iter().map(f).collect::<Vec<i64>>();
-    let moved: i64 = sqlx::query_scalar(PG_SAVE_BATCH)
-        .bind(name)
-        .bind(to.commit)
-        .bind(to.position)
-        .bind(from.commit)
-        .bind(from.position)
-        .bind(jobs.iter().map(|j| j.job_id).collect::<Vec<Uuid>>())
-        .bind(col(|j| j.progress.total_tasks.into()))
-        .bind(col(|j| j.created_upto.into()))
-        .bind(col(|j| j.progress.created.into()))
-        .bind(col(|j| j.progress.queued.into()))
-        .bind(col(|j| j.progress.running.into()))
-        .bind(col(|j| j.progress.completed.into()))
-        .bind(col(|j| j.progress.failed.into()))
-        .bind(col(|j| j.progress.retrying.into()))
-        .bind(
-            jobs.iter()
-                .map(|j| j.status.as_str())
-                .collect::<Vec<&str>>(),
-        )
-        .bind(col(|j| j.job_version))
-        .fetch_one(pool)
+async fn load_checkpoint<D: Dialect>(pool: &Pool<D>, name: &str) -> StoreResult<LogPosition> {
+    let row = sqlx::query::<D>(LOAD_CHECKPOINT)
+        .arg(name)
+        .optional(D::pool(pool))
         .await?;
-    Ok(moved > 0)
+    Ok(match row {
+        Some(row) => LogPosition {
+            commit: col::<D, _>(&row, 0)?,
+            position: col::<D, _>(&row, 1)?,
+        },
+        None => LogPosition::START,
+    })
 }
 
-async fn sqlite_save_batch(
-    pool: &SqlitePool,
-    name: &str,
-    from: LogPosition,
-    to: LogPosition,
-    jobs: &[TrackedJob],
-) -> StoreResult<bool> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let moved = sqlx::query(SQLITE_MOVE_CHECKPOINT)
-        .bind(name)
-        .bind(to.commit)
-        .bind(to.position)
-        .bind(from.commit)
-        .bind(from.position)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if moved == 0 {
-        tx.rollback().await?;
-        return Ok(false);
+async fn load_jobs<D: StoreDialect>(
+    pool: &Pool<D>,
+    job_ids: &[Uuid],
+) -> StoreResult<Vec<TrackedJob>> {
+    load(pool, D::LOAD_JOBS, Some(job_ids.to_vec())).await
+}
+
+/// Rows of `sql` (columns in `columns!()` order), bound to `ids` when given.
+async fn load<D: Dialect>(
+    pool: &Pool<D>,
+    sql: &'static str,
+    ids: Option<Vec<Uuid>>,
+) -> StoreResult<Vec<TrackedJob>> {
+    let mut query = sqlx::query::<D>(sql);
+    if let Some(ids) = ids {
+        query = query.ids(ids);
     }
-    if !jobs.is_empty() {
-        let rows: Vec<serde_json::Value> = jobs
-            .iter()
-            .map(|j| {
-                serde_json::json!([
-                    j.job_id.to_string(),
-                    j.progress.total_tasks,
-                    j.created_upto,
-                    j.progress.created,
-                    j.progress.queued,
-                    j.progress.running,
-                    j.progress.completed,
-                    j.progress.failed,
-                    j.progress.retrying,
-                    j.status.as_str(),
-                    j.job_version,
-                ])
-            })
-            .collect();
-        sqlx::query(SQLITE_UPSERT_JOBS)
-            .bind(serde_json::Value::Array(rows).to_string())
-            .execute(&mut *tx)
-            .await?;
+    let rows = query.all(D::pool(pool)).await?;
+    rows.iter()
+        .map(|row| {
+            let mut n = [0i64; 8];
+            for (i, slot) in n.iter_mut().enumerate() {
+                *slot = col::<D, _>(row, i + 1)?;
+            }
+            let status: String = col::<D, _>(row, 9)?;
+            tracked(D::get_id(row, 0)?, n, &status, col::<D, _>(row, 10)?)
+        })
+        .collect()
+}
+
+impl From<ColumnError> for StoreError {
+    fn from(error: ColumnError) -> Self {
+        match error {
+            ColumnError::Database(e) => StoreError::Database(e),
+            ColumnError::Corrupt(what) => StoreError::Corrupt(what),
+        }
     }
-    tx.commit().await?;
-    Ok(true)
 }
 
 fn count(value: i64, column: &str) -> StoreResult<u32> {
@@ -398,51 +432,6 @@ fn tracked(job_id: Uuid, n: [i64; 8], status: &str, job_version: i64) -> StoreRe
         status: TrackedStatus::parse(status)?,
         job_version,
     })
-}
-
-const COUNT_COLUMNS: [&str; 8] = [
-    "total_tasks",
-    "created_upto",
-    "created",
-    "queued",
-    "running",
-    "completed",
-    "failed",
-    "retrying",
-];
-
-fn pg_rows(rows: Vec<sqlx::postgres::PgRow>) -> StoreResult<Vec<TrackedJob>> {
-    rows.iter()
-        .map(|row| {
-            let mut n = [0i64; 8];
-            for (slot, column) in n.iter_mut().zip(COUNT_COLUMNS) {
-                *slot = row.try_get(column)?;
-            }
-            let status: String = row.try_get("status")?;
-            tracked(
-                row.try_get("job_id")?,
-                n,
-                &status,
-                row.try_get("job_version")?,
-            )
-        })
-        .collect()
-}
-
-fn sqlite_rows(rows: Vec<sqlx::sqlite::SqliteRow>) -> StoreResult<Vec<TrackedJob>> {
-    rows.iter()
-        .map(|row| {
-            let mut n = [0i64; 8];
-            for (slot, column) in n.iter_mut().zip(COUNT_COLUMNS) {
-                *slot = row.try_get(column)?;
-            }
-            let status: String = row.try_get("status")?;
-            let job_id: String = row.try_get("job_id")?;
-            let job_id = Uuid::parse_str(&job_id)
-                .map_err(|e| StoreError::Corrupt(format!("job_id {job_id:?}: {e}")))?;
-            tracked(job_id, n, &status, row.try_get("job_version")?)
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,13 +8,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use shoal_domain::{Event, JobId, JobStatus, ProgressDelta, TaskStatus};
+use shoal_domain::{Event, JobId, JobLifecycle, JobStatus, ProgressDelta, TaskStatus};
 use shoal_infra::readmodel::{
     AnalyticsChanges, AnalyticsJobState, DailyDelta, ProcessingDelta, ThroughputDelta, histogram,
     to_micros,
 };
-
-use crate::lifecycle::{StreamState, displayed};
 
 /// Whether an event can change its job's displayed status (job events, and a task's start).
 fn moves_job(event: &Event) -> bool {
@@ -47,7 +45,7 @@ fn day_of(
 }
 
 fn state_status(state: &AnalyticsJobState) -> JobStatus {
-    displayed(state.stream_status, state.started)
+    state.stream_status.displayed(state.started)
 }
 
 /// Folds a batch. `states` are the stored states of [`keys`] that exist.
@@ -93,14 +91,14 @@ pub fn fold(states: Vec<AnalyticsJobState>, events: &[Event]) -> AnalyticsChange
                     if matches!(event, Event::TaskStarted(_)) {
                         state.started = true;
                     } else {
-                        let mut stream = StreamState {
+                        let mut lifecycle = JobLifecycle {
                             status: state.stream_status,
                             total_tasks: state.total_tasks,
                             created_upto: state.created_upto,
                         };
-                        stream.apply(event);
-                        state.stream_status = stream.status;
-                        state.created_upto = stream.created_upto;
+                        lifecycle.apply(event);
+                        state.stream_status = lifecycle.status;
+                        state.created_upto = lifecycle.created_upto;
                     }
                     let after = state_status(state);
                     if before != after {

@@ -18,7 +18,6 @@
 
 pub mod analytics;
 pub mod jobs;
-mod lifecycle;
 pub mod metrics;
 
 use std::future::Future;
@@ -27,13 +26,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use shoal_domain::{Event, JobId, TaskId};
+use shoal_domain::Event;
 use shoal_infra::db::Database;
 use shoal_infra::eventlog::{EventLog, LogError, LogPosition, RecordedEvent};
-use shoal_infra::readmodel::{ReadModelError, ReadModelStore, Target};
+use shoal_infra::readmodel::{ChangeSource, ReadModelError, ReadModelStore, Target};
 use tokio::sync::broadcast;
 
-pub use shoal_infra::readmodel::ProjectionName;
+pub use shoal_infra::readmodel::{ProjectionChange, ProjectionName};
 
 /// How the projector runs. `Default` gives production values.
 #[derive(Debug, Clone)]
@@ -80,22 +79,6 @@ impl Default for ProjectorConfig {
             projections: ProjectionName::ALL.to_vec(),
         }
     }
-}
-
-/// What one committed batch (or a rebuild's swap) changed, broadcast after the commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProjectionChange {
-    pub projection: ProjectionName,
-    /// The projection's checkpoint after the commit.
-    pub position: LogPosition,
-    /// Jobs whose `jobs` row changed (jobs projection).
-    pub jobs: Vec<JobId>,
-    /// Tasks whose `tasks` row changed, with their job (jobs projection).
-    pub tasks: Vec<(JobId, TaskId)>,
-    /// An analytics counter changed (analytics projection).
-    pub analytics: bool,
-    /// The projection's tables were replaced by a rebuild: everything may have changed.
-    pub rebuilt: bool,
 }
 
 /// What went wrong. Transient database errors inside [`Projector::run`] are retried there;
@@ -183,6 +166,13 @@ fn slot(name: ProjectionName) -> usize {
     match name {
         ProjectionName::Jobs => 0,
         ProjectionName::Analytics => 1,
+    }
+}
+
+/// The query API's subscriptions are fed from here (see [`Projector::subscribe`]).
+impl ChangeSource for Projector {
+    fn subscribe(&self) -> broadcast::Receiver<Arc<ProjectionChange>> {
+        Projector::subscribe(self)
     }
 }
 

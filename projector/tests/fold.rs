@@ -1,7 +1,7 @@
 //! The pure folds, without a database and with many cases: folding a log in any split into
 //! batches, each batch from the rows the previous ones left (jobs) or adding its deltas
-//! (analytics), gives what one batch gives; and the displayed job status agrees with the
-//! domain's own aggregate.
+//! (analytics), gives what one batch gives; the displayed job status agrees with the
+//! domain's own aggregate; and the rows are the domain's views of the log.
 
 mod support;
 
@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 use shoal_domain::{Aggregate, Event, JobAggregate, JobId, JobState};
-use shoal_infra::readmodel::{AnalyticsChanges, AnalyticsJobState, JobRow, TaskRow};
+use shoal_infra::readmodel::{AnalyticsChanges, AnalyticsJobState, JobRow, ReadModelDump, TaskRow};
 use shoal_projector::{analytics, jobs};
 use support::{Op, Sim};
 
@@ -142,5 +142,32 @@ proptest! {
             .map(|(k, n)| (k.clone(), *n))
             .collect();
         prop_assert_eq!(counted, by_status);
+    }
+
+    #[test]
+    fn any_split_folds_to_the_domain_views(
+        ops in prop::collection::vec(any::<(u8, u8, u8)>(), 1..150),
+        cuts in prop::collection::vec(1usize..20, 1..10),
+    ) {
+        let events = log(&ops);
+        let (jobs, tasks, totals) = fold_in_batches(&events, &cuts);
+        let counted = |prefix: &str| -> Vec<(String, i64)> {
+            totals
+                .counters
+                .iter()
+                .filter_map(|(k, n)| Some((k.strip_prefix(prefix)?.to_owned(), *n)))
+                .collect()
+        };
+        let mut got = ReadModelDump {
+            jobs,
+            tasks,
+            job_states: totals.states.values().copied().collect(),
+            jobs_by_type: counted("type "),
+            jobs_by_status: counted("job "),
+            tasks_by_status: counted("task "),
+            ..ReadModelDump::default()
+        };
+        support::canonical(&mut got);
+        support::assert_domain_tables_eq(&got, &support::domain_tables(&events));
     }
 }

@@ -17,7 +17,7 @@ use shoal_domain::events::{
     JobCompleted, JobSubmitted, TaskCompleted, TaskEnqueued, TaskFailed, TaskStarted, TasksCreated,
 };
 use shoal_domain::{Event, JobId, JobStatus, Split, TaskId, TaskStatus};
-use shoal_infra::eventlog::LogPosition;
+use shoal_infra::eventlog::{LogPosition, RecordedEvent};
 use shoal_infra::readmodel::{JobCursor, JobFilter, JobSort, Target};
 use shoal_projector::{ProjectionName, Projector, ProjectorConfig};
 use support::{Backend, Op, append, dump, expected_dump, write_log};
@@ -49,6 +49,41 @@ fn ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
 // ---------------------------------------------------------------------------------------------
 // Any split into batches gives the same tables.
 
+/// Applies the whole log to projection `name` through the projector, cut at `cuts` (batch
+/// lengths, cycled), and checks that the checkpoint ends at the log's head.
+async fn apply_in_batches(
+    backend: &Backend,
+    projector: &Projector,
+    recorded: &[RecordedEvent],
+    name: ProjectionName,
+    cuts: &[usize],
+) {
+    let mut from = LogPosition::START;
+    let mut rest = recorded;
+    for len in cuts.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (batch, tail) = rest.split_at((*len).clamp(1, rest.len()));
+        let change = projector
+            .apply_batch(name, from, batch)
+            .await
+            .expect("apply");
+        from = change.position;
+        rest = tail;
+    }
+    assert_eq!(
+        backend
+            .store()
+            .checkpoint(name, Target::Live)
+            .await
+            .unwrap(),
+        recorded
+            .last()
+            .map_or(LogPosition::START, |e| e.log_position)
+    );
+}
+
 /// Applies the whole log cut at `cuts` (batch lengths, cycled) for each projection and checks
 /// the tables against the one-batch fold.
 async fn split_gives_the_same_tables(backend: Backend, ops: Vec<Op>, cuts: [Vec<usize>; 2]) {
@@ -57,30 +92,7 @@ async fn split_gives_the_same_tables(backend: Backend, ops: Vec<Op>, cuts: [Vec<
     assert_eq!(recorded.len(), events.len());
     let projector = projector(&backend, 1000);
     for (name, cuts) in ProjectionName::ALL.into_iter().zip(cuts) {
-        let mut from = LogPosition::START;
-        let mut rest = recorded.as_slice();
-        for len in cuts.iter().cycle() {
-            if rest.is_empty() {
-                break;
-            }
-            let (batch, tail) = rest.split_at((*len).clamp(1, rest.len()));
-            let change = projector
-                .apply_batch(name, from, batch)
-                .await
-                .expect("apply");
-            from = change.position;
-            rest = tail;
-        }
-        assert_eq!(
-            backend
-                .store()
-                .checkpoint(name, Target::Live)
-                .await
-                .unwrap(),
-            recorded
-                .last()
-                .map_or(LogPosition::START, |e| e.log_position)
-        );
+        apply_in_batches(&backend, &projector, &recorded, name, &cuts).await;
     }
     support::assert_dumps_eq(&dump(&backend.store()).await, &expected_dump(&events));
 }
@@ -109,6 +121,50 @@ proptest! {
         runtime().block_on(async {
             if let Some(backend) = Backend::postgres().await {
                 split_gives_the_same_tables(backend, ops, cuts).await;
+            }
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The projection is the domain's fold: whatever the batches, the stored jobs and tasks rows
+// (and the analytics counts of jobs and tasks) are `shoal_domain::Views` of the log, field by
+// field.
+
+async fn projection_is_the_domain_fold(backend: Backend, ops: Vec<Op>, cuts: [Vec<usize>; 2]) {
+    write_log(backend.log.as_ref(), &ops).await;
+    let recorded = backend.read_everything().await;
+    let projector = projector(&backend, 1000);
+    for (name, cuts) in ProjectionName::ALL.into_iter().zip(cuts) {
+        apply_in_batches(&backend, &projector, &recorded, name, &cuts).await;
+    }
+    // The log as the projector read it, in its order.
+    let log: Vec<Event> = recorded
+        .iter()
+        .map(|r| Event::decode(&r.event_type, r.schema_version, r.data.get()).expect("decode"))
+        .collect();
+    support::assert_domain_tables_eq(&dump(&backend.store()).await, &support::domain_tables(&log));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn projection_equals_the_domain_fold_sqlite(ops in ops(80), cuts in cuts()) {
+        runtime().block_on(async {
+            projection_is_the_domain_fold(Backend::sqlite().await, ops, cuts).await;
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 5, ..ProptestConfig::default() })]
+
+    #[test]
+    fn projection_equals_the_domain_fold_postgres(ops in ops(80), cuts in cuts()) {
+        runtime().block_on(async {
+            if let Some(backend) = Backend::postgres().await {
+                projection_is_the_domain_fold(backend, ops, cuts).await;
             }
         });
     }

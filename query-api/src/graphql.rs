@@ -27,23 +27,21 @@ use std::time::Duration;
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ErrorExtensions, ID, Object};
 use chrono::{DateTime, Utc};
-use shoal_command_api::graphql::JobStatus;
+use shoal_api::error::Chain;
+use shoal_api::graphql::JobStatus;
 use shoal_domain::{JobId, TaskId};
 use shoal_infra::eventlog::{EventLog, LogPosition, RecordedEvent};
-use shoal_infra::readmodel::{JobCursor, JobFilter, ReadModelError, ReadModelStore};
-use shoal_projector::ProjectionChange;
+use shoal_infra::readmodel::{
+    ChangeSource, JobCursor, JobFilter, ProjectionChange, ReadModelStore,
+};
 use tokio::sync::broadcast;
 
 pub use live::SubscriptionRoot;
+pub use shoal_api::graphql::{BAD_USER_INPUT, INTERNAL, TaskStatus};
 pub use types::{
     Analytics, AnalyticsOverview, HistoryEvent, Job, JobSortOrder, JobsChange, ProcessingTime,
-    Task, TaskStatus, TaskUpdates,
+    Task, TaskUpdates,
 };
-
-/// Code of errors about a request's shape (same as command-api's).
-pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
-/// Code of infrastructure failures (same as command-api's).
-pub const INTERNAL: &str = "INTERNAL";
 
 /// Default page size of `jobs`, `tasks` and `history`.
 pub const DEFAULT_PAGE: i32 = 50;
@@ -77,8 +75,9 @@ impl ChangeFeed {
         ChangeFeed(Arc::new(subscribe))
     }
 
-    /// The notifications of a projector (in this process).
-    pub fn from_projector(projector: &shoal_projector::Projector) -> Self {
+    /// The notifications of a projector (in this process; `shoal_projector::Projector` is a
+    /// [`ChangeSource`]).
+    pub fn from_projector(projector: &(impl ChangeSource + Clone + 'static)) -> Self {
         let projector = projector.clone();
         ChangeFeed::new(move || projector.subscribe())
     }
@@ -294,23 +293,9 @@ pub(crate) fn internal_error() -> async_graphql::Error {
     async_graphql::Error::new("internal error").extend_with(|_, e| e.set("code", INTERNAL))
 }
 
-/// Logs an infrastructure failure once, here, and hides it from the client.
-pub(crate) fn internal(error: impl Into<InternalCause>) -> async_graphql::Error {
-    let InternalCause(message) = error.into();
-    tracing::error!(error = %message, "read query failed on infrastructure");
+/// Logs an infrastructure failure (the read model's or the log's) once, here, with its
+/// causes, and hides it from the client.
+pub(crate) fn internal(error: impl std::error::Error + 'static) -> async_graphql::Error {
+    tracing::error!(error = %Chain(&error), "read query failed on infrastructure");
     internal_error()
-}
-
-pub(crate) struct InternalCause(String);
-
-impl From<ReadModelError> for InternalCause {
-    fn from(e: ReadModelError) -> Self {
-        InternalCause(e.to_string())
-    }
-}
-
-impl From<shoal_infra::eventlog::LogError> for InternalCause {
-    fn from(e: shoal_infra::eventlog::LogError) -> Self {
-        InternalCause(e.to_string())
-    }
 }

@@ -1,30 +1,34 @@
-//! The original system's REST API, read side: `GET /`, `GET /health`, jobs, tasks, analytics,
-//! and the OpenAPI document (`/openapi.json`) with Swagger UI (`/docs`, served from the binary:
-//! no CDN). [`api`] mounts it together with command-api's REST writes.
+//! The original system's REST API, read side: `GET /`, `GET /health`, jobs, tasks, analytics
+//! ([`router`]), and their OpenAPI description ([`ReadApiDoc`]). The `shoal` binary mounts them
+//! together with command-api's REST writes, and serves the whole document (`/openapi.json`)
+//! with Swagger UI (`/docs`). The conventions (error bodies, `Job` and `Task`, times) are
+//! `shoal_api::rest`'s.
 //!
 //! Reads come from the projector's read tables. A job or task the tables do not have yet (the
 //! projector is a few milliseconds behind a submission) is answered from its event stream
-//! instead, so a client that submits and then reads never sees a 404 for what it just wrote.
+//! instead ([`StreamSnapshots`]), so a client that submits and then reads never sees a 404 for
+//! what it just wrote.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::routing::{any, get};
+use axum::routing::get;
 use chrono::Utc;
 use serde::Serialize;
-use serde_json::{Value, json};
-use shoal_command_api::commands::{CommandError, CommandService};
-use shoal_command_api::rest::{
-    self as write, ApiError, Detail, FieldError, Job, Task, ValidationDetail, iso, query_int,
+use serde_json::json;
+use shoal_api::rest::{
+    ApiError, Detail, FieldError, Job, RestJobStatus, Task, ValidationDetail, iso, parse_task_id,
+    query_int,
 };
+use shoal_api::snapshot::StreamSnapshots;
 use shoal_domain::JobId;
 use shoal_infra::db::Database;
 use shoal_infra::readmodel::{JobFilter, JobRow, JobSort, ReadModelError, ReadModelStore, TaskRow};
 use utoipa::{OpenApi, ToSchema};
-use utoipa_swagger_ui::SwaggerUi;
 
 /// Largest `page_size` of `GET /api/v1/jobs` (the original's).
 pub const MAX_JOBS_PAGE_SIZE: i64 = 100;
@@ -54,20 +58,24 @@ impl Default for RestConfig {
 #[derive(Debug, Clone)]
 struct Reads {
     store: ReadModelStore,
-    commands: CommandService,
+    streams: Arc<dyn StreamSnapshots>,
     config: RestConfig,
 }
 
-/// The whole REST API: command-api's writes, these reads, `/openapi.json` and `/docs`, with
-/// the original's 405 (`{"detail":"Method Not Allowed"}`) on known paths and 404
-/// (`{"detail":"Not Found"}`) on unknown paths under `/api`.
-pub fn api(commands: CommandService, store: ReadModelStore, config: RestConfig) -> Router {
+/// The REST reads, from `store`; a job or task it does not have yet is read from `streams`.
+/// The binary mounts it with the writes, and installs the original's 405
+/// (`{"detail":"Method Not Allowed"}`) and 404 under `/api` (`{"detail":"Not Found"}`).
+pub fn router(
+    store: ReadModelStore,
+    streams: Arc<dyn StreamSnapshots>,
+    config: RestConfig,
+) -> Router {
     let reads = Reads {
         store,
-        commands: commands.clone(),
+        streams,
         config,
     };
-    let read_routes = Router::new()
+    Router::new()
         .route("/", get(root))
         .route("/health", get(health))
         .route("/api/v1/jobs", get(list_jobs))
@@ -84,23 +92,12 @@ pub fn api(commands: CommandService, store: ReadModelStore, config: RestConfig) 
             get(processing_time_stats),
         )
         .route("/api/v1/analytics/recent-jobs", get(recent_jobs))
-        .route("/api/{*rest}", any(write::not_found))
-        .with_state(reads);
-    Router::new()
-        .merge(write::router(commands))
-        .merge(read_routes)
-        .method_not_allowed_fallback(write::method_not_allowed)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .with_state(reads)
 }
 
-/// The OpenAPI 3.1 document of the whole REST API (reads and writes).
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = ReadApiDoc::openapi();
-    doc.merge(write::WriteApiDoc::openapi());
-    doc
-}
-
-#[derive(OpenApi)]
+/// The OpenAPI description of the reads, with the document's title (the binary merges the
+/// writes' into it).
+#[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "Shoal REST API",
@@ -120,7 +117,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         (name = "analytics", description = "Counts and statistics"),
     )
 )]
-struct ReadApiDoc;
+pub struct ReadApiDoc;
 
 // ---------------------------------------------------------------------------------------------
 // Bodies
@@ -244,8 +241,8 @@ struct ProcessingStats {
 struct RecentJob {
     id: String,
     job_type: String,
-    #[schema(value_type = write::RestJobStatus)]
-    status: write::RestJobStatus,
+    #[schema(value_type = RestJobStatus)]
+    status: RestJobStatus,
     total_tasks: u32,
     completed_tasks: u32,
     failed_tasks: u32,
@@ -299,11 +296,7 @@ fn round2(x: f64) -> f64 {
 }
 
 fn read_error(error: ReadModelError) -> ApiError {
-    ApiError::Internal(error.to_string())
-}
-
-fn command_error(error: CommandError) -> ApiError {
-    ApiError::from_command(error, &Value::Null, "num_tasks")
+    ApiError::internal(error)
 }
 
 fn validation(errors: Vec<FieldError>) -> Result<(), ApiError> {
@@ -418,10 +411,14 @@ async fn get_job(
         return Ok(Json(job_body(&row)));
     }
     // Not projected yet: the job's own stream.
-    match reads.commands.job_snapshot(id).await {
-        Ok(job) => Ok(Json(Job::from_snapshot(&job))),
-        Err(CommandError::NotFound(_)) => Err(not_found()),
-        Err(other) => Err(command_error(other)),
+    match reads
+        .streams
+        .job_snapshot(id)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some(job) => Ok(Json(Job::from_snapshot(&job))),
+        None => Err(not_found()),
     }
 }
 
@@ -490,17 +487,20 @@ async fn get_task(
     State(reads): State<Reads>,
     Path(task_id): Path<String>,
 ) -> Result<Json<Task>, ApiError> {
-    let id = write::parse_task_id(&task_id)?;
+    let id = parse_task_id(&task_id)?;
     if let Some(row) = reads.store.get_task(id).await.map_err(read_error)? {
         return Ok(Json(task_body(&row)));
     }
     // Not projected yet: the task's own stream.
-    let task = reads
-        .commands
+    match reads
+        .streams
         .task_snapshot(id)
         .await
-        .map_err(command_error)?;
-    Ok(Json(Task::from_snapshot(&task)))
+        .map_err(ApiError::internal)?
+    {
+        Some(task) => Ok(Json(Task::from_snapshot(&task))),
+        None => Err(ApiError::NotFound(format!("Task {id} not found"))),
+    }
 }
 
 /// Counts of jobs and tasks, success rate and processing times.
@@ -649,19 +649,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_openapi_document_covers_reads_and_writes() {
-        let doc = serde_json::to_value(openapi()).unwrap();
+    fn the_openapi_document_has_the_reads() {
+        let doc = serde_json::to_value(ReadApiDoc::openapi()).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
-        let jobs = &doc["paths"]["/api/v1/jobs"];
-        assert!(
-            jobs["get"].is_object() && jobs["post"].is_object(),
-            "{jobs}"
-        );
+        assert_eq!(doc["info"]["title"], "Shoal REST API");
+        assert!(doc["paths"]["/api/v1/jobs"]["get"].is_object());
         for path in [
             "/",
             "/health",
             "/api/v1/jobs/{job_id}/tasks",
-            "/api/v1/tasks/{task_id}/complete",
+            "/api/v1/tasks/{task_id}",
             "/api/v1/analytics/recent-jobs",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");

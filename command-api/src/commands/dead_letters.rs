@@ -17,10 +17,8 @@ use shoal_infra::eventlog::{AppendBatch, ExpectedVersion, StreamAppend};
 use shoal_infra::queue::{DeadLetter, OutgoingMessage, QueueError, TaskMessage, TaskQueue};
 use uuid::Uuid;
 
-use super::{
-    CONFLICT_ATTEMPTS, CommandError, CommandService, InfrastructureError, LoadedTask, encode_all,
-    fold_tasks,
-};
+use super::streams::{LoadedTask, encode_all, fold_tasks};
+use super::{CONFLICT_ATTEMPTS, CommandError, CommandService, InfrastructureError};
 
 /// Dead letters listed when no limit is given.
 pub const DEFAULT_DEAD_LETTER_LIMIT: u32 = 100;
@@ -253,11 +251,9 @@ impl CommandService {
     }
 
     fn task_queue(&self) -> Result<&Arc<dyn TaskQueue>, CommandError> {
-        self.queue.as_ref().ok_or_else(|| {
-            CommandError::Infrastructure(InfrastructureError::Queue(
-                "this service has no task queue (CommandService::with_queue)".to_owned(),
-            ))
-        })
+        self.queue
+            .as_ref()
+            .ok_or(CommandError::Infrastructure(InfrastructureError::NoQueue))
     }
 }
 
@@ -280,7 +276,7 @@ fn retry_appends(
 }
 
 fn queue_error(error: QueueError) -> CommandError {
-    CommandError::Infrastructure(InfrastructureError::Queue(error.to_string()))
+    CommandError::Infrastructure(InfrastructureError::Queue(error))
 }
 
 fn count(n: usize) -> u32 {

@@ -14,10 +14,12 @@
 
 mod batch;
 mod postgres;
+pub(crate) mod sql;
 mod sqlite;
 mod subscription;
 
 pub use postgres::{PostgresEventLog, load_checkpoint_pg, save_checkpoint_pg};
+pub use sql::SqlEventLog;
 pub use sqlite::{SqliteEventLog, SqliteWriteTx, load_checkpoint_sqlite, save_checkpoint_sqlite};
 
 use std::pin::Pin;
@@ -390,63 +392,4 @@ async fn append_many_with<L: EventLog + ?Sized>(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(LogError::Invalid("no result".into()))))
         .collect()
-}
-
-/// A row of `events` as both backends select it (`commit_id` is the transaction id on
-/// Postgres and the position on SQLite).
-/// Decoded by column position (every read selects the columns in this order): looking each
-/// column up by name costs a hash lookup per column per row, on the log's hottest path.
-#[derive(Debug)]
-pub(crate) struct EventRow {
-    commit_id: i64,
-    position: i64,
-    stream_id: String,
-    stream_version: i64,
-    event_type: String,
-    schema_version: i32,
-    data: sqlx::types::Json<Box<RawValue>>,
-    metadata: sqlx::types::Json<Box<RawValue>>,
-    recorded_at: DateTime<Utc>,
-}
-
-impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for EventRow
-where
-    usize: sqlx::ColumnIndex<R>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    sqlx::types::Json<Box<RawValue>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
-        Ok(EventRow {
-            commit_id: row.try_get(0)?,
-            position: row.try_get(1)?,
-            stream_id: row.try_get(2)?,
-            stream_version: row.try_get(3)?,
-            event_type: row.try_get(4)?,
-            schema_version: row.try_get(5)?,
-            data: row.try_get(6)?,
-            metadata: row.try_get(7)?,
-            recorded_at: row.try_get(8)?,
-        })
-    }
-}
-
-impl From<EventRow> for RecordedEvent {
-    fn from(row: EventRow) -> Self {
-        RecordedEvent {
-            log_position: LogPosition {
-                commit: row.commit_id,
-                position: row.position,
-            },
-            stream_id: row.stream_id,
-            stream_version: row.stream_version,
-            event_type: row.event_type,
-            schema_version: row.schema_version,
-            data: row.data.0,
-            metadata: row.metadata.0,
-            recorded_at: row.recorded_at,
-        }
-    }
 }

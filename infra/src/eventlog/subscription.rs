@@ -27,6 +27,12 @@ impl CommitSignal {
         self.max_commit = self.max_commit.max(commit);
         news
     }
+
+    /// Records that commits may have gone unannounced; always news.
+    pub fn resync(&mut self) -> bool {
+        self.resync += 1;
+        true
+    }
 }
 
 /// While a commit we were told about is not readable yet (on Postgres: an older transaction is

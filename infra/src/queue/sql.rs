@@ -35,6 +35,8 @@ mod sqlite;
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use sqlx::Pool;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::watch;
@@ -46,6 +48,7 @@ use super::{
     Receipt, TaskMessage, TaskQueue,
 };
 use crate::db::Database;
+use crate::dialect::{Dialect, QueryExt, col};
 
 use self::postgres::PgQueue;
 use self::sqlite::SqliteQueue;
@@ -499,4 +502,76 @@ fn millis(duration: Duration) -> i64 {
 /// The reason given to a message dead-lettered for too many receives.
 fn over_received_reason(receive_count: i64) -> String {
     format!("received {receive_count} times without being handled")
+}
+
+const DEAD_LETTERS: &str = "
+SELECT id, job_id, task_id, body, reason, dead_lettered_at
+FROM task_dead_letters
+ORDER BY id
+LIMIT $1";
+
+const JOB_DEAD_LETTERS: &str = "
+SELECT id, job_id, task_id, body, reason, dead_lettered_at
+FROM task_dead_letters
+WHERE job_id = $2
+ORDER BY id
+LIMIT $1";
+
+const PURGE_JOB: &str = "DELETE FROM task_queue WHERE job_id = $1";
+
+/// What the queue's shared statements need to know of a dialect beyond [`Dialect`]. The
+/// statements that differ (the claim above all) are in each backend's module.
+trait QueueDialect: Dialect {
+    /// A nullable id column of the dead letters (SQLite: text that is not a UUID reads as
+    /// none, as a poison message may carry anything).
+    fn get_opt_id(row: &Self::Row, index: usize) -> QueueResult<Option<Uuid>>;
+    /// A time column of the queue's tables (Postgres `timestamptz`; SQLite integer
+    /// milliseconds since the Unix epoch).
+    fn get_queue_time(row: &Self::Row, index: usize) -> QueueResult<DateTime<Utc>>;
+}
+
+/// The oldest `limit` dead letters, of one job or of all.
+async fn dead_letters<D: QueueDialect>(
+    pool: &Pool<D>,
+    job_id: Option<Uuid>,
+    limit: i64,
+) -> QueueResult<Vec<DeadLetter>> {
+    let query = match job_id {
+        Some(job_id) => sqlx::query::<D>(JOB_DEAD_LETTERS).arg(limit).id(job_id),
+        None => sqlx::query::<D>(DEAD_LETTERS).arg(limit),
+    };
+    let rows = query.all(D::pool(pool)).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DeadLetter {
+                id: col::<D, i64>(row, 0)?.to_string(),
+                job_id: D::get_opt_id(row, 1)?,
+                task_id: D::get_opt_id(row, 2)?,
+                raw: col::<D, _>(row, 3)?,
+                reason: col::<D, _>(row, 4)?,
+                dead_lettered_at: D::get_queue_time(row, 5)?,
+            })
+        })
+        .collect()
+}
+
+/// Drops a job's queued messages; returns how many.
+async fn purge_job<D: Dialect>(pool: &Pool<D>, job_id: Uuid) -> QueueResult<u64> {
+    Ok(sqlx::query::<D>(PURGE_JOB)
+        .id(job_id)
+        .run(D::pool(pool))
+        .await?)
+}
+
+/// A row of a dialect's depth query: `visible, in_flight, delayed, dead_lettered`.
+fn depth_row<D: Dialect>(row: &D::Row) -> QueueResult<QueueDepth> {
+    let count = |index: usize| -> QueueResult<u64> {
+        Ok(u64::try_from(col::<D, i64>(row, index)?).unwrap_or(0))
+    };
+    Ok(QueueDepth {
+        visible: count(0)?,
+        in_flight: count(1)?,
+        delayed: count(2)?,
+        dead_lettered: count(3)?,
+    })
 }

@@ -15,11 +15,14 @@
 //! The SQL is static: the table names of live and shadow tables are spelled out at compile
 //! time (`concat!`), never assembled from input.
 
+mod change;
 mod postgres;
 mod schema;
+mod sql;
 mod sqlite;
 mod types;
 
+pub use change::{ChangeSource, ProjectionChange};
 pub use types::{
     AnalyticsChanges, AnalyticsJobState, DailyDelta, DayCounts, InvalidCursor, JobCursor,
     JobFilter, JobPage, JobRow, JobSort, JobsChanges, JobsKeys, MinuteCounts, Overview,
@@ -31,7 +34,10 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use shoal_domain::{JobId, JobStatus, TaskId, TaskStatus};
 
 use crate::db::Database;
+use crate::dialect::on_pool;
 use crate::eventlog::{LogError, LogPosition};
+
+use self::sql::ReadDialect;
 
 /// What went wrong, and what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -81,17 +87,6 @@ fn job_status(text: String) -> ReadModelResult<JobStatus> {
 fn task_status(text: String) -> ReadModelResult<TaskStatus> {
     text.parse()
         .map_err(|_| ReadModelError::Corrupt(format!("task status {text:?}")))
-}
-
-/// The stored text form of a time on SQLite: fixed width, so it sorts as text.
-fn ts(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
-fn parse_ts(text: &str) -> ReadModelResult<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| ReadModelError::Corrupt(format!("time {text:?}")))
 }
 
 /// A `LIKE`/`ILIKE` pattern for a case-insensitive substring search; `None` for no search.
@@ -145,12 +140,10 @@ pub struct ReadModelStore {
     database: Database,
 }
 
+/// Runs `sql::$f` (generic over the dialect) on the store's database.
 macro_rules! dispatch {
     ($self:ident, $f:ident($($arg:expr),*)) => {
-        match &$self.database {
-            Database::Postgres(pool) => postgres::$f(pool $(, $arg)*).await,
-            Database::Sqlite(pool) => sqlite::$f(pool $(, $arg)*).await,
-        }
+        on_pool!(&$self.database, pool => sql::$f(pool $(, $arg)*).await)
     };
 }
 
@@ -179,21 +172,7 @@ impl ReadModelStore {
         projection: ProjectionName,
     ) -> ReadModelResult<Option<LogPosition>> {
         let name = projection.checkpoint_name(Target::Rebuild);
-        let row: Option<(i64, i64)> = match &self.database {
-            Database::Postgres(pool) => {
-                sqlx::query_as("SELECT commit_id, position FROM checkpoints WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await?
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query_as("SELECT commit_id, position FROM checkpoints WHERE name = ?1")
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await?
-            }
-        };
-        Ok(row.map(|(commit, position)| LogPosition { commit, position }))
+        dispatch!(self, rebuild_checkpoint(name))
     }
 
     /// Applies one batch of the jobs projection (see the module docs): moves the checkpoint
@@ -268,7 +247,7 @@ impl ReadModelStore {
     /// How many events are stored after `after` (exact on SQLite; on Postgres it includes
     /// events of transactions still in flight).
     pub async fn count_events_after(&self, after: LogPosition) -> ReadModelResult<u64> {
-        dispatch!(self, count_events_after(after))
+        on_pool!(&self.database, pool => ReadDialect::count_events_after(pool, after).await)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -581,14 +560,5 @@ mod tests {
             search_pattern(Some("50%_a\\")).as_deref(),
             Some("%50\\%\\_a\\\\%")
         );
-    }
-
-    #[test]
-    fn sqlite_times_are_fixed_width_and_round_trip() {
-        let at = DateTime::from_timestamp_micros(1_764_000_000_000_001).unwrap();
-        assert_eq!(ts(at), "2025-11-24T16:00:00.000001Z");
-        assert_eq!(parse_ts(&ts(at)).unwrap(), at);
-        let whole = DateTime::from_timestamp(1_764_000_000, 0).unwrap();
-        assert_eq!(ts(whole).len(), ts(at).len());
     }
 }

@@ -10,14 +10,15 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use shoal_domain::{
     Aggregate, Event, JobAggregate, JobCommand, JobId, JobState, Limits, Split, SubmitJob,
-    TaskAggregate, TaskCommand, TaskState, TaskStatus,
+    TaskAggregate, TaskCommand, TaskState, TaskStatus, Views,
 };
 use shoal_infra::db::Database;
 use shoal_infra::eventlog::{
     AppendBatch, EventLog, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, StreamAppend,
 };
 use shoal_infra::readmodel::{
-    AnalyticsChanges, JobsChanges, ReadModelDump, ReadModelStore, to_micros,
+    AnalyticsChanges, AnalyticsJobState, JobRow, JobsChanges, ReadModelDump, ReadModelStore,
+    TaskRow, to_micros,
 };
 use shoal_infra::testing;
 use shoal_projector::{analytics, jobs};
@@ -394,6 +395,101 @@ pub fn expected_dump(events: &[Event]) -> ReadModelDump {
     };
     canonical(&mut dump);
     dump
+}
+
+/// What the domain's own fold of `events` ([`Views::fold`]) says the tables hold: the jobs and
+/// tasks rows field by field, and the analytics tables that count jobs and tasks (by type, by
+/// status, and each job's state). The counters of time (days, minutes, processing times) are
+/// not views and stay empty. Times are truncated to the microsecond, as the tables keep them.
+pub fn domain_tables(events: &[Event]) -> ReadModelDump {
+    let views = Views::fold(events);
+    let mut dump = ReadModelDump::default();
+    let count = |counts: &mut Vec<(String, i64)>, key: &str| match counts
+        .iter_mut()
+        .find(|(k, _)| k == key)
+    {
+        Some((_, n)) => *n += 1,
+        None => counts.push((key.to_owned(), 1)),
+    };
+    for job in views.jobs.values() {
+        dump.jobs.push(JobRow {
+            id: job.job_id,
+            job_type: job.job_type.clone(),
+            status: job.status(),
+            stream_status: job.stream_status,
+            progress: job.progress,
+            created_upto: job.created_upto,
+            parameters: job.parameters.clone(),
+            max_attempts: job.max_attempts,
+            timeout_seconds: job.timeout_seconds,
+            created_at: micros(job.created_at),
+            updated_at: micros(job.updated_at),
+            started_at: job.started_at.map(micros),
+            completed_at: job.completed_at.map(micros),
+            error_message: job.error_message.clone(),
+            cancel_reason: job.cancel_reason.clone(),
+        });
+        dump.job_states.push(AnalyticsJobState {
+            job_id: job.job_id,
+            stream_status: job.stream_status,
+            total_tasks: job.total_tasks(),
+            created_upto: job.created_upto,
+            started: job.progress.any_started(),
+        });
+        count(&mut dump.jobs_by_type, &job.job_type);
+        count(&mut dump.jobs_by_status, job.status().as_str());
+    }
+    for task in views.tasks.values() {
+        dump.tasks.push(TaskRow {
+            id: task.task_id,
+            job_id: task.job_id,
+            task_index: task.index,
+            job_type: task.job_type.clone(),
+            status: task.status,
+            attempt: task.attempt,
+            max_attempts: task.max_attempts,
+            timeout_seconds: task.timeout_seconds,
+            parameters: task.parameters.clone(),
+            result: task.result.clone(),
+            error_message: task.error_message.clone(),
+            worker: task.worker.clone(),
+            created_at: micros(task.created_at),
+            updated_at: micros(task.updated_at),
+            started_at: task.started_at.map(micros),
+            completed_at: task.completed_at.map(micros),
+            next_attempt_at: task.next_attempt_at.map(micros),
+            duration_ms: task.duration_ms,
+            dead_lettered: task.dead_lettered,
+        });
+        count(&mut dump.tasks_by_status, task.status.as_str());
+    }
+    canonical(&mut dump);
+    dump
+}
+
+/// Compares the tables of a dump that [`domain_tables`] fills, table by table.
+pub fn assert_domain_tables_eq(got: &ReadModelDump, domain: &ReadModelDump) {
+    assert_eq!(got.jobs.len(), domain.jobs.len(), "number of jobs");
+    for (g, d) in got.jobs.iter().zip(&domain.jobs) {
+        assert_eq!(g, d, "jobs row");
+    }
+    assert_eq!(got.tasks.len(), domain.tasks.len(), "number of tasks");
+    for (g, d) in got.tasks.iter().zip(&domain.tasks) {
+        assert_eq!(g, d, "tasks row");
+    }
+    assert_eq!(got.job_states, domain.job_states, "analytics_job_state");
+    assert_eq!(
+        got.jobs_by_type, domain.jobs_by_type,
+        "analytics_jobs_by_type"
+    );
+    assert_eq!(
+        got.jobs_by_status, domain.jobs_by_status,
+        "analytics_jobs_by_status"
+    );
+    assert_eq!(
+        got.tasks_by_status, domain.tasks_by_status,
+        "analytics_tasks_by_status"
+    );
 }
 
 /// Sorts a dump the way the database dumps are sorted (ids as text, statuses as text).

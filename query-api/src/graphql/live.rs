@@ -8,8 +8,7 @@ use std::time::Duration;
 use async_graphql::{Context, ID, Subscription};
 use futures::Stream;
 use shoal_domain::{JobId, TaskId};
-use shoal_infra::readmodel::{ProjectionName, ReadModelStore};
-use shoal_projector::ProjectionChange;
+use shoal_infra::readmodel::{ProjectionChange, ProjectionName, ReadModelStore};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 

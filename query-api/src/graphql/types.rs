@@ -4,31 +4,13 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
-use shoal_command_api::graphql::JobStatus;
+use shoal_api::graphql::{JobStatus, TaskStatus};
 use shoal_infra::eventlog::RecordedEvent;
 use shoal_infra::readmodel::{JobRow, JobSort, TaskRow};
 
 use super::{
     history_cursor, history_page, internal, page_size, parse_history_cursor, read, user_error,
 };
-
-/// A task's status.
-#[derive(Debug, Enum, Clone, Copy, PartialEq, Eq)]
-#[graphql(name = "TaskStatus", remote = "shoal_domain::TaskStatus")]
-pub enum TaskStatus {
-    /// Known but not yet enqueued.
-    Pending,
-    /// Waiting for a worker (first attempt).
-    Enqueued,
-    /// A worker runs the current attempt.
-    Running,
-    /// Succeeded. Final.
-    Completed,
-    /// Failed with no attempt left. Final unless retried by a user.
-    Failed,
-    /// Waiting for its next attempt.
-    Retrying,
-}
 
 /// How `jobs` is ordered.
 #[derive(Debug, Enum, Clone, Copy, PartialEq, Eq, Default)]

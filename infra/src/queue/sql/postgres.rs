@@ -2,20 +2,20 @@
 //!
 //! Every operation is one statement (one implicit transaction); the claim takes rows with
 //! `FOR UPDATE SKIP LOCKED`, so concurrent receivers never wait for each other nor get the same
-//! row. Sends are announced with `pg_notify` after they commit, from a background task on a
-//! connection of its own (as the event log does): a NOTIFY inside the sending transaction would
-//! hold a cluster-wide lock through the commit's flush and serialize every sender.
+//! row. Sends are announced with `pg_notify` after they commit (see `crate::notify`, which the
+//! event log uses too).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnection, PgListener, PgPool};
-use sqlx::{Connection, Row};
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow, Postgres};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::{ClaimOutcome, ClaimedRow, ExpiredRow, NewMessage, ReceiptRef, SqlQueue};
+use crate::notify::{Heard, Listener, Notifier};
 use crate::queue::{DeadLetter, QueueDepth, QueueResult};
 
 /// A batch in one statement; rows get ids in input order. A (task, attempt) already queued is
@@ -96,8 +96,6 @@ WITH moved AS (
 INSERT INTO task_dead_letters (job_id, task_id, body, reason, receive_count)
 SELECT job_id, task_id, body, $3, receive_count FROM moved";
 
-const PURGE_JOB: &str = "DELETE FROM task_queue WHERE job_id = $1";
-
 /// A scan of the queue (it holds only pending work) and of the dead letters.
 const DEPTH: &str = "
 SELECT count(*) FILTER (WHERE visible_at <= now()) AS visible,
@@ -105,19 +103,6 @@ SELECT count(*) FILTER (WHERE visible_at <= now()) AS visible,
        count(*) FILTER (WHERE visible_at > now() AND receipt IS NULL) AS delayed,
        (SELECT count(*) FROM task_dead_letters) AS dead_lettered
 FROM task_queue";
-
-const DEAD_LETTERS: &str = "
-SELECT id, job_id, task_id, body, reason, dead_lettered_at
-FROM task_dead_letters
-ORDER BY id
-LIMIT $1";
-
-const JOB_DEAD_LETTERS: &str = "
-SELECT id, job_id, task_id, body, reason, dead_lettered_at
-FROM task_dead_letters
-WHERE job_id = $2
-ORDER BY id
-LIMIT $1";
 
 const REMOVE_DEAD_LETTERS: &str = "DELETE FROM task_dead_letters WHERE id = ANY($1)";
 
@@ -127,28 +112,18 @@ pub(super) struct PgQueue {
     signals: Arc<Signals>,
 }
 
-/// The background tasks that carry wake-ups between processes. Dropped with the last clone
-/// of the queue, which stops them.
+/// What carries wake-ups between processes. Dropped with the last clone of the queue, which
+/// stops the listener.
 #[derive(Debug)]
 struct Signals {
     /// Identifies this instance's own notifications, which its receivers need not hear.
     instance: String,
     /// The queue's wake-up signal, which the listener raises on others' notifications.
     wake: watch::Sender<u64>,
-    /// Bumped after each send that inserted rows; the notifier announces it.
-    sent: watch::Sender<u64>,
-    listener: Mutex<Option<JoinHandle<()>>>,
-    notifier: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        for slot in [&self.listener, &self.notifier] {
-            if let Some(task) = slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
-                task.abort();
-            }
-        }
-    }
+    /// Keeps the listener running between receives (it stops when no receiver is left).
+    _listening: watch::Receiver<u64>,
+    notifier: Notifier<String>,
+    listener: Listener,
 }
 
 /// Receipt operands as arrays; a token that is not a UUID names no receipt and is skipped.
@@ -161,15 +136,16 @@ fn receipt_arrays(receipts: &[ReceiptRef<'_>]) -> (Vec<i64>, Vec<Uuid>) {
 
 impl PgQueue {
     pub(super) fn new(pool: PgPool, wake: watch::Sender<u64>) -> Self {
+        let instance = Uuid::now_v7().to_string();
         PgQueue {
-            pool,
             signals: Arc::new(Signals {
-                instance: Uuid::now_v7().to_string(),
+                notifier: Notifier::new(pool.clone(), SqlQueue::NOTIFY_CHANNEL, instance.clone()),
+                instance,
+                _listening: wake.subscribe(),
                 wake,
-                sent: watch::Sender::new(0),
-                listener: Mutex::new(None),
-                notifier: Mutex::new(None),
+                listener: Listener::default(),
             }),
+            pool,
         }
     }
 
@@ -199,25 +175,25 @@ impl PgQueue {
 
     /// Tells other processes, after the commit, that messages were sent.
     pub(super) fn announce_send(&self) {
-        self.signals.sent.send_modify(|n| *n = n.wrapping_add(1));
-        ensure_task(&self.signals.notifier, || {
-            announce_sends(
-                self.pool.clone(),
-                self.signals.sent.subscribe(),
-                self.signals.instance.clone(),
-            )
-        });
+        // The payload is always this instance's id: every send is news.
+        self.signals.notifier.announce(|_| true);
     }
 
     /// Starts listening for other processes' sends, if not already.
     pub(super) fn ensure_listener(&self) {
-        ensure_task(&self.signals.listener, || {
-            listen_for_sends(
-                self.pool.clone(),
-                self.signals.wake.clone(),
-                self.signals.instance.clone(),
-            )
-        });
+        let instance = self.signals.instance.clone();
+        self.signals.listener.ensure(
+            &self.pool,
+            SqlQueue::NOTIFY_CHANNEL,
+            &self.signals.wake,
+            move |wake, heard| {
+                if heard == Heard::Payload(&instance) {
+                    return false;
+                }
+                *wake = wake.wrapping_add(1);
+                true
+            },
+        );
     }
 
     pub(super) async fn claim(
@@ -327,11 +303,7 @@ impl PgQueue {
     }
 
     pub(super) async fn purge_job(&self, job_id: Uuid) -> QueueResult<u64> {
-        let result = sqlx::query(PURGE_JOB)
-            .bind(job_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected())
+        super::purge_job(&self.pool, job_id).await
     }
 
     /// Seconds since the oldest deliverable message became visible (the claim index's first
@@ -345,15 +317,7 @@ impl PgQueue {
 
     pub(super) async fn depth(&self) -> QueueResult<QueueDepth> {
         let row = sqlx::query(DEPTH).fetch_one(&self.pool).await?;
-        let count = |name: &str| -> QueueResult<u64> {
-            Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
-        };
-        Ok(QueueDepth {
-            visible: count("visible")?,
-            in_flight: count("in_flight")?,
-            delayed: count("delayed")?,
-            dead_lettered: count("dead_lettered")?,
-        })
+        super::depth_row::<Postgres>(&row)
     }
 
     pub(super) async fn dead_letters(
@@ -361,23 +325,7 @@ impl PgQueue {
         job_id: Option<Uuid>,
         limit: i64,
     ) -> QueueResult<Vec<DeadLetter>> {
-        let query = match job_id {
-            Some(job_id) => sqlx::query(JOB_DEAD_LETTERS).bind(limit).bind(job_id),
-            None => sqlx::query(DEAD_LETTERS).bind(limit),
-        };
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(DeadLetter {
-                    id: row.try_get::<i64, _>("id")?.to_string(),
-                    job_id: row.try_get("job_id")?,
-                    task_id: row.try_get("task_id")?,
-                    raw: row.try_get("body")?,
-                    reason: row.try_get("reason")?,
-                    dead_lettered_at: row.try_get("dead_lettered_at")?,
-                })
-            })
-            .collect()
+        super::dead_letters(&self.pool, job_id, limit).await
     }
 
     pub(super) async fn remove_dead_letters(&self, ids: &[i64]) -> QueueResult<()> {
@@ -389,102 +337,12 @@ impl PgQueue {
     }
 }
 
-/// Runs `task` in `slot` unless a task runs there already (no-op outside a Tokio runtime).
-fn ensure_task<F>(slot: &Mutex<Option<JoinHandle<()>>>, task: impl FnOnce() -> F)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-    if slot.as_ref().is_some_and(|running| !running.is_finished()) {
-        return;
+impl super::QueueDialect for Postgres {
+    fn get_opt_id(row: &PgRow, index: usize) -> QueueResult<Option<Uuid>> {
+        Ok(row.try_get(index)?)
     }
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        *slot = Some(runtime.spawn(task()));
-    }
-}
 
-/// Announces this instance's sends with NOTIFY, coalescing those that come faster than a round
-/// trip. Ends when the queue is dropped.
-async fn announce_sends(pool: PgPool, mut sent: watch::Receiver<u64>, instance: String) {
-    let mut conn: Option<PgConnection> = None;
-    while sent.changed().await.is_ok() {
-        sent.borrow_and_update();
-        for attempt in 1..=2 {
-            if conn.is_none() {
-                match connect_notifier(&pool).await {
-                    Ok(connected) => conn = Some(connected),
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot announce queue sends; receivers will poll");
-                        break;
-                    }
-                }
-            }
-            let Some(c) = conn.as_mut() else { break };
-            match sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(SqlQueue::NOTIFY_CHANNEL)
-                .bind(&instance)
-                .execute(&mut *c)
-                .await
-            {
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, attempt, "cannot announce a queue send; receivers will poll");
-                    conn = None;
-                }
-            }
-        }
-    }
-}
-
-async fn connect_notifier(pool: &PgPool) -> Result<PgConnection, sqlx::Error> {
-    let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
-    // The NOTIFY announces rows that are already durable: it need not wait for a flush while
-    // holding the cluster-wide notify lock.
-    sqlx::query("SET synchronous_commit = off")
-        .execute(&mut conn)
-        .await?;
-    Ok(conn)
-}
-
-/// Raises `wake` on other instances' sends, reconnecting on failure. Ends when the queue is
-/// dropped (or its pool closed).
-async fn listen_for_sends(pool: PgPool, wake: watch::Sender<u64>, instance: String) {
-    let raise = || wake.send_modify(|n| *n = n.wrapping_add(1));
-    let mut listener: Option<PgListener> = None;
-    loop {
-        let Some(active) = listener.as_mut() else {
-            let connect = async {
-                let mut connected = PgListener::connect_with(&pool).await?;
-                connected.listen(SqlQueue::NOTIFY_CHANNEL).await?;
-                Ok::<_, sqlx::Error>(connected)
-            };
-            match connect.await {
-                Ok(connected) => {
-                    listener = Some(connected);
-                    // Sends announced before LISTEN took effect were missed.
-                    raise();
-                }
-                Err(sqlx::Error::PoolClosed) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot LISTEN for queue sends; receivers will poll");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            continue;
-        };
-        match active.try_recv().await {
-            Ok(Some(notification)) => {
-                if notification.payload() != instance {
-                    raise();
-                }
-            }
-            // The connection was lost (it reconnects on the next call): sends were missed.
-            Ok(None) => raise(),
-            Err(sqlx::Error::PoolClosed) => return,
-            Err(error) => {
-                tracing::warn!(%error, "lost the queue's LISTEN connection; reconnecting");
-                listener = None;
-            }
-        }
+    fn get_queue_time(row: &PgRow, index: usize) -> QueueResult<DateTime<Utc>> {
+        Ok(row.try_get(index)?)
     }
 }

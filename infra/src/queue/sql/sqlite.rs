@@ -13,97 +13,82 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
+use sqlx::sqlite::{Sqlite, SqlitePool, SqliteRow};
 use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
 use super::{ClaimOutcome, ClaimedRow, ExpiredRow, NewMessage, ReceiptRef, over_received_reason};
 use crate::queue::{DeadLetter, QueueDepth, QueueError, QueueResult};
 
-/// `?1`: a JSON array of `[job_id, task_id, attempt, body, delay_ms]`; `?2`: now. Rows get
+/// `$1`: a JSON array of `[job_id, task_id, attempt, body, delay_ms]`; `$2`: now. Rows get
 /// ids in input order; a (task, attempt) already queued is skipped. (`WHERE true` keeps
 /// `ON CONFLICT` from parsing as a join constraint.)
 const SEND: &str = "
 INSERT INTO task_queue (job_id, task_id, attempt, body, visible_at, enqueued_at)
 SELECT json_extract(m.value, '$[0]'), json_extract(m.value, '$[1]'),
        json_extract(m.value, '$[2]'), json_extract(m.value, '$[3]'),
-       ?2 + json_extract(m.value, '$[4]'), ?2
-FROM json_each(?1) AS m
+       $2 + json_extract(m.value, '$[4]'), $2
+FROM json_each($1) AS m
 WHERE true
 ORDER BY m.key
 ON CONFLICT (job_id, task_id, attempt) DO NOTHING";
 
-/// The first step of a claim: of the `?2` oldest visible rows, those already received `?3`
+/// The first step of a claim: of the `$2` oldest visible rows, those already received `$3`
 /// times leave the queue (and go to the dead letters, by `INSERT_DEAD_LETTER`).
 const EXPIRE: &str = "
 DELETE FROM task_queue
-WHERE id IN (SELECT id FROM task_queue WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT ?2)
-  AND receive_count >= ?3
+WHERE id IN (SELECT id FROM task_queue WHERE visible_at <= $1 ORDER BY visible_at, id LIMIT $2)
+  AND receive_count >= $3
 RETURNING id, job_id, task_id, body, receive_count";
 
-/// The claim: up to `?3` of the oldest visible rows, hidden until `?2` with a new receipt.
+/// The claim: up to `$3` of the oldest visible rows, hidden until `$2` with a new receipt.
 const CLAIM: &str = "
 UPDATE task_queue
-SET visible_at = ?2, receive_count = receive_count + 1, receipt = lower(hex(randomblob(16)))
+SET visible_at = $2, receive_count = receive_count + 1, receipt = lower(hex(randomblob(16)))
 WHERE id IN (
     SELECT id FROM task_queue
-    WHERE visible_at <= ?1 AND receive_count < ?4
+    WHERE visible_at <= $1 AND receive_count < $4
     ORDER BY visible_at, id
-    LIMIT ?3)
+    LIMIT $3)
 RETURNING id, body, receive_count, receipt";
 
 const INSERT_DEAD_LETTER: &str = "
 INSERT INTO task_dead_letters (job_id, task_id, body, reason, receive_count, dead_lettered_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+VALUES ($1, $2, $3, $4, $5, $6)";
 
 const NEXT_VISIBLE: &str = "SELECT MIN(visible_at) FROM task_queue";
 
-/// `?1`: a JSON array of `[id, receipt]`.
+/// `$1`: a JSON array of `[id, receipt]`.
 const EXTEND: &str = "
 UPDATE task_queue
-SET visible_at = ?2
+SET visible_at = $2
 FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS receipt
-      FROM json_each(?1)) AS r
+      FROM json_each($1)) AS r
 WHERE task_queue.id = r.id AND task_queue.receipt = r.receipt";
 
 const RELEASE: &str = "
-UPDATE task_queue SET visible_at = ?3, receipt = NULL WHERE id = ?1 AND receipt = ?2";
+UPDATE task_queue SET visible_at = $3, receipt = NULL WHERE id = $1 AND receipt = $2";
 
-/// `?1`: a JSON array of `[id, receipt]`.
+/// `$1`: a JSON array of `[id, receipt]`.
 const ACK: &str = "
 DELETE FROM task_queue
 WHERE (id, receipt) IN (
-    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1))";
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($1))";
 
 const TAKE_FOR_DEAD_LETTER: &str = "
-DELETE FROM task_queue WHERE id = ?1 AND receipt = ?2
+DELETE FROM task_queue WHERE id = $1 AND receipt = $2
 RETURNING job_id, task_id, body, receive_count";
 
-const PURGE_JOB: &str = "DELETE FROM task_queue WHERE job_id = ?1";
-
 const DEPTH: &str = "
-SELECT COALESCE(SUM(visible_at <= ?1), 0) AS visible,
-       COALESCE(SUM(visible_at > ?1 AND receipt IS NOT NULL), 0) AS in_flight,
-       COALESCE(SUM(visible_at > ?1 AND receipt IS NULL), 0) AS delayed,
+SELECT COALESCE(SUM(visible_at <= $1), 0) AS visible,
+       COALESCE(SUM(visible_at > $1 AND receipt IS NOT NULL), 0) AS in_flight,
+       COALESCE(SUM(visible_at > $1 AND receipt IS NULL), 0) AS delayed,
        (SELECT COUNT(*) FROM task_dead_letters) AS dead_lettered
 FROM task_queue";
 
-const DEAD_LETTERS: &str = "
-SELECT id, job_id, task_id, body, reason, dead_lettered_at
-FROM task_dead_letters
-ORDER BY id
-LIMIT ?1";
-
-const JOB_DEAD_LETTERS: &str = "
-SELECT id, job_id, task_id, body, reason, dead_lettered_at
-FROM task_dead_letters
-WHERE job_id = ?2
-ORDER BY id
-LIMIT ?1";
-
-/// `?1`: a JSON array of ids.
+/// `$1`: a JSON array of ids.
 const REMOVE_DEAD_LETTERS: &str = "
-DELETE FROM task_dead_letters WHERE id IN (SELECT value FROM json_each(?1))";
+DELETE FROM task_dead_letters WHERE id IN (SELECT value FROM json_each($1))";
 
 #[derive(Debug, Clone)]
 pub(super) struct SqliteQueue {
@@ -123,10 +108,6 @@ fn receipts_json(receipts: &[ReceiptRef<'_>]) -> String {
             .collect::<Vec<_>>()
     )
     .to_string()
-}
-
-fn uuid_column(value: Option<String>) -> Option<Uuid> {
-    value.and_then(|v| Uuid::parse_str(&v).ok())
 }
 
 impl SqliteQueue {
@@ -293,11 +274,7 @@ impl SqliteQueue {
 
     pub(super) async fn purge_job(&self, job_id: Uuid) -> QueueResult<u64> {
         let _write = self.write_lock().await;
-        let result = sqlx::query(PURGE_JOB)
-            .bind(job_id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected())
+        super::purge_job(&self.pool, job_id).await
     }
 
     /// Milliseconds since the oldest deliverable message became visible (the claim index's
@@ -319,15 +296,7 @@ impl SqliteQueue {
             .bind(now_ms())
             .fetch_one(&self.pool)
             .await?;
-        let count = |name: &str| -> QueueResult<u64> {
-            Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
-        };
-        Ok(QueueDepth {
-            visible: count("visible")?,
-            in_flight: count("in_flight")?,
-            delayed: count("delayed")?,
-            dead_lettered: count("dead_lettered")?,
-        })
+        super::depth_row::<Sqlite>(&row)
     }
 
     pub(super) async fn dead_letters(
@@ -335,31 +304,7 @@ impl SqliteQueue {
         job_id: Option<Uuid>,
         limit: i64,
     ) -> QueueResult<Vec<DeadLetter>> {
-        let query = match job_id {
-            Some(job_id) => sqlx::query(JOB_DEAD_LETTERS)
-                .bind(limit)
-                .bind(job_id.to_string()),
-            None => sqlx::query(DEAD_LETTERS).bind(limit),
-        };
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.into_iter()
-            .map(|row| {
-                let at: i64 = row.try_get("dead_lettered_at")?;
-                Ok(DeadLetter {
-                    id: row.try_get::<i64, _>("id")?.to_string(),
-                    job_id: uuid_column(row.try_get("job_id")?),
-                    task_id: uuid_column(row.try_get("task_id")?),
-                    raw: row.try_get("body")?,
-                    reason: row.try_get("reason")?,
-                    dead_lettered_at: DateTime::from_timestamp_millis(at).ok_or_else(|| {
-                        QueueError::OutOfRange {
-                            what: "dead letter time",
-                            value: at,
-                        }
-                    })?,
-                })
-            })
-            .collect()
+        super::dead_letters(&self.pool, job_id, limit).await
     }
 
     pub(super) async fn remove_dead_letters(&self, ids: &[i64]) -> QueueResult<()> {
@@ -370,5 +315,20 @@ impl SqliteQueue {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+impl super::QueueDialect for Sqlite {
+    fn get_opt_id(row: &SqliteRow, index: usize) -> QueueResult<Option<Uuid>> {
+        let text: Option<String> = row.try_get(index)?;
+        Ok(text.and_then(|v| Uuid::parse_str(&v).ok()))
+    }
+
+    fn get_queue_time(row: &SqliteRow, index: usize) -> QueueResult<DateTime<Utc>> {
+        let at: i64 = row.try_get(index)?;
+        DateTime::from_timestamp_millis(at).ok_or(QueueError::OutOfRange {
+            what: "dead letter time",
+            value: at,
+        })
     }
 }

@@ -1,5 +1,7 @@
-//! The GraphQL read side against real read tables (SQLite and Postgres; Postgres required when
-//! `SHOAL_REQUIRE_POSTGRES=1`): events appended to a real log, projected, then queried.
+//! The GraphQL read side (query-api) against real read tables (SQLite and Postgres; Postgres
+//! required when `SHOAL_REQUIRE_POSTGRES=1`): events appended to a real log, projected, then
+//! queried. It lives in the binary's package because it needs two roles, the projector and
+//! query-api, which do not depend on each other.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,343 @@
+//! The job commands: submit, cancel, retry the failed tasks; and a job as its stream tells it.
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use shoal_domain::{
+    Event, JobCommand, JobId, JobState, SubmitJob, TaskCommand, TaskId, TaskStatus, decide_job,
+    decide_task,
+};
+use shoal_infra::eventlog::{AppendBatch, ExpectedVersion, LogError, NewEvent, StreamAppend};
+
+use super::input::{check_no_nul, submit_key};
+use super::streams::{JobStream, LoadedTask, decode, encode_all, fold_tasks};
+use super::{CONFLICT_ATTEMPTS, CommandError, CommandService, JobSnapshot, SubmitJobInput};
+#[cfg(doc)]
+use shoal_domain::Rejection;
+
+/// Longest cancellation reason, in characters.
+pub const MAX_REASON_CHARS: usize = 2_000;
+
+/// An accepted submission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmittedJob {
+    /// The job as its stream now is: PENDING for a new job; for a replay, the first job as it
+    /// is now (the orchestrator may have moved it on).
+    pub job: JobSnapshot,
+    /// True when the idempotency key had been used: nothing was appended and `job` is the job
+    /// of the first submission.
+    pub replayed: bool,
+}
+
+/// What a retry of a job's failed tasks did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryOutcome {
+    /// The job.
+    pub job_id: JobId,
+    /// How many FAILED tasks were scheduled for another attempt.
+    pub retried_tasks: u32,
+    /// The job after the retry request.
+    pub job: JobSnapshot,
+}
+
+impl CommandService {
+    /// Accepts a job: one `JobSubmitted` in a new stream `job-<id>`, with a fresh v7 id.
+    ///
+    /// It never waits for tasks: a job of a million tasks is one event, and the orchestrator
+    /// expands it afterwards. With an idempotency key that was used before, nothing is
+    /// appended and the first job is returned (`replayed`).
+    #[tracing::instrument(name = "command.submit_job", skip_all, fields(job_type = %input.job_type))]
+    pub async fn submit_job(&self, input: SubmitJobInput) -> Result<SubmittedJob, CommandError> {
+        check_no_nul(&input)?;
+        let idempotency_key = match input.idempotency_key {
+            Some(key) => Some(submit_key(&key)?),
+            None => None,
+        };
+        let job_id = JobId::new();
+        let events = decide_job(
+            &JobState::default(),
+            JobCommand::SubmitJob(SubmitJob {
+                job_id,
+                job_type: input.job_type,
+                split: input.split,
+                parameters: input.parameters,
+                max_attempts: input.max_attempts,
+                timeout_seconds: input.timeout_seconds,
+                limits: self.limits,
+                now: Utc::now(),
+            }),
+        )?;
+        let outcome = self
+            .log
+            .append(AppendBatch {
+                streams: vec![StreamAppend {
+                    stream_id: job_id.stream_id(),
+                    expected: ExpectedVersion::NoStream,
+                    events: encode_all(&events, "submit_job"),
+                }],
+                idempotency_key,
+                checkpoint: None,
+            })
+            .await?;
+        if outcome.replayed {
+            let first_job = self.job_of_first_submission(&outcome.positions).await?;
+            tracing::debug!(job_id = %first_job, "idempotent submission replayed");
+            let job = self.load_job(first_job).await?.snapshot(first_job)?;
+            return Ok(SubmittedJob {
+                job,
+                replayed: true,
+            });
+        }
+        let mut job = JobStream::default();
+        for (version, event) in (1..).zip(&events) {
+            job.apply(event, version);
+        }
+        Ok(SubmittedJob {
+            job: job.snapshot(job_id)?,
+            replayed: false,
+        })
+    }
+
+    /// Cancels a live job: `JobCancelled`. No further tasks are created; tasks already queued
+    /// are left to the orchestrator and workers.
+    ///
+    /// Errors: unknown job ([`CommandError::NotFound`]); an ended or already cancelled job
+    /// ([`Rejection::JobTransition`], [`Rejection::JobAlreadyCancelled`]).
+    #[tracing::instrument(name = "command.cancel_job", skip_all, fields(job_id = %job_id))]
+    pub async fn cancel_job(
+        &self,
+        job_id: JobId,
+        reason: Option<String>,
+    ) -> Result<JobSnapshot, CommandError> {
+        if let Some(reason) = &reason {
+            if reason.contains('\0') {
+                return Err(CommandError::invalid(
+                    "reason",
+                    "reason must not contain NUL characters",
+                ));
+            }
+            if reason.chars().count() > MAX_REASON_CHARS {
+                return Err(CommandError::invalid(
+                    "reason",
+                    format!("reason must be at most {MAX_REASON_CHARS} characters"),
+                ));
+            }
+        }
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let mut job = self.load_job(job_id).await?;
+            let events = decide_job(
+                &job.state,
+                JobCommand::CancelJob {
+                    reason: reason.clone(),
+                    now: Utc::now(),
+                },
+            )?;
+            match self
+                .append_to_job(&job, encode_all(&events, "cancel_job"), Vec::new())
+                .await
+            {
+                Ok(()) => {
+                    for event in &events {
+                        job.apply(event, job.version + 1);
+                    }
+                    return job.snapshot(job_id);
+                }
+                Err(CommandError::Conflict) => continue,
+                Err(other) => return Err(other),
+            }
+        }
+        Err(CommandError::Conflict)
+    }
+
+    /// Retries every FAILED task of a job: a manual `TaskRetryScheduled` (fresh attempt budget,
+    /// due now) in each failed task's stream, and one `JobRetryRequested` in the job's stream.
+    /// The orchestrator relays the retries to the queue and the job runs again.
+    ///
+    /// Failed tasks are retried in appends of at most the chunk size; the first append also
+    /// carries `JobRetryRequested` at the job stream's version, so two concurrent requests
+    /// cannot both retry the same tasks.
+    ///
+    /// Errors: unknown job ([`CommandError::NotFound`]); no failed task
+    /// ([`Rejection::NothingToRetry`]); a job in a status that cannot retry (PENDING,
+    /// COMPLETED, CANCELLED: [`Rejection::JobTransition`]).
+    #[tracing::instrument(name = "command.retry_failed_tasks", skip_all, fields(job_id = %job_id))]
+    pub async fn retry_failed_tasks(&self, job_id: JobId) -> Result<RetryOutcome, CommandError> {
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let mut job = self.load_job(job_id).await?;
+            let task_ids: Vec<TaskId> = (0..job.state.created_upto)
+                .map(|index| TaskId::for_task(job_id, index))
+                .collect();
+            let failed = self.failed_tasks(&task_ids).await?;
+            let now = Utc::now();
+            let failed_count = u32::try_from(failed.len())
+                .map_err(|_| CommandError::inconsistent("more failed tasks than u32"))?;
+            let job_events = decide_job(
+                &job.state,
+                JobCommand::RequestRetry {
+                    failed_tasks: failed_count,
+                    now,
+                },
+            )?;
+            let mut chunks = failed.chunks(self.chunk_size);
+            let first = chunks.next().unwrap_or_default();
+            match self
+                .append_to_job(
+                    &job,
+                    encode_all(&job_events, "retry_failed_tasks"),
+                    retry_appends(first, now)?,
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(CommandError::Conflict) => continue,
+                Err(other) => return Err(other),
+            }
+            for event in &job_events {
+                job.apply(event, job.version + 1);
+            }
+            let mut retried = first.len();
+            for chunk in chunks {
+                retried += self.retry_chunk(chunk).await?;
+            }
+            return Ok(RetryOutcome {
+                job_id,
+                retried_tasks: u32::try_from(retried).unwrap_or(u32::MAX),
+                job: job.snapshot(job_id)?,
+            });
+        }
+        Err(CommandError::Conflict)
+    }
+
+    /// The job as its stream tells it ([`CommandError::NotFound`] when it does not exist).
+    pub async fn job_snapshot(&self, job_id: JobId) -> Result<JobSnapshot, CommandError> {
+        self.load_job(job_id).await?.snapshot(job_id)
+    }
+
+    /// Reads and folds a job stream; `NotFound` when it is empty.
+    pub(super) async fn load_job(&self, job_id: JobId) -> Result<JobStream, CommandError> {
+        let recorded = self.log.read_stream(&job_id.stream_id(), 0).await?;
+        if recorded.is_empty() {
+            return Err(CommandError::not_found(job_id));
+        }
+        let mut job = JobStream::default();
+        for record in &recorded {
+            job.apply(&decode(record)?, record.stream_version);
+        }
+        Ok(job)
+    }
+
+    /// Appends `job_events` to the job stream at the version it was loaded at, together with
+    /// `tasks` (other streams), in one transaction.
+    pub(super) async fn append_to_job(
+        &self,
+        job: &JobStream,
+        job_events: Vec<NewEvent>,
+        mut tasks: Vec<StreamAppend>,
+    ) -> Result<(), CommandError> {
+        let job_id = job
+            .state
+            .job_id()
+            .ok_or_else(|| CommandError::inconsistent("job stream without JobSubmitted"))?;
+        let mut streams = vec![StreamAppend {
+            stream_id: job_id.stream_id(),
+            expected: ExpectedVersion::Exact(job.version),
+            events: job_events,
+        }];
+        streams.append(&mut tasks);
+        self.log
+            .append(AppendBatch {
+                streams,
+                idempotency_key: None,
+                checkpoint: None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The FAILED tasks among `task_ids`, with their stream versions, in index order.
+    async fn failed_tasks(&self, task_ids: &[TaskId]) -> Result<Vec<LoadedTask>, CommandError> {
+        let chunks: Vec<Vec<String>> = task_ids
+            .chunks(self.chunk_size)
+            .map(|chunk| chunk.iter().map(TaskId::stream_id).collect())
+            .collect();
+        let loaded: Vec<Vec<LoadedTask>> = futures::stream::iter(chunks)
+            .map(|stream_ids| async move {
+                let recorded = self.log.read_streams(&stream_ids).await?;
+                fold_tasks(&recorded)
+            })
+            .buffered(4)
+            .try_collect()
+            .await?;
+        Ok(loaded
+            .into_iter()
+            .flatten()
+            .filter(|task| task.state.status == TaskStatus::Failed)
+            .collect())
+    }
+
+    /// Retries the tasks of `chunk` that are still FAILED, in one append; on a conflict
+    /// (a task changed meanwhile, e.g. was dead-lettered), re-reads them and tries again.
+    /// Returns how many were retried.
+    async fn retry_chunk(&self, chunk: &[LoadedTask]) -> Result<usize, CommandError> {
+        let mut pending = chunk.to_vec();
+        for _ in 0..CONFLICT_ATTEMPTS {
+            if pending.is_empty() {
+                return Ok(0);
+            }
+            let now = Utc::now();
+            let streams = retry_appends(&pending, now)?;
+            match self
+                .log
+                .append(AppendBatch {
+                    streams,
+                    idempotency_key: None,
+                    checkpoint: None,
+                })
+                .await
+            {
+                Ok(_) => return Ok(pending.len()),
+                Err(LogError::Conflict { .. }) => {
+                    let ids: Vec<TaskId> = pending.iter().map(|task| task.task_id).collect();
+                    pending = self.failed_tasks(&ids).await?;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(CommandError::Conflict)
+    }
+
+    /// The job id of the `JobSubmitted` a replayed submission's first append wrote.
+    async fn job_of_first_submission(&self, positions: &[i64]) -> Result<JobId, CommandError> {
+        let first = positions
+            .first()
+            .ok_or_else(|| CommandError::inconsistent("replayed append without positions"))?;
+        let recorded = self.log.read_positions(&[*first]).await?;
+        let record = recorded.first().ok_or_else(|| {
+            CommandError::inconsistent(format!("replayed append's event {first} is missing"))
+        })?;
+        match decode(record)? {
+            Event::JobSubmitted(e) => Ok(e.job_id),
+            other => Err(CommandError::inconsistent(format!(
+                "a submission's idempotency key points at a {} event",
+                other.event_type()
+            ))),
+        }
+    }
+}
+
+/// One append per task: its manual `TaskRetryScheduled`, at the version it was read at.
+fn retry_appends(
+    tasks: &[LoadedTask],
+    now: DateTime<Utc>,
+) -> Result<Vec<StreamAppend>, CommandError> {
+    tasks
+        .iter()
+        .map(|task| {
+            let events = decide_task(&task.state, TaskCommand::RetryTask { now })?;
+            Ok(StreamAppend {
+                stream_id: task.task_id.stream_id(),
+                expected: ExpectedVersion::Exact(task.version),
+                events: encode_all(&events, "retry_failed_tasks"),
+            })
+        })
+        .collect()
+}

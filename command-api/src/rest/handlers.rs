@@ -1,0 +1,264 @@
+//! The write handlers: `POST /api/v1/jobs` and the task transitions of external workers.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use shoal_api::rest::{
+    ApiError, Detail, FieldError, Job, Task, ValidationDetail, body_loc, object_body, parse_body,
+    parse_int, parse_optional_float, parse_optional_object, parse_optional_string, parse_task_id,
+};
+use shoal_domain::Split;
+
+use super::IDEMPOTENCY_KEY_HEADER;
+use super::errors::api_error;
+use super::requests::{CompleteTaskRequest, FailTaskRequest, SubmitJobRequest};
+use crate::commands::{CommandError, CommandService, SubmitJobInput, count};
+
+/// Submits a job. It is accepted at once, whatever its size: the job is returned as its event
+/// stream has it (`PENDING`); tasks are created and enqueued right after (`ENQUEUED`, then
+/// `RUNNING`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    request_body = SubmitJobRequest,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Submitting again with the same key returns the first job")),
+    responses(
+        (status = 201, description = "Accepted", body = Job),
+        (status = 422, description = "Invalid input", body = ValidationDetail),
+        (status = 500, description = "Internal error", body = Detail),
+    )
+)]
+pub async fn submit_job(
+    State(service): State<CommandService>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = object_body(parse_body(&body)?)?;
+    let whole = Value::Object(body.clone());
+    let mut errors = Vec::new();
+    let missing =
+        |field: &str| FieldError::new("missing", body_loc(field), "Field required", whole.clone());
+
+    let job_type = match body.get("job_type") {
+        None => {
+            errors.push(missing("job_type"));
+            None
+        }
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            errors.push(FieldError::new(
+                "string_type",
+                body_loc("job_type"),
+                "Input should be a valid string",
+                other.clone(),
+            ));
+            None
+        }
+    };
+
+    let max_tasks = i64::from(service.limits().max_tasks_per_job);
+    let count_field = if body.contains_key("num_tasks") || !body.contains_key("total_tasks") {
+        "num_tasks"
+    } else {
+        "total_tasks"
+    };
+    let mut total_tasks = None;
+    match body.get(count_field) {
+        None => errors.push(missing("num_tasks")),
+        Some(value) => match parse_int(value, body_loc(count_field), 1, Some(max_tasks)) {
+            Ok(n) => total_tasks = Some(n),
+            Err(e) => errors.push(e),
+        },
+    }
+    if count_field == "num_tasks"
+        && let (Some(n), Some(other)) = (total_tasks, body.get("total_tasks"))
+        && parse_int(other, body_loc("total_tasks"), 1, None).ok() != Some(n)
+    {
+        errors.push(FieldError::new(
+            "value_error",
+            body_loc("total_tasks"),
+            "total_tasks is another name of num_tasks: give one, or the same value",
+            other.clone(),
+        ));
+    }
+
+    let parameters = match body.get("parameters") {
+        None => None,
+        Some(value) => parse_optional_object(value, body_loc("parameters")).unwrap_or_else(|e| {
+            errors.push(e);
+            None
+        }),
+    };
+
+    let limits = service.limits();
+    let mut optional_count = |field: &str, le: u32| match body.get(field) {
+        None | Some(Value::Null) => None,
+        Some(value) => match parse_int(value, body_loc(field), 1, Some(i64::from(le))) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
+    let max_attempts = optional_count("max_attempts", limits.max_attempts_limit);
+    let timeout_seconds = optional_count("timeout_seconds", limits.max_timeout_seconds);
+
+    let idempotency_key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        None => None,
+        Some(value) => match value.to_str() {
+            Ok(key) => Some(key.to_owned()),
+            Err(_) => {
+                errors.push(FieldError::new(
+                    "string_type",
+                    vec![json!("header"), json!("idempotency-key")],
+                    "Input should be a valid string",
+                    Value::Null,
+                ));
+                None
+            }
+        },
+    };
+
+    let (Some(job_type), Some(total_tasks), true) = (job_type, total_tasks, errors.is_empty())
+    else {
+        return Err(ApiError::Validation(errors));
+    };
+    let to_api = |e: CommandError| api_error(e, &whole, count_field);
+    let as_count = |field: &'static str, v: Option<i64>| v.map(|v| count(field, v)).transpose();
+    let input = SubmitJobInput {
+        job_type,
+        split: Split::Total {
+            total_tasks: count("total_tasks", total_tasks).map_err(to_api)?,
+        },
+        parameters: parameters.unwrap_or(Value::Null),
+        max_attempts: as_count("max_attempts", max_attempts).map_err(to_api)?,
+        timeout_seconds: as_count("timeout_seconds", timeout_seconds).map_err(to_api)?,
+        idempotency_key,
+    };
+    let submitted = service.submit_job(input).await.map_err(to_api)?;
+    // A replayed submission answers 201 too: the same answer as the first time.
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Job::from_snapshot(&submitted.job)),
+    )
+        .into_response())
+}
+
+/// An external worker started the task: ENQUEUED (or RETRYING) -> RUNNING. In any other
+/// status the task is returned unchanged.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{task_id}/running",
+    tag = "tasks",
+    params(("task_id" = String, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task now", body = Task),
+        (status = 404, description = "No such task", body = Detail),
+    )
+)]
+pub async fn task_running(
+    State(service): State<CommandService>,
+    Path(task_id): Path<String>,
+) -> Result<axum::Json<Task>, ApiError> {
+    let id = parse_task_id(&task_id)?;
+    let task = service
+        .start_task(id)
+        .await
+        .map_err(|e| api_error(e, &Value::Null, "num_tasks"))?;
+    Ok(axum::Json(Task::from_snapshot(&task)))
+}
+
+/// An external worker completed the task: COMPLETED. Completing a COMPLETED task again changes
+/// nothing (the first result stands). A FAILED task cannot be completed (409).
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{task_id}/complete",
+    tag = "tasks",
+    params(("task_id" = String, Path, description = "The task's id")),
+    request_body = CompleteTaskRequest,
+    responses(
+        (status = 200, description = "The task now", body = Task),
+        (status = 404, description = "No such task", body = Detail),
+        (status = 409, description = "The task is FAILED", body = Detail),
+        (status = 422, description = "No body, or an invalid one", body = ValidationDetail),
+    )
+)]
+pub async fn task_complete(
+    State(service): State<CommandService>,
+    Path(task_id): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<Task>, ApiError> {
+    let body = object_body(parse_body(&body)?)?;
+    let mut errors = Vec::new();
+    let result = match body.get("result") {
+        None => None,
+        Some(value) => parse_optional_object(value, body_loc("result")).unwrap_or_else(|e| {
+            errors.push(e);
+            None
+        }),
+    };
+    let seconds = match body.get("processing_time_seconds") {
+        None => None,
+        Some(value) => parse_optional_float(value, body_loc("processing_time_seconds"))
+            .unwrap_or_else(|e| {
+                errors.push(e);
+                None
+            }),
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let id = parse_task_id(&task_id)?;
+    let processing_ms = seconds.map(|s| (s * 1000.0).round().min(u64::MAX as f64) as u64);
+    let whole = Value::Object(body);
+    let task = service
+        .complete_task(id, result, processing_ms)
+        .await
+        .map_err(|e| api_error(e, &whole, "num_tasks"))?;
+    Ok(axum::Json(Task::from_snapshot(&task)))
+}
+
+/// An external worker's attempt failed: RETRYING while the task's attempt budget allows
+/// another attempt (which Shoal then really runs), else FAILED. A COMPLETED task is never
+/// moved back (409).
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{task_id}/failed",
+    tag = "tasks",
+    params(("task_id" = String, Path, description = "The task's id")),
+    request_body(content = Option<FailTaskRequest>, description = "Optional"),
+    responses(
+        (status = 200, description = "The task now", body = Task),
+        (status = 404, description = "No such task", body = Detail),
+        (status = 409, description = "The task is COMPLETED", body = Detail),
+        (status = 422, description = "An invalid body", body = ValidationDetail),
+    )
+)]
+pub async fn task_failed(
+    State(service): State<CommandService>,
+    Path(task_id): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<Task>, ApiError> {
+    let body = match parse_body(&body)? {
+        None | Some(Value::Null) => Map::new(),
+        some => object_body(some)?,
+    };
+    let error_message = match body.get("error_message") {
+        None => None,
+        Some(value) => {
+            parse_optional_string(value, body_loc("error_message")).map_err(ApiError::invalid)?
+        }
+    };
+    let id = parse_task_id(&task_id)?;
+    let whole = Value::Object(body);
+    let task = service
+        .fail_task(id, error_message)
+        .await
+        .map_err(|e| api_error(e, &whole, "num_tasks"))?;
+    Ok(axum::Json(Task::from_snapshot(&task)))
+}
