@@ -46,6 +46,7 @@ fn builder() -> async_graphql::SchemaBuilder<Query, MutationRoot, SubscriptionRo
         })
         .extension(shoal_api::graphql::IntRange)
         .limit_complexity(MAX_COMPLEXITY)
+        .extension(shoal_query_api::metrics::GraphqlMetrics)
 }
 
 /// The schema with what its resolvers read.

@@ -3,7 +3,9 @@
 //! runs the roles through it, and so does the benchmark binary (`shoal-bench`, in `bench/`), so
 //! that a benchmark measures exactly what `shoal dev` runs. No logic of its own lives here.
 
+pub mod admin;
 pub mod cors;
 pub mod graphql;
 pub mod rest;
 pub mod roles;
+pub mod telemetry;

@@ -8,10 +8,12 @@ mod web;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use roles::{ApiArgs, DatabaseArgs, OrchestratorArgs, Platform, QueueArgs, Shutdown, WorkerArgs};
-use shoal::{graphql, roles};
+use shoal::admin::{self, Admin};
+use shoal::{graphql, roles, telemetry};
 use shoal_command_api::orchestrator::prometheus;
 
 #[derive(Debug, Parser)]
@@ -23,6 +25,8 @@ use shoal_command_api::orchestrator::prometheus;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    telemetry: telemetry::TelemetryArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +93,9 @@ struct WorkerCmd {
     concurrency: usize,
     #[command(flatten)]
     worker: WorkerArgs,
+    /// Where `/metrics` and `/health/live|ready` of this worker are served.
+    #[arg(long, env = "SHOAL_ADMIN_LISTEN", default_value = "127.0.0.1:9465")]
+    admin_listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -97,7 +104,8 @@ struct OrchestratorCmd {
     db: DatabaseArgs,
     #[command(flatten)]
     queue: QueueArgs,
-    /// Where `GET /metrics` (Prometheus text: queue depth for autoscaling) is served.
+    /// Where `GET /metrics` (Prometheus: queue depth for autoscaling) and `/health/live|ready`
+    /// are served.
     #[arg(long, env = "SHOAL_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     metrics_listen: SocketAddr,
     #[command(flatten)]
@@ -121,15 +129,14 @@ struct ServeArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-
     let cli = Cli::parse();
+    let _telemetry = match telemetry::init(&cli.telemetry) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Migrate(db) => migrate(&db).await,
         Command::Sqs(cmd) => queue_cmd::sqs(cmd).await,
@@ -162,17 +169,30 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals()?;
     let orchestrator = roles::orchestrator(&platform, &args.orchestrator)?;
     let orchestrator = args.driver.apply(orchestrator).await?;
-    let metrics = prometheus::router(orchestrator.metrics());
+    let mut admin = Admin::new(platform.database.clone()).needs_queue(platform.queue.clone());
+    for source in prometheus::sources(&orchestrator.metrics()) {
+        admin = admin.source(source);
+    }
     let orchestrating = tokio::spawn(orchestrator.run(shutdown.clone().wait()));
     let projector = roles::projector(&platform);
+    admin = admin.source(Arc::new(shoal_projector::metrics::LagSource(
+        projector.clone(),
+    )));
     let projecting = {
         let (projector, shutdown) = (projector.clone(), shutdown.clone());
         tokio::spawn(async move { projector.run(shutdown.wait()).await })
     };
-    let working = worker_config
-        .map(|config| tokio::spawn(roles::worker(&platform, config).run(shutdown.clone().wait())));
+    let working = worker_config.map(|config| {
+        let worker = roles::worker(&platform, config);
+        admin = admin
+            .clone()
+            .source(Arc::new(shoal_worker::telemetry::WorkerSource::new(
+                worker.metrics(),
+            )));
+        tokio::spawn(worker.run(shutdown.clone().wait()))
+    });
     let router = web::with_dashboard(
-        roles::api_router(&platform, &args.api, &projector)?.merge(metrics),
+        roles::api_router(&platform, &args.api, &projector)?.merge(admin.router()),
         args.api.web_dir.clone(),
     );
     let serving = tokio::spawn(roles::serve(args.listen, router, shutdown.clone()));
@@ -221,9 +241,18 @@ async fn worker(args: WorkerCmd) -> anyhow::Result<()> {
         "shoal worker {} running up to {} tasks at once from the {} queue",
         config.worker_id, config.concurrency, args.queue.queue
     );
-    let stats = roles::worker(&platform, config)
-        .run(shutdown.wait())
-        .await?;
+    let worker = roles::worker(&platform, config);
+    let admin = admin::spawn(
+        args.admin_listen,
+        Admin::new(platform.database.clone())
+            .needs_queue(platform.queue.clone())
+            .source(Arc::new(shoal_worker::telemetry::WorkerSource::new(
+                worker.metrics(),
+            ))),
+        shutdown.clone(),
+    );
+    let stats = worker.run(shutdown.wait()).await?;
+    admin.await?;
     eprintln!("shoal worker stopped: {stats:?}");
     if let Some(sqs) = &platform.sqs {
         eprintln!("{}", queue_cmd::calls_summary(&sqs.calls().snapshot()));
@@ -238,15 +267,13 @@ async fn orchestrator(args: OrchestratorCmd) -> anyhow::Result<()> {
     eprintln!("shoal orchestrator running (standby until it holds the leader lock)");
     let orchestrator = roles::orchestrator(&platform, &args.orchestrator)?;
     let orchestrator = args.driver.apply(orchestrator).await?;
-    let metrics = prometheus::router(orchestrator.metrics());
+    let mut admin = Admin::new(platform.database.clone());
+    for source in prometheus::sources(&orchestrator.metrics()) {
+        admin = admin.source(source);
+    }
+    // Metrics are not worth stopping the orchestrator for (e.g. a second one on the host).
     let listen = args.metrics_listen;
-    let serving = roles::serve(listen, metrics, shutdown.clone());
-    let metrics_server = tokio::spawn(async move {
-        // Metrics are not worth stopping the orchestrator for (e.g. a second one on the host).
-        if let Err(error) = serving.await {
-            tracing::warn!("no metrics endpoint at {listen}: {error:#}");
-        }
-    });
+    let metrics_server = admin::spawn(listen, admin, shutdown.clone());
     eprintln!("metrics (Prometheus) at http://{listen}/metrics");
     orchestrator.run(shutdown.wait()).await?;
     metrics_server.await?;
@@ -268,8 +295,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let (projector, shutdown) = (projector.clone(), shutdown.clone());
         tokio::spawn(async move { projector.run(shutdown.wait()).await })
     };
+    let admin = Admin::new(platform.database.clone())
+        .source(Arc::new(shoal_infra::telemetry::queue::QueueSource::new(
+            platform.queue.clone(),
+        )))
+        .source(Arc::new(shoal_projector::metrics::LagSource(
+            projector.clone(),
+        )));
     let router = web::with_dashboard(
-        roles::api_router(&platform, &args.api, &projector)?,
+        roles::api_router(&platform, &args.api, &projector)?.merge(admin.router()),
         args.api.web_dir.clone(),
     );
     roles::serve(args.listen, router, shutdown).await?;

@@ -12,7 +12,13 @@ use crate::roles::{DatabaseArgs, Shutdown};
 #[derive(Debug, Subcommand)]
 pub enum ProjectorCmd {
     /// Keep the read tables up to date with the log until Ctrl-C or SIGTERM.
-    Run(DatabaseArgs),
+    Run {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Where `/metrics` (lag per projection) and `/health/live|ready` are served.
+        #[arg(long, env = "SHOAL_ADMIN_LISTEN", default_value = "127.0.0.1:9466")]
+        admin_listen: std::net::SocketAddr,
+    },
     /// Print each projection's checkpoint and how far it is behind the log.
     Status(DatabaseArgs),
     /// Replay the whole log into fresh tables of one projection and swap them in atomically,
@@ -37,11 +43,19 @@ async fn open(db: &DatabaseArgs) -> anyhow::Result<(Database, Projector)> {
 
 pub async fn run(cmd: ProjectorCmd) -> anyhow::Result<()> {
     match cmd {
-        ProjectorCmd::Run(db) => {
+        ProjectorCmd::Run { db, admin_listen } => {
             let (database, projector) = open(&db).await?;
             let shutdown = Shutdown::on_signals()?;
             eprintln!("shoal projector running (jobs, analytics); Ctrl-C or SIGTERM stops");
+            let admin = crate::admin::spawn(
+                admin_listen,
+                crate::admin::Admin::new(database.clone()).source(std::sync::Arc::new(
+                    shoal_projector::metrics::LagSource(projector.clone()),
+                )),
+                shutdown.clone(),
+            );
             projector.run(shutdown.wait()).await?;
+            admin.await?;
             database.close().await;
             eprintln!("shoal projector stopped");
         }

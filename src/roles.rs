@@ -16,6 +16,7 @@ use shoal_infra::db::{Database, DatabaseUrl, PoolSettings};
 use shoal_infra::eventlog::EventLog;
 use shoal_infra::queue::{SqlQueue, SqsQueue, TaskQueue};
 use shoal_infra::readmodel::ReadModelStore;
+use shoal_infra::telemetry::InstrumentedLog;
 use shoal_worker::{ExecHandlerConfig, Handlers, HttpHandlerConfig, Worker, WorkerConfig};
 use tokio::sync::watch;
 
@@ -276,7 +277,7 @@ pub fn orchestrator(platform: &Platform, args: &OrchestratorArgs) -> anyhow::Res
     };
     Ok(Orchestrator::new(
         config,
-        platform.log.clone(),
+        InstrumentedLog::wrap(platform.log.clone(), "orchestrator"),
         platform.queue.clone(),
         platform.database.clone(),
     )?)
@@ -303,7 +304,7 @@ pub fn worker(platform: &Platform, mut config: WorkerConfig) -> Worker {
     Worker::new(
         config,
         handlers,
-        platform.log.clone(),
+        InstrumentedLog::wrap(platform.log.clone(), "worker"),
         platform.queue.clone(),
     )
 }
@@ -359,8 +360,11 @@ pub fn api_router(
     projector: &shoal_projector::Projector,
 ) -> anyhow::Result<axum::Router> {
     let allowed = AllowedOrigins::parse(&api.cors_allow_origin)?;
-    let service =
-        CommandService::new(platform.log.clone(), api.limits()).with_queue(platform.queue.clone());
+    let service = CommandService::new(
+        InstrumentedLog::wrap(platform.log.clone(), "command"),
+        api.limits(),
+    )
+    .with_queue(platform.queue.clone());
     let rest = crate::rest::router(
         service.clone(),
         ReadModelStore::new(platform.database.clone()),

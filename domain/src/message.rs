@@ -38,6 +38,10 @@ pub struct TaskMessage {
     /// W3C trace context of the job's submission, when known.
     #[serde(default)]
     pub traceparent: Option<String>,
+    /// W3C trace context of the attempt before this one (a retry): the new attempt's span is
+    /// linked to it. Left out of the body when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_attempt_traceparent: Option<String>,
 }
 
 /// A message body that is not a [`TaskMessage`] (a poison message): dead-letter it, retrying
@@ -79,6 +83,7 @@ mod tests {
             timeout_seconds: 60,
             not_before: Some(Utc::now()),
             traceparent: None,
+            previous_attempt_traceparent: None,
         }
     }
 

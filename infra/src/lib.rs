@@ -17,6 +17,7 @@ pub mod orchestrator_store;
 pub mod queue;
 pub mod readmodel;
 pub mod stepfunctions;
+pub mod telemetry;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -18,6 +18,7 @@
 
 pub mod analytics;
 pub mod jobs;
+pub mod metrics;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,4 +5,5 @@
 //! REST read of a single job or task that the projector has not reached yet is answered from
 //! that job's or task's own stream (read-your-writes after a REST submission).
 pub mod graphql;
+pub mod metrics;
 pub mod rest;

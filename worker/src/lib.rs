@@ -93,6 +93,7 @@ mod config;
 mod handler;
 mod metrics;
 mod runtime;
+pub mod telemetry;
 
 pub use config::{
     ConfigError, DEFAULT_EXEC_ENV_ALLOW, DEFAULT_HTTP_MAX_RESPONSE_BYTES, ExecHandlerConfig,

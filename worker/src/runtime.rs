@@ -176,7 +176,7 @@ impl Worker {
             for (delivery, permit) in deliveries.into_iter().zip(permits.drain(..)) {
                 WorkerMetrics::inc(&metrics.received);
                 let key = inflight.insert(delivery.receipt.clone());
-                let span = delivery_span(&delivery);
+                let span = delivery_span(&delivery, &shared.config.worker_id);
                 tasks.spawn(process(shared.clone(), delivery, key, permit).instrument(span));
             }
         }
@@ -226,15 +226,21 @@ fn report_task_end(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-fn delivery_span(delivery: &Delivery) -> tracing::Span {
+fn delivery_span(delivery: &Delivery, worker_id: &str) -> tracing::Span {
     match &delivery.body {
-        Ok(message) => tracing::info_span!(
-            "task",
-            job_id = %message.job_id,
-            task_id = %message.task_id,
-            attempt = message.attempt,
-            receive_count = delivery.receive_count,
-        ),
+        Ok(message) => {
+            let span = tracing::info_span!(
+                "task",
+                job_id = %message.job_id,
+                task_id = %message.task_id,
+                job_type = %message.job_type,
+                attempt = message.attempt,
+                worker_id = %worker_id,
+                receive_count = delivery.receive_count,
+            );
+            crate::telemetry::follow_trace(&span, message);
+            span
+        }
         Err(_) => tracing::info_span!("poison_message", receive_count = delivery.receive_count),
     }
 }

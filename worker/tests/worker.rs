@@ -121,6 +121,7 @@ impl Env {
                             timeout_seconds: e.timeout_seconds,
                             not_before: None,
                             traceparent: None,
+                            previous_attempt_traceparent: None,
                         },
                         delay: Duration::ZERO,
                     });

@@ -184,7 +184,10 @@ pub(super) fn encode_all(events: &[Event], command: &str) -> Vec<NewEvent> {
                 event_type: encoded.event_type.to_owned(),
                 schema_version: encoded.schema_version,
                 data: encoded.data,
-                metadata: json!({ "command": command }),
+                metadata: match shoal_infra::telemetry::trace::current_traceparent() {
+                    Some(traceparent) => json!({ "command": command, "traceparent": traceparent }),
+                    None => json!({ "command": command }),
+                },
             }
         })
         .collect()

@@ -7,6 +7,7 @@
 //! all ended; save the touched jobs' rows and the checkpoint atomically. The queue send comes
 //! before the save: a crash in between resends, which the queue ignores per (task, attempt).
 
+use shoal_infra::telemetry::trace;
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::Utc;
@@ -363,6 +364,10 @@ impl Consumer {
                     stream_version: record.stream_version,
                     not_before: Some(retry.not_before),
                     traceparent: traceparent(record),
+                    previous_attempt_traceparent: trace::from_metadata(
+                        record.metadata.get(),
+                        trace::ATTEMPT_TRACEPARENT,
+                    ),
                     ..task_message(task, record)
                 },
                 delay,
@@ -393,6 +398,7 @@ fn task_message(task: &TaskEnqueued, record: &RecordedEvent) -> TaskMessage {
         timeout_seconds: task.timeout_seconds,
         not_before: None,
         traceparent: traceparent(record),
+        previous_attempt_traceparent: None,
     }
 }
 

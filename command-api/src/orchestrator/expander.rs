@@ -7,6 +7,7 @@
 //! whose tasks all exist, is rejected and dropped). So after a crash at any point the next
 //! leader continues from the stream's `created_upto`: no task is missing or created twice.
 
+use shoal_infra::telemetry::trace;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
@@ -147,6 +148,20 @@ pub(super) async fn expand_chunk(
 ) -> Result<Chunk, OrchestratorError> {
     let span =
         tracing::info_span!("orchestrator.expand", %job_id, from_index = tracing::field::Empty);
+    if trace::enabled() {
+        // The job's trace: the expansion (the enqueue of its tasks) is a child of the
+        // submission, and each task's worker span a child of the expansion.
+        match shared.log.read_stream(&job_id.stream_id(), 0).await {
+            Ok(records) => trace::set_parent(
+                &span,
+                records
+                    .first()
+                    .and_then(|r| trace::from_metadata(r.metadata.get(), trace::TRACEPARENT))
+                    .as_deref(),
+            ),
+            Err(error) => tracing::debug!(%error, "no submission context for the expansion"),
+        }
+    }
     async {
         let (mut state, mut version) = match cached {
             Some(cached) => cached,
@@ -165,11 +180,13 @@ pub(super) async fn expand_chunk(
                 }
             };
             tracing::Span::current().record("from_index", state.created_upto);
-            match shared
-                .log
-                .append(chunk_batch(job_id, version, &events))
-                .await
-            {
+            let mut batch = chunk_batch(job_id, version, &events);
+            trace::stamp(
+                &mut batch,
+                trace::TRACEPARENT,
+                trace::current_traceparent().as_deref(),
+            );
+            match shared.log.append(batch).await {
                 Ok(_) => {
                     let tasks = events.len().saturating_sub(1);
                     OrchestratorMetrics::add(&shared.metrics.inner.chunks, 1);

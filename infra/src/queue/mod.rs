@@ -193,6 +193,12 @@ pub trait TaskQueue: Send + Sync + std::fmt::Debug {
 
     async fn depth(&self) -> QueueResult<QueueDepth>;
 
+    /// How long the oldest deliverable message has waited to be received (zero when none
+    /// waits); `None` when the backend cannot tell (SQS reports it only to CloudWatch).
+    async fn oldest_message_age(&self) -> QueueResult<Option<Duration>> {
+        Ok(None)
+    }
+
     /// Dead-lettered messages, oldest first, optionally of one job.
     async fn dead_letters(&self, job_id: Option<Uuid>, limit: i64) -> QueueResult<Vec<DeadLetter>>;
 

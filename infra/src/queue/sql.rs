@@ -433,6 +433,14 @@ impl TaskQueue for SqlQueue {
         }
     }
 
+    #[tracing::instrument(name = "queue.oldest_message_age", skip_all, err(level = "debug"))]
+    async fn oldest_message_age(&self) -> QueueResult<Option<Duration>> {
+        match &self.backend {
+            Backend::Postgres(pg) => pg.oldest_message_age().await.map(Some),
+            Backend::Sqlite(lite) => lite.oldest_message_age().await.map(Some),
+        }
+    }
+
     #[tracing::instrument(name = "queue.dead_letters", skip_all, err(level = "debug"))]
     async fn dead_letters(&self, job_id: Option<Uuid>, limit: i64) -> QueueResult<Vec<DeadLetter>> {
         let limit = limit.max(0);

@@ -76,6 +76,8 @@ use shoal_infra::eventlog::{
     AppendBatch, EventLog, ExpectedVersion, LogError, NewEvent, RecordedEvent, StreamAppend,
 };
 use shoal_infra::queue::{Delivery, QueueError, Receipt, TaskMessage, TaskQueue};
+use shoal_infra::telemetry::metrics::metrics;
+use shoal_infra::telemetry::trace;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
@@ -224,6 +226,7 @@ impl Shared {
             Ok(started) => started,
             Err(disposition) => return disposition,
         };
+        metrics().task_started(&message.job_type);
         self.run_attempt(&message, &delivery.receipt, started).await
     }
 
@@ -365,10 +368,14 @@ impl Shared {
             }
             Err(error) => Err(error),
         };
-        let duration_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed = began.elapsed();
+        let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         match outcome {
-            Ok(result) => self.complete(message, started, result, duration_ms).await,
-            Err(error) => self.fail(message, receipt, started, error).await,
+            Ok(result) => {
+                self.complete(message, started, result, duration_ms, elapsed)
+                    .await
+            }
+            Err(error) => self.fail(message, receipt, started, error, elapsed).await,
         }
     }
 
@@ -413,6 +420,7 @@ impl Shared {
         started: Started,
         result: Option<Value>,
         duration_ms: u64,
+        elapsed: Duration,
     ) -> Disposition {
         let command = TaskCommand::CompleteTask {
             attempt: started.state.attempt,
@@ -430,6 +438,7 @@ impl Shared {
         match self.append(message, started.version, &events).await {
             Ok(()) => {
                 WorkerMetrics::inc(&self.metrics.completed);
+                metrics().task_completed(&message.job_type, elapsed);
                 Disposition::Ack
             }
             Err(LogError::Conflict { .. }) => {
@@ -450,6 +459,7 @@ impl Shared {
         receipt: &Receipt,
         started: Started,
         error: TaskError,
+        elapsed: Duration,
     ) -> Disposition {
         tracing::info!(error = %error.message, retryable = error.retryable, "attempt failed");
         let Started {
@@ -500,6 +510,11 @@ impl Shared {
         }
         version += events.len() as i64;
         let state = events.iter().fold(state, evolve_task);
+        metrics().task_failed(
+            &message.job_type,
+            elapsed,
+            state.status != TaskStatus::Failed,
+        );
         if state.status == TaskStatus::Failed {
             WorkerMetrics::inc(&self.metrics.failed);
             self.dead_letter_task(state, version, receipt, error.message)
@@ -592,6 +607,10 @@ impl Shared {
         let mut metadata = json!({ "actor": format!("worker:{}", self.config.worker_id) });
         if let Some(traceparent) = traceparent {
             metadata["traceparent"] = Value::String(traceparent.to_owned());
+        }
+        if let Some(attempt) = trace::current_traceparent() {
+            // What the next attempt's span links to, if this one fails with a retry.
+            metadata[trace::ATTEMPT_TRACEPARENT] = Value::String(attempt);
         }
         AppendBatch {
             streams: vec![StreamAppend {

@@ -6,6 +6,7 @@
 //! event log uses too).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -303,6 +304,15 @@ impl PgQueue {
 
     pub(super) async fn purge_job(&self, job_id: Uuid) -> QueueResult<u64> {
         super::purge_job(&self.pool, job_id).await
+    }
+
+    /// Seconds since the oldest deliverable message became visible (the claim index's first
+    /// entry: no scan).
+    pub(super) async fn oldest_message_age(&self) -> QueueResult<Duration> {
+        const OLDEST: &str = "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(visible_at))::float8, 0) \
+                              FROM task_queue WHERE visible_at <= now()";
+        let seconds: f64 = sqlx::query_scalar(OLDEST).fetch_one(&self.pool).await?;
+        Ok(Duration::from_secs_f64(seconds.max(0.0)))
     }
 
     pub(super) async fn depth(&self) -> QueueResult<QueueDepth> {

@@ -8,6 +8,7 @@
 //! one JSON array parameter (`json_each`), the way Postgres takes arrays.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -274,6 +275,20 @@ impl SqliteQueue {
     pub(super) async fn purge_job(&self, job_id: Uuid) -> QueueResult<u64> {
         let _write = self.write_lock().await;
         super::purge_job(&self.pool, job_id).await
+    }
+
+    /// Milliseconds since the oldest deliverable message became visible (the claim index's
+    /// first entry: no scan).
+    pub(super) async fn oldest_message_age(&self) -> QueueResult<Duration> {
+        const OLDEST: &str = "SELECT ?1 - min(visible_at) FROM task_queue WHERE visible_at <= ?1";
+        let now = now_ms();
+        let oldest: Option<i64> = sqlx::query_scalar(OLDEST)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Duration::from_millis(
+            u64::try_from(oldest.unwrap_or(0)).unwrap_or(0),
+        ))
     }
 
     pub(super) async fn depth(&self) -> QueueResult<QueueDepth> {
