@@ -1,6 +1,6 @@
 //! The commands the Kubernetes manifests run (infra/deploy/k8s), as the pods run them: the
-//! migration Job, the readiness probe of workers and the projector (`shoal projector status`
-//! with a pool of one connection), and the pool-size option every role takes.
+//! migration Job, `shoal projector status` with a pool of one connection (what an operator runs
+//! in a pod to check it), and the pool-size option every role takes.
 
 // Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
