@@ -199,6 +199,30 @@ impl SqsQueue {
         }
     }
 
+    /// Settles a call on one receipt: done or stale, the receipt is no longer held (a stale one
+    /// is reported as [`QueueError::StaleReceipt`]); any other error keeps it held for a retry.
+    fn settle_one<T, E>(
+        &self,
+        receipt: &Receipt,
+        operation: &'static str,
+        result: Result<T, E>,
+    ) -> QueueResult<()>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match result {
+            Ok(_) => {
+                self.forget(&[&receipt.0]);
+                Ok(())
+            }
+            Err(e) if is_stale_code(e.code().unwrap_or_default()) => {
+                self.forget(&[&receipt.0]);
+                Err(QueueError::StaleReceipt(receipt.0.clone()))
+            }
+            Err(e) => Err(sdk_error(operation, e)),
+        }
+    }
+
     /// One `SendMessage` (dead letters and raw test messages; tasks go in batches).
     async fn send_one(
         &self,
@@ -582,17 +606,7 @@ impl TaskQueue for SqsQueue {
             .visibility_timeout(secs)
             .send()
             .await;
-        match result {
-            Ok(_) => {
-                self.forget(&[&receipt.0]);
-                Ok(())
-            }
-            Err(e) if is_stale_code(e.code().unwrap_or_default()) => {
-                self.forget(&[&receipt.0]);
-                Err(QueueError::StaleReceipt(receipt.0.clone()))
-            }
-            Err(e) => Err(sdk_error("ChangeMessageVisibility", e)),
-        }
+        self.settle_one(receipt, "ChangeMessageVisibility", result)
     }
 
     #[tracing::instrument(
@@ -646,18 +660,8 @@ impl TaskQueue for SqsQueue {
             .receipt_handle(&receipt.0)
             .send()
             .await;
-        match result {
-            Ok(_) => {
-                self.forget(&[&receipt.0]);
-                Ok(())
-            }
-            Err(e) if is_stale_code(e.code().unwrap_or_default()) => {
-                self.forget(&[&receipt.0]);
-                Err(QueueError::StaleReceipt(receipt.0.clone()))
-            }
-            // Retryable: the receipt stays held, its copy made.
-            Err(e) => Err(sdk_error("DeleteMessage", e)),
-        }
+        // A retryable error keeps the receipt held, its copy made.
+        self.settle_one(receipt, "DeleteMessage", result)
     }
 
     async fn purge_job(&self, _job_id: Uuid) -> QueueResult<u64> {
