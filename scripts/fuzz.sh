@@ -5,6 +5,11 @@
 #   scripts/fuzz.sh            every target for 20 s (what scripts/test.sh runs)
 #   scripts/fuzz.sh 600        every target for 10 minutes
 #   scripts/fuzz.sh 600 task_message
+#   FUZZ_SEED=1 FUZZ_RUNS=400000 scripts/fuzz.sh 60
+#                              reproducible: the same inputs in the same order on every machine,
+#                              at most FUZZ_RUNS per target, stopped by the time limit if slower
+#                              (what scripts/test.sh runs, so CI does not turn red at random;
+#                              the unseeded long runs are what look for new crashes)
 #
 # Starts from the committed seeds (fuzz/corpus/<target>); what a run discovers goes to
 # target/fuzz-corpus/<target> (kept between local runs, never committed). A crash stops the
@@ -43,6 +48,13 @@ for target in "${targets[@]}"; do
   printf '\n==> fuzzing %s for %s s (sanitizer: %s)\n' "$target" "$seconds" "$sanitizer"
   corpus="$root/target/fuzz-corpus/$target"
   mkdir -p "$corpus"
+  bounds=()
+  if [ -n "${FUZZ_SEED:-}" ]; then
+    # A seeded run starts from the committed seeds only, so it is the same everywhere.
+    corpus="$(mktemp -d)"
+    bounds+=("-seed=$FUZZ_SEED")
+  fi
+  [ -z "${FUZZ_RUNS:-}" ] || bounds+=("-runs=$FUZZ_RUNS")
   cargo fuzz run --sanitizer "$sanitizer" "$target" "$corpus" "corpus/$target" -- \
-    -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+    -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${bounds[@]}"
 done

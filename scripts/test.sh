@@ -71,9 +71,9 @@ step "API fuzzing: schemathesis over REST and GraphQL (reports in target/api-fuz
 [ -x target/debug/shoal ] || cargo build --locked --bin shoal
 SHOAL_BIN="$root/target/debug/shoal" scripts/api-fuzz.sh
 # What parses outside input (stored events, queue messages, job submissions), fuzzed briefly;
-# scripts/fuzz.sh SECONDS fuzzes longer.
-step "fuzzing: 20 s per target (cargo fuzz on the stable toolchain)"
-scripts/fuzz.sh 20
+# seeded, so a run here is reproducible; scripts/fuzz.sh SECONDS fuzzes longer and unseeded.
+step "fuzzing: 300,000 seeded runs per target, at most 60 s each (cargo fuzz, stable toolchain)"
+FUZZ_SEED=1 FUZZ_RUNS=300000 scripts/fuzz.sh 60
 
 # The dashboard: lint, type check, unit tests, build, and the browser end-to-end run in
 # headless Chromium (Debian's package, driven by playwright-core) against a real `shoal dev`.
