@@ -63,21 +63,34 @@ pub async fn run(cmd: ProjectorCmd) -> anyhow::Result<()> {
             let (database, projector) = open(&db).await?;
             let statuses = projector.status().await?;
             println!(
-                "{:<10} {:>22} {:>22} {:>12}  rebuild",
-                "projection", "checkpoint", "head", "lag (events)"
+                "{:<10} {:>22} {:>22} {:>12} {:>7}  rebuild",
+                "projection", "checkpoint", "head", "lag (events)", "parked"
             );
+            let at = |p: shoal_infra::eventlog::LogPosition| format!("{}/{}", p.commit, p.position);
+            let mut parked = Vec::new();
             for s in statuses {
-                let at =
-                    |p: shoal_infra::eventlog::LogPosition| format!("{}/{}", p.commit, p.position);
                 println!(
-                    "{:<10} {:>22} {:>22} {:>12}  {}",
+                    "{:<10} {:>22} {:>22} {:>12} {:>7}  {}",
                     s.name.as_str(),
                     at(s.checkpoint),
                     at(s.head),
                     s.lag_events,
+                    s.parked_events,
                     s.rebuild
                         .map_or("-".to_owned(), |p| format!("in progress at {}", at(p))),
                 );
+                if let Some(last) = s.last_parked {
+                    parked.push(format!(
+                        "{}: {} event(s) parked (the database refused their effect), the latest \
+                         at {}; see table projection_parked_events and docs/limits.md",
+                        s.name.as_str(),
+                        s.parked_events,
+                        at(last)
+                    ));
+                }
+            }
+            for line in parked {
+                println!("{line}");
             }
             database.close().await;
         }

@@ -633,6 +633,55 @@ async fn job_updated_is_coalesced(mut h: Harness) {
     );
 }
 
+/// `jobs(createdAfter: "-200000-01-01T00:00:00Z")` and a cursor from year 200000 are the
+/// client's mistakes: `BAD_USER_INPUT` naming the argument, never `INTERNAL`.
+async fn extreme_times_are_user_errors(mut h: Harness) {
+    two_jobs(&mut h).await;
+    let id = JobId::new();
+    let cases = [
+        (
+            json!({ "createdAfter": "-200000-01-01T00:00:00Z" }),
+            "createdAfter",
+        ),
+        (
+            json!({ "createdBefore": "+200000-01-01T00:00:00Z" }),
+            "createdBefore",
+        ),
+        (
+            json!({ "createdAfter": "0000-12-31T23:59:59Z" }),
+            "createdAfter",
+        ),
+        (json!({ "after": format!("{}_{id}", i64::MIN) }), "after"),
+        (
+            json!({ "after": format!("-6311390400000000000_{id}") }),
+            "after",
+        ),
+        (
+            json!({ "after": format!("6311390400000000000_{id}") }),
+            "after",
+        ),
+    ];
+    for (variables, field) in cases {
+        let response = h.query(JOBS, variables.clone()).await;
+        let error = response
+            .errors
+            .first()
+            .unwrap_or_else(|| panic!("{variables}: accepted"));
+        let extensions = serde_json::to_value(&error.extensions).unwrap();
+        assert_eq!(
+            extensions["code"], "BAD_USER_INPUT",
+            "{variables}: {error:?}"
+        );
+        assert_eq!(extensions["field"], field, "{variables}: {error:?}");
+    }
+    // The edges of the range still work.
+    let edges = json!({
+        "createdAfter": "0001-01-01T00:00:00Z",
+        "createdBefore": "9999-12-31T23:59:59Z"
+    });
+    assert_eq!(ids(&h.data(JOBS, edges).await).len(), 2);
+}
+
 macro_rules! for_each_backend {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -665,4 +714,5 @@ for_each_backend!(
     jobs_filters_and_pages,
     analytics_shape,
     job_updated_is_coalesced,
+    extreme_times_are_user_errors,
 );

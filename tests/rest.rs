@@ -687,6 +687,21 @@ async fn task_transitions_append_the_workers_events(url: &str) {
         "float_parsing",
         json!(["body", "processing_time_seconds"]),
     );
+    // An absurd processing time is refused at the edge and appends nothing (it used to be
+    // accepted and then stop the analytics projection with "bigint out of range").
+    let before = dev.event_types(&t0.stream_id()).await;
+    for absurd in [json!(1e300), json!(2_592_001), json!("1e300")] {
+        assert_invalid(
+            &dev.post(
+                &format!("/api/v1/tasks/{t0}/complete"),
+                json!({"processing_time_seconds": absurd}),
+            )
+            .await,
+            "less_than_equal",
+            json!(["body", "processing_time_seconds"]),
+        );
+    }
+    assert_eq!(dev.event_types(&t0.stream_id()).await, before);
     assert_invalid(
         &dev.post_raw(&format!("/api/v1/tasks/{t0}/complete"), Some("{"))
             .await,

@@ -37,7 +37,10 @@ pub use input::{
 };
 pub use jobs::{MAX_REASON_CHARS, RetryOutcome, SubmittedJob};
 pub use shoal_api::snapshot::{JobSnapshot, TaskSnapshot};
-pub use tasks::{DEFAULT_ERROR_MESSAGE, EXTERNAL_WORKER, MAX_ERROR_CHARS, MAX_RESULT_BYTES};
+pub use tasks::{
+    DEFAULT_ERROR_MESSAGE, EXTERNAL_WORKER, MAX_ERROR_CHARS, MAX_PROCESSING_TIME_SECONDS,
+    MAX_RESULT_BYTES,
+};
 
 /// Task streams read, and failed tasks retried, per round trip / per append.
 pub const DEFAULT_CHUNK_SIZE: usize = 1_000;

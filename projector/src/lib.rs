@@ -15,6 +15,13 @@
 //! Undecodable events (unknown type, newer schema, malformed payload) are logged, counted in
 //! [`ProjectionStatus::skipped_events`] and skipped: the read model must not stop for one bad
 //! row. A newer schema means this build is too old; rebuild after upgrading.
+//!
+//! Events the database refuses to store the effect of (a number out of range, a character it
+//! cannot hold: [`ReadModelError::is_refused_data`]) are parked (ADR 0011): a batch that fails
+//! so is split in halves until the one event is found; the others are applied, that one is
+//! recorded in `projection_parked_events` (`shoal projector status`, the metric
+//! `shoal_projector_parked_events`) and the checkpoint moves past it. No single event can stop
+//! a projection, and a rebuild parks the same events.
 
 pub mod analytics;
 pub mod jobs;
@@ -25,11 +32,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use shoal_domain::Event;
 use shoal_infra::db::Database;
 use shoal_infra::eventlog::{EventLog, LogError, LogPosition, RecordedEvent};
-use shoal_infra::readmodel::{ChangeSource, ReadModelError, ReadModelStore, Target};
+use shoal_infra::readmodel::{ChangeSource, ParkedEvent, ReadModelError, ReadModelStore, Target};
 use tokio::sync::broadcast;
 
 pub use shoal_infra::readmodel::{ProjectionChange, ProjectionName};
@@ -107,6 +115,10 @@ pub struct ProjectionStatus {
     pub rebuild: Option<LogPosition>,
     /// Events this process skipped because it could not decode them.
     pub skipped_events: u64,
+    /// Events the projection left out because the database refused their effect (ever, by
+    /// any process: ADR 0011), and the position of the latest.
+    pub parked_events: u64,
+    pub last_parked: Option<LogPosition>,
 }
 
 /// Where a rebuild is, as reported to its progress callback after each batch.
@@ -281,7 +293,10 @@ impl Projector {
                     }
                 }
                 if !events.is_empty() {
-                    match self.apply(name, Target::Live, from, &events).await {
+                    match self
+                        .apply_isolating(name, Target::Live, from, &events)
+                        .await
+                    {
                         Ok(change) => {
                             from = change.position;
                             let _ = self.inner.changes.send(Arc::new(change));
@@ -329,7 +344,9 @@ impl Projector {
         if events.is_empty() {
             return Ok(0);
         }
-        let change = self.apply(name, Target::Live, from, &events).await?;
+        let change = self
+            .apply_isolating(name, Target::Live, from, &events)
+            .await?;
         let _ = self.inner.changes.send(Arc::new(change));
         Ok(events.len())
     }
@@ -355,10 +372,21 @@ impl Projector {
                 .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
             let Some(to) = batch.to else { break };
             next = self.read_ahead(name, to);
-            match self
+            let mut applied = self
                 .apply_events(name, Target::Live, from, to, &batch.events)
-                .await
+                .await;
+            if let Err(ProjectorError::Store(error)) = &applied
+                && error.is_refused_data()
             {
+                // Rare: read the batch again, raw, to find the event the database refuses.
+                let records = self.inner.log.read_all(from, batch.read as i64).await?;
+                if records.last().map(|r| r.log_position) == Some(to) {
+                    applied = self
+                        .apply_isolating(name, Target::Live, from, &records)
+                        .await;
+                }
+            }
+            match applied {
                 Ok(change) => {
                     total += batch.read as u64;
                     from = change.position;
@@ -448,6 +476,77 @@ impl Projector {
         self.apply_events(name, target, from, to, &events).await
     }
 
+    /// [`Projector::apply`], except that events whose effect the database refuses
+    /// ([`ReadModelError::is_refused_data`]) are parked instead of failing the batch: the
+    /// batch is halved until the refused event is alone, every other event is applied, and
+    /// that one is recorded and passed over (ADR 0011). A batch of n events with one refused
+    /// event costs about 2·log2(n) extra transactions, once.
+    fn apply_isolating<'a>(
+        &'a self,
+        name: ProjectionName,
+        target: Target,
+        from: LogPosition,
+        batch: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<ProjectionChange, ProjectorError>> {
+        async move {
+            let error = match self.apply(name, target, from, batch).await {
+                Err(ProjectorError::Store(error)) if error.is_refused_data() => error,
+                other => return other,
+            };
+            match batch {
+                [] => Err(ProjectorError::Store(error)),
+                [record] => self.park(name, target, from, record, &error).await,
+                _ => {
+                    let (left, right) = batch.split_at(batch.len() / 2);
+                    let mut first = self.apply_isolating(name, target, from, left).await?;
+                    let second = self
+                        .apply_isolating(name, target, first.position, right)
+                        .await?;
+                    first.position = second.position;
+                    first.jobs.extend(second.jobs);
+                    first.tasks.extend(second.tasks);
+                    first.analytics |= second.analytics;
+                    Ok(first)
+                }
+            }
+        }
+        .boxed()
+    }
+
+    /// Records `record` as parked by `name`, then moves the checkpoint past it (in that order:
+    /// a crash in between parks it again, which keeps the first record).
+    async fn park(
+        &self,
+        name: ProjectionName,
+        target: Target,
+        from: LogPosition,
+        record: &RecordedEvent,
+        error: &ReadModelError,
+    ) -> Result<ProjectionChange, ProjectorError> {
+        tracing::error!(
+            projection = %name,
+            commit = record.log_position.commit,
+            position = record.log_position.position,
+            stream = %record.stream_id,
+            event_type = %record.event_type,
+            %error,
+            "the database refuses this event's effect: parking it, the projection goes on \
+             without it (shoal projector status lists the count)"
+        );
+        self.inner
+            .store
+            .park_event(&ParkedEvent {
+                projection: name,
+                position: record.log_position,
+                stream_id: record.stream_id.clone(),
+                event_type: record.event_type.clone(),
+                error: error.to_string(),
+            })
+            .await?;
+        self.apply_events(name, target, from, record.log_position, &[])
+            .await
+    }
+
     /// [`Projector::apply`] of events already decoded; `to` is the batch's last position
     /// (undecodable events are skipped but still move the checkpoint).
     async fn apply_events(
@@ -498,6 +597,7 @@ impl Projector {
         for name in ProjectionName::ALL {
             let store = &self.inner.store;
             let checkpoint = store.checkpoint(name, Target::Live).await?;
+            let (parked_events, last_parked) = store.parked_events(name).await?;
             statuses.push(ProjectionStatus {
                 name,
                 checkpoint,
@@ -505,6 +605,8 @@ impl Projector {
                 lag_events: store.count_events_after(checkpoint).await?,
                 rebuild: store.rebuild_checkpoint(name).await?,
                 skipped_events: self.inner.skipped[slot(name)].load(Ordering::Relaxed),
+                parked_events,
+                last_parked,
             });
         }
         Ok(statuses)
@@ -573,7 +675,7 @@ impl Projector {
                 return Ok(());
             };
             let to = last.log_position;
-            self.apply(report.projection, Target::Rebuild, report.position, &events)
+            self.apply_isolating(report.projection, Target::Rebuild, report.position, &events)
                 .await?;
             report.position = to;
             report.events += events.len() as u64;

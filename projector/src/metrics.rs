@@ -30,6 +30,7 @@ impl ScrapeSource for LagSource {
         let events = ByProjection::<Gauge>::default();
         let seconds = ByProjection::<Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let skipped = ByProjection::<Gauge>::default();
+        let parked = ByProjection::<Gauge>::default();
         for status in statuses {
             let labels = [("projection", status.name.as_str())];
             events
@@ -38,6 +39,9 @@ impl ScrapeSource for LagSource {
             skipped
                 .get_or_create(&labels)
                 .set(i64::try_from(status.skipped_events).unwrap_or(i64::MAX));
+            parked
+                .get_or_create(&labels)
+                .set(i64::try_from(status.parked_events).unwrap_or(i64::MAX));
             let behind = match self.0.inner.log.read_all(status.checkpoint, 1).await {
                 Ok(next) => next.first().map_or(0.0, |event| {
                     (Utc::now() - event.recorded_at)
@@ -67,6 +71,11 @@ impl ScrapeSource for LagSource {
             "shoal_projector_skipped_events",
             "Events this process skipped because it could not decode them",
             skipped,
+        );
+        registry.register(
+            "shoal_projector_parked_events",
+            "Events a projection left out because the database refused their effect (ADR 0011)",
+            parked,
         );
     }
 }

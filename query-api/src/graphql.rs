@@ -32,7 +32,7 @@ use shoal_api::graphql::JobStatus;
 use shoal_domain::{JobId, TaskId};
 use shoal_infra::eventlog::{EventLog, LogPosition, RecordedEvent};
 use shoal_infra::readmodel::{
-    ChangeSource, JobCursor, JobFilter, ProjectionChange, ReadModelStore,
+    ChangeSource, JobCursor, JobFilter, ProjectionChange, ReadModelStore, supported_time,
 };
 use tokio::sync::broadcast;
 
@@ -155,6 +155,19 @@ impl QueryRoot {
             .map(|c| c.parse::<JobCursor>())
             .transpose()
             .map_err(|e| user_error(e.to_string(), "after"))?;
+        for (at, field) in [
+            (created_after, "createdAfter"),
+            (created_before, "createdBefore"),
+        ] {
+            if let Some(at) = at
+                && !supported_time(at)
+            {
+                return Err(user_error(
+                    format!("{field} must be between the years 1 and 9999, not {at}"),
+                    field,
+                ));
+            }
+        }
         let filter = JobFilter {
             statuses: status
                 .unwrap_or_default()

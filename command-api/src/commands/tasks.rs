@@ -24,6 +24,11 @@ pub const MAX_ERROR_CHARS: usize = 10_000;
 /// Largest result of an externally completed task, serialized as JSON, in bytes.
 pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
 
+/// Longest processing time an external worker may report, in seconds (30 days: longer than
+/// any attempt may run). A larger figure is refused at the edge, so that no sum over tasks in
+/// the analytics can overflow.
+pub const MAX_PROCESSING_TIME_SECONDS: u64 = 30 * 86_400;
+
 /// The error recorded when an external worker reports a failure without a message.
 pub const DEFAULT_ERROR_MESSAGE: &str = "failed (no error message given)";
 
@@ -68,6 +73,14 @@ impl CommandService {
         result: Option<Value>,
         processing_ms: Option<u64>,
     ) -> Result<TaskSnapshot, CommandError> {
+        if processing_ms.is_some_and(|ms| ms > MAX_PROCESSING_TIME_SECONDS * 1000) {
+            return Err(CommandError::invalid(
+                "processing_time_seconds",
+                format!(
+                    "processing_time_seconds must be at most {MAX_PROCESSING_TIME_SECONDS} (30 days)"
+                ),
+            ));
+        }
         let result = result.filter(|r| !r.is_null());
         if let Some(result) = &result {
             if !result.is_object() {

@@ -16,7 +16,8 @@ use super::IDEMPOTENCY_KEY_HEADER;
 use super::errors::api_error;
 use super::requests::{CompleteTaskRequest, FailTaskRequest, SubmitJobRequest};
 use crate::commands::{
-    CommandError, CommandService, MAX_IDEMPOTENCY_KEY_BYTES, SubmitJobInput, count,
+    CommandError, CommandService, MAX_IDEMPOTENCY_KEY_BYTES, MAX_PROCESSING_TIME_SECONDS,
+    SubmitJobInput, count,
 };
 
 /// Submits a job. It is accepted at once, whatever its size: the job is returned as its event
@@ -238,6 +239,16 @@ pub async fn task_complete(
     let seconds = match body.get("processing_time_seconds") {
         None => None,
         Some(value) => parse_optional_float(value, body_loc("processing_time_seconds"))
+            .and_then(|seconds| match seconds {
+                Some(s) if s > MAX_PROCESSING_TIME_SECONDS as f64 => Err(FieldError::new(
+                    "less_than_equal",
+                    body_loc("processing_time_seconds"),
+                    format!("Input should be less than or equal to {MAX_PROCESSING_TIME_SECONDS}"),
+                    value.clone(),
+                )
+                .with_ctx(serde_json::json!({ "le": MAX_PROCESSING_TIME_SECONDS }))),
+                other => Ok(other),
+            })
             .unwrap_or_else(|e| {
                 errors.push(e);
                 None

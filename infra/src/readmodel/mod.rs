@@ -16,6 +16,7 @@
 //! time (`concat!`), never assembled from input.
 
 mod change;
+mod parked;
 mod postgres;
 mod schema;
 mod sql;
@@ -23,11 +24,12 @@ mod sqlite;
 mod types;
 
 pub use change::{ChangeSource, ProjectionChange};
+pub use parked::ParkedEvent;
 pub use types::{
     AnalyticsChanges, AnalyticsJobState, DailyDelta, DayCounts, InvalidCursor, JobCursor,
     JobFilter, JobPage, JobRow, JobSort, JobsChanges, JobsKeys, MinuteCounts, Overview,
     ProcessingDelta, ProcessingTimeStats, ProjectionName, ReadModelDump, Target, TaskRow,
-    ThroughputDelta, UnknownProjection, histogram, to_micros,
+    ThroughputDelta, UnknownProjection, histogram, supported_time, to_micros,
 };
 
 use chrono::{DateTime, Duration, DurationRound, Utc};

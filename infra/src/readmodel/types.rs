@@ -347,6 +347,15 @@ pub struct JobFilter {
     pub search: Option<String>,
 }
 
+/// Whether the read tables can compare against `at`: years 1 to 9999 (UTC). Both backends
+/// store and compare every such time; a filter or cursor outside it is a client's mistake, to
+/// be answered as such rather than reach the database (Postgres refuses most of chrono's
+/// range, `-200000-01-01` for one).
+pub fn supported_time(at: DateTime<Utc>) -> bool {
+    use chrono::Datelike;
+    (1..=9999).contains(&at.year())
+}
+
 /// A place in a list of jobs: the last job of the previous page.
 ///
 /// Its text form (`<unix micros>_<uuid>`) is what APIs hand out as an opaque cursor.
@@ -384,7 +393,9 @@ impl FromStr for JobCursor {
         let invalid = || InvalidCursor(s.to_owned());
         let (micros, id) = s.split_once('_').ok_or_else(invalid)?;
         let micros: i64 = micros.parse().map_err(|_| invalid())?;
-        let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
+        let created_at = DateTime::from_timestamp_micros(micros)
+            .filter(|at| supported_time(*at))
+            .ok_or_else(invalid)?;
         let id = JobId::from_uuid(Uuid::parse_str(id).map_err(|_| invalid())?);
         Ok(JobCursor { created_at, id })
     }
@@ -519,6 +530,14 @@ mod tests {
         assert_eq!(cursor.to_string().parse::<JobCursor>(), Ok(cursor));
         assert!("nope".parse::<JobCursor>().is_err());
         assert!("12_notauuid".parse::<JobCursor>().is_err());
+        // Times the databases cannot compare against are invalid cursors, not errors later.
+        let id = JobId::new();
+        for micros in [i64::MIN, i64::MAX, -8_334_601_228_800_000_000] {
+            assert!(
+                format!("{micros}_{id}").parse::<JobCursor>().is_err(),
+                "{micros}"
+            );
+        }
     }
 
     #[test]
