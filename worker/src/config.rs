@@ -33,6 +33,9 @@ pub struct WorkerConfig {
     pub cancel_check_ttl: Duration,
     /// Most tasks' appends carried by one group commit (default 500).
     pub max_commit_batches: usize,
+    /// Largest result a handler may return, serialized as JSON, in bytes (default 1 MiB); a
+    /// larger one fails its task ("the handler's result is N bytes, more than the limit").
+    pub max_result_bytes: usize,
     /// The built-in `http` handler; absent unless configured.
     pub http: Option<HttpHandlerConfig>,
     /// The built-in `exec` handler; absent unless configured.
@@ -52,6 +55,7 @@ impl Default for WorkerConfig {
             retry_max: Duration::from_secs(300),
             cancel_check_ttl: Duration::from_secs(2),
             max_commit_batches: 500,
+            max_result_bytes: crate::limits::DEFAULT_MAX_RESULT_BYTES,
             http: None,
             exec: None,
         }

@@ -91,6 +91,7 @@ pub mod builtin;
 mod batching;
 mod config;
 mod handler;
+mod limits;
 mod metrics;
 mod runtime;
 pub mod telemetry;
@@ -102,5 +103,6 @@ pub use config::{
 pub use handler::{
     DEFAULT_HANDLER, FnHandler, Handler, Handlers, TaskContext, TaskError, handler_fn,
 };
+pub use limits::{DEFAULT_MAX_RESULT_BYTES, MAX_ERROR_CHARS};
 pub use metrics::{WorkerMetrics, WorkerStats};
 pub use runtime::{Worker, WorkerError};

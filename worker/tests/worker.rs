@@ -417,6 +417,8 @@ for_each_backend!(
     cancelled_jobs_tasks_are_not_run,
     early_message_waits_for_its_not_before,
     unknown_handler_fails_the_task_at_once,
+    a_result_the_log_cannot_store_fails_only_its_own_task,
+    a_message_with_an_impossible_stream_version_is_dead_lettered,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -954,4 +956,103 @@ async fn invalid_configuration_is_refused() {
         worker.run(std::future::pending::<()>()).await,
         Err(WorkerError::Config(_))
     ));
+}
+
+/// A NUL character in one handler's result (Postgres stores `\u0000` neither in `jsonb` nor in
+/// `text`) used to fail the whole group commit, releasing every other task in it. Now that
+/// result fails its own task, clearly, and so does a result over `max_result_bytes`; a NUL in
+/// an error message is replaced. Every other task completes.
+async fn a_result_the_log_cannot_store_fails_only_its_own_task(env: Env) {
+    let mut spec = JobSpec::new("mixed", 40);
+    spec.max_attempts = 1;
+    let job = env.submit(spec).await;
+    let handlers = handlers_with(
+        "mixed",
+        handler_fn(|task| async move {
+            match task.index {
+                3 => Ok(Some(json!({"text": "a\u{0}b"}))),
+                5 => Ok(Some(json!({"big": "x".repeat(2000)}))),
+                7 => Err(TaskError::fatal("bad\u{0}news")),
+                i => Ok(Some(json!({"ok": i}))),
+            }
+        }),
+    );
+    let worker = Running::start(
+        &env,
+        WorkerConfig {
+            max_result_bytes: 1024,
+            ..config("w1")
+        },
+        handlers,
+    );
+    env.wait_for_tasks(&job, "every task to end", |s| {
+        s.status == TaskStatus::Completed || (s.status == TaskStatus::Failed && s.dead_lettered)
+    })
+    .await;
+    let stats = worker.stop().await;
+    let states = env.task_states(&job).await;
+    for (index, state) in states.iter().enumerate() {
+        let error = state.last_error.as_deref().unwrap_or_default();
+        match index {
+            3 => assert!(error.contains("holds a NUL character"), "{error}"),
+            5 => assert!(
+                error.contains("is 2010 bytes, more than the limit of 1024"),
+                "{error}"
+            ),
+            7 => assert_eq!(error, "bad\u{FFFD}news"),
+            _ => {
+                assert_eq!(
+                    state.status,
+                    TaskStatus::Completed,
+                    "task {index}: {state:?}"
+                );
+                continue;
+            }
+        }
+        assert_eq!(state.status, TaskStatus::Failed, "task {index}");
+        assert_eq!(state.attempt, 1, "task {index}: not retried");
+    }
+    assert_eq!((stats.completed, stats.failed), (37, 3));
+    assert!(empty(env.depth().await) || env.depth().await.dead_lettered == 3);
+}
+
+/// A crafted message whose `stream_version` is near `i64::MAX` (the worker adds to it) is
+/// dead-lettered with a clear reason, and the worker goes on.
+async fn a_message_with_an_impossible_stream_version_is_dead_lettered(env: Env) {
+    let job = env.submit(JobSpec::new("noop", 1)).await;
+    let crafted = env.submit(JobSpec::new("noop", 1)).await;
+    env.queue.purge_job(crafted.id.as_uuid()).await.unwrap();
+    env.queue
+        .send(vec![OutgoingMessage {
+            body: TaskMessage {
+                stream_version: i64::MAX,
+                ..crafted.messages[0].clone()
+            },
+            delay: Duration::ZERO,
+        }])
+        .await
+        .unwrap();
+    let worker = Running::start(
+        &env,
+        config("w1"),
+        Handlers::builtin(&WorkerConfig::default()),
+    );
+    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    eventually("the crafted message to be dead-lettered", || async {
+        env.depth().await.dead_lettered == 1
+    })
+    .await;
+    let stats = worker.stop().await;
+    assert_eq!((stats.poison, stats.completed), (1, 1));
+    let dead = env.queue.dead_letters(None, 10).await.unwrap();
+    assert!(
+        dead[0]
+            .reason
+            .contains("stream_version 9223372036854775807 is out of range"),
+        "{}",
+        dead[0].reason
+    );
+    // Nothing was appended for the crafted task.
+    assert_eq!(env.task_events(&crafted).await[0].len(), 1);
 }

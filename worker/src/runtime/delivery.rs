@@ -181,6 +181,10 @@ impl Drop for Decrement<'_> {
     }
 }
 
+/// Largest `stream_version` a message may carry: far beyond any real task stream (a few events
+/// per attempt), far enough below `i64::MAX` that the log's version arithmetic cannot overflow.
+const MAX_MESSAGE_STREAM_VERSION: i64 = 1 << 40;
+
 impl Shared {
     /// Steps 1 to 6 of the module docs, in order; answers what becomes of the message.
     async fn handle(&self, delivery: Delivery) -> Disposition {
@@ -203,6 +207,20 @@ impl Shared {
                 };
             }
         };
+        if !(0..=MAX_MESSAGE_STREAM_VERSION).contains(&message.stream_version) {
+            // Only a crafted message carries such a version; `stream_version + n` would
+            // overflow. It is a poison message.
+            WorkerMetrics::inc(&self.metrics.poison);
+            tracing::warn!(
+                stream_version = message.stream_version,
+                "message with an impossible stream_version: dead-lettering it"
+            );
+            let reason = format!(
+                "unusable task message: stream_version {} is out of range (0 to {})",
+                message.stream_version, MAX_MESSAGE_STREAM_VERSION
+            );
+            return self.dead_letter_message(&delivery.receipt, &reason).await;
+        }
         if let Some(not_before) = message.not_before {
             let early = (not_before - Utc::now()).to_std().unwrap_or_default();
             if !early.is_zero() {
@@ -244,11 +262,19 @@ impl Shared {
             now: Utc::now(),
         };
         if let Ok(events) = decide_task(&implied, start) {
+            let Some(next) = i64::try_from(events.len())
+                .ok()
+                .and_then(|n| message.stream_version.checked_add(n))
+            else {
+                return Err(self
+                    .dead_letter_message(receipt, "stream_version out of range")
+                    .await);
+            };
             match self.append(message, message.stream_version, &events).await {
                 Ok(()) => {
                     return Ok(Started {
                         state: events.iter().fold(implied, evolve_task),
-                        version: message.stream_version + events.len() as i64,
+                        version: next,
                         exact: message.attempt == FIRST_ATTEMPT,
                     });
                 }
@@ -370,6 +396,12 @@ impl Shared {
         };
         let elapsed = began.elapsed();
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let outcome = outcome
+            .and_then(|result| crate::limits::check_result(result, self.config.max_result_bytes))
+            .map_err(|error| TaskError {
+                message: crate::limits::storable_error(&error.message),
+                ..error
+            });
         match outcome {
             Ok(result) => {
                 self.complete(message, started, result, duration_ms, elapsed)
