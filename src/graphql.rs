@@ -6,13 +6,17 @@
 //! WebSocket upgrade serves subscriptions (`graphql-transport-ws` and the legacy `graphql-ws`
 //! subprotocols); a plain `GET` serves GraphiQL, whose subscriptions use the same URL.
 //!
+//! Limits ([`crate::http_limits`], [`crate::ws`], `docs/limits.md`): the body size, the
+//! operations per batch, the complexity (a page's fields count once per element asked for),
+//! and the WebSocket limits.
+//!
 //! The SDL is committed as `docs/schema.graphql` (`shoal schema` prints it; a test compares).
 
 use std::sync::Arc;
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql::{MergedObject, Schema};
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse};
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
@@ -27,9 +31,14 @@ use shoal_infra::eventlog::EventLog;
 use shoal_infra::readmodel::ReadModelStore;
 use shoal_query_api::graphql::{LiveConfig, QueryRoot, ReadContext, SubscriptionRoot};
 
-/// Most complex query accepted: each field counts 1, so a page of 50 jobs with 10 fields
-/// each fits, and a page of 1000 with every field does not.
-pub const MAX_COMPLEXITY: usize = 2000;
+use crate::http_limits::{HttpLimits, graphql_refusal};
+use crate::ws::Connections;
+
+/// Most complex query accepted. Each field counts 1, and the fields of a page (`jobs`, `tasks`,
+/// `history`) count once per element asked for (`first`, default 50): a page of 1000 jobs with
+/// every field fits (about 30,000), `jobs(first: 1000) { ... history(first: 1000) { ... } }`
+/// (about 1,000,000 and more) does not.
+pub const MAX_COMPLEXITY: usize = 50_000;
 
 /// The queries of the combined schema.
 #[derive(Debug, Default, MergedObject)]
@@ -68,15 +77,51 @@ pub fn sdl() -> String {
     builder().finish().sdl()
 }
 
-/// `/graphql`: see the module docs.
+/// `/graphql` with the default limits: see the module docs.
 pub fn router(schema: ApiSchema) -> Router {
-    Router::new()
-        .route("/graphql", get(graphiql_or_websocket).post(execute))
-        .with_state(schema)
+    router_with(schema, &HttpLimits::default())
 }
 
-async fn execute(State(schema): State<ApiSchema>, request: GraphQLBatchRequest) -> GraphQLResponse {
-    let mut response = schema.execute_batch(request.into_inner()).await;
+/// `/graphql` with `limits`.
+pub fn router_with(schema: ApiSchema, limits: &HttpLimits) -> Router {
+    let state = Endpoint {
+        schema,
+        max_batch: limits.max_batch,
+        connections: Connections::new(limits.ws.clone()),
+    };
+    Router::new()
+        .route("/graphql", get(graphiql_or_websocket).post(execute))
+        .route_layer(axum::middleware::from_fn_with_state(
+            limits.max_request_bytes,
+            crate::http_limits::limit_graphql_body,
+        ))
+        .with_state(state)
+}
+
+#[derive(Clone)]
+struct Endpoint {
+    schema: ApiSchema,
+    max_batch: usize,
+    connections: Connections,
+}
+
+async fn execute(State(endpoint): State<Endpoint>, request: GraphQLBatchRequest) -> Response {
+    let request = request.into_inner();
+    if let async_graphql::BatchRequest::Batch(many) = &request
+        && many.len() > endpoint.max_batch
+    {
+        return graphql_refusal(
+            axum::http::StatusCode::BAD_REQUEST,
+            "BATCH_TOO_LARGE",
+            format!(
+                "a batched request may hold at most {} operations (--graphql-max-batch), this \
+                 one holds {}",
+                endpoint.max_batch,
+                many.len()
+            ),
+        );
+    }
+    let mut response = endpoint.schema.execute_batch(request).await;
     match &mut response {
         async_graphql::BatchResponse::Single(one) => tag_request_errors(&mut one.errors),
         async_graphql::BatchResponse::Batch(many) => {
@@ -85,19 +130,39 @@ async fn execute(State(schema): State<ApiSchema>, request: GraphQLBatchRequest) 
             }
         }
     }
-    response.into()
+    GraphQLResponse::from(response).into_response()
 }
 
 async fn graphiql_or_websocket(
-    State(schema): State<ApiSchema>,
+    State(endpoint): State<Endpoint>,
     protocol: Result<GraphQLProtocol, axum::http::StatusCode>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match (protocol, upgrade) {
-        (Ok(protocol), Ok(upgrade)) => upgrade
-            .protocols(ALL_WEBSOCKET_PROTOCOLS)
-            .on_upgrade(move |stream| GraphQLWebSocket::new(stream, schema, protocol).serve())
-            .into_response(),
+        (Ok(protocol), Ok(upgrade)) => {
+            let connections = &endpoint.connections;
+            let Some(permit) = connections.admit() else {
+                return graphql_refusal(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "TOO_MANY_CONNECTIONS",
+                    format!(
+                        "the server has {} WebSocket connections open, its limit \
+                         (--ws-max-connections); try again later",
+                        connections.limits.max_connections
+                    ),
+                );
+            };
+            let limits = connections.limits.clone();
+            let schema = endpoint.schema;
+            upgrade
+                .protocols(ALL_WEBSOCKET_PROTOCOLS)
+                .max_message_size(limits.max_message_bytes)
+                .max_frame_size(limits.max_message_bytes)
+                .on_upgrade(move |socket| {
+                    crate::ws::serve(socket, schema, protocol, limits, permit)
+                })
+                .into_response()
+        }
         _ => Html(
             GraphiQLSource::build()
                 .endpoint("/graphql")

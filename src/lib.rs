@@ -6,6 +6,8 @@
 pub mod admin;
 pub mod cors;
 pub mod graphql;
+pub mod http_limits;
 pub mod rest;
 pub mod roles;
 pub mod telemetry;
+pub mod ws;

@@ -45,6 +45,15 @@ pub struct DatabaseArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub database_max_connections: u32,
+    /// Postgres: the `statement_timeout` of every pooled connection, in seconds (a statement
+    /// running longer, lock waits included, is cancelled and its transaction rolled back; the
+    /// caller retries or reports it). 0: the server's own setting.
+    #[arg(
+        long,
+        env = "SHOAL_DATABASE_STATEMENT_TIMEOUT_SECONDS",
+        default_value_t = shoal_infra::db::DEFAULT_STATEMENT_TIMEOUT.as_secs()
+    )]
+    pub database_statement_timeout_seconds: u64,
 }
 
 impl DatabaseArgs {
@@ -53,6 +62,8 @@ impl DatabaseArgs {
         DatabaseArgs {
             database_url,
             database_max_connections: PoolSettings::default().max_connections,
+            database_statement_timeout_seconds: shoal_infra::db::DEFAULT_STATEMENT_TIMEOUT
+                .as_secs(),
         }
     }
 
@@ -61,6 +72,8 @@ impl DatabaseArgs {
         let url = DatabaseUrl::parse(&self.database_url)?;
         let settings = PoolSettings {
             max_connections: self.database_max_connections,
+            statement_timeout: (self.database_statement_timeout_seconds > 0)
+                .then(|| Duration::from_secs(self.database_statement_timeout_seconds)),
             ..PoolSettings::default()
         };
         let open = async {
@@ -89,6 +102,9 @@ pub const SQS_LONG_POLL: Duration = Duration::from_secs(20);
 
 /// The default of `--http-handler-max-response-bytes`.
 pub use shoal_worker::DEFAULT_HTTP_MAX_RESPONSE_BYTES;
+
+/// The default of `--max-result-bytes`.
+pub use shoal_worker::DEFAULT_MAX_RESULT_BYTES;
 
 /// How workers run tasks.
 #[derive(Debug, Clone, Args)]
@@ -125,6 +141,10 @@ pub struct WorkerArgs {
     /// per attempt, removed when it ends.
     #[arg(long, env = "SHOAL_EXEC_DIR")]
     pub exec_dir: Option<std::path::PathBuf>,
+    /// The largest result a handler may return, serialized as JSON, in bytes; a larger one
+    /// fails its task with a clear error.
+    #[arg(long, env = "SHOAL_MAX_RESULT_BYTES", default_value_t = DEFAULT_MAX_RESULT_BYTES)]
+    pub max_result_bytes: usize,
     /// Worker id recorded in `TaskStarted` (default `<hostname>-<pid>`).
     #[arg(long, env = "SHOAL_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -136,6 +156,7 @@ impl WorkerArgs {
             concurrency,
             visibility_timeout: Duration::from_secs(self.visibility_timeout_seconds),
             grace_period: Duration::from_secs(self.grace_period_seconds),
+            max_result_bytes: self.max_result_bytes,
             ..WorkerConfig::default()
         };
         if let Some(id) = &self.worker_id {
@@ -329,6 +350,14 @@ pub struct ApiArgs {
     #[arg(long, env = "SHOAL_MAX_TASKS_PER_JOB", default_value_t = Limits::default().max_tasks_per_job,
         value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tasks_per_job: u32,
+    /// Most task input one job may carry in all, in bytes: its parameters once per task, plus
+    /// its items. A larger job is refused at submission (`LIMIT_EXCEEDED`).
+    #[arg(long, env = "SHOAL_MAX_JOB_BYTES", default_value_t = shoal_domain::limits::DEFAULT_MAX_JOB_BYTES)]
+    pub max_job_bytes: u64,
+    /// The largest queue message of one task, in bytes, checked at submission. SQS refuses
+    /// messages over 256 KiB (the default); with the SQL queue it may be raised.
+    #[arg(long, env = "SHOAL_MAX_MESSAGE_BYTES", default_value_t = shoal_domain::limits::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
     /// Most tasks one REST `GET /api/v1/jobs/{id}/tasks` returns.
     #[arg(long, env = "SHOAL_REST_MAX_TASKS", default_value_t = shoal_query_api::rest::DEFAULT_MAX_TASKS_PER_RESPONSE)]
     pub rest_max_tasks: u32,
@@ -336,16 +365,62 @@ pub struct ApiArgs {
     /// coalesced into the latest state).
     #[arg(long, env = "SHOAL_SUBSCRIPTION_MAX_RATE", default_value_t = shoal_query_api::graphql::DEFAULT_MAX_MESSAGES_PER_SECOND)]
     pub subscription_max_rate: u32,
+    /// The largest request body (GraphQL and REST), in bytes: a larger one is refused with
+    /// 413. The default fits a submission with the largest `items` allowed.
+    #[arg(long, env = "SHOAL_MAX_REQUEST_BYTES", default_value_t = crate::http_limits::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+    /// Most operations in one batched GraphQL request (a JSON array): more are refused.
+    #[arg(long, env = "SHOAL_GRAPHQL_MAX_BATCH", default_value_t = crate::http_limits::DEFAULT_MAX_BATCH)]
+    pub graphql_max_batch: usize,
+    /// Seconds an HTTP request may take before it is answered 503 (WebSocket connections are
+    /// not cut by it).
+    #[arg(long, env = "SHOAL_REQUEST_TIMEOUT_SECONDS", default_value_t = crate::http_limits::DEFAULT_REQUEST_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_seconds: u64,
+    /// Most WebSocket (subscription) connections at once; one more is refused with 503.
+    #[arg(long, env = "SHOAL_WS_MAX_CONNECTIONS", default_value_t = crate::ws::WsLimits::default().max_connections)]
+    pub ws_max_connections: usize,
+    /// Most subscriptions one WebSocket connection may have at once.
+    #[arg(long, env = "SHOAL_WS_MAX_SUBSCRIPTIONS", default_value_t = crate::ws::WsLimits::default().max_subscriptions)]
+    pub ws_max_subscriptions: usize,
+    /// The largest WebSocket message a client may send, in bytes (closed with 1009 above).
+    #[arg(long, env = "SHOAL_WS_MAX_MESSAGE_BYTES", default_value_t = crate::ws::WsLimits::default().max_message_bytes)]
+    pub ws_max_message_bytes: usize,
+    /// Seconds a WebSocket client has to send `connection_init` (closed with 4408 after).
+    #[arg(long, env = "SHOAL_WS_INIT_TIMEOUT_SECONDS", default_value_t = crate::ws::WsLimits::default().init_timeout.as_secs())]
+    pub ws_init_timeout_seconds: u64,
+    /// Seconds one message to a WebSocket client may take to be sent: a client that stops
+    /// reading is disconnected after it, not buffered for.
+    #[arg(long, env = "SHOAL_WS_SEND_TIMEOUT_SECONDS", default_value_t = crate::ws::WsLimits::default().send_timeout.as_secs())]
+    pub ws_send_timeout_seconds: u64,
     /// The dashboard's build (`npm --prefix web run build`), served at `/` to browsers.
     #[arg(long, env = "SHOAL_WEB_DIR", default_value = "web/dist")]
     pub web_dir: std::path::PathBuf,
 }
 
 impl ApiArgs {
+    /// The HTTP and WebSocket limits set on the command line.
+    pub fn http_limits(&self) -> crate::http_limits::HttpLimits {
+        crate::http_limits::HttpLimits {
+            max_request_bytes: self.max_request_bytes,
+            max_batch: self.graphql_max_batch,
+            request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            ws: crate::ws::WsLimits {
+                max_connections: self.ws_max_connections,
+                max_message_bytes: self.ws_max_message_bytes,
+                max_subscriptions: self.ws_max_subscriptions,
+                init_timeout: Duration::from_secs(self.ws_init_timeout_seconds),
+                send_timeout: Duration::from_secs(self.ws_send_timeout_seconds),
+            },
+        }
+    }
+
     /// The domain's limits, with those set on the command line.
     pub fn limits(&self) -> Limits {
         Limits {
             max_tasks_per_job: self.max_tasks_per_job,
+            max_job_bytes: self.max_job_bytes,
+            max_message_bytes: self.max_message_bytes,
             ..Limits::default()
         }
     }
@@ -381,7 +456,16 @@ pub fn api_router(
             api.subscription_max_rate,
         ),
     );
-    let router = crate::graphql::router(schema).merge(rest);
+    let limits = api.http_limits();
+    let router = crate::graphql::router_with(schema, &limits)
+        .merge(rest)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            limits.max_request_bytes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.request_timeout,
+            crate::http_limits::time_limit,
+        ));
     Ok(crate::cors::apply(router, allowed))
 }
 

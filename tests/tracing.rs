@@ -73,6 +73,7 @@ async fn a_task_span_is_a_child_of_its_enqueue(url: &str) {
         &DatabaseArgs {
             database_url: url.to_owned(),
             database_max_connections: 10,
+            database_statement_timeout_seconds: 60,
         },
         &QueueArgs {
             queue: "sql".to_owned(),
@@ -127,6 +128,7 @@ async fn propagation(platform: Platform, url: &str) {
         exec_env: None,
         exec_dir: None,
         worker_id: Some("trace-test-worker".to_owned()),
+        max_result_bytes: roles::DEFAULT_MAX_RESULT_BYTES,
     };
     let mut config = worker_args.config(4).expect("a worker configuration");
     config.retry_base = Duration::from_millis(100);

@@ -14,6 +14,12 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// `timeout_seconds` of a job that does not give one.
 pub const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
 
+/// Default of [`Limits::max_job_bytes`]: 1 GiB (e.g. 16,384 tasks with 64 KiB of parameters,
+/// or 1,000,000 tasks with 1 KiB).
+pub const DEFAULT_MAX_JOB_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default of [`Limits::max_message_bytes`]: SQS's limit, 256 KiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
 /// Upper bounds on a submission. Every bound is inclusive; sizes are of the compact JSON
 /// serialization. Deserializes with every missing field at its default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +41,12 @@ pub struct Limits {
     pub max_timeout_seconds: u32,
     /// Longest `job_type`, in characters.
     pub max_job_type_len: usize,
+    /// Most task input one job may carry in all, in bytes: `parameters` once per task, plus
+    /// the items (each in one task). Every byte of it is stored in the log, the tasks table
+    /// and the queue.
+    pub max_job_bytes: u64,
+    /// Largest queue message of one task, in bytes (SQS refuses more than 256 KiB).
+    pub max_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +60,8 @@ impl Default for Limits {
             max_attempts_limit: 25,
             max_timeout_seconds: 86_400,
             max_job_type_len: 200,
+            max_job_bytes: DEFAULT_MAX_JOB_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -130,6 +144,14 @@ impl Limits {
             _ => out.push(Rejection::ParametersNotObject),
         }
 
+        // Budgets over the whole job and over each task's message, once the parts are valid
+        // (sizes of invalid parts would only repeat their errors).
+        if out.is_empty()
+            && let Some(rejection) = self.size_violation(command)
+        {
+            out.push(rejection);
+        }
+
         if let Some(got) = command.max_attempts
             && (got == 0 || got > self.max_attempts_limit)
         {
@@ -149,6 +171,81 @@ impl Limits {
 
         out
     }
+}
+
+impl Limits {
+    /// The per-job byte budget and the per-message limit (see the fields), for a command whose
+    /// parts are each within their own limits.
+    fn size_violation(&self, command: &SubmitJob) -> Option<Rejection> {
+        let empty = serde_json::Map::new();
+        let parameters = command.parameters.as_object().unwrap_or(&empty);
+        let parameters_bytes = json_size_of_map(parameters) as u64;
+        let tasks = command.split.task_count();
+        let items_bytes = match &command.split {
+            Split::Items { items, .. } => json_size_of_all(items) as u64,
+            Split::Total { .. } => 0,
+        };
+        let bytes = parameters_bytes
+            .saturating_mul(u64::from(tasks))
+            .saturating_add(items_bytes);
+        if bytes > self.max_job_bytes {
+            return Some(Rejection::JobTooLarge {
+                bytes,
+                tasks,
+                max: self.max_job_bytes,
+            });
+        }
+        // The largest task input: the parameters, with the largest batch of items.
+        let (index, input_bytes) = match &command.split {
+            Split::Total { .. } => (0, parameters_bytes as usize),
+            Split::Items { items, batch_size } => {
+                let size = (*batch_size).max(1) as usize;
+                let (index, chunk_bytes) = items
+                    .chunks(size)
+                    .map(json_size_of_all)
+                    .enumerate()
+                    .max_by_key(|(i, bytes)| (*bytes, std::cmp::Reverse(*i)))
+                    .unwrap_or((0, 2));
+                // `{..., "items": [...]}`: the key, its quotes and colon, and a comma when the
+                // parameters are not empty.
+                let key = ITEMS_KEY.len() + 3 + usize::from(!parameters.is_empty());
+                (index, parameters_bytes as usize + key + chunk_bytes)
+            }
+        };
+        let bytes = message_envelope_bytes(&command.job_type).saturating_add(input_bytes);
+        (bytes > self.max_message_bytes).then(|| Rejection::TaskMessageTooLarge {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            bytes,
+            max: self.max_message_bytes,
+        })
+    }
+}
+
+/// The bytes of a task message around its parameters, at their largest: every id, number,
+/// time and trace context at full width (see [`crate::message::TaskMessage`]).
+fn message_envelope_bytes(job_type: &str) -> usize {
+    let widest = crate::message::TaskMessage {
+        task_id: uuid::Uuid::max(),
+        job_id: uuid::Uuid::max(),
+        task_index: u32::MAX,
+        parameters: Value::Object(serde_json::Map::new()),
+        job_type: job_type.to_owned(),
+        attempt: u32::MAX,
+        stream_version: i64::MAX,
+        max_attempts: u32::MAX,
+        timeout_seconds: u32::MAX,
+        not_before: Some(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+        traceparent: Some(format!("00-{:032x}-{:016x}-01", u128::MAX, u64::MAX)),
+        previous_attempt_traceparent: Some(format!("00-{:032x}-{:016x}-01", u128::MAX, u64::MAX)),
+    };
+    // Minus the `{}` of the empty parameters, which the input's size counts.
+    widest.encode().len() - 2
+}
+
+fn json_size_of_map(map: &serde_json::Map<String, Value>) -> usize {
+    let mut counter = ByteCounter(0);
+    let _ = serde_json::to_writer(&mut counter, map);
+    counter.0
 }
 
 /// Counts bytes written to it; lets us measure JSON without building the string.
@@ -204,6 +301,104 @@ mod tests {
             .violations(cmd)
             .first()
             .map(ToString::to_string)
+    }
+
+    fn with_parameters(split: Split, parameters: Value) -> SubmitJob {
+        SubmitJob {
+            parameters,
+            ..submit(split)
+        }
+    }
+
+    #[test]
+    fn a_job_may_not_copy_its_parameters_into_a_million_tasks() {
+        // 64 KiB of parameters (the largest allowed) into 1,000,000 tasks: 64 GB.
+        let big = json!({"blob": "x".repeat(64 * 1024 - 20)});
+        let cmd = with_parameters(
+            Split::Total {
+                total_tasks: 1_000_000,
+            },
+            big.clone(),
+        );
+        let violations = Limits::default().violations(&cmd);
+        assert!(
+            matches!(
+                violations.as_slice(),
+                [Rejection::JobTooLarge { tasks: 1_000_000, bytes, max: DEFAULT_MAX_JOB_BYTES }]
+                    if *bytes > 60_000_000_000
+            ),
+            "{violations:?}"
+        );
+        let message = violations[0].to_string();
+        assert!(
+            message.starts_with("the job's 1000000 tasks would carry"),
+            "{message}"
+        );
+        assert_eq!(violations[0].field(), "parameters");
+        // The same parameters in 1,000 tasks fit; so do 1 KiB in a million.
+        let cmd = with_parameters(Split::Total { total_tasks: 1_000 }, big);
+        assert_eq!(Limits::default().violations(&cmd), vec![]);
+        let small = json!({"k": "x".repeat(1000)});
+        let cmd = with_parameters(
+            Split::Total {
+                total_tasks: 1_000_000,
+            },
+            small,
+        );
+        assert_eq!(Limits::default().violations(&cmd), vec![]);
+    }
+
+    #[test]
+    fn each_tasks_queue_message_must_fit_in_a_queue_message() {
+        // 100 items of 4 KiB in batches of 100: one message of ~400 KiB, over SQS's 256 KiB.
+        let items: Vec<Value> = (0..100)
+            .map(|i| json!(format!("{i}{}", "y".repeat(4096))))
+            .collect();
+        let cmd = submit(Split::Items {
+            items: items.clone(),
+            batch_size: 100,
+        });
+        let violations = Limits::default().violations(&cmd);
+        assert!(
+            matches!(
+                violations.as_slice(),
+                [Rejection::TaskMessageTooLarge { index: 0, bytes, max: DEFAULT_MAX_MESSAGE_BYTES }]
+                    if *bytes > 400_000
+            ),
+            "{violations:?}"
+        );
+        assert!(violations[0].to_string().contains("smaller batch_size"));
+        // In batches of 50, each message is ~200 KiB: it fits.
+        let cmd = submit(Split::Items {
+            items,
+            batch_size: 50,
+        });
+        assert_eq!(Limits::default().violations(&cmd), vec![]);
+        // The computed size is an upper bound of a real message's.
+        let limits = Limits {
+            max_message_bytes: 1000,
+            ..Limits::default()
+        };
+        let fits = |n: usize| {
+            let cmd = with_parameters(Split::Total { total_tasks: 1 }, json!({"p": "z".repeat(n)}));
+            limits.violations(&cmd).is_empty()
+        };
+        let largest = (0..1000).rev().find(|n| fits(*n)).unwrap();
+        let real = crate::message::TaskMessage {
+            task_id: uuid::Uuid::now_v7(),
+            job_id: uuid::Uuid::now_v7(),
+            task_index: 0,
+            parameters: json!({"p": "z".repeat(largest)}),
+            job_type: "t".into(),
+            attempt: 1,
+            stream_version: 1,
+            max_attempts: 3,
+            timeout_seconds: 300,
+            not_before: None,
+            traceparent: None,
+            previous_attempt_traceparent: None,
+        };
+        assert!(real.encode().len() <= 1000);
     }
 
     #[test]

@@ -83,6 +83,36 @@ pub enum Rejection {
         /// The configured maximum.
         max: u32,
     },
+    /// The job's tasks together would carry more input than the per-job budget: every task
+    /// gets a copy of `parameters` (plus its batch of items), stored in the log, the tasks
+    /// table and the queue. Fewer tasks or smaller parameters (put large data elsewhere and
+    /// pass a reference).
+    #[error(
+        "the job's {tasks} tasks would carry {bytes} bytes of input ({tasks} copies of the \
+         parameters, plus the items), the limit is {max} per job"
+    )]
+    JobTooLarge {
+        /// Task input bytes of the whole job.
+        bytes: u64,
+        /// The job's tasks.
+        tasks: u32,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// One task's queue message would be larger than a queue message may be (256 KiB on SQS
+    /// by default). Smaller parameters, or a smaller `batch_size`.
+    #[error(
+        "task {index}'s queue message would be {bytes} bytes, the limit is {max} (smaller \
+         parameters or a smaller batch_size)"
+    )]
+    TaskMessageTooLarge {
+        /// The task with the largest message.
+        index: u32,
+        /// Its message's size.
+        bytes: usize,
+        /// The configured maximum.
+        max: usize,
+    },
     /// `parameters` is neither a JSON object nor null. Fix the input.
     #[error("parameters must be a JSON object")]
     ParametersNotObject,
@@ -252,6 +282,8 @@ impl Rejection {
             | Self::ItemsTooLarge { .. }
             | Self::TooManyTasks { .. }
             | Self::ParametersTooLarge { .. }
+            | Self::JobTooLarge { .. }
+            | Self::TaskMessageTooLarge { .. }
             | Self::JobTypeTooLong { .. }
             | Self::AttemptsExhausted { .. } => code::LIMIT_EXCEEDED,
             Self::JobNotFound | Self::TaskNotFound => code::NOT_FOUND,
@@ -277,6 +309,8 @@ impl Rejection {
             Self::BatchSizeOutOfRange { .. } | Self::TooManyTasks { .. } => "batch_size",
             Self::ParametersNotObject
             | Self::ParametersTooLarge { .. }
+            | Self::JobTooLarge { .. }
+            | Self::TaskMessageTooLarge { .. }
             | Self::ParametersContainItems => "parameters",
             Self::MaxAttemptsOutOfRange { .. } => "max_attempts",
             Self::TimeoutOutOfRange { .. } => "timeout_seconds",

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -132,6 +132,9 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The default of [`PoolSettings::statement_timeout`].
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Pool sizing and timeouts.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -141,6 +144,10 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
     /// SQLite: how long a write waits for another process's write to finish.
     pub sqlite_busy_timeout: Duration,
+    /// Postgres: the `statement_timeout` of every connection the pool opens (a statement
+    /// running longer, lock waits included, is cancelled with SQLSTATE 57014 and its
+    /// transaction rolled back); `None` for the server's setting. Default 60 s.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for PoolSettings {
@@ -149,6 +156,7 @@ impl Default for PoolSettings {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
             sqlite_busy_timeout: Duration::from_secs(10),
+            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
         }
     }
 }
@@ -168,13 +176,22 @@ impl Database {
 
     pub async fn connect_with(url: &DatabaseUrl, settings: &PoolSettings) -> Result<Self, DbError> {
         match url {
-            DatabaseUrl::Postgres(url) => PgPoolOptions::new()
-                .max_connections(settings.max_connections)
-                .acquire_timeout(settings.acquire_timeout)
-                .connect(url)
-                .await
-                .map(Database::Postgres)
-                .map_err(connect_error),
+            DatabaseUrl::Postgres(url) => {
+                let mut options: PgConnectOptions = url.parse().map_err(DbError::Connect)?;
+                if let Some(timeout) = settings.statement_timeout {
+                    options = options.options([(
+                        "statement_timeout",
+                        format!("{}ms", timeout.as_millis().max(1)),
+                    )]);
+                }
+                PgPoolOptions::new()
+                    .max_connections(settings.max_connections)
+                    .acquire_timeout(settings.acquire_timeout)
+                    .connect_with(options)
+                    .await
+                    .map(Database::Postgres)
+                    .map_err(connect_error)
+            }
             DatabaseUrl::Sqlite(url) => {
                 let options = sqlite_options(url, settings.sqlite_busy_timeout)?;
                 let in_memory = url.contains(":memory:") || url.contains("mode=memory");

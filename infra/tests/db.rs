@@ -85,3 +85,46 @@ async fn unknown_scheme_is_a_configuration_error() {
     ));
     assert!("postgresql://h/db".parse::<DatabaseUrl>().is_ok());
 }
+
+/// Every connection of a Postgres pool has the configured `statement_timeout`: a statement
+/// that runs longer is cancelled (SQLSTATE 57014) instead of holding a connection for ever.
+#[tokio::test]
+async fn postgres_statements_are_cut_at_the_statement_timeout() {
+    let Some(url) = testing::fresh_postgres_url().await else {
+        return;
+    };
+    let settings = db::PoolSettings {
+        statement_timeout: Some(std::time::Duration::from_millis(300)),
+        ..db::PoolSettings::default()
+    };
+    let database = Database::connect_with(&DatabaseUrl::parse(&url).unwrap(), &settings)
+        .await
+        .unwrap();
+    let Database::Postgres(pool) = &database else {
+        unreachable!()
+    };
+    let shown: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(shown, "300ms");
+    let error = sqlx::query("SELECT pg_sleep(5)")
+        .execute(pool)
+        .await
+        .unwrap_err();
+    let code = error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("57014"), "{error}");
+    // The default applies without settings.
+    let default = Database::connect(&url).await.unwrap();
+    let Database::Postgres(pool) = &default else {
+        unreachable!()
+    };
+    let shown: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(shown, "1min");
+}

@@ -36,7 +36,7 @@ use shoal_infra::readmodel::{
 };
 use tokio::sync::broadcast;
 
-pub use live::SubscriptionRoot;
+pub use live::{SubscriptionRoot, SubscriptionSlots, TOO_MANY_SUBSCRIPTIONS};
 pub use shoal_api::graphql::{BAD_USER_INPUT, INTERNAL, TaskStatus};
 pub use types::{
     Analytics, AnalyticsOverview, HistoryEvent, Job, JobSortOrder, JobsChange, ProcessingTime,
@@ -136,6 +136,7 @@ impl QueryRoot {
     /// Jobs, newest first by default, a page at a time (`first`: default 50, at most 1000;
     /// `after`: the `endCursor` of the previous page). Filters combine with AND.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn jobs(
         &self,
         ctx: &Context<'_>,
@@ -265,6 +266,16 @@ pub(crate) fn read<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a ReadConte
         tracing::error!("the GraphQL schema has no ReadContext in its context data");
         internal_error()
     })
+}
+
+/// The complexity of a page: what one element costs times the elements asked for, so that
+/// `jobs(first: 1000) { ... history(first: 1000) { ... } }` costs about 1,000,000, not a few
+/// points. An out-of-range `first` is priced as the nearest valid one (and refused when run).
+pub fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    let elements = first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    usize::try_from(elements)
+        .unwrap_or(1)
+        .saturating_mul(child_complexity.max(1))
 }
 
 pub(crate) fn page_size(first: Option<i32>) -> async_graphql::Result<i32> {

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Context, ID, Subscription};
+use async_graphql::{Context, ErrorExtensions, ID, Subscription};
 use futures::Stream;
 use shoal_domain::{JobId, TaskId};
 use shoal_infra::readmodel::{ProjectionChange, ProjectionName, ReadModelStore};
@@ -36,17 +36,58 @@ struct Coalescer {
     rx: broadcast::Receiver<Arc<ProjectionChange>>,
     interval: Duration,
     last: Option<Instant>,
+    /// This subscription's place among its connection's (released when it ends).
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
+
+/// How many subscriptions one WebSocket connection may have at once: put one per connection
+/// in its connection data (`GraphQLWebSocket::with_data`). Without it, no limit applies.
+#[derive(Debug, Clone)]
+pub struct SubscriptionSlots {
+    slots: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl SubscriptionSlots {
+    pub fn new(max: usize) -> Self {
+        SubscriptionSlots {
+            slots: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        }
+    }
+
+    fn take(&self) -> async_graphql::Result<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().map_err(|_| {
+            async_graphql::Error::new(format!(
+                "this connection has reached its limit of {} subscriptions \
+                 (--ws-max-subscriptions): complete one first, or open another connection",
+                self.max
+            ))
+            .extend_with(|_, e| e.set("code", TOO_MANY_SUBSCRIPTIONS))
+        })
+    }
+}
+
+/// `extensions.code` of a subscription refused by [`SubscriptionSlots`].
+pub const TOO_MANY_SUBSCRIPTIONS: &str = "TOO_MANY_SUBSCRIPTIONS";
 
 type Accept = dyn Fn(&ProjectionChange, &mut Changed) + Send + Sync;
 
 impl Coalescer {
-    fn new(live: &LiveConfig) -> Self {
-        Coalescer {
+    /// A coalescer for a subscription of `ctx`'s connection; refused when the connection has
+    /// as many subscriptions as its [`SubscriptionSlots`] allow.
+    fn new(ctx: &Context<'_>) -> async_graphql::Result<Self> {
+        let live = live(ctx)?;
+        let slot = ctx
+            .data_opt::<SubscriptionSlots>()
+            .map(SubscriptionSlots::take)
+            .transpose()?;
+        Ok(Coalescer {
             rx: live.feed.subscribe(),
             interval: live.min_interval,
             last: None,
-        }
+            _slot: slot,
+        })
     }
 
     /// The next window; `None` when the feed has closed.
@@ -102,7 +143,7 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Job>> + use<>> {
         let job_id = parse_job_id(&id, "id")?;
         let store = read(ctx)?.store.clone();
-        let coalescer = Coalescer::new(live(ctx)?);
+        let coalescer = Coalescer::new(ctx)?;
         let accept = move |change: &ProjectionChange, changed: &mut Changed| {
             if rebuilt(change, ProjectionName::Jobs)
                 || change.jobs.contains(&job_id)
@@ -147,7 +188,7 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = JobsChange> + use<>> {
-        let coalescer = Coalescer::new(live(ctx)?);
+        let coalescer = Coalescer::new(ctx)?;
         let accept = |change: &ProjectionChange, changed: &mut Changed| {
             if change.projection != ProjectionName::Jobs {
                 return;
@@ -188,7 +229,7 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<TaskUpdates>> + use<>> {
         let job = parse_job_id(&job_id, "jobId")?;
         let store = read(ctx)?.store.clone();
-        let coalescer = Coalescer::new(live(ctx)?);
+        let coalescer = Coalescer::new(ctx)?;
         let accept = move |change: &ProjectionChange, changed: &mut Changed| {
             if rebuilt(change, ProjectionName::Jobs) {
                 changed.everything = true;
@@ -228,7 +269,7 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<AnalyticsOverview>> + use<>>
     {
         let store = read(ctx)?.store.clone();
-        let coalescer = Coalescer::new(live(ctx)?);
+        let coalescer = Coalescer::new(ctx)?;
         let accept = |change: &ProjectionChange, changed: &mut Changed| {
             if change.projection == ProjectionName::Analytics
                 && (change.analytics || change.rebuilt)

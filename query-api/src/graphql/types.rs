@@ -9,7 +9,8 @@ use shoal_infra::eventlog::RecordedEvent;
 use shoal_infra::readmodel::{JobRow, JobSort, TaskRow};
 
 use super::{
-    history_cursor, history_page, internal, page_size, parse_history_cursor, read, user_error,
+    history_cursor, history_page, internal, page_cost, page_size, parse_history_cursor, read,
+    user_error,
 };
 
 /// How `jobs` is ordered.
@@ -144,6 +145,7 @@ impl Job {
 
     /// Its tasks in index order, a page at a time (`first`: default 50, at most 1000;
     /// `after`: the `endCursor` of the previous page), optionally only those in `status`.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn tasks(
         &self,
         ctx: &Context<'_>,
@@ -196,6 +198,7 @@ impl Job {
     /// What happened to the job and its tasks, in log order: the events of the job's stream
     /// and of its tasks' streams, a page at a time (`first`: default 50, at most 1000; `after`:
     /// the `endCursor` of the previous page).
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,
