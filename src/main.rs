@@ -29,6 +29,8 @@ struct Cli {
     telemetry: telemetry::TelemetryArgs,
 }
 
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run everything in one process: database, queue, orchestrator, workers and the APIs.

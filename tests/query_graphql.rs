@@ -134,6 +134,7 @@ fn submitted(job_id: JobId, job_type: &str, total_tasks: u32, at: DateTime<Utc>)
         timeout_seconds: 60,
         total_tasks,
         submitted_at: at,
+        fallback_handler: None,
     })
 }
 
@@ -155,6 +156,7 @@ fn created(job_id: JobId, n: u32, at: DateTime<Utc>) -> Vec<Event> {
             max_attempts: 1,
             timeout_seconds: 60,
             at,
+            fallback_handler: None,
         })
     }));
     events

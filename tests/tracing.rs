@@ -145,6 +145,7 @@ async fn propagation(platform: Platform, url: &str) {
             max_attempts: Some(max_attempts),
             timeout_seconds: None,
             idempotency_key: None,
+            fallback_handler: None,
         };
         let span = tracing::info_span!("submit_job");
         let trace_id = {

@@ -291,6 +291,7 @@ fn submitted(job_id: JobId, tasks: u32) -> JobSubmitted {
         timeout_seconds: 300,
         total_tasks: tasks,
         submitted_at: Utc::now(),
+        fallback_handler: None,
     }
 }
 
@@ -305,6 +306,7 @@ fn enqueued(job_id: JobId, index: u32) -> TaskEnqueued {
         max_attempts: 1,
         timeout_seconds: 300,
         at: Utc::now(),
+        fallback_handler: None,
     }
 }
 

@@ -249,6 +249,8 @@ impl SubmitJobInput {
             max_attempts: optional("max_attempts", self.max_attempts)?,
             timeout_seconds: optional("timeout_seconds", self.timeout_seconds)?,
             idempotency_key: self.idempotency_key,
+            // A GraphQL job names its handler: no silent default (see `Handlers::select_for`).
+            fallback_handler: None,
         })
     }
 }

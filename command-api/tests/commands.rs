@@ -98,6 +98,7 @@ fn input(total_tasks: u32, key: Option<&str>) -> SubmitJobInput {
         max_attempts: None,
         timeout_seconds: None,
         idempotency_key: key.map(str::to_owned),
+        fallback_handler: None,
     }
 }
 

@@ -148,6 +148,7 @@ impl Harness {
                 timeout_seconds: None,
                 limits: Limits::default(),
                 now: Utc::now(),
+                fallback_handler: None,
             }),
         )
         .expect("valid job");

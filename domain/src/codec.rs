@@ -290,6 +290,8 @@ impl JobSubmittedV1 {
             timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
             total_tasks: self.num_tasks,
             submitted_at: self.submitted_at,
+            // The original system's job: its workers ran `cpu_bound` without a `work_type`.
+            fallback_handler: Some(crate::job::ORIGINAL_DEFAULT_HANDLER.to_owned()),
         }
     }
 }
@@ -343,6 +345,7 @@ mod tests {
                 timeout_seconds: 60,
                 total_tasks: 2,
                 submitted_at: at,
+                fallback_handler: None,
             }
             .into(),
             TasksCreated {
@@ -381,6 +384,7 @@ mod tests {
                 max_attempts: 4,
                 timeout_seconds: 60,
                 at,
+                fallback_handler: None,
             }
             .into(),
             TaskStarted {

@@ -32,6 +32,11 @@ pub struct JobSubmitted {
     pub total_tasks: u32,
     /// When it was accepted.
     pub submitted_at: DateTime<Utc>,
+    /// The handler for its tasks when no worker registered one under `job_type` and
+    /// `parameters.work_type` names none (`cpu_bound` for jobs of the original system's REST
+    /// API; absent otherwise, and in events written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_handler: Option<String>,
 }
 
 /// Tasks `from_index..to_index` (end exclusive) were created: one per expansion chunk, in the
@@ -117,6 +122,11 @@ pub struct TaskEnqueued {
     pub timeout_seconds: u32,
     /// When.
     pub at: DateTime<Utc>,
+    /// The handler for its tasks when no worker registered one under `job_type` and
+    /// `parameters.work_type` names none (`cpu_bound` for jobs of the original system's REST
+    /// API; absent otherwise, and in events written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_handler: Option<String>,
 }
 
 /// A worker started `attempt` of the task: RUNNING. Only one `TaskStarted` per attempt exists.

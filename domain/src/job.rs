@@ -232,9 +232,17 @@ pub struct SubmitJob {
     pub timeout_seconds: Option<u32>,
     /// The limits in force (from configuration).
     pub limits: Limits,
+    /// The handler for its tasks when no worker registered one under `job_type` and
+    /// `parameters.work_type` names none: [`ORIGINAL_DEFAULT_HANDLER`] for jobs submitted
+    /// through the original system's REST API (what its workers did), `None` otherwise (such
+    /// a task fails: "no handler for job type ...").
+    pub fallback_handler: Option<String>,
     /// The current time.
     pub now: DateTime<Utc>,
 }
+
+/// The handler the original system's workers ran for a task without `work_type`.
+pub const ORIGINAL_DEFAULT_HANDLER: &str = "cpu_bound";
 
 /// What can be asked of a job.
 #[derive(Debug, Clone, PartialEq)]
@@ -407,6 +415,7 @@ fn submit(state: &JobState, cmd: SubmitJob) -> Result<Vec<Event>, Rejection> {
             max_attempts,
             timeout_seconds,
             submitted_at: cmd.now,
+            fallback_handler: cmd.fallback_handler,
         }
         .into(),
     ])
@@ -453,6 +462,7 @@ fn create_tasks(
             max_attempts: job.max_attempts,
             timeout_seconds: job.timeout_seconds,
             at: now,
+            fallback_handler: job.fallback_handler.clone(),
         })
     }));
     Ok(events)
@@ -484,6 +494,7 @@ mod tests {
             timeout_seconds: None,
             limits: Limits::default(),
             now: now(),
+            fallback_handler: None,
         }
     }
 
@@ -499,6 +510,7 @@ mod tests {
             max_attempts: 3,
             timeout_seconds: 300,
             submitted_at: now(),
+            fallback_handler: None,
         }
         .into()
     }
@@ -528,6 +540,7 @@ mod tests {
             max_attempts: 3,
             timeout_seconds: 300,
             at: now(),
+            fallback_handler: None,
         }
         .into()
     }

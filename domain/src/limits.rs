@@ -237,6 +237,7 @@ fn message_envelope_bytes(job_type: &str) -> usize {
         not_before: Some(chrono::DateTime::<chrono::Utc>::MAX_UTC),
         traceparent: Some(format!("00-{:032x}-{:016x}-01", u128::MAX, u64::MAX)),
         previous_attempt_traceparent: Some(format!("00-{:032x}-{:016x}-01", u128::MAX, u64::MAX)),
+        fallback_handler: Some(crate::job::ORIGINAL_DEFAULT_HANDLER.to_owned()),
     };
     // Minus the `{}` of the empty parameters, which the input's size counts.
     widest.encode().len() - 2
@@ -293,6 +294,7 @@ mod tests {
             timeout_seconds: None,
             limits: Limits::default(),
             now: Utc::now(),
+            fallback_handler: None,
         }
     }
 
@@ -397,6 +399,7 @@ mod tests {
             not_before: None,
             traceparent: None,
             previous_attempt_traceparent: None,
+            fallback_handler: None,
         };
         assert!(real.encode().len() <= 1000);
     }

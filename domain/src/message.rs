@@ -42,6 +42,11 @@ pub struct TaskMessage {
     /// linked to it. Left out of the body when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_attempt_traceparent: Option<String>,
+    /// The handler when no worker registered one under `job_type` and `parameters.work_type`
+    /// names none (`cpu_bound` for jobs of the original system's REST API). Left out of the
+    /// body when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_handler: Option<String>,
 }
 
 /// A message body that is not a [`TaskMessage`] (a poison message): dead-letter it, retrying
@@ -84,6 +89,7 @@ mod tests {
             not_before: Some(Utc::now()),
             traceparent: None,
             previous_attempt_traceparent: None,
+            fallback_handler: None,
         }
     }
 

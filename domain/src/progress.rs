@@ -248,6 +248,7 @@ mod tests {
             timeout_seconds: None,
             limits: Limits::default(),
             now: now(),
+            fallback_handler: None,
         });
         let mut events = JobAggregate::decide(&JobState::default(), submit).unwrap();
         let state = JobAggregate::fold(&events);

@@ -463,6 +463,7 @@ mod tests {
             max_attempts: 3,
             timeout_seconds: 300,
             at: now(),
+            fallback_handler: None,
         }
         .into()
     }

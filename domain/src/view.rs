@@ -390,6 +390,7 @@ mod tests {
             timeout_seconds: None,
             limits: Limits::default(),
             now: t(0),
+            fallback_handler: None,
         });
         let mut log = JobAggregate::decide(&JobState::default(), submit).unwrap();
         let state = JobAggregate::fold(&log);

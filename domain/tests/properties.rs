@@ -91,6 +91,7 @@ fn expanded_job(n: u32, max_attempts: u32, chunk: u32) -> (Vec<Event>, Vec<TaskS
         timeout_seconds: None,
         limits: Limits::default(),
         now: t0(),
+        fallback_handler: None,
     };
     let mut log = JobAggregate::decide(&JobState::default(), JobCommand::SubmitJob(submit))
         .expect("valid submission");
@@ -252,6 +253,7 @@ proptest! {
         let submit = |split: Split| SubmitJob {
             job_id, job_type: "t".into(), split, parameters: json!({}), max_attempts: None,
             timeout_seconds: None, limits: Limits::default(), now: t0(),
+            fallback_handler: None,
         };
         let expand = |chunk: u32| {
             let mut job = JobAggregate::fold(

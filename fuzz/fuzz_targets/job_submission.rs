@@ -62,6 +62,7 @@ fuzz_target!(|input: &[u8]| {
         timeout_seconds: submission.timeout_seconds,
         limits,
         now,
+        fallback_handler: None,
     };
     let violations = limits.violations(&command);
     let decided = decide_job(&JobState::default(), JobCommand::SubmitJob(command.clone()));

@@ -53,6 +53,7 @@ fn task(job_id: Uuid, task_index: u32, attempt: u32) -> TaskMessage {
         not_before: None,
         traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
         previous_attempt_traceparent: None,
+        fallback_handler: None,
     }
 }
 

@@ -46,6 +46,7 @@ fn log_with_an_absurd_duration(job_id: JobId) -> Vec<Event> {
             timeout_seconds: 60,
             total_tasks: 4,
             submitted_at: at(0),
+            fallback_handler: None,
         }),
         Event::TasksCreated(TasksCreated {
             job_id,
@@ -65,6 +66,7 @@ fn log_with_an_absurd_duration(job_id: JobId) -> Vec<Event> {
             max_attempts: 1,
             timeout_seconds: 60,
             at: at(1),
+            fallback_handler: None,
         }));
     }
     for (index, duration_ms) in [(0, 100), (1, u64::MAX), (2, 300), (3, 400)] {

@@ -388,6 +388,7 @@ async fn analytics_by_hand(backend: Backend) {
             timeout_seconds: 60,
             total_tasks,
             submitted_at: at(s),
+            fallback_handler: None,
         })
     };
     let mut log = vec![
@@ -412,6 +413,7 @@ async fn analytics_by_hand(backend: Backend) {
                 max_attempts: 1,
                 timeout_seconds: 60,
                 at: at(100),
+                fallback_handler: None,
             }));
         }
     }

@@ -164,9 +164,10 @@ where
 /// The handlers a worker knows, by name.
 ///
 /// A task runs the handler registered under its job's type; failing that, the one named by
-/// `parameters.work_type` (the original system's way); failing that, `cpu_bound` (the
-/// original's default). A name that is not registered fails the task at once, with "no
-/// handler for ...".
+/// `parameters.work_type` (the original system's way); failing that, the task's fallback
+/// (`cpu_bound`, the original's default, for jobs of the original REST API only: see
+/// [`Handlers::select_for`]). A `work_type` that is not registered fails the task at once,
+/// with "no handler for ...".
 #[derive(Clone, Default)]
 pub struct Handlers {
     by_name: BTreeMap<String, Arc<dyn Handler>>,
@@ -234,24 +235,53 @@ impl Handlers {
         self.by_name.keys().map(String::as_str)
     }
 
-    /// The handler for a task of `job_type` with `parameters` (see the type's docs), with the
-    /// name it was chosen by; a fatal [`TaskError`] when there is none.
+    /// The handler for a task of `job_type` with `parameters` by the original system's rule
+    /// (see the type's docs: `cpu_bound` when nothing else names one), with the name it was
+    /// chosen by; a fatal [`TaskError`] when there is none. The runtime uses
+    /// [`Handlers::select_for`], which falls back only where the task says so.
+    ///
+    /// Equivalent to `select_for(job_type, parameters, Some("cpu_bound"))`.
     pub fn select(
         &self,
         job_type: &str,
         parameters: &Value,
     ) -> Result<(String, Arc<dyn Handler>), TaskError> {
+        self.select_for(job_type, parameters, Some(DEFAULT_HANDLER))
+    }
+}
+
+impl Handlers {
+    /// The handler for a task: the one registered under `job_type`; failing that, the one
+    /// named by `parameters.work_type` (a fatal error when this worker has none of that name);
+    /// failing that, `fallback` (the task's `fallback_handler`: `cpu_bound` for jobs of the
+    /// original system's REST API). A task with none of these fails its attempt, retryably:
+    /// another worker may have a handler for its type, and after its attempts (`max_attempts`,
+    /// with backoff) the task is FAILED with "no handler for job type ...". It never runs a
+    /// handler nobody asked for.
+    pub fn select_for(
+        &self,
+        job_type: &str,
+        parameters: &Value,
+        fallback: Option<&str>,
+    ) -> Result<(String, Arc<dyn Handler>), TaskError> {
         if let Some(handler) = self.by_name.get(job_type) {
             return Ok((job_type.to_owned(), handler.clone()));
         }
-        let name = match parameters.get("work_type") {
-            Some(Value::String(work_type)) => work_type.as_str(),
-            Some(Value::Null) | None => DEFAULT_HANDLER,
+        let named = match parameters.get("work_type") {
+            Some(Value::String(work_type)) => Some(work_type.as_str()),
+            Some(Value::Null) | None => None,
             Some(other) => {
                 return Err(TaskError::fatal(format!(
                     "parameters.work_type must be a string, not {other}"
                 )));
             }
+        };
+        let Some(name) = named.or(fallback) else {
+            return Err(TaskError::retryable(format!(
+                "no handler for job type {job_type:?} on this worker (it has: {}); register \
+                 one, or name a handler in parameters.work_type",
+                self.names().collect::<Vec<_>>().join(", ")
+            )));
         };
         self.by_name
             .get(name)
@@ -290,6 +320,34 @@ mod tests {
         assert_eq!(name, "cpu_bound");
         let (name, _) = h.select("", &Value::Null).unwrap();
         assert_eq!(name, "cpu_bound");
+    }
+
+    #[test]
+    fn without_a_fallback_an_unknown_job_type_runs_nothing() {
+        let h = handlers();
+        // Jobs of the original REST API keep its default.
+        let (name, _) = h
+            .select_for("reports", &json!({}), Some("cpu_bound"))
+            .unwrap();
+        assert_eq!(name, "cpu_bound");
+        // Others fail their attempt (retryably: another worker may have the handler).
+        let error = h.select_for("reports", &json!({}), None).err().unwrap();
+        assert!(error.retryable);
+        assert!(
+            error
+                .message
+                .starts_with("no handler for job type \"reports\" on this worker"),
+            "{error}"
+        );
+        // The job type and work_type still win.
+        assert_eq!(
+            h.select_for("thumbnail", &json!({}), None).unwrap().0,
+            "thumbnail"
+        );
+        let by_work_type = h.select_for("reports", &json!({"work_type": "io_bound"}), None);
+        assert_eq!(by_work_type.unwrap().0, "io_bound");
+        let unknown = h.select_for("reports", &json!({"work_type": "gpu"}), None);
+        assert!(!unknown.err().unwrap().retryable);
     }
 
     #[test]

@@ -46,7 +46,10 @@
 //!
 //! **Which handler runs a task:** the one registered under the job's type; failing that, the
 //! one named by `parameters.work_type` (how the original system chose); failing that,
-//! `cpu_bound`. A name nobody registered fails the task at once ("no handler for ...").
+//! `cpu_bound` for jobs submitted through the original system's REST API (its default). A
+//! `work_type` nobody registered fails the task at once ("no handler for ..."); a job type no
+//! handler has, with no `work_type` (and not from the REST API), fails the attempt retryably
+//! (another worker may have the handler) and the task after its attempts.
 //!
 //! **What a handler can count on, and what it must allow for:**
 //! - It runs at most `timeout_seconds` (from the job); then its future is dropped and the

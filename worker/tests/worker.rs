@@ -79,6 +79,7 @@ impl Env {
                 timeout_seconds: Some(job.timeout_seconds),
                 limits: Limits::default(),
                 now,
+                fallback_handler: job.fallback_handler.map(str::to_owned),
             }),
         )
         .unwrap();
@@ -122,6 +123,7 @@ impl Env {
                             not_before: None,
                             traceparent: None,
                             previous_attempt_traceparent: None,
+                            fallback_handler: None,
                         },
                         delay: Duration::ZERO,
                     });
@@ -246,6 +248,7 @@ struct JobSpec {
     parameters: Value,
     max_attempts: u32,
     timeout_seconds: u32,
+    fallback_handler: Option<&'static str>,
 }
 
 impl JobSpec {
@@ -256,6 +259,7 @@ impl JobSpec {
             parameters: json!({}),
             max_attempts: 3,
             timeout_seconds: 60,
+            fallback_handler: None,
         }
     }
 }
@@ -419,6 +423,7 @@ for_each_backend!(
     unknown_handler_fails_the_task_at_once,
     a_result_the_log_cannot_store_fails_only_its_own_task,
     a_message_with_an_impossible_stream_version_is_dead_lettered,
+    a_job_type_no_worker_handles_runs_nothing_and_fails_after_its_attempts,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1055,4 +1060,39 @@ async fn a_message_with_an_impossible_stream_version_is_dead_lettered(env: Env) 
     );
     // Nothing was appended for the crafted task.
     assert_eq!(env.task_events(&crafted).await[0].len(), 1);
+}
+
+/// A job type no worker handles, without `work_type`, used to run `cpu_bound` silently and be
+/// reported COMPLETED. Now it runs nothing: each attempt fails ("no handler for job type"),
+/// retryably (another worker may have the handler), and the task is FAILED after its attempts.
+/// Jobs of the original system's REST API keep its default (`fallback_handler: cpu_bound`).
+async fn a_job_type_no_worker_handles_runs_nothing_and_fails_after_its_attempts(env: Env) {
+    let mut unknown = JobSpec::new("reports", 1);
+    unknown.max_attempts = 2;
+    let unknown = env.submit(unknown).await;
+    let mut rest = JobSpec::new("reports", 1);
+    rest.parameters = json!({"work_duration_seconds": 0.01});
+    rest.fallback_handler = Some("cpu_bound");
+    let rest = env.submit(rest).await;
+    let worker = Running::start(
+        &env,
+        config("w1"),
+        Handlers::builtin(&WorkerConfig::default()),
+    );
+    env.wait_for_tasks(&rest, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    env.wait_for_tasks(&unknown, "FAILED", |s| {
+        s.status == TaskStatus::Failed && s.dead_lettered
+    })
+    .await;
+    worker.stop().await;
+    let state = &env.task_states(&unknown).await[0];
+    assert_eq!(state.attempt, 2, "every attempt was tried: {state:?}");
+    let error = state.last_error.as_deref().unwrap();
+    assert!(
+        error.starts_with("no handler for job type \"reports\" on this worker"),
+        "{error}"
+    );
+    let events = &env.task_events(&unknown).await[0];
+    assert_eq!(count(events, completed), 0, "{events:?}");
 }

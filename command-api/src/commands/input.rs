@@ -33,6 +33,10 @@ pub struct SubmitJobInput {
     /// A client-chosen key: submitting again with the same key returns the first job and
     /// appends nothing (whatever the rest of the input is).
     pub idempotency_key: Option<String>,
+    /// The handler when no worker has one for `job_type` and `parameters.work_type` names
+    /// none: `Some("cpu_bound")` from the original system's REST API, `None` from GraphQL
+    /// (such a task fails with "no handler for job type ...").
+    pub fallback_handler: Option<String>,
 }
 
 /// Builds a [`Split`] from an API's fields: `total_tasks`, or `items` cut into batches of

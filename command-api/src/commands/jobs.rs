@@ -64,6 +64,7 @@ impl CommandService {
                 timeout_seconds: input.timeout_seconds,
                 limits: self.limits,
                 now: Utc::now(),
+                fallback_handler: input.fallback_handler,
             }),
         )?;
         let outcome = self

@@ -399,6 +399,7 @@ fn task_message(task: &TaskEnqueued, record: &RecordedEvent) -> TaskMessage {
         not_before: None,
         traceparent: traceparent(record),
         previous_attempt_traceparent: None,
+        fallback_handler: task.fallback_handler.clone(),
     }
 }
 

@@ -170,6 +170,7 @@ pub async fn submit_job(
         max_attempts: as_count("max_attempts", max_attempts).map_err(to_api)?,
         timeout_seconds: as_count("timeout_seconds", timeout_seconds).map_err(to_api)?,
         idempotency_key,
+        fallback_handler: Some(shoal_domain::job::ORIGINAL_DEFAULT_HANDLER.to_owned()),
     };
     let submitted = service.submit_job(input).await.map_err(to_api)?;
     // A replayed submission answers 201 too: the same answer as the first time.

@@ -123,6 +123,7 @@ impl Sim {
             timeout_seconds: None,
             limits: Limits::default(),
             now,
+            fallback_handler: None,
         });
         let events = JobAggregate::decide(&JobState::default(), command).unwrap_or_default();
         self.jobs.push(SimJob {

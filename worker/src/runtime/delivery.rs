@@ -387,7 +387,12 @@ impl Shared {
             worker_id: self.config.worker_id.clone(),
         };
         let began = Instant::now();
-        let outcome = match self.handlers.select(&context.job_type, &context.parameters) {
+        let selected = self.handlers.select_for(
+            &context.job_type,
+            &context.parameters,
+            message.fallback_handler.as_deref(),
+        );
+        let outcome = match selected {
             Ok((name, handler)) => {
                 tracing::debug!(handler = %name, "running");
                 self.run_handler(handler, context, timeout_seconds).await
@@ -691,6 +696,7 @@ fn implied_state(message: &TaskMessage) -> TaskState {
         max_attempts: message.max_attempts,
         timeout_seconds: message.timeout_seconds,
         at: Utc::now(),
+        fallback_handler: message.fallback_handler.clone(),
     };
     let first = evolve_task(TaskState::default(), &Event::TaskEnqueued(enqueued));
     if message.attempt <= FIRST_ATTEMPT {
