@@ -98,3 +98,40 @@ pub async fn time_limit(State(timeout): State<Duration>, request: Request, next:
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_over_the_time_limit_is_answered_503_and_says_which_flag() {
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            )
+            .route("/fast", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(
+                Duration::from_millis(100),
+                time_limit,
+            ));
+        let request = |path: &str| Request::builder().uri(path).body(Body::empty()).unwrap();
+        let slow = app.clone().oneshot(request("/slow")).await.unwrap();
+        assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(slow.into_body(), 1024).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body["detail"],
+            "the request took longer than 0.1 s (--request-timeout-seconds); try again"
+        );
+        let fast = app.oneshot(request("/fast")).await.unwrap();
+        assert_eq!(fast.status(), StatusCode::OK);
+    }
+}

@@ -263,6 +263,16 @@ async fn job_byte_budget_and_message_size_are_checked_at_submission() {
             )
             .await;
         assert!(body["errors"].is_null(), "{body}");
+        // A GraphQL job names its handler: no silent `cpu_bound` fallback is recorded.
+        let events = server
+            .platform
+            .log
+            .read_all(LogPosition::START, 10)
+            .await
+            .unwrap();
+        assert_eq!(events[0].event_type, "JobSubmitted");
+        let data: Value = serde_json::from_str(events[0].data.get()).unwrap();
+        assert!(data.get("fallback_handler").is_none(), "{data}");
     })
     .await;
 }

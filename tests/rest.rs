@@ -647,6 +647,13 @@ async fn task_transitions_append_the_workers_events(url: &str) {
         .await;
     dev.wait_enqueued(job).await;
     let [t0, t1, t2] = [0, 1, 2].map(|i| TaskId::for_task(job, i));
+    // A job of the original REST API keeps its workers' default handler, `cpu_bound`, for
+    // tasks whose type no worker has and that name no `work_type`; its tasks carry it.
+    let submitted = &dev.event_types(&job.stream_id()).await[0];
+    assert_eq!(submitted.0, "JobSubmitted");
+    assert_eq!(submitted.1["fallback_handler"], "cpu_bound");
+    let enqueued = &dev.event_types(&t0.stream_id()).await[0];
+    assert_eq!(enqueued.1["fallback_handler"], "cpu_bound");
 
     // running: ENQUEUED -> RUNNING; again: unchanged.
     let answer = dev

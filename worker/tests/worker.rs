@@ -123,7 +123,7 @@ impl Env {
                             not_before: None,
                             traceparent: None,
                             previous_attempt_traceparent: None,
-                            fallback_handler: None,
+                            fallback_handler: e.fallback_handler.clone(),
                         },
                         delay: Duration::ZERO,
                     });
@@ -1074,6 +1074,7 @@ async fn a_job_type_no_worker_handles_runs_nothing_and_fails_after_its_attempts(
     rest.parameters = json!({"work_duration_seconds": 0.01});
     rest.fallback_handler = Some("cpu_bound");
     let rest = env.submit(rest).await;
+    let _relay = env.relay_retries(&unknown);
     let worker = Running::start(
         &env,
         config("w1"),
