@@ -15,7 +15,7 @@
 #     each stops on SIGTERM within 20 s; processes that exited on their own are listed.
 #
 #   scripts/faults.sh                 the short form (CI): 10,000 tasks and 20 faults on the SQL
-#                                     queue; 300 tasks, 8 faults and a moto restart on SQS
+#                                     queue; 200 tasks, 6 faults and a moto restart on SQS
 #   scripts/faults.sh --seed N        the same faults as the run that printed seed N (add the
 #                                     other options that run had, e.g. --long)
 #   scripts/faults.sh --long          10,000 tasks and 60 faults on SQL, 1,000 tasks and 20 on SQS
@@ -40,7 +40,7 @@ root=$(pwd)
 
 args=("$@")
 seed="" only="" long=0
-tasks=10000 faults=20 sqs_tasks=300 sqs_faults=8
+tasks=10000 faults=20 sqs_tasks=200 sqs_faults=6
 task_seconds=0.2 concurrency=8 moto_restart=before end_timeout=240
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -137,6 +137,19 @@ supervise() {
   done
 }
 
+# Waits until every role answers /health/ready (restarting those that exited); prints the
+# seconds it took, or fails after 30 s (a wedged process).
+all_ready() {
+  local t=$SECONDS role
+  for role in "${!ready_url[@]}"; do
+    until curl -sf -m 5 "${ready_url[$role]}" >/dev/null; do
+      if [ $((SECONDS - t)) -ge 30 ]; then echo "$role not ready after 30s"; return 1; fi
+      supervise; sleep 0.2
+    done
+  done
+  echo "$((SECONDS - t))s"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Postgres, restarted on the same port with the same options.
 
@@ -189,7 +202,7 @@ moto_start() {
 # The plan: a function of the seed and the scenario only.
 
 # plan NAME FAULTS KINDS...: lines "SHARE KIND TARGET OUTAGE", SHARE the fraction of tasks done
-# at which the fault strikes, in order; each kind at least twice.
+# at which the fault strikes, in order; each kind at least twice (once in a short plan).
 plan() {
   python3 - "$seed" "$@" <<'EOF'
 import random, sys
@@ -197,7 +210,8 @@ seed, name, n, kinds = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 r = random.Random(f"{seed}/{name}")
 once = [k for k in kinds if k == "moto"]
 each = [k for k in kinds if k != "moto"]
-chosen = once + [k for k in each for _ in range(2)]
+reps = 2 if n >= 2 * len(each) + len(once) else 1
+chosen = once + [k for k in each for _ in range(reps)]
 weights = {"worker": 4, "projector": 2, "orchestrator": 2, "postgres": 2}
 while len(chosen) < n:
     chosen.append(r.choices(each, [weights[k] for k in each])[0])
@@ -307,6 +321,8 @@ run_scenario() {
     kill -KILL "$moto_pid"; wait "$moto_pid" 2>/dev/null || true
     sleep "$outage"; moto_start
     "$bin" sqs init --name "$name" --max-receives 5 >/dev/null 2>>"$dir/sqs-init.log"
+    ready=$(all_ready) || fail+=("after moto restarted: $ready")
+    say "    every process ready again after $ready"
     faults_done=1 kinds_done="moto"
   fi
 
@@ -330,7 +346,7 @@ run_scenario() {
   say "$name: job $job submitted: $ntasks io_bound tasks of ${task_seconds}s; $nfaults faults planned (seed $seed)"
 
   # The faults, each when its share of the tasks is done.
-  local share kind target outage at done_now last_done=-1 last_move=$SECONDS stall=120
+  local share kind target outage at done_now last_done=-1 last_move=$SECONDS stall=120 ready mid_job=0
   while read -r share kind target outage; do
     at=$(python3 -c "print(int($share * $ntasks))")
     while :; do
@@ -345,15 +361,20 @@ run_scenario() {
     done
     faults_done=$((faults_done + 1))
     kinds_done="$kinds_done $kind"
+    [ "$done_now" -lt "$ntasks" ] && mid_job=$((mid_job + 1))
     case "$kind" in
       postgres)
         say "  fault $faults_done/$nfaults at $done_now/$ntasks done: Postgres fast shutdown, start in ${outage}s"
-        pg_stop; sleep "$outage"; pg_start ;;
+        pg_stop; sleep "$outage"; pg_start
+        ready=$(all_ready) || fail+=("after Postgres restarted (fault $faults_done): $ready")
+        say "    every process ready again after $ready" ;;
       moto)
         say "  fault $faults_done/$nfaults at $done_now/$ntasks done: moto_server killed, back in ${outage}s with its queues gone, then created again"
         kill -KILL "$moto_pid"; wait "$moto_pid" 2>/dev/null || true
         sleep "$outage"; moto_start
-        "$bin" sqs init --name "$name" --max-receives 5 >/dev/null 2>>"$dir/sqs-init.log" ;;
+        "$bin" sqs init --name "$name" --max-receives 5 >/dev/null 2>>"$dir/sqs-init.log"
+        ready=$(all_ready) || fail+=("after moto restarted (fault $faults_done): $ready")
+        say "    every process ready again after $ready" ;;
       *)
         say "  fault $faults_done/$nfaults at $done_now/$ntasks done: SIGKILL $target, restart in ${outage}s"
         kill_role "$target"; sleep "$outage"; start_role "$target" ;;
@@ -377,7 +398,7 @@ run_scenario() {
     done
   fi
   local run_seconds=$((SECONDS - t0))
-  say "$name: job ${ended:-not ended} after ${run_seconds}s; $faults_done faults:$(printf '%s\n' $kinds_done | sort | uniq -c | awk '{printf " %s x%s", $2, $1}')"
+  say "$name: job ${ended:-not ended} after ${run_seconds}s; $faults_done faults ($mid_job of the planned ones while tasks were left):$(printf '%s\n' $kinds_done | sort | uniq -c | awk '{printf " %s x%s", $2, $1}')"
   [ "$faults_done" -ge "$nfaults" ] || fail+=("only $faults_done of $nfaults faults were injected")
 
   # The projector catches up: both projections at the head of the log.
@@ -518,7 +539,9 @@ if [ "$only" != sql ]; then
 fi
 
 # What the machine spent, for sizing: on 2 cores the run cannot take less than half of it.
-cpu_children=$(times | tail -1 | awk '{ gsub(/[ms]/, " "); print int($1 * 60 + $2 + $3 * 60 + $4) }')
+[ -n "$moto_pid" ] && { kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; moto_pid=""; }
+times >"$logdir/times"   # here, not in a subshell, which would count only its own children
+cpu_children=$(tail -1 "$logdir/times" | awk '{ gsub(/[ms]/, " "); print int($1 * 60 + $2 + $3 * 60 + $4) }')
 say "CPU used: $cpu_children s by shoal, moto and the tools, $((pg_cpu_done + $(pg_cpu))) s by Postgres"
 if [ "$failures" -gt 0 ]; then
   echo "fault suite: $failures scenario(s) failed with seed $seed (replay: scripts/faults.sh --seed $seed${replay[*]:+ ${replay[*]}}); logs in $logdir" >&2
