@@ -6,7 +6,8 @@
 # queue (Postgres), then on SQS (moto_server), where moto is also restarted once. At the end:
 #   - the job ended, and every task is terminal in the log (COMPLETED, or FAILED for good);
 #   - every started attempt has exactly one end (TaskCompleted or TaskFailed), no end lacks its
-#     start, no attempt started twice, no task completed twice;
+#     start, no attempt started twice, no task completed twice; exactly the planned attempts
+#     failed (--flaky), and each was retried once;
 #   - the job's counts (read table `jobs`, the orchestrator's `orchestrator_jobs`) and the
 #     analytics' task counts equal the tasks' states (read table `tasks`), which equal the log;
 #   - every read table (jobs, tasks, analytics_*) equals a full replay of the log
@@ -22,7 +23,8 @@
 #   scripts/faults.sh --long          10,000 tasks of 0.5 s and 60 faults on SQL, 1,000 tasks and
 #                                     20 faults on SQS (about 10 minutes)
 #   options: --only sql|sqs --tasks N --faults N --sqs-tasks N --sqs-faults N
-#            --task-seconds S (io_bound duration, 0.2) --concurrency N (slots per worker, 8)
+#            --task-seconds S (how long a task runs, 0.2) --concurrency N (slots per worker, 8)
+#            --flaky P (the first attempt of P % of the tasks fails, 5; 0: no failures)
 #            --moto-restart before|mid (default before: moto restarts while every process runs
 #            and before the job's messages exist; mid: at a random point of the job, the queue
 #            recreated empty, which relies on the orchestrator re-relaying lost messages)
@@ -43,7 +45,7 @@ root=$(pwd)
 args=("$@")
 seed="" only="" long=0
 tasks=10000 faults=20 sqs_tasks=200 sqs_faults=6
-task_seconds=0.2 concurrency=8 moto_restart=before end_timeout=240
+task_seconds=0.2 concurrency=8 moto_restart=before end_timeout=240 flaky=5
 while [ $# -gt 0 ]; do
   case "$1" in
     --seed) seed=$2; shift ;;
@@ -54,16 +56,18 @@ while [ $# -gt 0 ]; do
     --sqs-tasks) sqs_tasks=$2; shift ;;
     --sqs-faults) sqs_faults=$2; shift ;;
     --task-seconds) task_seconds=$2; shift ;;
+    --flaky) flaky=$2; shift ;;
     --concurrency) concurrency=$2; shift ;;
     --moto-restart) moto_restart=$2; shift ;;
     --end-timeout) end_timeout=$2; shift ;;
-    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 case "$moto_restart" in before|mid) ;; *) echo "--moto-restart before|mid" >&2; exit 2 ;; esac
 case "$only" in ""|sql|sqs) ;; *) echo "--only sql|sqs" >&2; exit 2 ;; esac
+[[ "$flaky" =~ ^[0-9]+$ ]] && [ "$flaky" -le 100 ] || { echo "--flaky takes a percentage, 0 to 100" >&2; exit 2; }
 [[ "$seed" =~ ^[0-9]+$ ]] || seed=$(( (RANDOM << 15 | RANDOM) % 1000000 ))
 
 # The seed first, and how to run these faults again.
@@ -86,6 +90,22 @@ logdir=$root/target/faults
 pgdir=$root/target/faults-pg
 rm -rf "$logdir"; mkdir -p "$logdir"
 export PGCONNECT_TIMEOUT=5
+
+# The tasks' program (the `exec` handler gives it the task as JSON on stdin): the first attempt
+# of the tasks whose index is below $flaky modulo 100 fails, so that retries run under the
+# faults too; every other attempt sleeps $task_seconds and succeeds.
+cat >"$logdir/flaky-task.sh" <<EOF
+#!/bin/sh
+read -r task
+attempt=\${task#*\"attempt\":}; attempt=\${attempt%%[,\}]*}
+index=\${task#*\"task_index\":}; index=\${index%%[,\}]*}
+if [ "\$attempt" = 1 ] && [ \$((index % 100)) -lt $flaky ]; then
+  echo "planned failure of the first attempt of task \$index" >&2
+  exit 1
+fi
+exec sleep $task_seconds
+EOF
+chmod +x "$logdir/flaky-task.sh"
 
 say() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -266,7 +286,7 @@ dump_read_tables() {
   done
 }
 
-# run_scenario NAME QUEUE_KIND TASKS FAULTS: one job of TASKS io_bound tasks on a fresh
+# run_scenario NAME QUEUE_KIND TASKS FAULTS: one job of TASKS tasks (flaky-task.sh) on a fresh
 # database NAME, through the SQL queue or SQS (`sqs`), with FAULTS faults.
 run_scenario() {
   name=$1 queue_kind=$2
@@ -299,7 +319,7 @@ run_scenario() {
   local i port
   for i in 1 2 3; do
     port=$(free_port)
-    cmd[worker$i]="$bin worker --worker-id w$i --concurrency $concurrency --visibility-timeout-seconds 5 --grace-period-seconds 5 --admin-listen 127.0.0.1:$port --database-max-connections 4"
+    cmd[worker$i]="$bin worker --exec task=$logdir/flaky-task.sh --worker-id w$i --concurrency $concurrency --visibility-timeout-seconds 5 --grace-period-seconds 5 --admin-listen 127.0.0.1:$port --database-max-connections 4"
     ready_url[worker$i]="http://127.0.0.1:$port/health/ready"
   done
   for role in orchestrator projector worker1 worker2 worker3; do start_role "$role"; done
@@ -341,11 +361,11 @@ run_scenario() {
     sleep 0.2
   done
   local body
-  body=$(printf '{"query":"mutation($i: SubmitJobInput!) { submitJob(input: $i) { id } }","variables":{"i":{"jobType":"io_bound","totalTasks":%d,"parameters":{"work_duration_seconds":%s}}}}' "$ntasks" "$task_seconds")
+  body=$(printf '{"query":"mutation($i: SubmitJobInput!) { submitJob(input: $i) { id } }","variables":{"i":{"jobType":"exec","totalTasks":%d,"parameters":{"command":"task"}}}}' "$ntasks")
   job=$(curl -sf "http://127.0.0.1:$api_port/graphql" -H 'content-type: application/json' -d "$body" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["submitJob"]["id"])')
   kill -TERM "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
-  say "$name: job $job submitted: $ntasks io_bound tasks of ${task_seconds}s; $nfaults faults planned (seed $seed)"
+  say "$name: job $job submitted: $ntasks tasks of ${task_seconds}s, the first attempt of $flaky % of them failing; $nfaults faults planned (seed $seed)"
 
   # The faults, each when its share of the tasks is done.
   local share kind target outage at done_now last_done=-1 last_move=$SECONDS stall=120 ready mid_job=0
@@ -465,8 +485,17 @@ run_scenario() {
   [ "$no_start" = 0 ] || fail+=("$no_start ends have no start")
   [ "$double_start" = 0 ] || fail+=("$double_start attempts started twice")
   [ "$double_completion" = 0 ] || fail+=("$double_completion tasks completed twice")
-  # io_bound never fails: a FAILED task here was failed by a fault.
-  [ "$failed" = 0 ] || fail+=("$failed tasks FAILED (io_bound does not fail: a fault did it)")
+  # Only the planned first attempts fail, each once, and their second attempts complete: a
+  # FAILED task, or any other failure, was caused by a fault.
+  [ "$failed" = 0 ] || fail+=("$failed tasks FAILED (only first attempts fail: a fault did it)")
+  local planned attempt_failures retries
+  planned=$(( ntasks / 100 * flaky + (ntasks % 100 < flaky ? ntasks % 100 : flaky) ))
+  read -r attempt_failures retries < <(q "
+    SELECT (SELECT count(*) FROM events WHERE event_type = 'TaskFailed'),
+           (SELECT count(*) FROM events WHERE event_type = 'TaskRetryScheduled')" | tr '|' ' ')
+  say "$name: retries: $attempt_failures failed attempts and $retries retries scheduled; $planned planned"
+  [ "$attempt_failures" = "$planned" ] && [ "$retries" = "$planned" ] \
+    || fail+=("$attempt_failures failed attempts and $retries retries, not the $planned planned")
   [ -z "$ended" ] || [ "$ended" = JobCompleted ] || fail+=("the job ended with $ended")
 
   # The job's counts against the tasks' states, the log, the orchestrator and the analytics.
