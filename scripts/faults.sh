@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Fault injection: one job runs through separate `shoal` processes (3 workers, a projector, an
-# orchestrator) while, at random points of its progress, a seeded plan SIGKILLs a worker, the
+# Fault injection: two jobs run through separate `shoal` processes (3 workers, a projector, an
+# orchestrator), one of io_bound tasks and a smaller one whose tasks' first attempt fails for a
+# fifth of them (so that retries run too), while, at random points of their progress, a seeded
+# plan SIGKILLs a worker, the
 # projector or the orchestrator (each restarted after a random pause, as Kubernetes would) and
 # restarts PostgreSQL (fast shutdown, a random outage, start on the same port). First on the SQL
 # queue (Postgres), then on SQS (moto_server), where moto is also restarted once. At the end:
-#   - the job ended, and every task is terminal in the log (COMPLETED, or FAILED for good);
+#   - both jobs ended, and every task is terminal in the log (COMPLETED, or FAILED for good);
 #   - every started attempt has exactly one end (TaskCompleted or TaskFailed), no end lacks its
 #     start, no attempt started twice, no task completed twice; exactly the planned attempts
 #     failed (--flaky), and each was retried once;
-#   - the job's counts (read table `jobs`, the orchestrator's `orchestrator_jobs`) and the
+#   - each job's counts (read table `jobs`, the orchestrator's `orchestrator_jobs`) and the
 #     analytics' task counts equal the tasks' states (read table `tasks`), which equal the log;
 #   - every read table (jobs, tasks, analytics_*) equals a full replay of the log
 #     (`shoal projector rebuild`, compared row for row);
@@ -24,7 +26,8 @@
 #                                     20 faults on SQS (about 10 minutes)
 #   options: --only sql|sqs --tasks N --faults N --sqs-tasks N --sqs-faults N
 #            --task-seconds S (how long a task runs, 0.2) --concurrency N (slots per worker, 8)
-#            --flaky P (the first attempt of P % of the tasks fails, 5; 0: no failures)
+#            --flaky-tasks N --sqs-flaky-tasks N (500, 50: the tasks of a second job, run by a
+#            program whose first attempt fails for --flaky P % of them, 20)
 #            --moto-restart before|mid (default before: moto restarts while every process runs
 #            and before the job's messages exist; mid: at a random point of the job, the queue
 #            recreated empty, which relies on the orchestrator re-relaying lost messages)
@@ -45,11 +48,12 @@ root=$(pwd)
 args=("$@")
 seed="" only="" long=0
 tasks=10000 faults=20 sqs_tasks=200 sqs_faults=6
-task_seconds=0.2 concurrency=8 moto_restart=before end_timeout=240 flaky=5
+task_seconds=0.2 concurrency=8 moto_restart=before end_timeout=240
+flaky=20 flaky_tasks=500 sqs_flaky_tasks=50
 while [ $# -gt 0 ]; do
   case "$1" in
     --seed) seed=$2; shift ;;
-    --long) long=1; faults=60; task_seconds=0.5; sqs_tasks=1000; sqs_faults=20 ;;
+    --long) long=1; faults=60; task_seconds=0.5; sqs_tasks=1000; sqs_faults=20; flaky_tasks=2000; sqs_flaky_tasks=200 ;;
     --only) only=$2; shift ;;
     --tasks) tasks=$2; shift ;;
     --faults) faults=$2; shift ;;
@@ -57,6 +61,8 @@ while [ $# -gt 0 ]; do
     --sqs-faults) sqs_faults=$2; shift ;;
     --task-seconds) task_seconds=$2; shift ;;
     --flaky) flaky=$2; shift ;;
+    --flaky-tasks) flaky_tasks=$2; shift ;;
+    --sqs-flaky-tasks) sqs_flaky_tasks=$2; shift ;;
     --concurrency) concurrency=$2; shift ;;
     --moto-restart) moto_restart=$2; shift ;;
     --end-timeout) end_timeout=$2; shift ;;
@@ -91,9 +97,9 @@ pgdir=$root/target/faults-pg
 rm -rf "$logdir"; mkdir -p "$logdir"
 export PGCONNECT_TIMEOUT=5
 
-# The tasks' program (the `exec` handler gives it the task as JSON on stdin): the first attempt
-# of the tasks whose index is below $flaky modulo 100 fails, so that retries run under the
-# faults too; every other attempt sleeps $task_seconds and succeeds.
+# The second job's program (the `exec` handler gives it the task as JSON on stdin): the first
+# attempt of the tasks whose index is below $flaky modulo 100 fails, so that retries run under
+# the faults too; every other attempt sleeps $task_seconds and succeeds.
 cat >"$logdir/flaky-task.sh" <<EOF
 #!/bin/sh
 read -r task
@@ -254,9 +260,14 @@ terminal_count() {
   q "SELECT count(*) FROM events WHERE event_type = 'TaskCompleted'
        OR (event_type = 'TaskFailed' AND (data->>'final_failure')::boolean)" 2>/dev/null || echo -1
 }
-job_end() {
-  q "SELECT string_agg(event_type, ',') FROM events WHERE stream_id = 'job-$job'
-       AND event_type IN ('JobCompleted', 'JobFailed')" 2>/dev/null || true
+# The jobs' endings, one word each in the order of $job_ids ("none" for a job that has not ended).
+job_ends() {
+  local j out=""
+  for j in "${job_ids[@]}"; do
+    out+="$(q "SELECT coalesce(string_agg(event_type, '+'), 'none') FROM events WHERE stream_id = 'job-$j'
+                 AND event_type IN ('JobCompleted', 'JobFailed')" 2>/dev/null || echo none) "
+  done
+  echo "${out% }"
 }
 
 # What is not terminal, from the log and the queue: printed when a job is stuck.
@@ -286,11 +297,13 @@ dump_read_tables() {
   done
 }
 
-# run_scenario NAME QUEUE_KIND TASKS FAULTS: one job of TASKS tasks (flaky-task.sh) on a fresh
-# database NAME, through the SQL queue or SQS (`sqs`), with FAULTS faults.
+# run_scenario NAME QUEUE_KIND TASKS FLAKY_TASKS FAULTS: a job of TASKS io_bound tasks and one
+# of FLAKY_TASKS tasks of flaky-task.sh on a fresh database NAME, through the SQL queue or SQS
+# (`sqs`), with FAULTS faults.
 run_scenario() {
   name=$1 queue_kind=$2
-  local ntasks=$3 nfaults=$4
+  local nmain=$3 nflaky=$4 nfaults=$5
+  local ntasks=$((nmain + nflaky))
   dir="$logdir/$name"; mkdir -p "$dir"
   db="${server%/*}/$name"
   local fail=() t0=$SECONDS
@@ -360,12 +373,15 @@ run_scenario() {
     [ $SECONDS -lt $deadline ] || { echo "FAIL $name: shoal serve did not come up (see $dir/serve.log)" >&2; return 1; }
     sleep 0.2
   done
-  local body
-  body=$(printf '{"query":"mutation($i: SubmitJobInput!) { submitJob(input: $i) { id } }","variables":{"i":{"jobType":"exec","totalTasks":%d,"parameters":{"command":"task"}}}}' "$ntasks")
-  job=$(curl -sf "http://127.0.0.1:$api_port/graphql" -H 'content-type: application/json' -d "$body" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["submitJob"]["id"])')
+  submit() {
+    curl -sf "http://127.0.0.1:$api_port/graphql" -H 'content-type: application/json' \
+      -d "{\"query\":\"mutation(\$i: SubmitJobInput!) { submitJob(input: \$i) { id } }\",\"variables\":{\"i\":$1}}" \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["submitJob"]["id"])'
+  }
+  job_ids=("$(submit "{\"jobType\":\"io_bound\",\"totalTasks\":$nmain,\"parameters\":{\"work_duration_seconds\":$task_seconds}}")")
+  [ "$nflaky" -gt 0 ] && job_ids+=("$(submit "{\"jobType\":\"exec\",\"totalTasks\":$nflaky,\"parameters\":{\"command\":\"task\"}}")")
   kill -TERM "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
-  say "$name: job $job submitted: $ntasks tasks of ${task_seconds}s, the first attempt of $flaky % of them failing; $nfaults faults planned (seed $seed)"
+  say "$name: jobs submitted: ${job_ids[0]} of $nmain io_bound tasks of ${task_seconds}s$([ "$nflaky" -gt 0 ] && echo ", ${job_ids[1]} of $nflaky tasks whose first attempt fails for $flaky % of them"); $nfaults faults planned (seed $seed)"
 
   # The faults, each when its share of the tasks is done.
   local share kind target outage at done_now last_done=-1 last_move=$SECONDS stall=120 ready mid_job=0
@@ -403,24 +419,24 @@ run_scenario() {
     esac
   done <"$dir/plan"
 
-  # The end of the job, in the log.
+  # The end of the jobs, in the log.
   local ended="" end_deadline=$((SECONDS + end_timeout))
   if [ ${#fail[@]} = 0 ]; then
     last_move=$SECONDS
     while :; do
-      ended=$(job_end)
-      [ -n "$ended" ] && break
+      ended=$(job_ends)
+      [[ " $ended " == *" none "* ]] || break
       done_now=$(terminal_count)
       if [ "$done_now" != "$last_done" ]; then last_done=$done_now; last_move=$SECONDS; fi
       if [ $SECONDS -ge $end_deadline ] || [ $((SECONDS - last_move)) -ge $stall ]; then
-        fail+=("stuck: the job did not end ($done_now/$ntasks tasks terminal; $((SECONDS - last_move))s without progress)")
+        fail+=("stuck: the jobs did not end ($done_now/$ntasks tasks terminal; $((SECONDS - last_move))s without progress)")
         diagnose; break
       fi
       supervise; sleep 0.5
     done
   fi
   local run_seconds=$((SECONDS - t0))
-  say "$name: job ${ended:-not ended} after ${run_seconds}s; $faults_done faults ($mid_job of the planned ones while tasks were left):$(printf '%s\n' $kinds_done | sort | uniq -c | awk '{printf " %s x%s", $2, $1}')"
+  say "$name: jobs ${ended:-not ended} after ${run_seconds}s; $faults_done faults ($mid_job of the planned ones while tasks were left):$(printf '%s\n' $kinds_done | sort | uniq -c | awk '{printf " %s x%s", $2, $1}')"
   [ "$faults_done" -ge "$nfaults" ] || fail+=("only $faults_done of $nfaults faults were injected")
 
   # The projector catches up: both projections at the head of the log.
@@ -489,41 +505,48 @@ run_scenario() {
   # FAILED task, or any other failure, was caused by a fault.
   [ "$failed" = 0 ] || fail+=("$failed tasks FAILED (only first attempts fail: a fault did it)")
   local planned attempt_failures retries
-  planned=$(( ntasks / 100 * flaky + (ntasks % 100 < flaky ? ntasks % 100 : flaky) ))
+  planned=$(( nflaky / 100 * flaky + (nflaky % 100 < flaky ? nflaky % 100 : flaky) ))
   read -r attempt_failures retries < <(q "
     SELECT (SELECT count(*) FROM events WHERE event_type = 'TaskFailed'),
            (SELECT count(*) FROM events WHERE event_type = 'TaskRetryScheduled')" | tr '|' ' ')
   say "$name: retries: $attempt_failures failed attempts and $retries retries scheduled; $planned planned"
   [ "$attempt_failures" = "$planned" ] && [ "$retries" = "$planned" ] \
     || fail+=("$attempt_failures failed attempts and $retries retries, not the $planned planned")
-  [ -z "$ended" ] || [ "$ended" = JobCompleted ] || fail+=("the job ended with $ended")
+  [ -z "$ended" ] || [[ "$ended" =~ ^(JobCompleted ?)+$ ]] || fail+=("the jobs ended with $ended (in order: ${job_ids[*]})")
 
-  # The job's counts against the tasks' states, the log, the orchestrator and the analytics.
-  local by_status job_row orch_row analytics_row log_row
-  log_row=$(q "WITH last AS (SELECT DISTINCT ON (stream_id) event_type, data FROM events
-                 WHERE stream_id LIKE 'task-%' ORDER BY stream_id, stream_version DESC),
-               s AS (SELECT CASE WHEN event_type = 'TaskCompleted' THEN 'COMPLETED'
-                                 WHEN event_type = 'TaskDeadLettered' THEN 'FAILED'
-                                 WHEN event_type = 'TaskFailed' AND (data->>'final_failure')::boolean THEN 'FAILED'
-                                 WHEN event_type = 'TaskStarted' THEN 'RUNNING'
-                                 WHEN event_type = 'TaskEnqueued' THEN 'ENQUEUED'
-                                 ELSE 'RETRYING' END AS status FROM last)
-               SELECT coalesce(sum((status = 'COMPLETED')::int), 0) || ' ' || coalesce(sum((status = 'FAILED')::int), 0)
+  # Each job's counts against its tasks' states, the log and the orchestrator; the analytics'
+  # task counts against all tasks.
+  local j by_status job_row orch_row log_row analytics_row all_tasks
+  for j in "${job_ids[@]}"; do
+    log_row=$(q "WITH last AS (SELECT DISTINCT ON (stream_id) event_type, data FROM events
+                   WHERE stream_id LIKE 'task-%' AND data->>'job_id' = '$j' ORDER BY stream_id, stream_version DESC),
+                 s AS (SELECT CASE WHEN event_type = 'TaskCompleted' THEN 'COMPLETED'
+                                   WHEN event_type = 'TaskDeadLettered' THEN 'FAILED'
+                                   WHEN event_type = 'TaskFailed' AND (data->>'final_failure')::boolean THEN 'FAILED'
+                                   WHEN event_type = 'TaskStarted' THEN 'RUNNING'
+                                   WHEN event_type = 'TaskEnqueued' THEN 'ENQUEUED'
+                                   ELSE 'RETRYING' END AS status FROM last)
+                 SELECT coalesce(sum((status = 'COMPLETED')::int), 0) || ' ' || coalesce(sum((status = 'FAILED')::int), 0)
+                     || ' ' || coalesce(sum((status = 'RUNNING')::int), 0) || ' ' || coalesce(sum((status = 'ENQUEUED')::int), 0)
+                     || ' ' || coalesce(sum((status = 'RETRYING')::int), 0) || ' ' || count(*) FROM s")
+    by_status=$(q "SELECT coalesce(sum((status = 'COMPLETED')::int), 0) || ' ' || coalesce(sum((status = 'FAILED')::int), 0)
+                     || ' ' || coalesce(sum((status = 'RUNNING')::int), 0) || ' ' || coalesce(sum((status = 'ENQUEUED')::int), 0)
+                     || ' ' || coalesce(sum((status = 'RETRYING')::int), 0) || ' ' || count(*) FROM tasks WHERE job_id = '$j'")
+    job_row=$(q "SELECT completed || ' ' || failed || ' ' || running || ' ' || queued || ' ' || retrying || ' ' || created FROM jobs WHERE id = '$j'")
+    orch_row=$(q "SELECT completed || ' ' || failed || ' ' || running || ' ' || queued || ' ' || retrying || ' ' || created FROM orchestrator_jobs WHERE job_id = '$j'")
+    say "$name: job $j counts (completed failed running queued retrying all): log $log_row; tasks table $by_status; jobs row $job_row; orchestrator $orch_row"
+    [ "$by_status" = "$log_row" ] || fail+=("job $j: the tasks table ($by_status) does not match the log ($log_row)")
+    [ "$job_row" = "$by_status" ] || fail+=("job $j: the jobs row ($job_row) does not match the tasks table ($by_status)")
+    [ "$orch_row" = "$by_status" ] || fail+=("job $j: the orchestrator's counts ($orch_row) do not match the tasks table ($by_status)")
+  done
+  all_tasks=$(q "SELECT coalesce(sum((status = 'COMPLETED')::int), 0) || ' ' || coalesce(sum((status = 'FAILED')::int), 0)
                    || ' ' || coalesce(sum((status = 'RUNNING')::int), 0) || ' ' || coalesce(sum((status = 'ENQUEUED')::int), 0)
-                   || ' ' || coalesce(sum((status = 'RETRYING')::int), 0) || ' ' || count(*) FROM s")
-  by_status=$(q "SELECT coalesce(sum((status = 'COMPLETED')::int), 0) || ' ' || coalesce(sum((status = 'FAILED')::int), 0)
-                   || ' ' || coalesce(sum((status = 'RUNNING')::int), 0) || ' ' || coalesce(sum((status = 'ENQUEUED')::int), 0)
-                   || ' ' || coalesce(sum((status = 'RETRYING')::int), 0) || ' ' || count(*) FROM tasks WHERE job_id = '$job'")
-  job_row=$(q "SELECT completed || ' ' || failed || ' ' || running || ' ' || queued || ' ' || retrying || ' ' || created FROM jobs WHERE id = '$job'")
-  orch_row=$(q "SELECT completed || ' ' || failed || ' ' || running || ' ' || queued || ' ' || retrying || ' ' || created FROM orchestrator_jobs WHERE job_id = '$job'")
+                   || ' ' || coalesce(sum((status = 'RETRYING')::int), 0) || ' ' || count(*) FROM tasks")
   analytics_row=$(q "SELECT coalesce(sum(count) FILTER (WHERE status = 'COMPLETED'), 0) || ' ' || coalesce(sum(count) FILTER (WHERE status = 'FAILED'), 0)
                        || ' ' || coalesce(sum(count) FILTER (WHERE status = 'RUNNING'), 0) || ' ' || coalesce(sum(count) FILTER (WHERE status = 'ENQUEUED'), 0)
                        || ' ' || coalesce(sum(count) FILTER (WHERE status = 'RETRYING'), 0) || ' ' || coalesce(sum(count), 0) FROM analytics_tasks_by_status")
-  say "$name: counts (completed failed running queued retrying all): log $log_row; tasks table $by_status; jobs row $job_row; orchestrator $orch_row; analytics $analytics_row"
-  [ "$by_status" = "$log_row" ] || fail+=("the tasks table ($by_status) does not match the log ($log_row)")
-  [ "$job_row" = "$by_status" ] || fail+=("the jobs row ($job_row) does not match the tasks table ($by_status)")
-  [ "$orch_row" = "$by_status" ] || fail+=("the orchestrator's counts ($orch_row) do not match the tasks table ($by_status)")
-  [ "$analytics_row" = "$by_status" ] || fail+=("analytics' task counts ($analytics_row) do not match the tasks table ($by_status)")
+  say "$name: all tasks: tasks table $all_tasks; analytics $analytics_row"
+  [ "$analytics_row" = "$all_tasks" ] || fail+=("analytics' task counts ($analytics_row) do not match the tasks table ($all_tasks)")
   if [ "$queue_kind" = sql ]; then
     say "$name: SQL queue left $(q "SELECT count(*) FROM task_queue") messages and $(q "SELECT count(*) FROM task_dead_letters") dead letters"
   fi
@@ -557,7 +580,7 @@ run_scenario() {
 failures=0
 started_at=$SECONDS
 if [ "$only" != sqs ]; then
-  run_scenario faults_sql sql "$tasks" "$faults" || failures=$((failures + 1))
+  run_scenario faults_sql sql "$tasks" "$flaky_tasks" "$faults" || failures=$((failures + 1))
 fi
 if [ "$only" != sql ]; then
   command -v moto_server >/dev/null || { echo "moto_server is missing: pip install 'moto[server]'" >&2; exit 1; }
@@ -566,7 +589,7 @@ if [ "$only" != sql ]; then
   export AWS_ENDPOINT_URL=http://127.0.0.1:$moto_port AWS_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=faults AWS_SECRET_ACCESS_KEY=faults AWS_EC2_METADATA_DISABLED=true
   unset AWS_PROFILE
-  run_scenario faults_sqs sqs "$sqs_tasks" "$sqs_faults" || failures=$((failures + 1))
+  run_scenario faults_sqs sqs "$sqs_tasks" "$sqs_flaky_tasks" "$sqs_faults" || failures=$((failures + 1))
 fi
 
 # What the machine spent, for sizing: on 2 cores the run cannot take less than half of it.
