@@ -2,10 +2,10 @@
 # Fault injection: two jobs run through separate `shoal` processes (3 workers, a projector, an
 # orchestrator), one of io_bound tasks and a smaller one whose tasks' first attempt fails for a
 # fifth of them (so that retries run too), while, at random points of their progress, a seeded
-# plan SIGKILLs a worker, the
-# projector or the orchestrator (each restarted after a random pause, as Kubernetes would) and
-# restarts PostgreSQL (fast shutdown, a random outage, start on the same port). First on the SQL
-# queue (Postgres), then on SQS (moto_server), where moto is also restarted once. At the end:
+# plan SIGKILLs a worker, the projector or the orchestrator (each restarted after a random
+# pause, as Kubernetes would) and restarts PostgreSQL (fast shutdown, a random outage, start on
+# the same port). First on the SQL queue (Postgres), then on SQS (moto_server), where moto is
+# also restarted once. At the end:
 #   - both jobs ended, and every task is terminal in the log (COMPLETED, or FAILED for good);
 #   - every started attempt has exactly one end (TaskCompleted or TaskFailed), no end lacks its
 #     start, no attempt started twice, no task completed twice; exactly the planned attempts
@@ -18,20 +18,21 @@
 #     within 30 s; at the end each answers /health/ready within 10 s, the orchestrator leads,
 #     and each stops on SIGTERM within 20 s; a process that exited on its own fails the run.
 #
-#   scripts/faults.sh                 the short form (CI): 10,000 tasks and 20 faults on the SQL
-#                                     queue; 200 tasks, 6 faults and a moto restart on SQS
+#   scripts/faults.sh                 the short form (CI): 10,000 + 500 tasks and 20 faults on
+#                                     the SQL queue; 200 + 50 tasks, 6 faults and a moto restart
+#                                     on SQS
 #   scripts/faults.sh --seed N        the same faults as the run that printed seed N (add the
 #                                     other options that run had, e.g. --long)
-#   scripts/faults.sh --long          10,000 tasks of 0.5 s and 60 faults on SQL, 1,000 tasks and
-#                                     20 faults on SQS (about 10 minutes)
+#   scripts/faults.sh --long          10,000 + 2,000 tasks of 0.5 s and 60 faults on SQL,
+#                                     1,000 + 200 tasks and 20 faults on SQS (about 10 minutes)
 #   options: --only sql|sqs --tasks N --faults N --sqs-tasks N --sqs-faults N
 #            --task-seconds S (how long a task runs, 0.2) --concurrency N (slots per worker, 8)
 #            --flaky-tasks N --sqs-flaky-tasks N (500, 50: the tasks of a second job, run by a
 #            program whose first attempt fails for --flaky P % of them, 20)
 #            --moto-restart before|mid (default before: moto restarts while every process runs
-#            and before the job's messages exist; mid: at a random point of the job, the queue
+#            and before the jobs' messages exist; mid: at a random point of the jobs, the queue
 #            recreated empty, which relies on the orchestrator re-relaying lost messages)
-#            --end-timeout S (how long the job may take to end after the last fault, 240)
+#            --end-timeout S (how long the jobs may take to end after the last fault, 240)
 #
 # The seed is printed first. The plan (which fault, at what share of the tasks done, how long
 # the outage) is a function of the seed alone; the timing of the processes is not, so a seed
@@ -66,7 +67,7 @@ while [ $# -gt 0 ]; do
     --concurrency) concurrency=$2; shift ;;
     --moto-restart) moto_restart=$2; shift ;;
     --end-timeout) end_timeout=$2; shift ;;
-    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
