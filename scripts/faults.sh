@@ -19,15 +19,15 @@
 #     and each stops on SIGTERM within 20 s; a process that exited on its own fails the run.
 #
 #   scripts/faults.sh                 the short form (CI): 10,000 + 500 tasks and 20 faults on
-#                                     the SQL queue; 200 + 50 tasks, 6 faults and a moto restart
+#                                     the SQL queue; 150 + 30 tasks, 6 faults and a moto restart
 #                                     on SQS
 #   scripts/faults.sh --seed N        the same faults as the run that printed seed N (add the
 #                                     other options that run had, e.g. --long)
 #   scripts/faults.sh --long          10,000 + 2,000 tasks of 0.5 s and 60 faults on SQL,
 #                                     1,000 + 200 tasks and 20 faults on SQS (about 10 minutes)
 #   options: --only sql|sqs --tasks N --faults N --sqs-tasks N --sqs-faults N
-#            --task-seconds S (how long a task runs, 0.2) --concurrency N (slots per worker, 8)
-#            --flaky-tasks N --sqs-flaky-tasks N (500, 50: the tasks of a second job, run by a
+#            --task-seconds S (how long a task runs, 0.2) --concurrency N (slots per worker, 12)
+#            --flaky-tasks N --sqs-flaky-tasks N (500, 30: the tasks of a second job, run by a
 #            program whose first attempt fails for --flaky P % of them, 20)
 #            --moto-restart before|mid (default before: moto restarts while every process runs
 #            and before the jobs' messages exist; mid: at a random point of the jobs, the queue
@@ -48,9 +48,9 @@ root=$(pwd)
 
 args=("$@")
 seed="" only="" long=0
-tasks=10000 faults=20 sqs_tasks=200 sqs_faults=6
-task_seconds=0.2 concurrency=8 moto_restart=before end_timeout=240
-flaky=20 flaky_tasks=500 sqs_flaky_tasks=50
+tasks=10000 faults=20 sqs_tasks=150 sqs_faults=6
+task_seconds=0.2 concurrency=12 moto_restart=before end_timeout=240
+flaky=20 flaky_tasks=500 sqs_flaky_tasks=30
 while [ $# -gt 0 ]; do
   case "$1" in
     --seed) seed=$2; shift ;;
