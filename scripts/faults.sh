@@ -379,8 +379,9 @@ run_scenario() {
       -d "{\"query\":\"mutation(\$i: SubmitJobInput!) { submitJob(input: \$i) { id } }\",\"variables\":{\"i\":$1}}" \
       | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["submitJob"]["id"])'
   }
-  job_ids=("$(submit "{\"jobType\":\"io_bound\",\"totalTasks\":$nmain,\"parameters\":{\"work_duration_seconds\":$task_seconds}}")")
-  [ "$nflaky" -gt 0 ] && job_ids+=("$(submit "{\"jobType\":\"exec\",\"totalTasks\":$nflaky,\"parameters\":{\"command\":\"task\"}}")")
+  # A short timeout (the tasks take $task_seconds): what lingers past it is overdue.
+  job_ids=("$(submit "{\"jobType\":\"io_bound\",\"totalTasks\":$nmain,\"timeoutSeconds\":30,\"parameters\":{\"work_duration_seconds\":$task_seconds}}")")
+  [ "$nflaky" -gt 0 ] && job_ids+=("$(submit "{\"jobType\":\"exec\",\"totalTasks\":$nflaky,\"timeoutSeconds\":30,\"parameters\":{\"command\":\"task\"}}")")
   kill -TERM "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
   say "$name: jobs submitted: ${job_ids[0]} of $nmain io_bound tasks of ${task_seconds}s$([ "$nflaky" -gt 0 ] && echo ", ${job_ids[1]} of $nflaky tasks whose first attempt fails for $flaky % of them"); $nfaults faults planned (seed $seed)"
 
