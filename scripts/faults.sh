@@ -284,6 +284,18 @@ diagnose() {
     q "SELECT '    SQL queue: ' || count(*) || ' messages, max receive count ' || coalesce(max(receive_count), 0) FROM task_queue" || true
     q "SELECT '    dead letters: ' || count(*) || coalesce(' (' || min(reason) || ')', '') FROM task_dead_letters" || true
   fi
+  if [ "$queue_kind" = sqs ]; then
+    # Where the messages are: a task stuck with none anywhere lost its message.
+    python3 - "$AWS_ENDPOINT_URL" <<'EOF' || true
+import os, sys, boto3
+sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name=os.environ.get("AWS_REGION", "us-east-1"))
+for url in sqs.list_queues().get("QueueUrls", []):
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    print(f"    {url.rsplit('/', 1)[-1]}: {a.get('ApproximateNumberOfMessages')} visible, "
+          f"{a.get('ApproximateNumberOfMessagesNotVisible')} in flight, "
+          f"{a.get('ApproximateNumberOfMessagesDelayed')} delayed")
+EOF
+  fi
   say "  read table jobs: $(q "SELECT status || ' created ' || created || ' queued ' || queued || ' running ' || running || ' completed ' || completed || ' failed ' || failed || ' retrying ' || retrying FROM jobs" 2>/dev/null || true)"
 }
 
