@@ -121,7 +121,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # Processes: each role of a scenario by name, restarted like a Deployment would.
 
 declare -A pid=()      # role -> pid of its current process
-declare -A cmd=()      # role -> how to start it (a function name and its arguments)
+declare -A cmd=()      # role -> its command line (split on spaces: no path may hold one)
 declare -A ours=()     # role -> 1 while it is down because this script killed it
 unexpected=()          # "role: code" of processes that exited on their own
 moto_pid="" moto_port=""
