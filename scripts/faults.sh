@@ -24,7 +24,7 @@
 #   scripts/faults.sh --seed N        the same faults as the run that printed seed N (add the
 #                                     other options that run had, e.g. --long)
 #   scripts/faults.sh --long          10,000 + 2,000 tasks of 0.5 s and 60 faults on SQL,
-#                                     1,000 + 200 tasks and 20 faults on SQS (about 10 minutes)
+#                                     1,000 + 200 tasks and 20 faults on SQS (10 to 15 minutes)
 #   options: --only sql|sqs --tasks N --faults N --sqs-tasks N --sqs-faults N
 #            --task-seconds S (how long a task runs, 0.2) --concurrency N (slots per worker, 12)
 #            --flaky-tasks N --sqs-flaky-tasks N (500, 30: the tasks of a second job, run by a
