@@ -112,3 +112,9 @@ SHOAL_DEPLOY_CHECK_BUILD=binary scripts/deploy-check.sh
 # scaled down mid-job: every task exactly once, connections bounded (short form, ~2 minutes).
 step "fifty workers, simulated (scripts/fifty-workers.sh)"
 SHOAL_BIN="$root/target/debug/shoal" scripts/fifty-workers.sh
+
+# Faults at random, seeded (the seed is printed first; scripts/faults.sh --seed N replays it):
+# workers, projector and orchestrator SIGKILLed, Postgres and moto restarted, then the promises
+# of docs/guarantees.md checked from the database (short form, ~4 minutes; --long for more).
+step "fault injection (scripts/faults.sh)"
+SHOAL_BIN="$root/target/debug/shoal" scripts/faults.sh
