@@ -318,8 +318,8 @@ mod tests {
     use super::*;
     use crate::events::{
         JobCancelled, JobCompleted, JobExecutionStarted, JobFailed, JobRetryRequested, JobStep,
-        TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRetryScheduled, TaskStarted,
-        TasksCreated,
+        TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRequeued,
+        TaskRetryScheduled, TaskStarted, TasksCreated,
     };
     use crate::ids::TaskId;
     use chrono::TimeZone;
@@ -446,6 +446,16 @@ mod tests {
             Event::JobStepSucceeded(step(job_id, Some("done"))),
             Event::JobStepRetried(step(job_id, Some("States.HeartbeatTimeout"))),
             Event::JobStepFailed(step(job_id, Some("Shoal.Rejected"))),
+            TaskRequeued {
+                job_id,
+                task_id,
+                index: 2,
+                attempt: 2,
+                not_before: Some(at),
+                reason: "the attempt had no message in the queue".into(),
+                at,
+            }
+            .into(),
         ]
     }
 
