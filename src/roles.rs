@@ -424,6 +424,14 @@ impl ApiArgs {
             ..Limits::default()
         }
     }
+
+    /// [`ApiArgs::limits`] on the platform's queue: on SQS, a task's timeout is at most
+    /// [`SqsQueue::MAX_TASK_TIMEOUT_SECONDS`] (SQS hides a message 12 hours at most), so a job
+    /// asking for more is refused at submit.
+    pub fn limits_for(&self, platform: &Platform) -> Limits {
+        let limits = self.limits();
+        sqs_limits(limits, platform.sqs.is_some())
+    }
 }
 
 /// The HTTP APIs on one router: GraphQL (with GraphiQL) at `/graphql`, and the original's REST
@@ -437,7 +445,7 @@ pub fn api_router(
     let allowed = AllowedOrigins::parse(&api.cors_allow_origin)?;
     let service = CommandService::new(
         InstrumentedLog::wrap(platform.log.clone(), "command"),
-        api.limits(),
+        api.limits_for(platform),
     )
     .with_queue(platform.queue.clone());
     let rest = crate::rest::router(
@@ -481,4 +489,38 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown.wait())
         .await?;
     Ok(())
+}
+
+/// `limits` for a platform on SQS (`sqs`) or not.
+fn sqs_limits(limits: Limits, sqs: bool) -> Limits {
+    if !sqs {
+        return limits;
+    }
+    Limits {
+        max_timeout_seconds: limits
+            .max_timeout_seconds
+            .min(SqsQueue::MAX_TASK_TIMEOUT_SECONDS),
+        ..limits
+    }
+}
+
+#[cfg(test)]
+mod sqs_limit_tests {
+    use super::*;
+    use shoal_domain::Rejection;
+
+    #[test]
+    fn on_sqs_a_timeout_beyond_the_twelve_hour_cap_is_refused() {
+        let limits = sqs_limits(Limits::default(), true);
+        assert_eq!(limits.max_timeout_seconds, 42_900);
+        assert_eq!(sqs_limits(Limits::default(), false), Limits::default());
+        let rejection = Rejection::TimeoutOutOfRange {
+            got: 86_400,
+            max: limits.max_timeout_seconds,
+        };
+        assert_eq!(
+            rejection.to_string(),
+            "timeout_seconds must be between 1 and 42900, got 86400"
+        );
+    }
 }

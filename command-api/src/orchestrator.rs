@@ -21,8 +21,10 @@
 mod consumer;
 mod expander;
 pub mod prometheus;
+mod reconciler;
 mod stepfunctions;
 
+pub use self::reconciler::ReconcileOutcome;
 pub use self::stepfunctions::StepFunctionsConfig;
 
 use std::future::Future;
@@ -66,6 +68,18 @@ pub struct OrchestratorConfig {
     pub idempotency_key_retention: Duration,
     /// How often the leader forgets expired idempotency keys.
     pub retention_interval: Duration,
+    /// How often the leader's reconciler sweeps the waiting and running tasks (see
+    /// `reconciler`): requeues those whose message is lost, times out those past their
+    /// deadline.
+    pub reconcile_interval: Duration,
+    /// Most task streams one reconciler pass reads. >= 1.
+    pub reconcile_batch: usize,
+    /// A waiting task is requeued only when its last event (or its retry's due time) is at
+    /// least this old: younger ones may still be on their way to the queue.
+    pub reconcile_min_age: Duration,
+    /// A running attempt is timed out this long after its own timeout has passed (the worker
+    /// cuts the handler off at the timeout and needs a moment to record it).
+    pub reconcile_grace: Duration,
 }
 
 /// Default of [`OrchestratorConfig::idempotency_key_retention`]: 7 days.
@@ -83,6 +97,10 @@ impl Default for OrchestratorConfig {
             checkpoint_name: "orchestrator".into(),
             idempotency_key_retention: DEFAULT_IDEMPOTENCY_KEY_RETENTION,
             retention_interval: Duration::from_secs(3600),
+            reconcile_interval: Duration::from_secs(10),
+            reconcile_batch: 1000,
+            reconcile_min_age: Duration::from_secs(60),
+            reconcile_grace: Duration::from_secs(60),
         }
     }
 }
@@ -102,6 +120,11 @@ impl OrchestratorConfig {
         if self.expand_concurrency == 0 {
             return Err(OrchestratorError::Config(
                 "expand_concurrency must be at least 1".into(),
+            ));
+        }
+        if self.reconcile_batch == 0 {
+            return Err(OrchestratorError::Config(
+                "reconcile_batch must be at least 1".into(),
             ));
         }
         if self.checkpoint_name.is_empty() {
@@ -162,6 +185,9 @@ struct MetricsInner {
     tasks_created: AtomicU64,
     jobs_completed: AtomicU64,
     jobs_failed: AtomicU64,
+    reconcile_passes: AtomicU64,
+    tasks_requeued: AtomicU64,
+    tasks_timed_out: AtomicU64,
 }
 
 impl OrchestratorMetrics {
@@ -201,6 +227,18 @@ impl OrchestratorMetrics {
     pub fn jobs_failed(&self) -> u64 {
         self.inner.jobs_failed.load(Ordering::Relaxed)
     }
+    /// Reconciler passes made.
+    pub fn reconcile_passes(&self) -> u64 {
+        self.inner.reconcile_passes.load(Ordering::Relaxed)
+    }
+    /// Tasks the reconciler gave a new message (`TaskRequeued`).
+    pub fn tasks_requeued(&self) -> u64 {
+        self.inner.tasks_requeued.load(Ordering::Relaxed)
+    }
+    /// Running attempts the reconciler timed out (`TaskFailed`).
+    pub fn tasks_timed_out(&self) -> u64 {
+        self.inner.tasks_timed_out.load(Ordering::Relaxed)
+    }
     /// The task queue's depth (the workers' autoscaling metric).
     pub async fn queue_depth(&self) -> Result<QueueDepth, QueueError> {
         self.queue.depth().await
@@ -236,6 +274,7 @@ pub struct Orchestrator {
     database: Database,
     consumer: Option<Consumer>,
     expander: Expander,
+    reconciler: reconciler::Reconciler,
 }
 
 impl Orchestrator {
@@ -266,6 +305,7 @@ impl Orchestrator {
             shared,
             database,
             consumer: None,
+            reconciler: reconciler::Reconciler::default(),
         })
     }
 
@@ -313,6 +353,12 @@ impl Orchestrator {
     /// chunks were appended (0: nothing to expand).
     pub async fn expand_step(&mut self) -> Result<usize, OrchestratorError> {
         self.expander.round().await
+    }
+
+    /// One reconciler pass (see `reconciler`): the next slice of waiting and running tasks,
+    /// requeued or timed out where needed.
+    pub async fn reconcile_step(&mut self) -> Result<ReconcileOutcome, OrchestratorError> {
+        self.reconciler.pass(&self.shared).await
     }
 
     /// Steps the consumer and the expander until neither has anything to do. A fenced save
@@ -369,6 +415,7 @@ impl Orchestrator {
                 Some(driver) => loops.spawn(stepfunctions::run(shared.clone(), driver.clone())),
             };
             loops.spawn(forget_expired_keys(shared.clone()));
+            loops.spawn(reconciler::run(shared.clone()));
             let shut_down = loop {
                 tokio::select! {
                     () = &mut shutdown => break true,

@@ -64,7 +64,7 @@ pub enum DecodeError {
 }
 
 /// Every event type name, as stored.
-pub const EVENT_TYPES: [&str; 17] = [
+pub const EVENT_TYPES: [&str; 18] = [
     "JobSubmitted",
     "TasksCreated",
     "JobCompleted",
@@ -82,6 +82,7 @@ pub const EVENT_TYPES: [&str; 17] = [
     "JobStepSucceeded",
     "JobStepRetried",
     "JobStepFailed",
+    "TaskRequeued",
 ];
 
 /// The schema version written for `JobSubmitted`. v1 is the original system's shape.
@@ -117,6 +118,7 @@ impl Event {
             Self::JobStepSucceeded(_) => "JobStepSucceeded",
             Self::JobStepRetried(_) => "JobStepRetried",
             Self::JobStepFailed(_) => "JobStepFailed",
+            Self::TaskRequeued(_) => "TaskRequeued",
         }
     }
 
@@ -148,6 +150,7 @@ impl Event {
             | Self::JobStepSucceeded(e)
             | Self::JobStepRetried(e)
             | Self::JobStepFailed(e) => to_value(e),
+            Self::TaskRequeued(e) => to_value(e),
         }
     }
 
@@ -171,6 +174,7 @@ impl Event {
             | Self::JobStepSucceeded(e)
             | Self::JobStepRetried(e)
             | Self::JobStepFailed(e) => to_raw(e),
+            Self::TaskRequeued(e) => to_raw(e),
         }
     }
 
@@ -228,6 +232,7 @@ impl Event {
             "JobStepSucceeded" => Event::JobStepSucceeded(payload.parse()?),
             "JobStepRetried" => Event::JobStepRetried(payload.parse()?),
             "JobStepFailed" => Event::JobStepFailed(payload.parse()?),
+            "TaskRequeued" => Event::TaskRequeued(payload.parse()?),
             _ => Event::TaskDeadLettered(payload.parse()?),
         })
     }
@@ -315,8 +320,8 @@ mod tests {
     use super::*;
     use crate::events::{
         JobCancelled, JobCompleted, JobExecutionStarted, JobFailed, JobRetryRequested, JobStep,
-        TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRetryScheduled, TaskStarted,
-        TasksCreated,
+        TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRequeued,
+        TaskRetryScheduled, TaskStarted, TasksCreated,
     };
     use crate::ids::TaskId;
     use chrono::TimeZone;
@@ -445,6 +450,16 @@ mod tests {
             Event::JobStepSucceeded(step(job_id, Some("done"))),
             Event::JobStepRetried(step(job_id, Some("States.HeartbeatTimeout"))),
             Event::JobStepFailed(step(job_id, Some("Shoal.Rejected"))),
+            TaskRequeued {
+                job_id,
+                task_id,
+                index: 2,
+                attempt: 2,
+                not_before: Some(at),
+                reason: "the attempt had no message in the queue".into(),
+                at,
+            }
+            .into(),
         ]
     }
 

@@ -223,6 +223,29 @@ pub struct TaskDeadLettered {
     pub at: DateTime<Utc>,
 }
 
+/// The task's current attempt had no live queue message (it was lost, or dead-lettered after
+/// too many receives before any worker started it), so a new one is sent: the orchestrator's
+/// reconciler appends this, and its relay sends the message. The status does not change
+/// (ENQUEUED or RETRYING).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRequeued {
+    /// Its job.
+    pub job_id: JobId,
+    /// The task.
+    pub task_id: TaskId,
+    /// Its position in the job.
+    pub index: u32,
+    /// The attempt the new message is for (the current one).
+    pub attempt: u32,
+    /// Earliest start of that attempt, when it is a retry's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+    /// Why the message was sent again.
+    pub reason: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// The Step Functions driver started the job's execution (one per job; a retry of a FAILED
 /// job's tasks starts another). Bookkeeping of that driver: it changes no status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,6 +316,8 @@ pub enum Event {
     JobStepRetried(JobStep),
     /// A state of the job's execution failed for good (see [`JobStep`]).
     JobStepFailed(JobStep),
+    /// See [`TaskRequeued`].
+    TaskRequeued(TaskRequeued),
 }
 
 impl Event {
@@ -311,6 +336,7 @@ impl Event {
             Self::TaskFailed(e) => e.job_id,
             Self::TaskRetryScheduled(e) => e.job_id,
             Self::TaskDeadLettered(e) => e.job_id,
+            Self::TaskRequeued(e) => e.job_id,
             Self::JobExecutionStarted(e) => e.job_id,
             Self::JobStepStarted(e)
             | Self::JobStepSucceeded(e)
@@ -339,6 +365,7 @@ impl Event {
             Self::TaskFailed(e) => Some((e.task_id, e.index)),
             Self::TaskRetryScheduled(e) => Some((e.task_id, e.index)),
             Self::TaskDeadLettered(e) => Some((e.task_id, e.index)),
+            Self::TaskRequeued(e) => Some((e.task_id, e.index)),
         }
     }
 
@@ -376,6 +403,7 @@ impl Event {
             Self::TaskFailed(e) => e.at,
             Self::TaskRetryScheduled(e) => e.at,
             Self::TaskDeadLettered(e) => e.at,
+            Self::TaskRequeued(e) => e.at,
             Self::JobExecutionStarted(e) => e.at,
             Self::JobStepStarted(e)
             | Self::JobStepSucceeded(e)
@@ -409,6 +437,7 @@ impl_from_payload!(
     TaskRetryScheduled,
     TaskDeadLettered,
     JobExecutionStarted,
+    TaskRequeued,
 );
 
 impl Event {

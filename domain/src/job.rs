@@ -173,7 +173,8 @@ impl JobLifecycle {
             | Event::JobStepStarted(_)
             | Event::JobStepSucceeded(_)
             | Event::JobStepRetried(_)
-            | Event::JobStepFailed(_) => {}
+            | Event::JobStepFailed(_)
+            | Event::TaskRequeued(_) => {}
         }
     }
 }

@@ -185,7 +185,8 @@ impl ProgressDelta {
             | Event::JobStepStarted(_)
             | Event::JobStepSucceeded(_)
             | Event::JobStepRetried(_)
-            | Event::JobStepFailed(_) => zero,
+            | Event::JobStepFailed(_)
+            | Event::TaskRequeued(_) => zero,
         }
     }
 

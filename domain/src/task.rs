@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::events::{
-    Event, TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRetryScheduled,
-    TaskStarted,
+    Event, TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRequeued,
+    TaskRetryScheduled, TaskStarted,
 };
 use crate::ids::{JobId, TaskId};
 use crate::job::UnknownStatus;
@@ -98,7 +98,8 @@ impl TaskStatus {
             | Event::JobStepStarted(_)
             | Event::JobStepSucceeded(_)
             | Event::JobStepRetried(_)
-            | Event::JobStepFailed(_) => None,
+            | Event::JobStepFailed(_)
+            | Event::TaskRequeued(_) => None,
         }
     }
 }
@@ -200,6 +201,16 @@ pub enum TaskCommand {
     /// A user retries a FAILED task: RETRYING, next attempt due now, with a fresh budget of
     /// `max_attempts` attempts.
     RetryTask {
+        /// The current time.
+        now: DateTime<Utc>,
+    },
+    /// The current attempt, ENQUEUED or RETRYING, has no live queue message: send a new one
+    /// (the orchestrator's reconciler). `attempt` must be the current one.
+    RequeueTask {
+        /// The attempt whose message is missing.
+        attempt: u32,
+        /// Why (what the reconciler found).
+        reason: String,
         /// The current time.
         now: DateTime<Utc>,
     },
@@ -355,6 +366,29 @@ pub fn decide_task(state: &TaskState, command: TaskCommand) -> Result<Vec<Event>
             ])
         }
 
+        TaskCommand::RequeueTask {
+            attempt,
+            reason,
+            now,
+        } => {
+            if !matches!(state.status, TaskStatus::Enqueued | TaskStatus::Retrying) {
+                return Err(transition("be requeued"));
+            }
+            same_attempt(attempt)?;
+            Ok(vec![
+                TaskRequeued {
+                    job_id,
+                    task_id,
+                    index,
+                    attempt,
+                    not_before: state.not_before,
+                    reason,
+                    at: now,
+                }
+                .into(),
+            ])
+        }
+
         TaskCommand::DeadLetterTask { reason, now } => {
             if state.status != TaskStatus::Failed {
                 return Err(transition("be dead-lettered"));
@@ -425,7 +459,8 @@ pub fn evolve_task(mut state: TaskState, event: &Event) -> TaskState {
         | Event::JobStepStarted(_)
         | Event::JobStepSucceeded(_)
         | Event::JobStepRetried(_)
-        | Event::JobStepFailed(_) => {}
+        | Event::JobStepFailed(_)
+        | Event::TaskRequeued(_) => {}
     }
     state
 }
@@ -571,8 +606,30 @@ mod tests {
         }
     }
 
+    fn requeue(attempt: u32) -> TaskCommand {
+        TaskCommand::RequeueTask {
+            attempt,
+            reason: "no live message".into(),
+            now: now(),
+        }
+    }
+
+    fn requeued(attempt: u32, not_before: Option<DateTime<Utc>>) -> Event {
+        TaskRequeued {
+            job_id: job_id(),
+            task_id: task_id(),
+            index: 4,
+            attempt,
+            not_before,
+            reason: "no live message".into(),
+            at: now(),
+        }
+        .into()
+    }
+
     fn all_commands(attempt: u32) -> Vec<TaskCommand> {
         vec![
+            requeue(attempt),
             start(attempt),
             complete(attempt),
             fail(attempt, true),
@@ -908,6 +965,46 @@ mod tests {
         given::<TaskAggregate>([enqueued(), started(1), completed(1)])
             .when(dead_letter())
             .then_rejects(transition(TaskStatus::Completed, "be dead-lettered"));
+    }
+
+    // ----- RequeueTask -----
+
+    #[test]
+    fn requeue_a_waiting_attempt_changes_no_status() {
+        let state = given::<TaskAggregate>([enqueued()])
+            .when(requeue(1))
+            .then([requeued(1, None)]);
+        assert_eq!(state.status, TaskStatus::Enqueued);
+        // The requeued attempt starts as usual.
+        given::<TaskAggregate>([enqueued(), requeued(1, None)])
+            .when(start(1))
+            .then([started(1)]);
+        // A retry's requeue keeps its backoff.
+        let retrying = vec![
+            enqueued(),
+            started(1),
+            failed(1, false),
+            retry_scheduled(2, in_2s(), false),
+        ];
+        let state = given::<TaskAggregate>(retrying)
+            .when(requeue(2))
+            .then([requeued(2, Some(in_2s()))]);
+        assert_eq!(state.status, TaskStatus::Retrying);
+        assert_eq!(state.not_before, Some(in_2s()));
+    }
+
+    #[test]
+    fn only_a_waiting_attempt_can_be_requeued() {
+        given::<TaskAggregate>([enqueued(), started(1)])
+            .when(requeue(1))
+            .then_rejects(transition(TaskStatus::Running, "be requeued"));
+        given::<TaskAggregate>([enqueued()])
+            .when(requeue(2))
+            .then_rejects(Rejection::WrongAttempt {
+                task_id: task_id(),
+                attempt: 2,
+                current: 1,
+            });
     }
 
     // ----- guard rail -----

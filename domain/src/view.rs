@@ -145,7 +145,8 @@ impl JobView {
             | Event::JobStepStarted(_)
             | Event::JobStepSucceeded(_)
             | Event::JobStepRetried(_)
-            | Event::JobStepFailed(_) => {}
+            | Event::JobStepFailed(_)
+            | Event::TaskRequeued(_) => {}
         }
         self.progress.add(ProgressDelta::of(event));
     }
@@ -267,7 +268,8 @@ impl TaskView {
             | Event::JobStepStarted(_)
             | Event::JobStepSucceeded(_)
             | Event::JobStepRetried(_)
-            | Event::JobStepFailed(_) => {}
+            | Event::JobStepFailed(_)
+            | Event::TaskRequeued(_) => {}
         }
         self.updated_at = at;
         if let Some(status) = TaskStatus::after(event) {

@@ -47,8 +47,6 @@ pub use types::{
 pub const DEFAULT_PAGE: i32 = 50;
 /// Largest page of `jobs`, `tasks` and `history`.
 pub const MAX_PAGE: i32 = 1000;
-/// Task streams read per round trip while assembling a page of history.
-const HISTORY_STREAMS_PER_READ: usize = 1000;
 
 /// What the query resolvers read: put it in the schema's context data.
 #[derive(Debug, Clone)]
@@ -204,44 +202,19 @@ impl QueryRoot {
 // History
 
 /// A page of a job's history: the job stream's and its tasks' events after `after`, in log
-/// order, at most `first`.
-///
-/// The log has no index by job, so the streams are read a chunk at a time
-/// ([`HISTORY_STREAMS_PER_READ`]) and only the `first + 1` earliest events after the cursor are
-/// kept: memory is bounded by the page, not by the job, but every page reads each stream once.
+/// order, at most `first`. Read through the log's index by job: a page costs what it returns,
+/// however many tasks the job has.
 pub(crate) async fn history_page(
     log: &dyn EventLog,
     job: JobId,
-    tasks: u32,
     after: LogPosition,
     first: usize,
 ) -> Result<(Vec<RecordedEvent>, bool), shoal_infra::eventlog::LogError> {
-    let keep = first + 1;
-    let mut best: Vec<RecordedEvent> = Vec::new();
-    let merge = |events: Vec<RecordedEvent>, best: &mut Vec<RecordedEvent>| {
-        let bound = (best.len() >= keep).then(|| best[keep - 1].log_position);
-        best.extend(
-            events
-                .into_iter()
-                .filter(|e| e.log_position > after && bound.is_none_or(|b| e.log_position < b)),
-        );
-        best.sort_by_key(|e| e.log_position);
-        best.truncate(keep);
-    };
-    let job_events = log.read_stream(&job.stream_id(), 0).await?;
-    merge(job_events, &mut best);
-    let mut index = 0u32;
-    while index < tasks {
-        let end = tasks.min(index.saturating_add(HISTORY_STREAMS_PER_READ as u32));
-        let ids: Vec<String> = (index..end)
-            .map(|i| TaskId::for_task(job, i).stream_id())
-            .collect();
-        merge(log.read_streams(&ids).await?, &mut best);
-        index = end;
-    }
-    let more = best.len() > first;
-    best.truncate(first);
-    Ok((best, more))
+    let limit = i64::try_from(first.saturating_add(1)).unwrap_or(i64::MAX);
+    let mut events = log.read_job(job.as_uuid(), after, limit).await?;
+    let more = events.len() > first;
+    events.truncate(first);
+    Ok((events, more))
 }
 
 /// A history cursor: `<commit>.<position>` of the last event of the previous page.

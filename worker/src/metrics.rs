@@ -23,7 +23,7 @@ pub struct WorkerMetrics {
     pub dead_lettered: AtomicU64,
     /// Messages that could not be parsed (dead-lettered, and counted there too).
     pub poison: AtomicU64,
-    /// Messages released back to the queue (too early, shutdown, infrastructure errors).
+    /// Messages released back to the queue (too early, shutdown, a panic).
     pub released: AtomicU64,
     /// Attempts taken over from a worker presumed dead.
     pub taken_over: AtomicU64,
@@ -35,6 +35,9 @@ pub struct WorkerMetrics {
     pub committed_batches: AtomicU64,
     /// Tasks being handled right now.
     pub in_flight: AtomicU64,
+    /// Times a delivery was held (its message kept hidden) and tried again because the log or
+    /// the queue failed: infrastructure errors use none of a message's receives.
+    pub held_on_errors: AtomicU64,
 }
 
 /// A snapshot of [`WorkerMetrics`]; what [`crate::Worker::run`] returns.
@@ -68,6 +71,8 @@ pub struct WorkerStats {
     pub committed_batches: u64,
     /// See [`WorkerMetrics::in_flight`].
     pub in_flight: u64,
+    /// See [`WorkerMetrics::held_on_errors`].
+    pub held_on_errors: u64,
 }
 
 impl WorkerMetrics {
@@ -89,6 +94,7 @@ impl WorkerMetrics {
             commits: get(&self.commits),
             committed_batches: get(&self.committed_batches),
             in_flight: get(&self.in_flight),
+            held_on_errors: get(&self.held_on_errors),
         }
     }
 

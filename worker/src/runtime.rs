@@ -7,6 +7,7 @@
 //! [`delivery`]; this file only decides how many deliveries run at once and when the loop ends.
 
 mod delivery;
+mod health;
 mod job_cache;
 
 use std::collections::HashMap;
@@ -27,10 +28,8 @@ use crate::handler::Handlers;
 use crate::metrics::{WorkerMetrics, WorkerStats};
 
 use self::delivery::{Shared, process};
+use self::health::{LogHealth, next_backoff};
 use self::job_cache::JobCache;
-
-/// The longest pause between receives after queue errors.
-const MAX_RECEIVE_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Why a worker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +77,10 @@ impl Worker {
     /// `grace_period` to finish, releases the messages of those still running (they are
     /// visible to other workers at once), flushes pending writes, and returns the counters.
     ///
-    /// Queue and log errors never end the loop: they are logged and retried with backoff (the
-    /// messages involved come back through the queue). Dropping the returned future stops
+    /// Queue and log errors never end the loop: they are logged and retried with backoff.
+    /// A delivery that meets one keeps its message (hidden by the heartbeat) and tries again,
+    /// so an outage uses none of a message's receives; while the log fails, the loop receives
+    /// nothing and probes the log instead (see `health`). Dropping the returned future stops
     /// everything at once, like a crash: messages then come back after their visibility
     /// timeout.
     pub async fn run<F>(self, shutdown: F) -> Result<WorkerStats, WorkerError>
@@ -123,11 +124,13 @@ impl Worker {
             committer,
             acks,
             inflight: inflight.clone(),
+            health: Arc::new(LogHealth::default()),
         });
         let config = &shared.config;
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let mut tasks = JoinSet::new();
         let mut receive_backoff = Duration::ZERO;
+        let mut probe_backoff = Duration::ZERO;
         let shutdown = shutdown;
         tokio::pin!(shutdown);
 
@@ -142,6 +145,26 @@ impl Worker {
                 _ = &mut shutdown => break,
                 permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             };
+            if !shared.health.is_healthy() {
+                // Messages received now could not be started: leave them to the queue.
+                drop(first);
+                probe_backoff = next_backoff(probe_backoff);
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    () = shared.health.wait(probe_backoff) => {}
+                }
+                if !shared.health.is_healthy() {
+                    match shared.log.head().await {
+                        Ok(_) => shared.health.succeeded(),
+                        Err(error) => {
+                            tracing::debug!(%error, "the event log still fails");
+                        }
+                    }
+                }
+                continue;
+            }
+            probe_backoff = Duration::ZERO;
             let mut permits = vec![first];
             while permits.len() < config.receive_batch {
                 match slots.clone().try_acquire_owned() {
@@ -162,8 +185,7 @@ impl Worker {
                     deliveries
                 }
                 Err(error) => {
-                    receive_backoff = (receive_backoff * 2)
-                        .clamp(Duration::from_millis(100), MAX_RECEIVE_BACKOFF);
+                    receive_backoff = next_backoff(receive_backoff);
                     tracing::warn!(%error, retry_in = ?receive_backoff, "receiving from the queue failed");
                     drop(permits);
                     tokio::select! {

@@ -153,8 +153,11 @@ impl CommandService {
     /// due now) in each failed task's stream, and one `JobRetryRequested` in the job's stream.
     /// The orchestrator relays the retries to the queue and the job runs again.
     ///
-    /// Failed tasks are retried in appends of at most the chunk size; the first append also
-    /// carries `JobRetryRequested` at the job stream's version, so two concurrent requests
+    /// The failed tasks are found through the log's index of final failures by job, and read
+    /// a page (the chunk size) at a time: a first pass counts them (the request records how
+    /// many), a second retries them, one append per page. Memory is bounded by a page, and
+    /// only tasks that ever failed for good are read, however big the job. The first append
+    /// also carries `JobRetryRequested` at the job stream's version, so two concurrent requests
     /// cannot both retry the same tasks.
     ///
     /// Errors: unknown job ([`CommandError::NotFound`]); no failed task
@@ -164,13 +167,8 @@ impl CommandService {
     pub async fn retry_failed_tasks(&self, job_id: JobId) -> Result<RetryOutcome, CommandError> {
         for _ in 0..CONFLICT_ATTEMPTS {
             let mut job = self.load_job(job_id).await?;
-            let task_ids: Vec<TaskId> = (0..job.state.created_upto)
-                .map(|index| TaskId::for_task(job_id, index))
-                .collect();
-            let failed = self.failed_tasks(&task_ids).await?;
+            let failed_count = self.count_failed_tasks(job_id).await?;
             let now = Utc::now();
-            let failed_count = u32::try_from(failed.len())
-                .map_err(|_| CommandError::inconsistent("more failed tasks than u32"))?;
             let job_events = decide_job(
                 &job.state,
                 JobCommand::RequestRetry {
@@ -178,13 +176,12 @@ impl CommandService {
                     now,
                 },
             )?;
-            let mut chunks = failed.chunks(self.chunk_size);
-            let first = chunks.next().unwrap_or_default();
+            let (first, mut next) = self.failed_page(job_id, None).await?;
             match self
                 .append_to_job(
                     &job,
                     encode_all(&job_events, "retry_failed_tasks"),
-                    retry_appends(first, now)?,
+                    retry_appends(&first, now)?,
                 )
                 .await
             {
@@ -196,8 +193,10 @@ impl CommandService {
                 job.apply(event, job.version + 1);
             }
             let mut retried = first.len();
-            for chunk in chunks {
-                retried += self.retry_chunk(chunk).await?;
+            while let Some(after) = next {
+                let (page, following) = self.failed_page(job_id, Some(after)).await?;
+                retried += self.retry_chunk(&page).await?;
+                next = following;
             }
             return Ok(RetryOutcome {
                 job_id,
@@ -206,6 +205,51 @@ impl CommandService {
             });
         }
         Err(CommandError::Conflict)
+    }
+
+    /// How many of the job's tasks are FAILED now, counted a page at a time.
+    async fn count_failed_tasks(&self, job_id: JobId) -> Result<u32, CommandError> {
+        let mut count = 0usize;
+        let mut next = None;
+        loop {
+            let (page, following) = self.failed_page(job_id, next).await?;
+            count += page.len();
+            match following {
+                Some(after) => next = Some(after),
+                None => break,
+            }
+        }
+        u32::try_from(count).map_err(|_| CommandError::inconsistent("more failed tasks than u32"))
+    }
+
+    /// The next FAILED tasks of a job after the task stream `after` (at most a chunk), and
+    /// where the following page starts (`None`: no more). Candidates come from the log's index
+    /// of final failures; each is read and folded, and those no longer FAILED (retried,
+    /// completed since) are left out.
+    pub(super) async fn failed_page(
+        &self,
+        job_id: JobId,
+        mut after: Option<String>,
+    ) -> Result<(Vec<LoadedTask>, Option<String>), CommandError> {
+        let page = i64::try_from(self.chunk_size).unwrap_or(i64::MAX);
+        loop {
+            let streams = self
+                .log
+                .job_failed_task_streams(job_id.as_uuid(), after.as_deref(), page)
+                .await?;
+            let next = (streams.len() >= self.chunk_size)
+                .then(|| streams.last().cloned())
+                .flatten();
+            let recorded = self.log.read_streams(&streams).await?;
+            let failed: Vec<LoadedTask> = fold_tasks(&recorded)?
+                .into_iter()
+                .filter(|task| task.state.status == TaskStatus::Failed)
+                .collect();
+            if !failed.is_empty() || next.is_none() {
+                return Ok((failed, next));
+            }
+            after = next;
+        }
     }
 
     /// The job as its stream tells it ([`CommandError::NotFound`] when it does not exist).

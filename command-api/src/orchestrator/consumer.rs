@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::Utc;
 use futures::StreamExt;
-use shoal_domain::events::{TaskEnqueued, TaskRetryScheduled};
+use shoal_domain::events::{TaskEnqueued, TaskRequeued, TaskRetryScheduled};
 use shoal_domain::{Event, JobCommand, JobId, JobStatus, Outcome, StreamRef, TaskId, decide_job};
 use shoal_infra::eventlog::{
     AppendBatch, ExpectedVersion, LogError, LogPosition, RecordedEvent, StreamAppend,
@@ -233,7 +233,8 @@ impl Consumer {
                 Event::TaskEnqueued(e) if step_functions.is_none() => {
                     messages.push(enqueued_message(e, record));
                 }
-                Event::TaskRetryScheduled(e) => retries.push((e, *record)),
+                Event::TaskRetryScheduled(e) => retries.push((Resend::retry(e), *record)),
+                Event::TaskRequeued(e) => retries.push((Resend::requeue(e), *record)),
                 _ => {}
             }
         }
@@ -317,11 +318,12 @@ impl Consumer {
         Ok(())
     }
 
-    /// Adds the messages of the batch's retries. A `TaskRetryScheduled` does not carry the
-    /// task's input: it comes from the task's `TaskEnqueued`, read for all retries at once.
+    /// Adds the messages of the batch's retries and requeues. A `TaskRetryScheduled` or a
+    /// `TaskRequeued` does not carry the task's input: it comes from the task's
+    /// `TaskEnqueued`, read for all of them at once.
     async fn retry_messages(
         &self,
-        retries: &[(&TaskRetryScheduled, &RecordedEvent)],
+        retries: &[(Resend, &RecordedEvent)],
         messages: &mut Vec<OutgoingMessage>,
     ) -> Result<(), OrchestratorError> {
         if retries.is_empty() {
@@ -357,12 +359,15 @@ impl Consumer {
                 tracing::warn!(task_id = %retry.task_id, "a retry of a task without TaskEnqueued");
                 continue;
             };
-            let delay = (retry.not_before - now).to_std().unwrap_or_default();
+            let delay = retry
+                .not_before
+                .and_then(|not_before| (not_before - now).to_std().ok())
+                .unwrap_or_default();
             messages.push(OutgoingMessage {
                 body: TaskMessage {
                     attempt: retry.attempt,
                     stream_version: record.stream_version,
-                    not_before: Some(retry.not_before),
+                    not_before: retry.not_before,
                     traceparent: traceparent(record),
                     previous_attempt_traceparent: trace::from_metadata(
                         record.metadata.get(),
@@ -374,6 +379,32 @@ impl Consumer {
             });
         }
         Ok(())
+    }
+}
+
+/// A message to send again for a task's attempt: a retry's, or a requeue's.
+#[derive(Debug, Clone, Copy)]
+struct Resend {
+    task_id: TaskId,
+    attempt: u32,
+    not_before: Option<chrono::DateTime<Utc>>,
+}
+
+impl Resend {
+    fn retry(e: &TaskRetryScheduled) -> Self {
+        Resend {
+            task_id: e.task_id,
+            attempt: e.attempt,
+            not_before: Some(e.not_before),
+        }
+    }
+
+    fn requeue(e: &TaskRequeued) -> Self {
+        Resend {
+            task_id: e.task_id,
+            attempt: e.attempt,
+            not_before: e.not_before,
+        }
     }
 }
 

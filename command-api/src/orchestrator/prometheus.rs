@@ -88,6 +88,21 @@ fn register_orchestrator(registry: &mut Registry, metrics: &OrchestratorMetrics)
             "Jobs this orchestrator failed",
             metrics.jobs_failed(),
         ),
+        (
+            "shoal_orchestrator_reconcile_passes",
+            "Passes of the reconciler over waiting and running tasks",
+            metrics.reconcile_passes(),
+        ),
+        (
+            "shoal_orchestrator_tasks_requeued",
+            "Tasks the reconciler sent again because their message was lost (TaskRequeued)",
+            metrics.tasks_requeued(),
+        ),
+        (
+            "shoal_orchestrator_tasks_timed_out",
+            "Running attempts the reconciler timed out past their deadline (TaskFailed)",
+            metrics.tasks_timed_out(),
+        ),
     ];
     for (name, help, value) in counters {
         registry.register(name, help, counter(value));

@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use uuid::Uuid;
 
 /// A place in the log's read order. Ordered; [`LogPosition::START`] is before every event.
 ///
@@ -277,6 +278,38 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
     /// This is how a worker writes the events of hundreds of in-flight tasks in one commit.
     async fn append_many(&self, batches: Vec<AppendBatch>) -> Vec<LogResult<AppendOutcome>> {
         append_many_with(self, batches).await
+    }
+
+    /// A job's events (every event whose payload's `job_id` is `job_id`: the job's stream and
+    /// its tasks'), in log order after `after`, at most `limit` (>= 1). Read through an index
+    /// by job, so a page costs what it returns, however big the job. Like `read_stream`, it
+    /// sees every committed event at once. `Invalid` from a log without that index.
+    async fn read_job(
+        &self,
+        job_id: Uuid,
+        after: LogPosition,
+        limit: i64,
+    ) -> LogResult<Vec<RecordedEvent>> {
+        let _ = (job_id, after, limit);
+        Err(LogError::Invalid(
+            "this event log has no index by job".into(),
+        ))
+    }
+
+    /// The task streams of a job that hold a final `TaskFailed` (failed for good at least
+    /// once: the candidates of a retry of its failed tasks; read each to see whether it still
+    /// is), in stream id order after `after`, at most `limit` (>= 1). Read through a small
+    /// index of final failures. `Invalid` from a log without that index.
+    async fn job_failed_task_streams(
+        &self,
+        job_id: Uuid,
+        after: Option<&str>,
+        limit: i64,
+    ) -> LogResult<Vec<String>> {
+        let _ = (job_id, after, limit);
+        Err(LogError::Invalid(
+            "this event log has no index by job".into(),
+        ))
     }
 
     /// The position of the newest event visible to readers (`START` when the log is empty).

@@ -89,6 +89,25 @@ JOIN events e ON e.stream_id = s.stream_id
 ORDER BY s.ord, e.stream_version"
 );
 
+/// `events_job_idx`: the job's entries after the cursor, in index order.
+const READ_JOB: &str = concat!(
+    "SELECT ",
+    event_columns!("", "transaction_id"),
+    "
+FROM events
+WHERE (data->>'job_id') = $1 AND (transaction_id, position) > ($2, $3)
+ORDER BY (data->>'job_id'), transaction_id, position
+LIMIT $4"
+);
+
+/// `events_job_final_failures_idx` (the predicate repeats the index's).
+const JOB_FAILED_TASK_STREAMS: &str = "
+SELECT DISTINCT stream_id FROM events
+WHERE (data->>'job_id') = $1 AND stream_id > $2
+  AND event_type = 'TaskFailed' AND (data->>'final_failure') = 'true'
+ORDER BY stream_id
+LIMIT $3";
+
 const READ_POSITIONS: &str = concat!(
     "SELECT ",
     event_columns!("e.", "transaction_id"),
@@ -127,6 +146,8 @@ impl LogDialect for Postgres {
     const READ_STREAMS: &'static str = READ_STREAMS;
     const READ_POSITIONS: &'static str = READ_POSITIONS;
     const SAVE_CHECKPOINT: &'static str = SAVE_CHECKPOINT;
+    const READ_JOB: &'static str = READ_JOB;
+    const JOB_FAILED_TASK_STREAMS: &'static str = JOB_FAILED_TASK_STREAMS;
 
     fn new_shared(pool: &PgPool) -> Shared {
         Shared {

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{Executor, Pool};
 use tokio::sync::watch;
+use uuid::Uuid;
 
 use super::batch::{self, PreparedBatch};
 use super::subscription::{self, CommitSignal};
@@ -94,6 +95,12 @@ pub(crate) trait LogDialect:
     const READ_POSITIONS: &'static str;
     /// Upserts checkpoint `$1` at (`$2`, `$3`).
     const SAVE_CHECKPOINT: &'static str;
+    /// Events of job `$1` (text) after (`$2`, `$3`) in read order, at most `$4`
+    /// (`events_job_idx`).
+    const READ_JOB: &'static str;
+    /// Streams of job `$1` (text) with a final `TaskFailed`, after stream id `$2`, at most
+    /// `$3` (`events_job_final_failures_idx`).
+    const JOB_FAILED_TASK_STREAMS: &'static str;
 
     fn new_shared(pool: &Pool<Self>) -> Self::Shared;
 
@@ -332,6 +339,55 @@ impl<D: LogDialect> EventLog for SqlEventLog<D> {
         let ids = stream_ids.iter().map(String::as_str).collect();
         let query = sqlx::query::<D>(D::READ_STREAMS).strs(ids);
         events::<D>(query.all(D::pool(&self.pool)).await?)
+    }
+
+    #[tracing::instrument(
+        name = "eventlog.read_job",
+        skip_all,
+        err(level = "debug"),
+        fields(backend = D::BACKEND, %job_id, limit)
+    )]
+    async fn read_job(
+        &self,
+        job_id: Uuid,
+        after: LogPosition,
+        limit: i64,
+    ) -> LogResult<Vec<RecordedEvent>> {
+        if limit < 1 {
+            return Err(LogError::Invalid("limit must be at least 1".into()));
+        }
+        let query = sqlx::query::<D>(D::READ_JOB)
+            .arg(job_id.to_string())
+            .arg(after.commit)
+            .arg(after.position)
+            .arg(limit);
+        events::<D>(query.all(D::pool(&self.pool)).await?)
+    }
+
+    #[tracing::instrument(
+        name = "eventlog.job_failed_task_streams",
+        skip_all,
+        err(level = "debug"),
+        fields(backend = D::BACKEND, %job_id, limit)
+    )]
+    async fn job_failed_task_streams(
+        &self,
+        job_id: Uuid,
+        after: Option<&str>,
+        limit: i64,
+    ) -> LogResult<Vec<String>> {
+        if limit < 1 {
+            return Err(LogError::Invalid("limit must be at least 1".into()));
+        }
+        let rows = sqlx::query::<D>(D::JOB_FAILED_TASK_STREAMS)
+            .arg(job_id.to_string())
+            .arg(after.unwrap_or("").to_owned())
+            .arg(limit)
+            .all(D::pool(&self.pool))
+            .await?;
+        rows.iter()
+            .map(|row| Ok(col::<D, String>(row, 0)?))
+            .collect()
     }
 
     #[tracing::instrument(

@@ -67,6 +67,25 @@ JOIN events e ON e.stream_id = s.value
 ORDER BY s.key, e.stream_version"
 );
 
+/// `events_job_idx` (`commit` is `position` here: the cursor is both).
+const READ_JOB: &str = concat!(
+    "SELECT ",
+    event_columns!("", "position"),
+    "
+FROM events
+WHERE json_extract(data, '$.job_id') = $1 AND position >= $2 AND position > $3
+ORDER BY position
+LIMIT $4"
+);
+
+/// `events_job_final_failures_idx` (the predicate repeats the index's).
+const JOB_FAILED_TASK_STREAMS: &str = "
+SELECT DISTINCT stream_id FROM events
+WHERE json_extract(data, '$.job_id') = $1 AND stream_id > $2
+  AND event_type = 'TaskFailed' AND json_extract(data, '$.final_failure') = 1
+ORDER BY stream_id
+LIMIT $3";
+
 const READ_POSITIONS: &str = concat!(
     "SELECT ",
     event_columns!("e.", "position"),
@@ -153,6 +172,8 @@ impl LogDialect for Sqlite {
     const READ_STREAMS: &'static str = READ_STREAMS;
     const READ_POSITIONS: &'static str = READ_POSITIONS;
     const SAVE_CHECKPOINT: &'static str = SAVE_CHECKPOINT;
+    const READ_JOB: &'static str = READ_JOB;
+    const JOB_FAILED_TASK_STREAMS: &'static str = JOB_FAILED_TASK_STREAMS;
 
     fn new_shared(_pool: &SqlitePool) -> Shared {
         Shared {

@@ -199,6 +199,19 @@ pub trait TaskQueue: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// Which of `task_ids` (tasks of `job_id`) have a message in the queue, and for which
+    /// attempts: `(task_id, attempt)` pairs, in no order. A message counts whether it waits,
+    /// is delayed or is being handled; dead letters do not. `None` when the backend cannot
+    /// tell (SQS cannot look messages up): the reconciler then decides by age and depth.
+    async fn live_messages(
+        &self,
+        job_id: Uuid,
+        task_ids: &[Uuid],
+    ) -> QueueResult<Option<Vec<(Uuid, u32)>>> {
+        let _ = (job_id, task_ids);
+        Ok(None)
+    }
+
     /// Dead-lettered messages, oldest first, optionally of one job.
     async fn dead_letters(&self, job_id: Option<Uuid>, limit: i64) -> QueueResult<Vec<DeadLetter>>;
 

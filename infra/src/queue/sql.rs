@@ -441,6 +441,36 @@ impl TaskQueue for SqlQueue {
         }
     }
 
+    #[tracing::instrument(
+        name = "queue.live_messages",
+        skip_all,
+        err(level = "debug"),
+        fields(%job_id, tasks = task_ids.len())
+    )]
+    async fn live_messages(
+        &self,
+        job_id: Uuid,
+        task_ids: &[Uuid],
+    ) -> QueueResult<Option<Vec<(Uuid, u32)>>> {
+        if task_ids.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let rows = match &self.backend {
+            Backend::Postgres(pg) => pg.live_messages(job_id, task_ids).await?,
+            Backend::Sqlite(lite) => lite.live_messages(job_id, task_ids).await?,
+        };
+        rows.into_iter()
+            .map(|(task_id, attempt)| {
+                let attempt = u32::try_from(attempt).map_err(|_| QueueError::OutOfRange {
+                    what: "attempt",
+                    value: i64::from(attempt),
+                })?;
+                Ok((task_id, attempt))
+            })
+            .collect::<QueueResult<Vec<_>>>()
+            .map(Some)
+    }
+
     #[tracing::instrument(name = "queue.dead_letters", skip_all, err(level = "debug"))]
     async fn dead_letters(&self, job_id: Option<Uuid>, limit: i64) -> QueueResult<Vec<DeadLetter>> {
         let limit = limit.max(0);

@@ -59,6 +59,26 @@ impl EventLog for InstrumentedLog {
         self.inner.read_positions(positions).await
     }
 
+    async fn read_job(
+        &self,
+        job_id: uuid::Uuid,
+        after: LogPosition,
+        limit: i64,
+    ) -> LogResult<Vec<RecordedEvent>> {
+        self.inner.read_job(job_id, after, limit).await
+    }
+
+    async fn job_failed_task_streams(
+        &self,
+        job_id: uuid::Uuid,
+        after: Option<&str>,
+        limit: i64,
+    ) -> LogResult<Vec<String>> {
+        self.inner
+            .job_failed_task_streams(job_id, after, limit)
+            .await
+    }
+
     async fn append_many(&self, batches: Vec<AppendBatch>) -> Vec<LogResult<AppendOutcome>> {
         let events: usize = batches.iter().map(events_in).sum();
         let began = Instant::now();

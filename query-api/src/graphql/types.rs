@@ -211,7 +211,6 @@ impl Job {
         let (events, more) = history_page(
             read.log.as_ref(),
             self.0.id,
-            self.0.created_upto.max(self.0.progress.created),
             cursor.unwrap_or_default(),
             limit as usize,
         )

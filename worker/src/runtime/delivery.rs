@@ -41,9 +41,14 @@
 //!   append of this delivery has committed (the group committer answers after the commit), or
 //!   after a read of the log showed that this message needs no more work (a duplicate, a
 //!   later attempt, another live holder, a cancelled job). Never on an error.
-//! - **Errors release, never acknowledge.** When the log or the queue fails, the message is
-//!   released after [`RETRY_DELAY`] (or, failing that, comes back after its visibility
-//!   timeout) and the next delivery starts over from the log.
+//! - **Infrastructure errors hold, never release nor acknowledge.** When the log or the
+//!   queue fails, the worker keeps the message (the heartbeat keeps it hidden, so no other
+//!   worker receives it and no receive is used up) and handles the delivery again from the
+//!   log after a backoff, once the log answers (see `health`); an attempt's end is appended
+//!   again until it is durable, so the handler does not run twice for an outage. Only what
+//!   a handler does, a crash, or a message's own state (too early, ahead of the log) uses a
+//!   receive. If the worker dies meanwhile, the message comes back after its visibility
+//!   timeout and the next delivery starts over from the log.
 //! - **One start and one end per attempt.** Every append expects an exact stream version:
 //!   two deliveries of one attempt cannot both start it (a takeover appends no second start),
 //!   and two holders cannot both record its end.
@@ -81,6 +86,7 @@ use shoal_infra::telemetry::trace;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use super::health::{LogHealth, next_backoff};
 use super::job_cache::JobCache;
 use super::{AbortOnDrop, Inflight};
 use crate::batching::{AckBatcher, GroupCommitter};
@@ -88,8 +94,8 @@ use crate::config::WorkerConfig;
 use crate::handler::{Handler, Handlers, TaskContext, TaskError};
 use crate::metrics::WorkerMetrics;
 
-/// How long a message waits before it comes back after an infrastructure error (the log or
-/// the queue failed), so that the failure is not hammered.
+/// How long a message waits before it comes back when it cannot be handled now for a reason
+/// of its own (the log is behind it), or after a panic.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// What a worker's deliveries share.
@@ -103,6 +109,7 @@ pub(super) struct Shared {
     pub(super) acks: AckBatcher,
     pub(super) inflight: Arc<Inflight>,
     pub(super) jobs: JobCache,
+    pub(super) health: Arc<LogHealth>,
 }
 
 /// A stream's events, those that cannot be decoded skipped (and logged).
@@ -128,6 +135,9 @@ enum Disposition {
     Release(Duration),
     /// Dead-lettered, or in someone else's hands: nothing more to do.
     Done,
+    /// The log or the queue failed: keep the message (the heartbeat keeps it hidden) and
+    /// handle the delivery again once the failure is over, without using up a receive.
+    Hold,
 }
 
 /// A task this worker holds a started attempt of.
@@ -152,14 +162,31 @@ pub(super) async fn process(
     shared.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
     let _gauge = Decrement(&shared.metrics.in_flight);
     let receipt = delivery.receipt.clone();
-    // A bug that panics here must not leave the message hidden by the heartbeat for good.
-    let disposition = AssertUnwindSafe(shared.handle(delivery))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| {
-            tracing::error!("handling a delivery panicked; releasing its message");
-            Disposition::Release(RETRY_DELAY)
-        });
+    let mut held = false;
+    let mut backoff = Duration::ZERO;
+    let disposition = loop {
+        // A bug that panics here must not leave the message hidden by the heartbeat for good.
+        let disposition = AssertUnwindSafe(shared.handle(delivery.clone(), held))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!("handling a delivery panicked; releasing its message");
+                Disposition::Release(RETRY_DELAY)
+            });
+        if !matches!(disposition, Disposition::Hold) {
+            break disposition;
+        }
+        // Starting over is safe (every step decides from the log), and the message stays
+        // hidden meanwhile: no other worker receives it, so no receive is used.
+        held = true;
+        WorkerMetrics::inc(&shared.metrics.held_on_errors);
+        backoff = next_backoff(backoff);
+        tracing::debug!(
+            ?backoff,
+            "holding the message until the log and the queue answer"
+        );
+        shared.health.wait(backoff).await;
+    };
     // Out of the in-flight set first: shutdown releases only what is in it.
     shared.inflight.remove(key);
     match disposition {
@@ -168,7 +195,7 @@ pub(super) async fn process(
             Ok(()) => WorkerMetrics::inc(&shared.metrics.released),
             Err(error) => tracing::warn!(%error, "could not release the message"),
         },
-        Disposition::Done => {}
+        Disposition::Done | Disposition::Hold => {}
     }
     drop(permit);
 }
@@ -187,7 +214,10 @@ const MAX_MESSAGE_STREAM_VERSION: i64 = 1 << 40;
 
 impl Shared {
     /// Steps 1 to 6 of the module docs, in order; answers what becomes of the message.
-    async fn handle(&self, delivery: Delivery) -> Disposition {
+    ///
+    /// `held`: this delivery was handled before and held after an infrastructure error, so
+    /// this worker may have started its attempt already (the append's outcome was unknown).
+    async fn handle(&self, delivery: Delivery, held: bool) -> Disposition {
         let message = match delivery.body {
             Ok(message) => message,
             Err(poison) => {
@@ -202,7 +232,7 @@ impl Shared {
                     Err(QueueError::StaleReceipt(_)) => Disposition::Done,
                     Err(error) => {
                         tracing::warn!(%error, "could not dead-letter a poison message");
-                        Disposition::Release(RETRY_DELAY)
+                        Disposition::Hold
                     }
                 };
             }
@@ -237,10 +267,9 @@ impl Shared {
             WorkerMetrics::inc(&self.metrics.skipped_cancelled);
             return Disposition::Ack;
         }
-        let started = match self
-            .start(&message, &delivery.receipt, delivery.receive_count)
-            .await
-        {
+        // A held delivery may have started the attempt itself: a takeover then runs it.
+        let may_take_over = delivery.receive_count > 1 || held;
+        let started = match self.start(&message, &delivery.receipt, may_take_over).await {
             Ok(started) => started,
             Err(disposition) => return disposition,
         };
@@ -253,7 +282,7 @@ impl Shared {
         &self,
         message: &TaskMessage,
         receipt: &Receipt,
-        receive_count: u32,
+        may_take_over: bool,
     ) -> Result<Started, Disposition> {
         let implied = implied_state(message);
         let start = TaskCommand::StartTask {
@@ -279,10 +308,7 @@ impl Shared {
                     });
                 }
                 Err(LogError::Conflict { .. }) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "could not append TaskStarted");
-                    return Err(Disposition::Release(RETRY_DELAY));
-                }
+                Err(error) => return Err(self.log_failed(&error, "could not append TaskStarted")),
             }
         }
         // The log is not where the message says: read it and decide. A second round is only
@@ -312,7 +338,7 @@ impl Shared {
                 return Err(Disposition::Release(RETRY_DELAY));
             }
             match state.status {
-                TaskStatus::Running if receive_count > 1 => {
+                TaskStatus::Running if may_take_over => {
                     // The previous holder's visibility timeout ran out: presumed dead. Its
                     // `TaskStarted` stands; this worker runs the attempt and records its end.
                     tracing::info!(previous = ?state.worker, "taking over an attempt whose worker stopped responding");
@@ -352,8 +378,7 @@ impl Shared {
                         }
                         Err(LogError::Conflict { .. }) => continue,
                         Err(error) => {
-                            tracing::warn!(%error, "could not append TaskStarted");
-                            return Err(Disposition::Release(RETRY_DELAY));
+                            return Err(self.log_failed(&error, "could not append TaskStarted"));
                         }
                     }
                 }
@@ -472,7 +497,7 @@ impl Shared {
                 return Disposition::Ack;
             }
         };
-        match self.append(message, started.version, &events).await {
+        match self.append_durably(message, started.version, &events).await {
             Ok(()) => {
                 WorkerMetrics::inc(&self.metrics.completed);
                 metrics().task_completed(&message.job_type, elapsed);
@@ -533,7 +558,7 @@ impl Shared {
                 return Disposition::Ack;
             }
         };
-        match self.append(message, version, &events).await {
+        match self.append_durably(message, version, &events).await {
             Ok(()) => {}
             Err(LogError::Conflict { .. }) => {
                 tracing::info!("another worker recorded this attempt's end first");
@@ -577,8 +602,9 @@ impl Shared {
             // this.
             Err(QueueError::StaleReceipt(_)) => return Disposition::Done,
             Err(error) => {
+                // Handled again, the delivery finds the task FAILED and dead-letters it then.
                 tracing::warn!(%error, "could not dead-letter the message of a failed task");
-                return Disposition::Release(RETRY_DELAY);
+                return Disposition::Hold;
             }
         }
         let command = TaskCommand::DeadLetterTask {
@@ -613,7 +639,7 @@ impl Shared {
             Err(QueueError::StaleReceipt(_)) => Disposition::Done,
             Err(error) => {
                 tracing::warn!(%error, "could not dead-letter a message");
-                Disposition::Release(RETRY_DELAY)
+                Disposition::Hold
             }
         }
     }
@@ -631,7 +657,51 @@ impl Shared {
             events,
             message.traceparent.as_deref(),
         );
-        self.committer.append(batch).await.map(|_| ())
+        let appended = self.committer.append(batch).await.map(|_| ());
+        match &appended {
+            Ok(()) | Err(LogError::Conflict { .. }) => self.health.succeeded(),
+            Err(LogError::Database(_)) => self.health.failed(),
+            Err(_) => {}
+        }
+        appended
+    }
+
+    /// [`Shared::append`] of an attempt's end, tried again while the log fails (the message
+    /// stays hidden meanwhile): the handler ran, and running it again is what an outage must
+    /// not cause. A retry after an append whose outcome was unknown may find it written:
+    /// that is a `Conflict`, as when another holder recorded the end first.
+    async fn append_durably(
+        &self,
+        message: &TaskMessage,
+        expected_version: i64,
+        events: &[Event],
+    ) -> Result<(), LogError> {
+        let mut backoff = Duration::ZERO;
+        loop {
+            match self.append(message, expected_version, events).await {
+                Err(LogError::Database(error)) => {
+                    WorkerMetrics::inc(&self.metrics.held_on_errors);
+                    backoff = next_backoff(backoff);
+                    tracing::warn!(%error, ?backoff, "could not record the attempt's end; trying again");
+                    self.health.wait(backoff).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// An append or a read of the log failed: a database error holds the delivery (see
+    /// [`Disposition::Hold`]); an invalid append cannot succeed later, so the message is
+    /// released for another try.
+    fn log_failed(&self, error: &LogError, what: &str) -> Disposition {
+        tracing::warn!(%error, "{what}");
+        match error {
+            LogError::Database(_) => {
+                self.health.failed();
+                Disposition::Hold
+            }
+            _ => Disposition::Release(RETRY_DELAY),
+        }
     }
 
     fn batch(
@@ -670,10 +740,12 @@ impl Shared {
     /// The task's stream, folded, and its version.
     async fn load(&self, task_id: uuid::Uuid) -> Result<(TaskState, i64), Disposition> {
         let stream_id = TaskId::from_uuid(task_id).stream_id();
-        let records = self.log.read_stream(&stream_id, 0).await.map_err(|error| {
-            tracing::warn!(%error, "could not read the task's stream");
-            Disposition::Release(RETRY_DELAY)
-        })?;
+        let records = self
+            .log
+            .read_stream(&stream_id, 0)
+            .await
+            .map_err(|error| self.log_failed(&error, "could not read the task's stream"))?;
+        self.health.succeeded();
         let version = records.last().map_or(0, |r| r.stream_version);
         let state = decode_all(&records)
             .iter()

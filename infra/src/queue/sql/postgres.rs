@@ -106,6 +106,10 @@ FROM task_queue";
 
 const REMOVE_DEAD_LETTERS: &str = "DELETE FROM task_dead_letters WHERE id = ANY($1)";
 
+/// The queued messages of some tasks of one job (the unique key leads with the job id).
+const LIVE_MESSAGES: &str = "
+SELECT task_id, attempt FROM task_queue WHERE job_id = $1 AND task_id = ANY($2)";
+
 #[derive(Debug, Clone)]
 pub(super) struct PgQueue {
     pool: PgPool,
@@ -326,6 +330,18 @@ impl PgQueue {
         limit: i64,
     ) -> QueueResult<Vec<DeadLetter>> {
         super::dead_letters(&self.pool, job_id, limit).await
+    }
+
+    pub(super) async fn live_messages(
+        &self,
+        job_id: Uuid,
+        task_ids: &[Uuid],
+    ) -> QueueResult<Vec<(Uuid, i32)>> {
+        Ok(sqlx::query_as(LIVE_MESSAGES)
+            .bind(job_id)
+            .bind(task_ids)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub(super) async fn remove_dead_letters(&self, ids: &[i64]) -> QueueResult<()> {

@@ -90,6 +90,11 @@ FROM task_queue";
 const REMOVE_DEAD_LETTERS: &str = "
 DELETE FROM task_dead_letters WHERE id IN (SELECT value FROM json_each($1))";
 
+/// The queued messages of some tasks of one job; `$2`: a JSON array of task ids.
+const LIVE_MESSAGES: &str = "
+SELECT task_id, attempt FROM task_queue
+WHERE job_id = $1 AND task_id IN (SELECT value FROM json_each($2))";
+
 #[derive(Debug, Clone)]
 pub(super) struct SqliteQueue {
     pool: SqlitePool,
@@ -305,6 +310,23 @@ impl SqliteQueue {
         limit: i64,
     ) -> QueueResult<Vec<DeadLetter>> {
         super::dead_letters(&self.pool, job_id, limit).await
+    }
+
+    pub(super) async fn live_messages(
+        &self,
+        job_id: Uuid,
+        task_ids: &[Uuid],
+    ) -> QueueResult<Vec<(Uuid, i32)>> {
+        let ids = json!(task_ids).to_string();
+        let rows: Vec<(String, i32)> = sqlx::query_as(LIVE_MESSAGES)
+            .bind(job_id.to_string())
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(task_id, attempt)| Some((Uuid::parse_str(&task_id).ok()?, attempt)))
+            .collect())
     }
 
     pub(super) async fn remove_dead_letters(&self, ids: &[i64]) -> QueueResult<()> {

@@ -93,6 +93,13 @@ enum Which {
 }
 
 impl SqsQueue {
+    /// The longest task timeout a job may ask for on SQS, in seconds: 11 h 55 min. SQS hides
+    /// a received message for at most 12 hours from its receipt, however often its visibility
+    /// is extended; a task must end (and its worker record it) within that, or its message
+    /// comes back to another worker while it still runs. The 5 minutes between are for the
+    /// worker to receive, start and record the end. See `docs/sqs.md`.
+    pub const MAX_TASK_TIMEOUT_SECONDS: u32 = 42_900;
+
     /// How long [`TaskQueue::dead_letters`] hides the dead letters it lists.
     pub const PEEK_VISIBILITY: Duration = Duration::from_secs(1);
 

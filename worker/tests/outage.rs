@@ -1,0 +1,366 @@
+//! Event log outages while workers hold messages: on the SQL queue (SQLite; Postgres when
+//! `SHOAL_TEST_DATABASE_URL` is set) and on SQS (moto, when `moto_server` is available).
+//!
+//! The log is wrapped in a switch that makes every call fail as a database would. While it is
+//! off, the worker must hold what it has (its heartbeat keeps the messages hidden, well past
+//! their visibility timeout), receive nothing new, and use none of a message's receives; once
+//! it is back, every task completes with one start and one end, and no message was delivered
+//! twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+use shoal_domain::{
+    Event, JobCommand, JobId, JobState, Limits, Split, SubmitJob, TaskId, TaskState, TaskStatus,
+    decide_job, evolve_job, evolve_task,
+};
+use shoal_infra::eventlog::{
+    AppendBatch, AppendOutcome, EventLog, EventStream, ExpectedVersion, LogError, LogPosition,
+    LogResult, NewEvent, PostgresEventLog, RecordedEvent, SqliteEventLog, StreamAppend,
+};
+use shoal_infra::queue::{OutgoingMessage, SqlQueue, TaskMessage, TaskQueue};
+use shoal_infra::testing;
+use shoal_worker::{Handlers, Worker, WorkerConfig, handler_fn};
+use tokio::sync::oneshot;
+
+/// A log that fails every call with a database error while `down`.
+#[derive(Debug)]
+struct Switched {
+    inner: Arc<dyn EventLog>,
+    down: AtomicBool,
+}
+
+impl Switched {
+    fn check(&self) -> LogResult<()> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(LogError::Database(sqlx::Error::PoolTimedOut))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for Switched {
+    async fn append(&self, batch: AppendBatch) -> LogResult<AppendOutcome> {
+        self.check()?;
+        self.inner.append(batch).await
+    }
+    async fn append_many(&self, batches: Vec<AppendBatch>) -> Vec<LogResult<AppendOutcome>> {
+        if self.check().is_err() {
+            return batches
+                .iter()
+                .map(|_| Err(LogError::Database(sqlx::Error::PoolTimedOut)))
+                .collect();
+        }
+        self.inner.append_many(batches).await
+    }
+    async fn read_all(&self, after: LogPosition, limit: i64) -> LogResult<Vec<RecordedEvent>> {
+        self.check()?;
+        self.inner.read_all(after, limit).await
+    }
+    async fn read_stream(&self, stream_id: &str, after: i64) -> LogResult<Vec<RecordedEvent>> {
+        self.check()?;
+        self.inner.read_stream(stream_id, after).await
+    }
+    async fn read_streams(&self, stream_ids: &[String]) -> LogResult<Vec<RecordedEvent>> {
+        self.check()?;
+        self.inner.read_streams(stream_ids).await
+    }
+    async fn read_positions(&self, positions: &[i64]) -> LogResult<Vec<RecordedEvent>> {
+        self.check()?;
+        self.inner.read_positions(positions).await
+    }
+    async fn head(&self) -> LogResult<LogPosition> {
+        self.check()?;
+        self.inner.head().await
+    }
+    async fn forget_idempotency_keys(
+        &self,
+        used_before: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> LogResult<u64> {
+        self.check()?;
+        self.inner.forget_idempotency_keys(used_before, limit).await
+    }
+    async fn load_checkpoint(&self, name: &str) -> LogResult<LogPosition> {
+        self.check()?;
+        self.inner.load_checkpoint(name).await
+    }
+    async fn save_checkpoint(&self, name: &str, position: LogPosition) -> LogResult<()> {
+        self.check()?;
+        self.inner.save_checkpoint(name, position).await
+    }
+    fn subscribe(&self, after: LogPosition, batch_size: i64) -> EventStream {
+        self.inner.subscribe(after, batch_size)
+    }
+}
+
+fn new_event(event: &Event) -> NewEvent {
+    NewEvent {
+        event_type: event.event_type().into(),
+        schema_version: event.schema_version(),
+        data: event.to_json(),
+        metadata: json!({"actor": "test"}),
+    }
+}
+
+/// Appends a job of `tasks` tasks of type `slow` to `log` and sends their messages.
+async fn submit(log: &dyn EventLog, queue: &dyn TaskQueue, tasks: u32) -> (JobId, u32) {
+    let job_id = JobId::new();
+    let now = Utc::now();
+    let submitted = decide_job(
+        &JobState::default(),
+        JobCommand::SubmitJob(SubmitJob {
+            job_id,
+            job_type: "slow".into(),
+            split: Split::Total { total_tasks: tasks },
+            parameters: json!({}),
+            max_attempts: Some(3),
+            timeout_seconds: Some(60),
+            limits: Limits::default(),
+            now,
+        }),
+    )
+    .unwrap();
+    let state = submitted.iter().fold(JobState::default(), evolve_job);
+    let created = decide_job(
+        &state,
+        JobCommand::CreateTasks {
+            max_chunk: tasks,
+            now,
+        },
+    )
+    .unwrap();
+    let mut batch = AppendBatch::default();
+    batch.streams.push(StreamAppend {
+        stream_id: job_id.stream_id(),
+        expected: ExpectedVersion::NoStream,
+        events: submitted.iter().map(new_event).collect(),
+    });
+    let mut messages = Vec::new();
+    for event in &created {
+        match event {
+            Event::TasksCreated(_) => batch.streams[0].events.push(new_event(event)),
+            Event::TaskEnqueued(e) => {
+                batch.streams.push(StreamAppend {
+                    stream_id: e.task_id.stream_id(),
+                    expected: ExpectedVersion::NoStream,
+                    events: vec![new_event(event)],
+                });
+                messages.push(OutgoingMessage {
+                    body: TaskMessage {
+                        task_id: e.task_id.as_uuid(),
+                        job_id: e.job_id.as_uuid(),
+                        task_index: e.index,
+                        parameters: e.input.clone(),
+                        job_type: e.job_type.clone(),
+                        attempt: e.attempt,
+                        stream_version: 1,
+                        max_attempts: e.max_attempts,
+                        timeout_seconds: e.timeout_seconds,
+                        not_before: None,
+                        traceparent: None,
+                        previous_attempt_traceparent: None,
+                    },
+                    delay: Duration::ZERO,
+                });
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    log.append(batch).await.unwrap();
+    queue.send(messages).await.unwrap();
+    (job_id, tasks)
+}
+
+async fn task_events(log: &dyn EventLog, job: (JobId, u32)) -> Vec<Vec<Event>> {
+    let ids: Vec<String> = (0..job.1)
+        .map(|i| TaskId::for_task(job.0, i).stream_id())
+        .collect();
+    let records = log.read_streams(&ids).await.unwrap();
+    ids.iter()
+        .map(|id| {
+            records
+                .iter()
+                .filter(|r| &r.stream_id == id)
+                .map(|r| Event::decode(&r.event_type, r.schema_version, r.data.get()).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+async fn wait_for(log: &dyn EventLog, job: (JobId, u32), status: TaskStatus, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let states: Vec<TaskState> = task_events(log, job)
+            .await
+            .iter()
+            .map(|events| events.iter().fold(TaskState::default(), evolve_task))
+            .collect();
+        if states.iter().all(|s| s.status == status) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tasks not {status} in time: {:?}",
+            states.iter().map(|s| s.status).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The scenario, on any queue: `visibility` is the queue's visibility timeout (the outage
+/// lasts several of them).
+async fn outage_uses_no_receives(
+    log: Arc<dyn EventLog>,
+    queue: Arc<dyn TaskQueue>,
+    visibility: Duration,
+) {
+    let switched = Arc::new(Switched {
+        inner: log.clone(),
+        down: AtomicBool::new(false),
+    });
+    // Handlers run until the test lets them finish.
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    let mut handlers = Handlers::builtin(&WorkerConfig::default());
+    handlers.register(
+        "slow",
+        handler_fn(move |_task| {
+            let gate = gate.clone();
+            async move {
+                while !gate.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(Some(json!({"ok": true})))
+            }
+        }),
+    );
+    let config = WorkerConfig {
+        worker_id: "w-outage".into(),
+        concurrency: 8,
+        visibility_timeout: visibility,
+        long_poll: Duration::from_millis(200),
+        grace_period: Duration::from_secs(10),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(config, handlers, switched.clone(), queue.clone());
+    let metrics = worker.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+
+    // Four tasks start, then the log goes down while their handlers run.
+    let first = submit(log.as_ref(), queue.as_ref(), 4).await;
+    wait_for(
+        log.as_ref(),
+        first,
+        TaskStatus::Running,
+        Duration::from_secs(30),
+    )
+    .await;
+    switched.down.store(true, Ordering::SeqCst);
+    open.store(true, Ordering::SeqCst);
+    // Their ends cannot be recorded: the worker notices, and holds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metrics.held_on_errors.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never met the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A long poll already waiting when the log failed ends (its wait is 1 s at most here);
+    // then more work arrives during the outage, and the worker leaves it in the queue.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(metrics.received.load(Ordering::Relaxed), 4);
+    let second = submit(log.as_ref(), queue.as_ref(), 4).await;
+    tokio::time::sleep(visibility * 4).await;
+    assert_eq!(
+        metrics.received.load(Ordering::Relaxed),
+        4,
+        "nothing is received while the log fails"
+    );
+    let depth = queue.depth().await.unwrap();
+    assert_eq!(
+        (depth.in_flight, depth.visible),
+        (4, 4),
+        "the held messages stay hidden, the others wait: {depth:?}"
+    );
+
+    // Back: everything completes, each message delivered once.
+    switched.down.store(false, Ordering::SeqCst);
+    wait_for(
+        log.as_ref(),
+        first,
+        TaskStatus::Completed,
+        Duration::from_secs(60),
+    )
+    .await;
+    wait_for(
+        log.as_ref(),
+        second,
+        TaskStatus::Completed,
+        Duration::from_secs(60),
+    )
+    .await;
+    let _ = stop.send(());
+    let stats = running.await.unwrap().unwrap();
+    for job in [first, second] {
+        for events in task_events(log.as_ref(), job).await {
+            let starts = events
+                .iter()
+                .filter(|e| matches!(e, Event::TaskStarted(_)))
+                .count();
+            let ends = events
+                .iter()
+                .filter(|e| matches!(e, Event::TaskCompleted(_)))
+                .count();
+            assert_eq!((starts, ends), (1, 1), "{events:?}");
+        }
+    }
+    assert_eq!(stats.received, 8, "no message came back: {stats:?}");
+    assert_eq!(stats.released, 0, "{stats:?}");
+    assert_eq!(stats.taken_over, 0, "{stats:?}");
+    assert_eq!(stats.completed, 8, "{stats:?}");
+    assert!(stats.held_on_errors > 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_log_outage_uses_no_receives_and_tasks_complete_after_it() {
+    let pool = testing::fresh_sqlite().await;
+    let log: Arc<dyn EventLog> = Arc::new(SqliteEventLog::new(pool.clone()));
+    let queue = SqlQueue::sqlite(pool)
+        .with_poll_interval(Duration::from_millis(25))
+        .with_max_receives(1);
+    outage_uses_no_receives(log, Arc::new(queue), Duration::from_millis(600)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_log_outage_uses_no_receives_and_tasks_complete_after_it() {
+    let Some(pool) = testing::fresh_postgres().await else {
+        return;
+    };
+    let log: Arc<dyn EventLog> = Arc::new(PostgresEventLog::new(pool.clone()));
+    let queue = SqlQueue::postgres(pool)
+        .with_poll_interval(Duration::from_millis(25))
+        .with_max_receives(1);
+    outage_uses_no_receives(log, Arc::new(queue), Duration::from_millis(600)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_log_outage_uses_no_receives_and_tasks_complete_after_it() {
+    // One receive only: a second would dead-letter the message.
+    let Some(queue) = testing::fresh_sqs_queue("outage", 1).await else {
+        return;
+    };
+    let log: Arc<dyn EventLog> = Arc::new(SqliteEventLog::new(testing::fresh_sqlite().await));
+    outage_uses_no_receives(log, Arc::new(queue), Duration::from_secs(1)).await;
+}
