@@ -566,12 +566,14 @@ async fn append_prepared<D: LogDialect>(
 
 /// Rows selected with `event_columns!`, as events.
 pub(crate) fn events<D: Dialect>(rows: Vec<D::Row>) -> LogResult<Vec<RecordedEvent>> {
-    rows.iter().map(event::<D>).collect()
+    Ok(rows.iter().map(event::<D>).collect::<sqlx::Result<_>>()?)
 }
 
 /// Decoded by column position (every read selects the columns in this order): looking each
-/// column up by name costs a hash lookup per column per row, on the log's hottest path.
-fn event<D: Dialect>(row: &D::Row) -> LogResult<RecordedEvent> {
+/// column up by name costs a hash lookup per column per row, on the log's hottest path. The
+/// batch reads decode each row as it arrives (`Query::try_map`), so that no row outlives its
+/// decoding: see `read_all` of each dialect.
+pub(crate) fn event<D: Dialect>(row: &D::Row) -> sqlx::Result<RecordedEvent> {
     Ok(RecordedEvent {
         log_position: LogPosition {
             commit: col::<D, _>(row, 0)?,

@@ -18,7 +18,7 @@ use sqlx::{Row, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use super::batch::PreparedBatch;
-use super::sql::{Inserted, LogDialect, SqlEventLog, event_columns, events, read_stream_sql};
+use super::sql::{Inserted, LogDialect, SqlEventLog, event, event_columns, read_stream_sql};
 use super::subscription::CommitSignal;
 use super::{LogError, LogPosition, LogResult, RecordedEvent};
 
@@ -231,12 +231,13 @@ impl LogDialect for Sqlite {
         after: LogPosition,
         limit: i64,
     ) -> LogResult<Vec<RecordedEvent>> {
-        let rows = sqlx::query(READ_ALL)
+        // Decoded row by row as they arrive, as on Postgres.
+        Ok(sqlx::query(READ_ALL)
             .bind(after.position)
             .bind(limit)
+            .try_map(|row| event::<Sqlite>(&row))
             .fetch_all(&log.pool)
-            .await?;
-        events::<Sqlite>(rows)
+            .await?)
     }
 
     async fn head(log: &SqliteEventLog) -> LogResult<LogPosition> {
