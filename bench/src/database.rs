@@ -148,6 +148,24 @@ impl BenchDatabase {
         })
     }
 
+    /// The server's current WAL position, in bytes.
+    pub async fn wal_lsn(&self) -> anyhow::Result<i64> {
+        let (lsn,): (i64,) =
+            sqlx::query_as("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(lsn)
+    }
+
+    /// `TaskEnqueued` events in the log, and rows in the task queue.
+    pub async fn enqueue_summary(&self) -> anyhow::Result<(i64, i64)> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT count(*) FROM events WHERE event_type = 'TaskEnqueued'),                     (SELECT count(*) FROM task_queue)",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Empties every read table (`jobs`, `tasks`, `analytics_*`) and the projections'
     /// checkpoints, so that a fresh projector starts from the beginning of the log (which
     /// stays), then `VACUUM ANALYZE`s the database.

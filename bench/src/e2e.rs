@@ -307,7 +307,7 @@ fn report(args: &E2eArgs, rounds: &[Round]) {
 }
 
 /// `url` (a server URL) naming database `name` instead of its own.
-fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+pub(crate) fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
     let scheme_end = url.find("://").context("not a postgres:// URL")? + 3;
     let (base, query) = match url.find('?') {
         Some(q) => (&url[..q], &url[q..]),

@@ -16,11 +16,13 @@ use shoal_infra::eventlog::{
 
 mod database;
 mod e2e;
+mod enqueue;
 mod projector;
 mod system;
 
 use database::BenchDatabase;
 use e2e::E2eArgs;
+use enqueue::EnqueueArgs;
 use projector::ProjectorArgs;
 
 #[derive(Debug, Parser)]
@@ -43,6 +45,9 @@ enum Which {
     /// orchestrator and a worker in this process on the SQL queue, timed from the submission to
     /// `JobCompleted` in the log; beside `pgbench` single-row INSERT transactions (16 clients).
     E2e(E2eArgs),
+    /// Enqueue: one job of N tasks (default 1,000,000) submitted with no worker running; the
+    /// time until it is accepted, and until every task is in the log and in the queue.
+    Enqueue(EnqueueArgs),
     /// Projector: catch-up of a fresh projector over a log of N events (events/s), a rebuild
     /// of the analytics projection (seconds), and append-to-subscription-message latency while
     /// 5,000 tasks/s run; beside `pgbench` single-row INSERT transactions (16 clients).
@@ -78,6 +83,7 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().which {
         Which::Log(args) => log(args).await,
         Which::E2e(args) => e2e::run(args).await,
+        Which::Enqueue(args) => enqueue::run(args).await,
         Which::Projector(args) => projector::run(args).await,
     };
     match result {
