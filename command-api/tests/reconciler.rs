@@ -80,6 +80,7 @@ impl Harness {
                 max_attempts: Some(max_attempts),
                 timeout_seconds: Some(timeout_seconds),
                 idempotency_key: None,
+                fallback_handler: None,
             })
             .await
             .unwrap();

@@ -111,6 +111,7 @@ async fn retry_reads_only_failed_tasks_a_page_at_a_time(db: Database) {
             max_attempts: Some(1),
             timeout_seconds: None,
             idempotency_key: None,
+            fallback_handler: None,
         })
         .await
         .unwrap()
