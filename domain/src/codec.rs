@@ -64,7 +64,7 @@ pub enum DecodeError {
 }
 
 /// Every event type name, as stored.
-pub const EVENT_TYPES: [&str; 17] = [
+pub const EVENT_TYPES: [&str; 19] = [
     "JobSubmitted",
     "TasksCreated",
     "JobCompleted",
@@ -82,6 +82,8 @@ pub const EVENT_TYPES: [&str; 17] = [
     "JobStepSucceeded",
     "JobStepRetried",
     "JobStepFailed",
+    "TokenCreated",
+    "TokenRevoked",
 ];
 
 /// The schema version written for `JobSubmitted`. v1 is the original system's shape.
@@ -117,6 +119,8 @@ impl Event {
             Self::JobStepSucceeded(_) => "JobStepSucceeded",
             Self::JobStepRetried(_) => "JobStepRetried",
             Self::JobStepFailed(_) => "JobStepFailed",
+            Self::TokenCreated(_) => "TokenCreated",
+            Self::TokenRevoked(_) => "TokenRevoked",
         }
     }
 
@@ -148,6 +152,8 @@ impl Event {
             | Self::JobStepSucceeded(e)
             | Self::JobStepRetried(e)
             | Self::JobStepFailed(e) => to_value(e),
+            Self::TokenCreated(e) => to_value(e),
+            Self::TokenRevoked(e) => to_value(e),
         }
     }
 
@@ -171,6 +177,8 @@ impl Event {
             | Self::JobStepSucceeded(e)
             | Self::JobStepRetried(e)
             | Self::JobStepFailed(e) => to_raw(e),
+            Self::TokenCreated(e) => to_raw(e),
+            Self::TokenRevoked(e) => to_raw(e),
         }
     }
 
@@ -228,6 +236,8 @@ impl Event {
             "JobStepSucceeded" => Event::JobStepSucceeded(payload.parse()?),
             "JobStepRetried" => Event::JobStepRetried(payload.parse()?),
             "JobStepFailed" => Event::JobStepFailed(payload.parse()?),
+            "TokenCreated" => Event::TokenCreated(payload.parse()?),
+            "TokenRevoked" => Event::TokenRevoked(payload.parse()?),
             _ => Event::TaskDeadLettered(payload.parse()?),
         })
     }
@@ -313,6 +323,7 @@ mod tests {
     use super::*;
     use crate::events::{
         JobCancelled, JobCompleted, JobExecutionStarted, JobFailed, JobRetryRequested, JobStep,
+        TokenCreated, TokenRevoked,
         TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRetryScheduled, TaskStarted,
         TasksCreated,
     };
@@ -441,6 +452,19 @@ mod tests {
             Event::JobStepSucceeded(step(job_id, Some("done"))),
             Event::JobStepRetried(step(job_id, Some("States.HeartbeatTimeout"))),
             Event::JobStepFailed(step(job_id, Some("Shoal.Rejected"))),
+            TokenCreated {
+                token_id: uuid::Uuid::from_u128(7),
+                name: "ci".into(),
+                scopes: vec!["read".into(), "submit".into()],
+                at,
+            }
+            .into(),
+            TokenRevoked {
+                token_id: uuid::Uuid::from_u128(7),
+                name: "ci".into(),
+                at,
+            }
+            .into(),
         ]
     }
 
@@ -484,9 +508,10 @@ mod tests {
     #[test]
     fn stream_ids_follow_the_event_kind() {
         for event in one_of_each() {
-            let expected = match event.task_id() {
-                Some(task) => format!("task-{task}"),
-                None => format!("job-{}", event.job_id()),
+            let expected = match (event.task_id(), event.job_id()) {
+                (Some(task), _) => format!("task-{task}"),
+                (None, Some(job)) => format!("job-{job}"),
+                (None, None) => "token-00000000-0000-0000-0000-000000000007".to_owned(),
             };
             assert_eq!(event.stream_id(), expected);
         }

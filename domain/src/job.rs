@@ -173,7 +173,9 @@ impl JobLifecycle {
             | Event::JobStepStarted(_)
             | Event::JobStepSucceeded(_)
             | Event::JobStepRetried(_)
-            | Event::JobStepFailed(_) => {}
+            | Event::JobStepFailed(_)
+            | Event::TokenCreated(_)
+            | Event::TokenRevoked(_) => {}
         }
     }
 }

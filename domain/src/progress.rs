@@ -185,7 +185,9 @@ impl ProgressDelta {
             | Event::JobStepStarted(_)
             | Event::JobStepSucceeded(_)
             | Event::JobStepRetried(_)
-            | Event::JobStepFailed(_) => zero,
+            | Event::JobStepFailed(_)
+            | Event::TokenCreated(_)
+            | Event::TokenRevoked(_) => zero,
         }
     }
 

@@ -98,7 +98,9 @@ impl TaskStatus {
             | Event::JobStepStarted(_)
             | Event::JobStepSucceeded(_)
             | Event::JobStepRetried(_)
-            | Event::JobStepFailed(_) => None,
+            | Event::JobStepFailed(_)
+            | Event::TokenCreated(_)
+            | Event::TokenRevoked(_) => None,
         }
     }
 }
@@ -425,7 +427,9 @@ pub fn evolve_task(mut state: TaskState, event: &Event) -> TaskState {
         | Event::JobStepStarted(_)
         | Event::JobStepSucceeded(_)
         | Event::JobStepRetried(_)
-        | Event::JobStepFailed(_) => {}
+        | Event::JobStepFailed(_)
+        | Event::TokenCreated(_)
+        | Event::TokenRevoked(_) => {}
     }
     state
 }
