@@ -85,7 +85,9 @@ fn is_loopback_name(name: &str) -> bool {
 /// The host of a `Host` value, without its port (`[::1]:8080` -> `[::1]`).
 fn host_name(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &host[..=h.len()]);
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..=h.len()]);
     }
     host.rsplit_once(':')
         .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
@@ -145,11 +147,7 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
             .map(|v| v.trim().to_ascii_lowercase());
         let graphql = matches!(
             media_type.as_deref(),
-            Some(
-                "application/json"
-                    | "application/graphql-response+json"
-                    | "application/graphql"
-            )
+            Some("application/json" | "application/graphql-response+json" | "application/graphql")
         );
         if !graphql {
             return refuse(
@@ -171,7 +169,10 @@ fn refuse(request: &Request, status: StatusCode, detail: String) -> Response {
 
 /// `router` behind the guard.
 pub fn apply(router: axum::Router, guard: Guard) -> axum::Router {
-    router.layer(axum::middleware::from_fn_with_state(Arc::new(guard), self::guard))
+    router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(guard),
+        self::guard,
+    ))
 }
 
 #[cfg(test)]
@@ -191,7 +192,11 @@ mod tests {
         ] {
             assert!(hosts.allows(ok), "{ok}");
         }
-        for bad in ["evil.example:8080", "10.0.0.1:8080", "localhost.evil.example"] {
+        for bad in [
+            "evil.example:8080",
+            "10.0.0.1:8080",
+            "localhost.evil.example",
+        ] {
             assert!(!hosts.allows(bad), "{bad}");
         }
         let listed = AllowedHosts::new(

@@ -14,11 +14,11 @@ use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql::parser::types::OperationType;
 use async_graphql::{Data, MergedObject, Schema};
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
-use axum::{Extension, Router};
 use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use shoal_api::auth::{Principal, Scope};
 use shoal_command_api::commands::CommandService;
 use shoal_command_api::graphql::{
@@ -135,7 +135,10 @@ async fn connection_init(
     let Some(auth) = auth else {
         return Ok(data);
     };
-    let principal = match (crate::auth::connection_init_authorization(&payload), upgraded) {
+    let principal = match (
+        crate::auth::connection_init_authorization(&payload),
+        upgraded,
+    ) {
         (Some(authorization), _) => auth.authenticate(Some(&authorization)).await,
         (None, Some(principal)) => Ok(principal),
         (None, None) => auth.authenticate(None).await,

@@ -431,7 +431,10 @@ pub fn internal_router(
     let allowed = AllowedOrigins::parse(&api.cors_allow_origin)?;
     let service = command_service(platform, api);
     let router = shoal_command_api::rest::task_router(service)
-        .route("/health", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "healthy"})) }))
+        .route(
+            "/health",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "healthy"})) }),
+        )
         .fallback(shoal_api::rest::not_found);
     Ok(crate::browser_guard::apply(
         router,

@@ -323,9 +323,8 @@ mod tests {
     use super::*;
     use crate::events::{
         JobCancelled, JobCompleted, JobExecutionStarted, JobFailed, JobRetryRequested, JobStep,
-        TokenCreated, TokenRevoked,
         TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRetryScheduled, TaskStarted,
-        TasksCreated,
+        TasksCreated, TokenCreated, TokenRevoked,
     };
     use crate::ids::TaskId;
     use chrono::TimeZone;

@@ -13,7 +13,9 @@ use uuid::Uuid;
 use crate::db::Database;
 use crate::dialect::{ColumnError, Dialect, QueryExt, col, on_pool};
 use crate::eventlog::sql::LogDialect;
-use crate::eventlog::{AppendBatch, ExpectedVersion, LogError, NewEvent, SqlEventLog, StreamAppend};
+use crate::eventlog::{
+    AppendBatch, ExpectedVersion, LogError, NewEvent, SqlEventLog, StreamAppend,
+};
 
 /// A token as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +66,6 @@ impl From<ColumnError> for TokenStoreError {
 }
 
 pub type TokenStoreResult<T> = Result<T, TokenStoreError>;
-
 
 const INSERT: &str = "
 INSERT INTO api_tokens (token_id, name, scopes, secret_sha256, created_at)
@@ -149,7 +150,10 @@ async fn create<D: LogDialect>(
         return Err(TokenStoreError::NameTaken(token.name.clone()));
     }
     let append = log
-        .append_in_tx(&mut *tx, &one_event(token.token_id, ExpectedVersion::NoStream, created))
+        .append_in_tx(
+            &mut *tx,
+            &one_event(token.token_id, ExpectedVersion::NoStream, created),
+        )
         .await;
     let append = match append {
         Ok(append) => append,
@@ -190,7 +194,10 @@ async fn revoke<D: LogDialect>(
         return Err(TokenStoreError::AlreadyRevoked(name.to_owned()));
     }
     let append = match log
-        .append_in_tx(&mut *tx, &one_event(token_id, ExpectedVersion::Exact(1), revoked(token_id)))
+        .append_in_tx(
+            &mut *tx,
+            &one_event(token_id, ExpectedVersion::Exact(1), revoked(token_id)),
+        )
         .await
     {
         Ok(append) => append,

@@ -91,11 +91,21 @@ fn root_fields<'a>(
         match &selection.node {
             Selection::Field(field) => out.push((field.node.name.node.as_str(), field.pos)),
             Selection::InlineFragment(fragment) => {
-                root_fields(document, &fragment.node.selection_set.node, out, nesting + 1);
+                root_fields(
+                    document,
+                    &fragment.node.selection_set.node,
+                    out,
+                    nesting + 1,
+                );
             }
             Selection::FragmentSpread(spread) => {
                 if let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node) {
-                    root_fields(document, &fragment.node.selection_set.node, out, nesting + 1);
+                    root_fields(
+                        document,
+                        &fragment.node.selection_set.node,
+                        out,
+                        nesting + 1,
+                    );
                 }
             }
         }

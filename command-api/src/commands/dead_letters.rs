@@ -214,8 +214,12 @@ impl CommandService {
                         now,
                     },
                 )?;
-                self.append_to_job(&job, encode_all(&job_events, COMMAND, self.actor()), streams)
-                    .await
+                self.append_to_job(
+                    &job,
+                    encode_all(&job_events, COMMAND, self.actor()),
+                    streams,
+                )
+                .await
             } else {
                 self.log
                     .append(AppendBatch {

@@ -132,7 +132,11 @@ impl CommandService {
                 },
             )?;
             match self
-                .append_to_job(&job, encode_all(&events, "cancel_job", self.actor()), Vec::new())
+                .append_to_job(
+                    &job,
+                    encode_all(&events, "cancel_job", self.actor()),
+                    Vec::new(),
+                )
                 .await
             {
                 Ok(()) => {

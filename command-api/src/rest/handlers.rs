@@ -1,7 +1,7 @@
 //! The write handlers: `POST /api/v1/jobs` and the task transitions of external workers.
 
-use axum::body::Bytes;
 use axum::Extension;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
