@@ -124,7 +124,7 @@ async fn execute(
 }
 
 /// `connection_init` of a GraphQL WebSocket: with tokens required, the payload's token (or the
-/// upgrade's) must be valid, else the server closes the connection (4403 Forbidden); its
+/// upgrade's) must be valid, else the server closes the connection (1002, with the reason); its
 /// principal is then the data of every operation on the connection.
 async fn connection_init(
     auth: Option<Arc<Authenticator>>,

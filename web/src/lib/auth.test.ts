@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { authFetch, createAuthStore, type TokenStorage } from './auth';
+import { authFetch, createAuthStore, refusedToken, type TokenStorage } from './auth';
 
 function memoryStorage(): TokenStorage & { items: Map<string, string> } {
   const items = new Map<string, string>();
@@ -55,5 +55,15 @@ describe('auth store', () => {
     const base = vi.fn(async () => new Response('{}', { status: 200 }));
     await authFetch(store, base as unknown as typeof fetch)('/graphql');
     expect(store.state()).toEqual({ required: false, hasToken: false });
+  });
+});
+
+describe('refused socket', () => {
+  it('is told apart from other closes', () => {
+    expect(refusedToken({ code: 4403 })).toBe(true);
+    expect(refusedToken({ code: 1002, reason: 'the bearer token "x" has been revoked' })).toBe(true);
+    expect(refusedToken({ code: 1002, reason: 'invalid message' })).toBe(false);
+    expect(refusedToken({ code: 1006 })).toBe(false);
+    expect(refusedToken(undefined)).toBe(false);
   });
 });

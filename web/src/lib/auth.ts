@@ -77,8 +77,15 @@ function sessionStorageOrNull(): TokenStorage | null {
 
 export const auth = createAuthStore(sessionStorageOrNull());
 
-/** The socket close code of a refused `connection_init` (graphql-transport-ws: Forbidden). */
-export const WS_FORBIDDEN = 4403;
+/**
+ * Whether the subscription socket closed because its token was refused: 4403 (Forbidden, the
+ * graphql-transport-ws code), or 1002 with a reason about the token (how Shoal's server closes a
+ * refused `connection_init`).
+ */
+export function refusedToken(event: { code?: number; reason?: string } | undefined): boolean {
+  if (!event) return false;
+  return event.code === 4403 || (event.code === 1002 && /token/i.test(event.reason ?? ''));
+}
 
 /** `fetch` that sends the token and reports a 401 to the store. */
 export function authFetch(store: ReturnType<typeof createAuthStore>, base: typeof fetch = fetch): typeof fetch {

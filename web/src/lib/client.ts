@@ -1,7 +1,7 @@
 import { Client, cacheExchange, fetchExchange, subscriptionExchange } from 'urql';
 import { createClient as createWsClient } from 'graphql-ws';
 import { connection } from './connection';
-import { auth, authFetch, WS_FORBIDDEN } from './auth';
+import { auth, authFetch, refusedToken } from './auth';
 
 /**
  * The subscriptions' WebSocket (graphql-transport-ws): shoal serves it on `/graphql`, next to the
@@ -33,7 +33,7 @@ export const wsClient = createWsClient({
     connected: () => connection.set('live'),
     closed: (event) => {
       // A refused token: ask for another (the socket keeps retrying with whatever is entered).
-      if ((event as CloseEvent | undefined)?.code === WS_FORBIDDEN) auth.refused();
+      if (refusedToken(event as CloseEvent | undefined)) auth.refused();
       connection.set('reconnecting');
     },
     error: () => connection.set('reconnecting'),
