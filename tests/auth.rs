@@ -237,7 +237,7 @@ async fn tokens_scopes_revocation_and_actors(url: &str) {
     let job = JobId::parse(
         body["data"]["submitJob"]["id"]
             .as_str()
-            .expect(&body.to_string()),
+            .unwrap_or_else(|| panic!("{body}")),
     )
     .unwrap();
     let answer = rest(
