@@ -108,7 +108,7 @@ async function main() {
   log('the dashboard asks for a token');
 
   // --- 2. With the token: jobs, live socket, a submission with the token's name as actor.
-  await page.getByLabel('API token').fill(token);
+  await page.getByRole('textbox', { name: 'API token' }).fill(token);
   await page.getByRole('button', { name: 'Use this token' }).click();
   await page.waitForLoadState('load');
   await waitFor('the live socket', async () => (await page.getByTestId('connection').getAttribute('data-state')) === 'live', 30_000);
