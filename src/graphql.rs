@@ -15,13 +15,15 @@
 use std::sync::Arc;
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
-use async_graphql::{MergedObject, Schema};
+use async_graphql::parser::types::OperationType;
+use async_graphql::{Data, MergedObject, Schema};
 use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse};
-use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
+use shoal_api::auth::{Principal, Scope};
 use shoal_command_api::commands::CommandService;
 use shoal_command_api::graphql::{
     DeadLettersQuery, DepthLimit, MAX_DEPTH, MAX_INTROSPECTION_DEPTH, MutationRoot,
@@ -31,6 +33,7 @@ use shoal_infra::eventlog::EventLog;
 use shoal_infra::readmodel::ReadModelStore;
 use shoal_query_api::graphql::{LiveConfig, QueryRoot, ReadContext, SubscriptionRoot};
 
+use crate::auth::Authenticator;
 use crate::http_limits::{HttpLimits, graphql_refusal};
 use crate::ws::Connections;
 
@@ -54,8 +57,23 @@ fn builder() -> async_graphql::SchemaBuilder<Query, MutationRoot, SubscriptionRo
             introspection: MAX_INTROSPECTION_DEPTH,
         })
         .extension(shoal_api::graphql::IntRange)
+        .extension(shoal_api::graphql::ScopeCheck(scope_of))
         .limit_complexity(MAX_COMPLEXITY)
         .extension(shoal_query_api::metrics::GraphqlMetrics)
+}
+
+/// The scope each root field needs from a token (see docs/auth.md): queries and
+/// subscriptions `read`; `submitJob` `submit`; cancel, retry and redrive `operate`; any other
+/// mutation `admin`.
+pub fn scope_of(kind: OperationType, field: &str) -> Scope {
+    match (kind, field) {
+        (OperationType::Mutation, "submitJob") => Scope::Submit,
+        (OperationType::Mutation, "cancelJob" | "retryFailedTasks" | "redriveDeadLetters") => {
+            Scope::Operate
+        }
+        (OperationType::Mutation, _) => Scope::Admin,
+        (OperationType::Query | OperationType::Subscription, _) => Scope::Read,
+    }
 }
 
 /// The schema with what its resolvers read.
@@ -77,15 +95,22 @@ pub fn sdl() -> String {
     builder().finish().sdl()
 }
 
-/// `/graphql` with the default limits: see the module docs.
+/// `/graphql` with the default limits and no tokens: see the module docs.
 pub fn router(schema: ApiSchema) -> Router {
-    router_with(schema, &HttpLimits::default())
+    router_with(schema, &HttpLimits::default(), None)
 }
 
-/// `/graphql` with `limits`.
-pub fn router_with(schema: ApiSchema, limits: &HttpLimits) -> Router {
+/// `/graphql` with `limits`. With `auth` (tokens required), a WebSocket must present a valid
+/// token in `connection_init` (or its upgrade's `Authorization`), and every operation is
+/// checked against its token's scopes.
+pub fn router_with(
+    schema: ApiSchema,
+    limits: &HttpLimits,
+    auth: Option<Arc<Authenticator>>,
+) -> Router {
     let state = Endpoint {
         schema,
+        auth,
         max_batch: limits.max_batch,
         connections: Connections::new(limits.ws.clone()),
     };
@@ -101,12 +126,17 @@ pub fn router_with(schema: ApiSchema, limits: &HttpLimits) -> Router {
 #[derive(Clone)]
 struct Endpoint {
     schema: ApiSchema,
+    auth: Option<Arc<Authenticator>>,
     max_batch: usize,
     connections: Connections,
 }
 
-async fn execute(State(endpoint): State<Endpoint>, request: GraphQLBatchRequest) -> Response {
-    let request = request.into_inner();
+async fn execute(
+    State(endpoint): State<Endpoint>,
+    principal: Option<Extension<Principal>>,
+    request: GraphQLBatchRequest,
+) -> Response {
+    let mut request = request.into_inner();
     if let async_graphql::BatchRequest::Batch(many) = &request
         && many.len() > endpoint.max_batch
     {
@@ -121,6 +151,9 @@ async fn execute(State(endpoint): State<Endpoint>, request: GraphQLBatchRequest)
             ),
         );
     }
+    if let Some(Extension(principal)) = principal {
+        request = request.data(principal);
+    }
     let mut response = endpoint.schema.execute_batch(request).await;
     match &mut response {
         async_graphql::BatchResponse::Single(one) => tag_request_errors(&mut one.errors),
@@ -133,8 +166,41 @@ async fn execute(State(endpoint): State<Endpoint>, request: GraphQLBatchRequest)
     GraphQLResponse::from(response).into_response()
 }
 
+/// `connection_init` of a GraphQL WebSocket: with tokens required, the payload's token (or the
+/// upgrade's) must be valid, else the server closes the connection (1002, with the reason); its
+/// principal is then the data of every operation on the connection.
+async fn connection_init(
+    auth: Option<Arc<Authenticator>>,
+    upgraded: Option<Principal>,
+    payload: serde_json::Value,
+) -> async_graphql::Result<Data> {
+    let mut data = Data::default();
+    let Some(auth) = auth else {
+        return Ok(data);
+    };
+    let principal = match (
+        crate::auth::connection_init_authorization(&payload),
+        upgraded,
+    ) {
+        (Some(authorization), _) => auth.authenticate(Some(&authorization)).await,
+        (None, Some(principal)) => Ok(principal),
+        (None, None) => auth.authenticate(None).await,
+    };
+    match principal {
+        Ok(principal) => {
+            data.insert(principal);
+            Ok(data)
+        }
+        Err(error) => {
+            tracing::info!(%error, "GraphQL WebSocket refused at connection_init");
+            Err(async_graphql::Error::new(error.to_string()))
+        }
+    }
+}
+
 async fn graphiql_or_websocket(
     State(endpoint): State<Endpoint>,
+    principal: Option<Extension<Principal>>,
     protocol: Result<GraphQLProtocol, axum::http::StatusCode>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -154,12 +220,16 @@ async fn graphiql_or_websocket(
             };
             let limits = connections.limits.clone();
             let schema = endpoint.schema;
+            let auth = endpoint.auth;
+            let upgraded = principal.map(|Extension(p)| p);
             upgrade
                 .protocols(ALL_WEBSOCKET_PROTOCOLS)
                 .max_message_size(limits.max_message_bytes)
                 .max_frame_size(limits.max_message_bytes)
                 .on_upgrade(move |socket| {
-                    crate::ws::serve(socket, schema, protocol, limits, permit)
+                    crate::ws::serve(socket, schema, protocol, limits, permit, move |payload| {
+                        connection_init(auth, upgraded, payload)
+                    })
                 })
                 .into_response()
         }

@@ -4,6 +4,8 @@
 //! that a benchmark measures exactly what `shoal dev` runs. No logic of its own lives here.
 
 pub mod admin;
+pub mod auth;
+pub mod browser_guard;
 pub mod cors;
 pub mod graphql;
 pub mod http_limits;

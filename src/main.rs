@@ -4,6 +4,7 @@
 mod projector_cmd;
 mod queue_cmd;
 mod sfn_cmd;
+mod token_cmd;
 mod web;
 
 use std::net::SocketAddr;
@@ -53,6 +54,9 @@ enum Command {
     /// AWS SQS queues (see docs/sqs.md).
     #[command(subcommand)]
     Sqs(queue_cmd::SqsCmd),
+    /// API tokens: create, list, revoke (see docs/auth.md).
+    #[command(subcommand)]
+    Token(token_cmd::TokenCmd),
     /// List or redrive the task queue's dead letters.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(queue_cmd::DeadLettersCmd),
@@ -142,6 +146,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Migrate(db) => migrate(&db).await,
         Command::Sqs(cmd) => queue_cmd::sqs(cmd).await,
+        Command::Token(cmd) => token_cmd::run(cmd).await,
         Command::DeadLetters(cmd) => queue_cmd::dead_letters(cmd).await,
         Command::Sfn(cmd) => sfn_cmd::run(cmd).await,
         Command::Dev(args) => dev(args).await,
@@ -193,10 +198,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             )));
         tokio::spawn(worker.run(shutdown.clone().wait()))
     });
-    let router = web::with_dashboard(
-        roles::api_router(&platform, &args.api, &projector)?.merge(admin.router()),
-        args.api.web_dir.clone(),
-    );
+    let web_dir = args.api.web_dir.clone();
+    let router = roles::api_router(&platform, &args.api, &projector, args.listen, |api| {
+        web::with_dashboard(api.merge(admin.router()), web_dir)
+    })?;
+    let internal = internal_listener(&platform, &args.api, &shutdown)?;
     let serving = tokio::spawn(roles::serve(args.listen, router, shutdown.clone()));
 
     let url = format!("http://{}/graphql", args.listen);
@@ -210,7 +216,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
          then follow it with  query {{ job(id: \"<id>\") {{ status totalTasks tasksCreated }} }}\n\
          (or from a shell: curl -s {url} -H 'content-type: application/json' \\\n   \
          -d '{{\"query\":\"mutation {{ submitJob(input: {{jobType: \\\"noop\\\", totalTasks: 1000}}) {{ id status }} }}\"}}')\n\n\
+         Auth: {auth}.\n\
          Ctrl-C stops; a restart resumes unfinished jobs.\n",
+        auth = args.api.auth.describe(),
         listen = args.listen,
         db = redact(&args.db.database_url),
         queue = args.queue.queue,
@@ -222,6 +230,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
 
     let served = serving.await?;
+    if let Some(internal) = internal {
+        internal.await??;
+    }
     let orchestrated = orchestrating.await?;
     let projected = projecting.await?;
     if let Some(working) = working {
@@ -304,14 +315,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .source(Arc::new(shoal_projector::metrics::LagSource(
             projector.clone(),
         )));
-    let router = web::with_dashboard(
-        roles::api_router(&platform, &args.api, &projector)?.merge(admin.router()),
-        args.api.web_dir.clone(),
-    );
+    let web_dir = args.api.web_dir.clone();
+    let router = roles::api_router(&platform, &args.api, &projector, args.listen, |api| {
+        web::with_dashboard(api.merge(admin.router()), web_dir)
+    })?;
+    eprintln!("auth: {}", args.api.auth.describe());
+    let internal = internal_listener(&platform, &args.api, &shutdown)?;
     roles::serve(args.listen, router, shutdown).await?;
+    if let Some(internal) = internal {
+        internal.await??;
+    }
     projecting.await??;
     platform.database.close().await;
     Ok(())
+}
+
+/// The `--internal-listen` listener, when asked for: the REST task transitions without tokens.
+fn internal_listener(
+    platform: &Platform,
+    api: &ApiArgs,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let Some(listen) = api.internal_listen else {
+        return Ok(None);
+    };
+    let router = roles::internal_router(platform, api, listen)?;
+    eprintln!(
+        "internal listener (REST task transitions, no tokens) at http://{listen}/api/v1/tasks/..."
+    );
+    Ok(Some(tokio::spawn(roles::serve(
+        listen,
+        router,
+        shutdown.clone(),
+    ))))
 }
 
 async fn migrate(db: &DatabaseArgs) -> anyhow::Result<()> {

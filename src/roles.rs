@@ -17,6 +17,7 @@ use shoal_infra::eventlog::EventLog;
 use shoal_infra::queue::{SqlQueue, SqsQueue, TaskQueue};
 use shoal_infra::readmodel::ReadModelStore;
 use shoal_infra::telemetry::InstrumentedLog;
+use shoal_infra::tokens::TokenStore;
 use shoal_worker::{ExecHandlerConfig, Handlers, HttpHandlerConfig, Worker, WorkerConfig};
 use tokio::sync::watch;
 
@@ -396,6 +397,25 @@ pub struct ApiArgs {
     /// The dashboard's build (`npm --prefix web run build`), served at `/` to browsers.
     #[arg(long, env = "SHOAL_WEB_DIR", default_value = "web/dist")]
     pub web_dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
+    /// A host name this server answers to in `Host`, besides its listen address (and, on
+    /// loopback, `localhost`): e.g. the name of its Service or ingress. Repeat for more (the
+    /// environment variable takes them comma-separated); `*` accepts any (behind a proxy that
+    /// checks `Host` itself). Other names get 421: a DNS-rebinding page cannot reach Shoal.
+    #[arg(
+        long = "allowed-host",
+        value_name = "HOST",
+        env = "SHOAL_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_host: Vec<String>,
+    /// A second listener that serves only the REST task transitions
+    /// (`POST /api/v1/tasks/{id}/running|complete|failed`) and `/health`, without tokens: for
+    /// the old system's workers, which send none, behind a cluster-internal Service and a
+    /// NetworkPolicy. Never expose it.
+    #[arg(long, env = "SHOAL_INTERNAL_LISTEN", value_name = "ADDR")]
+    pub internal_listen: Option<SocketAddr>,
 }
 
 impl ApiArgs {
@@ -435,19 +455,20 @@ impl ApiArgs {
 }
 
 /// The HTTP APIs on one router: GraphQL (with GraphiQL) at `/graphql`, and the original's REST
-/// API (`/`, `/health`, `/api/v1/...`, `/openapi.json`, `/docs`), with CORS as configured.
-/// GraphQL subscriptions are fed by `projector`'s commits.
+/// API (`/`, `/health`, `/api/v1/...`, `/openapi.json`, `/docs`), with CORS as configured,
+/// tokens as `--auth` says, and the browser rules of `crate::browser_guard` for a server on
+/// `listen`. GraphQL subscriptions are fed by `projector`'s commits. `extra` (the dashboard,
+/// the admin routes) is served behind the same checks.
 pub fn api_router(
     platform: &Platform,
     api: &ApiArgs,
     projector: &shoal_projector::Projector,
+    listen: SocketAddr,
+    extra: impl FnOnce(axum::Router) -> axum::Router,
 ) -> anyhow::Result<axum::Router> {
+    api.auth.check(listen)?;
     let allowed = AllowedOrigins::parse(&api.cors_allow_origin)?;
-    let service = CommandService::new(
-        InstrumentedLog::wrap(platform.log.clone(), "command"),
-        api.limits_for(platform),
-    )
-    .with_queue(platform.queue.clone());
+    let service = command_service(platform, api);
     let rest = crate::rest::router(
         service.clone(),
         ReadModelStore::new(platform.database.clone()),
@@ -455,6 +476,11 @@ pub fn api_router(
             max_tasks_per_response: api.rest_max_tasks,
         },
     );
+    let authenticator = (api.auth.auth == crate::auth::AuthMode::Tokens).then(|| {
+        Arc::new(crate::auth::Authenticator::new(TokenStore::new(
+            platform.database.clone(),
+        )))
+    });
     let schema = crate::graphql::schema(
         service,
         ReadModelStore::new(platform.database.clone()),
@@ -465,16 +491,58 @@ pub fn api_router(
         ),
     );
     let limits = api.http_limits();
-    let router = crate::graphql::router_with(schema, &limits)
-        .merge(rest)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            limits.max_request_bytes,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            limits.request_timeout,
-            crate::http_limits::time_limit,
-        ));
+    let mut router =
+        extra(crate::graphql::router_with(schema, &limits, authenticator.clone()).merge(rest))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                limits.max_request_bytes,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                limits.request_timeout,
+                crate::http_limits::time_limit,
+            ));
+    if let Some(authenticator) = authenticator {
+        router = crate::auth::apply(router, authenticator);
+    }
+    let router = crate::browser_guard::apply(
+        router,
+        crate::browser_guard::Guard {
+            hosts: crate::browser_guard::AllowedHosts::new(listen, &api.allowed_host),
+            origins: allowed.clone(),
+        },
+    );
     Ok(crate::cors::apply(router, allowed))
+}
+
+/// The router of `--internal-listen`: the REST task transitions and `/health` only, without
+/// tokens (the old system's workers send none), behind the browser rules.
+pub fn internal_router(
+    platform: &Platform,
+    api: &ApiArgs,
+    listen: SocketAddr,
+) -> anyhow::Result<axum::Router> {
+    let allowed = AllowedOrigins::parse(&api.cors_allow_origin)?;
+    let service = command_service(platform, api);
+    let router = shoal_command_api::rest::task_router(service)
+        .route(
+            "/health",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "healthy"})) }),
+        )
+        .fallback(shoal_api::rest::not_found);
+    Ok(crate::browser_guard::apply(
+        router,
+        crate::browser_guard::Guard {
+            hosts: crate::browser_guard::AllowedHosts::new(listen, &api.allowed_host),
+            origins: allowed,
+        },
+    ))
+}
+
+fn command_service(platform: &Platform, api: &ApiArgs) -> CommandService {
+    CommandService::new(
+        InstrumentedLog::wrap(platform.log.clone(), "command"),
+        api.limits_for(platform),
+    )
+    .with_queue(platform.queue.clone())
 }
 
 pub async fn serve(

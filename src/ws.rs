@@ -80,13 +80,17 @@ impl Connections {
 
 /// Serves GraphQL on an upgraded socket within the limits; `_permit` is the connection's place,
 /// held until it ends.
-pub async fn serve(
+pub async fn serve<F, R>(
     socket: WebSocket,
     schema: ApiSchema,
     protocol: GraphQLProtocol,
     limits: WsLimits,
     _permit: OwnedSemaphorePermit,
-) {
+    on_init: F,
+) where
+    F: FnOnce(serde_json::Value) -> R + Send + 'static,
+    R: std::future::Future<Output = async_graphql::Result<Data>> + Send + 'static,
+{
     let (sink, input) = socket.split();
     let (outgoing, queued) = mpsc::channel::<Message>(OUTGOING_BUFFER);
     let (init_tx, init_rx) = tokio::sync::oneshot::channel::<()>();
@@ -121,6 +125,7 @@ pub async fn serve(
     };
     let graphql = GraphQLWebSocket::new_with_pair(outgoing, input, schema, protocol)
         .with_data(data)
+        .on_connection_init(on_init)
         .serve();
     let forward = forward(queued, sink, &limits, init_rx, close_rx);
     tokio::pin!(graphql, forward);

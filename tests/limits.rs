@@ -44,9 +44,10 @@ impl Server {
         argv.extend_from_slice(flags);
         let api = Cli::parse_from(argv).api;
         let projector = roles::projector(&platform);
-        let router = roles::api_router(&platform, &api, &projector).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let address = listener.local_addr().unwrap();
+        let router = roles::api_router(&platform, &api, &projector, address, |api| api).unwrap();
+        let base = format!("http://{address}");
         let serving = tokio::spawn(async move {
             axum::serve(listener, router).await.unwrap();
         });

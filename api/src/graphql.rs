@@ -8,8 +8,10 @@
 use async_graphql::Enum;
 
 mod int_range;
+mod scopes;
 
 pub use int_range::IntRange;
+pub use scopes::{FORBIDDEN, ScopeCheck, ScopeOf};
 
 /// Code of errors about a request's shape: a malformed id or cursor, or a request the GraphQL
 /// layer refused (syntax, unknown field, wrong type, depth or complexity over the limit).

@@ -10,11 +10,13 @@
 //! - [`snapshot`]: a job or task as its own event stream tells it ([`snapshot::JobSnapshot`],
 //!   [`snapshot::TaskSnapshot`]): what commands return, and what the reads answer for a write
 //!   the projector has not reached yet ([`snapshot::StreamSnapshots`]).
+//! - [`auth`]: API tokens and their scopes, the caller ([`auth::Principal`]).
 //! - [`error`]: how an error is logged at an API's edge, with its whole chain of causes.
 //!
 //! It holds types and conventions only: no handler, no storage, no role's logic. It must never
 //! depend on a role crate (command-api, query-api, projector, worker).
 
+pub mod auth;
 pub mod error;
 pub mod graphql;
 pub mod rest;

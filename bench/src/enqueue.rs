@@ -154,6 +154,7 @@ async fn one_round(args: &EnqueueArgs) -> anyhow::Result<Round> {
             max_attempts: None,
             timeout_seconds: None,
             idempotency_key: None,
+            fallback_handler: None,
         })
         .await?;
     let accepted = started.elapsed();

@@ -58,6 +58,8 @@ pub struct CommandService {
     chunk_size: usize,
     /// The task queue, for the dead-letter commands (see [`CommandService::with_queue`]).
     queue: Option<Arc<dyn TaskQueue>>,
+    /// Who issues the commands (see [`CommandService::acting_as`]).
+    actor: Option<Arc<str>>,
 }
 
 impl CommandService {
@@ -68,7 +70,23 @@ impl CommandService {
             limits,
             chunk_size: DEFAULT_CHUNK_SIZE,
             queue: None,
+            actor: None,
         }
+    }
+
+    /// The same service issuing its commands as `actor` (an API token's name), recorded as
+    /// `"actor"` in the metadata of every event they append; `None` records none (an API
+    /// without tokens).
+    pub fn acting_as(&self, actor: Option<&str>) -> Self {
+        Self {
+            actor: actor.map(Arc::from),
+            ..self.clone()
+        }
+    }
+
+    /// Who issues the commands, if known.
+    pub fn actor(&self) -> Option<&str> {
+        self.actor.as_deref()
     }
 
     /// Gives the service the task queue, which the dead-letter commands

@@ -29,6 +29,7 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use shoal_api::auth::Principal;
 use shoal_api::error::Chain;
 use shoal_api::graphql::JobStatus;
 use shoal_domain::JobId;
@@ -390,11 +391,14 @@ impl DeadLettersQuery {
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-fn service<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a CommandService> {
-    ctx.data::<CommandService>().map_err(|_| {
+/// The command service, issuing commands as the request's token (its name is the actor).
+fn service(ctx: &Context<'_>) -> async_graphql::Result<CommandService> {
+    let service = ctx.data::<CommandService>().map_err(|_| {
         tracing::error!("the GraphQL schema has no CommandService in its context data");
         internal_error()
-    })
+    })?;
+    let actor = ctx.data_opt::<Principal>().map(|p| p.name.as_str());
+    Ok(service.acting_as(actor))
 }
 
 fn parse_job_id(id: &ID, field: &'static str) -> async_graphql::Result<JobId> {

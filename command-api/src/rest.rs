@@ -38,6 +38,16 @@ pub fn router(service: CommandService) -> Router {
         .with_state(service)
 }
 
+/// The task transitions only (`POST /api/v1/tasks/{id}/running|complete|failed`): what the
+/// old system's external workers call, for a listener that serves nothing else.
+pub fn task_router(service: CommandService) -> Router {
+    Router::new()
+        .route("/api/v1/tasks/{task_id}/running", post(task_running))
+        .route("/api/v1/tasks/{task_id}/complete", post(task_complete))
+        .route("/api/v1/tasks/{task_id}/failed", post(task_failed))
+        .with_state(service)
+}
+
 /// The OpenAPI description of the write endpoints (the binary merges it with the reads').
 #[derive(Debug, OpenApi)]
 #[openapi(

@@ -585,7 +585,7 @@ async fn effects(h: &Harness, job_id: JobId) -> (Vec<String>, BTreeMap<u32, Vec<
     let mut job = Vec::new();
     let mut tasks: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for (record, event) in h.all_events().await {
-        if event.job_id() != job_id || event.is_driver_bookkeeping() {
+        if event.job_id() != Some(job_id) || event.is_driver_bookkeeping() {
             continue;
         }
         let described = match &event {

@@ -64,7 +64,7 @@ pub enum DecodeError {
 }
 
 /// Every event type name, as stored.
-pub const EVENT_TYPES: [&str; 18] = [
+pub const EVENT_TYPES: [&str; 20] = [
     "JobSubmitted",
     "TasksCreated",
     "JobCompleted",
@@ -83,6 +83,8 @@ pub const EVENT_TYPES: [&str; 18] = [
     "JobStepRetried",
     "JobStepFailed",
     "TaskRequeued",
+    "TokenCreated",
+    "TokenRevoked",
 ];
 
 /// The schema version written for `JobSubmitted`. v1 is the original system's shape.
@@ -119,6 +121,8 @@ impl Event {
             Self::JobStepRetried(_) => "JobStepRetried",
             Self::JobStepFailed(_) => "JobStepFailed",
             Self::TaskRequeued(_) => "TaskRequeued",
+            Self::TokenCreated(_) => "TokenCreated",
+            Self::TokenRevoked(_) => "TokenRevoked",
         }
     }
 
@@ -151,6 +155,8 @@ impl Event {
             | Self::JobStepRetried(e)
             | Self::JobStepFailed(e) => to_value(e),
             Self::TaskRequeued(e) => to_value(e),
+            Self::TokenCreated(e) => to_value(e),
+            Self::TokenRevoked(e) => to_value(e),
         }
     }
 
@@ -175,6 +181,8 @@ impl Event {
             | Self::JobStepRetried(e)
             | Self::JobStepFailed(e) => to_raw(e),
             Self::TaskRequeued(e) => to_raw(e),
+            Self::TokenCreated(e) => to_raw(e),
+            Self::TokenRevoked(e) => to_raw(e),
         }
     }
 
@@ -233,6 +241,8 @@ impl Event {
             "JobStepRetried" => Event::JobStepRetried(payload.parse()?),
             "JobStepFailed" => Event::JobStepFailed(payload.parse()?),
             "TaskRequeued" => Event::TaskRequeued(payload.parse()?),
+            "TokenCreated" => Event::TokenCreated(payload.parse()?),
+            "TokenRevoked" => Event::TokenRevoked(payload.parse()?),
             _ => Event::TaskDeadLettered(payload.parse()?),
         })
     }
@@ -321,7 +331,7 @@ mod tests {
     use crate::events::{
         JobCancelled, JobCompleted, JobExecutionStarted, JobFailed, JobRetryRequested, JobStep,
         TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRequeued,
-        TaskRetryScheduled, TaskStarted, TasksCreated,
+        TaskRetryScheduled, TaskStarted, TasksCreated, TokenCreated, TokenRevoked,
     };
     use crate::ids::TaskId;
     use chrono::TimeZone;
@@ -460,6 +470,19 @@ mod tests {
                 at,
             }
             .into(),
+            TokenCreated {
+                token_id: uuid::Uuid::from_u128(7),
+                name: "ci".into(),
+                scopes: vec!["read".into(), "submit".into()],
+                at,
+            }
+            .into(),
+            TokenRevoked {
+                token_id: uuid::Uuid::from_u128(7),
+                name: "ci".into(),
+                at,
+            }
+            .into(),
         ]
     }
 
@@ -503,9 +526,10 @@ mod tests {
     #[test]
     fn stream_ids_follow_the_event_kind() {
         for event in one_of_each() {
-            let expected = match event.task_id() {
-                Some(task) => format!("task-{task}"),
-                None => format!("job-{}", event.job_id()),
+            let expected = match (event.task_id(), event.job_id()) {
+                (Some(task), _) => format!("task-{task}"),
+                (None, Some(job)) => format!("job-{job}"),
+                (None, None) => "token-00000000-0000-0000-0000-000000000007".to_owned(),
             };
             assert_eq!(event.stream_id(), expected);
         }

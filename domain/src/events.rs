@@ -9,6 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use crate::ids::{JobId, StreamRef, TaskId};
 use crate::split::Split;
@@ -277,6 +278,32 @@ pub struct JobStep {
     pub at: DateTime<Utc>,
 }
 
+/// An API token was created (`shoal token create`). First event of the stream
+/// `token-<token_id>`. The secret itself is never in the log: only the server's table keeps its
+/// hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    /// The token.
+    pub token_id: Uuid,
+    /// Its name: the actor recorded on every command it issues.
+    pub name: String,
+    /// What it may do (`read`, `submit`, `operate`, `worker`, `admin`).
+    pub scopes: Vec<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// An API token was revoked (`shoal token revoke`): it is refused from then on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    /// The token.
+    pub token_id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// Every event of the log. The variant name is the stored event type (see
 /// [`Event::event_type`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -318,12 +345,17 @@ pub enum Event {
     JobStepFailed(JobStep),
     /// See [`TaskRequeued`].
     TaskRequeued(TaskRequeued),
+    /// See [`TokenCreated`].
+    TokenCreated(TokenCreated),
+    /// See [`TokenRevoked`].
+    TokenRevoked(TokenRevoked),
 }
 
 impl Event {
-    /// The job this event belongs to.
-    pub fn job_id(&self) -> JobId {
-        match self {
+    /// The job this event belongs to; `None` for the events that are about no job (API
+    /// tokens).
+    pub fn job_id(&self) -> Option<JobId> {
+        Some(match self {
             Self::JobSubmitted(e) => e.job_id,
             Self::TasksCreated(e) => e.job_id,
             Self::JobCompleted(e) => e.job_id,
@@ -342,7 +374,8 @@ impl Event {
             | Self::JobStepSucceeded(e)
             | Self::JobStepRetried(e)
             | Self::JobStepFailed(e) => e.job_id,
-        }
+            Self::TokenCreated(_) | Self::TokenRevoked(_) => return None,
+        })
     }
 
     /// The task and its index, for task events; `None` for job events.
@@ -358,7 +391,9 @@ impl Event {
             | Self::JobStepStarted(_)
             | Self::JobStepSucceeded(_)
             | Self::JobStepRetried(_)
-            | Self::JobStepFailed(_) => None,
+            | Self::JobStepFailed(_)
+            | Self::TokenCreated(_)
+            | Self::TokenRevoked(_) => None,
             Self::TaskEnqueued(e) => Some((e.task_id, e.index)),
             Self::TaskStarted(e) => Some((e.task_id, e.index)),
             Self::TaskCompleted(e) => Some((e.task_id, e.index)),
@@ -376,9 +411,27 @@ impl Event {
 
     /// The stream the event is appended to.
     pub fn stream(&self) -> StreamRef {
-        match self.task_id() {
-            Some(task_id) => StreamRef::Task(task_id),
-            None => StreamRef::Job(self.job_id()),
+        match self {
+            Self::TaskEnqueued(e) => StreamRef::Task(e.task_id),
+            Self::TaskStarted(e) => StreamRef::Task(e.task_id),
+            Self::TaskCompleted(e) => StreamRef::Task(e.task_id),
+            Self::TaskFailed(e) => StreamRef::Task(e.task_id),
+            Self::TaskRetryScheduled(e) => StreamRef::Task(e.task_id),
+            Self::TaskDeadLettered(e) => StreamRef::Task(e.task_id),
+            Self::TaskRequeued(e) => StreamRef::Task(e.task_id),
+            Self::JobSubmitted(e) => StreamRef::Job(e.job_id),
+            Self::TasksCreated(e) => StreamRef::Job(e.job_id),
+            Self::JobCompleted(e) => StreamRef::Job(e.job_id),
+            Self::JobFailed(e) => StreamRef::Job(e.job_id),
+            Self::JobCancelled(e) => StreamRef::Job(e.job_id),
+            Self::JobRetryRequested(e) => StreamRef::Job(e.job_id),
+            Self::JobExecutionStarted(e) => StreamRef::Job(e.job_id),
+            Self::JobStepStarted(e)
+            | Self::JobStepSucceeded(e)
+            | Self::JobStepRetried(e)
+            | Self::JobStepFailed(e) => StreamRef::Job(e.job_id),
+            Self::TokenCreated(e) => StreamRef::Token(e.token_id),
+            Self::TokenRevoked(e) => StreamRef::Token(e.token_id),
         }
     }
 
@@ -409,6 +462,8 @@ impl Event {
             | Self::JobStepSucceeded(e)
             | Self::JobStepRetried(e)
             | Self::JobStepFailed(e) => e.at,
+            Self::TokenCreated(e) => e.at,
+            Self::TokenRevoked(e) => e.at,
         }
     }
 }
@@ -438,6 +493,8 @@ impl_from_payload!(
     TaskDeadLettered,
     JobExecutionStarted,
     TaskRequeued,
+    TokenCreated,
+    TokenRevoked,
 );
 
 impl Event {

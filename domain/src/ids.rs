@@ -14,6 +14,8 @@ use uuid::Uuid;
 pub const JOB_STREAM_PREFIX: &str = "job-";
 /// Prefix of a task's stream id: `task-<uuid>`.
 pub const TASK_STREAM_PREFIX: &str = "task-";
+/// Prefix of an API token's stream: `token-<uuid>`.
+pub const TOKEN_STREAM_PREFIX: &str = "token-";
 /// What joins a job id and a task index in the original system's task ids:
 /// `<job id>-task-<index>`.
 pub const LEGACY_TASK_ID_INFIX: &str = "-task-";
@@ -198,6 +200,8 @@ pub enum StreamRef {
     Job(JobId),
     /// `task-<uuid>`: the events of one task.
     Task(TaskId),
+    /// `token-<uuid>`: the events of one API token.
+    Token(Uuid),
 }
 
 impl StreamRef {
@@ -207,6 +211,8 @@ impl StreamRef {
             JobId::parse(rest).map(Self::Job)
         } else if let Some(rest) = stream_id.strip_prefix(TASK_STREAM_PREFIX) {
             TaskId::parse(rest).map(Self::Task)
+        } else if let Some(rest) = stream_id.strip_prefix(TOKEN_STREAM_PREFIX) {
+            parse_uuid(rest).map(Self::Token)
         } else {
             Err(ParseIdError::UnknownStream {
                 input: stream_id.to_owned(),
@@ -225,6 +231,7 @@ impl fmt::Display for StreamRef {
         match self {
             Self::Job(id) => write!(f, "{JOB_STREAM_PREFIX}{id}"),
             Self::Task(id) => write!(f, "{TASK_STREAM_PREFIX}{id}"),
+            Self::Token(id) => write!(f, "{TOKEN_STREAM_PREFIX}{}", id.hyphenated()),
         }
     }
 }

@@ -174,7 +174,9 @@ impl JobLifecycle {
             | Event::JobStepSucceeded(_)
             | Event::JobStepRetried(_)
             | Event::JobStepFailed(_)
-            | Event::TaskRequeued(_) => {}
+            | Event::TaskRequeued(_)
+            | Event::TokenCreated(_)
+            | Event::TokenRevoked(_) => {}
         }
     }
 }

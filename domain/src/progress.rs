@@ -186,7 +186,9 @@ impl ProgressDelta {
             | Event::JobStepSucceeded(_)
             | Event::JobStepRetried(_)
             | Event::JobStepFailed(_)
-            | Event::TaskRequeued(_) => zero,
+            | Event::TaskRequeued(_)
+            | Event::TokenCreated(_)
+            | Event::TokenRevoked(_) => zero,
         }
     }
 

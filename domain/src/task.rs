@@ -99,7 +99,9 @@ impl TaskStatus {
             | Event::JobStepSucceeded(_)
             | Event::JobStepRetried(_)
             | Event::JobStepFailed(_)
-            | Event::TaskRequeued(_) => None,
+            | Event::TaskRequeued(_)
+            | Event::TokenCreated(_)
+            | Event::TokenRevoked(_) => None,
         }
     }
 }
@@ -460,7 +462,9 @@ pub fn evolve_task(mut state: TaskState, event: &Event) -> TaskState {
         | Event::JobStepSucceeded(_)
         | Event::JobStepRetried(_)
         | Event::JobStepFailed(_)
-        | Event::TaskRequeued(_) => {}
+        | Event::TaskRequeued(_)
+        | Event::TokenCreated(_)
+        | Event::TokenRevoked(_) => {}
     }
     state
 }

@@ -146,7 +146,9 @@ impl JobView {
             | Event::JobStepSucceeded(_)
             | Event::JobStepRetried(_)
             | Event::JobStepFailed(_)
-            | Event::TaskRequeued(_) => {}
+            | Event::TaskRequeued(_)
+            | Event::TokenCreated(_)
+            | Event::TokenRevoked(_) => {}
         }
         self.progress.add(ProgressDelta::of(event));
     }
@@ -269,7 +271,9 @@ impl TaskView {
             | Event::JobStepSucceeded(_)
             | Event::JobStepRetried(_)
             | Event::JobStepFailed(_)
-            | Event::TaskRequeued(_) => {}
+            | Event::TaskRequeued(_)
+            | Event::TokenCreated(_)
+            | Event::TokenRevoked(_) => {}
         }
         self.updated_at = at;
         if let Some(status) = TaskStatus::after(event) {
@@ -354,7 +358,9 @@ impl Views {
                 touched.task = Some(task_id);
             }
         }
-        let job_id = event.job_id();
+        let Some(job_id) = event.job_id() else {
+            return touched;
+        };
         if let Event::JobSubmitted(e) = event {
             self.jobs.insert(job_id, JobView::submitted(e));
             touched.job = Some(job_id);
@@ -600,7 +606,7 @@ mod tests {
         assert_eq!(
             views.apply(&log[3]),
             Touched {
-                job: Some(log[0].job_id()),
+                job: log[0].job_id(),
                 task: None
             }
         );

@@ -18,6 +18,7 @@ pub mod queue;
 pub mod readmodel;
 pub mod stepfunctions;
 pub mod telemetry;
+pub mod tokens;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -25,7 +25,9 @@ pub fn keys(events: &[Event]) -> Vec<JobId> {
     let mut keys = Vec::new();
     let mut seen = HashSet::new();
     for event in events.iter().filter(|e| moves_job(e)) {
-        let job_id = event.job_id();
+        let Some(job_id) = event.job_id() else {
+            continue;
+        };
         if seen.insert(job_id) && !matches!(event, Event::JobSubmitted(_)) {
             keys.push(job_id);
         }
@@ -86,7 +88,7 @@ pub fn fold(states: Vec<AnalyticsJobState>, events: &[Event]) -> AnalyticsChange
                 day_of(&mut daily, at).jobs_submitted += 1;
             }
             _ if moves_job(event) => {
-                if let Some(state) = states.get_mut(&event.job_id()) {
+                if let Some(state) = event.job_id().and_then(|id| states.get_mut(&id)) {
                     let before = state_status(state);
                     if matches!(event, Event::TaskStarted(_)) {
                         state.started = true;

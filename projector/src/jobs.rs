@@ -19,7 +19,9 @@ pub fn keys(events: &[Event]) -> JobsKeys {
     let mut seen_jobs = HashSet::new();
     let mut seen_tasks = HashSet::new();
     for event in events {
-        let job_id = event.job_id();
+        let Some(job_id) = event.job_id() else {
+            continue;
+        };
         if seen_jobs.insert(job_id) && !matches!(event, Event::JobSubmitted(_)) {
             keys.jobs.push(job_id);
         }

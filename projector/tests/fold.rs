@@ -129,7 +129,7 @@ proptest! {
         // counts are the jobs table's counts.
         let mut streams: HashMap<JobId, JobState> = HashMap::new();
         for event in events.iter().filter(|e| e.task_id().is_none()) {
-            let state = streams.entry(event.job_id()).or_default();
+            let state = streams.entry(event.job_id().unwrap()).or_default();
             *state = JobAggregate::evolve(std::mem::take(state), event);
         }
         let mut by_status: BTreeMap<String, i64> = BTreeMap::new();

@@ -785,7 +785,7 @@ async fn status_and_notices(backend: Backend) {
     projector.step(ProjectionName::Jobs).await.unwrap();
     let notice = notices.try_recv().expect("a notice per commit");
     assert_eq!(notice.projection, ProjectionName::Jobs);
-    assert_eq!(notice.jobs, vec![events[0].job_id()]);
+    assert_eq!(notice.jobs, vec![events[0].job_id().unwrap()]);
     projector.catch_up().await.unwrap();
     let mut touched_tasks = 0;
     let mut analytics = false;

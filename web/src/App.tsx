@@ -1,6 +1,7 @@
 import { lazy, Suspense } from 'react';
 import { NavLink, Route, Routes } from 'react-router-dom';
 import { ConnectionIndicator } from './components/ConnectionIndicator';
+import { TokenPrompt } from './components/TokenPrompt';
 import { JobsPage } from './pages/JobsPage';
 import { SubmitPage } from './pages/SubmitPage';
 import { JobDetailPage } from './pages/JobDetailPage';
@@ -27,6 +28,7 @@ export function App() {
         <ConnectionIndicator />
       </header>
       <main id="main" tabIndex={-1}>
+        <TokenPrompt />
         <Routes>
           <Route path="/" element={<JobsPage />} />
           <Route path="/submit" element={<SubmitPage />} />

@@ -124,6 +124,7 @@ async fn submit(log: &dyn EventLog, queue: &dyn TaskQueue, tasks: u32) -> (JobId
             max_attempts: Some(3),
             timeout_seconds: Some(60),
             limits: Limits::default(),
+            fallback_handler: None,
             now,
         }),
     )
@@ -167,6 +168,7 @@ async fn submit(log: &dyn EventLog, queue: &dyn TaskQueue, tasks: u32) -> (JobId
                         not_before: None,
                         traceparent: None,
                         previous_attempt_traceparent: None,
+                        fallback_handler: e.fallback_handler.clone(),
                     },
                     delay: Duration::ZERO,
                 });

@@ -205,7 +205,7 @@ impl CommandService {
                 return Ok((0, done));
             }
             let now = Utc::now();
-            let streams = retry_appends(&failed, now)?;
+            let streams = retry_appends(&failed, now, self.actor())?;
             let appended = if job.state.status == JobStatus::Failed {
                 let job_events = decide_job(
                     &job.state,
@@ -214,8 +214,12 @@ impl CommandService {
                         now,
                     },
                 )?;
-                self.append_to_job(&job, encode_all(&job_events, COMMAND), streams)
-                    .await
+                self.append_to_job(
+                    &job,
+                    encode_all(&job_events, COMMAND, self.actor()),
+                    streams,
+                )
+                .await
             } else {
                 self.log
                     .append(AppendBatch {
@@ -261,6 +265,7 @@ impl CommandService {
 fn retry_appends(
     tasks: &[LoadedTask],
     now: DateTime<Utc>,
+    actor: Option<&str>,
 ) -> Result<Vec<StreamAppend>, CommandError> {
     tasks
         .iter()
@@ -269,7 +274,7 @@ fn retry_appends(
             Ok(StreamAppend {
                 stream_id: task.task_id.stream_id(),
                 expected: ExpectedVersion::Exact(task.version),
-                events: encode_all(&events, COMMAND),
+                events: encode_all(&events, COMMAND, actor),
             })
         })
         .collect()

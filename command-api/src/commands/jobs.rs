@@ -73,7 +73,7 @@ impl CommandService {
                 streams: vec![StreamAppend {
                     stream_id: job_id.stream_id(),
                     expected: ExpectedVersion::NoStream,
-                    events: encode_all(&events, "submit_job"),
+                    events: encode_all(&events, "submit_job", self.actor()),
                 }],
                 idempotency_key,
                 checkpoint: None,
@@ -133,7 +133,11 @@ impl CommandService {
                 },
             )?;
             match self
-                .append_to_job(&job, encode_all(&events, "cancel_job"), Vec::new())
+                .append_to_job(
+                    &job,
+                    encode_all(&events, "cancel_job", self.actor()),
+                    Vec::new(),
+                )
                 .await
             {
                 Ok(()) => {
@@ -180,8 +184,8 @@ impl CommandService {
             match self
                 .append_to_job(
                     &job,
-                    encode_all(&job_events, "retry_failed_tasks"),
-                    retry_appends(&first, now)?,
+                    encode_all(&job_events, "retry_failed_tasks", self.actor()),
+                    retry_appends(&first, now, self.actor())?,
                 )
                 .await
             {
@@ -329,7 +333,7 @@ impl CommandService {
                 return Ok(0);
             }
             let now = Utc::now();
-            let streams = retry_appends(&pending, now)?;
+            let streams = retry_appends(&pending, now, self.actor())?;
             match self
                 .log
                 .append(AppendBatch {
@@ -373,6 +377,7 @@ impl CommandService {
 fn retry_appends(
     tasks: &[LoadedTask],
     now: DateTime<Utc>,
+    actor: Option<&str>,
 ) -> Result<Vec<StreamAppend>, CommandError> {
     tasks
         .iter()
@@ -381,7 +386,7 @@ fn retry_appends(
             Ok(StreamAppend {
                 stream_id: task.task_id.stream_id(),
                 expected: ExpectedVersion::Exact(task.version),
-                events: encode_all(&events, "retry_failed_tasks"),
+                events: encode_all(&events, "retry_failed_tasks", actor),
             })
         })
         .collect()

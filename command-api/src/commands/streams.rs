@@ -175,7 +175,16 @@ pub(super) fn decode(record: &RecordedEvent) -> Result<Event, CommandError> {
     })
 }
 
-pub(super) fn encode_all(events: &[Event], command: &str) -> Vec<NewEvent> {
+/// The events as stored, with their metadata: the command, the actor who issued it (the API
+/// token's name; none when the API runs without tokens) and the trace context.
+pub(super) fn encode_all(events: &[Event], command: &str, actor: Option<&str>) -> Vec<NewEvent> {
+    let mut metadata = json!({ "command": command });
+    if let Some(actor) = actor {
+        metadata["actor"] = json!(actor);
+    }
+    if let Some(traceparent) = shoal_infra::telemetry::trace::current_traceparent() {
+        metadata["traceparent"] = json!(traceparent);
+    }
     events
         .iter()
         .map(|event| {
@@ -184,10 +193,7 @@ pub(super) fn encode_all(events: &[Event], command: &str) -> Vec<NewEvent> {
                 event_type: encoded.event_type.to_owned(),
                 schema_version: encoded.schema_version,
                 data: encoded.data,
-                metadata: match shoal_infra::telemetry::trace::current_traceparent() {
-                    Some(traceparent) => json!({ "command": command, "traceparent": traceparent }),
-                    None => json!({ "command": command }),
-                },
+                metadata: metadata.clone(),
             }
         })
         .collect()

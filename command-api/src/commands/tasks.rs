@@ -218,7 +218,7 @@ impl CommandService {
                     streams: vec![StreamAppend {
                         stream_id: task_id.stream_id(),
                         expected: ExpectedVersion::Exact(task.version),
-                        events: encode_all(&events, command),
+                        events: encode_all(&events, command, self.actor()),
                     }],
                     idempotency_key: None,
                     checkpoint: None,

@@ -154,6 +154,8 @@ impl Consumer {
         let mut undecodable_job_versions = Vec::new();
         for record in recorded {
             match Event::decode(&record.event_type, record.schema_version, record.data.get()) {
+                // Events about no job (API tokens) are not the orchestrator's.
+                Ok(event) if event.job_id().is_none() => {}
                 Ok(event) => events.push((record, event)),
                 Err(error) => {
                     OrchestratorMetrics::add(&metrics.undecodable, 1);
@@ -174,7 +176,7 @@ impl Consumer {
         // Jobs not in memory (closed ones, or first seen): their saved rows, in one query.
         let unknown: BTreeSet<JobId> = events
             .iter()
-            .map(|(_, e)| e.job_id())
+            .filter_map(|(_, e)| e.job_id())
             .chain(undecodable_job_versions.iter().map(|(id, _)| *id))
             .filter(|id| !self.jobs.contains_key(id))
             .collect();
@@ -203,7 +205,9 @@ impl Consumer {
             touched.insert(job_id);
         }
         for (record, event) in &events {
-            let job_id = event.job_id();
+            let Some(job_id) = event.job_id() else {
+                continue;
+            };
             let job = self
                 .jobs
                 .entry(job_id)

@@ -1,10 +1,12 @@
 //! The write handlers: `POST /api/v1/jobs` and the task transitions of external workers.
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
+use shoal_api::auth::Principal;
 use shoal_api::rest::{
     ApiError, Detail, FieldError, Job, Task, ValidationDetail, body_loc, object_body, parse_body,
     parse_int, parse_optional_float, parse_optional_object, parse_optional_string, parse_task_id,
@@ -38,9 +40,11 @@ use crate::commands::{
 )]
 pub async fn submit_job(
     State(service): State<CommandService>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let service = acting_as(&service, principal.as_ref());
     let body = object_body(parse_body(&body)?)?;
     let whole = Value::Object(body.clone());
     let mut errors = Vec::new();
@@ -197,8 +201,10 @@ pub async fn submit_job(
 )]
 pub async fn task_running(
     State(service): State<CommandService>,
+    principal: Option<Extension<Principal>>,
     Path(task_id): Path<String>,
 ) -> Result<axum::Json<Task>, ApiError> {
+    let service = acting_as(&service, principal.as_ref());
     let id = parse_task_id(&task_id)?;
     match service.start_task(id).await {
         Ok(task) => Ok(axum::Json(Task::from_snapshot(&task))),
@@ -225,9 +231,11 @@ pub async fn task_running(
 )]
 pub async fn task_complete(
     State(service): State<CommandService>,
+    principal: Option<Extension<Principal>>,
     Path(task_id): Path<String>,
     body: Bytes,
 ) -> Result<axum::Json<Task>, ApiError> {
+    let service = acting_as(&service, principal.as_ref());
     let body = object_body(parse_body(&body)?)?;
     let mut errors = Vec::new();
     let result = match body.get("result") {
@@ -287,9 +295,11 @@ pub async fn task_complete(
 )]
 pub async fn task_failed(
     State(service): State<CommandService>,
+    principal: Option<Extension<Principal>>,
     Path(task_id): Path<String>,
     body: Bytes,
 ) -> Result<axum::Json<Task>, ApiError> {
+    let service = acting_as(&service, principal.as_ref());
     let body = match parse_body(&body)? {
         None | Some(Value::Null) => Map::new(),
         some => object_body(some)?,
@@ -333,4 +343,9 @@ async fn unchanged_or_error(
         CommandError::NotFound(_) => Err(not_found()),
         other => Err(api_error(other, body, "num_tasks")),
     }
+}
+
+/// The service issuing commands as the request's token, if it carried one.
+fn acting_as(service: &CommandService, principal: Option<&Extension<Principal>>) -> CommandService {
+    service.acting_as(principal.map(|p| p.0.name.as_str()))
 }

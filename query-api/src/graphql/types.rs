@@ -380,12 +380,20 @@ impl Task {
 pub struct HistoryEvent {
     record: RecordedEvent,
     data: Value,
+    actor: Option<String>,
 }
 
 impl HistoryEvent {
     pub fn new(record: RecordedEvent) -> Self {
         let data = record.data_json();
-        HistoryEvent { record, data }
+        let actor = serde_json::from_str::<Value>(record.metadata.get())
+            .ok()
+            .and_then(|metadata| metadata.get("actor")?.as_str().map(str::to_owned));
+        HistoryEvent {
+            record,
+            data,
+            actor,
+        }
     }
 
     fn field(&self, name: &str) -> Option<&Value> {
@@ -439,6 +447,14 @@ impl HistoryEvent {
         self.field("attempt")
             .and_then(Value::as_u64)
             .and_then(|i| u32::try_from(i).ok())
+    }
+
+    /// Who appended it: the API token's name for a command issued with a token,
+    /// `orchestrator`, or `worker:<id>` for a Shoal worker; null for a command issued without
+    /// a token (an API running without tokens, or the old system's workers on the internal
+    /// listener).
+    async fn actor(&self) -> Option<&str> {
+        self.actor.as_deref()
     }
 
     /// The worker that started the attempt (`TaskStarted`).

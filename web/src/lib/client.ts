@@ -1,6 +1,7 @@
 import { Client, cacheExchange, fetchExchange, subscriptionExchange } from 'urql';
 import { createClient as createWsClient } from 'graphql-ws';
 import { connection } from './connection';
+import { auth, authFetch, refusedToken } from './auth';
 
 /**
  * The subscriptions' WebSocket (graphql-transport-ws): shoal serves it on `/graphql`, next to the
@@ -17,6 +18,8 @@ export function wsUrl(path: string, location: Pick<Location, 'protocol' | 'host'
 export const wsClient = createWsClient({
   url: () => wsUrl(WS_PATH, window.location),
   lazy: false,
+  // The API token, if the server requires one (docs/auth.md); read at every (re)connection.
+  connectionParams: () => auth.connectionParams(),
   keepAlive: 10_000,
   retryAttempts: Number.POSITIVE_INFINITY,
   shouldRetry: () => true,
@@ -28,7 +31,11 @@ export const wsClient = createWsClient({
   on: {
     connecting: () => connection.set('connecting'),
     connected: () => connection.set('live'),
-    closed: () => connection.set('reconnecting'),
+    closed: (event) => {
+      // A refused token: ask for another (the socket keeps retrying with whatever is entered).
+      if (refusedToken(event as CloseEvent | undefined)) auth.refused();
+      connection.set('reconnecting');
+    },
     error: () => connection.set('reconnecting'),
   },
 });
@@ -37,6 +44,8 @@ export const client = new Client({
   url: '/graphql',
   // GET /graphql is GraphiQL (and the WebSocket upgrade) on shoal: send every operation as POST.
   preferGetMethod: false,
+  // Sends the API token and asks for one on a 401.
+  fetch: authFetch(auth, (input, init) => fetch(input, init)),
   exchanges: [
     cacheExchange,
     fetchExchange,
