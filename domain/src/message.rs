@@ -98,7 +98,13 @@ mod tests {
         // Found by the task_message fuzzer: without exact float parsing a parameter such as
         // 2.6666666666666662e38 came back one unit in the last place off after a queue trip.
         let mut m = message();
-        for x in [2.6666666666666662e38, 0.1 + 0.2, f64::MAX, f64::MIN_POSITIVE, 5e-324] {
+        for x in [
+            2.6666666666666662e38,
+            0.1 + 0.2,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+        ] {
             m.parameters = json!({ "items": [1, x, 3] });
             let read = TaskMessage::decode(&m.encode()).unwrap();
             assert_eq!(read, m, "{x:e}");

@@ -18,6 +18,7 @@
 //! message and then sends the latest state once. A subscriber that falls behind the projector's
 //! notifications (`Lagged`) re-reads everything it shows.
 
+mod as_of;
 mod live;
 mod types;
 
@@ -119,10 +120,32 @@ pub struct QueryRoot;
 impl QueryRoot {
     /// The job with this id, or null (also while the projector has not seen it yet, a few
     /// milliseconds after its submission).
-    async fn job(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Job>> {
+    ///
+    /// With `asOf`: the job, its counts, its tasks and its history as they stood at that
+    /// instant (every event the log recorded at or before it), folded from the log rather
+    /// than read from the read tables; null if it had not been submitted then. It costs a
+    /// read of the job's events up to the instant (about three per task): see
+    /// `docs/dashboard.md`.
+    async fn job(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        as_of: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<Option<Job>> {
         let read = read(ctx)?;
         let id = parse_job_id(&id, "id")?;
-        Ok(read.store.get_job(id).await.map_err(internal)?.map(Job))
+        match as_of {
+            None => Ok(read
+                .store
+                .get_job(id)
+                .await
+                .map_err(internal)?
+                .map(|row| Job(row, None))),
+            Some(at) => Ok(as_of::job_as_of(read.log.as_ref(), id, at)
+                .await
+                .map_err(internal)?
+                .map(|(row, as_of)| Job(row, Some(as_of)))),
+        }
     }
 
     /// The task with this id, or null. The id is the task's UUID, or the original system's
@@ -130,7 +153,12 @@ impl QueryRoot {
     async fn task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Task>> {
         let read = read(ctx)?;
         let id = parse_task_id(&id, "id")?;
-        Ok(read.store.get_task(id).await.map_err(internal)?.map(Task))
+        Ok(read
+            .store
+            .get_task(id)
+            .await
+            .map_err(internal)?
+            .map(|row| Task(row, None)))
     }
 
     /// Jobs, newest first by default, a page at a time (`first`: default 50, at most 1000;
@@ -175,7 +203,7 @@ impl QueryRoot {
         connection.edges.extend(
             page.jobs
                 .into_iter()
-                .map(|job| Edge::new(JobCursor::after(&job).to_string(), Job(job))),
+                .map(|job| Edge::new(JobCursor::after(&job).to_string(), Job(job, None))),
         );
         Ok(connection)
     }
@@ -201,6 +229,7 @@ pub(crate) async fn history_page(
     tasks: u32,
     after: LogPosition,
     first: usize,
+    until: Option<DateTime<Utc>>,
 ) -> Result<(Vec<RecordedEvent>, bool), shoal_infra::eventlog::LogError> {
     let keep = first + 1;
     let mut best: Vec<RecordedEvent> = Vec::new();
@@ -209,7 +238,8 @@ pub(crate) async fn history_page(
         best.extend(
             events
                 .into_iter()
-                .filter(|e| e.log_position > after && bound.is_none_or(|b| e.log_position < b)),
+                .filter(|e| e.log_position > after && bound.is_none_or(|b| e.log_position < b))
+                .filter(|e| until.is_none_or(|u| e.recorded_at <= u)),
         );
         best.sort_by_key(|e| e.log_position);
         best.truncate(keep);

@@ -1,13 +1,17 @@
 //! The GraphQL types of the read side.
 
+use std::sync::Arc;
+
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use shoal_api::graphql::{JobStatus, TaskStatus};
+use shoal_domain::{Attempt, Attempts};
 use shoal_infra::eventlog::RecordedEvent;
 use shoal_infra::readmodel::{JobRow, JobSort, TaskRow};
 
+use super::as_of::AsOf;
 use super::{
     history_cursor, history_page, internal, page_size, parse_history_cursor, read, user_error,
 };
@@ -31,9 +35,10 @@ impl From<JobSortOrder> for JobSort {
     }
 }
 
-/// A job, from the read model (a few milliseconds behind the log).
+/// A job, from the read model (a few milliseconds behind the log), or as it stood at a past
+/// instant, folded from the log (`job(id, asOf:)`: then the second field holds its tasks).
 #[derive(Debug, Clone)]
-pub struct Job(pub JobRow);
+pub struct Job(pub JobRow, pub Option<Arc<AsOf>>);
 
 #[Object]
 impl Job {
@@ -142,8 +147,14 @@ impl Job {
         self.0.cancel_reason.as_deref()
     }
 
+    /// The instant this job is shown as of (`job(id, asOf:)`); null for the live job.
+    async fn as_of(&self) -> Option<DateTime<Utc>> {
+        self.1.as_ref().map(|a| a.at)
+    }
+
     /// Its tasks in index order, a page at a time (`first`: default 50, at most 1000;
     /// `after`: the `endCursor` of the previous page), optionally only those in `status`.
+    /// As of the job's `asOf` when it has one.
     async fn tasks(
         &self,
         ctx: &Context<'_>,
@@ -165,18 +176,29 @@ impl Job {
             .into_iter()
             .map(Into::into)
             .collect();
-        let mut tasks = read
-            .store
-            .tasks_of_job(self.0.id, &statuses, after_index, i64::from(limit) + 1)
-            .await
-            .map_err(internal)?;
+        let mut tasks = match &self.1 {
+            Some(as_of) => as_of
+                .tasks
+                .iter()
+                .filter(|t| after_index.is_none_or(|after| t.task_index > after))
+                .filter(|t| statuses.is_empty() || statuses.contains(&t.status))
+                .take(limit as usize + 1)
+                .cloned()
+                .collect(),
+            None => read
+                .store
+                .tasks_of_job(self.0.id, &statuses, after_index, i64::from(limit) + 1)
+                .await
+                .map_err(internal)?,
+        };
         let more = tasks.len() > limit as usize;
         tasks.truncate(limit as usize);
+        let at = self.1.as_ref().map(|a| a.at);
         let mut connection = Connection::new(after_index.is_some(), more);
         connection.edges.extend(
             tasks
                 .into_iter()
-                .map(|task| Edge::new(task.task_index.to_string(), Task(task))),
+                .map(|task| Edge::new(task.task_index.to_string(), Task(task, at))),
         );
         Ok(connection)
     }
@@ -195,7 +217,7 @@ impl Job {
 
     /// What happened to the job and its tasks, in log order: the events of the job's stream
     /// and of its tasks' streams, a page at a time (`first`: default 50, at most 1000; `after`:
-    /// the `endCursor` of the previous page).
+    /// the `endCursor` of the previous page). Up to the job's `asOf` when it has one.
     async fn history(
         &self,
         ctx: &Context<'_>,
@@ -211,6 +233,7 @@ impl Job {
             self.0.created_upto.max(self.0.progress.created),
             cursor.unwrap_or_default(),
             limit as usize,
+            self.1.as_ref().map(|a| a.at),
         )
         .await
         .map_err(internal)?;
@@ -274,9 +297,10 @@ impl JobExecution {
     }
 }
 
-/// A task, from the read model.
+/// A task, from the read model, or as it stood at the instant of the second field (then its
+/// attempts and events stop there too).
 #[derive(Debug, Clone)]
-pub struct Task(pub TaskRow);
+pub struct Task(pub TaskRow, pub Option<DateTime<Utc>>);
 
 #[Object]
 impl Task {
@@ -370,6 +394,157 @@ impl Task {
     /// Its latest final failure went to the dead-letter queue.
     async fn dead_lettered(&self) -> bool {
         self.0.dead_lettered
+    }
+
+    /// Every attempt so far, oldest first: who ran it, when, how it ended, why it failed and
+    /// the retry that followed (folded from the task's own stream, so always current; up to
+    /// the task's instant for a job shown `asOf`).
+    async fn attempts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<TaskAttempt>> {
+        let events = self.own_events(ctx).await?;
+        let decoded = super::as_of::decode(events);
+        let Attempts(attempts) = Attempts::fold(decoded.iter().map(|(_, _, e)| e));
+        Ok(attempts.into_iter().map(TaskAttempt).collect())
+    }
+
+    /// The task's own events, oldest first (`first`: default 50, at most 1000; `after`: the
+    /// `endCursor` of the previous page).
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, HistoryEvent>> {
+        let limit = page_size(first)? as usize;
+        let after_version = after
+            .as_deref()
+            .map(|c| {
+                c.parse::<i64>()
+                    .map_err(|_| user_error(format!("invalid cursor {c:?}"), "after"))
+            })
+            .transpose()?;
+        let mut events: Vec<RecordedEvent> = self
+            .own_events(ctx)
+            .await?
+            .into_iter()
+            .filter(|e| after_version.is_none_or(|v| e.stream_version > v))
+            .take(limit + 1)
+            .collect();
+        let more = events.len() > limit;
+        events.truncate(limit);
+        let mut connection = Connection::new(after_version.is_some(), more);
+        connection.edges.extend(
+            events
+                .into_iter()
+                .map(|event| Edge::new(event.stream_version.to_string(), HistoryEvent::new(event))),
+        );
+        Ok(connection)
+    }
+}
+
+impl Task {
+    /// The task's stream, up to the task's instant when it has one.
+    async fn own_events(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<RecordedEvent>> {
+        let read = read(ctx)?;
+        let stream = [self.0.id.stream_id()];
+        let events = match self.1 {
+            Some(at) => read.log.read_streams_until(&stream, at).await,
+            None => read.log.read_streams(&stream).await,
+        };
+        events.map_err(internal)
+    }
+}
+
+/// How an attempt stands or ended.
+#[derive(Debug, Enum, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Not started yet (queued, or waiting for its backoff).
+    Queued,
+    /// Started, not ended.
+    Running,
+    /// Succeeded.
+    Completed,
+    /// Failed, and another attempt was scheduled.
+    Retried,
+    /// Failed for good.
+    Failed,
+}
+
+impl From<shoal_domain::AttemptOutcome> for AttemptOutcome {
+    fn from(outcome: shoal_domain::AttemptOutcome) -> Self {
+        match outcome {
+            shoal_domain::AttemptOutcome::Queued => AttemptOutcome::Queued,
+            shoal_domain::AttemptOutcome::Running => AttemptOutcome::Running,
+            shoal_domain::AttemptOutcome::Completed => AttemptOutcome::Completed,
+            shoal_domain::AttemptOutcome::Retried => AttemptOutcome::Retried,
+            shoal_domain::AttemptOutcome::Failed => AttemptOutcome::Failed,
+        }
+    }
+}
+
+/// One attempt of a task.
+#[derive(Debug, Clone)]
+pub struct TaskAttempt(pub Attempt);
+
+#[Object]
+impl TaskAttempt {
+    /// Its number (1 = first).
+    async fn attempt(&self) -> u32 {
+        self.0.attempt
+    }
+
+    /// When it was queued: the task's creation for the first, the retry's scheduling after.
+    async fn queued_at(&self) -> DateTime<Utc> {
+        self.0.queued_at
+    }
+
+    /// Earliest start, when it follows a retry with a backoff.
+    async fn not_before(&self) -> Option<DateTime<Utc>> {
+        self.0.not_before
+    }
+
+    /// The worker that ran it.
+    async fn worker(&self) -> Option<&str> {
+        self.0.worker.as_deref()
+    }
+
+    /// When it started.
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+
+    /// When it ended.
+    async fn ended_at(&self) -> Option<DateTime<Utc>> {
+        self.0.ended_at
+    }
+
+    /// How long it ran, in milliseconds (the handler's measure when it completed).
+    async fn duration_ms(&self) -> Option<f64> {
+        self.0.duration_ms.map(|ms| ms as f64)
+    }
+
+    /// How it stands or ended.
+    async fn outcome(&self) -> AttemptOutcome {
+        self.0.outcome.into()
+    }
+
+    /// Why it failed (also the reason of the retry that followed).
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+
+    /// The backoff chosen before the next attempt, in milliseconds, when one followed.
+    async fn retry_backoff_ms(&self) -> Option<f64> {
+        self.0.retry.as_ref().map(|r| r.backoff_ms as f64)
+    }
+
+    /// Whether the next attempt was asked for by a user (a manual retry).
+    async fn retry_manual(&self) -> Option<bool> {
+        self.0.retry.as_ref().map(|r| r.manual)
+    }
+
+    /// Why its message went to the dead-letter queue, when it did.
+    async fn dead_letter_reason(&self) -> Option<&str> {
+        self.0.dead_letter_reason.as_deref()
     }
 }
 
