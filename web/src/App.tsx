@@ -4,6 +4,7 @@ import { ConnectionIndicator } from './components/ConnectionIndicator';
 import { JobsPage } from './pages/JobsPage';
 import { SubmitPage } from './pages/SubmitPage';
 import { JobDetailPage } from './pages/JobDetailPage';
+import { TaskDetailPage } from './pages/TaskDetailPage';
 // Recharts is most of the bundle: loaded with the analytics page only.
 const AnalyticsPage = lazy(() =>
   import('./pages/AnalyticsPage').then((m) => ({ default: m.AnalyticsPage })),
@@ -31,6 +32,7 @@ export function App() {
           <Route path="/" element={<JobsPage />} />
           <Route path="/submit" element={<SubmitPage />} />
           <Route path="/jobs/:id" element={<JobDetailPage />} />
+          <Route path="/jobs/:id/tasks/:index" element={<TaskDetailPage />} />
           <Route
             path="/analytics"
             element={

@@ -1,7 +1,14 @@
+import { Link } from 'react-router-dom';
 import { HISTORY_MAX, type HistoryState } from './useJobDetail';
 
 /** The job's events as a timeline, oldest first, with "Show more events". */
-export function History({ history, error, canShowMore, showMore }: HistoryState) {
+export function History({
+  jobId,
+  history,
+  error,
+  canShowMore,
+  showMore,
+}: HistoryState & { jobId: string }) {
   return (
     <section className="card" aria-labelledby="history-title">
       <h2 id="history-title">History</h2>
@@ -12,7 +19,14 @@ export function History({ history, error, canShowMore, showMore }: HistoryState)
             <time dateTime={e.at}>{new Date(e.at).toLocaleTimeString()}</time>
             <span className="ev-type">{e.eventType}</span>
             {e.step && <span className="small"> {e.step}</span>}
-            {e.taskIndex != null && <span className="small"> task {e.taskIndex}</span>}
+            {e.taskIndex != null && (
+              <>
+                {' '}
+                <Link className="small" to={`/jobs/${jobId}/tasks/${e.taskIndex}`}>
+                  task {e.taskIndex}
+                </Link>
+              </>
+            )}
             {e.attempt != null && <span className="small"> attempt {e.attempt}</span>}
             {e.error && <span className="small wrap ev-error"> — {e.error}</span>}
           </li>
