@@ -150,10 +150,48 @@ async fn as_of_agrees_with_the_live_projection_at_every_sampled_instant(url: &st
     let attempts = task["task"]["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert_eq!(attempts[0]["outcome"], "RETRIED");
-    assert!(attempts[0]["error"].as_str().unwrap().contains("bad input 0"));
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad input 0")
+    );
     assert!(attempts[0]["retryBackoffMs"].as_f64().unwrap() > 0.0);
     assert!(attempts[0]["worker"].is_string());
     assert_eq!(attempts[1]["outcome"], "FAILED");
     assert!(attempts[1]["deadLetterReason"].is_string());
+
+    // The timeline: one bar per attempt (six tasks, two of them tried twice), the slow task
+    // first among the slowest; with fewer bars allowed than attempts, buckets instead.
+    let timeline = |args: &str| {
+        format!(
+            "query($id: ID!) {{ job(id: $id) {{ timeline({args}) {{ aggregated attemptCount
+               laneCount bars {{ taskIndex attempt outcome }} buckets {{ attempts }}
+               slowest {{ taskIndex durationMs }} }} }} }}"
+        )
+    };
+    let data = dev
+        .graphql(&timeline("slowest: 3"), json!({ "id": id }))
+        .await;
+    let t = &data["job"]["timeline"];
+    assert_eq!(t["aggregated"], false);
+    assert_eq!(
+        (t["attemptCount"].as_u64(), t["laneCount"].as_u64()),
+        (Some(8), Some(6))
+    );
+    assert_eq!(t["bars"].as_array().unwrap().len(), 8);
+    assert_eq!(t["slowest"][0]["taskIndex"], 4);
+    assert!(t["slowest"][0]["durationMs"].as_f64().unwrap() >= 1_400.0);
+    let data = dev
+        .graphql(
+            &timeline("maxBars: 3, laneBuckets: 2, timeBuckets: 10"),
+            json!({ "id": id }),
+        )
+        .await;
+    let t = &data["job"]["timeline"];
+    assert_eq!(t["aggregated"], true);
+    assert!(t["bars"].as_array().unwrap().is_empty());
+    let buckets = t["buckets"].as_array().unwrap();
+    assert!(!buckets.is_empty() && buckets.len() <= 20);
     let _ = std::fs::remove_file(program);
 }

@@ -20,6 +20,7 @@
 
 mod as_of;
 mod live;
+mod timeline;
 mod types;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use tokio::sync::broadcast;
 
 pub use live::SubscriptionRoot;
 pub use shoal_api::graphql::{BAD_USER_INPUT, INTERNAL, TaskStatus};
+pub use timeline::{JobTimeline, TimelineBar, TimelineBucket, TimelineGroup};
 pub use types::{
     Analytics, AnalyticsOverview, HistoryEvent, Job, JobSortOrder, JobsChange, ProcessingTime,
     Task, TaskUpdates,

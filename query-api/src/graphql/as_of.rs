@@ -96,3 +96,42 @@ pub async fn job_as_of(
         )
     }))
 }
+
+/// Every attempt of the job's tasks `0..tasks` (as recorded up to `until`, if given), with
+/// its task's index, in index then attempt order. Reads every task stream of the job, like
+/// [`job_as_of`].
+pub async fn job_attempts(
+    log: &dyn EventLog,
+    job: JobId,
+    tasks: u32,
+    until: Option<DateTime<Utc>>,
+) -> Result<Vec<(u32, shoal_domain::Attempt)>, LogError> {
+    let mut out = Vec::new();
+    for streams in task_stream_chunks(job, tasks) {
+        let records = match until {
+            Some(at) => log.read_streams_until(&streams, at).await?,
+            None => log.read_streams(&streams).await?,
+        };
+        let events = decode(records);
+        let mut events = events.into_iter().peekable();
+        while let Some((_, stream, event)) = events.next() {
+            let index = match &event {
+                Event::TaskEnqueued(e) => Some(e.index),
+                _ => None,
+            };
+            let mut attempts = shoal_domain::Attempts::default();
+            attempts.apply(&event);
+            let mut index = index;
+            while let Some((_, _, e)) = events.next_if(|(_, s, _)| *s == stream) {
+                if let Event::TaskEnqueued(enqueued) = &e {
+                    index = Some(enqueued.index);
+                }
+                attempts.apply(&e);
+            }
+            if let Some(index) = index {
+                out.extend(attempts.0.into_iter().map(|a| (index, a)));
+            }
+        }
+    }
+    Ok(out)
+}

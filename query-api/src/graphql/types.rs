@@ -12,6 +12,7 @@ use shoal_infra::eventlog::RecordedEvent;
 use shoal_infra::readmodel::{JobRow, JobSort, TaskRow};
 
 use super::as_of::AsOf;
+use super::timeline::{JobTimeline, TimelineGroup, TimelineRequest};
 use super::{
     history_cursor, history_page, internal, page_size, parse_history_cursor, read, user_error,
 };
@@ -201,6 +202,72 @@ impl Job {
                 .map(|task| Edge::new(task.task_index.to_string(), Task(task, at))),
         );
         Ok(connection)
+    }
+
+    /// The job's attempts laid out in time: one bar per attempt (queued -> started ->
+    /// ended), grouped by task or by worker, in the window `from`..`to` (default: the job's
+    /// lifetime up to its end, its `asOf`, or now). When more than `maxBars` attempts (default
+    /// 2000, at most 5000) fall in the window, the answer has `buckets` (`laneBuckets` blocks
+    /// of lanes x `timeBuckets` slices of time, default 100 x 200, at most 500 each) instead of
+    /// bars: ask again for a narrower window to see bars. `slowest` (default 10, at most 100)
+    /// lists the attempts that ran longest. Reads every task stream of the job.
+    #[allow(clippy::too_many_arguments)]
+    async fn timeline(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] group_by: TimelineGroup,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        #[graphql(default = 2000)] max_bars: i32,
+        #[graphql(default = 100)] lane_buckets: i32,
+        #[graphql(default = 200)] time_buckets: i32,
+        #[graphql(default = 10)] slowest: i32,
+    ) -> async_graphql::Result<JobTimeline> {
+        let read = read(ctx)?;
+        let check = |value: i32, max: i32, field: &str| {
+            if (1..=max).contains(&value) || (field == "slowest" && value == 0) {
+                Ok(value as u32)
+            } else {
+                Err(user_error(
+                    format!("{field} must be between 1 and {max}, not {value}"),
+                    field,
+                ))
+            }
+        };
+        let max_bars = check(max_bars, 5000, "maxBars")?;
+        let lane_buckets = check(lane_buckets, 500, "laneBuckets")?;
+        let time_buckets = check(time_buckets, 500, "timeBuckets")?;
+        let slowest = check(slowest, 100, "slowest")?;
+        let until = self.1.as_ref().map(|a| a.at);
+        let end = until
+            .or(self.0.completed_at)
+            .unwrap_or_else(Utc::now)
+            .max(self.0.created_at);
+        let from = from.unwrap_or(self.0.created_at);
+        let to = to.unwrap_or(end).min(end);
+        if to < from {
+            return Err(user_error("to must not be before from".into(), "to"));
+        }
+        let attempts = super::as_of::job_attempts(
+            read.log.as_ref(),
+            self.0.id,
+            self.0.created_upto.max(self.0.progress.created),
+            until,
+        )
+        .await
+        .map_err(internal)?;
+        Ok(super::timeline::layout(
+            &attempts,
+            TimelineRequest {
+                group_by,
+                from,
+                to,
+                max_bars: max_bars as usize,
+                lane_buckets,
+                time_buckets,
+                slowest: slowest as usize,
+            },
+        ))
     }
 
     /// The job's AWS Step Functions execution, when the Step Functions driver runs it (null
