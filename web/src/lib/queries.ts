@@ -323,3 +323,58 @@ export const TASK_UPDATED = graphql(`
 
 export type TaskDetail = NonNullable<ResultOf<typeof TASK_DETAIL_QUERY>['task']>;
 export type TaskAttempt = TaskDetail['attempts'][number];
+
+export const JOB_TIMELINE_QUERY = graphql(`
+  query JobTimeline(
+    $id: ID!
+    $asOf: DateTime
+    $groupBy: TimelineGroup
+    $from: DateTime
+    $to: DateTime
+    $maxBars: Int
+  ) {
+    job(id: $id, asOf: $asOf) {
+      id
+      timeline(groupBy: $groupBy, from: $from, to: $to, maxBars: $maxBars, slowest: 10) {
+        from
+        to
+        groupBy
+        laneCount
+        workers
+        attemptCount
+        aggregated
+        bars {
+          taskIndex
+          attempt
+          lane
+          worker
+          queuedAt
+          startedAt
+          endedAt
+          durationMs
+          outcome
+        }
+        buckets {
+          laneFrom
+          laneTo
+          from
+          to
+          attempts
+          failed
+          running
+        }
+        slowest {
+          taskIndex
+          attempt
+          worker
+          durationMs
+          outcome
+        }
+        medianMs
+        p95Ms
+      }
+    }
+  }
+`);
+
+export type JobTimeline = NonNullable<ResultOf<typeof JOB_TIMELINE_QUERY>['job']>['timeline'];

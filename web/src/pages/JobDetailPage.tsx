@@ -7,7 +7,8 @@ import {
   type TaskTableState,
 } from '../lib/urlState';
 import { useNow } from '../lib/useNow';
-import { Scrubber } from './job/Scrubber';
+import { lifetime, Scrubber } from './job/Scrubber';
+import { Timeline } from './job/Timeline';
 import { useJobDetail } from './job/useJobDetail';
 import { JobHeader } from './job/JobHeader';
 import { JobParameters, JobProgress } from './job/JobProgress';
@@ -62,6 +63,15 @@ export function JobDetailPage() {
         <p className="notice">The job had not been submitted yet at that moment.</p>
       )}
       <JobProgress job={job} pace={shownPace} past={Boolean(asOf)} />
+      <Timeline
+        jobId={job.id}
+        asOf={asOf}
+        version={liveJob.updatedAt}
+        bounds={(() => {
+          const { start, end } = lifetime(liveJob.createdAt, liveJob.completedAt, now);
+          return { from: start, to: asOf ? Math.max(start + 1, Date.parse(asOf)) : end };
+        })()}
+      />
       <JobParameters job={job} />
       <div className="detail-grid">
         <TaskTable jobId={job.id} tasks={job.tasks} table={table} onChange={setTable} />
