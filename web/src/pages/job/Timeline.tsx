@@ -147,9 +147,28 @@ export function Timeline({
       maxBars: MAX_BARS,
     },
   });
+  // A big job's timeline is slow to read: wait at least three times as long as the last read
+  // took before the next one.
   const last = useRef(0);
+  const readTook = useRef(0);
+  const began = useRef<number | null>(null);
   useEffect(() => {
-    if (asOf || Date.now() - last.current < REFRESH_MS) return;
+    if (result.fetching && began.current === null) began.current = Date.now();
+    if (!result.fetching && began.current !== null) {
+      readTook.current = Date.now() - began.current;
+      began.current = null;
+    }
+  }, [result.fetching]);
+  const mounted = useRef(false);
+  useEffect(() => {
+    // The first read is the query's own.
+    if (!mounted.current) {
+      mounted.current = true;
+      last.current = Date.now();
+      return;
+    }
+    const wait = Math.max(REFRESH_MS, 3 * readTook.current);
+    if (asOf || result.fetching || Date.now() - last.current < wait) return;
     last.current = Date.now();
     reexecute({ requestPolicy: 'network-only' });
     // eslint-disable-next-line react-hooks/exhaustive-deps
