@@ -219,43 +219,79 @@ impl QueryRoot {
 // ---------------------------------------------------------------------------------------------
 // History
 
-/// A page of a job's history: the job stream's and its tasks' events after `after`, in log
-/// order, at most `first`.
+/// Which events of a job's history, in which order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HistoryFilter {
+    /// Only events recorded at or before it (a job shown `asOf`).
+    pub until: Option<DateTime<Utc>>,
+    /// Newest first: the page holds the events before the cursor, latest first.
+    pub newest_first: bool,
+    /// Only these event types (all when `None`).
+    pub event_types: Option<Vec<String>>,
+    /// Only the events of this task.
+    pub task_index: Option<u32>,
+}
+
+/// A page of a job's history: the job stream's and its tasks' events after `after` (before it,
+/// newest first), in log order (reversed newest first), at most `first`.
 ///
 /// The log has no index by job, so the streams are read a chunk at a time
-/// ([`HISTORY_STREAMS_PER_READ`]) and only the `first + 1` earliest events after the cursor are
-/// kept: memory is bounded by the page, not by the job, but every page reads each stream once.
+/// ([`HISTORY_STREAMS_PER_READ`]) and only the `first + 1` nearest events past the cursor are
+/// kept: memory is bounded by the page, not by the job, but every page reads each stream once
+/// (one task's stream only, when filtered by task).
 pub(crate) async fn history_page(
     log: &dyn EventLog,
     job: JobId,
     tasks: u32,
-    after: LogPosition,
+    after: Option<LogPosition>,
     first: usize,
-    until: Option<DateTime<Utc>>,
+    filter: &HistoryFilter,
 ) -> Result<(Vec<RecordedEvent>, bool), shoal_infra::eventlog::LogError> {
     let keep = first + 1;
+    let newest_first = filter.newest_first;
+    // The page's order: ascending log order, or descending newest first.
+    let before = |a: LogPosition, b: LogPosition| if newest_first { a > b } else { a < b };
+    let past_cursor = |p: LogPosition| after.is_none_or(|cursor| before(cursor, p));
     let mut best: Vec<RecordedEvent> = Vec::new();
     let merge = |events: Vec<RecordedEvent>, best: &mut Vec<RecordedEvent>| {
         let bound = (best.len() >= keep).then(|| best[keep - 1].log_position);
         best.extend(
             events
                 .into_iter()
-                .filter(|e| e.log_position > after && bound.is_none_or(|b| e.log_position < b))
-                .filter(|e| until.is_none_or(|u| e.recorded_at <= u)),
+                .filter(|e| past_cursor(e.log_position))
+                .filter(|e| bound.is_none_or(|b| before(e.log_position, b)))
+                .filter(|e| filter.until.is_none_or(|u| e.recorded_at <= u))
+                .filter(|e| {
+                    filter
+                        .event_types
+                        .as_ref()
+                        .is_none_or(|types| types.iter().any(|t| *t == e.event_type))
+                }),
         );
-        best.sort_by_key(|e| e.log_position);
+        if newest_first {
+            best.sort_by_key(|e| std::cmp::Reverse(e.log_position));
+        } else {
+            best.sort_by_key(|e| e.log_position);
+        }
         best.truncate(keep);
     };
-    let job_events = log.read_stream(&job.stream_id(), 0).await?;
-    merge(job_events, &mut best);
-    let mut index = 0u32;
-    while index < tasks {
-        let end = tasks.min(index.saturating_add(HISTORY_STREAMS_PER_READ as u32));
-        let ids: Vec<String> = (index..end)
-            .map(|i| TaskId::for_task(job, i).stream_id())
-            .collect();
-        merge(log.read_streams(&ids).await?, &mut best);
-        index = end;
+    if let Some(index) = filter.task_index {
+        if index < tasks {
+            let stream = TaskId::for_task(job, index).stream_id();
+            merge(log.read_stream(&stream, 0).await?, &mut best);
+        }
+    } else {
+        let job_events = log.read_stream(&job.stream_id(), 0).await?;
+        merge(job_events, &mut best);
+        let mut index = 0u32;
+        while index < tasks {
+            let end = tasks.min(index.saturating_add(HISTORY_STREAMS_PER_READ as u32));
+            let ids: Vec<String> = (index..end)
+                .map(|i| TaskId::for_task(job, i).stream_id())
+                .collect();
+            merge(log.read_streams(&ids).await?, &mut best);
+            index = end;
+        }
     }
     let more = best.len() > first;
     best.truncate(first);

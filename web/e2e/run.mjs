@@ -11,6 +11,7 @@
 //   4. a job that fails is retried from its page, and the new attempt shows;
 //   4b. the failed job's timeline, its slowest attempts, the job as it was before its first
 //       failure (scrubber, ?at=), and a task's page with its attempts, reached from the history;
+//   4c. the dead-letter queue lists the failed tasks, and a selection of one is redriven;
 //   5. the analytics charts render with data;
 //   6. the connection indicator says "Reconnecting" while shoal is down and "Live" again after;
 //   and every page passes an axe-core audit (WCAG 2.1 A/AA) at both widths, and the submit form
@@ -334,6 +335,20 @@ async function main() {
   await shot('task-detail');
   await audit('task-detail');
 
+  // --- 4c. Dead letters: the failed tasks are there; redrive a selection of one.
+  await page.goto(`${base}/dead-letters`);
+  await waitFor('dead letters of the failed job', async () => (await page.locator('[data-testid=dead-letter-row]').count()) >= 2, 30_000);
+  const lettersBefore = await page.locator('[data-testid=dead-letter-row]').count();
+  await shot('dead-letters');
+  await audit('dead-letters');
+  await page.locator('[data-testid=dead-letter-row] input[type=checkbox]').first().check();
+  await page.getByRole('button', { name: 'Redrive selected (1)' }).click();
+  const redriveNotice = await waitFor('the redrive outcome', async () => {
+    const text = await page.locator('[role=status].notice').textContent().catch(() => null);
+    return text && text.includes('1 task(s) scheduled') ? text : null;
+  }, 15_000);
+  log(`dead letters: ${lettersBefore} listed; redrive of one: ${redriveNotice}`);
+
   // Filters live in the address: a shared link shows the same thing.
   await page.goto(`${base}/?status=FAILED`);
   await waitFor('only the failed job in the filtered list', async () => {
@@ -434,8 +449,10 @@ async function main() {
     const slider = page.getByRole('slider');
     await slider.focus();
     for (let i = 0; i < 5; i++) await page.keyboard.press('PageDown');
-    await waitFor('the job as of an earlier moment', async () => (await page.locator('[data-testid=scrubber]').textContent()).includes('As of') &&
-      !(await page.locator('[data-testid=scrubber]').textContent()).includes('loading'), 120_000, 100);
+    const scrubberText = () => page.locator('[data-testid=scrubber]').textContent();
+    await waitFor('the scrubber to ask for an earlier moment', async () => (await scrubberText()).includes('loading'), 10_000, 20);
+    await waitFor('the job as of an earlier moment', async () => (await scrubberText()).includes('As of') &&
+      !(await scrubberText()).includes('loading'), 180_000, 100);
     log(`100k-task job: scrubber moved, the job as of then shown in ${Date.now() - t2} ms`);
     await shot('job-detail-100k');
     log(`100k-task job: first page ${firstPage} ms, next page ${nextPage} ms, worst frame ${worstFrame.toFixed(0)} ms, progress ${progress}`);

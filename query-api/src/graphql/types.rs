@@ -14,7 +14,8 @@ use shoal_infra::readmodel::{JobRow, JobSort, TaskRow};
 use super::as_of::AsOf;
 use super::timeline::{JobTimeline, TimelineGroup, TimelineRequest};
 use super::{
-    history_cursor, history_page, internal, page_size, parse_history_cursor, read, user_error,
+    HistoryFilter, history_cursor, history_page, internal, page_size, parse_history_cursor, read,
+    user_error,
 };
 
 /// How `jobs` is ordered.
@@ -285,22 +286,40 @@ impl Job {
     /// What happened to the job and its tasks, in log order: the events of the job's stream
     /// and of its tasks' streams, a page at a time (`first`: default 50, at most 1000; `after`:
     /// the `endCursor` of the previous page). Up to the job's `asOf` when it has one.
+    /// `newestFirst`: latest first (`after` then pages back in time); `eventTypes`: only these
+    /// types (`TaskFailed`, ...); `taskIndex`: only that task's events (read alone: cheap).
+    #[allow(clippy::too_many_arguments)]
     async fn history(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        #[graphql(default)] newest_first: bool,
+        event_types: Option<Vec<String>>,
+        task_index: Option<u32>,
     ) -> async_graphql::Result<Connection<String, HistoryEvent>> {
         let read = read(ctx)?;
         let limit = page_size(first)?;
         let cursor = after.as_deref().map(parse_history_cursor).transpose()?;
+        if event_types.as_ref().is_some_and(|t| t.len() > 50) {
+            return Err(user_error(
+                "eventTypes takes at most 50 types".into(),
+                "eventTypes",
+            ));
+        }
+        let filter = HistoryFilter {
+            until: self.1.as_ref().map(|a| a.at),
+            newest_first,
+            event_types,
+            task_index,
+        };
         let (events, more) = history_page(
             read.log.as_ref(),
             self.0.id,
             self.0.created_upto.max(self.0.progress.created),
-            cursor.unwrap_or_default(),
+            cursor,
             limit as usize,
-            self.1.as_ref().map(|a| a.at),
+            &filter,
         )
         .await
         .map_err(internal)?;

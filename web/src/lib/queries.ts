@@ -98,10 +98,24 @@ export const JOB_EXECUTION_QUERY = graphql(`
 `);
 
 export const HISTORY_QUERY = graphql(`
-  query JobHistory($id: ID!, $first: Int, $after: String, $asOf: DateTime) {
+  query JobHistory(
+    $id: ID!
+    $first: Int
+    $after: String
+    $asOf: DateTime
+    $newestFirst: Boolean
+    $eventTypes: [String!]
+    $taskIndex: Int
+  ) {
     job(id: $id, asOf: $asOf) {
       id
-      history(first: $first, after: $after) {
+      history(
+        first: $first
+        after: $after
+        newestFirst: $newestFirst
+        eventTypes: $eventTypes
+        taskIndex: $taskIndex
+      ) {
         edges {
           cursor
           node {
@@ -378,3 +392,29 @@ export const JOB_TIMELINE_QUERY = graphql(`
 `);
 
 export type JobTimeline = NonNullable<ResultOf<typeof JOB_TIMELINE_QUERY>['job']>['timeline'];
+
+export const DEAD_LETTERS_QUERY = graphql(`
+  query DeadLetters($limit: Int) {
+    deadLetters(limit: $limit) {
+      id
+      jobId
+      taskId
+      reason
+      deadLetteredAt
+      bodyPreview
+    }
+  }
+`);
+
+export const REDRIVE_SELECTED = graphql(`
+  mutation RedriveSelected($taskIds: [ID!]) {
+    redriveDeadLetters(taskIds: $taskIds) {
+      redriven
+      resent
+      removed
+      skipped
+    }
+  }
+`);
+
+export type DeadLetter = ResultOf<typeof DEAD_LETTERS_QUERY>['deadLetters'][number];

@@ -58,6 +58,7 @@ const history = {
       node: {
         eventType,
         at: '2026-01-01T10:00:00Z',
+        taskId: null,
         taskIndex: null,
         attempt: null,
         worker: null,
@@ -170,5 +171,19 @@ describe('JobDetailPage', () => {
     fireEvent.click(within(scrubber).getByRole('button', { name: 'Back to live' }));
     await waitFor(() => expect(screen.getByTestId('count-completed').textContent).toBe('30'));
     expect(screen.getByTestId('scrubber').textContent).toContain('Live');
+  });
+
+  it('filters the history by event type and task, newest first by default; events link to their task', async () => {
+    const { executeQuery } = renderPage();
+    await screen.findByRole('heading', { level: 1, name: /thumbnails/ });
+    const historyReads = () =>
+      executeQuery.mock.calls.filter(([r]) => operationName(r.query) === 'JobHistory').map(([r]) => r.variables);
+    expect(historyReads()[0]).toMatchObject({ newestFirst: true, eventTypes: null, taskIndex: null });
+    fireEvent.change(screen.getByLabelText('Event'), { target: { value: 'TaskFailed' } });
+    await waitFor(() => expect(historyReads().at(-1)).toMatchObject({ eventTypes: ['TaskFailed'] }));
+    fireEvent.change(screen.getByLabelText('Task'), { target: { value: '7' } });
+    await waitFor(() => expect(historyReads().at(-1)).toMatchObject({ eventTypes: ['TaskFailed'], taskIndex: 7 }));
+    fireEvent.change(screen.getByLabelText('Order'), { target: { value: 'oldest' } });
+    await waitFor(() => expect(historyReads().at(-1)).toMatchObject({ newestFirst: false }));
   });
 });

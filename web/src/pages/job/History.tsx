@@ -2,16 +2,75 @@ import { Link } from 'react-router-dom';
 import { HISTORY_MAX, type HistoryState } from './useJobDetail';
 
 /** The job's events as a timeline, oldest first, with "Show more events". */
+/** The event types the history can be filtered by. */
+export const EVENT_TYPES = [
+  'JobSubmitted',
+  'TasksCreated',
+  'TaskEnqueued',
+  'TaskStarted',
+  'TaskCompleted',
+  'TaskFailed',
+  'TaskRetryScheduled',
+  'TaskDeadLettered',
+  'JobRetryRequested',
+  'JobCompleted',
+  'JobFailed',
+  'JobCancelled',
+] as const;
+
 export function History({
   jobId,
   history,
   error,
   canShowMore,
   showMore,
+  filter,
+  setFilter,
 }: HistoryState & { jobId: string }) {
   return (
     <section className="card" aria-labelledby="history-title">
       <h2 id="history-title">History</h2>
+      <div className="history-filters">
+        <label>
+          Order{' '}
+          <select
+            value={filter.newestFirst ? 'newest' : 'oldest'}
+            onChange={(e) => setFilter({ ...filter, newestFirst: e.target.value === 'newest' })}
+          >
+            <option value="newest">newest first</option>
+            <option value="oldest">oldest first</option>
+          </select>
+        </label>
+        <label>
+          Event{' '}
+          <select
+            value={filter.eventType ?? ''}
+            onChange={(e) => setFilter({ ...filter, eventType: e.target.value || null })}
+          >
+            <option value="">any</option>
+            {EVENT_TYPES.map((t) => (
+              <option key={t} value={t}>
+                {t}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Task{' '}
+          <input
+            type="number"
+            min={0}
+            inputMode="numeric"
+            className="task-filter"
+            placeholder="any"
+            value={filter.taskIndex ?? ''}
+            onChange={(e) => {
+              const n = e.target.value === '' ? null : Number(e.target.value);
+              setFilter({ ...filter, taskIndex: n != null && Number.isInteger(n) && n >= 0 ? n : null });
+            }}
+          />
+        </label>
+      </div>
       {error && <p className="error">Could not load the history.</p>}
       <ol className="timeline" data-testid="history" tabIndex={0} aria-labelledby="history-title">
         {history?.edges.map(({ cursor, node: e }) => (

@@ -39,8 +39,19 @@ export interface Pace {
   elapsed: number | null;
 }
 
+/** Which events the history shows, in which order. */
+export interface HistoryFilter {
+  newestFirst: boolean;
+  /** One event type, or null for all. */
+  eventType: string | null;
+  /** One task's events, or null for all. */
+  taskIndex: number | null;
+}
+
 export interface HistoryState {
   history: JobHistory | undefined;
+  filter: HistoryFilter;
+  setFilter: (filter: HistoryFilter) => void;
   error: CombinedError | undefined;
   /** Whether "Show more events" can load more (false at HISTORY_MAX). */
   canShowMore: boolean;
@@ -141,10 +152,18 @@ export function useJobDetail(
  */
 function useJobHistory(id: string, asOf: string | null) {
   const [pages, setPages] = useState(1);
-  useEffect(() => setPages(1), [id]);
+  const [filter, setFilter] = useState<HistoryFilter>({ newestFirst: true, eventType: null, taskIndex: null });
+  useEffect(() => setPages(1), [id, filter]);
   const [result, reexecute] = useQuery({
     query: HISTORY_QUERY,
-    variables: { id, first: Math.min(HISTORY_MAX, HISTORY_PAGE * pages), asOf },
+    variables: {
+      id,
+      first: Math.min(HISTORY_MAX, HISTORY_PAGE * pages),
+      asOf,
+      newestFirst: filter.newestFirst,
+      eventTypes: filter.eventType ? [filter.eventType] : null,
+      taskIndex: filter.taskIndex,
+    },
   });
 
   const last = useRef(0);
@@ -157,6 +176,8 @@ function useJobHistory(id: string, asOf: string | null) {
   };
   const state: HistoryState = {
     history: result.data?.job?.history,
+    filter,
+    setFilter,
     error: result.error,
     canShowMore: HISTORY_PAGE * pages < HISTORY_MAX,
     showMore: () => setPages((n) => n + 1),
