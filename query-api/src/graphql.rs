@@ -265,7 +265,7 @@ pub(crate) async fn history_page(
                     filter
                         .event_types
                         .as_ref()
-                        .is_none_or(|types| types.iter().any(|t| *t == e.event_type))
+                        .is_none_or(|types| types.contains(&e.event_type))
                 }),
         );
         if newest_first {
