@@ -171,8 +171,25 @@ function useJobHistory(id: string, asOf: string | null) {
     last.current = Date.now();
     reexecute({ requestPolicy: 'network-only' });
   };
+  // Throttled, with a trailing read: the last change of a burst is always shown.
+  const trailing = useRef<ReturnType<typeof setTimeout> | null>(null);
+  useEffect(
+    () => () => {
+      if (trailing.current) clearTimeout(trailing.current);
+    },
+    [],
+  );
   const refreshThrottled = () => {
-    if (!asOf && Date.now() - last.current >= HISTORY_REFRESH_MS) refresh();
+    if (asOf) return;
+    const wait = HISTORY_REFRESH_MS - (Date.now() - last.current);
+    if (wait <= 0) {
+      refresh();
+    } else if (!trailing.current) {
+      trailing.current = setTimeout(() => {
+        trailing.current = null;
+        refresh();
+      }, wait);
+    }
   };
   const state: HistoryState = {
     history: result.data?.job?.history,
