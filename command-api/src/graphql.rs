@@ -32,7 +32,7 @@ use serde_json::Value;
 use shoal_api::auth::Principal;
 use shoal_api::error::Chain;
 use shoal_api::graphql::JobStatus;
-use shoal_domain::JobId;
+use shoal_domain::{JobId, TaskId};
 
 use crate::commands::{
     CommandError, CommandService, JobSnapshot, RetryOutcome, SubmitJobInput as SubmitCommand,
@@ -312,18 +312,44 @@ impl MutationRoot {
         Ok(outcome.into())
     }
 
-    /// Sends the dead letters (of one job, or all) back: each FAILED task gets another attempt
-    /// (a manual retry, so its history shows it) and its dead letter is removed. Poison
-    /// messages without a task are left (`skipped`).
+    /// Sends the dead letters (of one job, or all; with `taskIds`, only those of these tasks)
+    /// back: each FAILED task gets another attempt (a manual retry, so its history shows it)
+    /// and its dead letter is removed. Poison messages without a task are left (`skipped`).
     async fn redrive_dead_letters(
         &self,
         ctx: &Context<'_>,
         job_id: Option<ID>,
+        task_ids: Option<Vec<ID>>,
     ) -> async_graphql::Result<RedriveResult> {
         let service = service(ctx)?;
         let id = job_id.map(|id| parse_job_id(&id, "jobId")).transpose()?;
+        let tasks = task_ids
+            .map(|ids| {
+                if ids.len() > crate::commands::MAX_DEAD_LETTER_LIMIT as usize {
+                    return Err(error_with(
+                        format!(
+                            "taskIds takes at most {} tasks",
+                            crate::commands::MAX_DEAD_LETTER_LIMIT
+                        ),
+                        BAD_USER_INPUT,
+                        Some("taskIds"),
+                    ));
+                }
+                ids.iter()
+                    .map(|id| {
+                        TaskId::parse_any_form(id.as_str()).map_err(|_| {
+                            error_with(
+                                format!("{:?} is not a valid task id", id.as_str()),
+                                BAD_USER_INPUT,
+                                Some("taskIds"),
+                            )
+                        })
+                    })
+                    .collect::<Result<std::collections::HashSet<TaskId>, _>>()
+            })
+            .transpose()?;
         let outcome = service
-            .redrive_dead_letters(id)
+            .redrive_dead_letters_of(id, tasks.as_ref())
             .await
             .map_err(|e| to_graphql(e, "jobId"))?;
         Ok(outcome.into())
@@ -476,7 +502,7 @@ mod tests {
             "submitJob(input: SubmitJobInput!): JobSnapshot!",
             "cancelJob(id: ID!, reason: String): JobSnapshot!",
             "retryFailedTasks(jobId: ID!): RetryResult!",
-            "redriveDeadLetters(jobId: ID): RedriveResult!",
+            "redriveDeadLetters(jobId: ID, taskIds: [ID!]): RedriveResult!",
             "deadLetters(jobId: ID, limit: Int): [DeadLetter!]!",
             "CREATING_TASKS",
             "scalar JSON",

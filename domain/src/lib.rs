@@ -19,9 +19,13 @@
 //! - [`progress`]: counts of a job's tasks by status, from task events alone.
 //! - [`view`]: jobs and tasks as readers see them, the one fold that projections and the
 //!   command side share.
+//! - [`as_of`]: a job folded from part of the log (as it stood at a past instant);
+//!   [`attempts`]: a task's attempts, one by one.
 //! - [`rejection`]: why a command was refused; [`backoff`]: retry delays.
 
 pub mod aggregate;
+pub mod as_of;
+pub mod attempts;
 pub mod backoff;
 pub mod codec;
 pub mod events;
@@ -39,6 +43,8 @@ pub mod view;
 mod testing;
 
 pub use aggregate::{Aggregate, JobAggregate, TaskAggregate};
+pub use as_of::JobFold;
+pub use attempts::{Attempt, AttemptOutcome, Attempts, RetryDecision};
 pub use backoff::retry_backoff;
 pub use codec::{DecodeError, EncodedEvent};
 pub use events::Event;

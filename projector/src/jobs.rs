@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use shoal_domain::{Event, JobView, TaskView, Views};
-use shoal_infra::readmodel::{JobRow, JobsChanges, JobsKeys, TaskRow, to_micros};
+use shoal_infra::readmodel::{JobRow, JobsChanges, JobsKeys, TaskRow};
 
 /// The rows a batch must load: every job and task it touches, except those it creates
 /// (whose first event in the batch is `JobSubmitted` / `TaskEnqueued`).
@@ -54,12 +54,12 @@ pub fn fold(jobs: Vec<JobRow>, tasks: Vec<TaskRow>, events: &[Event]) -> JobsCha
         jobs: touched_jobs
             .into_iter()
             .filter_map(|id| views.jobs.remove(&id))
-            .map(job_row)
+            .map(JobRow::from)
             .collect(),
         tasks: touched_tasks
             .into_iter()
             .filter_map(|id| views.tasks.remove(&id))
-            .map(task_row)
+            .map(TaskRow::from)
             .collect(),
     }
 }
@@ -81,28 +81,6 @@ fn job_view(row: JobRow) -> JobView {
         completed_at: row.completed_at,
         error_message: row.error_message,
         cancel_reason: row.cancel_reason,
-    }
-}
-
-/// The row that stores a job's view: the displayed status beside the stream's, times to the
-/// microsecond as the tables keep them.
-fn job_row(view: JobView) -> JobRow {
-    JobRow {
-        status: view.status(),
-        id: view.job_id,
-        job_type: view.job_type,
-        stream_status: view.stream_status,
-        progress: view.progress,
-        created_upto: view.created_upto,
-        parameters: view.parameters,
-        max_attempts: view.max_attempts,
-        timeout_seconds: view.timeout_seconds,
-        created_at: to_micros(view.created_at),
-        updated_at: to_micros(view.updated_at),
-        started_at: view.started_at.map(to_micros),
-        completed_at: view.completed_at.map(to_micros),
-        error_message: view.error_message,
-        cancel_reason: view.cancel_reason,
     }
 }
 
@@ -128,30 +106,5 @@ fn task_view(row: TaskRow) -> TaskView {
         next_attempt_at: row.next_attempt_at,
         duration_ms: row.duration_ms,
         dead_lettered: row.dead_lettered,
-    }
-}
-
-/// The row that stores a task's view, times to the microsecond as the tables keep them.
-fn task_row(view: TaskView) -> TaskRow {
-    TaskRow {
-        id: view.task_id,
-        job_id: view.job_id,
-        task_index: view.index,
-        job_type: view.job_type,
-        status: view.status,
-        attempt: view.attempt,
-        max_attempts: view.max_attempts,
-        timeout_seconds: view.timeout_seconds,
-        parameters: view.parameters,
-        result: view.result,
-        error_message: view.error_message,
-        worker: view.worker,
-        created_at: to_micros(view.created_at),
-        updated_at: to_micros(view.updated_at),
-        started_at: view.started_at.map(to_micros),
-        completed_at: view.completed_at.map(to_micros),
-        next_attempt_at: view.next_attempt_at.map(to_micros),
-        duration_ms: view.duration_ms,
-        dead_lettered: view.dead_lettered,
     }
 }

@@ -18,7 +18,9 @@
 //! message and then sends the latest state once. A subscriber that falls behind the projector's
 //! notifications (`Lagged`) re-reads everything it shows.
 
+mod as_of;
 mod live;
+mod timeline;
 mod types;
 
 use std::sync::Arc;
@@ -38,6 +40,7 @@ use tokio::sync::broadcast;
 
 pub use live::{SubscriptionRoot, SubscriptionSlots, TOO_MANY_SUBSCRIPTIONS};
 pub use shoal_api::graphql::{BAD_USER_INPUT, INTERNAL, TaskStatus};
+pub use timeline::{JobTimeline, TimelineBar, TimelineBucket, TimelineGroup};
 pub use types::{
     Analytics, AnalyticsOverview, HistoryEvent, Job, JobSortOrder, JobsChange, ProcessingTime,
     Task, TaskUpdates,
@@ -117,10 +120,32 @@ pub struct QueryRoot;
 impl QueryRoot {
     /// The job with this id, or null (also while the projector has not seen it yet, a few
     /// milliseconds after its submission).
-    async fn job(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Job>> {
+    ///
+    /// With `asOf`: the job, its counts, its tasks and its history as they stood at that
+    /// instant (every event the log recorded at or before it), folded from the log rather
+    /// than read from the read tables; null if it had not been submitted then. It costs a
+    /// read of the job's events up to the instant (about three per task): see
+    /// `docs/dashboard.md`.
+    async fn job(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        as_of: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<Option<Job>> {
         let read = read(ctx)?;
         let id = parse_job_id(&id, "id")?;
-        Ok(read.store.get_job(id).await.map_err(internal)?.map(Job))
+        match as_of {
+            None => Ok(read
+                .store
+                .get_job(id)
+                .await
+                .map_err(internal)?
+                .map(|row| Job(row, None))),
+            Some(at) => Ok(as_of::job_as_of(read.log.as_ref(), id, at)
+                .await
+                .map_err(internal)?
+                .map(|(row, as_of)| Job(row, Some(as_of)))),
+        }
     }
 
     /// The task with this id, or null. The id is the task's UUID, or the original system's
@@ -128,7 +153,12 @@ impl QueryRoot {
     async fn task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Task>> {
         let read = read(ctx)?;
         let id = parse_task_id(&id, "id")?;
-        Ok(read.store.get_task(id).await.map_err(internal)?.map(Task))
+        Ok(read
+            .store
+            .get_task(id)
+            .await
+            .map_err(internal)?
+            .map(|row| Task(row, None)))
     }
 
     /// Jobs, newest first by default, a page at a time (`first`: default 50, at most 1000;
@@ -187,7 +217,7 @@ impl QueryRoot {
         connection.edges.extend(
             page.jobs
                 .into_iter()
-                .map(|job| Edge::new(JobCursor::after(&job).to_string(), Job(job))),
+                .map(|job| Edge::new(JobCursor::after(&job).to_string(), Job(job, None))),
         );
         Ok(connection)
     }
@@ -201,20 +231,108 @@ impl QueryRoot {
 // ---------------------------------------------------------------------------------------------
 // History
 
-/// A page of a job's history: the job stream's and its tasks' events after `after`, in log
-/// order, at most `first`. Read through the log's index by job: a page costs what it returns,
-/// however many tasks the job has.
+/// Which events of a job's history, in which order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HistoryFilter {
+    /// Only events recorded at or before it (a job shown `asOf`).
+    pub until: Option<DateTime<Utc>>,
+    /// Newest first: the page holds the events before the cursor, latest first.
+    pub newest_first: bool,
+    /// Only these event types (all when `None`).
+    pub event_types: Option<Vec<String>>,
+    /// Only the events of this task.
+    pub task_index: Option<u32>,
+}
+
+/// How many of a job's events one read of the log's index by job returns.
+const HISTORY_EVENTS_PER_READ: i64 = 1000;
+
+/// A page of a job's history: the job stream's and its tasks' events after `after` (before it,
+/// newest first), in log order (reversed newest first), at most `first`.
+///
+/// Read through the log's index by job. Oldest first, a page costs what it reads up to the
+/// page's last event (the filters may skip some on the way). Newest first, the index is read
+/// forward up to the cursor, keeping only the `first + 1` latest: memory is bounded by the page,
+/// the cost by the job's events before the cursor. Filtered by task, only that task's stream is
+/// read.
 pub(crate) async fn history_page(
     log: &dyn EventLog,
     job: JobId,
-    after: LogPosition,
+    tasks: u32,
+    after: Option<LogPosition>,
     first: usize,
+    filter: &HistoryFilter,
 ) -> Result<(Vec<RecordedEvent>, bool), shoal_infra::eventlog::LogError> {
-    let limit = i64::try_from(first.saturating_add(1)).unwrap_or(i64::MAX);
-    let mut events = log.read_job(job.as_uuid(), after, limit).await?;
-    let more = events.len() > first;
-    events.truncate(first);
-    Ok((events, more))
+    let keep = first.saturating_add(1);
+    let newest_first = filter.newest_first;
+    let wanted = |e: &RecordedEvent| {
+        filter.until.is_none_or(|u| e.recorded_at <= u)
+            && filter
+                .event_types
+                .as_ref()
+                .is_none_or(|types| types.contains(&e.event_type))
+    };
+    let past_cursor = |e: &RecordedEvent| {
+        after.is_none_or(|cursor| {
+            if newest_first {
+                e.log_position < cursor
+            } else {
+                e.log_position > cursor
+            }
+        })
+    };
+    let mut page: Vec<RecordedEvent> = Vec::new();
+    if let Some(index) = filter.task_index {
+        if index < tasks {
+            let stream = TaskId::for_task(job, index).stream_id();
+            page = log.read_stream(&stream, 0).await?;
+            page.retain(|e| wanted(e) && past_cursor(e));
+            if newest_first {
+                page.reverse();
+            }
+            page.truncate(keep);
+        }
+    } else if !newest_first {
+        let mut cursor = after.unwrap_or(LogPosition::START);
+        loop {
+            let events = log
+                .read_job(job.as_uuid(), cursor, HISTORY_EVENTS_PER_READ)
+                .await?;
+            let read = events.len();
+            if let Some(last) = events.last() {
+                cursor = last.log_position;
+            }
+            page.extend(events.into_iter().filter(|e| wanted(e)));
+            if page.len() >= keep
+                || i64::try_from(read).unwrap_or(i64::MAX) < HISTORY_EVENTS_PER_READ
+            {
+                break;
+            }
+        }
+        page.truncate(keep);
+    } else {
+        let mut cursor = LogPosition::START;
+        loop {
+            let events = log
+                .read_job(job.as_uuid(), cursor, HISTORY_EVENTS_PER_READ)
+                .await?;
+            let read = events.len();
+            if let Some(last) = events.last() {
+                cursor = last.log_position;
+            }
+            page.extend(events.into_iter().filter(|e| wanted(e) && past_cursor(e)));
+            page.sort_by_key(|e| std::cmp::Reverse(e.log_position));
+            page.truncate(keep);
+            let done = i64::try_from(read).unwrap_or(i64::MAX) < HISTORY_EVENTS_PER_READ
+                || after.is_some_and(|c| cursor >= c);
+            if done {
+                break;
+            }
+        }
+    }
+    let more = page.len() > first;
+    page.truncate(first);
+    Ok((page, more))
 }
 
 /// A history cursor: `<commit>.<position>` of the last event of the previous page.

@@ -9,6 +9,9 @@
 //   2. a job submitted from the form reaches 100% without a reload;
 //   3. the jobs list shows a job submitted elsewhere without a reload;
 //   4. a job that fails is retried from its page, and the new attempt shows;
+//   4b. the failed job's timeline, its slowest attempts, the job as it was before its first
+//       failure (scrubber, ?at=), and a task's page with its attempts, reached from the history;
+//   4c. the dead-letter queue lists the failed tasks, and a selection of one is redriven;
 //   5. the analytics charts render with data;
 //   6. the connection indicator says "Reconnecting" while shoal is down and "Live" again after;
 //   and every page passes an axe-core audit (WCAG 2.1 A/AA) at both widths, and the submit form
@@ -300,6 +303,52 @@ async function main() {
   await page.locator('#tasks-title').scrollIntoViewIfNeeded();
   await shot('job-detail-retried');
 
+  // --- 4b. Debugging the failed job: timeline, slowest attempts, the job as it was, a task.
+  await waitFor('the timeline with its bars', async () =>
+    /attempts on 3 tasks/.test((await page.locator('[data-testid=timeline-summary]').textContent().catch(() => '')) ?? ''), 20_000);
+  const slowestCount = await page.locator('[data-testid=slowest] li a').count();
+  if (slowestCount < 1) throw new Error('no slowest attempt is listed');
+  await page.locator('[data-testid=timeline]').scrollIntoViewIfNeeded();
+  await shot('job-detail-timeline', false);
+  await audit('job-detail-timeline');
+  // As it was just before its first failure: nothing had failed yet.
+  const failures = await graphql(api, 'query($id: ID!) { job(id: $id) { history(first: 100) { edges { node { eventType recordedAt } } } } }', { id: failingId });
+  const firstFailure = failures.job.history.edges.map((e) => e.node).find((e) => e.eventType === 'TaskFailed');
+  const before = new Date(Date.parse(firstFailure.recordedAt) - 1).toISOString();
+  await page.goto(`${base}/jobs/${failingId}?at=${encodeURIComponent(before)}`);
+  await waitFor('the job as it was before its first failure', async () =>
+    (await page.locator('[data-testid=count-failed]').textContent()) === '0' &&
+    (await page.locator('[data-testid=scrubber]').textContent()).includes('As of'), 15_000);
+  log(`scrubber: as of ${before} the job had no failed task`);
+  await shot('job-detail-as-of');
+  await audit('job-detail-as-of');
+  await page.getByRole('button', { name: 'Back to live' }).click();
+  await waitFor('live again', async () => (await page.locator('[data-testid=count-failed]').textContent()) !== '0' ||
+    (await page.locator('h1 .badge').textContent()) !== 'FAILED', 15_000);
+  // From the history to the task's own page.
+  await page.locator('[data-testid=history] a', { hasText: 'task 0' }).first().click();
+  await page.waitForURL(new RegExp(`/jobs/${failingId}/tasks/0$`), { timeout: 10_000 });
+  await waitFor('two attempts of task 0', async () => (await page.locator('[data-testid=attempt-row]').count()) >= 2, 20_000);
+  const firstAttempt = await page.locator('[data-testid=attempt-row]').first().textContent();
+  if (!/failed/.test(firstAttempt)) throw new Error(`the first attempt is not shown failed: ${firstAttempt}`);
+  log(`task page: ${await page.locator('[data-testid=attempt-row]').count()} attempts; first: ${firstAttempt}`);
+  await shot('task-detail');
+  await audit('task-detail');
+
+  // --- 4c. Dead letters: the failed tasks are there; redrive a selection of one.
+  await page.goto(`${base}/dead-letters`);
+  await waitFor('dead letters of the failed job', async () => (await page.locator('[data-testid=dead-letter-row]').count()) >= 2, 30_000);
+  const lettersBefore = await page.locator('[data-testid=dead-letter-row]').count();
+  await shot('dead-letters');
+  await audit('dead-letters');
+  await page.locator('[data-testid=dead-letter-row] input[type=checkbox]').first().check();
+  await page.getByRole('button', { name: 'Redrive selected (1)' }).click();
+  const redriveNotice = await waitFor('the redrive outcome', async () => {
+    const text = await page.locator('[role=status].notice').textContent().catch(() => null);
+    return text && text.includes('1 task(s) scheduled') ? text : null;
+  }, 15_000);
+  log(`dead letters: ${lettersBefore} listed; redrive of one: ${redriveNotice}`);
+
   // Filters live in the address: a shared link shows the same thing.
   await page.goto(`${base}/?status=FAILED`);
   await waitFor('only the failed job in the filtered list', async () => {
@@ -361,8 +410,14 @@ async function main() {
       input: { jobType: 'noop', totalTasks: 100000 },
     });
     const bigId = big.submitJob.id;
+    // Wait for its tasks to exist, so that the timeline and the scrubber face 100,000 tasks.
+    await waitFor('the 100,000 tasks to be created', async () =>
+      (await graphql(api, 'query($id: ID!) { job(id: $id) { tasksCreated } }', { id: bigId })).job?.tasksCreated === 100000, 300_000, 500);
     const started = Date.now();
     await page.goto(`${base}/jobs/${bigId}`);
+    await page.locator('[data-testid=scrubber]').waitFor({ timeout: 10_000 });
+    await page.locator('[data-testid=timeline]').waitFor({ timeout: 10_000 });
+    log(`100k-task job: scrubber and timeline painted ${Date.now() - started} ms after navigation while it runs`);
     await waitFor('the big job with 50 task rows', async () => (await page.locator('.tasks-table tbody tr').count()) === 50, 60_000);
     const firstPage = Date.now() - started;
     await page.getByRole('button', { name: 'Next' }).click();
@@ -386,6 +441,38 @@ async function main() {
     log(`100k-task job: first page ${firstPage} ms, next page ${nextPage} ms, worst frame ${worstFrame.toFixed(0)} ms, progress ${progress}`);
     if (worstFrame > 500) throw new Error(`the page froze for ${worstFrame.toFixed(0)} ms with a 100k-task job`);
     await graphql(api, 'mutation($id: ID!) { cancelJob(id: $id, reason: "e2e done") { id } }', { id: bigId }).catch(() => {});
+
+    // Debugging the 100,000-task job once it has stopped (the server no longer busy running it):
+    // the scrubber and the timeline within 1 s of navigation, then the timeline's buckets and a
+    // moment of the past.
+    await waitFor('the big job to stop', async () => {
+      const j = (await graphql(api, 'query($id: ID!) { job(id: $id) { status runningTasks } }', { id: bigId })).job;
+      return j.status === 'CANCELLED' && j.runningTasks === 0;
+    }, 60_000, 500);
+    await sleep(2_000);
+    const navigated = Date.now();
+    await page.goto(`${base}/jobs/${bigId}`);
+    await page.locator('[data-testid=scrubber]').waitFor({ timeout: 10_000 });
+    await page.locator('[data-testid=timeline]').waitFor({ timeout: 10_000 });
+    const firstPaint = Date.now() - navigated;
+    log(`100k-task job: scrubber and timeline painted ${firstPaint} ms after navigation`);
+    if (firstPaint > 1000) throw new Error(`the scrubber and timeline took ${firstPaint} ms to first paint (limit 1 s)`);
+    // The timeline's data: aggregated buckets (more than 2,000 attempts), drawn on the canvas.
+    const t1 = Date.now();
+    await waitFor('the aggregated timeline of 100,000 tasks', async () =>
+      /too many to draw/.test((await page.locator('[data-testid=timeline-summary]').textContent().catch(() => '')) ?? ''), 120_000, 100);
+    log(`100k-task job: timeline buckets drawn ${Date.now() - t1} ms after the first paint (${Date.now() - navigated} ms after navigation)`);
+    // The scrubber halfway: the job as it was then.
+    const t2 = Date.now();
+    const slider = page.getByRole('slider');
+    await slider.focus();
+    for (let i = 0; i < 5; i++) await page.keyboard.press('PageDown');
+    const scrubberText = () => page.locator('[data-testid=scrubber]').textContent();
+    await waitFor('the scrubber to ask for an earlier moment', async () => (await scrubberText()).includes('loading'), 10_000, 20);
+    await waitFor('the job as of an earlier moment', async () => (await scrubberText()).includes('As of') &&
+      !(await scrubberText()).includes('loading'), 180_000, 100);
+    log(`100k-task job: scrubber moved, the job as of then shown in ${Date.now() - t2} ms`);
+    await shot('job-detail-100k-debug');
   }
 
   if (consoleProblems.length) throw new Error(`subscriptions failed: ${consoleProblems.join('; ')}`);

@@ -5,6 +5,8 @@ import { TokenPrompt } from './components/TokenPrompt';
 import { JobsPage } from './pages/JobsPage';
 import { SubmitPage } from './pages/SubmitPage';
 import { JobDetailPage } from './pages/JobDetailPage';
+import { TaskDetailPage } from './pages/TaskDetailPage';
+import { DeadLettersPage } from './pages/DeadLettersPage';
 // Recharts is most of the bundle: loaded with the analytics page only.
 const AnalyticsPage = lazy(() =>
   import('./pages/AnalyticsPage').then((m) => ({ default: m.AnalyticsPage })),
@@ -24,6 +26,7 @@ export function App() {
           </NavLink>
           <NavLink to="/submit">Submit</NavLink>
           <NavLink to="/analytics">Analytics</NavLink>
+          <NavLink to="/dead-letters">Dead letters</NavLink>
         </nav>
         <ConnectionIndicator />
       </header>
@@ -33,6 +36,8 @@ export function App() {
           <Route path="/" element={<JobsPage />} />
           <Route path="/submit" element={<SubmitPage />} />
           <Route path="/jobs/:id" element={<JobDetailPage />} />
+          <Route path="/jobs/:id/tasks/:index" element={<TaskDetailPage />} />
+          <Route path="/dead-letters" element={<DeadLettersPage />} />
           <Route
             path="/analytics"
             element={

@@ -75,16 +75,33 @@ impl CommandService {
     /// Errors: the log or the queue failed, or the service has no queue
     /// ([`CommandError::Infrastructure`]); other writers kept changing a job
     /// ([`CommandError::Conflict`]: run it again).
-    #[tracing::instrument(name = "command.redrive_dead_letters", skip_all)]
     pub async fn redrive_dead_letters(
         &self,
         job_id: Option<JobId>,
     ) -> Result<RedriveOutcome, CommandError> {
+        self.redrive_dead_letters_of(job_id, None).await
+    }
+
+    /// [`CommandService::redrive_dead_letters`] of a selection: only the dead letters of the
+    /// tasks in `tasks` (all when `None`); the others stay where they are and are not counted.
+    #[tracing::instrument(name = "command.redrive_dead_letters", skip_all)]
+    pub async fn redrive_dead_letters_of(
+        &self,
+        job_id: Option<JobId>,
+        tasks: Option<&HashSet<TaskId>>,
+    ) -> Result<RedriveOutcome, CommandError> {
         let queue = self.task_queue()?.clone();
-        let letters = queue
+        let mut letters = queue
             .dead_letters(job_id.map(Uuid::from), i64::from(MAX_DEAD_LETTER_LIMIT))
             .await
             .map_err(queue_error)?;
+        if let Some(tasks) = tasks {
+            letters.retain(|letter| {
+                letter
+                    .task_id
+                    .is_some_and(|id| tasks.contains(&TaskId::from_uuid(id)))
+            });
+        }
         let mut outcome = RedriveOutcome::default();
 
         let mut by_task: HashMap<TaskId, Vec<&DeadLetter>> = HashMap::new();

@@ -265,6 +265,21 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
     /// stream in the order of `stream_ids`, each in version order. Unknown streams are absent.
     async fn read_streams(&self, stream_ids: &[String]) -> LogResult<Vec<RecordedEvent>>;
 
+    /// [`EventLog::read_streams`], but only the events recorded at or before `until`
+    /// ([`RecordedEvent::recorded_at`], the log's own clock, kept to the millisecond on
+    /// SQLite): each stream's prefix as it stood at that instant. This is how a job is folded
+    /// as it was at a past moment. The default reads the whole streams and drops the rest;
+    /// the SQL logs filter in the database.
+    async fn read_streams_until(
+        &self,
+        stream_ids: &[String],
+        until: DateTime<Utc>,
+    ) -> LogResult<Vec<RecordedEvent>> {
+        let mut events = self.read_streams(stream_ids).await?;
+        events.retain(|e| e.recorded_at <= until);
+        Ok(events)
+    }
+
     /// Reads the events with these sequence numbers (`RecordedEvent::log_position.position`,
     /// as [`AppendOutcome::positions`] gives them), in the order asked; unknown positions are
     /// absent. Sees every committed event at once (no lag, unlike `read_all`). This is how a

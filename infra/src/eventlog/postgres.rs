@@ -108,6 +108,16 @@ WHERE (data->>'job_id') = $1 AND stream_id > $2
 ORDER BY stream_id
 LIMIT $3";
 
+const READ_STREAMS_UNTIL: &str = concat!(
+    "SELECT ",
+    event_columns!("e.", "transaction_id"),
+    "
+FROM UNNEST($1::text[]) WITH ORDINALITY AS s(stream_id, ord)
+JOIN events e ON e.stream_id = s.stream_id
+WHERE e.recorded_at <= $2
+ORDER BY s.ord, e.stream_version"
+);
+
 const READ_POSITIONS: &str = concat!(
     "SELECT ",
     event_columns!("e.", "transaction_id"),
@@ -144,6 +154,7 @@ impl LogDialect for Postgres {
 
     const READ_STREAM: &'static str = read_stream_sql!("transaction_id");
     const READ_STREAMS: &'static str = READ_STREAMS;
+    const READ_STREAMS_UNTIL: &'static str = READ_STREAMS_UNTIL;
     const READ_POSITIONS: &'static str = READ_POSITIONS;
     const SAVE_CHECKPOINT: &'static str = SAVE_CHECKPOINT;
     const READ_JOB: &'static str = READ_JOB;
@@ -247,6 +258,13 @@ impl LogDialect for Postgres {
             .try_map(|row| event::<Postgres>(&row))
             .fetch_all(&log.pool)
             .await?)
+    }
+
+    fn bind_recorded_bound(
+        query: crate::dialect::Q<'_, Self>,
+        until: DateTime<Utc>,
+    ) -> crate::dialect::Q<'_, Self> {
+        query.bind(until)
     }
 
     async fn head(log: &PostgresEventLog) -> LogResult<LogPosition> {

@@ -91,6 +91,9 @@ pub(crate) trait LogDialect:
     const READ_STREAM: &'static str;
     /// The events of the streams `$1` (an id list, see `Dialect::bind_strs`), by stream.
     const READ_STREAMS: &'static str;
+    /// [`LogDialect::READ_STREAMS`] recorded at or before `$2` (see
+    /// [`LogDialect::recorded_bound`]).
+    const READ_STREAMS_UNTIL: &'static str;
     /// The events at the positions `$1` (see `Dialect::bind_i64s`), in that order.
     const READ_POSITIONS: &'static str;
     /// Upserts checkpoint `$1` at (`$2`, `$3`).
@@ -134,6 +137,13 @@ pub(crate) trait LogDialect:
         after: LogPosition,
         limit: i64,
     ) -> impl Future<Output = LogResult<Vec<RecordedEvent>>> + Send;
+
+    /// Binds the bound of [`LogDialect::READ_STREAMS_UNTIL`]: an instant compared with
+    /// `recorded_at` as that column is stored.
+    fn bind_recorded_bound(
+        query: crate::dialect::Q<'_, Self>,
+        until: DateTime<Utc>,
+    ) -> crate::dialect::Q<'_, Self>;
 
     /// See [`EventLog::head`].
     fn head(log: &SqlEventLog<Self>) -> impl Future<Output = LogResult<LogPosition>> + Send;
@@ -361,6 +371,29 @@ impl<D: LogDialect> EventLog for SqlEventLog<D> {
             .arg(after.commit)
             .arg(after.position)
             .arg(limit);
+        events::<D>(query.all(D::pool(&self.pool)).await?)
+    }
+
+    #[tracing::instrument(
+        name = "eventlog.read_streams_until",
+        skip_all,
+        err(level = "debug"),
+        fields(backend = D::BACKEND, streams = stream_ids.len(), %until)
+    )]
+    async fn read_streams_until(
+        &self,
+        stream_ids: &[String],
+        until: DateTime<Utc>,
+    ) -> LogResult<Vec<RecordedEvent>> {
+        for stream_id in stream_ids {
+            batch::check_name("stream id", stream_id)?;
+        }
+        if stream_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = stream_ids.iter().map(String::as_str).collect();
+        let query =
+            D::bind_recorded_bound(sqlx::query::<D>(D::READ_STREAMS_UNTIL).strs(ids), until);
         events::<D>(query.all(D::pool(&self.pool)).await?)
     }
 

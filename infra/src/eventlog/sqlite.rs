@@ -86,6 +86,16 @@ WHERE json_extract(data, '$.job_id') = $1 AND stream_id > $2
 ORDER BY stream_id
 LIMIT $3";
 
+const READ_STREAMS_UNTIL: &str = concat!(
+    "SELECT ",
+    event_columns!("e.", "position"),
+    "
+FROM json_each($1) AS s
+JOIN events e ON e.stream_id = s.value
+WHERE e.recorded_at <= $2
+ORDER BY s.key, e.stream_version"
+);
+
 const READ_POSITIONS: &str = concat!(
     "SELECT ",
     event_columns!("e.", "position"),
@@ -170,6 +180,7 @@ impl LogDialect for Sqlite {
 
     const READ_STREAM: &'static str = read_stream_sql!("position");
     const READ_STREAMS: &'static str = READ_STREAMS;
+    const READ_STREAMS_UNTIL: &'static str = READ_STREAMS_UNTIL;
     const READ_POSITIONS: &'static str = READ_POSITIONS;
     const SAVE_CHECKPOINT: &'static str = SAVE_CHECKPOINT;
     const READ_JOB: &'static str = READ_JOB;
@@ -238,6 +249,15 @@ impl LogDialect for Sqlite {
             .try_map(|row| event::<Sqlite>(&row))
             .fetch_all(&log.pool)
             .await?)
+    }
+
+    fn bind_recorded_bound(
+        query: crate::dialect::Q<'_, Self>,
+        until: DateTime<Utc>,
+    ) -> crate::dialect::Q<'_, Self> {
+        // `recorded_at` is `%Y-%m-%dT%H:%M:%fZ` text (milliseconds), which sorts as time
+        // does; the bound is truncated to the millisecond in the same form.
+        query.bind(until.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
     }
 
     async fn head(log: &SqliteEventLog) -> LogResult<LogPosition> {

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use serde_json::Value;
-use shoal_domain::{JobId, JobProgress, JobStatus, TaskId, TaskStatus};
+use shoal_domain::{JobId, JobProgress, JobStatus, JobView, TaskId, TaskStatus, TaskView};
 use uuid::Uuid;
 
 /// The projections this module stores, each with its own tables and checkpoint.
@@ -123,6 +123,30 @@ impl JobRow {
     }
 }
 
+/// The row that stores a job's view: the displayed status beside the stream's, times to the
+/// microsecond as the tables keep them.
+impl From<JobView> for JobRow {
+    fn from(view: JobView) -> JobRow {
+        JobRow {
+            status: view.status(),
+            id: view.job_id,
+            job_type: view.job_type,
+            stream_status: view.stream_status,
+            progress: view.progress,
+            created_upto: view.created_upto,
+            parameters: view.parameters,
+            max_attempts: view.max_attempts,
+            timeout_seconds: view.timeout_seconds,
+            created_at: to_micros(view.created_at),
+            updated_at: to_micros(view.updated_at),
+            started_at: view.started_at.map(to_micros),
+            completed_at: view.completed_at.map(to_micros),
+            error_message: view.error_message,
+            cancel_reason: view.cancel_reason,
+        }
+    }
+}
+
 /// One row of `tasks`: a task as the APIs show it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRow {
@@ -157,6 +181,33 @@ pub struct TaskRow {
     pub duration_ms: Option<u64>,
     /// The latest final failure went to the dead-letter queue.
     pub dead_lettered: bool,
+}
+
+/// The row that stores a task's view, times to the microsecond as the tables keep them.
+impl From<TaskView> for TaskRow {
+    fn from(view: TaskView) -> TaskRow {
+        TaskRow {
+            id: view.task_id,
+            job_id: view.job_id,
+            task_index: view.index,
+            job_type: view.job_type,
+            status: view.status,
+            attempt: view.attempt,
+            max_attempts: view.max_attempts,
+            timeout_seconds: view.timeout_seconds,
+            parameters: view.parameters,
+            result: view.result,
+            error_message: view.error_message,
+            worker: view.worker,
+            created_at: to_micros(view.created_at),
+            updated_at: to_micros(view.updated_at),
+            started_at: view.started_at.map(to_micros),
+            completed_at: view.completed_at.map(to_micros),
+            next_attempt_at: view.next_attempt_at.map(to_micros),
+            duration_ms: view.duration_ms,
+            dead_lettered: view.dead_lettered,
+        }
+    }
 }
 
 impl TaskRow {

@@ -55,6 +55,14 @@ impl EventLog for InstrumentedLog {
         self.inner.read_streams(stream_ids).await
     }
 
+    async fn read_streams_until(
+        &self,
+        stream_ids: &[String],
+        until: DateTime<Utc>,
+    ) -> LogResult<Vec<RecordedEvent>> {
+        self.inner.read_streams_until(stream_ids, until).await
+    }
+
     async fn read_positions(&self, positions: &[i64]) -> LogResult<Vec<RecordedEvent>> {
         self.inner.read_positions(positions).await
     }

@@ -170,7 +170,7 @@ impl SubscriptionRoot {
                     match store.get_job(job_id).await {
                         // Only when something a client sees changed.
                         Ok(Some(row)) if last.as_ref() != Some(&row) => {
-                            let job = Job(row.clone());
+                            let job = Job(row.clone(), None);
                             return Some((Ok(job), (coalescer, store, false, Some(row))));
                         }
                         Ok(_) => {}
@@ -301,7 +301,7 @@ async fn task_rows(
     let mut tasks = Vec::new();
     for id in ids {
         if let Some(row) = store.get_task(*id).await.map_err(internal)? {
-            tasks.push(Task(row));
+            tasks.push(Task(row, None));
         }
     }
     Ok(tasks)

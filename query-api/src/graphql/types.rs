@@ -1,16 +1,21 @@
 //! The GraphQL types of the read side.
 
+use std::sync::Arc;
+
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use shoal_api::graphql::{JobStatus, TaskStatus};
+use shoal_domain::{Attempt, Attempts};
 use shoal_infra::eventlog::RecordedEvent;
 use shoal_infra::readmodel::{JobRow, JobSort, TaskRow};
 
+use super::as_of::AsOf;
+use super::timeline::{JobTimeline, TimelineGroup, TimelineRequest};
 use super::{
-    history_cursor, history_page, internal, page_cost, page_size, parse_history_cursor, read,
-    user_error,
+    HistoryFilter, history_cursor, history_page, internal, page_cost, page_size,
+    parse_history_cursor, read, user_error,
 };
 
 /// How `jobs` is ordered.
@@ -32,9 +37,10 @@ impl From<JobSortOrder> for JobSort {
     }
 }
 
-/// A job, from the read model (a few milliseconds behind the log).
+/// A job, from the read model (a few milliseconds behind the log), or as it stood at a past
+/// instant, folded from the log (`job(id, asOf:)`: then the second field holds its tasks).
 #[derive(Debug, Clone)]
-pub struct Job(pub JobRow);
+pub struct Job(pub JobRow, pub Option<Arc<AsOf>>);
 
 #[Object]
 impl Job {
@@ -143,8 +149,14 @@ impl Job {
         self.0.cancel_reason.as_deref()
     }
 
+    /// The instant this job is shown as of (`job(id, asOf:)`); null for the live job.
+    async fn as_of(&self) -> Option<DateTime<Utc>> {
+        self.1.as_ref().map(|a| a.at)
+    }
+
     /// Its tasks in index order, a page at a time (`first`: default 50, at most 1000;
     /// `after`: the `endCursor` of the previous page), optionally only those in `status`.
+    /// As of the job's `asOf` when it has one.
     #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn tasks(
         &self,
@@ -167,20 +179,97 @@ impl Job {
             .into_iter()
             .map(Into::into)
             .collect();
-        let mut tasks = read
-            .store
-            .tasks_of_job(self.0.id, &statuses, after_index, i64::from(limit) + 1)
-            .await
-            .map_err(internal)?;
+        let mut tasks = match &self.1 {
+            Some(as_of) => as_of
+                .tasks
+                .iter()
+                .filter(|t| after_index.is_none_or(|after| t.task_index > after))
+                .filter(|t| statuses.is_empty() || statuses.contains(&t.status))
+                .take(limit as usize + 1)
+                .cloned()
+                .collect(),
+            None => read
+                .store
+                .tasks_of_job(self.0.id, &statuses, after_index, i64::from(limit) + 1)
+                .await
+                .map_err(internal)?,
+        };
         let more = tasks.len() > limit as usize;
         tasks.truncate(limit as usize);
+        let at = self.1.as_ref().map(|a| a.at);
         let mut connection = Connection::new(after_index.is_some(), more);
         connection.edges.extend(
             tasks
                 .into_iter()
-                .map(|task| Edge::new(task.task_index.to_string(), Task(task))),
+                .map(|task| Edge::new(task.task_index.to_string(), Task(task, at))),
         );
         Ok(connection)
+    }
+
+    /// The job's attempts laid out in time: one bar per attempt (queued -> started ->
+    /// ended), grouped by task or by worker, in the window `from`..`to` (default: the job's
+    /// lifetime up to its end, its `asOf`, or now). When more than `maxBars` attempts (default
+    /// 2000, at most 5000) fall in the window, the answer has `buckets` (`laneBuckets` blocks
+    /// of lanes x `timeBuckets` slices of time, default 100 x 200, at most 500 each) instead of
+    /// bars: ask again for a narrower window to see bars. `slowest` (default 10, at most 100)
+    /// lists the attempts that ran longest. Reads every task stream of the job.
+    #[allow(clippy::too_many_arguments)]
+    async fn timeline(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] group_by: TimelineGroup,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        #[graphql(default = 2000)] max_bars: i32,
+        #[graphql(default = 100)] lane_buckets: i32,
+        #[graphql(default = 200)] time_buckets: i32,
+        #[graphql(default = 10)] slowest: i32,
+    ) -> async_graphql::Result<JobTimeline> {
+        let read = read(ctx)?;
+        let check = |value: i32, max: i32, field: &str| {
+            if (1..=max).contains(&value) || (field == "slowest" && value == 0) {
+                Ok(value as u32)
+            } else {
+                Err(user_error(
+                    format!("{field} must be between 1 and {max}, not {value}"),
+                    field,
+                ))
+            }
+        };
+        let max_bars = check(max_bars, 5000, "maxBars")?;
+        let lane_buckets = check(lane_buckets, 500, "laneBuckets")?;
+        let time_buckets = check(time_buckets, 500, "timeBuckets")?;
+        let slowest = check(slowest, 100, "slowest")?;
+        let until = self.1.as_ref().map(|a| a.at);
+        let end = until
+            .or(self.0.completed_at)
+            .unwrap_or_else(Utc::now)
+            .max(self.0.created_at);
+        let from = from.unwrap_or(self.0.created_at);
+        let to = to.unwrap_or(end).min(end);
+        if to < from {
+            return Err(user_error("to must not be before from".into(), "to"));
+        }
+        let attempts = super::as_of::job_attempts(
+            read.log.as_ref(),
+            self.0.id,
+            self.0.created_upto.max(self.0.progress.created),
+            until,
+        )
+        .await
+        .map_err(internal)?;
+        Ok(super::timeline::layout(
+            &attempts,
+            TimelineRequest {
+                group_by,
+                from,
+                to,
+                max_bars: max_bars as usize,
+                lane_buckets,
+                time_buckets,
+                slowest: slowest as usize,
+            },
+        ))
     }
 
     /// The job's AWS Step Functions execution, when the Step Functions driver runs it (null
@@ -197,22 +286,42 @@ impl Job {
 
     /// What happened to the job and its tasks, in log order: the events of the job's stream
     /// and of its tasks' streams, a page at a time (`first`: default 50, at most 1000; `after`:
-    /// the `endCursor` of the previous page).
+    /// the `endCursor` of the previous page). Up to the job's `asOf` when it has one.
+    /// `newestFirst`: latest first (`after` then pages back in time); `eventTypes`: only these
+    /// types (`TaskFailed`, ...); `taskIndex`: only that task's events (read alone: cheap).
     #[graphql(complexity = "page_cost(first, child_complexity)")]
+    #[allow(clippy::too_many_arguments)]
     async fn history(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        #[graphql(default)] newest_first: bool,
+        event_types: Option<Vec<String>>,
+        task_index: Option<u32>,
     ) -> async_graphql::Result<Connection<String, HistoryEvent>> {
         let read = read(ctx)?;
         let limit = page_size(first)?;
         let cursor = after.as_deref().map(parse_history_cursor).transpose()?;
+        if event_types.as_ref().is_some_and(|t| t.len() > 50) {
+            return Err(user_error(
+                "eventTypes takes at most 50 types".into(),
+                "eventTypes",
+            ));
+        }
+        let filter = HistoryFilter {
+            until: self.1.as_ref().map(|a| a.at),
+            newest_first,
+            event_types,
+            task_index,
+        };
         let (events, more) = history_page(
             read.log.as_ref(),
             self.0.id,
-            cursor.unwrap_or_default(),
+            self.0.created_upto.max(self.0.progress.created),
+            cursor,
             limit as usize,
+            &filter,
         )
         .await
         .map_err(internal)?;
@@ -276,9 +385,10 @@ impl JobExecution {
     }
 }
 
-/// A task, from the read model.
+/// A task, from the read model, or as it stood at the instant of the second field (then its
+/// attempts and events stop there too).
 #[derive(Debug, Clone)]
-pub struct Task(pub TaskRow);
+pub struct Task(pub TaskRow, pub Option<DateTime<Utc>>);
 
 #[Object]
 impl Task {
@@ -372,6 +482,157 @@ impl Task {
     /// Its latest final failure went to the dead-letter queue.
     async fn dead_lettered(&self) -> bool {
         self.0.dead_lettered
+    }
+
+    /// Every attempt so far, oldest first: who ran it, when, how it ended, why it failed and
+    /// the retry that followed (folded from the task's own stream, so always current; up to
+    /// the task's instant for a job shown `asOf`).
+    async fn attempts(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<TaskAttempt>> {
+        let events = self.own_events(ctx).await?;
+        let decoded = super::as_of::decode(events);
+        let Attempts(attempts) = Attempts::fold(decoded.iter().map(|(_, _, e)| e));
+        Ok(attempts.into_iter().map(TaskAttempt).collect())
+    }
+
+    /// The task's own events, oldest first (`first`: default 50, at most 1000; `after`: the
+    /// `endCursor` of the previous page).
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, HistoryEvent>> {
+        let limit = page_size(first)? as usize;
+        let after_version = after
+            .as_deref()
+            .map(|c| {
+                c.parse::<i64>()
+                    .map_err(|_| user_error(format!("invalid cursor {c:?}"), "after"))
+            })
+            .transpose()?;
+        let mut events: Vec<RecordedEvent> = self
+            .own_events(ctx)
+            .await?
+            .into_iter()
+            .filter(|e| after_version.is_none_or(|v| e.stream_version > v))
+            .take(limit + 1)
+            .collect();
+        let more = events.len() > limit;
+        events.truncate(limit);
+        let mut connection = Connection::new(after_version.is_some(), more);
+        connection.edges.extend(
+            events
+                .into_iter()
+                .map(|event| Edge::new(event.stream_version.to_string(), HistoryEvent::new(event))),
+        );
+        Ok(connection)
+    }
+}
+
+impl Task {
+    /// The task's stream, up to the task's instant when it has one.
+    async fn own_events(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<RecordedEvent>> {
+        let read = read(ctx)?;
+        let stream = [self.0.id.stream_id()];
+        let events = match self.1 {
+            Some(at) => read.log.read_streams_until(&stream, at).await,
+            None => read.log.read_streams(&stream).await,
+        };
+        events.map_err(internal)
+    }
+}
+
+/// How an attempt stands or ended.
+#[derive(Debug, Enum, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Not started yet (queued, or waiting for its backoff).
+    Queued,
+    /// Started, not ended.
+    Running,
+    /// Succeeded.
+    Completed,
+    /// Failed, and another attempt was scheduled.
+    Retried,
+    /// Failed for good.
+    Failed,
+}
+
+impl From<shoal_domain::AttemptOutcome> for AttemptOutcome {
+    fn from(outcome: shoal_domain::AttemptOutcome) -> Self {
+        match outcome {
+            shoal_domain::AttemptOutcome::Queued => AttemptOutcome::Queued,
+            shoal_domain::AttemptOutcome::Running => AttemptOutcome::Running,
+            shoal_domain::AttemptOutcome::Completed => AttemptOutcome::Completed,
+            shoal_domain::AttemptOutcome::Retried => AttemptOutcome::Retried,
+            shoal_domain::AttemptOutcome::Failed => AttemptOutcome::Failed,
+        }
+    }
+}
+
+/// One attempt of a task.
+#[derive(Debug, Clone)]
+pub struct TaskAttempt(pub Attempt);
+
+#[Object]
+impl TaskAttempt {
+    /// Its number (1 = first).
+    async fn attempt(&self) -> u32 {
+        self.0.attempt
+    }
+
+    /// When it was queued: the task's creation for the first, the retry's scheduling after.
+    async fn queued_at(&self) -> DateTime<Utc> {
+        self.0.queued_at
+    }
+
+    /// Earliest start, when it follows a retry with a backoff.
+    async fn not_before(&self) -> Option<DateTime<Utc>> {
+        self.0.not_before
+    }
+
+    /// The worker that ran it.
+    async fn worker(&self) -> Option<&str> {
+        self.0.worker.as_deref()
+    }
+
+    /// When it started.
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+
+    /// When it ended.
+    async fn ended_at(&self) -> Option<DateTime<Utc>> {
+        self.0.ended_at
+    }
+
+    /// How long it ran, in milliseconds (the handler's measure when it completed).
+    async fn duration_ms(&self) -> Option<f64> {
+        self.0.duration_ms.map(|ms| ms as f64)
+    }
+
+    /// How it stands or ended.
+    async fn outcome(&self) -> AttemptOutcome {
+        self.0.outcome.into()
+    }
+
+    /// Why it failed (also the reason of the retry that followed).
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+
+    /// The backoff chosen before the next attempt, in milliseconds, when one followed.
+    async fn retry_backoff_ms(&self) -> Option<f64> {
+        self.0.retry.as_ref().map(|r| r.backoff_ms as f64)
+    }
+
+    /// Whether the next attempt was asked for by a user (a manual retry).
+    async fn retry_manual(&self) -> Option<bool> {
+        self.0.retry.as_ref().map(|r| r.manual)
+    }
+
+    /// Why its message went to the dead-letter queue, when it did.
+    async fn dead_letter_reason(&self) -> Option<&str> {
+        self.0.dead_letter_reason.as_deref()
     }
 }
 

@@ -50,9 +50,10 @@ export const JOBS_CHANGED = graphql(`
 `);
 
 export const JOB_QUERY = graphql(`
-  query Job($id: ID!, $first: Int, $after: String, $status: [TaskStatus!]) {
-    job(id: $id) {
+  query Job($id: ID!, $first: Int, $after: String, $status: [TaskStatus!], $asOf: DateTime) {
+    job(id: $id, asOf: $asOf) {
       ...JobFields
+      asOf
       parameters
       maxAttempts
       timeoutSeconds
@@ -97,15 +98,30 @@ export const JOB_EXECUTION_QUERY = graphql(`
 `);
 
 export const HISTORY_QUERY = graphql(`
-  query JobHistory($id: ID!, $first: Int, $after: String) {
-    job(id: $id) {
+  query JobHistory(
+    $id: ID!
+    $first: Int
+    $after: String
+    $asOf: DateTime
+    $newestFirst: Boolean
+    $eventTypes: [String!]
+    $taskIndex: Int
+  ) {
+    job(id: $id, asOf: $asOf) {
       id
-      history(first: $first, after: $after) {
+      history(
+        first: $first
+        after: $after
+        newestFirst: $newestFirst
+        eventTypes: $eventTypes
+        taskIndex: $taskIndex
+      ) {
         edges {
           cursor
           node {
             eventType
             at
+            taskId
             taskIndex
             attempt
             worker
@@ -252,3 +268,153 @@ export type JobDetail = NonNullable<ResultOf<typeof JOB_QUERY>['job']>;
 export type Task = JobDetail['tasks']['edges'][number]['node'];
 export type JobHistory = NonNullable<ResultOf<typeof HISTORY_QUERY>['job']>['history'];
 export type HistoryEvent = JobHistory['edges'][number]['node'];
+
+export const TASK_DETAIL_QUERY = graphql(`
+  query TaskDetail($id: ID!, $eventsFirst: Int) {
+    task(id: $id) {
+      id
+      jobId
+      index
+      jobType
+      status
+      attempt
+      maxAttempts
+      timeoutSeconds
+      worker
+      parameters
+      result
+      errorMessage
+      createdAt
+      updatedAt
+      startedAt
+      completedAt
+      nextAttemptAt
+      processingTimeSeconds
+      deadLettered
+      attempts {
+        attempt
+        queuedAt
+        notBefore
+        worker
+        startedAt
+        endedAt
+        durationMs
+        outcome
+        error
+        retryBackoffMs
+        retryManual
+        deadLetterReason
+      }
+      events(first: $eventsFirst) {
+        edges {
+          cursor
+          node {
+            eventType
+            at
+            attempt
+            worker
+            error
+          }
+        }
+        pageInfo {
+          hasNextPage
+        }
+      }
+    }
+  }
+`);
+
+export const TASK_UPDATED = graphql(`
+  subscription TaskUpdated($jobId: ID!) {
+    taskUpdated(jobId: $jobId) {
+      truncated
+      tasks {
+        index
+      }
+    }
+  }
+`);
+
+export type TaskDetail = NonNullable<ResultOf<typeof TASK_DETAIL_QUERY>['task']>;
+export type TaskAttempt = TaskDetail['attempts'][number];
+
+export const JOB_TIMELINE_QUERY = graphql(`
+  query JobTimeline(
+    $id: ID!
+    $asOf: DateTime
+    $groupBy: TimelineGroup
+    $from: DateTime
+    $to: DateTime
+    $maxBars: Int
+  ) {
+    job(id: $id, asOf: $asOf) {
+      id
+      timeline(groupBy: $groupBy, from: $from, to: $to, maxBars: $maxBars, slowest: 10) {
+        from
+        to
+        groupBy
+        laneCount
+        workers
+        attemptCount
+        aggregated
+        bars {
+          taskIndex
+          attempt
+          lane
+          worker
+          queuedAt
+          startedAt
+          endedAt
+          durationMs
+          outcome
+        }
+        buckets {
+          laneFrom
+          laneTo
+          from
+          to
+          attempts
+          failed
+          running
+        }
+        slowest {
+          taskIndex
+          attempt
+          worker
+          durationMs
+          outcome
+        }
+        medianMs
+        p95Ms
+      }
+    }
+  }
+`);
+
+export type JobTimeline = NonNullable<ResultOf<typeof JOB_TIMELINE_QUERY>['job']>['timeline'];
+
+export const DEAD_LETTERS_QUERY = graphql(`
+  query DeadLetters($limit: Int) {
+    deadLetters(limit: $limit) {
+      id
+      jobId
+      taskId
+      reason
+      deadLetteredAt
+      bodyPreview
+    }
+  }
+`);
+
+export const REDRIVE_SELECTED = graphql(`
+  mutation RedriveSelected($taskIds: [ID!]) {
+    redriveDeadLetters(taskIds: $taskIds) {
+      redriven
+      resent
+      removed
+      skipped
+    }
+  }
+`);
+
+export type DeadLetter = ResultOf<typeof DEAD_LETTERS_QUERY>['deadLetters'][number];

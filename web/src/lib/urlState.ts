@@ -94,3 +94,18 @@ export function parseDays(params: URLSearchParams): number {
   const days = Number(params.get('days'));
   return (TIMELINE_DAYS as readonly number[]).includes(days) ? days : 7;
 }
+
+/** The instant the job page shows the job as of (`?at=`, RFC 3339); null for live. */
+export function parseAsOf(params: URLSearchParams): string | null {
+  const at = params.get('at');
+  return at && !Number.isNaN(Date.parse(at)) ? new Date(at).toISOString() : null;
+}
+
+/** Sets or clears `?at=`, keeping the other keys (and the task table's page: it restarts). */
+export function serializeAsOf(at: string | null, params: URLSearchParams): URLSearchParams {
+  const next = new URLSearchParams(params);
+  next.delete('at');
+  next.delete('taskAfter');
+  if (at) next.set('at', at);
+  return next;
+}

@@ -58,6 +58,7 @@ const history = {
       node: {
         eventType,
         at: '2026-01-01T10:00:00Z',
+        taskId: null,
         taskIndex: null,
         attempt: null,
         worker: null,
@@ -71,12 +72,19 @@ const history = {
 const operationName = (query: DocumentNode) =>
   query.definitions.flatMap((d) => (d.kind === 'OperationDefinition' ? [d.name?.value] : []))[0];
 
-function renderPage(failed = 0, executeMutation = vi.fn()) {
+function renderPage(failed = 0, executeMutation = vi.fn(), url = '/jobs/j1') {
   type Request = { query: DocumentNode; variables: Record<string, unknown> };
+  const jobAt = (asOf: unknown) =>
+    asOf
+      ? { ...job(failed), asOf, completedTasks: 3, queuedTasks: 107, progress: 0.025 }
+      : { ...job(failed), asOf: null, completedAt: url.includes('at=') ? '2026-01-01T10:00:50Z' : null };
   const executeQuery = vi.fn((request: Request) =>
     fromValue({
       operation: request,
-      data: operationName(request.query) === 'Job' ? { job: job(failed) } : { job: history },
+      data:
+        operationName(request.query) === 'Job'
+          ? { job: jobAt(request.variables.asOf) }
+          : { job: history },
       stale: false,
       hasNext: false,
     }),
@@ -89,7 +97,7 @@ function renderPage(failed = 0, executeMutation = vi.fn()) {
   } as unknown as Client;
   render(
     <Provider value={client}>
-      <MemoryRouter initialEntries={['/jobs/j1']}>
+      <MemoryRouter initialEntries={[url]}>
         <Routes>
           <Route path="/jobs/:id" element={<JobDetailPage />} />
         </Routes>
@@ -138,5 +146,44 @@ describe('JobDetailPage', () => {
     await screen.findByText('2 failed task(s) scheduled for another attempt.');
     const [operation] = executeMutation.mock.calls[0] as unknown as [{ variables: unknown }];
     expect(operation.variables).toEqual({ jobId: 'j1' });
+  });
+
+  it('shows the job as of the moment in the address, and the scrubber moves it', async () => {
+    const { executeQuery } = renderPage(0, vi.fn(), '/jobs/j1?at=2026-01-01T10:00:10.000Z');
+    await screen.findByRole('heading', { level: 1, name: /thumbnails/ });
+    await waitFor(() => expect(screen.getByTestId('count-completed').textContent).toBe('3'));
+    expect(screen.getByTestId('job-progress').textContent).toBe('2%');
+    const scrubber = screen.getByTestId('scrubber');
+    expect(scrubber.textContent).toContain('As of');
+    expect(within(scrubber).getByRole('button', { name: 'Back to live' })).toBeTruthy();
+
+    // Moving the slider reads the job as of the new moment once it rests.
+    const slider = within(scrubber).getByRole('slider') as HTMLInputElement;
+    fireEvent.change(slider, { target: { value: '500' } });
+    await waitFor(() => {
+      const asOfs = executeQuery.mock.calls
+        .filter(([r]) => operationName(r.query) === 'Job')
+        .map(([r]) => r.variables.asOf);
+      expect(asOfs).toContain('2026-01-01T10:00:25.000Z');
+    });
+
+    // Back to live: the live counts again.
+    fireEvent.click(within(scrubber).getByRole('button', { name: 'Back to live' }));
+    await waitFor(() => expect(screen.getByTestId('count-completed').textContent).toBe('30'));
+    expect(screen.getByTestId('scrubber').textContent).toContain('Live');
+  });
+
+  it('filters the history by event type and task, newest first by default; events link to their task', async () => {
+    const { executeQuery } = renderPage();
+    await screen.findByRole('heading', { level: 1, name: /thumbnails/ });
+    const historyReads = () =>
+      executeQuery.mock.calls.filter(([r]) => operationName(r.query) === 'JobHistory').map(([r]) => r.variables);
+    expect(historyReads()[0]).toMatchObject({ newestFirst: true, eventTypes: null, taskIndex: null });
+    fireEvent.change(screen.getByLabelText('Event'), { target: { value: 'TaskFailed' } });
+    await waitFor(() => expect(historyReads().at(-1)).toMatchObject({ eventTypes: ['TaskFailed'] }));
+    fireEvent.change(screen.getByLabelText('Task'), { target: { value: '7' } });
+    await waitFor(() => expect(historyReads().at(-1)).toMatchObject({ eventTypes: ['TaskFailed'], taskIndex: 7 }));
+    fireEvent.change(screen.getByLabelText('Order'), { target: { value: 'oldest' } });
+    await waitFor(() => expect(historyReads().at(-1)).toMatchObject({ newestFirst: false }));
   });
 });

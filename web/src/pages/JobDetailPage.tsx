@@ -1,5 +1,14 @@
 import { Link, useParams, useSearchParams } from 'react-router-dom';
-import { parseTaskTable, serializeTaskTable, type TaskTableState } from '../lib/urlState';
+import {
+  parseAsOf,
+  parseTaskTable,
+  serializeAsOf,
+  serializeTaskTable,
+  type TaskTableState,
+} from '../lib/urlState';
+import { useNow } from '../lib/useNow';
+import { lifetime, Scrubber } from './job/Scrubber';
+import { Timeline } from './job/Timeline';
 import { useJobDetail } from './job/useJobDetail';
 import { JobHeader } from './job/JobHeader';
 import { JobParameters, JobProgress } from './job/JobProgress';
@@ -10,7 +19,10 @@ export function JobDetailPage() {
   const { id = '' } = useParams();
   const [params, setParams] = useSearchParams();
   const table = parseTaskTable(params);
-  const { job, error, fetching, gaveUp, refresh, history, pace } = useJobDetail(id, table);
+  const asOf = parseAsOf(params);
+  const { job, liveJob, travelling, notYet, error, fetching, gaveUp, refresh, history, pace, shownPace } =
+    useJobDetail(id, table, asOf);
+  const now = useNow(1000);
 
   if (error && !job) {
     return (
@@ -19,7 +31,7 @@ export function JobDetailPage() {
       </p>
     );
   }
-  if (!job || !pace) {
+  if (!job || !pace || !shownPace || !liveJob) {
     return (
       <section>
         <h1>Job {id}</h1>
@@ -38,12 +50,32 @@ export function JobDetailPage() {
     setParams(serializeTaskTable(next, params), { replace: false });
   return (
     <section aria-labelledby="job-title">
-      <JobHeader job={job} isLive={pace.isLive} onChanged={refresh} />
-      <JobProgress job={job} pace={pace} />
+      <JobHeader job={liveJob} isLive={pace.isLive} onChanged={refresh} />
+      <Scrubber
+        createdAt={liveJob.createdAt}
+        completedAt={liveJob.completedAt}
+        now={now}
+        asOf={asOf}
+        busy={travelling}
+        onChange={(at) => setParams(serializeAsOf(at, params), { replace: true })}
+      />
+      {notYet && (
+        <p className="notice">The job had not been submitted yet at that moment.</p>
+      )}
+      <JobProgress job={job} pace={shownPace} past={Boolean(asOf)} />
+      <Timeline
+        jobId={job.id}
+        asOf={asOf}
+        version={liveJob.updatedAt}
+        bounds={(() => {
+          const { start, end } = lifetime(liveJob.createdAt, liveJob.completedAt, now);
+          return { from: start, to: asOf ? Math.max(start + 1, Date.parse(asOf)) : end };
+        })()}
+      />
       <JobParameters job={job} />
       <div className="detail-grid">
-        <TaskTable tasks={job.tasks} table={table} onChange={setTable} />
-        <History {...history} />
+        <TaskTable jobId={job.id} tasks={job.tasks} table={table} onChange={setTable} />
+        <History jobId={job.id} {...history} />
       </div>
     </section>
   );

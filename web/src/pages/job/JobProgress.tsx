@@ -4,7 +4,16 @@ import type { JobDetail } from '../../lib/queries';
 import type { Pace } from './useJobDetail';
 
 /** The job's progress bar and its counts, throughput, ETA and elapsed time. */
-export function JobProgress({ job, pace }: { job: JobDetail; pace: Pace }) {
+export function JobProgress({
+  job,
+  pace,
+  past = false,
+}: {
+  job: JobDetail;
+  pace: Pace;
+  /** The job is shown as of a past moment: no throughput or ETA. */
+  past?: boolean;
+}) {
   const p = progressOf(job);
   return (
     <div className="card progress-card">
@@ -48,7 +57,7 @@ export function JobProgress({ job, pace }: { job: JobDetail; pace: Pace }) {
         </div>
         <div>
           <dt>ETA</dt>
-          <dd>{pace.isLive ? formatDuration(pace.eta) : 'done'}</dd>
+          <dd>{past ? '—' : pace.isLive ? formatDuration(pace.eta) : 'done'}</dd>
         </div>
         <div>
           <dt>Elapsed</dt>

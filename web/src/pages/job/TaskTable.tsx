@@ -1,3 +1,4 @@
+import { Link } from 'react-router-dom';
 import { Pager } from '../../components/Pager';
 import { StatusBadge } from '../../components/StatusBadge';
 import type { JobDetail } from '../../lib/queries';
@@ -6,10 +7,12 @@ import { TASK_PAGE } from './useJobDetail';
 
 /** One page of the job's tasks, with a status filter and the pager. */
 export function TaskTable({
+  jobId,
   tasks,
   table,
   onChange,
 }: {
+  jobId: string;
   tasks: JobDetail['tasks'];
   table: TaskTableState;
   onChange: (table: TaskTableState) => void;
@@ -50,7 +53,11 @@ export function TaskTable({
           <tbody>
             {tasks.edges.map(({ node: t }) => (
               <tr key={t.id}>
-                <td data-label="#">{t.index}</td>
+                <td data-label="#">
+                  <Link to={`/jobs/${jobId}/tasks/${t.index}`} aria-label={`Task ${t.index}`}>
+                    {t.index}
+                  </Link>
+                </td>
                 <td data-label="Status">
                   <StatusBadge status={t.status} />
                   {t.deadLettered && <span className="small"> dead letter</span>}

@@ -39,8 +39,19 @@ export interface Pace {
   elapsed: number | null;
 }
 
+/** Which events the history shows, in which order. */
+export interface HistoryFilter {
+  newestFirst: boolean;
+  /** One event type, or null for all. */
+  eventType: string | null;
+  /** One task's events, or null for all. */
+  taskIndex: number | null;
+}
+
 export interface HistoryState {
   history: JobHistory | undefined;
+  filter: HistoryFilter;
+  setFilter: (filter: HistoryFilter) => void;
   error: CombinedError | undefined;
   /** Whether "Show more events" can load more (false at HISTORY_MAX). */
   canShowMore: boolean;
@@ -48,8 +59,14 @@ export interface HistoryState {
 }
 
 export interface JobDetailState {
-  /** undefined while loading; null when there is no such job (yet). */
+  /** undefined while loading; null when there is no such job (yet). As of `asOf` if set. */
   job: JobDetail | null | undefined;
+  /** The job now (the scrubber's bounds), whatever `asOf` is. */
+  liveJob: JobDetail | null | undefined;
+  /** The job as of `asOf` is being read (the page shows the previous one meanwhile). */
+  travelling: boolean;
+  /** The job had not been submitted at `asOf`. */
+  notYet: boolean;
   error: CombinedError | undefined;
   fetching: boolean;
   /** The job did not show up within NOT_FOUND_AFTER_MS: there is none with this id. */
@@ -57,24 +74,36 @@ export interface JobDetailState {
   /** Re-reads the job now, and its history unless it was read a moment ago. */
   refresh: () => void;
   history: HistoryState;
+  /** The live job's pace (its actions depend on it). */
   pace: Pace | null;
+  /** The pace of the job as shown: as of `asOf` when set. */
+  shownPace: Pace | null;
 }
 
 /**
  * The job page's data: the job with one page of its tasks (`table`), its event history, kept
  * live by `jobUpdated(id)`, and its throughput and ETA sampled from the changing counts.
  */
-export function useJobDetail(id: string, table: TaskTableState): JobDetailState {
+export function useJobDetail(
+  id: string,
+  table: TaskTableState,
+  asOf: string | null = null,
+): JobDetailState {
+  const page = {
+    id,
+    first: TASK_PAGE,
+    after: table.cursors[table.cursors.length - 1] ?? null,
+    status: table.status ? [table.status] : null,
+  };
   const [result, reexecute] = useQuery({
     query: JOB_QUERY,
-    variables: {
-      id,
-      first: TASK_PAGE,
-      after: table.cursors[table.cursors.length - 1] ?? null,
-      status: table.status ? [table.status] : null,
-    },
+    variables: { ...page, asOf: null },
   });
-  const history = useJobHistory(id);
+  // The past does not change: read once per instant, never refreshed.
+  const [past] = useQuery({ query: JOB_QUERY, variables: { ...page, asOf }, pause: !asOf });
+  const lastPast = useRef<JobDetail | null | undefined>(undefined);
+  if (past.data && !past.fetching) lastPast.current = past.data.job;
+  const history = useJobHistory(id, asOf);
 
   const refresh = () => {
     reexecute({ requestPolicy: 'network-only' });
@@ -91,7 +120,8 @@ export function useJobDetail(id: string, table: TaskTableState): JobDetailState 
     return () => clearTimeout(t);
   });
 
-  const job = result.data?.job;
+  const liveJob = result.data?.job;
+  const job = asOf ? (past.data?.job ?? lastPast.current ?? liveJob) : liveJob;
   // The history shows the status changes: read it again when the status changes.
   const status = job?.status;
   useEffect(() => {
@@ -99,14 +129,19 @@ export function useJobDetail(id: string, table: TaskTableState): JobDetailState 
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [status]);
 
+  const pace = usePace(liveJob);
   return {
     job,
-    error: result.error,
+    liveJob,
+    travelling: Boolean(asOf) && past.fetching,
+    notYet: Boolean(asOf) && past.data?.job === null,
+    error: result.error ?? past.error,
     fetching: result.fetching,
     gaveUp,
     refresh,
     history: history.state,
-    pace: usePace(job),
+    pace,
+    shownPace: asOf && job && pace ? pastPace(job, asOf) : pace,
   };
 }
 
@@ -115,12 +150,20 @@ export function useJobDetail(id: string, table: TaskTableState): JobDetailState 
  * is re-read at most every HISTORY_REFRESH_MS while the job runs (`refreshThrottled`), and when
  * asked (`refresh`).
  */
-function useJobHistory(id: string) {
+function useJobHistory(id: string, asOf: string | null) {
   const [pages, setPages] = useState(1);
-  useEffect(() => setPages(1), [id]);
+  const [filter, setFilter] = useState<HistoryFilter>({ newestFirst: true, eventType: null, taskIndex: null });
+  useEffect(() => setPages(1), [id, filter]);
   const [result, reexecute] = useQuery({
     query: HISTORY_QUERY,
-    variables: { id, first: Math.min(HISTORY_MAX, HISTORY_PAGE * pages) },
+    variables: {
+      id,
+      first: Math.min(HISTORY_MAX, HISTORY_PAGE * pages),
+      asOf,
+      newestFirst: filter.newestFirst,
+      eventTypes: filter.eventType ? [filter.eventType] : null,
+      taskIndex: filter.taskIndex,
+    },
   });
 
   const last = useRef(0);
@@ -128,11 +171,30 @@ function useJobHistory(id: string) {
     last.current = Date.now();
     reexecute({ requestPolicy: 'network-only' });
   };
+  // Throttled, with a trailing read: the last change of a burst is always shown.
+  const trailing = useRef<ReturnType<typeof setTimeout> | null>(null);
+  useEffect(
+    () => () => {
+      if (trailing.current) clearTimeout(trailing.current);
+    },
+    [],
+  );
   const refreshThrottled = () => {
-    if (Date.now() - last.current >= HISTORY_REFRESH_MS) refresh();
+    if (asOf) return;
+    const wait = HISTORY_REFRESH_MS - (Date.now() - last.current);
+    if (wait <= 0) {
+      refresh();
+    } else if (!trailing.current) {
+      trailing.current = setTimeout(() => {
+        trailing.current = null;
+        refresh();
+      }, wait);
+    }
   };
   const state: HistoryState = {
     history: result.data?.job?.history,
+    filter,
+    setFilter,
     error: result.error,
     canShowMore: HISTORY_PAGE * pages < HISTORY_MAX,
     showMore: () => setPages((n) => n + 1),
@@ -164,4 +226,15 @@ function usePace(job: JobDetail | null | undefined): Pace | null {
     ? ((job.completedAt ? Date.parse(job.completedAt) : now) - Date.parse(job.startedAt)) / 1000
     : null;
   return { isLive, rate, eta, elapsed };
+}
+
+/** The pace of a job shown as of an instant: how long it had run then; no rate or ETA. */
+export function pastPace(job: JobDetail, asOf: string): Pace {
+  const at = job.completedAt ? Date.parse(job.completedAt) : Date.parse(asOf);
+  return {
+    isLive: false,
+    rate: null,
+    eta: null,
+    elapsed: job.startedAt ? Math.max(0, at - Date.parse(job.startedAt)) / 1000 : null,
+  };
 }
