@@ -17,7 +17,7 @@
 //! row. A newer schema means this build is too old; rebuild after upgrading.
 //!
 //! Events the database refuses to store the effect of (a number out of range, a character it
-//! cannot hold: [`ReadModelError::is_refused_data`]) are parked (ADR 0011): a batch that fails
+//! cannot hold: [`ReadModelError::is_refused_data`]) are parked (ADR 0012): a batch that fails
 //! so is split in halves until the one event is found; the others are applied, that one is
 //! recorded in `projection_parked_events` (`shoal projector status`, the metric
 //! `shoal_projector_parked_events`) and the checkpoint moves past it. No single event can stop
@@ -116,7 +116,7 @@ pub struct ProjectionStatus {
     /// Events this process skipped because it could not decode them.
     pub skipped_events: u64,
     /// Events the projection left out because the database refused their effect (ever, by
-    /// any process: ADR 0011), and the position of the latest.
+    /// any process: ADR 0012), and the position of the latest.
     pub parked_events: u64,
     pub last_parked: Option<LogPosition>,
 }
@@ -479,7 +479,7 @@ impl Projector {
     /// [`Projector::apply`], except that events whose effect the database refuses
     /// ([`ReadModelError::is_refused_data`]) are parked instead of failing the batch: the
     /// batch is halved until the refused event is alone, every other event is applied, and
-    /// that one is recorded and passed over (ADR 0011). A batch of n events with one refused
+    /// that one is recorded and passed over (ADR 0012). A batch of n events with one refused
     /// event costs about 2·log2(n) extra transactions, once.
     fn apply_isolating<'a>(
         &'a self,

@@ -74,7 +74,7 @@ impl ScrapeSource for LagSource {
         );
         registry.register(
             "shoal_projector_parked_events",
-            "Events a projection left out because the database refused their effect (ADR 0011)",
+            "Events a projection left out because the database refused their effect (ADR 0012)",
             parked,
         );
     }

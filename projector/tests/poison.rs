@@ -1,4 +1,4 @@
-//! No single event stops a projection (ADR 0011): an event whose effect the database refuses
+//! No single event stops a projection (ADR 0012): an event whose effect the database refuses
 //! is parked, every other event is applied, and the parked count shows in the status. SQLite
 //! always, Postgres when `SHOAL_TEST_DATABASE_URL` is set.
 

@@ -1,4 +1,4 @@
-//! Events a projection could not apply, parked so that it goes on without them (ADR 0011):
+//! Events a projection could not apply, parked so that it goes on without them (ADR 0012):
 //! the record of what was left out of the read tables, and why.
 
 use sqlx::Row;
