@@ -32,8 +32,8 @@ pub struct CompleteTaskRequest {
     /// What the task produced.
     #[schema(value_type = Option<Object>)]
     result: Option<Value>,
-    /// How long it ran; measured from its start when absent.
-    #[schema(minimum = 0)]
+    /// How long it ran, at most 30 days; measured from its start when absent.
+    #[schema(minimum = 0, maximum = 2592000)]
     processing_time_seconds: Option<f64>,
 }
 
