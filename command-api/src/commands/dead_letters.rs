@@ -10,13 +10,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use shoal_domain::decide_task;
-use shoal_domain::{JobCommand, JobId, JobStatus, TaskCommand, TaskId, TaskStatus, decide_job};
-use shoal_infra::eventlog::{AppendBatch, ExpectedVersion, StreamAppend};
+use chrono::Utc;
+use shoal_domain::{JobCommand, JobId, JobStatus, TaskId, TaskStatus, decide_job};
+use shoal_infra::eventlog::AppendBatch;
 use shoal_infra::queue::{DeadLetter, OutgoingMessage, QueueError, TaskMessage, TaskQueue};
 use uuid::Uuid;
 
+use super::jobs::retry_appends;
 use super::streams::{LoadedTask, encode_all, fold_tasks};
 use super::{CONFLICT_ATTEMPTS, CommandError, CommandService, InfrastructureError};
 
@@ -222,7 +222,7 @@ impl CommandService {
                 return Ok((0, done));
             }
             let now = Utc::now();
-            let streams = retry_appends(&failed, now, self.actor())?;
+            let streams = retry_appends(&failed, now, COMMAND, self.actor())?;
             let appended = if job.state.status == JobStatus::Failed {
                 let job_events = decide_job(
                     &job.state,
@@ -276,25 +276,6 @@ impl CommandService {
             .as_ref()
             .ok_or(CommandError::Infrastructure(InfrastructureError::NoQueue))
     }
-}
-
-/// One append per task: its manual `TaskRetryScheduled`, at the version it was read at.
-fn retry_appends(
-    tasks: &[LoadedTask],
-    now: DateTime<Utc>,
-    actor: Option<&str>,
-) -> Result<Vec<StreamAppend>, CommandError> {
-    tasks
-        .iter()
-        .map(|task| {
-            let events = decide_task(&task.state, TaskCommand::RetryTask { now })?;
-            Ok(StreamAppend {
-                stream_id: task.task_id.stream_id(),
-                expected: ExpectedVersion::Exact(task.version),
-                events: encode_all(&events, COMMAND, actor),
-            })
-        })
-        .collect()
 }
 
 fn queue_error(error: QueueError) -> CommandError {

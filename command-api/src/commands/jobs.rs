@@ -185,7 +185,7 @@ impl CommandService {
                 .append_to_job(
                     &job,
                     encode_all(&job_events, "retry_failed_tasks", self.actor()),
-                    retry_appends(&first, now, self.actor())?,
+                    retry_appends(&first, now, "retry_failed_tasks", self.actor())?,
                 )
                 .await
             {
@@ -333,7 +333,7 @@ impl CommandService {
                 return Ok(0);
             }
             let now = Utc::now();
-            let streams = retry_appends(&pending, now, self.actor())?;
+            let streams = retry_appends(&pending, now, "retry_failed_tasks", self.actor())?;
             match self
                 .log
                 .append(AppendBatch {
@@ -373,10 +373,12 @@ impl CommandService {
     }
 }
 
-/// One append per task: its manual `TaskRetryScheduled`, at the version it was read at.
-fn retry_appends(
+/// One append per task: its manual `TaskRetryScheduled`, at the version it was read at,
+/// recorded as `command` by `actor`.
+pub(super) fn retry_appends(
     tasks: &[LoadedTask],
     now: DateTime<Utc>,
+    command: &str,
     actor: Option<&str>,
 ) -> Result<Vec<StreamAppend>, CommandError> {
     tasks
@@ -386,7 +388,7 @@ fn retry_appends(
             Ok(StreamAppend {
                 stream_id: task.task_id.stream_id(),
                 expected: ExpectedVersion::Exact(task.version),
-                events: encode_all(&events, "retry_failed_tasks", actor),
+                events: encode_all(&events, command, actor),
             })
         })
         .collect()
