@@ -18,6 +18,7 @@ use shoal_infra::queue::{SqlQueue, SqsQueue, TaskQueue};
 use shoal_infra::readmodel::ReadModelStore;
 use shoal_infra::telemetry::InstrumentedLog;
 use shoal_infra::tokens::TokenStore;
+use shoal_infra::workers::SqlWorkerRegistry;
 use shoal_worker::{ExecHandlerConfig, Handlers, HttpHandlerConfig, Worker, WorkerConfig};
 use tokio::sync::watch;
 
@@ -149,6 +150,14 @@ pub struct WorkerArgs {
     /// Worker id recorded in `TaskStarted` (default `<hostname>-<pid>`).
     #[arg(long, env = "SHOAL_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Most CPU-bound built-in tasks (`cpu_bound`, `matrix_multiply`) computing at once;
+    /// tasks beyond it wait for a core in their slot. Default: the cores this process may use.
+    #[arg(long, env = "SHOAL_CPU_SLOTS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub cpu_slots: Option<u32>,
+    /// Seconds between two heartbeats of the worker to the `workers` table (the dashboard's
+    /// workers page); a worker is shown silent after three missed ones.
+    #[arg(long, env = "SHOAL_WORKER_HEARTBEAT_SECONDS", default_value_t = 5.0)]
+    pub heartbeat_seconds: f64,
 }
 
 impl WorkerArgs {
@@ -163,6 +172,15 @@ impl WorkerArgs {
         if let Some(id) = &self.worker_id {
             config.worker_id = id.clone();
         }
+        if let Some(cpu_slots) = self.cpu_slots {
+            config.cpu_slots = cpu_slots as usize;
+        }
+        anyhow::ensure!(
+            self.heartbeat_seconds.is_finite() && (0.1..=3600.0).contains(&self.heartbeat_seconds),
+            "--heartbeat-seconds must be between 0.1 and 3600, not {}",
+            self.heartbeat_seconds
+        );
+        config.heartbeat_interval = Duration::from_secs_f64(self.heartbeat_seconds);
         if let Some(url) = &self.http_handler_url {
             config.http = Some(HttpHandlerConfig {
                 max_response_bytes: self.http_handler_max_response_bytes,
@@ -314,8 +332,9 @@ pub fn projector(platform: &Platform) -> shoal_projector::Projector {
     )
 }
 
-/// A worker on the platform's queue; on SQS it long-polls for [`SQS_LONG_POLL`] and uses a
-/// visibility timeout of whole seconds (SQS's unit).
+/// A worker on the platform's queue, reporting itself to the `workers` table; on SQS it
+/// long-polls for [`SQS_LONG_POLL`] and uses a visibility timeout of whole seconds (SQS's
+/// unit).
 pub fn worker(platform: &Platform, mut config: WorkerConfig) -> Worker {
     if platform.sqs.is_some() {
         config.long_poll = SQS_LONG_POLL;
@@ -323,11 +342,22 @@ pub fn worker(platform: &Platform, mut config: WorkerConfig) -> Worker {
             Duration::from_secs(config.visibility_timeout.as_secs_f64().ceil() as u64);
     }
     let handlers = Handlers::builtin(&config);
+    let queue = match &platform.sqs {
+        Some(sqs) => {
+            let url = sqs.queue_url();
+            format!("sqs:{}", url.rsplit('/').next().unwrap_or(url))
+        }
+        None => "sql".to_owned(),
+    };
     Worker::new(
         config,
         handlers,
         InstrumentedLog::wrap(platform.log.clone(), "worker"),
         platform.queue.clone(),
+    )
+    .reporting_to(
+        Arc::new(SqlWorkerRegistry::new(platform.database.clone())),
+        queue,
     )
 }
 

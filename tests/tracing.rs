@@ -129,6 +129,8 @@ async fn propagation(platform: Platform, url: &str) {
         exec_dir: None,
         worker_id: Some("trace-test-worker".to_owned()),
         max_result_bytes: roles::DEFAULT_MAX_RESULT_BYTES,
+        cpu_slots: None,
+        heartbeat_seconds: 5.0,
     };
     let mut config = worker_args.config(4).expect("a worker configuration");
     config.retry_base = Duration::from_millis(100);

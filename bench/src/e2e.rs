@@ -135,6 +135,8 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
         exec_dir: None,
         worker_id: Some("bench-worker".into()),
         max_result_bytes: roles::DEFAULT_MAX_RESULT_BYTES,
+        cpu_slots: None,
+        heartbeat_seconds: 5.0,
     };
     let mut config = worker_args.config(args.concurrency)?;
     config.receive_batch = args.receive_batch;

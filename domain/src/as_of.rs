@@ -3,13 +3,15 @@
 //!
 //! The job's view depends on the order of every event of the job (its first start, its latest
 //! update), so it is folded in log order; each task's view depends on its own stream only.
-//! Tasks are therefore folded stream by stream as they are read, and the job keeps, of each
-//! task event, only a copy without its payload (parameters, result), so that folding a job of
-//! 100,000 tasks holds the tasks' views and a light copy of their events, not every payload
-//! twice.
+//! Tasks are therefore folded as their events are read (a whole stream at once, or event by
+//! event in log order), and the job keeps, of each task event, only a copy without its payload
+//! (parameters, result), so that folding a job of 100,000 tasks holds the tasks' views and a
+//! light copy of their events, not every payload twice.
+
+use std::collections::HashMap;
 
 use crate::events::Event;
-use crate::ids::JobId;
+use crate::ids::{JobId, TaskId};
 use crate::view::{JobView, TaskView};
 
 /// Folds one job from its events, each with its place in the log (`K`, ordered as the log).
@@ -18,6 +20,8 @@ pub struct JobFold<K> {
     job_id: JobId,
     job_events: Vec<(K, Event)>,
     tasks: Vec<TaskView>,
+    /// Tasks folded event by event ([`JobFold::add_event`]).
+    open: HashMap<TaskId, TaskView>,
 }
 
 impl<K: Ord> JobFold<K> {
@@ -27,6 +31,26 @@ impl<K: Ord> JobFold<K> {
             job_id,
             job_events: Vec::new(),
             tasks: Vec::new(),
+            open: HashMap::new(),
+        }
+    }
+
+    /// Adds one event of the job's stream or of one of its tasks'. Each task's events must
+    /// come in version order (as a read of the log by job gives them); the job's own in any
+    /// order (they are sorted by `K`). Events of other jobs are ignored. Do not mix with
+    /// [`JobFold::add_task_stream`] for the same task.
+    pub fn add_event(&mut self, key: K, event: Event) {
+        if event.job_id() != Some(self.job_id) {
+            return;
+        }
+        match event.task_id() {
+            None => self.job_events.push((key, event)),
+            Some(task) => {
+                if let Some(view) = TaskView::evolve(self.open.remove(&task), &event) {
+                    self.open.insert(task, view);
+                }
+                self.job_events.push((key, without_payload(event)));
+            }
         }
     }
 
@@ -69,6 +93,7 @@ impl<K: Ord> JobFold<K> {
         for event in events {
             job.apply(event);
         }
+        self.tasks.extend(self.open.into_values());
         self.tasks.sort_by_key(|t| t.index);
         Some((job, self.tasks))
     }
@@ -205,6 +230,28 @@ mod tests {
         for n in 1..=log.len() {
             let views = Views::fold(&log[..n]);
             let (job, tasks) = fold_prefix(job_id, &log, n).unwrap();
+            assert_eq!(Some(&job), views.jobs.get(&job_id), "job after {n} events");
+            let mut expected: Vec<_> = views.tasks.into_values().collect();
+            expected.sort_by_key(|t| t.index);
+            assert_eq!(tasks, expected, "tasks after {n} events");
+        }
+    }
+
+    #[test]
+    fn every_prefix_folded_event_by_event_folds_as_the_projection_does() {
+        let (job_id, log) = log();
+        for n in 1..=log.len() {
+            let views = Views::fold(&log[..n]);
+            let mut fold = JobFold::new(job_id);
+            for (key, event) in log[..n].iter().cloned().enumerate() {
+                fold.add_event(key, event);
+            }
+            // Another job's events change nothing.
+            if let Event::JobSubmitted(mut other) = log[0].clone() {
+                other.job_id = JobId::new();
+                fold.add_event(n, Event::JobSubmitted(other));
+            }
+            let (job, tasks) = fold.finish().unwrap();
             assert_eq!(Some(&job), views.jobs.get(&job_id), "job after {n} events");
             let mut expected: Vec<_> = views.tasks.into_values().collect();
             expected.sort_by_key(|t| t.index);

@@ -79,6 +79,7 @@ pub(crate) trait Dialect:
     + for<'q> Bind<'q, i64>
     + for<'q> Bind<'q, i32>
     + for<'q> Bind<'q, bool>
+    + for<'q> Bind<'q, f64>
     + for<'q> Bind<'q, &'q str>
     + for<'q> Bind<'q, String>
     + for<'q> Bind<'q, Option<&'q str>>
@@ -87,6 +88,7 @@ pub(crate) trait Dialect:
     + Get<i64>
     + Get<i32>
     + Get<bool>
+    + Get<f64>
     + Get<String>
     + Get<Option<String>>
     + Get<Option<i64>>

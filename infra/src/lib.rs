@@ -19,6 +19,7 @@ pub mod readmodel;
 pub mod stepfunctions;
 pub mod telemetry;
 pub mod tokens;
+pub mod workers;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -6,7 +6,7 @@
 //! data, so the `shoal` binary can combine them with command-api's mutations into one schema:
 //!
 //! - [`ReadContext`]: the read tables and the event log (a job's history is read from the
-//!   log);
+//!   log), and the workers' heartbeats (`workers`, on the read tables' database);
 //! - [`LiveConfig`]: where change notifications come from ([`ChangeFeed`]) and how often a
 //!   subscription may send (default at most 20 messages/s: one every 50 ms).
 //!
@@ -22,6 +22,7 @@ mod as_of;
 mod live;
 mod timeline;
 mod types;
+mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,7 @@ use shoal_infra::eventlog::{EventLog, LogPosition, RecordedEvent};
 use shoal_infra::readmodel::{
     ChangeSource, JobCursor, JobFilter, ProjectionChange, ReadModelStore, supported_time,
 };
+use shoal_infra::workers::{SqlWorkerRegistry, WorkerRegistry};
 use tokio::sync::broadcast;
 
 pub use live::{SubscriptionRoot, SubscriptionSlots, TOO_MANY_SUBSCRIPTIONS};
@@ -45,6 +47,7 @@ pub use types::{
     Analytics, AnalyticsOverview, HistoryEvent, Job, JobSortOrder, JobsChange, ProcessingTime,
     Task, TaskUpdates,
 };
+pub use workers::{WORKERS_SHOWN_FOR, Worker, WorkerStatus};
 
 /// Default page size of `jobs`, `tasks` and `history`.
 pub const DEFAULT_PAGE: i32 = 50;
@@ -124,7 +127,7 @@ impl QueryRoot {
     /// With `asOf`: the job, its counts, its tasks and its history as they stood at that
     /// instant (every event the log recorded at or before it), folded from the log rather
     /// than read from the read tables; null if it had not been submitted then. It costs a
-    /// read of the job's events up to the instant (about three per task): see
+    /// read of the job's events (about three per task) through the log's index by job: see
     /// `docs/dashboard.md`.
     async fn job(
         &self,
@@ -225,6 +228,23 @@ impl QueryRoot {
     /// Counts and statistics over every job and task.
     async fn analytics(&self) -> Analytics {
         Analytics
+    }
+
+    /// The worker processes heard from in the last ten minutes, as each last reported itself
+    /// in its heartbeat (every 5 s by default): running and draining ones first, then silent
+    /// ones (missed three heartbeats), then stopped ones.
+    async fn workers(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Worker>> {
+        let read = read(ctx)?;
+        let registry = SqlWorkerRegistry::new(read.store.database().clone());
+        let mut workers: Vec<Worker> = registry
+            .list(WORKERS_SHOWN_FOR)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(Worker)
+            .collect();
+        workers::sort(&mut workers);
+        Ok(workers)
     }
 }
 

@@ -12,6 +12,8 @@
 //   4b. the failed job's timeline, its slowest attempts, the job as it was before its first
 //       failure (scrubber, ?at=), and a task's page with its attempts, reached from the history;
 //   4c. the dead-letter queue lists the failed tasks, and a selection of one is redriven;
+//   4d. the workers page lists shoal dev's workers with their slots, and two `shoal worker`
+//       processes: one killed (shown silent), one stopped with SIGTERM (shown stopped);
 //   5. the analytics charts render with data;
 //   6. the connection indicator says "Reconnecting" while shoal is down and "Live" again after;
 //   and every page passes an axe-core audit (WCAG 2.1 A/AA) at both widths, and the submit form
@@ -349,6 +351,33 @@ async function main() {
   }, 15_000);
   log(`dead letters: ${lettersBefore} listed; redrive of one: ${redriveNotice}`);
 
+  // --- 4d. Workers: shoal dev's in-process workers, and two more processes on the same
+  // database, one killed (silent after three missed heartbeats), one stopped (SIGTERM).
+  const startWorker = async (id) => {
+    const child = spawn(shoalBin, ['worker', '--database-url', `sqlite:${db}`, '--concurrency', '2',
+      '--heartbeat-seconds', '0.5', '--worker-id', id, '--admin-listen', `127.0.0.1:${await freePort()}`],
+    { stdio: 'ignore', env: { ...process.env, RUST_LOG: 'warn' } });
+    cleanups.push(() => stop(child));
+    return child;
+  };
+  const killed = await startWorker('e2e-worker-killed');
+  const stopped = await startWorker('e2e-worker-stopped');
+  await page.goto(`${base}/workers`);
+  const workerRow = (id) => page.locator('[data-testid=worker-row]', { hasText: id });
+  await waitFor('the three workers running', async () =>
+    (await page.locator('[data-testid=worker-row].worker-running').count()) >= 3, 30_000, 200);
+  const devRow = await page.locator('[data-testid=worker-row].worker-running', { hasText: 'of 8' }).first().textContent();
+  log(`workers: shoal dev's worker listed running: ${devRow}`);
+  await shot('workers');
+  await audit('workers');
+  killed.kill('SIGKILL');
+  stopped.kill('SIGTERM');
+  await waitFor('the killed worker shown silent', async () => (await workerRow('e2e-worker-killed').getAttribute('class')) === 'worker-silent', 30_000, 200);
+  await waitFor('the stopped worker shown stopped', async () => (await workerRow('e2e-worker-stopped').getAttribute('class')) === 'worker-stopped', 30_000, 200);
+  log(`workers: killed one silent, SIGTERM one stopped: ${await page.getByTestId('workers-summary').textContent()}`);
+  await shot('workers-silent');
+  await audit('workers-silent');
+
   // Filters live in the address: a shared link shows the same thing.
   await page.goto(`${base}/?status=FAILED`);
   await waitFor('only the failed job in the filtered list', async () => {
@@ -378,6 +407,7 @@ async function main() {
     ['phone-submit', '/submit'],
     [`phone-job-detail`, `/jobs/${jobId}`],
     ['phone-analytics', '/analytics'],
+    ['phone-workers', '/workers'],
   ]) {
     await page.goto(`${base}${url}`);
     await page.waitForLoadState('networkidle').catch(() => {});

@@ -7,6 +7,7 @@ import { SubmitPage } from './pages/SubmitPage';
 import { JobDetailPage } from './pages/JobDetailPage';
 import { TaskDetailPage } from './pages/TaskDetailPage';
 import { DeadLettersPage } from './pages/DeadLettersPage';
+import { WorkersPage } from './pages/WorkersPage';
 // Recharts is most of the bundle: loaded with the analytics page only.
 const AnalyticsPage = lazy(() =>
   import('./pages/AnalyticsPage').then((m) => ({ default: m.AnalyticsPage })),
@@ -26,6 +27,7 @@ export function App() {
           </NavLink>
           <NavLink to="/submit">Submit</NavLink>
           <NavLink to="/analytics">Analytics</NavLink>
+          <NavLink to="/workers">Workers</NavLink>
           <NavLink to="/dead-letters">Dead letters</NavLink>
         </nav>
         <ConnectionIndicator />
@@ -37,6 +39,7 @@ export function App() {
           <Route path="/submit" element={<SubmitPage />} />
           <Route path="/jobs/:id" element={<JobDetailPage />} />
           <Route path="/jobs/:id/tasks/:index" element={<TaskDetailPage />} />
+          <Route path="/workers" element={<WorkersPage />} />
           <Route path="/dead-letters" element={<DeadLettersPage />} />
           <Route
             path="/analytics"

@@ -6,11 +6,12 @@
 //! shape fails the task at once (retrying cannot fix it).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
 
 use crate::config::{ExecHandlerConfig, HttpHandlerConfig};
 use crate::handler::{Handler, TaskContext, TaskError};
@@ -82,6 +83,110 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// The cores CPU-bound handlers compute on: at most [`CpuPool::size`] of them at once, each on
+/// a blocking thread of its own; the others wait for one (holding their task slot, within their
+/// task's timeout). A worker with more slots than cores would otherwise run a thread per slot,
+/// and those threads would take the cores from everything else in the process (the runtime's
+/// threads: heartbeats, group commits, and with `shoal dev` the APIs and the dashboard).
+///
+/// Cheap to clone; clones share the cores. Use it in your own CPU-bound handlers too (see
+/// [`CpuPool::run`]) so that they share the cores with the built-in ones.
+#[derive(Debug, Clone)]
+pub struct CpuPool {
+    inner: Arc<CpuPoolInner>,
+}
+
+#[derive(Debug)]
+struct CpuPoolInner {
+    cores: Arc<Semaphore>,
+    size: usize,
+    running: AtomicUsize,
+    waiting: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl CpuPool {
+    /// A pool of `size` cores (at least 1).
+    pub fn new(size: usize) -> Self {
+        let size = size.max(1);
+        CpuPool {
+            inner: Arc::new(CpuPoolInner {
+                cores: Arc::new(Semaphore::new(size)),
+                size,
+                running: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// How many may compute at once.
+    pub fn size(&self) -> usize {
+        self.inner.size
+    }
+
+    /// How many compute now.
+    pub fn running(&self) -> usize {
+        self.inner.running.load(Ordering::Relaxed)
+    }
+
+    /// How many wait for a core now.
+    pub fn waiting(&self) -> usize {
+        self.inner.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The most that ever computed at once: never more than [`CpuPool::size`].
+    pub fn peak(&self) -> usize {
+        self.inner.peak.load(Ordering::Relaxed)
+    }
+
+    /// Waits for a core, then runs `work` on a blocking thread; `work` gets a flag that turns
+    /// true when the caller gives up (timeout, shutdown), and should stop soon after. The core
+    /// is held until `work` returns, even when the caller gave up before: a thread that still
+    /// computes still uses it.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&AtomicBool) -> T + Send + 'static,
+    ) -> Result<T, TaskError> {
+        let core = {
+            let _waiting = Count::up(&self.inner.waiting, None);
+            // The semaphore is never closed.
+            self.inner
+                .cores
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| TaskError::retryable("the CPU pool is closed"))?
+        };
+        let inner = self.inner.clone();
+        blocking(move |cancelled| {
+            let _core = core;
+            let _running = Count::up(&inner.running, Some(&inner.peak));
+            work(cancelled)
+        })
+        .await
+    }
+}
+
+/// Counts one in `counter` while it lives (and raises `peak` to the count).
+struct Count<'a>(&'a AtomicUsize);
+
+impl<'a> Count<'a> {
+    fn up(counter: &'a AtomicUsize, peak: Option<&AtomicUsize>) -> Self {
+        let now = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(peak) = peak {
+            peak.fetch_max(now, Ordering::Relaxed);
+        }
+        Count(counter)
+    }
+}
+
+impl Drop for Count<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Runs `work` on a blocking thread; `work` gets a flag that turns true when the caller gives
 /// up, and should stop soon after.
 async fn blocking<T: Send + 'static>(
@@ -105,31 +210,43 @@ impl Handler for Noop {
     }
 }
 
-/// Keeps one CPU busy for `work_duration_seconds` (on a blocking thread).
-#[derive(Debug, Clone, Copy)]
-pub struct CpuBound;
+/// Keeps one CPU busy for `work_duration_seconds` (on a core of its [`CpuPool`]; the wait for
+/// a core is not counted in the duration).
+#[derive(Debug, Clone)]
+pub struct CpuBound {
+    cores: CpuPool,
+}
+
+impl CpuBound {
+    /// Computes on `cores`.
+    pub fn new(cores: CpuPool) -> Self {
+        CpuBound { cores }
+    }
+}
 
 #[async_trait::async_trait]
 impl Handler for CpuBound {
     async fn handle(&self, task: &TaskContext) -> Result<Option<Value>, TaskError> {
         let duration = work_duration(&task.parameters)?;
-        let (iterations, elapsed) = blocking(move |cancelled| {
-            let start = Instant::now();
-            let mut iterations = 0u64;
-            let mut x = 0x9E37_79B9_7F4A_7C15u64;
-            while start.elapsed() < duration && !cancelled.load(Ordering::Relaxed) {
-                for _ in 0..10_000 {
-                    // xorshift: real work the optimizer cannot remove.
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
+        let (iterations, elapsed) = self
+            .cores
+            .run(move |cancelled| {
+                let start = Instant::now();
+                let mut iterations = 0u64;
+                let mut x = 0x9E37_79B9_7F4A_7C15u64;
+                while start.elapsed() < duration && !cancelled.load(Ordering::Relaxed) {
+                    for _ in 0..10_000 {
+                        // xorshift: real work the optimizer cannot remove.
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                    }
+                    iterations += 10_000;
                 }
-                iterations += 10_000;
-            }
-            std::hint::black_box(x);
-            (iterations, start.elapsed())
-        })
-        .await?;
+                std::hint::black_box(x);
+                (iterations, start.elapsed())
+            })
+            .await?;
         Ok(Some(json!({
             "work_type": "cpu_bound",
             "duration_seconds": round3(elapsed.as_secs_f64()),
@@ -154,24 +271,38 @@ impl Handler for IoBound {
     }
 }
 
-/// Multiplies two random `matrix_size` x `matrix_size` matrices; the result holds the sum of
-/// the product's entries as a checksum.
-#[derive(Debug, Clone, Copy)]
-pub struct MatrixMultiply;
+/// Multiplies two random `matrix_size` x `matrix_size` matrices (on a core of its [`CpuPool`]);
+/// the result holds the sum of the product's entries as a checksum.
+#[derive(Debug, Clone)]
+pub struct MatrixMultiply {
+    cores: CpuPool,
+}
+
+impl MatrixMultiply {
+    /// Computes on `cores`.
+    pub fn new(cores: CpuPool) -> Self {
+        MatrixMultiply { cores }
+    }
+}
 
 #[async_trait::async_trait]
 impl Handler for MatrixMultiply {
     async fn handle(&self, task: &TaskContext) -> Result<Option<Value>, TaskError> {
         let n = matrix_size(&task.parameters)?;
-        let started = Instant::now();
-        let checksum = blocking(move |cancelled| multiply_random(n, cancelled))
-            .await?
-            .ok_or_else(|| TaskError::retryable("matrix multiplication was cancelled"))?;
+        let (checksum, elapsed) = self
+            .cores
+            .run(move |cancelled| {
+                let started = Instant::now();
+                (multiply_random(n, cancelled), started.elapsed())
+            })
+            .await?;
+        let checksum =
+            checksum.ok_or_else(|| TaskError::retryable("matrix multiplication was cancelled"))?;
         Ok(Some(json!({
             "work_type": "matrix_multiply",
             "matrix_size": n,
             "checksum": checksum,
-            "duration_seconds": round3(started.elapsed().as_secs_f64()),
+            "duration_seconds": round3(elapsed.as_secs_f64()),
         })))
     }
 }
@@ -619,7 +750,8 @@ mod tests {
     #[tokio::test]
     async fn workloads_run_and_report() {
         let quick = json!({"work_duration_seconds": 0.05, "matrix_size": 20});
-        let out = CpuBound
+        let cores = CpuPool::new(2);
+        let out = CpuBound::new(cores.clone())
             .handle(&task(quick.clone()))
             .await
             .unwrap()
@@ -630,7 +762,11 @@ mod tests {
         let out = IoBound.handle(&task(quick.clone())).await.unwrap().unwrap();
         assert!(started.elapsed() >= Duration::from_millis(50));
         assert_eq!(out["work_type"], "io_bound");
-        let out = MatrixMultiply.handle(&task(quick)).await.unwrap().unwrap();
+        let out = MatrixMultiply::new(cores.clone())
+            .handle(&task(quick))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(out["matrix_size"], 20);
         assert!(out["checksum"].as_f64().unwrap() > 0.0);
         assert_eq!(Noop.handle(&task(Value::Null)).await.unwrap(), None);
@@ -639,6 +775,51 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!error.retryable);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pool_never_computes_more_than_its_size() {
+        let cores = CpuPool::new(2);
+        let cpu = CpuBound::new(cores.clone());
+        let quick = json!({"work_duration_seconds": 0.1});
+        let started = Instant::now();
+        let runs: Vec<_> = (0..6)
+            .map(|_| {
+                let (cpu, parameters) = (cpu.clone(), quick.clone());
+                tokio::spawn(async move { cpu.handle(&task(parameters)).await })
+            })
+            .collect();
+        for run in runs {
+            let out = run.await.unwrap().unwrap().unwrap();
+            // The wait for a core is not counted in the work's duration.
+            assert!(out["duration_seconds"].as_f64().unwrap() < 0.3, "{out}");
+        }
+        assert_eq!(cores.peak(), 2);
+        assert_eq!((cores.running(), cores.waiting()), (0, 0));
+        // Six tenths of a second of work on two cores: three rounds.
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn a_core_is_held_until_the_work_stops_even_after_its_caller_gave_up() {
+        let cores = CpuPool::new(1);
+        let cpu = CpuBound::new(cores.clone());
+        let long = json!({"work_duration_seconds": 30});
+        // Dropped after 50 ms, like a timeout: the thread sees the flag and stops.
+        let cut = tokio::time::timeout(Duration::from_millis(50), cpu.handle(&task(long))).await;
+        assert!(cut.is_err());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cores.running() > 0 {
+            assert!(Instant::now() < deadline, "the cancelled work did not stop");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let out = cpu
+            .handle(&task(json!({"work_duration_seconds": 0.01})))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out["work_type"], "cpu_bound");
+        assert_eq!(cores.peak(), 1);
     }
 
     #[test]

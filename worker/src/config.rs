@@ -40,6 +40,15 @@ pub struct WorkerConfig {
     pub http: Option<HttpHandlerConfig>,
     /// The built-in `exec` handler; absent unless configured.
     pub exec: Option<ExecHandlerConfig>,
+    /// Most CPU-bound built-in handlers (`cpu_bound`, `matrix_multiply`) computing at once
+    /// (default: the cores this process may use, [`default_cpu_slots`]). Tasks beyond it hold
+    /// their slot and wait for a core, so a worker with more slots than cores never has more
+    /// computing threads than cores, and the rest of the process (its heartbeats and commits;
+    /// with `shoal dev`, the APIs) stays responsive.
+    pub cpu_slots: usize,
+    /// How often the worker reports itself (slots, throughput) to its registry, when it has
+    /// one (default 5 s; see [`crate::Worker::reporting_to`]).
+    pub heartbeat_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -58,6 +67,8 @@ impl Default for WorkerConfig {
             max_result_bytes: crate::limits::DEFAULT_MAX_RESULT_BYTES,
             http: None,
             exec: None,
+            cpu_slots: default_cpu_slots(),
+            heartbeat_interval: Duration::from_secs(5),
         }
     }
 }
@@ -83,6 +94,12 @@ impl WorkerConfig {
             ));
         }
         positive("max_commit_batches", self.max_commit_batches)?;
+        positive("cpu_slots", self.cpu_slots)?;
+        if self.heartbeat_interval < MIN_HEARTBEAT_INTERVAL {
+            return Err(ConfigError::HeartbeatIntervalTooShort(
+                self.heartbeat_interval,
+            ));
+        }
         if let Some(exec) = &self.exec {
             for (name, argv) in &exec.commands {
                 if argv.is_empty() || argv[0].is_empty() {
@@ -102,6 +119,9 @@ impl WorkerConfig {
 /// The shortest visibility timeout a worker accepts: the heartbeat runs every third of it.
 const MIN_VISIBILITY_TIMEOUT: Duration = Duration::from_millis(300);
 
+/// The shortest heartbeat interval a worker accepts.
+const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Why a [`WorkerConfig`] cannot run. Each names the setting to fix; none goes away by
 /// retrying.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +135,9 @@ pub enum ConfigError {
     /// `visibility_timeout` is shorter than 300 ms.
     #[error("visibility_timeout must be at least 300 ms (it is {0:?})")]
     VisibilityTimeoutTooShort(Duration),
+    /// `heartbeat_interval` is shorter than 100 ms.
+    #[error("heartbeat_interval must be at least 100 ms (it is {0:?})")]
+    HeartbeatIntervalTooShort(Duration),
     /// An `exec` command's argv is empty or its program is blank.
     #[error("exec command {0:?} has no program")]
     ExecWithoutProgram(String),
@@ -201,7 +224,18 @@ impl Default for ExecHandlerConfig {
 
 /// `<hostname>-<pid>`.
 pub fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
+    format!("{}-{}", host_name(), std::process::id())
+}
+
+/// The cores this process may use (`std::thread::available_parallelism`: CPU affinity and
+/// cgroup quotas included), 1 when it cannot tell.
+pub fn default_cpu_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// The machine's (or pod's) host name: `HOSTNAME`, else the kernel's, else `worker`.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.trim().is_empty())
         .or_else(|| {
@@ -210,8 +244,9 @@ pub fn default_worker_id() -> String {
                 .map(|h| h.trim().to_owned())
                 .filter(|h| !h.is_empty())
         })
-        .unwrap_or_else(|| "worker".to_owned());
-    format!("{}-{}", host.trim(), std::process::id())
+        .unwrap_or_else(|| "worker".to_owned())
+        .trim()
+        .to_owned()
 }
 
 #[cfg(test)]

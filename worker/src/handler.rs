@@ -187,15 +187,17 @@ impl Handlers {
         Handlers::default()
     }
 
-    /// The built-in handlers: `noop`, `cpu_bound`, `io_bound`, `matrix_multiply`, and `http`
+    /// The built-in handlers: `noop`, `cpu_bound`, `io_bound`, `matrix_multiply` (the two
+    /// CPU-bound ones sharing a [`builtin::CpuPool`] of `config.cpu_slots` cores), and `http`
     /// and `exec` when `config` configures them.
     pub fn builtin(config: &WorkerConfig) -> Self {
         let mut handlers = Handlers::new();
+        let cores = builtin::CpuPool::new(config.cpu_slots);
         handlers
             .register("noop", builtin::Noop)
-            .register("cpu_bound", builtin::CpuBound)
+            .register("cpu_bound", builtin::CpuBound::new(cores.clone()))
             .register("io_bound", builtin::IoBound)
-            .register("matrix_multiply", builtin::MatrixMultiply);
+            .register("matrix_multiply", builtin::MatrixMultiply::new(cores));
         if let Some(http) = &config.http {
             handlers.register("http", builtin::HttpHandler::new(http.clone()));
         }

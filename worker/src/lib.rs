@@ -70,7 +70,10 @@
 //! `matrix_multiply` (`parameters.matrix_size`, default 100); and, when configured, `http`
 //! (POSTs the task JSON to a URL; 2xx succeeds, 408/429/5xx and network errors are
 //! retryable, other statuses are not) and `exec` (runs an allow-listed program with the task
-//! JSON on stdin, never through a shell). See [`builtin`].
+//! JSON on stdin, never through a shell). See [`builtin`]. `cpu_bound` and `matrix_multiply`
+//! compute on a [`builtin::CpuPool`] of [`WorkerConfig::cpu_slots`] threads (the machine's
+//! cores by default), whatever the number of slots: the rest of the process keeps its share of
+//! the cores.
 //!
 //! # How the runtime works
 //!
@@ -88,6 +91,9 @@
 //! - A heartbeat extends the visibility of every message being handled, in one call, every
 //!   third of the visibility timeout.
 //! - [`Worker::run`] returns when its shutdown future completes, after draining (see there).
+//! - With [`Worker::reporting_to`], a task beside the loop reports the worker (slots in use,
+//!   tasks per second, running / draining / stopped) to a `shoal_infra::workers` registry
+//!   every [`WorkerConfig::heartbeat_interval`]: the dashboard's workers page.
 
 pub mod builtin;
 

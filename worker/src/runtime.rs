@@ -9,6 +9,7 @@
 mod delivery;
 mod health;
 mod job_cache;
+mod presence;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,7 +19,8 @@ use std::time::Duration;
 
 use shoal_infra::eventlog::EventLog;
 use shoal_infra::queue::{Delivery, Receipt, TaskQueue};
-use tokio::sync::Semaphore;
+use shoal_infra::workers::{WorkerRegistry, WorkerState};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -30,6 +32,7 @@ use crate::metrics::{WorkerMetrics, WorkerStats};
 use self::delivery::{Shared, process};
 use self::health::{LogHealth, next_backoff};
 use self::job_cache::JobCache;
+use self::presence::{Presence, Reporter};
 
 /// Why a worker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,7 @@ pub struct Worker {
     log: Arc<dyn EventLog>,
     queue: Arc<dyn TaskQueue>,
     metrics: Arc<WorkerMetrics>,
+    presence: Option<Presence>,
 }
 
 impl Worker {
@@ -64,7 +68,25 @@ impl Worker {
             log,
             queue,
             metrics: Arc::new(WorkerMetrics::default()),
+            presence: None,
         }
+    }
+
+    /// Reports the worker to `registry` while it runs (the dashboard's workers page): a
+    /// heartbeat every [`WorkerConfig::heartbeat_interval`] with its slots in use and tasks per
+    /// second, `draining` as soon as it is told to stop, and `stopped` once it has drained. A
+    /// worker that dies without stopping goes silent. `queue` names its queue there (`sql`,
+    /// or `sqs:<queue name>`).
+    pub fn reporting_to(
+        mut self,
+        registry: Arc<dyn WorkerRegistry>,
+        queue: impl Into<String>,
+    ) -> Self {
+        self.presence = Some(Presence {
+            registry,
+            queue: queue.into(),
+        });
+        self
     }
 
     /// The worker's live counters (for metrics endpoints and tests); valid before, during and
@@ -94,7 +116,14 @@ impl Worker {
             log,
             queue,
             metrics,
+            presence,
         } = self;
+        let started_at = chrono::Utc::now();
+        let (state, state_seen) = watch::channel(WorkerState::Running);
+        let reporting = presence.clone().map(|presence| {
+            let reporter = Reporter::new(presence, &config, metrics.clone(), started_at);
+            AbortOnDrop(tokio::spawn(reporter.run(state_seen)))
+        });
         tracing::info!(
             worker_id = %config.worker_id,
             concurrency = config.concurrency,
@@ -203,6 +232,7 @@ impl Worker {
             }
         }
 
+        state.send_replace(WorkerState::Draining);
         tracing::info!(
             running = tasks.len(),
             grace_period = ?shared.config.grace_period,
@@ -231,9 +261,21 @@ impl Worker {
         drop(heartbeat);
         // The tasks are gone: the last handles to the committer and the acknowledger go with
         // `shared`, and both end once what they hold is written.
+        let config = shared.config.clone();
         drop(shared);
         let _ = ack_task.join().await;
         let _ = commit_task.join().await;
+        // The reporter ends once the state's sender is gone (after a report in flight, so that
+        // it cannot land after the last one).
+        drop(state);
+        if let Some(reporting) = reporting {
+            let _ = tokio::time::timeout(presence::LAST_HEARTBEAT_TIMEOUT, reporting.join()).await;
+        }
+        if let Some(presence) = presence {
+            Reporter::new(presence, &config, metrics.clone(), started_at)
+                .stopped()
+                .await;
+        }
         let stats = metrics.snapshot();
         tracing::info!(?stats, "worker stopped");
         Ok(stats)

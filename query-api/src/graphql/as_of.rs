@@ -1,21 +1,23 @@
-//! A job as it stood at a past instant (`job(id, asOf:)`), folded from the log with the
-//! domain's folds ([`JobFold`]); no read table is involved.
+//! A job as it stood at a past instant (`job(id, asOf:)`), and its attempts (the timeline),
+//! folded from the log with the domain's folds ([`JobFold`], [`Attempts`]); no read table is
+//! involved.
 //!
-//! Cost: the job's stream and every task stream of the job (the tasks that existed at that
-//! instant) are read up to the instant, [`STREAMS_PER_READ`] streams per round trip, and
-//! folded in memory: time and memory grow with the number of the job's events recorded
-//! before the instant (about three per task), not with the size of the log. See
-//! `docs/dashboard.md` for measured figures.
+//! Cost: the job's events (its stream's and its tasks') are read through the log's index by
+//! job, [`JOB_EVENTS_PER_READ`] per round trip, and folded as they arrive: time grows with the
+//! number of the job's events (about three per task), not with the size of the log, and memory
+//! with the number of its tasks (one view per task, and a copy of each event without its
+//! payload). See `docs/dashboard.md` for measured figures.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use shoal_domain::{Event, JobFold, JobId, JobLifecycle, TaskId};
+use shoal_domain::{Attempt, Attempts, Event, JobFold, JobId};
 use shoal_infra::eventlog::{EventLog, LogError, LogPosition, RecordedEvent};
 use shoal_infra::readmodel::{JobRow, TaskRow};
 
-/// Task streams read per round trip.
-pub(crate) const STREAMS_PER_READ: usize = 1000;
+/// A job's events read per round trip of the log's index by job.
+pub(crate) const JOB_EVENTS_PER_READ: i64 = 5000;
 
 /// The tasks of a job as of an instant (`Job::tasks` answers from them).
 #[derive(Debug)]
@@ -29,35 +31,105 @@ pub struct AsOf {
 /// Decodes stored events, skipping (and logging) those this build cannot decode, as the
 /// projector does.
 pub(crate) fn decode(records: Vec<RecordedEvent>) -> Vec<(LogPosition, String, Event)> {
-    records
-        .into_iter()
-        .filter_map(
-            |r| match Event::decode(&r.event_type, r.schema_version, r.data.get()) {
-                Ok(event) => Some((r.log_position, r.stream_id, event)),
-                Err(error) => {
-                    tracing::warn!(
-                        stream = %r.stream_id,
-                        position = r.log_position.position,
-                        %error,
-                        "skipping an event that cannot be decoded"
-                    );
-                    None
-                }
-            },
-        )
-        .collect()
+    records.into_iter().filter_map(decode_one).collect()
 }
 
-/// The streams of tasks `0..count` of a job, [`STREAMS_PER_READ`] at a time.
-pub(crate) fn task_stream_chunks(job: JobId, count: u32) -> impl Iterator<Item = Vec<String>> {
-    let chunk = STREAMS_PER_READ as u32;
-    (0..count.div_ceil(chunk)).map(move |c| {
-        let from = c * chunk;
-        let to = count.min(from.saturating_add(chunk));
-        (from..to)
-            .map(|i| TaskId::for_task(job, i).stream_id())
-            .collect()
-    })
+fn decode_one(r: RecordedEvent) -> Option<(LogPosition, String, Event)> {
+    match Event::decode(&r.event_type, r.schema_version, r.data.get()) {
+        Ok(event) => Some((r.log_position, r.stream_id, event)),
+        Err(error) => {
+            tracing::warn!(
+                stream = %r.stream_id,
+                position = r.log_position.position,
+                %error,
+                "skipping an event that cannot be decoded"
+            );
+            None
+        }
+    }
+}
+
+/// Puts each stream's events back in version order as they come in log order. On SQLite the two
+/// orders are the same; on Postgres the log is ordered by transaction id, which a transaction
+/// takes at its first write, so an append that waited inside its transaction can, in rare
+/// cases, come before its stream's previous event. Such an event waits here for the ones
+/// before it.
+#[derive(Default)]
+struct InVersionOrder {
+    streams: HashMap<String, Pending>,
+}
+
+struct Pending {
+    /// The version the stream's next event must have.
+    next: i64,
+    waiting: BTreeMap<i64, RecordedEvent>,
+}
+
+impl InVersionOrder {
+    fn push(&mut self, record: RecordedEvent, emit: &mut impl FnMut(RecordedEvent)) {
+        let stream = self
+            .streams
+            .entry(record.stream_id.clone())
+            .or_insert_with(|| Pending {
+                next: 1,
+                waiting: BTreeMap::new(),
+            });
+        if record.stream_version > stream.next {
+            stream.waiting.insert(record.stream_version, record);
+            return;
+        }
+        stream.next = stream.next.max(record.stream_version + 1);
+        emit(record);
+        while let Some(record) = stream.waiting.remove(&stream.next) {
+            stream.next += 1;
+            emit(record);
+        }
+    }
+
+    /// What still waits (its predecessors were not among the events read: recorded after the
+    /// instant asked for), in version order.
+    fn finish(self, emit: &mut impl FnMut(RecordedEvent)) {
+        for (_, pending) in self.streams {
+            pending.waiting.into_values().for_each(&mut *emit);
+        }
+    }
+}
+
+/// Reads every event of `job` (its stream's and its tasks') recorded at or before `until`
+/// (every one without it) through the log's index by job, and hands each to `each` decoded,
+/// every stream's events in version order.
+async fn for_each_job_event(
+    log: &dyn EventLog,
+    job: JobId,
+    until: Option<DateTime<Utc>>,
+    mut each: impl FnMut(LogPosition, &str, Event),
+) -> Result<(), LogError> {
+    let mut emit = |record: RecordedEvent| {
+        if let Some((position, stream, event)) = decode_one(record) {
+            each(position, &stream, event);
+        }
+    };
+    let mut order = InVersionOrder::default();
+    let mut cursor = LogPosition::START;
+    loop {
+        let page = log
+            .read_job(job.as_uuid(), cursor, JOB_EVENTS_PER_READ)
+            .await?;
+        let read = page.len();
+        if let Some(last) = page.last() {
+            cursor = last.log_position;
+        }
+        for record in page {
+            if until.is_none_or(|until| record.recorded_at <= until) {
+                order.push(record, &mut emit);
+            }
+        }
+        if i64::try_from(read).unwrap_or(i64::MAX) < JOB_EVENTS_PER_READ {
+            break;
+        }
+    }
+    order.finish(&mut emit);
+    Ok(())
 }
 
 /// The job and its tasks as they stood at `at` (events recorded at or before it), or `None`
@@ -67,25 +139,11 @@ pub async fn job_as_of(
     job: JobId,
     at: DateTime<Utc>,
 ) -> Result<Option<(JobRow, Arc<AsOf>)>, LogError> {
-    let job_events = decode(log.read_streams_until(&[job.stream_id()], at).await?);
-    let mut lifecycle = JobLifecycle::default();
-    for (_, _, event) in &job_events {
-        lifecycle.apply(event);
-    }
     let mut fold = JobFold::new(job);
-    fold.add_job_events(job_events.into_iter().map(|(p, _, e)| (p, e)));
-    for streams in task_stream_chunks(job, lifecycle.created_upto) {
-        let events = decode(log.read_streams_until(&streams, at).await?);
-        // Grouped by stream, each in version order: one task's stream after another.
-        let mut events = events.into_iter().peekable();
-        while let Some((position, stream, event)) = events.next() {
-            let mut stream_events = vec![(position, event)];
-            while let Some((p, _, e)) = events.next_if(|(_, s, _)| *s == stream) {
-                stream_events.push((p, e));
-            }
-            fold.add_task_stream(stream_events);
-        }
-    }
+    for_each_job_event(log, job, Some(at), |position, _, event| {
+        fold.add_event(position, event);
+    })
+    .await?;
     Ok(fold.finish().map(|(job, tasks)| {
         (
             JobRow::from(job),
@@ -97,41 +155,83 @@ pub async fn job_as_of(
     }))
 }
 
-/// Every attempt of the job's tasks `0..tasks` (as recorded up to `until`, if given), with
-/// its task's index, in index then attempt order. Reads every task stream of the job, like
-/// [`job_as_of`].
+/// Every attempt of the job's tasks (as recorded up to `until`, if given), with its task's
+/// index, in index then attempt order. Reads the job's events like [`job_as_of`].
 pub async fn job_attempts(
     log: &dyn EventLog,
     job: JobId,
-    tasks: u32,
     until: Option<DateTime<Utc>>,
-) -> Result<Vec<(u32, shoal_domain::Attempt)>, LogError> {
-    let mut out = Vec::new();
-    for streams in task_stream_chunks(job, tasks) {
-        let records = match until {
-            Some(at) => log.read_streams_until(&streams, at).await?,
-            None => log.read_streams(&streams).await?,
-        };
-        let events = decode(records);
-        let mut events = events.into_iter().peekable();
-        while let Some((_, stream, event)) = events.next() {
-            let index = match &event {
-                Event::TaskEnqueued(e) => Some(e.index),
-                _ => None,
-            };
-            let mut attempts = shoal_domain::Attempts::default();
-            attempts.apply(&event);
-            let mut index = index;
-            while let Some((_, _, e)) = events.next_if(|(_, s, _)| *s == stream) {
-                if let Event::TaskEnqueued(enqueued) = &e {
-                    index = Some(enqueued.index);
-                }
-                attempts.apply(&e);
-            }
-            if let Some(index) = index {
-                out.extend(attempts.0.into_iter().map(|a| (index, a)));
-            }
+) -> Result<Vec<(u32, Attempt)>, LogError> {
+    let mut tasks: HashMap<String, (Option<u32>, Attempts)> = HashMap::new();
+    for_each_job_event(log, job, until, |_, stream, event| {
+        if event.task_id().is_none() {
+            return;
+        }
+        let task = tasks.entry(stream.to_owned()).or_default();
+        if let Event::TaskEnqueued(enqueued) = &event {
+            task.0 = Some(enqueued.index);
+        }
+        task.1.apply(&event);
+    })
+    .await?;
+    let mut by_index: Vec<(u32, Attempts)> = tasks
+        .into_values()
+        .filter_map(|(index, attempts)| Some((index?, attempts)))
+        .collect();
+    by_index.sort_by_key(|(index, _)| *index);
+    Ok(by_index
+        .into_iter()
+        .flat_map(|(index, attempts)| attempts.0.into_iter().map(move |a| (index, a)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    fn record(stream: &str, version: i64, position: i64) -> RecordedEvent {
+        RecordedEvent {
+            log_position: LogPosition {
+                commit: position,
+                position,
+            },
+            stream_id: stream.into(),
+            stream_version: version,
+            event_type: "X".into(),
+            schema_version: 1,
+            data: RawValue::from_string("{}".into()).unwrap(),
+            metadata: RawValue::from_string("{}".into()).unwrap(),
+            recorded_at: Utc::now(),
         }
     }
-    Ok(out)
+
+    #[test]
+    fn streams_come_out_in_version_order() {
+        let mut order = InVersionOrder::default();
+        let mut out = Vec::new();
+        let mut emit = |r: RecordedEvent| out.push((r.stream_id, r.stream_version));
+        // task-b's version 2 is ahead of its version 1 in the log; task-c lacks version 1.
+        for (stream, version) in [
+            ("task-a", 1),
+            ("task-b", 2),
+            ("task-a", 2),
+            ("task-b", 1),
+            ("task-b", 3),
+            ("task-c", 2),
+        ] {
+            order.push(record(stream, version, 0), &mut emit);
+        }
+        order.finish(&mut emit);
+        let of = |s: &str| -> Vec<i64> {
+            out.iter()
+                .filter(|(stream, _)| stream == s)
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        assert_eq!(of("task-a"), [1, 2]);
+        assert_eq!(of("task-b"), [1, 2, 3]);
+        assert_eq!(of("task-c"), [2]);
+        assert_eq!(out.len(), 6);
+    }
 }

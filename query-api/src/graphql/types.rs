@@ -212,7 +212,7 @@ impl Job {
     /// 2000, at most 5000) fall in the window, the answer has `buckets` (`laneBuckets` blocks
     /// of lanes x `timeBuckets` slices of time, default 100 x 200, at most 500 each) instead of
     /// bars: ask again for a narrower window to see bars. `slowest` (default 10, at most 100)
-    /// lists the attempts that ran longest. Reads every task stream of the job.
+    /// lists the attempts that ran longest. Reads the job's events (the log's index by job).
     #[allow(clippy::too_many_arguments)]
     async fn timeline(
         &self,
@@ -250,14 +250,9 @@ impl Job {
         if to < from {
             return Err(user_error("to must not be before from".into(), "to"));
         }
-        let attempts = super::as_of::job_attempts(
-            read.log.as_ref(),
-            self.0.id,
-            self.0.created_upto.max(self.0.progress.created),
-            until,
-        )
-        .await
-        .map_err(internal)?;
+        let attempts = super::as_of::job_attempts(read.log.as_ref(), self.0.id, until)
+            .await
+            .map_err(internal)?;
         Ok(super::timeline::layout(
             &attempts,
             TimelineRequest {

@@ -125,6 +125,7 @@ export const HISTORY_QUERY = graphql(`
             taskIndex
             attempt
             worker
+            actor
             error
             step
           }
@@ -418,3 +419,26 @@ export const REDRIVE_SELECTED = graphql(`
 `);
 
 export type DeadLetter = ResultOf<typeof DEAD_LETTERS_QUERY>['deadLetters'][number];
+
+export const WORKERS_QUERY = graphql(`
+  query Workers {
+    workers {
+      id
+      host
+      queue
+      version
+      status
+      slotsTotal
+      slotsUsed
+      tasksPerSecond
+      tasksCompleted
+      tasksFailed
+      startedAt
+      lastHeartbeatAt
+      secondsSinceHeartbeat
+      heartbeatIntervalSeconds
+    }
+  }
+`);
+
+export type WorkerInfo = ResultOf<typeof WORKERS_QUERY>['workers'][number];

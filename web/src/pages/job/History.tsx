@@ -88,6 +88,12 @@ export function History({
             )}
             {e.attempt != null && <span className="small"> attempt {e.attempt}</span>}
             {e.error && <span className="small wrap ev-error"> — {e.error}</span>}
+            {e.actor && (
+              <span className="small ev-actor" data-testid="history-actor">
+                {' '}
+                by {e.actor}
+              </span>
+            )}
           </li>
         ))}
       </ol>
