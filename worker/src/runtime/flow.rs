@@ -275,19 +275,19 @@ impl Pacing {
         free_slots.max(ahead).min(cap)
     }
 
-    /// How many messages the worker may hold: its slots, plus what they consume during eight
-    /// rounds of a receive and a commit, at most `prefetch` more. A message is held for about
-    /// a receive and four commits besides its handler (its start, its end, its
-    /// acknowledgement, and the wait for a commit under way), so eight rounds leave the buffer
-    /// room to grow while the rate it feeds is still rising.
+    /// How many messages the worker may hold: its slots, plus twice what they consume while
+    /// one message goes through a receive and four commits (its start, its end, its
+    /// acknowledgement, and a commit under way when it arrives), at most `prefetch` more. Twice
+    /// leaves the buffer room to grow while the rate it feeds is still rising, and keeps what
+    /// a worker of slow tasks holds to a message or two beyond its slots.
     pub(super) fn hold_target(
         &self,
         concurrency: usize,
         prefetch: usize,
         commit: Duration,
     ) -> usize {
-        let round = self.receive + commit.as_secs_f64();
-        concurrency + self.consumed_in(8.0 * round).min(prefetch)
+        let round = self.receive + 4.0 * commit.as_secs_f64();
+        concurrency + self.consumed_in(2.0 * round).min(prefetch)
     }
 }
 
@@ -324,10 +324,10 @@ mod tests {
     fn fast_tasks_fill_the_buffer_and_start_ahead() {
         let pacing = paced(40_000);
         let commit = Duration::from_millis(5);
-        // 8 x 40,000/s x 7 ms = 2,240 beyond the slots, capped by the prefetch.
+        // 2 x 40,000/s x (2 + 4 x 5) ms = 1,760 beyond the slots, capped by the prefetch.
         assert_eq!(pacing.hold_target(16, 512, commit), 16 + 512);
         let held = pacing.hold_target(16, 4096, commit);
-        assert!((16 + 2220..=16 + 2260).contains(&held), "{held}");
+        assert!((16 + 1740..=16 + 1780).contains(&held), "{held}");
         // 3 x 40,000/s x 5 ms = 600 started ahead, whatever the free slots.
         let ahead = pacing.start_target(0, commit, 10_000);
         assert!((590..=610).contains(&ahead), "{ahead}");
