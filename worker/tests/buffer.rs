@@ -607,7 +607,7 @@ async fn sigterm_with_a_full_buffer_releases_it_at_once_and_finishes_running_han
     let watched = WatchedQueue::new(backend.queue.clone(), backend.log.clone());
     let blocked = Arc::new(AtomicBool::new(false));
     let first = Running::start(
-        config("first", SLOTS, PREFETCH, backend.visibility),
+        config("first", SLOTS, PREFETCH, Duration::from_secs(30)),
         handlers(blocked.clone(), Duration::from_millis(800)),
         slow.clone(),
         watched.clone(),
