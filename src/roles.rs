@@ -118,6 +118,13 @@ pub struct WorkerArgs {
     /// On SIGTERM, seconds running tasks get to finish before they are released.
     #[arg(long, env = "SHOAL_GRACE_PERIOD_SECONDS", default_value_t = 30)]
     pub grace_period_seconds: u64,
+    /// The local buffer: messages a worker may hold beyond its running tasks (received ahead,
+    /// or finished and being recorded), hidden from other workers meanwhile and released at
+    /// once on SIGTERM. Filled only as far as the tasks consume it. Default: 32 per slot, at
+    /// most 4,096 (512 for 16 slots); 0 to receive no more than the free slots; at most
+    /// 100,000.
+    #[arg(long, env = "SHOAL_PREFETCH")]
+    pub prefetch: Option<usize>,
     /// Enables the `http` handler: tasks are POSTed as JSON to this URL (redirects are not
     /// followed). It may hold credentials: `--help` and task errors never show them.
     #[arg(long, env = "SHOAL_HTTP_HANDLER_URL", hide_env_values = true)]
@@ -166,6 +173,9 @@ impl WorkerArgs {
             concurrency,
             visibility_timeout: Duration::from_secs(self.visibility_timeout_seconds),
             grace_period: Duration::from_secs(self.grace_period_seconds),
+            prefetch: self
+                .prefetch
+                .unwrap_or_else(|| shoal_worker::default_prefetch(concurrency)),
             max_result_bytes: self.max_result_bytes,
             ..WorkerConfig::default()
         };

@@ -122,6 +122,7 @@ async fn propagation(platform: Platform, url: &str) {
     let worker_args = WorkerArgs {
         visibility_timeout_seconds: 30,
         grace_period_seconds: 5,
+        prefetch: None,
         http_handler_url: None,
         http_handler_max_response_bytes: roles::DEFAULT_HTTP_MAX_RESPONSE_BYTES,
         exec: vec!["fail=false".to_owned()],

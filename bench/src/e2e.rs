@@ -128,6 +128,7 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
     let worker_args = WorkerArgs {
         visibility_timeout_seconds: 30,
         grace_period_seconds: 30,
+        prefetch: None,
         http_handler_url: None,
         http_handler_max_response_bytes: roles::DEFAULT_HTTP_MAX_RESPONSE_BYTES,
         exec: Vec::new(),

@@ -8,7 +8,8 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use shoal_infra::eventlog::{AppendBatch, AppendOutcome, EventLog, LogError, LogResult};
 use shoal_infra::queue::{Receipt, TaskQueue};
@@ -38,9 +39,10 @@ impl GroupCommitter {
         log: Arc<dyn EventLog>,
         max_batches: usize,
         metrics: Arc<WorkerMetrics>,
+        latency: Arc<CommitLatency>,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (requests, receiver) = mpsc::unbounded_channel();
-        let task = run_committer(log, receiver, max_batches.max(1), metrics);
+        let task = run_committer(log, receiver, max_batches.max(1), metrics, latency);
         (GroupCommitter { requests }, task)
     }
 
@@ -58,11 +60,37 @@ impl GroupCommitter {
     }
 }
 
+/// How long a group commit takes lately (an average that follows the last few commits); what
+/// the worker sizes its lookahead by.
+#[derive(Debug, Default)]
+pub(crate) struct CommitLatency {
+    micros: AtomicU64,
+}
+
+impl CommitLatency {
+    pub(crate) fn get(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
+
+    /// One commit took `took` (the committer is the only writer).
+    fn record(&self, took: Duration) {
+        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let old = self.micros.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            took
+        } else {
+            old.saturating_mul(4).saturating_add(took) / 5
+        };
+        self.micros.store(new, Ordering::Relaxed);
+    }
+}
+
 async fn run_committer(
     log: Arc<dyn EventLog>,
     mut receiver: mpsc::UnboundedReceiver<Request>,
     max_batches: usize,
     metrics: Arc<WorkerMetrics>,
+    latency: Arc<CommitLatency>,
 ) {
     // Requests that share a stream with one already in the current commit wait for the next
     // (`append_many` takes batches on distinct streams; two appends to one task stream are a
@@ -105,7 +133,9 @@ async fn run_committer(
         metrics
             .committed_batches
             .fetch_add(batches.len() as u64, Ordering::Relaxed);
+        let began = Instant::now();
         let results = log.append_many(batches).await;
+        latency.record(began.elapsed());
         for (reply, result) in replies.into_iter().zip(results) {
             // A task that gave up waiting (aborted at shutdown) no longer listens.
             let _ = reply.send(result);
@@ -113,20 +143,27 @@ async fn run_committer(
     }
 }
 
+/// Told how many acknowledgements were made (or given up) after each `ack` call.
+pub(crate) type OnAcked = Arc<dyn Fn(usize) + Send + Sync>;
+
 /// A handle to the acknowledging task: receipts sent here are deleted from the queue in
 /// batches, as soon as the previous batch returns. The task ends when every handle is
 /// dropped and what was queued is acknowledged.
 #[derive(Clone)]
 pub(crate) struct AckBatcher {
     receipts: mpsc::UnboundedSender<Receipt>,
+    acked: OnAcked,
 }
 
 impl AckBatcher {
+    /// `acked` is called with the size of each batch once its `ack` call returned.
     pub(crate) fn new(
         queue: Arc<dyn TaskQueue>,
+        acked: OnAcked,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (receipts, receiver) = mpsc::unbounded_channel();
-        (AckBatcher { receipts }, run_acks(queue, receiver))
+        let task = run_acks(queue, receiver, acked.clone());
+        (AckBatcher { receipts, acked }, task)
     }
 
     /// Acknowledges the message soon. If that fails, the message comes back after its
@@ -134,11 +171,16 @@ impl AckBatcher {
     pub(crate) fn ack(&self, receipt: Receipt) {
         if self.receipts.send(receipt).is_err() {
             tracing::warn!("acknowledgement dropped: the worker is stopping");
+            (self.acked)(1);
         }
     }
 }
 
-async fn run_acks(queue: Arc<dyn TaskQueue>, mut receiver: mpsc::UnboundedReceiver<Receipt>) {
+async fn run_acks(
+    queue: Arc<dyn TaskQueue>,
+    mut receiver: mpsc::UnboundedReceiver<Receipt>,
+    acked: OnAcked,
+) {
     let mut batch = Vec::new();
     loop {
         if receiver.recv_many(&mut batch, MAX_ACK_BATCH).await == 0 {
@@ -151,6 +193,7 @@ async fn run_acks(queue: Arc<dyn TaskQueue>, mut receiver: mpsc::UnboundedReceiv
                 "could not acknowledge handled messages; they will be delivered again and skipped"
             );
         }
+        acked(batch.len());
         batch.clear();
     }
 }

@@ -10,10 +10,19 @@ use std::time::Duration;
 pub struct WorkerConfig {
     /// Who runs the tasks, recorded in `TaskStarted` (default `<hostname>-<pid>`).
     pub worker_id: String,
-    /// Most tasks running at once in this process (default 16, at least 1).
+    /// Most tasks running at once in this process (default 16, at least 1): the slots. A slot
+    /// is busy only while a handler runs.
     pub concurrency: usize,
-    /// Most messages taken in one receive (default 100); a receive never takes more than
-    /// there are free concurrency slots.
+    /// The local buffer: how many messages the worker may hold beyond its slots (default
+    /// [`default_prefetch`] of the default concurrency: 512; at most 100,000). Held messages
+    /// are received ahead, started a little ahead of the slots, or finished and waiting for
+    /// their end to commit; they stay hidden from other workers (the heartbeat extends them)
+    /// and are released at once on shutdown. The worker fills the buffer only as far as its
+    /// slots consume it (fast tasks fill it, slow ones hold little more than the slots), and
+    /// stops receiving when it is full (slow commits). 0 receives no more than the slots.
+    pub prefetch: usize,
+    /// Most messages taken in one receive (default 100); a receive never takes more than the
+    /// buffer has room for.
     pub receive_batch: usize,
     /// How long a received message stays hidden from other workers (default 30 s). A
     /// heartbeat extends it every third of this while the task runs, so it only needs to cover
@@ -56,6 +65,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             worker_id: default_worker_id(),
             concurrency: 16,
+            prefetch: default_prefetch(16),
             receive_batch: 100,
             visibility_timeout: Duration::from_secs(30),
             long_poll: Duration::from_secs(1),
@@ -88,6 +98,9 @@ impl WorkerConfig {
         };
         positive("concurrency", self.concurrency)?;
         positive("receive_batch", self.receive_batch)?;
+        if self.prefetch > MAX_PREFETCH {
+            return Err(ConfigError::PrefetchTooLarge(self.prefetch));
+        }
         if self.visibility_timeout < MIN_VISIBILITY_TIMEOUT {
             return Err(ConfigError::VisibilityTimeoutTooShort(
                 self.visibility_timeout,
@@ -122,6 +135,16 @@ const MIN_VISIBILITY_TIMEOUT: Duration = Duration::from_millis(300);
 /// The shortest heartbeat interval a worker accepts.
 const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The largest [`WorkerConfig::prefetch`] accepted.
+pub const MAX_PREFETCH: usize = 100_000;
+
+/// The default [`WorkerConfig::prefetch`] for `concurrency` slots: 32 per slot, at most 4,096
+/// (512 for the default 16 slots). Enough for fast tasks to keep every slot busy through a
+/// receive and two commits; slow tasks never fill it.
+pub fn default_prefetch(concurrency: usize) -> usize {
+    concurrency.saturating_mul(32).min(4096)
+}
+
 /// Why a [`WorkerConfig`] cannot run. Each names the setting to fix; none goes away by
 /// retrying.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,6 +155,9 @@ pub enum ConfigError {
     /// A count that must be positive is 0.
     #[error("{setting} must be at least 1")]
     Zero { setting: &'static str },
+    /// `prefetch` is larger than [`MAX_PREFETCH`].
+    #[error("prefetch must be at most 100000 (it is {0})")]
+    PrefetchTooLarge(usize),
     /// `visibility_timeout` is shorter than 300 ms.
     #[error("visibility_timeout must be at least 300 ms (it is {0:?})")]
     VisibilityTimeoutTooShort(Duration),
@@ -257,6 +283,9 @@ mod tests {
     fn defaults_are_valid() {
         let config = WorkerConfig::default();
         assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.prefetch, 512);
+        assert_eq!(default_prefetch(1), 32);
+        assert_eq!(default_prefetch(1024), 4096);
         assert!(
             config
                 .worker_id
@@ -285,6 +314,21 @@ mod tests {
         let error = bad.validate().unwrap_err();
         assert_eq!(error, ConfigError::ExecWithoutProgram("x".into()));
         assert!(error.to_string().contains("no program"), "{error}");
+        let bad = WorkerConfig {
+            prefetch: MAX_PREFETCH + 1,
+            ..WorkerConfig::default()
+        };
+        let error = bad.validate().unwrap_err();
+        assert_eq!(error, ConfigError::PrefetchTooLarge(100_001));
+        assert_eq!(
+            error.to_string(),
+            "prefetch must be at most 100000 (it is 100001)"
+        );
+        let no_buffer = WorkerConfig {
+            prefetch: 0,
+            ..WorkerConfig::default()
+        };
+        assert_eq!(no_buffer.validate(), Ok(()));
         let bad = WorkerConfig {
             exec: Some(ExecHandlerConfig {
                 working_dir: Some("/nonexistent/shoal".into()),

@@ -77,10 +77,17 @@
 //!
 //! # How the runtime works
 //!
-//! - Receives in batches, never more messages than it has free concurrency slots.
+//! - A concurrency slot is busy only while a handler runs: it never waits for a commit.
+//!   Messages are received ahead into a bounded local buffer ([`WorkerConfig::prefetch`]),
+//!   their `TaskStarted` is committed a little ahead of the slots (never after the handler
+//!   began: a handler runs only for an attempt the log shows started), and a finished task's
+//!   end is committed and its message acknowledged in the background while its slot runs the
+//!   next one. The buffer fills only as far as the slots consume it, and a worker whose
+//!   commits lag stops receiving when it is full. See ADR 0013.
 //! - Appends from all in-flight tasks go through one group committer: a commit carries every
 //!   append queued while the previous one ran (up to [`WorkerConfig::max_commit_batches`]).
-//!   Acknowledgements are batched the same way.
+//!   Acknowledgements are batched the same way; a message is acknowledged only after its
+//!   task's end has committed.
 //! - On the happy path a task costs no read: its `TaskStarted` is appended at the stream
 //!   version the message carries. A conflict means the log knows more than the message; the
 //!   worker then reads the task's stream: a completed task or a newer attempt is skipped; an
@@ -88,8 +95,8 @@
 //!   holder's visibility timeout ran out, so it is presumed dead), and otherwise left to its
 //!   holder. The end of an attempt is appended at the exact version after its start, so two
 //!   holders can never both record it.
-//! - A heartbeat extends the visibility of every message being handled, in one call, every
-//!   third of the visibility timeout.
+//! - A heartbeat extends the visibility of every message the worker holds (buffered ones
+//!   included), in one call, every third of the visibility timeout.
 //! - [`Worker::run`] returns when its shutdown future completes, after draining (see there).
 //! - With [`Worker::reporting_to`], a task beside the loop reports the worker (slots in use,
 //!   tasks per second, running / draining / stopped) to a `shoal_infra::workers` registry
@@ -107,7 +114,7 @@ pub mod telemetry;
 
 pub use config::{
     ConfigError, DEFAULT_EXEC_ENV_ALLOW, DEFAULT_HTTP_MAX_RESPONSE_BYTES, ExecHandlerConfig,
-    HttpHandlerConfig, WorkerConfig, default_worker_id,
+    HttpHandlerConfig, MAX_PREFETCH, WorkerConfig, default_prefetch, default_worker_id,
 };
 pub use handler::{
     DEFAULT_HANDLER, FnHandler, Handler, Handlers, TaskContext, TaskError, handler_fn,

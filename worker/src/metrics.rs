@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Live counters of a worker. Shared through an `Arc` (see [`crate::Worker::metrics`]); every
-/// field only grows, except `in_flight`.
+/// field only grows, except the gauges `in_flight` and `running`.
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
     /// Messages received (poison ones included).
@@ -33,8 +33,11 @@ pub struct WorkerMetrics {
     pub commits: AtomicU64,
     /// Task appends carried by those commits (`committed_batches / commits` is the grouping).
     pub committed_batches: AtomicU64,
-    /// Tasks being handled right now.
+    /// Messages this worker holds right now: buffered, started, running, or waiting for their
+    /// end to commit (at most `concurrency + prefetch`).
     pub in_flight: AtomicU64,
+    /// Handlers running right now (at most `concurrency`).
+    pub running: AtomicU64,
     /// Times a delivery was held (its message kept hidden) and tried again because the log or
     /// the queue failed: infrastructure errors use none of a message's receives.
     pub held_on_errors: AtomicU64,
@@ -71,6 +74,8 @@ pub struct WorkerStats {
     pub committed_batches: u64,
     /// See [`WorkerMetrics::in_flight`].
     pub in_flight: u64,
+    /// See [`WorkerMetrics::running`].
+    pub running: u64,
     /// See [`WorkerMetrics::held_on_errors`].
     pub held_on_errors: u64,
 }
@@ -94,6 +99,7 @@ impl WorkerMetrics {
             commits: get(&self.commits),
             committed_batches: get(&self.committed_batches),
             in_flight: get(&self.in_flight),
+            running: get(&self.running),
             held_on_errors: get(&self.held_on_errors),
         }
     }

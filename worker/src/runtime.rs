@@ -1,35 +1,41 @@
-//! The worker loop: receives as many messages as there are free concurrency slots, hands each
-//! delivery to [`delivery`] on a task of its own, keeps the messages being handled hidden
-//! (heartbeat), and on shutdown drains: running tasks get the grace period, then what is left
-//! is released and the pending appends and acknowledgements are written.
+//! The worker loop: receives ahead into a local buffer (bounded by `prefetch`, paced by
+//! [`flow`]), dispatches buffered deliveries to [`delivery`] on tasks of their own a little
+//! ahead of the slots, keeps every message it holds hidden (heartbeat), and on shutdown drains:
+//! the buffer and the deliveries not yet running are released at once, running tasks get the
+//! grace period, then what is left is released and the pending appends and acknowledgements
+//! are written.
 //!
 //! What happens to one delivery, and when its message is acknowledged, is all in
-//! [`delivery`]; this file only decides how many deliveries run at once and when the loop ends.
+//! [`delivery`]; this file only decides how many messages are held and started, and when the
+//! loop ends. ADR 0013 has the design and what a crash at each point does.
 
 mod delivery;
+mod flow;
 mod health;
 mod job_cache;
 mod presence;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use shoal_infra::eventlog::EventLog;
 use shoal_infra::queue::{Delivery, Receipt, TaskQueue};
 use shoal_infra::workers::{WorkerRegistry, WorkerState};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::batching::{AckBatcher, GroupCommitter};
+use crate::batching::{AckBatcher, CommitLatency, GroupCommitter};
 use crate::config::{ConfigError, WorkerConfig};
 use crate::handler::Handlers;
 use crate::metrics::{WorkerMetrics, WorkerStats};
 
 use self::delivery::{Shared, process};
+use self::flow::{Flow, Pacing};
 use self::health::{LogHealth, next_backoff};
 use self::job_cache::JobCache;
 use self::presence::{Presence, Reporter};
@@ -95,9 +101,11 @@ impl Worker {
         self.metrics.clone()
     }
 
-    /// Runs until `shutdown` completes, then drains: stops receiving, gives running tasks
-    /// `grace_period` to finish, releases the messages of those still running (they are
-    /// visible to other workers at once), flushes pending writes, and returns the counters.
+    /// Runs until `shutdown` completes, then drains: stops receiving, releases at once the
+    /// messages it holds that no handler runs yet (the buffer), gives running tasks
+    /// `grace_period` to finish and records their ends, releases the messages of those still
+    /// running after it (they are visible to other workers at once), flushes pending writes,
+    /// and returns the counters.
     ///
     /// Queue and log errors never end the loop: they are logged and retried with backoff.
     /// A delivery that meets one keeps its message (hidden by the heartbeat) and tries again,
@@ -127,16 +135,27 @@ impl Worker {
         tracing::info!(
             worker_id = %config.worker_id,
             concurrency = config.concurrency,
+            prefetch = config.prefetch,
             handlers = %handlers.names().collect::<Vec<_>>().join(","),
             "worker starting"
         );
 
-        let (committer, commit_task) =
-            GroupCommitter::new(log.clone(), config.max_commit_batches, metrics.clone());
+        let commit_latency = Arc::new(CommitLatency::default());
+        let (committer, commit_task) = GroupCommitter::new(
+            log.clone(),
+            config.max_commit_batches,
+            metrics.clone(),
+            commit_latency.clone(),
+        );
         let commit_task = AbortOnDrop(tokio::spawn(commit_task));
-        let (acks, ack_task) = AckBatcher::new(queue.clone());
+        let flow = Flow::new(config.concurrency, metrics.clone());
+        let acked = {
+            let flow = flow.clone();
+            Arc::new(move |n| flow.settled(n))
+        };
+        let (acks, ack_task) = AckBatcher::new(queue.clone(), acked);
         let ack_task = AbortOnDrop(tokio::spawn(ack_task));
-        let inflight = Arc::new(Inflight::default());
+        let inflight = Arc::new(Inflight::new(metrics.clone()));
         let heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
             queue.clone(),
             inflight.clone(),
@@ -154,12 +173,19 @@ impl Worker {
             acks,
             inflight: inflight.clone(),
             health: Arc::new(LogHealth::default()),
+            flow: flow.clone(),
         });
         let config = &shared.config;
-        let slots = Arc::new(Semaphore::new(config.concurrency));
+        let concurrency = config.concurrency;
+        let prefetch = config.prefetch;
         let mut tasks = JoinSet::new();
+        // Received, not yet dispatched to be started: the local buffer.
+        let mut buffered: VecDeque<(Delivery, u64)> = VecDeque::new();
+        let mut receiving: Option<Receiving<'_>> = None;
         let mut receive_backoff = Duration::ZERO;
+        let mut retry_receive_at: Option<tokio::time::Instant> = None;
         let mut probe_backoff = Duration::ZERO;
+        let mut pacing = Pacing::new(Instant::now());
         let shutdown = shutdown;
         tokio::pin!(shutdown);
 
@@ -167,77 +193,114 @@ impl Worker {
             while let Some(done) = tasks.try_join_next() {
                 report_task_end(done);
             }
-            // `slots` is never closed, so acquiring a permit cannot fail.
-            #[allow(clippy::expect_used)]
-            let first = tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            };
-            if !shared.health.is_healthy() {
-                // Messages received now could not be started: leave them to the queue.
-                drop(first);
-                probe_backoff = next_backoff(probe_backoff);
-                tokio::select! {
-                    biased;
-                    _ = &mut shutdown => break,
-                    () = shared.health.wait(probe_backoff) => {}
-                }
+            pacing.observe(flow.taken(), Instant::now());
+            let commit = commit_latency.get();
+            let held_cap = concurrency + prefetch;
+
+            // Start buffered deliveries, about as many as the slots will take soon.
+            let start_target = pacing.start_target(flow.free_slots(), commit, held_cap);
+            while flow.ahead() < start_target {
+                let Some((delivery, key)) = buffered.pop_front() else {
+                    break;
+                };
+                let span = delivery_span(&delivery, &shared.config.worker_id);
+                let ahead = flow.dispatch();
+                tasks.spawn(process(shared.clone(), delivery, key, ahead).instrument(span));
+            }
+
+            if receiving.is_none() && retry_receive_at.is_none() {
                 if !shared.health.is_healthy() {
-                    match shared.log.head().await {
-                        Ok(_) => shared.health.succeeded(),
-                        Err(error) => {
-                            tracing::debug!(%error, "the event log still fails");
-                        }
-                    }
-                }
-                continue;
-            }
-            probe_backoff = Duration::ZERO;
-            let mut permits = vec![first];
-            while permits.len() < config.receive_batch {
-                match slots.clone().try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
-                }
-            }
-            // Dropping a receive that waits (long polling) is safe; one dropped in the middle
-            // of its claim may leave messages hidden until their visibility timeout.
-            let received = tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                received = queue.receive(permits.len(), config.visibility_timeout, config.long_poll) => received,
-            };
-            let deliveries = match received {
-                Ok(deliveries) => {
-                    receive_backoff = Duration::ZERO;
-                    deliveries
-                }
-                Err(error) => {
-                    receive_backoff = next_backoff(receive_backoff);
-                    tracing::warn!(%error, retry_in = ?receive_backoff, "receiving from the queue failed");
-                    drop(permits);
+                    // Messages received now could not be started: leave them to the queue.
+                    probe_backoff = next_backoff(probe_backoff);
                     tokio::select! {
                         biased;
                         _ = &mut shutdown => break,
-                        () = tokio::time::sleep(receive_backoff) => continue,
+                        () = shared.health.wait(probe_backoff) => {}
+                    }
+                    if !shared.health.is_healthy() {
+                        match shared.log.head().await {
+                            Ok(_) => shared.health.succeeded(),
+                            Err(error) => {
+                                tracing::debug!(%error, "the event log still fails");
+                            }
+                        }
+                    }
+                    continue;
+                }
+                probe_backoff = Duration::ZERO;
+                let target = pacing
+                    .hold_target(concurrency, prefetch, commit)
+                    .min(held_cap);
+                let held = inflight.len() + flow.settling();
+                let room = target.saturating_sub(held).min(config.receive_batch);
+                if room > 0 {
+                    receiving = Some(Receiving {
+                        asked: room,
+                        began: Instant::now(),
+                        future: queue.receive(room, config.visibility_timeout, config.long_poll),
+                    });
+                }
+            }
+
+            // Dropping a receive that waits (long polling) is safe; one dropped in the middle
+            // of its claim may leave messages hidden until their visibility timeout.
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                received = async { Some((&mut receiving.as_mut()?.future).await) }, if receiving.is_some() => {
+                    let Some(Receiving { asked, began, .. }) = receiving.take() else {
+                        continue;
+                    };
+                    match received {
+                        Some(Ok(deliveries)) => {
+                            receive_backoff = Duration::ZERO;
+                            // A receive that found messages waiting (as many as asked, or
+                            // a full SQS batch) measures the queue's latency; one that waited
+                            // for messages does not.
+                            if !deliveries.is_empty()
+                                && (deliveries.len() >= asked || deliveries.len() >= 10)
+                            {
+                                pacing.received(began.elapsed());
+                            }
+                            for delivery in deliveries {
+                                WorkerMetrics::inc(&metrics.received);
+                                let key = inflight.insert(delivery.receipt.clone());
+                                buffered.push_back((delivery, key));
+                            }
+                        }
+                        Some(Err(error)) => {
+                            receive_backoff = next_backoff(receive_backoff);
+                            tracing::warn!(%error, retry_in = ?receive_backoff, "receiving from the queue failed");
+                            retry_receive_at = Some(tokio::time::Instant::now() + receive_backoff);
+                        }
+                        None => {}
                     }
                 }
-            };
-            for (delivery, permit) in deliveries.into_iter().zip(permits.drain(..)) {
-                WorkerMetrics::inc(&metrics.received);
-                let key = inflight.insert(delivery.receipt.clone());
-                let span = delivery_span(&delivery, &shared.config.worker_id);
-                tasks.spawn(process(shared.clone(), delivery, key, permit).instrument(span));
+                () = sleep_until_some(retry_receive_at), if retry_receive_at.is_some() => {
+                    retry_receive_at = None;
+                }
+                () = flow.changed() => {}
             }
         }
 
         state.send_replace(WorkerState::Draining);
+        // Not yet running: released at once, to be run elsewhere.
+        flow.stop();
+        drop(receiving);
         tracing::info!(
-            running = tasks.len(),
+            buffered = buffered.len(),
+            running = flow.running(),
             grace_period = ?shared.config.grace_period,
-            "worker stopping: no new messages; waiting for running tasks"
+            "worker stopping: no new messages; releasing the buffer, waiting for running tasks"
         );
+        release_all(
+            &shared,
+            buffered.drain(..).map(|(delivery, key)| {
+                inflight.remove(key);
+                delivery.receipt
+            }),
+        )
+        .await;
         let drained = tokio::time::timeout(shared.config.grace_period, async {
             while let Some(done) = tasks.join_next().await {
                 report_task_end(done);
@@ -252,17 +315,13 @@ impl Worker {
             tasks.shutdown().await;
         }
         let unfinished = inflight.drain();
-        for receipt in unfinished {
-            match queue.release(&receipt, Duration::ZERO).await {
-                Ok(()) => WorkerMetrics::inc(&metrics.released),
-                Err(error) => tracing::warn!(%error, "could not release a message at shutdown"),
-            }
-        }
+        release_all(&shared, unfinished.into_iter()).await;
         drop(heartbeat);
         // The tasks are gone: the last handles to the committer and the acknowledger go with
         // `shared`, and both end once what they hold is written.
         let config = shared.config.clone();
         drop(shared);
+        drop(flow);
         let _ = ack_task.join().await;
         let _ = commit_task.join().await;
         // The reporter ends once the state's sender is gone (after a report in flight, so that
@@ -281,6 +340,36 @@ impl Worker {
         Ok(stats)
     }
 }
+
+/// A receive under way.
+struct Receiving<'a> {
+    asked: usize,
+    began: Instant,
+    future: std::pin::Pin<
+        Box<dyn Future<Output = shoal_infra::queue::QueueResult<Vec<Delivery>>> + Send + 'a>,
+    >,
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Makes messages visible again at once (a few calls at a time).
+async fn release_all(shared: &Shared, receipts: impl Iterator<Item = Receipt>) {
+    futures::stream::iter(receipts)
+        .for_each_concurrent(RELEASE_CONCURRENCY, |receipt| async move {
+            match shared.queue.release(&receipt, Duration::ZERO).await {
+                Ok(()) => WorkerMetrics::inc(&shared.metrics.released),
+                Err(error) => tracing::warn!(%error, "could not release a message at shutdown"),
+            }
+        })
+        .await;
+}
+
+/// Releases at shutdown made at once.
+const RELEASE_CONCURRENCY: usize = 16;
 
 fn report_task_end(done: Result<(), tokio::task::JoinError>) {
     if let Err(error) = done
@@ -309,23 +398,39 @@ fn delivery_span(delivery: &Delivery, worker_id: &str) -> tracing::Span {
     }
 }
 
-/// The receipts of the messages being handled: what the heartbeat extends and what shutdown
-/// releases.
-#[derive(Default)]
+/// The receipts of the messages this worker holds (buffered, running, or being recorded):
+/// what the heartbeat extends and what shutdown releases. Its size is the `in_flight` gauge.
 struct Inflight {
     next: AtomicU64,
     receipts: std::sync::Mutex<HashMap<u64, Receipt>>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl Inflight {
+    fn new(metrics: Arc<WorkerMetrics>) -> Self {
+        Inflight {
+            next: AtomicU64::new(0),
+            receipts: std::sync::Mutex::default(),
+            metrics,
+        }
+    }
+
     fn insert(&self, receipt: Receipt) -> u64 {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(key, receipt);
+        let mut receipts = self.lock();
+        receipts.insert(key, receipt);
+        self.gauge(receipts.len());
         key
     }
 
     fn remove(&self, key: u64) {
-        self.lock().remove(&key);
+        let mut receipts = self.lock();
+        receipts.remove(&key);
+        self.gauge(receipts.len());
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
     }
 
     fn receipts(&self) -> Vec<Receipt> {
@@ -333,7 +438,14 @@ impl Inflight {
     }
 
     fn drain(&self) -> Vec<Receipt> {
-        self.lock().drain().map(|(_, receipt)| receipt).collect()
+        let mut receipts = self.lock();
+        let drained = receipts.drain().map(|(_, receipt)| receipt).collect();
+        self.gauge(0);
+        drained
+    }
+
+    fn gauge(&self, held: usize) {
+        self.metrics.in_flight.store(held as u64, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Receipt>> {

@@ -112,8 +112,13 @@ impl ScrapeSource for WorkerSource {
         }
         registry.register(
             "shoal_worker_tasks_in_flight",
-            "Tasks being handled right now",
+            "Messages held right now: buffered, running, or being recorded",
             gauge(i64::try_from(s.in_flight).unwrap_or(i64::MAX)),
+        );
+        registry.register(
+            "shoal_worker_handlers_running",
+            "Handlers running right now (at most the concurrency)",
+            gauge(i64::try_from(s.running).unwrap_or(i64::MAX)),
         );
     }
 }

@@ -1,6 +1,6 @@
 //! The protocol of one delivery: what the worker appends to the log for a received message,
 //! and what then becomes of the message. The loop (`runtime.rs`) only decides how many
-//! deliveries run at once; everything that touches a task's stream or settles a message is
+//! messages are held and started ahead (see `flow`); everything that touches a task's stream or settles a message is
 //! here, so that this file can be checked on its own.
 //!
 //! # The steps
@@ -25,8 +25,12 @@
 //!    - ENQUEUED or RETRYING: `TaskStarted` is appended at the version just read; a conflict
 //!      reads again (three rounds at most, then the message is released);
 //!    - any other state (FAILED and dead-lettered already): acknowledged.
-//! 5. **Run** the handler on a task of its own, cut off at the task's timeout. A panic or a
-//!    timeout is a retryable failure.
+//! 5. **Run** the handler on a task of its own, in a concurrency slot, cut off at the task's
+//!    timeout. A panic or a timeout is a retryable failure. The slot is taken only once the
+//!    start is durable (a handler never runs for an attempt the log does not show started),
+//!    and freed as soon as the handler returns: step 6 runs outside it, so a slot never waits
+//!    for a commit. A worker that stops before a slot took the delivery releases its message
+//!    (its next holder takes the attempt over).
 //! 6. **End.** `TaskCompleted`, or `TaskFailed` (with the backoff of the next attempt, which
 //!    the domain turns into a retry or a final failure), is appended at the version right
 //!    after this attempt's `TaskStarted`, then the message is acknowledged. A conflict there
@@ -54,8 +58,9 @@
 //!   and two holders cannot both record its end.
 //! - **Dead-lettering moves the message before the log notes it**: if the append of
 //!   `TaskDeadLettered` fails, only the note is missing; the task is FAILED either way.
-//! - **A delivery's message stays hidden while it is handled** (its receipt is in the
-//!   in-flight set the heartbeat extends) and leaves that set before its disposition is
+//! - **A delivery's message stays hidden while it is held** (buffered, started, running, or
+//!   being recorded: its receipt is in the in-flight set the heartbeat extends from the
+//!   moment it is received) and leaves that set before its disposition is
 //!   applied, so shutdown never releases a message that is being acknowledged. A panic while
 //!   handling a delivery releases its message.
 //! - **Nothing is decided here that the domain did not decide**: every event comes from
@@ -66,7 +71,6 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -83,9 +87,9 @@ use shoal_infra::eventlog::{
 use shoal_infra::queue::{Delivery, QueueError, Receipt, TaskMessage, TaskQueue};
 use shoal_infra::telemetry::metrics::metrics;
 use shoal_infra::telemetry::trace;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use super::flow::{Ahead, Flow, Slot};
 use super::health::{LogHealth, next_backoff};
 use super::job_cache::JobCache;
 use super::{AbortOnDrop, Inflight};
@@ -110,6 +114,7 @@ pub(super) struct Shared {
     pub(super) inflight: Arc<Inflight>,
     pub(super) jobs: JobCache,
     pub(super) health: Arc<LogHealth>,
+    pub(super) flow: Arc<Flow>,
 }
 
 /// A stream's events, those that cannot be decoded skipped (and logged).
@@ -152,21 +157,15 @@ struct Started {
 
 /// Handles one delivery to its end and settles its message (acknowledge, release, or nothing
 /// when it was dead-lettered or is in someone else's hands). `key` is its receipt's entry in
-/// the in-flight set; `permit` is its concurrency slot, freed when this returns.
-pub(super) async fn process(
-    shared: Arc<Shared>,
-    delivery: Delivery,
-    key: u64,
-    permit: OwnedSemaphorePermit,
-) {
-    shared.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-    let _gauge = Decrement(&shared.metrics.in_flight);
+/// the in-flight set; `ahead` counts it as dispatched ahead of the slots until it takes one.
+/// A concurrency slot is held only while the handler runs.
+pub(super) async fn process(shared: Arc<Shared>, delivery: Delivery, key: u64, ahead: Ahead) {
     let receipt = delivery.receipt.clone();
     let mut held = false;
     let mut backoff = Duration::ZERO;
     let disposition = loop {
         // A bug that panics here must not leave the message hidden by the heartbeat for good.
-        let disposition = AssertUnwindSafe(shared.handle(delivery.clone(), held))
+        let disposition = AssertUnwindSafe(shared.handle(delivery.clone(), held, &ahead))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
@@ -187,24 +186,22 @@ pub(super) async fn process(
         );
         shared.health.wait(backoff).await;
     };
-    // Out of the in-flight set first: shutdown releases only what is in it.
+    drop(ahead);
+    // Out of the in-flight set first: shutdown releases only what is in it. Still held (for
+    // the bound on held messages) until acknowledged or released.
+    shared.flow.settle();
     shared.inflight.remove(key);
     match disposition {
+        // The acknowledger reports it settled.
         Disposition::Ack => shared.acks.ack(receipt),
-        Disposition::Release(delay) => match shared.queue.release(&receipt, delay).await {
-            Ok(()) => WorkerMetrics::inc(&shared.metrics.released),
-            Err(error) => tracing::warn!(%error, "could not release the message"),
-        },
-        Disposition::Done | Disposition::Hold => {}
-    }
-    drop(permit);
-}
-
-struct Decrement<'a>(&'a AtomicU64);
-
-impl Drop for Decrement<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        Disposition::Release(delay) => {
+            match shared.queue.release(&receipt, delay).await {
+                Ok(()) => WorkerMetrics::inc(&shared.metrics.released),
+                Err(error) => tracing::warn!(%error, "could not release the message"),
+            }
+            shared.flow.settled(1);
+        }
+        Disposition::Done | Disposition::Hold => shared.flow.settled(1),
     }
 }
 
@@ -217,7 +214,8 @@ impl Shared {
     ///
     /// `held`: this delivery was handled before and held after an infrastructure error, so
     /// this worker may have started its attempt already (the append's outcome was unknown).
-    async fn handle(&self, delivery: Delivery, held: bool) -> Disposition {
+    /// `ahead` leaves the count of deliveries started ahead once a slot is taken.
+    async fn handle(&self, delivery: Delivery, held: bool, ahead: &Ahead) -> Disposition {
         let message = match delivery.body {
             Ok(message) => message,
             Err(poison) => {
@@ -267,14 +265,25 @@ impl Shared {
             WorkerMetrics::inc(&self.metrics.skipped_cancelled);
             return Disposition::Ack;
         }
+        if self.flow.is_stopping() {
+            // Not started, and it would not run before the worker stops: run it elsewhere.
+            return Disposition::Release(Duration::ZERO);
+        }
         // A held delivery may have started the attempt itself: a takeover then runs it.
         let may_take_over = delivery.receive_count > 1 || held;
         let started = match self.start(&message, &delivery.receipt, may_take_over).await {
             Ok(started) => started,
             Err(disposition) => return disposition,
         };
+        // The start is durable: the handler may run once a slot is free.
+        let Some(slot) = self.flow.slot().await else {
+            // The worker stops before a slot took it: its next holder takes the attempt over.
+            return Disposition::Release(Duration::ZERO);
+        };
+        ahead.leave();
         metrics().task_started(&message.job_type);
-        self.run_attempt(&message, &delivery.receipt, started).await
+        self.run_attempt(&message, &delivery.receipt, started, slot)
+            .await
     }
 
     /// Appends `TaskStarted` for the message's attempt, or finds out from the log why not.
@@ -387,12 +396,13 @@ impl Shared {
         Err(Disposition::Release(RETRY_DELAY))
     }
 
-    /// Runs the handler and records the outcome.
+    /// Runs the handler in `slot`, frees the slot, and records the outcome.
     async fn run_attempt(
         &self,
         message: &TaskMessage,
         receipt: &Receipt,
         started: Started,
+        slot: Slot,
     ) -> Disposition {
         let timeout_seconds = match message.timeout_seconds {
             0 => DEFAULT_TIMEOUT_SECONDS,
@@ -425,6 +435,8 @@ impl Shared {
             Err(error) => Err(error),
         };
         let elapsed = began.elapsed();
+        // The handler is done: the slot takes the next task while this one's end commits.
+        drop(slot);
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let outcome = outcome
             .and_then(|result| crate::limits::check_result(result, self.config.max_result_bytes))

@@ -88,7 +88,7 @@ impl Reporter {
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         WorkerReport {
             state,
-            slots_used: u32::try_from(load(&self.metrics.in_flight)).unwrap_or(u32::MAX),
+            slots_used: u32::try_from(load(&self.metrics.running)).unwrap_or(u32::MAX),
             tasks_per_second,
             tasks_completed: load(&self.metrics.completed),
             tasks_failed: load(&self.metrics.failed),
