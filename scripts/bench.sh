@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a benchmark in release mode against a throwaway PostgreSQL 15 started like the tests' one
 # (scripts/pg.sh, fsync on), with the benchmark binary `shoal-bench` (package bench/, not part of
-# the `shoal` binary). Usage: scripts/bench.sh log|e2e|enqueue|projector [extra `shoal-bench ...` flags],
+# the `shoal` binary). Usage: scripts/bench.sh log|e2e|enqueue|latency|projector [extra `shoal-bench ...` flags],
 # e.g. scripts/bench.sh log, scripts/bench.sh e2e --tasks 100000 --handler noop
 # The report (a Markdown table) goes to stdout; progress to stderr.
 #

@@ -323,7 +323,9 @@ pub fn orchestrator(platform: &Platform, args: &OrchestratorArgs) -> anyhow::Res
         idempotency_key_retention: Duration::from_secs(
             args.idempotency_key_retention_hours.saturating_mul(3600),
         ),
-        ..OrchestratorConfig::default()
+        // The SQL queue lives in the log's database: a chunk's tasks are queued in the chunk's
+        // own transaction. SQS is fed by the relay.
+        ..OrchestratorConfig::for_database(&platform.database, platform.sqs.is_none())
     };
     Ok(Orchestrator::new(
         config,

@@ -1,15 +1,16 @@
 //! `shoal-bench enqueue`: how fast a big job is accepted and queued, with no worker running.
 //!
 //! Per round: a fresh database on the given Postgres server; the orchestrator wired as `shoal
-//! dev` wires it (`roles::orchestrator`; `--chunk-size` and `--batch-size` change its batch
-//! sizes), on the SQL queue, and nothing else; after a 0.5 s start-up (leader
+//! dev` wires it (`roles::orchestrator`; `--first-chunk-size`, `--chunk-size` and
+//! `--batch-size` change its batch sizes), on the SQL queue, and nothing else; after a 0.5 s start-up (leader
 //! lock, checkpoint load; not timed) one job of N tasks is submitted through
 //! [`CommandService::submit_job`]. Two times are taken from just before the submission:
 //! **accepted**, when `submit_job` returns (the `JobSubmitted` append committed: what a client
-//! waits for), and **enqueued**, when the orchestrator has relayed the N-th message to the queue
-//! (its counter moves after the queue's insert committed; every `TaskEnqueued` was committed
-//! before the relay read it). Afterwards the database is checked to hold exactly N
-//! `TaskEnqueued` events and N queue rows.
+//! waits for), and **enqueued**, when the orchestrator has queued the N-th message: with its
+//! chunk (the chunk's `TaskEnqueued` events and queue rows commit together; `shoal`'s way on
+//! the SQL queue), or by the relay with `--relay` (its counter moves after the queue's insert
+//! committed; every `TaskEnqueued` was committed before the relay read it). Afterwards the
+//! database is checked to hold exactly N `TaskEnqueued` events and N queue rows.
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,13 @@ pub(crate) struct EnqueueArgs {
     /// Most events the orchestrator's consumer relays per batch; default: the orchestrator's.
     #[arg(long)]
     batch_size: Option<i64>,
+    /// Tasks of the job's first chunk; default: the orchestrator's.
+    #[arg(long)]
+    first_chunk_size: Option<u32>,
+    /// Queue the tasks through the relay (as with SQS) instead of in their chunk's own
+    /// transaction (what `shoal` does on the SQL queue).
+    #[arg(long)]
+    relay: bool,
     /// Give up on a round after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_seconds: u64,
@@ -75,12 +83,14 @@ pub(crate) async fn run(args: EnqueueArgs) -> anyhow::Result<()> {
     );
     let defaults = OrchestratorConfig::default();
     eprintln!(
-        "bench enqueue: one job of {} tasks, no worker, {} rounds, expansion chunks of {}, \
-         relay batches of {}",
+        "bench enqueue: one job of {} tasks, no worker, {} rounds, expansion chunks of {} up to \
+         {}, consumer batches of {}, tasks queued {}",
         args.tasks,
         args.rounds,
+        args.first_chunk_size.unwrap_or(defaults.first_chunk_size),
         args.chunk_size.unwrap_or(defaults.chunk_size),
         args.batch_size.unwrap_or(defaults.batch_size),
+        queued_how(&args),
     );
     let mut rounds = Vec::new();
     for round in 1..=args.rounds {
@@ -119,10 +129,13 @@ async fn one_round(args: &EnqueueArgs) -> anyhow::Result<Round> {
     .await?;
 
     let (stop, stopped) = watch::channel(false);
-    let defaults = OrchestratorConfig::default();
+    // As `roles::orchestrator` sets it up on Postgres with the SQL queue.
+    let defaults = OrchestratorConfig::for_database(&platform.database, true);
     let config = OrchestratorConfig {
         chunk_size: args.chunk_size.unwrap_or(defaults.chunk_size),
+        first_chunk_size: args.first_chunk_size.unwrap_or(defaults.first_chunk_size),
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
+        send_with_chunks: !args.relay,
         ..defaults
     };
     // As `roles::orchestrator` wires it, with the batch sizes of the command line.
@@ -159,12 +172,15 @@ async fn one_round(args: &EnqueueArgs) -> anyhow::Result<Round> {
         .await?;
     let accepted = started.elapsed();
     let deadline = started + Duration::from_secs(args.timeout_seconds);
-    let relayed_before = metrics.messages_relayed();
-    while metrics.messages_relayed() - relayed_before < u64::from(args.tasks) {
+    // Both counters move once the queue rows are committed (with their chunk, or by the
+    // relay, which reads only committed `TaskEnqueued`).
+    let queued = || metrics.messages_relayed() + metrics.messages_sent_with_chunks();
+    let queued_before = queued();
+    while queued() - queued_before < u64::from(args.tasks) {
         anyhow::ensure!(
             Instant::now() < deadline,
             "only {} of {} tasks queued in time",
-            metrics.messages_relayed() - relayed_before,
+            queued() - queued_before,
             args.tasks
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -197,6 +213,14 @@ async fn one_round(args: &EnqueueArgs) -> anyhow::Result<Round> {
     })
 }
 
+fn queued_how(args: &EnqueueArgs) -> &'static str {
+    if args.relay {
+        "by the relay"
+    } else {
+        "with their chunks"
+    }
+}
+
 fn report(args: &EnqueueArgs, rounds: &[Round]) {
     let samples = |f: fn(&Round) -> f64| Samples(rounds.iter().map(f).collect());
     let cell = |s: &Samples, decimals: usize| {
@@ -211,10 +235,12 @@ fn report(args: &EnqueueArgs, rounds: &[Round]) {
     );
     let defaults = OrchestratorConfig::default();
     println!(
-        "One job, no worker; SQL queue; the orchestrator in this process (expansion chunks of {}, \
-         relay batches of {}).\n",
+        "One job, no worker; SQL queue; the orchestrator in this process (expansion chunks of {} \
+         up to {}, consumer batches of {}; tasks queued {}).\n",
+        args.first_chunk_size.unwrap_or(defaults.first_chunk_size),
         args.chunk_size.unwrap_or(defaults.chunk_size),
         args.batch_size.unwrap_or(defaults.batch_size),
+        queued_how(args),
     );
     println!("| measurement | value |");
     println!("|---|---|");

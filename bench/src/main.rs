@@ -17,12 +17,14 @@ use shoal_infra::eventlog::{
 mod database;
 mod e2e;
 mod enqueue;
+mod latency;
 mod projector;
 mod system;
 
 use database::BenchDatabase;
 use e2e::E2eArgs;
 use enqueue::EnqueueArgs;
+use latency::LatencyArgs;
 use projector::ProjectorArgs;
 
 #[derive(Debug, Parser)]
@@ -48,6 +50,9 @@ enum Which {
     /// Enqueue: one job of N tasks (default 1,000,000) submitted with no worker running; the
     /// time until it is accepted, and until every task is in the log and in the queue.
     Enqueue(EnqueueArgs),
+    /// Latency: single-task jobs submitted one at a time on an idle system, run by the
+    /// orchestrator and a worker in this process; p50/p99 from submission to `TaskStarted`.
+    Latency(LatencyArgs),
     /// Projector: catch-up of a fresh projector over a log of N events (events/s), a rebuild
     /// of the analytics projection (seconds), and append-to-subscription-message latency while
     /// 5,000 tasks/s run; beside `pgbench` single-row INSERT transactions (16 clients).
@@ -84,6 +89,7 @@ async fn main() -> ExitCode {
         Which::Log(args) => log(args).await,
         Which::E2e(args) => e2e::run(args).await,
         Which::Enqueue(args) => enqueue::run(args).await,
+        Which::Latency(args) => latency::run(args).await,
         Which::Projector(args) => projector::run(args).await,
     };
     match result {

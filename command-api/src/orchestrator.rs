@@ -11,7 +11,9 @@
 //!   counts with the checkpoint atomically, so a restart resumes with exact counts;
 //! - the **expander** turns submitted jobs into tasks, one chunk (`TasksCreated` + its
 //!   `TaskEnqueued` events, one append) per job per round, so a huge job does not starve a
-//!   small one.
+//!   small one. Chunks grow with the job, from `first_chunk_size` to `chunk_size`. On the SQL
+//!   queue of the log's own database (`send_with_chunks`) a chunk's messages are queued in the
+//!   chunk's own transaction, and the relay leaves those tasks alone (ADR 14).
 //!
 //! Every write to the log is an append at an expected stream version, and a queue send of the
 //! same (task, attempt) twice is harmless, so a crash anywhere, or two leaders for a moment,
@@ -50,6 +52,16 @@ use self::expander::{ExpandQueue, Expander};
 pub struct OrchestratorConfig {
     /// Most tasks created per expansion chunk (one append, one transaction). >= 1.
     pub chunk_size: u32,
+    /// Most tasks of a job's first chunk (>= 1): chunks then grow with the job (each as big as
+    /// the tasks created before it) up to `chunk_size`, so a job's first tasks are queued
+    /// quickly and a big job's later chunks amortize their commits.
+    pub first_chunk_size: u32,
+    /// Queue each chunk's tasks in the chunk's own transaction (`EventLog::append_and_send`)
+    /// instead of relaying them once the consumer reads them back. Only for the SQL queue of
+    /// the log's own database (`shoal_infra::queue::SqlQueue` on the same pool): the rows go
+    /// into that database's queue table whatever `queue` is. The built-in driver only (the
+    /// Step Functions driver's EnqueueTasks step sends them).
+    pub send_with_chunks: bool,
     /// Most events the consumer folds per batch (one queue send, one save). >= 1.
     pub batch_size: i64,
     /// How many jobs are expanded at the same time.
@@ -88,7 +100,9 @@ pub const DEFAULT_IDEMPOTENCY_KEY_RETENTION: Duration = Duration::from_secs(7 * 
 impl Default for OrchestratorConfig {
     fn default() -> Self {
         OrchestratorConfig {
-            chunk_size: 1000,
+            chunk_size: 10_000,
+            first_chunk_size: 1000,
+            send_with_chunks: false,
             batch_size: 2000,
             expand_concurrency: 2,
             standby_retry: Duration::from_secs(1),
@@ -106,10 +120,33 @@ impl Default for OrchestratorConfig {
 }
 
 impl OrchestratorConfig {
+    /// Most tasks per chunk on SQLite, where a chunk's transaction holds the only write lock:
+    /// small enough that workers and commands never wait long behind an expansion.
+    pub const SQLITE_CHUNK_SIZE: u32 = 1000;
+
+    /// Production values for `database`, whose SQL queue is the task queue when
+    /// `sql_queue` (then a chunk's tasks are queued in the chunk's own transaction).
+    pub fn for_database(database: &Database, sql_queue: bool) -> Self {
+        let defaults = OrchestratorConfig::default();
+        OrchestratorConfig {
+            chunk_size: match database {
+                Database::Postgres(_) => defaults.chunk_size,
+                Database::Sqlite(_) => Self::SQLITE_CHUNK_SIZE,
+            },
+            send_with_chunks: sql_queue,
+            ..defaults
+        }
+    }
+
     fn validate(&self) -> Result<(), OrchestratorError> {
         if self.chunk_size == 0 {
             return Err(OrchestratorError::Config(
                 "chunk_size must be at least 1".into(),
+            ));
+        }
+        if self.first_chunk_size == 0 {
+            return Err(OrchestratorError::Config(
+                "first_chunk_size must be at least 1".into(),
             ));
         }
         if self.batch_size < 1 {
@@ -181,6 +218,7 @@ struct MetricsInner {
     events: AtomicU64,
     undecodable: AtomicU64,
     relayed: AtomicU64,
+    sent_with_chunks: AtomicU64,
     chunks: AtomicU64,
     tasks_created: AtomicU64,
     jobs_completed: AtomicU64,
@@ -210,6 +248,11 @@ impl OrchestratorMetrics {
     /// Messages handed to the queue (resends included).
     pub fn messages_relayed(&self) -> u64 {
         self.inner.relayed.load(Ordering::Relaxed)
+    }
+    /// Messages queued in their chunk's own transaction (`send_with_chunks`), which the relay
+    /// then leaves alone.
+    pub fn messages_sent_with_chunks(&self) -> u64 {
+        self.inner.sent_with_chunks.load(Ordering::Relaxed)
     }
     /// Expansion chunks appended.
     pub fn chunks_created(&self) -> u64 {

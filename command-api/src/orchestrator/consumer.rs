@@ -1,11 +1,13 @@
 //! ENQUEUE_TASKS and MONITOR: the consumer of the log.
 //!
 //! Per batch of events, with no per-event round trip: decode; load the rows of jobs not in
-//! memory (one query); fold task events into each job's [`JobProgress`]; relay the batch's
+//! memory (one query); fold task events into each job's [`JobProgress`]; hand newly submitted
+//! jobs to the expander; relay the batch's
 //! `TaskEnqueued` and `TaskRetryScheduled` to the queue (one `read_streams` for the retries'
 //! inputs, one `send`); purge cancelled jobs' messages; end every touched job whose tasks have
 //! all ended; save the touched jobs' rows and the checkpoint atomically. The queue send comes
 //! before the save: a crash in between resends, which the queue ignores per (task, attempt).
+//! A `TaskEnqueued` marked as queued with its chunk (ADR 14) is not relayed.
 
 use shoal_infra::telemetry::trace;
 use std::collections::{BTreeSet, HashMap};
@@ -173,12 +175,19 @@ impl Consumer {
             }
         }
 
-        // Jobs not in memory (closed ones, or first seen): their saved rows, in one query.
+        // Jobs not in memory (closed ones, or first seen): their saved rows, in one query. A job
+        // submitted in this batch has none (rows are saved with the checkpoint, which is before
+        // its submission), so a submission costs no query on its way to the expander.
+        let submitted_here: BTreeSet<JobId> = events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::JobSubmitted(_)))
+            .filter_map(|(_, e)| e.job_id())
+            .collect();
         let unknown: BTreeSet<JobId> = events
             .iter()
             .filter_map(|(_, e)| e.job_id())
             .chain(undecodable_job_versions.iter().map(|(id, _)| *id))
-            .filter(|id| !self.jobs.contains_key(id))
+            .filter(|id| !self.jobs.contains_key(id) && !submitted_here.contains(id))
             .collect();
         if !unknown.is_empty() {
             let ids: Vec<_> = unknown.iter().map(JobId::as_uuid).collect();
@@ -234,7 +243,8 @@ impl Consumer {
                     job.status = TrackedStatus::Active;
                     executions.resumed.push((job_id, record.stream_version));
                 }
-                Event::TaskEnqueued(e) if step_functions.is_none() => {
+                // RELAY: a task's first message, unless its chunk queued it already.
+                Event::TaskEnqueued(e) if step_functions.is_none() && !sent_with_chunk(record) => {
                     messages.push(enqueued_message(e, record));
                 }
                 Event::TaskRetryScheduled(e) => retries.push((Resend::retry(e), *record)),
@@ -243,6 +253,20 @@ impl Consumer {
             }
         }
         tracing::Span::current().record("jobs", touched.len());
+
+        // CREATE_TASKS: hand new jobs to the expander now, not after this batch's relay,
+        // endings and save: the expander decides on the job's stream, not on this batch's
+        // state, so nothing of the batch needs to be done first (and a submission's first tasks
+        // wait for no commit of the consumer). If the batch fails, the reload puts the job in
+        // line again, and expanding it twice is a no-op (the second chunk conflicts).
+        for job_id in submitted.iter().filter(|_| step_functions.is_none()) {
+            if let Some(job) = self.jobs.get(job_id)
+                && job.status == TrackedStatus::Active
+                && job.created_upto < job.progress.total_tasks
+            {
+                shared.pending.push(*job_id);
+            }
+        }
 
         // ENQUEUE_TASKS: relay, then purge the cancelled jobs' earlier messages.
         self.retry_messages(&retries, &mut messages).await?;
@@ -298,7 +322,7 @@ impl Consumer {
             }
         }
 
-        // Save, then hand new jobs to the expander and forget closed ones.
+        // Save, then forget closed ones.
         let rows: Vec<TrackedJob> = touched
             .iter()
             .filter_map(|id| self.jobs.get(id).copied())
@@ -309,14 +333,6 @@ impl Consumer {
             .await?;
         self.position = last;
         shared.saved.notify_waiters();
-        for job_id in submitted.into_iter().filter(|_| step_functions.is_none()) {
-            if let Some(job) = self.jobs.get(&job_id)
-                && job.status == TrackedStatus::Active
-                && job.created_upto < job.progress.total_tasks
-            {
-                shared.pending.push(job_id);
-            }
-        }
         self.jobs
             .retain(|_, job| job.status == TrackedStatus::Active);
         Ok(())
@@ -412,6 +428,11 @@ impl Resend {
     }
 }
 
+/// The metadata key that marks a `TaskEnqueued` whose message was queued in the same
+/// transaction as the event (`OrchestratorConfig::send_with_chunks`): the event is in the log
+/// only if its message was queued, so the relay leaves it alone.
+pub(super) const SENT_WITH_CHUNK: &str = "queued";
+
 /// The message of a `TaskEnqueued` (first attempt, no delay).
 pub(super) fn enqueued_message(event: &TaskEnqueued, record: &RecordedEvent) -> OutgoingMessage {
     OutgoingMessage {
@@ -420,7 +441,24 @@ pub(super) fn enqueued_message(event: &TaskEnqueued, record: &RecordedEvent) -> 
     }
 }
 
+/// The first message of a task about to be created (its stream's first version), with the
+/// trace context its `TaskEnqueued` carries.
+pub(super) fn first_message(event: &TaskEnqueued, traceparent: Option<String>) -> OutgoingMessage {
+    OutgoingMessage {
+        body: message_body(event, 1, traceparent),
+        delay: std::time::Duration::ZERO,
+    }
+}
+
 fn task_message(task: &TaskEnqueued, record: &RecordedEvent) -> TaskMessage {
+    message_body(task, record.stream_version, traceparent(record))
+}
+
+fn message_body(
+    task: &TaskEnqueued,
+    stream_version: i64,
+    traceparent: Option<String>,
+) -> TaskMessage {
     TaskMessage {
         task_id: task.task_id.as_uuid(),
         job_id: task.job_id.as_uuid(),
@@ -428,25 +466,34 @@ fn task_message(task: &TaskEnqueued, record: &RecordedEvent) -> TaskMessage {
         parameters: task.input.clone(),
         job_type: task.job_type.clone(),
         attempt: task.attempt,
-        stream_version: record.stream_version,
+        stream_version,
         max_attempts: task.max_attempts,
         timeout_seconds: task.timeout_seconds,
         not_before: None,
-        traceparent: traceparent(record),
+        traceparent,
         previous_attempt_traceparent: None,
         fallback_handler: task.fallback_handler.clone(),
     }
 }
 
+/// What the consumer reads in an event's metadata.
+#[derive(serde::Deserialize)]
+struct Metadata {
+    traceparent: Option<String>,
+    #[serde(default)]
+    queued: bool,
+}
+
 /// The W3C trace context an event's metadata carries, if any.
 fn traceparent(record: &RecordedEvent) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Metadata {
-        traceparent: Option<String>,
-    }
     serde_json::from_str::<Metadata>(record.metadata.get())
         .ok()
         .and_then(|m| m.traceparent)
+}
+
+/// Whether an event's message was queued in the event's own transaction ([`SENT_WITH_CHUNK`]).
+fn sent_with_chunk(record: &RecordedEvent) -> bool {
+    serde_json::from_str::<Metadata>(record.metadata.get()).is_ok_and(|m| m.queued)
 }
 
 /// Appends `JobCompleted` or `JobFailed` for a job whose tasks have all ended, deciding on the

@@ -6,6 +6,10 @@
 //! stream; the expander then re-reads the stream and decides again (a cancelled job, or one
 //! whose tasks all exist, is rejected and dropped). So after a crash at any point the next
 //! leader continues from the stream's `created_upto`: no task is missing or created twice.
+//!
+//! With `send_with_chunks`, the chunk's queue messages are inserted in the same transaction
+//! (`EventLog::append_and_send`) and its `TaskEnqueued` events marked as queued, so the relay
+//! does not send them again: a chunk and its messages exist together, or not at all.
 
 use shoal_infra::telemetry::trace;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -15,10 +19,14 @@ use chrono::Utc;
 use futures::StreamExt;
 use shoal_domain::{Event, JobCommand, JobId, JobState, decide_job, evolve_job};
 use shoal_infra::eventlog::{AppendBatch, ExpectedVersion, LogError, StreamAppend};
+use shoal_infra::queue::OutgoingMessage;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use super::{OrchestratorError, OrchestratorMetrics, Shared, load_job, new_event};
+use super::consumer::{SENT_WITH_CHUNK, first_message};
+use super::{
+    OrchestratorConfig, OrchestratorError, OrchestratorMetrics, Shared, load_job, new_event,
+};
 
 /// Conflicts on one chunk before the job is put back in line for the next round.
 const MAX_CONFLICTS: usize = 5;
@@ -52,11 +60,22 @@ impl ExpandQueue {
     }
 }
 
-/// The expander's state: the job streams it has folded, so a job's next chunk needs no read.
+/// The expander's state: the job streams it has folded, so a job's next chunk needs no read,
+/// and, for the jobs of a small round, their next chunk, prepared while the previous one was
+/// being written.
 #[derive(Debug)]
 pub(super) struct Expander {
     shared: Shared,
-    cache: HashMap<JobId, (JobState, i64)>,
+    cache: HashMap<JobId, (JobState, i64, Option<Prepared>)>,
+}
+
+/// A chunk decided and encoded, ready to append: the domain's events, the append, and its
+/// queue messages (with `send_with_chunks`).
+#[derive(Debug)]
+pub(super) struct Prepared {
+    events: Vec<Event>,
+    batch: AppendBatch,
+    messages: Vec<OutgoingMessage>,
 }
 
 /// What one chunk attempt did.
@@ -86,12 +105,22 @@ impl Expander {
         if jobs.is_empty() {
             return Ok(0);
         }
+        // Preparing each job's next chunk while its current one is written keeps both cores
+        // busy (encoding here, inserting in the database), but holds a prepared chunk per job
+        // until its next turn: only when every job of the round is expanded at once.
+        let look_ahead = jobs.len() <= self.shared.config.expand_concurrency;
         let work: Vec<_> = jobs
             .into_iter()
             .map(|job_id| {
-                let cached = self.cache.remove(&job_id);
+                let (cached, prepared) = match self.cache.remove(&job_id) {
+                    Some((state, version, prepared)) => (Some((state, version)), prepared),
+                    None => (None, None),
+                };
                 let shared = self.shared.clone();
-                async move { (job_id, expand_chunk(&shared, job_id, cached).await) }
+                async move {
+                    let result = expand(&shared, job_id, cached, prepared, look_ahead).await;
+                    (job_id, result)
+                }
             })
             .collect();
         let results: Vec<_> = futures::stream::iter(work)
@@ -102,14 +131,14 @@ impl Expander {
         let mut first_error = None;
         for (job_id, result) in results {
             match result {
-                Ok(Chunk::More(state, version)) => {
+                Ok((Chunk::More(state, version), prepared)) => {
                     chunks += 1;
-                    self.cache.insert(job_id, (state, version));
+                    self.cache.insert(job_id, (state, version, prepared));
                     self.shared.pending.push(job_id);
                 }
-                Ok(Chunk::Last) => chunks += 1,
-                Ok(Chunk::Nothing) => {}
-                Ok(Chunk::Later) => self.shared.pending.push(job_id),
+                Ok((Chunk::Last, _)) => chunks += 1,
+                Ok((Chunk::Nothing, _)) => {}
+                Ok((Chunk::Later, _)) => self.shared.pending.push(job_id),
                 Err(error) => {
                     self.shared.pending.push(job_id);
                     first_error.get_or_insert(error);
@@ -146,6 +175,19 @@ pub(super) async fn expand_chunk(
     job_id: JobId,
     cached: Option<(JobState, i64)>,
 ) -> Result<Chunk, OrchestratorError> {
+    Ok(expand(shared, job_id, cached, None, false).await?.0)
+}
+
+/// Appends the next chunk of one job (`prepared`, when it was prepared ahead). With
+/// `look_ahead`, prepares the chunk after it while this one is written, and returns it with
+/// [`Chunk::More`].
+async fn expand(
+    shared: &Shared,
+    job_id: JobId,
+    cached: Option<(JobState, i64)>,
+    mut prepared: Option<Prepared>,
+    look_ahead: bool,
+) -> Result<(Chunk, Option<Prepared>), OrchestratorError> {
     let span =
         tracing::info_span!("orchestrator.expand", %job_id, from_index = tracing::field::Empty);
     if trace::enabled() {
@@ -162,43 +204,82 @@ pub(super) async fn expand_chunk(
             Err(error) => tracing::debug!(%error, "no submission context for the expansion"),
         }
     }
+    // A chunk prepared ahead carries no trace context: each chunk's own span stamps its events.
+    let look_ahead = look_ahead && !trace::enabled();
     async {
         let (mut state, mut version) = match cached {
             Some(cached) => cached,
             None => load_job(shared.log.as_ref(), job_id).await?,
         };
+        // With the built-in driver and the SQL queue of the log's database, the chunk's tasks
+        // are queued in the chunk's own transaction (and marked so the relay skips them).
+        let send_with_chunk = shared.config.send_with_chunks && shared.sfn.is_none();
         for _ in 0..MAX_CONFLICTS {
-            let command = JobCommand::CreateTasks {
-                max_chunk: shared.config.chunk_size,
-                now: Utc::now(),
-            };
-            let events = match decide_job(&state, command) {
-                Ok(events) => events,
-                Err(rejection) => {
-                    tracing::debug!(%rejection, "nothing to expand");
-                    return Ok(Chunk::Nothing);
-                }
-            };
             tracing::Span::current().record("from_index", state.created_upto);
-            let mut batch = chunk_batch(job_id, version, &events);
-            trace::stamp(
-                &mut batch,
-                trace::TRACEPARENT,
-                trace::current_traceparent().as_deref(),
-            );
-            match shared.log.append(batch).await {
-                Ok(_) => {
-                    let tasks = events.len().saturating_sub(1);
+            let traceparent = trace::current_traceparent();
+            let Some(chunk) = prepared.take().or_else(|| {
+                prepare(
+                    shared,
+                    job_id,
+                    &state,
+                    version,
+                    send_with_chunk,
+                    traceparent.as_deref(),
+                )
+            }) else {
+                return Ok((Chunk::Nothing, None));
+            };
+            // The job stream after this chunk (its own events, not the tasks').
+            let mut after = state;
+            let mut after_version = version;
+            for event in chunk.events.iter().filter(|e| e.task().is_none()) {
+                after = evolve_job(after, event);
+                after_version += 1;
+            }
+            let tasks = chunk.events.len().saturating_sub(1);
+            // The next chunk is prepared on a blocking thread while this one is written.
+            let after = if look_ahead && !after.all_tasks_created() {
+                let shared = shared.clone();
+                Ok(tokio::task::spawn_blocking(move || {
+                    let next = prepare(
+                        &shared,
+                        job_id,
+                        &after,
+                        after_version,
+                        send_with_chunk,
+                        None,
+                    );
+                    (after, next)
+                }))
+            } else {
+                Err(after)
+            };
+            let appended = write(shared, chunk, send_with_chunk).await;
+            let after = match after {
+                Ok(ahead) => ahead.await,
+                Err(after) => Ok((after, None)),
+            };
+            match appended {
+                Ok(()) => {
                     OrchestratorMetrics::add(&shared.metrics.inner.chunks, 1);
                     OrchestratorMetrics::add(&shared.metrics.inner.tasks_created, tasks);
-                    for event in events.iter().filter(|e| e.task().is_none()) {
-                        state = evolve_job(state, event);
-                        version += 1;
-                    }
-                    return Ok(if state.all_tasks_created() {
-                        Chunk::Last
+                    let (after, next) = match after {
+                        Ok(after) => after,
+                        Err(error) if error.is_panic() => {
+                            std::panic::resume_unwind(error.into_panic())
+                        }
+                        // The runtime is shutting down: the next round reloads the job.
+                        Err(error) => {
+                            return Err(LogError::Invalid(format!(
+                                "preparing the next chunk: {error}"
+                            ))
+                            .into());
+                        }
+                    };
+                    return Ok(if after.all_tasks_created() {
+                        (Chunk::Last, None)
                     } else {
-                        Chunk::More(state, version)
+                        (Chunk::More(after, after_version), next)
                     });
                 }
                 Err(LogError::Conflict { .. }) => {
@@ -208,15 +289,84 @@ pub(super) async fn expand_chunk(
                 Err(error) => return Err(error.into()),
             }
         }
-        Ok(Chunk::Later)
+        Ok((Chunk::Later, None))
     }
     .instrument(span)
     .await
 }
 
+/// Decides and encodes the next chunk of a job whose stream is at `version` with `state`;
+/// `None` when there is nothing to expand (all tasks created, cancelled, unknown job).
+fn prepare(
+    shared: &Shared,
+    job_id: JobId,
+    state: &JobState,
+    version: i64,
+    send_with_chunk: bool,
+    traceparent: Option<&str>,
+) -> Option<Prepared> {
+    let command = JobCommand::CreateTasks {
+        max_chunk: chunk_size(&shared.config, state.created_upto),
+        now: Utc::now(),
+    };
+    let events = match decide_job(state, command) {
+        Ok(events) => events,
+        Err(rejection) => {
+            tracing::debug!(%rejection, "nothing to expand");
+            return None;
+        }
+    };
+    let mut batch = chunk_batch(job_id, version, &events, send_with_chunk);
+    trace::stamp(&mut batch, trace::TRACEPARENT, traceparent);
+    let messages = if send_with_chunk {
+        chunk_messages(&events, traceparent)
+    } else {
+        Vec::new()
+    };
+    Some(Prepared {
+        events,
+        batch,
+        messages,
+    })
+}
+
+/// Appends a chunk, with its messages when `send_with_chunk` (then wakes the queue's
+/// receivers).
+async fn write(shared: &Shared, chunk: Prepared, send_with_chunk: bool) -> Result<(), LogError> {
+    if !send_with_chunk {
+        return shared.log.append(chunk.batch).await.map(drop);
+    }
+    let sent = chunk.messages.len();
+    shared
+        .log
+        .append_and_send(chunk.batch, chunk.messages)
+        .await?;
+    shared.queue.announce_sent();
+    OrchestratorMetrics::add(&shared.metrics.inner.sent_with_chunks, sent);
+    Ok(())
+}
+
+/// How many tasks the next chunk of a job with `created` tasks may create: as many as exist
+/// already, from `first_chunk_size` up to `chunk_size`. The first tasks of a job reach the
+/// queue after a small transaction; a big job's chunks then double until they amortize their
+/// commits (and the transaction each holds open, which readers of the log wait behind).
+pub(super) fn chunk_size(config: &OrchestratorConfig, created: u32) -> u32 {
+    config
+        .first_chunk_size
+        .max(created)
+        .min(config.chunk_size)
+        .max(1)
+}
+
 /// The append of one chunk: its job events at the job stream's version, each task's events as
-/// a new stream.
-fn chunk_batch(job_id: JobId, job_version: i64, events: &[Event]) -> AppendBatch {
+/// a new stream. `sent_with_chunk`: each `TaskEnqueued` is marked as queued in this very
+/// transaction ([`SENT_WITH_CHUNK`]), which the relay reads.
+fn chunk_batch(
+    job_id: JobId,
+    job_version: i64,
+    events: &[Event],
+    sent_with_chunk: bool,
+) -> AppendBatch {
     let job_stream = job_id.stream_id();
     let mut job_events = Vec::new();
     let mut streams = Vec::with_capacity(events.len());
@@ -224,10 +374,17 @@ fn chunk_batch(job_id: JobId, job_version: i64, events: &[Event]) -> AppendBatch
         if event.task().is_none() {
             job_events.push(new_event(event));
         } else {
+            let mut task_event = new_event(event);
+            if sent_with_chunk
+                && matches!(event, Event::TaskEnqueued(_))
+                && let Some(metadata) = task_event.metadata.as_object_mut()
+            {
+                metadata.insert(SENT_WITH_CHUNK.into(), serde_json::Value::Bool(true));
+            }
             streams.push(StreamAppend {
                 stream_id: event.stream_id(),
                 expected: ExpectedVersion::NoStream,
-                events: vec![new_event(event)],
+                events: vec![task_event],
             });
         }
     }
@@ -243,4 +400,17 @@ fn chunk_batch(job_id: JobId, job_version: i64, events: &[Event]) -> AppendBatch
         streams,
         ..AppendBatch::default()
     }
+}
+
+/// The queue messages of a chunk's `TaskEnqueued` events, as the relay would build them from
+/// the stored events: a new task stream's first version, and the trace context the chunk's
+/// events carry (`trace::stamp` gives every event of the chunk the same).
+fn chunk_messages(events: &[Event], traceparent: Option<&str>) -> Vec<OutgoingMessage> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::TaskEnqueued(task) => Some(first_message(task, traceparent.map(str::to_owned))),
+            _ => None,
+        })
+        .collect()
 }

@@ -49,6 +49,32 @@ impl PreparedBatch {
         }
     }
 
+    /// Where the rows of new streams (expected version 0) begin, when every row from there on
+    /// belongs to a new stream and there is at least one: such rows can be inserted without a
+    /// version check, since a unique violation is their only possible conflict.
+    pub fn new_streams_from(&self) -> Option<usize> {
+        let first = self.expected.iter().position(|&expected| expected == 0)?;
+        self.expected[first..]
+            .iter()
+            .all(|&expected| expected == 0)
+            .then_some(first)
+    }
+
+    /// The conflict of the stream `stream_id`, if it is one of the batch's (a unique violation
+    /// names it); otherwise the first stream's.
+    pub fn conflict_on(&self, stream_id: &str) -> LogError {
+        self.streams
+            .iter()
+            .find(|&&(first, _, _)| self.stream_ids[first] == stream_id)
+            .map_or_else(
+                || self.first_stream_conflict(),
+                |&(first, _, expected)| LogError::Conflict {
+                    stream_id: self.stream_ids[first].clone(),
+                    expected,
+                },
+            )
+    }
+
     /// Lays the rows the insert returned, as `(stream_id, stream_version, position)`, out in
     /// input order. If a stream's events are missing (its version was taken, or its expected
     /// version does not exist), that is the stream's `Conflict`: the caller must roll back.

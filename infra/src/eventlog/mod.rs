@@ -31,6 +31,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::queue::OutgoingMessage;
+
 /// A place in the log's read order. Ordered; [`LogPosition::START`] is before every event.
 ///
 /// On Postgres, `commit` is the id of the transaction that wrote the event (`xid8`) and
@@ -245,6 +247,28 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
     /// Appends atomically (one transaction, one insert statement for all events).
     /// Returns each event's sequence number. `Err(Conflict)` means nothing was written.
     async fn append(&self, batch: AppendBatch) -> LogResult<AppendOutcome>;
+
+    /// Appends `batch` and, in the same transaction, queues `messages` in the SQL task queue of
+    /// this log's own database (the table of `SqlQueue`): both commit, or neither. A message
+    /// whose (task, attempt) is queued already is skipped, as by `TaskQueue::send` (on Postgres
+    /// the messages are first inserted as new, the cheaper statement, and the append is done
+    /// again, skipping those, only if one was queued already); a replayed
+    /// idempotency key writes neither. This is how the orchestrator queues a chunk's tasks with
+    /// the chunk itself instead of relaying them afterwards. Once it returns `Ok`, call
+    /// `TaskQueue::announce_sent` on the queue so that its receivers wake at once.
+    ///
+    /// `Invalid` from a log that has no such queue (the default); otherwise the errors of
+    /// [`EventLog::append`].
+    async fn append_and_send(
+        &self,
+        batch: AppendBatch,
+        messages: Vec<OutgoingMessage>,
+    ) -> LogResult<AppendOutcome> {
+        let _ = (batch, messages);
+        Err(LogError::Invalid(
+            "this event log has no task queue to write to".into(),
+        ))
+    }
 
     /// Reads at most `limit` (>= 1) events after `after`, in log order. An empty result means
     /// the reader is caught up with what is safely visible now. What is visible may lag a

@@ -13,15 +13,18 @@
 //! (see `crate::notify`).
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgExecutor, PgPool, Postgres};
+use sqlx::postgres::{PgDatabaseError, PgExecutor, PgPool, PgRow, Postgres};
 use sqlx::{Row, Transaction};
 use tokio::sync::watch;
 
 use super::batch::PreparedBatch;
-use super::sql::{Inserted, LogDialect, SqlEventLog, event, event_columns, read_stream_sql};
+use super::sql::{
+    Inserted, LogDialect, SqlEventLog, event, event_columns, queue_error, read_stream_sql,
+};
 use super::subscription::CommitSignal;
 use super::{LogError, LogPosition, LogResult, RecordedEvent};
 use crate::notify::{Heard, Listener, Notifier};
+use crate::queue::QueueRows;
 
 /// The Postgres event log. Cheap to clone; clones share the pool and the commit signalling.
 /// Create one per process and clone it: subscriptions of one instance wake at once on its own
@@ -50,6 +53,20 @@ WHERE i.expected = 0
         WHERE e.stream_id = i.stream_id AND e.stream_version = i.expected)
 ORDER BY i.ord
 ON CONFLICT (stream_id, stream_version) DO NOTHING
+RETURNING stream_id, stream_version, position, transaction_id";
+
+/// The rows of new streams (expected version 0), when they end the batch (see
+/// `PreparedBatch::new_streams_from`): a plain insert. A stream that exists already violates
+/// the unique `(stream_id, stream_version)`, which aborts the transaction and is that stream's
+/// `Conflict`; without `ON CONFLICT` the database neither probes the key before each row nor
+/// logs a second record for it, which is most of what a big expansion chunk costs beyond its
+/// rows (docs/benchmarks.md, issue 15).
+const INSERT_NEW_STREAMS: &str = "
+INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
+SELECT i.stream_id, i.stream_version, i.event_type, i.schema_version, i.data, i.metadata
+FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::int[], $5::json[], $6::json[])
+    WITH ORDINALITY AS i(stream_id, stream_version, event_type, schema_version, data, metadata, ord)
+ORDER BY i.ord
 RETURNING stream_id, stream_version, position, transaction_id";
 
 const READ_ALL: &str = concat!(
@@ -188,27 +205,51 @@ impl LogDialect for Postgres {
         conn: &mut sqlx::PgConnection,
         prepared: &PreparedBatch,
     ) -> LogResult<Vec<Inserted>> {
-        let rows = sqlx::query(INSERT_EVENTS)
-            .bind(&prepared.stream_ids)
-            .bind(&prepared.versions)
-            .bind(&prepared.expected)
-            .bind(&prepared.event_types)
-            .bind(&prepared.schema_versions)
-            .bind(&prepared.data)
-            .bind(&prepared.metadata)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|error| insert_error(error, prepared))?;
-        let mut inserted = Vec::with_capacity(rows.len());
-        for row in rows {
-            inserted.push((
-                row.try_get("stream_id")?,
-                row.try_get("stream_version")?,
-                row.try_get("position")?,
-                row.try_get("transaction_id")?,
-            ));
+        // Rows of existing streams (checked against their expected version), then rows of new
+        // streams (plainly inserted), in input order: positions follow the input either way.
+        let checked = prepared.new_streams_from().unwrap_or(prepared.len());
+        let mut rows = Vec::new();
+        if checked > 0 {
+            rows = sqlx::query(INSERT_EVENTS)
+                .bind(&prepared.stream_ids[..checked])
+                .bind(&prepared.versions[..checked])
+                .bind(&prepared.expected[..checked])
+                .bind(&prepared.event_types[..checked])
+                .bind(&prepared.schema_versions[..checked])
+                .bind(&prepared.data[..checked])
+                .bind(&prepared.metadata[..checked])
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|error| insert_error(error, prepared))?;
+            if rows.len() < checked {
+                // A conflict among them: the caller finds which and rolls back.
+                return inserted(rows);
+            }
         }
-        Ok(inserted)
+        if checked < prepared.len() {
+            let new_rows = sqlx::query(INSERT_NEW_STREAMS)
+                .bind(&prepared.stream_ids[checked..])
+                .bind(&prepared.versions[checked..])
+                .bind(&prepared.event_types[checked..])
+                .bind(&prepared.schema_versions[checked..])
+                .bind(&prepared.data[checked..])
+                .bind(&prepared.metadata[checked..])
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|error| insert_error(error, prepared))?;
+            rows.extend(new_rows);
+        }
+        inserted(rows)
+    }
+
+    async fn insert_messages(
+        conn: &mut sqlx::PgConnection,
+        rows: &QueueRows,
+        skip_queued: bool,
+    ) -> LogResult<u64> {
+        rows.insert_postgres(conn, skip_queued)
+            .await
+            .map_err(queue_error)
     }
 
     fn announce(log: &PostgresEventLog, commit: i64) {
@@ -332,15 +373,46 @@ pub async fn save_checkpoint_pg(
     super::sql::save_checkpoint::<Postgres, _>(executor, name, position).await
 }
 
+/// The rows an insert returned (`RETURNING stream_id, stream_version, position,
+/// transaction_id`), read by position: a lookup by name costs a hash per column per row, and a
+/// chunk returns thousands.
+fn inserted(rows: Vec<PgRow>) -> LogResult<Vec<Inserted>> {
+    let mut inserted = Vec::with_capacity(rows.len());
+    for row in rows {
+        inserted.push((
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        ));
+    }
+    Ok(inserted)
+}
+
+/// The stream a unique violation of `events_stream_version_key` names in its detail
+/// (`Key (stream_id, stream_version)=(<stream id>, <version>) already exists.`).
+fn violated_stream(detail: &str) -> Option<&str> {
+    let key = detail
+        .strip_prefix("Key (stream_id, stream_version)=(")?
+        .strip_suffix(") already exists.")?;
+    Some(key.rsplit_once(", ")?.0)
+}
+
 /// Maps the insert's errors that are about the input rather than the database.
 fn insert_error(error: sqlx::Error, prepared: &PreparedBatch) -> LogError {
     if let Some(db) = error.as_database_error() {
         match db.code().as_deref() {
-            // A version taken despite ON CONFLICT (cannot happen today; kept so that a unique
-            // violation can never surface as a server error), or a deadlock between two
-            // appends that overlap on streams in opposite orders: either way, a conflict.
+            // A new stream that exists already (the plain insert of new streams), or a
+            // deadlock between two appends that overlap on streams in opposite orders: either
+            // way, a conflict.
             Some("23505") if db.constraint() == Some("events_stream_version_key") => {
-                return prepared.first_stream_conflict();
+                let detail = db
+                    .try_downcast_ref::<PgDatabaseError>()
+                    .and_then(PgDatabaseError::detail);
+                return match detail.and_then(violated_stream) {
+                    Some(stream_id) => prepared.conflict_on(stream_id),
+                    None => prepared.first_stream_conflict(),
+                };
             }
             Some("40P01") => return prepared.first_stream_conflict(),
             // Text the database cannot store in JSON (validation should have caught it).
@@ -349,4 +421,22 @@ fn insert_error(error: sqlx::Error, prepared: &PreparedBatch) -> LogError {
         }
     }
     LogError::Database(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::violated_stream;
+
+    #[test]
+    fn a_unique_violation_names_its_stream() {
+        assert_eq!(
+            violated_stream("Key (stream_id, stream_version)=(task-a, 1) already exists."),
+            Some("task-a")
+        );
+        assert_eq!(
+            violated_stream("Key (stream_id, stream_version)=(odd, name, 12) already exists."),
+            Some("odd, name")
+        );
+        assert_eq!(violated_stream("something else"), None);
+    }
 }

@@ -24,6 +24,7 @@ use super::{
     LogPosition, LogResult, RecordedEvent, TxAppend,
 };
 use crate::dialect::{Bind, Dialect, Get, QueryExt, col};
+use crate::queue::{OutgoingMessage, QueueError, QueueRows};
 
 /// The columns every read selects, in the order [`event`] decodes them; `$commit` is what the
 /// backend orders reads by (`LogPosition::commit`).
@@ -124,6 +125,15 @@ pub(crate) trait LogDialect:
         conn: &'c mut Self::Connection,
         prepared: &'c PreparedBatch,
     ) -> impl Future<Output = LogResult<Vec<Inserted>>> + Send + 'c;
+
+    /// Inserts task-queue rows inside the append's transaction (`append_and_send`); how many
+    /// were new. Unless `skip_queued`, a message queued already may fail the insert (and the
+    /// transaction) with an error for which `QueueRows::is_queued_already` holds.
+    fn insert_messages<'c>(
+        conn: &'c mut Self::Connection,
+        rows: &'c QueueRows,
+        skip_queued: bool,
+    ) -> impl Future<Output = LogResult<u64>> + Send + 'c;
 
     /// Tells other processes of a commit (this process's subscriptions are told already).
     fn announce(log: &SqlEventLog<Self>, commit: i64);
@@ -301,6 +311,61 @@ impl<D: LogDialect> EventLog for SqlEventLog<D> {
                 let _ = D::rollback(tx).await;
                 Err(error)
             }
+        }
+    }
+
+    #[tracing::instrument(
+        name = "eventlog.append_and_send",
+        skip_all,
+        err(level = "debug"),
+        fields(
+            backend = D::BACKEND,
+            streams = batch.streams.len(),
+            messages = messages.len(),
+        )
+    )]
+    async fn append_and_send(
+        &self,
+        batch: AppendBatch,
+        messages: Vec<OutgoingMessage>,
+    ) -> LogResult<AppendOutcome> {
+        let prepared = batch::prepare(&batch)?;
+        // Serialized before the transaction begins, to keep it short.
+        let rows = QueueRows::new(&messages).map_err(queue_error)?;
+        if nothing_to_do(&batch, &prepared) && rows.is_empty() {
+            return Ok(AppendOutcome::default());
+        }
+        // The messages are taken as new first (the cheaper insert); if one was queued already,
+        // the whole append again, skipping those.
+        let mut skip_queued = false;
+        loop {
+            let mut tx = D::begin_append(self).await?;
+            let written = match append_prepared::<D>(&mut tx, &batch, &prepared).await {
+                Ok(written) if written.outcome.replayed => {
+                    D::rollback(tx).await?;
+                    return Ok(written.outcome);
+                }
+                Ok(written) => written,
+                Err(error) => {
+                    let _ = D::rollback(tx).await;
+                    return Err(error);
+                }
+            };
+            if !rows.is_empty()
+                && let Err(error) = D::insert_messages(&mut tx, &rows, skip_queued).await
+            {
+                let _ = D::rollback(tx).await;
+                match &error {
+                    LogError::Database(db) if !skip_queued && QueueRows::is_queued_already(db) => {
+                        skip_queued = true;
+                        continue;
+                    }
+                    _ => return Err(error),
+                }
+            }
+            D::commit(tx).await?;
+            self.committed(&written);
+            return Ok(written.outcome);
         }
     }
 
@@ -527,6 +592,15 @@ pub(crate) async fn save_checkpoint<'c, D: LogDialect, E: Executor<'c, Database 
         .run(executor)
         .await?;
     Ok(())
+}
+
+/// A queue failure inside an append: the database's errors stay retryable, the rest are about
+/// the input.
+pub(crate) fn queue_error(error: QueueError) -> LogError {
+    match error {
+        QueueError::Database(error) => LogError::Database(error),
+        other => LogError::Invalid(other.to_string()),
+    }
 }
 
 fn nothing_to_do(batch: &AppendBatch, prepared: &PreparedBatch) -> bool {

@@ -18,9 +18,12 @@ use sqlx::{Row, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use super::batch::PreparedBatch;
-use super::sql::{Inserted, LogDialect, SqlEventLog, event, event_columns, read_stream_sql};
+use super::sql::{
+    Inserted, LogDialect, SqlEventLog, event, event_columns, queue_error, read_stream_sql,
+};
 use super::subscription::CommitSignal;
 use super::{LogError, LogPosition, LogResult, RecordedEvent};
+use crate::queue::QueueRows;
 
 /// The SQLite event log. Cheap to clone; clones share the pool, the write lock and the commit
 /// signal, so create one per database and clone it.
@@ -229,6 +232,14 @@ impl LogDialect for Sqlite {
             ));
         }
         Ok(inserted)
+    }
+
+    async fn insert_messages(
+        conn: &mut SqliteConnection,
+        rows: &QueueRows,
+        _skip_queued: bool,
+    ) -> LogResult<u64> {
+        rows.insert_sqlite(conn).await.map_err(queue_error)
     }
 
     /// Other processes see the commit at their next poll.

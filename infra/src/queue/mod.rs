@@ -11,6 +11,7 @@
 mod sql;
 mod sqs;
 
+pub(crate) use sql::QueueRows;
 pub use sql::SqlQueue;
 pub use sqs::{
     SqsCallCounts, SqsCalls, SqsQueue, client_from_env, dead_letter_queue_url, init_queues,
@@ -217,4 +218,11 @@ pub trait TaskQueue: Send + Sync + std::fmt::Debug {
 
     /// Removes dead letters (after they were redriven through the log).
     async fn remove_dead_letters(&self, ids: &[String]) -> QueueResult<()>;
+
+    /// Messages of this queue were written by someone else, in a transaction that has just
+    /// committed (the orchestrator queues a chunk's tasks in the chunk's own transaction:
+    /// `EventLog::append_and_send`): wake this queue's waiting receivers now and, where the
+    /// backend can, other processes' too. A receiver that misses it finds the messages at its
+    /// next poll. Backends that cannot be written that way do nothing.
+    fn announce_sent(&self) {}
 }

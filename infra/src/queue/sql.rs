@@ -231,10 +231,7 @@ impl SqlQueue {
             Backend::Sqlite(lite) => lite.send(&messages).await?,
         };
         if inserted > 0 {
-            self.wake.send_modify(|n| *n = n.wrapping_add(1));
-            if let Backend::Postgres(pg) = &self.backend {
-                pg.announce_send();
-            }
+            self.announce_sent();
         }
         Ok(())
     }
@@ -268,20 +265,7 @@ impl TaskQueue for SqlQueue {
         if messages.is_empty() {
             return Ok(());
         }
-        let rows = messages
-            .into_iter()
-            .map(|message| {
-                let body = serde_json::to_string(&message.body).map_err(QueueError::Serialize)?;
-                Ok(NewMessage {
-                    job_id: message.body.job_id,
-                    task_id: message.body.task_id,
-                    attempt: attempt_column(message.body.attempt)?,
-                    body,
-                    delay_ms: millis(message.delay),
-                })
-            })
-            .collect::<QueueResult<Vec<_>>>()?;
-        self.insert(rows).await
+        self.insert(QueueRows::new(&messages)?.0).await
     }
 
     #[tracing::instrument(
@@ -480,6 +464,13 @@ impl TaskQueue for SqlQueue {
         }
     }
 
+    fn announce_sent(&self) {
+        self.wake.send_modify(|n| *n = n.wrapping_add(1));
+        if let Backend::Postgres(pg) = &self.backend {
+            pg.announce_send();
+        }
+    }
+
     #[tracing::instrument(
         name = "queue.remove_dead_letters",
         skip_all,
@@ -496,6 +487,64 @@ impl TaskQueue for SqlQueue {
             Backend::Postgres(pg) => pg.remove_dead_letters(&ids).await,
             Backend::Sqlite(lite) => lite.remove_dead_letters(&ids).await,
         }
+    }
+}
+
+/// Messages as rows of the queue's table, for an insert inside someone else's transaction (the
+/// event log's `append_and_send`): the same rows as [`TaskQueue::send`]'s. Serialized before
+/// the transaction begins, to keep it short.
+#[derive(Debug)]
+pub(crate) struct QueueRows(Vec<NewMessage>);
+
+impl QueueRows {
+    pub(crate) fn new(messages: &[OutgoingMessage]) -> QueueResult<Self> {
+        messages
+            .iter()
+            .map(|message| {
+                let body = serde_json::to_string(&message.body).map_err(QueueError::Serialize)?;
+                Ok(NewMessage {
+                    job_id: message.body.job_id,
+                    task_id: message.body.task_id,
+                    attempt: attempt_column(message.body.attempt)?,
+                    body,
+                    delay_ms: millis(message.delay),
+                })
+            })
+            .collect::<QueueResult<Vec<_>>>()
+            .map(QueueRows)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Inserts the rows on a connection inside the caller's Postgres transaction; how many
+    /// were new. `skip_queued`: a (task, attempt) queued already is skipped, as by a send;
+    /// otherwise it fails the statement (see [`QueueRows::is_queued_already`]), which is
+    /// cheaper per row.
+    pub(crate) async fn insert_postgres(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        skip_queued: bool,
+    ) -> QueueResult<u64> {
+        postgres::insert_messages(conn, &self.0, skip_queued).await
+    }
+
+    /// Whether an insert failed because a message was queued already.
+    pub(crate) fn is_queued_already(error: &sqlx::Error) -> bool {
+        error.as_database_error().is_some_and(|db| {
+            db.code().as_deref() == Some("23505") && db.constraint() == Some(postgres::MESSAGE_KEY)
+        })
+    }
+
+    /// Inserts the rows on a connection inside the caller's SQLite write transaction (which
+    /// holds the database's write lock); how many were new. A (task, attempt) queued already
+    /// is skipped (SQLite's `ON CONFLICT` costs nothing extra).
+    pub(crate) async fn insert_sqlite(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+    ) -> QueueResult<u64> {
+        sqlite::insert_messages(conn, &self.0).await
     }
 }
 

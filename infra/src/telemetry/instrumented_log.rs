@@ -10,6 +10,7 @@ use super::metrics::metrics;
 use crate::eventlog::{
     AppendBatch, AppendOutcome, EventLog, EventStream, LogPosition, LogResult, RecordedEvent,
 };
+use crate::queue::OutgoingMessage;
 
 /// Wraps an event log; `caller` labels its appends (`worker`, `command`, `orchestrator`, ...).
 #[derive(Debug, Clone)]
@@ -35,6 +36,18 @@ impl EventLog for InstrumentedLog {
         let events = events_in(&batch);
         let began = Instant::now();
         let result = self.inner.append(batch).await;
+        metrics().log_append(self.caller, events, began.elapsed(), result.is_ok());
+        result
+    }
+
+    async fn append_and_send(
+        &self,
+        batch: AppendBatch,
+        messages: Vec<OutgoingMessage>,
+    ) -> LogResult<AppendOutcome> {
+        let events = events_in(&batch);
+        let began = Instant::now();
+        let result = self.inner.append_and_send(batch, messages).await;
         metrics().log_append(self.caller, events, began.elapsed(), result.is_ok());
         result
     }

@@ -28,6 +28,20 @@ FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::bigint[])
 ORDER BY m.ord
 ON CONFLICT (job_id, task_id, attempt) DO NOTHING";
 
+/// [`SEND`] for messages no one can have queued yet (a chunk's new tasks, in the chunk's own
+/// transaction): a plain insert. A message queued already violates the key, which aborts the
+/// transaction; without `ON CONFLICT` the database neither probes the key before each row nor
+/// logs a second record for it.
+const SEND_NEW: &str = "
+INSERT INTO task_queue (job_id, task_id, attempt, body, visible_at)
+SELECT m.job_id, m.task_id, m.attempt, m.body, now() + m.delay_ms * interval '1 millisecond'
+FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::bigint[])
+    WITH ORDINALITY AS m(job_id, task_id, attempt, body, delay_ms, ord)
+ORDER BY m.ord";
+
+/// The constraint a message queued twice violates (`SEND_NEW`).
+pub(super) const MESSAGE_KEY: &str = "task_queue_message_key";
+
 /// The claim, in one statement. `picked` locks up to $1 of the oldest visible rows, skipping
 /// rows another claim holds (task_queue_claim_idx gives them in order, no sort); it is
 /// MATERIALIZED so it is evaluated exactly once. Of those, rows already received $3 times are
@@ -154,27 +168,7 @@ impl PgQueue {
     }
 
     pub(super) async fn send(&self, messages: &[NewMessage]) -> QueueResult<u64> {
-        let mut job_ids = Vec::with_capacity(messages.len());
-        let mut task_ids = Vec::with_capacity(messages.len());
-        let mut attempts = Vec::with_capacity(messages.len());
-        let mut bodies = Vec::with_capacity(messages.len());
-        let mut delays = Vec::with_capacity(messages.len());
-        for message in messages {
-            job_ids.push(message.job_id);
-            task_ids.push(message.task_id);
-            attempts.push(message.attempt);
-            bodies.push(message.body.as_str());
-            delays.push(message.delay_ms);
-        }
-        let result = sqlx::query(SEND)
-            .bind(job_ids)
-            .bind(task_ids)
-            .bind(attempts)
-            .bind(bodies)
-            .bind(delays)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected())
+        insert_messages(&self.pool, messages, true).await
     }
 
     /// Tells other processes, after the commit, that messages were sent.
@@ -351,6 +345,38 @@ impl PgQueue {
             .await?;
         Ok(())
     }
+}
+
+/// Inserts a batch of messages in one statement with any executor: the queue's pool (a send),
+/// or a connection inside the caller's transaction (`QueueRows`). Returns how many were new.
+/// `skip_queued`: a message queued already is skipped ([`SEND`]); otherwise it fails the
+/// statement ([`SEND_NEW`]).
+pub(super) async fn insert_messages<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    messages: &[NewMessage],
+    skip_queued: bool,
+) -> QueueResult<u64> {
+    let mut job_ids = Vec::with_capacity(messages.len());
+    let mut task_ids = Vec::with_capacity(messages.len());
+    let mut attempts = Vec::with_capacity(messages.len());
+    let mut bodies = Vec::with_capacity(messages.len());
+    let mut delays = Vec::with_capacity(messages.len());
+    for message in messages {
+        job_ids.push(message.job_id);
+        task_ids.push(message.task_id);
+        attempts.push(message.attempt);
+        bodies.push(message.body.as_str());
+        delays.push(message.delay_ms);
+    }
+    let result = sqlx::query(if skip_queued { SEND } else { SEND_NEW })
+        .bind(job_ids)
+        .bind(task_ids)
+        .bind(attempts)
+        .bind(bodies)
+        .bind(delays)
+        .execute(executor)
+        .await?;
+    Ok(result.rows_affected())
 }
 
 impl super::QueueDialect for Postgres {

@@ -115,6 +115,37 @@ fn receipts_json(receipts: &[ReceiptRef<'_>]) -> String {
     .to_string()
 }
 
+/// The messages as the JSON array `SEND` takes.
+fn rows_json(messages: &[NewMessage]) -> String {
+    let rows: Vec<_> = messages
+        .iter()
+        .map(|m| {
+            json!([
+                m.job_id.to_string(),
+                m.task_id.to_string(),
+                m.attempt,
+                m.body,
+                m.delay_ms
+            ])
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
+/// Inserts a batch of messages on a connection inside the caller's write transaction (which
+/// holds the database's write lock, so this queue's own lock is not needed); how many were new.
+pub(super) async fn insert_messages(
+    conn: &mut sqlx::SqliteConnection,
+    messages: &[NewMessage],
+) -> QueueResult<u64> {
+    let result = sqlx::query(SEND)
+        .bind(rows_json(messages))
+        .bind(now_ms())
+        .execute(conn)
+        .await?;
+    Ok(result.rows_affected())
+}
+
 impl SqliteQueue {
     pub(super) fn new(pool: SqlitePool) -> Self {
         SqliteQueue {
@@ -128,19 +159,7 @@ impl SqliteQueue {
     }
 
     pub(super) async fn send(&self, messages: &[NewMessage]) -> QueueResult<u64> {
-        let rows: Vec<_> = messages
-            .iter()
-            .map(|m| {
-                json!([
-                    m.job_id.to_string(),
-                    m.task_id.to_string(),
-                    m.attempt,
-                    m.body,
-                    m.delay_ms
-                ])
-            })
-            .collect();
-        let rows = serde_json::Value::Array(rows).to_string();
+        let rows = rows_json(messages);
         let _write = self.write_lock().await;
         let result = sqlx::query(SEND)
             .bind(rows)
