@@ -125,20 +125,7 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
         roles::orchestrator(&platform, &roles::OrchestratorArgs::default())?
             .run(until_stopped(stopped.clone())),
     );
-    let worker_args = WorkerArgs {
-        visibility_timeout_seconds: 30,
-        grace_period_seconds: 30,
-        prefetch: None,
-        http_handler_url: None,
-        http_handler_max_response_bytes: roles::DEFAULT_HTTP_MAX_RESPONSE_BYTES,
-        exec: Vec::new(),
-        exec_env: None,
-        exec_dir: None,
-        worker_id: Some("bench-worker".into()),
-        max_result_bytes: roles::DEFAULT_MAX_RESULT_BYTES,
-        cpu_slots: None,
-        heartbeat_seconds: 5.0,
-    };
+    let worker_args = default_worker_args();
     let mut config = worker_args.config(args.concurrency)?;
     config.receive_batch = args.receive_batch;
     let working =
@@ -320,6 +307,19 @@ pub(crate) fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
         .find('/')
         .map_or(base.len(), |i| scheme_end + i);
     Ok(format!("{}/{name}{query}", &base[..host_end]))
+}
+
+/// The worker settings `shoal worker` runs with when given no flag (its clap defaults), with
+/// the id `bench-worker`.
+pub(crate) fn default_worker_args() -> WorkerArgs {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        worker: WorkerArgs,
+    }
+    let mut args = <Defaults as clap::Parser>::parse_from(["shoal-bench"]).worker;
+    args.worker_id = Some("bench-worker".into());
+    args
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use clap::Args;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::Value;
-use shoal::roles::{self, DatabaseArgs, Platform, QueueArgs, WorkerArgs};
+use shoal::roles::{self, DatabaseArgs, Platform, QueueArgs};
 use shoal_command_api::commands::{CommandService, SubmitJobInput};
 use shoal_command_api::orchestrator::{Orchestrator, OrchestratorConfig};
 use shoal_domain::{Limits, Split, TaskId};
@@ -164,17 +164,7 @@ pub(crate) async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         orchestrator_platform.database.clone(),
     )?;
     let orchestrating = tokio::spawn(orchestrator.run(until_stopped(stopped.clone())));
-    let worker_args = WorkerArgs {
-        visibility_timeout_seconds: 30,
-        grace_period_seconds: 30,
-        http_handler_url: None,
-        http_handler_max_response_bytes: roles::DEFAULT_HTTP_MAX_RESPONSE_BYTES,
-        exec: Vec::new(),
-        exec_env: None,
-        exec_dir: None,
-        worker_id: Some("bench-worker".into()),
-        max_result_bytes: roles::DEFAULT_MAX_RESULT_BYTES,
-    };
+    let worker_args = crate::e2e::default_worker_args();
     let config = worker_args.config(args.concurrency)?;
     let working =
         tokio::spawn(roles::worker(worker_side, config).run(until_stopped(stopped.clone())));
