@@ -11,6 +11,7 @@
 //! - `error`: why a command failed ([`CommandError`]);
 //! - `input`: a submission's fields and their checks ([`SubmitJobInput`], [`split_from_input`]);
 //! - `jobs`: submit, cancel, retry the failed tasks of a job;
+//! - `limits`: set the cluster-wide concurrency and rate limits of a job type or key;
 //! - `tasks`: the transitions external workers report (started, completed, failed);
 //! - `dead_letters`: list and redrive the task queue's dead letters;
 //! - `streams`: a job's and a task's stream folded from the log.
@@ -27,6 +28,7 @@ mod dead_letters;
 mod error;
 mod input;
 mod jobs;
+mod limits;
 mod streams;
 mod tasks;
 

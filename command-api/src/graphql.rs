@@ -31,7 +31,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shoal_api::auth::Principal;
 use shoal_api::error::Chain;
-use shoal_api::graphql::JobStatus;
+use shoal_api::graphql::{JobStatus, Limit, LimitKind, limits_of};
+use shoal_domain::admission::JobConcurrency;
 use shoal_domain::{JobId, TaskId};
 
 use crate::commands::{
@@ -232,9 +233,23 @@ pub struct SubmitJobInput {
     pub timeout_seconds: Option<i32>,
     /// Submitting again with the same key returns the first job and creates nothing.
     pub idempotency_key: Option<String>,
+    /// At most this many of the job's tasks running (admitted and not ended) at once, across
+    /// every worker (1 to 1,000,000; default: no limit).
+    pub max_concurrency: Option<i32>,
+    /// The parameter whose value is the job's concurrency key (a tenant, an account): the
+    /// limits set on that key with `setLimit` apply to the job. The parameter must exist and
+    /// be a string, a number or a boolean.
+    pub concurrency_key: Option<String>,
 }
 
 impl SubmitJobInput {
+    fn concurrency(&self) -> JobConcurrency {
+        JobConcurrency {
+            max_concurrency: self.max_concurrency.map(i64::from),
+            concurrency_key: self.concurrency_key.clone(),
+        }
+    }
+
     fn into_command(self) -> Result<SubmitCommand, CommandError> {
         let optional =
             |field, value: Option<i32>| value.map(|v| count(field, v.into())).transpose();
@@ -273,9 +288,10 @@ impl MutationRoot {
         input: SubmitJobInput,
     ) -> async_graphql::Result<Job> {
         let service = service(ctx)?;
+        let concurrency = input.concurrency();
         let command = input.into_command().map_err(|e| to_graphql(e, "id"))?;
         let submitted = service
-            .submit_job(command)
+            .submit_job_with(command, concurrency)
             .await
             .map_err(|e| to_graphql(e, "id"))?;
         Ok(Job(submitted.job))
@@ -295,6 +311,31 @@ impl MutationRoot {
             .await
             .map_err(|e| to_graphql(e, "id"))?;
         Ok(Job(job))
+    }
+
+    /// Sets, changes or removes (both values null) the cluster-wide limit of a job type or of
+    /// a concurrency key: at most `maxConcurrency` of its tasks admitted and not ended at once,
+    /// at most `ratePerSecond` admitted per second. Recorded in the log (stream `limits`) with
+    /// its actor; answers every limit now in force.
+    async fn set_limit(
+        &self,
+        ctx: &Context<'_>,
+        kind: LimitKind,
+        name: String,
+        max_concurrency: Option<i32>,
+        rate_per_second: Option<f64>,
+    ) -> async_graphql::Result<Vec<Limit>> {
+        let service = service(ctx)?;
+        let table = service
+            .set_limit(
+                kind.into(),
+                name,
+                max_concurrency.map(i64::from),
+                rate_per_second,
+            )
+            .await
+            .map_err(|e| to_graphql(e, "name"))?;
+        Ok(limits_of(&table))
     }
 
     /// Retries every FAILED task of the job, each with a fresh budget of attempts.
@@ -502,6 +543,7 @@ mod tests {
             "submitJob(input: SubmitJobInput!): JobSnapshot!",
             "cancelJob(id: ID!, reason: String): JobSnapshot!",
             "retryFailedTasks(jobId: ID!): RetryResult!",
+            "setLimit(kind: LimitKind!, name: String!, maxConcurrency: Int, ratePerSecond: Float): [Limit!]!",
             "redriveDeadLetters(jobId: ID, taskIds: [ID!]): RedriveResult!",
             "deadLetters(jobId: ID, limit: Int): [DeadLetter!]!",
             "CREATING_TASKS",

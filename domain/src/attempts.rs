@@ -197,7 +197,10 @@ impl Attempts {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => {}
+            | Event::TokenRevoked(_)
+            | Event::TaskReleased(_)
+            | Event::LimitSet(_)
+            | Event::JobConcurrencySet(_) => {}
         }
     }
 }

@@ -64,7 +64,7 @@ pub enum DecodeError {
 }
 
 /// Every event type name, as stored.
-pub const EVENT_TYPES: [&str; 20] = [
+pub const EVENT_TYPES: [&str; 23] = [
     "JobSubmitted",
     "TasksCreated",
     "JobCompleted",
@@ -85,6 +85,9 @@ pub const EVENT_TYPES: [&str; 20] = [
     "TaskRequeued",
     "TokenCreated",
     "TokenRevoked",
+    "TaskReleased",
+    "LimitSet",
+    "JobConcurrencySet",
 ];
 
 /// The schema version written for `JobSubmitted`. v1 is the original system's shape.
@@ -123,6 +126,9 @@ impl Event {
             Self::TaskRequeued(_) => "TaskRequeued",
             Self::TokenCreated(_) => "TokenCreated",
             Self::TokenRevoked(_) => "TokenRevoked",
+            Self::TaskReleased(_) => "TaskReleased",
+            Self::LimitSet(_) => "LimitSet",
+            Self::JobConcurrencySet(_) => "JobConcurrencySet",
         }
     }
 
@@ -157,6 +163,9 @@ impl Event {
             Self::TaskRequeued(e) => to_value(e),
             Self::TokenCreated(e) => to_value(e),
             Self::TokenRevoked(e) => to_value(e),
+            Self::TaskReleased(e) => to_value(e),
+            Self::LimitSet(e) => to_value(e),
+            Self::JobConcurrencySet(e) => to_value(e),
         }
     }
 
@@ -183,6 +192,9 @@ impl Event {
             Self::TaskRequeued(e) => to_raw(e),
             Self::TokenCreated(e) => to_raw(e),
             Self::TokenRevoked(e) => to_raw(e),
+            Self::TaskReleased(e) => to_raw(e),
+            Self::LimitSet(e) => to_raw(e),
+            Self::JobConcurrencySet(e) => to_raw(e),
         }
     }
 
@@ -243,6 +255,9 @@ impl Event {
             "TaskRequeued" => Event::TaskRequeued(payload.parse()?),
             "TokenCreated" => Event::TokenCreated(payload.parse()?),
             "TokenRevoked" => Event::TokenRevoked(payload.parse()?),
+            "TaskReleased" => Event::TaskReleased(payload.parse()?),
+            "LimitSet" => Event::LimitSet(payload.parse()?),
+            "JobConcurrencySet" => Event::JobConcurrencySet(payload.parse()?),
             _ => Event::TaskDeadLettered(payload.parse()?),
         })
     }
@@ -333,6 +348,7 @@ mod tests {
         TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRequeued,
         TaskRetryScheduled, TaskStarted, TasksCreated, TokenCreated, TokenRevoked,
     };
+    use crate::events::{JobConcurrencySet, LimitKind, LimitSet, TaskReleased};
     use crate::ids::TaskId;
     use chrono::TimeZone;
     use serde_json::json;
@@ -483,6 +499,30 @@ mod tests {
                 at,
             }
             .into(),
+            TaskReleased {
+                job_id,
+                task_id,
+                index: 2,
+                attempt: 1,
+                at,
+            }
+            .into(),
+            LimitSet {
+                kind: LimitKind::Key,
+                name: "tenant-a".into(),
+                max_concurrency: Some(2),
+                rate_per_second: Some(0.5),
+                at,
+            }
+            .into(),
+            JobConcurrencySet {
+                job_id,
+                max_concurrency: Some(3),
+                concurrency_key: Some("acme".into()),
+                key_parameter: Some("tenant".into()),
+                at,
+            }
+            .into(),
         ]
     }
 
@@ -529,6 +569,7 @@ mod tests {
             let expected = match (event.task_id(), event.job_id()) {
                 (Some(task), _) => format!("task-{task}"),
                 (None, Some(job)) => format!("job-{job}"),
+                (None, None) if matches!(event, Event::LimitSet(_)) => "limits".to_owned(),
                 (None, None) => "token-00000000-0000-0000-0000-000000000007".to_owned(),
             };
             assert_eq!(event.stream_id(), expected);

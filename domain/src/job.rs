@@ -176,7 +176,10 @@ impl JobLifecycle {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => {}
+            | Event::TokenRevoked(_)
+            | Event::TaskReleased(_)
+            | Event::LimitSet(_)
+            | Event::JobConcurrencySet(_) => {}
         }
     }
 }

@@ -22,7 +22,9 @@
 //! - [`as_of`]: a job folded from part of the log (as it stood at a past instant);
 //!   [`attempts`]: a task's attempts, one by one.
 //! - [`rejection`]: why a command was refused; [`backoff`]: retry delays.
+//! - [`admission`]: cluster-wide concurrency and rate limits, checked and folded.
 
+pub mod admission;
 pub mod aggregate;
 pub mod as_of;
 pub mod attempts;

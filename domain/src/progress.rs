@@ -188,7 +188,10 @@ impl ProgressDelta {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => zero,
+            | Event::TokenRevoked(_)
+            | Event::TaskReleased(_)
+            | Event::LimitSet(_)
+            | Event::JobConcurrencySet(_) => zero,
         }
     }
 

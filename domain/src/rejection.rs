@@ -259,6 +259,15 @@ pub enum Rejection {
         /// The task.
         task_id: TaskId,
     },
+    /// A concurrency or rate limit, or a job's concurrency key, is malformed or out of range
+    /// (`message` says which bound). Fix the input; do not retry as is.
+    #[error("{field}: {message}")]
+    InvalidLimit {
+        /// The input field (`max_concurrency`, `rate_per_second`, `name`, `concurrency_key`).
+        field: &'static str,
+        /// What is wrong, for users.
+        message: String,
+    },
 }
 
 impl Rejection {
@@ -273,7 +282,8 @@ impl Rejection {
             | Self::ParametersNotObject
             | Self::ParametersContainItems
             | Self::ChunkSizeZero
-            | Self::BackoffOutOfRange { .. } => code::INVALID_INPUT,
+            | Self::BackoffOutOfRange { .. }
+            | Self::InvalidLimit { .. } => code::INVALID_INPUT,
             Self::TotalTasksOutOfRange { .. }
             | Self::BatchSizeOutOfRange { .. }
             | Self::MaxAttemptsOutOfRange { .. }
@@ -320,6 +330,7 @@ impl Rejection {
             Self::JobNotFound | Self::JobAlreadyExists { .. } => "job_id",
             Self::TaskNotFound => "task_id",
             Self::NothingToRetry { .. } => "failed_tasks",
+            Self::InvalidLimit { field, .. } => field,
             Self::JobTransition { .. }
             | Self::JobAlreadyCancelled { .. }
             | Self::AllTasksCreated { .. }

@@ -101,7 +101,10 @@ impl TaskStatus {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => None,
+            | Event::TokenRevoked(_)
+            | Event::TaskReleased(_)
+            | Event::LimitSet(_)
+            | Event::JobConcurrencySet(_) => None,
         }
     }
 }
@@ -464,7 +467,10 @@ pub fn evolve_task(mut state: TaskState, event: &Event) -> TaskState {
         | Event::JobStepFailed(_)
         | Event::TaskRequeued(_)
         | Event::TokenCreated(_)
-        | Event::TokenRevoked(_) => {}
+        | Event::TokenRevoked(_)
+        | Event::TaskReleased(_)
+        | Event::LimitSet(_)
+        | Event::JobConcurrencySet(_) => {}
     }
     state
 }

@@ -148,7 +148,10 @@ impl JobView {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => {}
+            | Event::TokenRevoked(_)
+            | Event::TaskReleased(_)
+            | Event::LimitSet(_)
+            | Event::JobConcurrencySet(_) => {}
         }
         self.progress.add(ProgressDelta::of(event));
     }
@@ -273,7 +276,10 @@ impl TaskView {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => {}
+            | Event::TokenRevoked(_)
+            | Event::TaskReleased(_)
+            | Event::LimitSet(_)
+            | Event::JobConcurrencySet(_) => {}
         }
         self.updated_at = at;
         if let Some(status) = TaskStatus::after(event) {

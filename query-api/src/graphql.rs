@@ -22,6 +22,7 @@ mod as_of;
 mod live;
 mod timeline;
 mod types;
+mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ErrorExtensions, ID, Object};
 use chrono::{DateTime, Utc};
 use shoal_api::error::Chain;
-use shoal_api::graphql::JobStatus;
+use shoal_api::graphql::{JobStatus, Limit, limits_of};
 use shoal_domain::{JobId, TaskId};
 use shoal_infra::eventlog::{EventLog, LogPosition, RecordedEvent};
 use shoal_infra::readmodel::{
@@ -45,6 +46,7 @@ pub use types::{
     Analytics, AnalyticsOverview, HistoryEvent, Job, JobSortOrder, JobsChange, ProcessingTime,
     Task, TaskUpdates,
 };
+pub use waiting::{WaitingKind, WaitingReason};
 
 /// Default page size of `jobs`, `tasks` and `history`.
 pub const DEFAULT_PAGE: i32 = 50;
@@ -159,6 +161,16 @@ impl QueryRoot {
             .await
             .map_err(internal)?
             .map(|row| Task(row, None)))
+    }
+
+    /// The cluster-wide concurrency and rate limits in force, by kind then name (set with
+    /// `setLimit`; a job's own `maxConcurrency` is on the job).
+    async fn limits(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Limit>> {
+        let read = read(ctx)?;
+        let table = waiting::limit_table(read.log.as_ref())
+            .await
+            .map_err(internal)?;
+        Ok(limits_of(&table))
     }
 
     /// Jobs, newest first by default, a page at a time (`first`: default 50, at most 1000;

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
+use shoal_domain::admission::{JobConcurrency, decide_job_concurrency};
 use shoal_domain::{
     Event, JobCommand, JobId, JobState, SubmitJob, TaskCommand, TaskId, TaskStatus, decide_job,
     decide_task,
@@ -45,15 +46,37 @@ impl CommandService {
     /// It never waits for tasks: a job of a million tasks is one event, and the orchestrator
     /// expands it afterwards. With an idempotency key that was used before, nothing is
     /// appended and the first job is returned (`replayed`).
-    #[tracing::instrument(name = "command.submit_job", skip_all, fields(job_type = %input.job_type))]
     pub async fn submit_job(&self, input: SubmitJobInput) -> Result<SubmittedJob, CommandError> {
+        self.submit_job_with(input, JobConcurrency::default()).await
+    }
+
+    /// [`CommandService::submit_job`] with the job's own concurrency settings
+    /// (`maxConcurrency`, `concurrencyKey`): a `JobConcurrencySet` appended with the
+    /// `JobSubmitted` when any is given. Errors: a limit out of range or a key that names no
+    /// scalar parameter of the job ([`Rejection::InvalidLimit`]).
+    #[tracing::instrument(name = "command.submit_job", skip_all, fields(job_type = %input.job_type))]
+    pub async fn submit_job_with(
+        &self,
+        input: SubmitJobInput,
+        concurrency: JobConcurrency,
+    ) -> Result<SubmittedJob, CommandError> {
         check_no_nul(&input)?;
+        if concurrency
+            .concurrency_key
+            .as_deref()
+            .is_some_and(|key| key.contains('\0'))
+        {
+            return Err(CommandError::invalid(
+                "concurrency_key",
+                "concurrency_key must not contain NUL characters",
+            ));
+        }
         let idempotency_key = match input.idempotency_key {
             Some(key) => Some(submit_key(&key)?),
             None => None,
         };
         let job_id = JobId::new();
-        let events = decide_job(
+        let mut events = decide_job(
             &JobState::default(),
             JobCommand::SubmitJob(SubmitJob {
                 job_id,
@@ -67,6 +90,10 @@ impl CommandService {
                 fallback_handler: input.fallback_handler,
             }),
         )?;
+        if let Some(Event::JobSubmitted(submitted)) = events.first() {
+            let settings = decide_job_concurrency(submitted, concurrency)?;
+            events.extend(settings);
+        }
         let outcome = self
             .log
             .append(AppendBatch {

@@ -115,6 +115,21 @@ pub async fn submit_job(
     };
     let max_attempts = optional_count("max_attempts", limits.max_attempts_limit);
     let timeout_seconds = optional_count("timeout_seconds", limits.max_timeout_seconds);
+    let max_concurrency =
+        optional_count("max_concurrency", shoal_domain::admission::MAX_CONCURRENCY);
+    let concurrency_key = match body.get("concurrency_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            errors.push(FieldError::new(
+                "string_type",
+                body_loc("concurrency_key"),
+                "Input should be a valid string",
+                other.clone(),
+            ));
+            None
+        }
+    };
 
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
         None => None,
@@ -176,7 +191,14 @@ pub async fn submit_job(
         idempotency_key,
         fallback_handler: Some(shoal_domain::job::ORIGINAL_DEFAULT_HANDLER.to_owned()),
     };
-    let submitted = service.submit_job(input).await.map_err(to_api)?;
+    let concurrency = shoal_domain::admission::JobConcurrency {
+        max_concurrency,
+        concurrency_key,
+    };
+    let submitted = service
+        .submit_job_with(input, concurrency)
+        .await
+        .map_err(to_api)?;
     // A replayed submission answers 201 too: the same answer as the first time.
     Ok((
         StatusCode::CREATED,

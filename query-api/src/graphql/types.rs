@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
+use super::waiting::WaitingReason;
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
-use shoal_api::graphql::{JobStatus, TaskStatus};
+use shoal_api::graphql::{JobStatus, Limit, LimitKind, TaskStatus, limits_of};
 use shoal_domain::{Attempt, Attempts};
 use shoal_infra::eventlog::RecordedEvent;
 use shoal_infra::readmodel::{JobRow, JobSort, TaskRow};
@@ -272,6 +273,48 @@ impl Job {
         ))
     }
 
+    /// The job's own concurrency limit (`maxConcurrency` at submission), if any.
+    async fn max_concurrency(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<u32>> {
+        let read = read(ctx)?;
+        let job = super::waiting::job_limits(read.log.as_ref(), self.0.id)
+            .await
+            .map_err(internal)?;
+        Ok(job.max_concurrency)
+    }
+
+    /// The job's concurrency key (the value of the parameter `concurrencyKey` named at
+    /// submission), if any.
+    async fn concurrency_key(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        let read = read(ctx)?;
+        let job = super::waiting::job_limits(read.log.as_ref(), self.0.id)
+            .await
+            .map_err(internal)?;
+        Ok(job.concurrency_key)
+    }
+
+    /// The cluster-wide limits that apply to the job now: its job type's and its key's.
+    async fn limits(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Limit>> {
+        let read = read(ctx)?;
+        let job = super::waiting::job_limits(read.log.as_ref(), self.0.id)
+            .await
+            .map_err(internal)?;
+        let table = super::waiting::limit_table(read.log.as_ref())
+            .await
+            .map_err(internal)?;
+        Ok(limits_of(&table)
+            .into_iter()
+            .filter(|limit| match limit.kind {
+                LimitKind::JobType => limit.name == self.0.job_type,
+                LimitKind::Key => job.concurrency_key.as_deref().is_some_and(|key| {
+                    let own = table.iter().any(|(kind, name, _, _)| {
+                        kind == shoal_domain::events::LimitKind::Key && name == key
+                    });
+                    limit.name == key || (!own && limit.name == shoal_domain::admission::EVERY_KEY)
+                }),
+            })
+            .collect())
+    }
+
     /// The job's AWS Step Functions execution, when the Step Functions driver runs it (null
     /// with the built-in driver): read from the job's stream, so always current.
     async fn execution(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<JobExecution>> {
@@ -482,6 +525,31 @@ impl Task {
     /// Its latest final failure went to the dead-letter queue.
     async fn dead_lettered(&self) -> bool {
         self.0.dead_lettered
+    }
+
+    /// Why the task waits, while it is ENQUEUED or RETRYING without a message in the queue:
+    /// a concurrency limit (of its job, job type or key) is full, a rate limit has no token
+    /// for now, its turn has not come (fair share and priority on SQS), or a retry's backoff.
+    /// Null when it is queued for a worker, running or ended. Read from the log.
+    async fn waiting_reason(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<WaitingReason>> {
+        if self.1.is_some() {
+            return Ok(None);
+        }
+        let read = read(ctx)?;
+        super::waiting::waiting_reason(
+            read.log.as_ref(),
+            self.0.job_id,
+            self.0.id,
+            self.0.status,
+            self.0.attempt,
+            self.0.next_attempt_at,
+            Utc::now(),
+        )
+        .await
+        .map_err(internal)
     }
 
     /// Every attempt so far, oldest first: who ran it, when, how it ended, why it failed and
