@@ -1,4 +1,5 @@
-//! The GraphQL mutations (submit, cancel, retry failed tasks), on top of [`CommandService`].
+//! The GraphQL mutations (submit, cancel, retry failed tasks, set a job's priority), on top of
+//! [`CommandService`].
 //!
 //! Every error a client can cause carries `extensions.code` (the domain's code:
 //! `INVALID_INPUT`, `LIMIT_EXCEEDED`, `NOT_FOUND`, `INVALID_TRANSITION`, ...; `BAD_USER_INPUT`
@@ -187,6 +188,11 @@ impl Job {
     async fn cancel_reason(&self) -> Option<&str> {
         self.0.cancel_reason.as_deref()
     }
+
+    /// Its priority: higher runs first.
+    async fn priority(&self) -> i32 {
+        self.0.priority
+    }
 }
 
 /// What `retryFailedTasks` did.
@@ -232,6 +238,9 @@ pub struct SubmitJobInput {
     pub timeout_seconds: Option<i32>,
     /// Submitting again with the same key returns the first job and creates nothing.
     pub idempotency_key: Option<String>,
+    /// Higher runs first: from -1000 to 1000, default 0. Jobs of the same priority share the
+    /// workers fairly. Change it later with `setJobPriority`.
+    pub priority: Option<i32>,
 }
 
 impl SubmitJobInput {
@@ -252,6 +261,7 @@ impl SubmitJobInput {
             idempotency_key: self.idempotency_key,
             // A GraphQL job names its handler: no silent default (see `Handlers::select_for`).
             fallback_handler: None,
+            priority: self.priority.map(i64::from),
         })
     }
 }
@@ -294,6 +304,24 @@ impl MutationRoot {
             .cancel_job(job_id, reason)
             .await
             .map_err(|e| to_graphql(e, "id"))?;
+        Ok(Job(job))
+    }
+
+    /// Sets a live job's priority, from -1000 to 1000 (higher runs first): its tasks waiting
+    /// in the queue, and those queued later, are taken in the new order. Setting the priority
+    /// the job already has changes nothing. Refused once the job has ended.
+    async fn set_job_priority(
+        &self,
+        ctx: &Context<'_>,
+        job_id: ID,
+        priority: i32,
+    ) -> async_graphql::Result<Job> {
+        let service = service(ctx)?;
+        let id = parse_job_id(&job_id, "jobId")?;
+        let job = service
+            .set_job_priority(id, i64::from(priority))
+            .await
+            .map_err(|e| to_graphql(e, "jobId"))?;
         Ok(Job(job))
     }
 
@@ -502,6 +530,7 @@ mod tests {
             "submitJob(input: SubmitJobInput!): JobSnapshot!",
             "cancelJob(id: ID!, reason: String): JobSnapshot!",
             "retryFailedTasks(jobId: ID!): RetryResult!",
+            "setJobPriority(jobId: ID!, priority: Int!): JobSnapshot!",
             "redriveDeadLetters(jobId: ID, taskIds: [ID!]): RedriveResult!",
             "deadLetters(jobId: ID, limit: Int): [DeadLetter!]!",
             "CREATING_TASKS",

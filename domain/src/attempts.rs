@@ -197,7 +197,8 @@ impl Attempts {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => {}
+            | Event::TokenRevoked(_)
+            | Event::JobPriorityChanged(_) => {}
         }
     }
 }

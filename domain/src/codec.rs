@@ -64,7 +64,7 @@ pub enum DecodeError {
 }
 
 /// Every event type name, as stored.
-pub const EVENT_TYPES: [&str; 20] = [
+pub const EVENT_TYPES: [&str; 21] = [
     "JobSubmitted",
     "TasksCreated",
     "JobCompleted",
@@ -85,6 +85,7 @@ pub const EVENT_TYPES: [&str; 20] = [
     "TaskRequeued",
     "TokenCreated",
     "TokenRevoked",
+    "JobPriorityChanged",
 ];
 
 /// The schema version written for `JobSubmitted`. v1 is the original system's shape.
@@ -123,6 +124,7 @@ impl Event {
             Self::TaskRequeued(_) => "TaskRequeued",
             Self::TokenCreated(_) => "TokenCreated",
             Self::TokenRevoked(_) => "TokenRevoked",
+            Self::JobPriorityChanged(_) => "JobPriorityChanged",
         }
     }
 
@@ -157,6 +159,7 @@ impl Event {
             Self::TaskRequeued(e) => to_value(e),
             Self::TokenCreated(e) => to_value(e),
             Self::TokenRevoked(e) => to_value(e),
+            Self::JobPriorityChanged(e) => to_value(e),
         }
     }
 
@@ -183,6 +186,7 @@ impl Event {
             Self::TaskRequeued(e) => to_raw(e),
             Self::TokenCreated(e) => to_raw(e),
             Self::TokenRevoked(e) => to_raw(e),
+            Self::JobPriorityChanged(e) => to_raw(e),
         }
     }
 
@@ -243,6 +247,7 @@ impl Event {
             "TaskRequeued" => Event::TaskRequeued(payload.parse()?),
             "TokenCreated" => Event::TokenCreated(payload.parse()?),
             "TokenRevoked" => Event::TokenRevoked(payload.parse()?),
+            "JobPriorityChanged" => Event::JobPriorityChanged(payload.parse()?),
             _ => Event::TaskDeadLettered(payload.parse()?),
         })
     }
@@ -307,6 +312,7 @@ impl JobSubmittedV1 {
             submitted_at: self.submitted_at,
             // The original system's job: its workers ran `cpu_bound` without a `work_type`.
             fallback_handler: Some(crate::job::ORIGINAL_DEFAULT_HANDLER.to_owned()),
+            priority: 0,
         }
     }
 }
@@ -329,9 +335,9 @@ fn lenient_utc<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Ut
 mod tests {
     use super::*;
     use crate::events::{
-        JobCancelled, JobCompleted, JobExecutionStarted, JobFailed, JobRetryRequested, JobStep,
-        TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRequeued,
-        TaskRetryScheduled, TaskStarted, TasksCreated, TokenCreated, TokenRevoked,
+        JobCancelled, JobCompleted, JobExecutionStarted, JobFailed, JobPriorityChanged,
+        JobRetryRequested, JobStep, TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed,
+        TaskRequeued, TaskRetryScheduled, TaskStarted, TasksCreated, TokenCreated, TokenRevoked,
     };
     use crate::ids::TaskId;
     use chrono::TimeZone;
@@ -361,6 +367,7 @@ mod tests {
                 total_tasks: 2,
                 submitted_at: at,
                 fallback_handler: None,
+                priority: 0,
             }
             .into(),
             TasksCreated {
@@ -480,6 +487,13 @@ mod tests {
             TokenRevoked {
                 token_id: uuid::Uuid::from_u128(7),
                 name: "ci".into(),
+                at,
+            }
+            .into(),
+            JobPriorityChanged {
+                job_id,
+                priority: 10,
+                previous: 0,
                 at,
             }
             .into(),

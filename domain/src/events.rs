@@ -38,6 +38,10 @@ pub struct JobSubmitted {
     /// API; absent otherwise, and in events written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_handler: Option<String>,
+    /// Its priority: higher runs first (see [`crate::priority`]). Absent when it is the default
+    /// 0, and in events written before priorities existed, which read back as 0.
+    #[serde(default, skip_serializing_if = "crate::priority::is_default")]
+    pub priority: i32,
 }
 
 /// Tasks `from_index..to_index` (end exclusive) were created: one per expansion chunk, in the
@@ -304,6 +308,20 @@ pub struct TokenRevoked {
     pub at: DateTime<Utc>,
 }
 
+/// A user changed the job's priority (see [`crate::priority`]): its tasks still waiting in
+/// the queue, and those queued later, are taken in the new order. It changes no status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPriorityChanged {
+    /// The job.
+    pub job_id: JobId,
+    /// The new priority.
+    pub priority: i32,
+    /// The priority before the change.
+    pub previous: i32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// Every event of the log. The variant name is the stored event type (see
 /// [`Event::event_type`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -349,6 +367,8 @@ pub enum Event {
     TokenCreated(TokenCreated),
     /// See [`TokenRevoked`].
     TokenRevoked(TokenRevoked),
+    /// See [`JobPriorityChanged`].
+    JobPriorityChanged(JobPriorityChanged),
 }
 
 impl Event {
@@ -374,6 +394,7 @@ impl Event {
             | Self::JobStepSucceeded(e)
             | Self::JobStepRetried(e)
             | Self::JobStepFailed(e) => e.job_id,
+            Self::JobPriorityChanged(e) => e.job_id,
             Self::TokenCreated(_) | Self::TokenRevoked(_) => return None,
         })
     }
@@ -393,7 +414,8 @@ impl Event {
             | Self::JobStepRetried(_)
             | Self::JobStepFailed(_)
             | Self::TokenCreated(_)
-            | Self::TokenRevoked(_) => None,
+            | Self::TokenRevoked(_)
+            | Self::JobPriorityChanged(_) => None,
             Self::TaskEnqueued(e) => Some((e.task_id, e.index)),
             Self::TaskStarted(e) => Some((e.task_id, e.index)),
             Self::TaskCompleted(e) => Some((e.task_id, e.index)),
@@ -432,6 +454,7 @@ impl Event {
             | Self::JobStepFailed(e) => StreamRef::Job(e.job_id),
             Self::TokenCreated(e) => StreamRef::Token(e.token_id),
             Self::TokenRevoked(e) => StreamRef::Token(e.token_id),
+            Self::JobPriorityChanged(e) => StreamRef::Job(e.job_id),
         }
     }
 
@@ -464,6 +487,7 @@ impl Event {
             | Self::JobStepFailed(e) => e.at,
             Self::TokenCreated(e) => e.at,
             Self::TokenRevoked(e) => e.at,
+            Self::JobPriorityChanged(e) => e.at,
         }
     }
 }
@@ -495,6 +519,7 @@ impl_from_payload!(
     TaskRequeued,
     TokenCreated,
     TokenRevoked,
+    JobPriorityChanged,
 );
 
 impl Event {

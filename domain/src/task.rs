@@ -101,7 +101,8 @@ impl TaskStatus {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => None,
+            | Event::TokenRevoked(_)
+            | Event::JobPriorityChanged(_) => None,
         }
     }
 }
@@ -464,7 +465,8 @@ pub fn evolve_task(mut state: TaskState, event: &Event) -> TaskState {
         | Event::JobStepFailed(_)
         | Event::TaskRequeued(_)
         | Event::TokenCreated(_)
-        | Event::TokenRevoked(_) => {}
+        | Event::TokenRevoked(_)
+        | Event::JobPriorityChanged(_) => {}
     }
     state
 }
