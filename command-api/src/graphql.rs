@@ -1,4 +1,5 @@
-//! The GraphQL mutations (submit, cancel, retry failed tasks), on top of [`CommandService`].
+//! The GraphQL mutations (submit, cancel, retry failed tasks, set a job's priority), on top of
+//! [`CommandService`].
 //!
 //! Every error a client can cause carries `extensions.code` (the domain's code:
 //! `INVALID_INPUT`, `LIMIT_EXCEEDED`, `NOT_FOUND`, `INVALID_TRANSITION`, ...; `BAD_USER_INPUT`
@@ -188,6 +189,11 @@ impl Job {
     async fn cancel_reason(&self) -> Option<&str> {
         self.0.cancel_reason.as_deref()
     }
+
+    /// Its priority: higher runs first.
+    async fn priority(&self) -> i32 {
+        self.0.priority
+    }
 }
 
 /// What `retryFailedTasks` did.
@@ -240,6 +246,9 @@ pub struct SubmitJobInput {
     /// limits set on that key with `setLimit` apply to the job. The parameter must exist and
     /// be a string, a number or a boolean.
     pub concurrency_key: Option<String>,
+    /// Higher runs first: from -1000 to 1000, default 0. Jobs of the same priority share the
+    /// workers fairly. Change it later with `setJobPriority`.
+    pub priority: Option<i32>,
 }
 
 impl SubmitJobInput {
@@ -267,6 +276,7 @@ impl SubmitJobInput {
             idempotency_key: self.idempotency_key,
             // A GraphQL job names its handler: no silent default (see `Handlers::select_for`).
             fallback_handler: None,
+            priority: self.priority.map(i64::from),
         })
     }
 }
@@ -336,6 +346,24 @@ impl MutationRoot {
             .await
             .map_err(|e| to_graphql(e, "name"))?;
         Ok(limits_of(&table))
+    }
+
+    /// Sets a live job's priority, from -1000 to 1000 (higher runs first): its tasks waiting
+    /// in the queue, and those queued later, are taken in the new order. Setting the priority
+    /// the job already has changes nothing. Refused once the job has ended.
+    async fn set_job_priority(
+        &self,
+        ctx: &Context<'_>,
+        job_id: ID,
+        priority: i32,
+    ) -> async_graphql::Result<Job> {
+        let service = service(ctx)?;
+        let id = parse_job_id(&job_id, "jobId")?;
+        let job = service
+            .set_job_priority(id, i64::from(priority))
+            .await
+            .map_err(|e| to_graphql(e, "jobId"))?;
+        Ok(Job(job))
     }
 
     /// Retries every FAILED task of the job, each with a fresh budget of attempts.
@@ -544,6 +572,7 @@ mod tests {
             "cancelJob(id: ID!, reason: String): JobSnapshot!",
             "retryFailedTasks(jobId: ID!): RetryResult!",
             "setLimit(kind: LimitKind!, name: String!, maxConcurrency: Int, ratePerSecond: Float): [Limit!]!",
+            "setJobPriority(jobId: ID!, priority: Int!): JobSnapshot!",
             "redriveDeadLetters(jobId: ID, taskIds: [ID!]): RedriveResult!",
             "deadLetters(jobId: ID, limit: Int): [DeadLetter!]!",
             "CREATING_TASKS",

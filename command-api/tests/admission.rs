@@ -71,6 +71,7 @@ impl Harness {
             timeout_seconds: None,
             idempotency_key: None,
             fallback_handler: None,
+            priority: None,
         };
         let submitted = self.commands.submit_job_with(input, c).await.unwrap();
         submitted.job.job_id

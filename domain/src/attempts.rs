@@ -198,6 +198,7 @@ impl Attempts {
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
             | Event::TokenRevoked(_)
+            | Event::JobPriorityChanged(_)
             | Event::TaskReleased(_)
             | Event::LimitSet(_)
             | Event::JobConcurrencySet(_) => {}

@@ -64,7 +64,7 @@ pub enum DecodeError {
 }
 
 /// Every event type name, as stored.
-pub const EVENT_TYPES: [&str; 23] = [
+pub const EVENT_TYPES: [&str; 24] = [
     "JobSubmitted",
     "TasksCreated",
     "JobCompleted",
@@ -85,6 +85,7 @@ pub const EVENT_TYPES: [&str; 23] = [
     "TaskRequeued",
     "TokenCreated",
     "TokenRevoked",
+    "JobPriorityChanged",
     "TaskReleased",
     "LimitSet",
     "JobConcurrencySet",
@@ -126,6 +127,7 @@ impl Event {
             Self::TaskRequeued(_) => "TaskRequeued",
             Self::TokenCreated(_) => "TokenCreated",
             Self::TokenRevoked(_) => "TokenRevoked",
+            Self::JobPriorityChanged(_) => "JobPriorityChanged",
             Self::TaskReleased(_) => "TaskReleased",
             Self::LimitSet(_) => "LimitSet",
             Self::JobConcurrencySet(_) => "JobConcurrencySet",
@@ -163,6 +165,7 @@ impl Event {
             Self::TaskRequeued(e) => to_value(e),
             Self::TokenCreated(e) => to_value(e),
             Self::TokenRevoked(e) => to_value(e),
+            Self::JobPriorityChanged(e) => to_value(e),
             Self::TaskReleased(e) => to_value(e),
             Self::LimitSet(e) => to_value(e),
             Self::JobConcurrencySet(e) => to_value(e),
@@ -192,6 +195,7 @@ impl Event {
             Self::TaskRequeued(e) => to_raw(e),
             Self::TokenCreated(e) => to_raw(e),
             Self::TokenRevoked(e) => to_raw(e),
+            Self::JobPriorityChanged(e) => to_raw(e),
             Self::TaskReleased(e) => to_raw(e),
             Self::LimitSet(e) => to_raw(e),
             Self::JobConcurrencySet(e) => to_raw(e),
@@ -255,6 +259,7 @@ impl Event {
             "TaskRequeued" => Event::TaskRequeued(payload.parse()?),
             "TokenCreated" => Event::TokenCreated(payload.parse()?),
             "TokenRevoked" => Event::TokenRevoked(payload.parse()?),
+            "JobPriorityChanged" => Event::JobPriorityChanged(payload.parse()?),
             "TaskReleased" => Event::TaskReleased(payload.parse()?),
             "LimitSet" => Event::LimitSet(payload.parse()?),
             "JobConcurrencySet" => Event::JobConcurrencySet(payload.parse()?),
@@ -322,6 +327,7 @@ impl JobSubmittedV1 {
             submitted_at: self.submitted_at,
             // The original system's job: its workers ran `cpu_bound` without a `work_type`.
             fallback_handler: Some(crate::job::ORIGINAL_DEFAULT_HANDLER.to_owned()),
+            priority: 0,
         }
     }
 }
@@ -344,9 +350,9 @@ fn lenient_utc<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Ut
 mod tests {
     use super::*;
     use crate::events::{
-        JobCancelled, JobCompleted, JobExecutionStarted, JobFailed, JobRetryRequested, JobStep,
-        TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRequeued,
-        TaskRetryScheduled, TaskStarted, TasksCreated, TokenCreated, TokenRevoked,
+        JobCancelled, JobCompleted, JobExecutionStarted, JobFailed, JobPriorityChanged,
+        JobRetryRequested, JobStep, TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed,
+        TaskRequeued, TaskRetryScheduled, TaskStarted, TasksCreated, TokenCreated, TokenRevoked,
     };
     use crate::events::{JobConcurrencySet, LimitKind, LimitSet, TaskReleased};
     use crate::ids::TaskId;
@@ -377,6 +383,7 @@ mod tests {
                 total_tasks: 2,
                 submitted_at: at,
                 fallback_handler: None,
+                priority: 0,
             }
             .into(),
             TasksCreated {
@@ -496,6 +503,13 @@ mod tests {
             TokenRevoked {
                 token_id: uuid::Uuid::from_u128(7),
                 name: "ci".into(),
+                at,
+            }
+            .into(),
+            JobPriorityChanged {
+                job_id,
+                priority: 10,
+                previous: 0,
                 at,
             }
             .into(),

@@ -38,6 +38,10 @@ pub struct JobSubmitted {
     /// API; absent otherwise, and in events written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_handler: Option<String>,
+    /// Its priority: higher runs first (see [`crate::priority`]). Absent when it is the default
+    /// 0, and in events written before priorities existed, which read back as 0.
+    #[serde(default, skip_serializing_if = "crate::priority::is_default")]
+    pub priority: i32,
 }
 
 /// Tasks `from_index..to_index` (end exclusive) were created: one per expansion chunk, in the
@@ -304,6 +308,20 @@ pub struct TokenRevoked {
     pub at: DateTime<Utc>,
 }
 
+/// A user changed the job's priority (see [`crate::priority`]): its tasks still waiting in
+/// the queue, and those queued later, are taken in the new order. It changes no status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPriorityChanged {
+    /// The job.
+    pub job_id: JobId,
+    /// The new priority.
+    pub priority: i32,
+    /// The priority before the change.
+    pub previous: i32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// The orchestrator admitted `attempt` of a task whose job is subject to admission (a
 /// concurrency or rate limit, or the fair-share window of a queue that cannot reorder): the
 /// task's message for that attempt is sent to the queue from this event on, as the outbox
@@ -419,6 +437,8 @@ pub enum Event {
     TokenCreated(TokenCreated),
     /// See [`TokenRevoked`].
     TokenRevoked(TokenRevoked),
+    /// See [`JobPriorityChanged`].
+    JobPriorityChanged(JobPriorityChanged),
     /// See [`TaskReleased`].
     TaskReleased(TaskReleased),
     /// See [`LimitSet`].
@@ -450,6 +470,7 @@ impl Event {
             | Self::JobStepSucceeded(e)
             | Self::JobStepRetried(e)
             | Self::JobStepFailed(e) => e.job_id,
+            Self::JobPriorityChanged(e) => e.job_id,
             Self::TaskReleased(e) => e.job_id,
             Self::JobConcurrencySet(e) => e.job_id,
             Self::TokenCreated(_) | Self::TokenRevoked(_) | Self::LimitSet(_) => return None,
@@ -472,6 +493,7 @@ impl Event {
             | Self::JobStepFailed(_)
             | Self::TokenCreated(_)
             | Self::TokenRevoked(_)
+            | Self::JobPriorityChanged(_)
             | Self::LimitSet(_)
             | Self::JobConcurrencySet(_) => None,
             Self::TaskEnqueued(e) => Some((e.task_id, e.index)),
@@ -513,6 +535,7 @@ impl Event {
             | Self::JobStepFailed(e) => StreamRef::Job(e.job_id),
             Self::TokenCreated(e) => StreamRef::Token(e.token_id),
             Self::TokenRevoked(e) => StreamRef::Token(e.token_id),
+            Self::JobPriorityChanged(e) => StreamRef::Job(e.job_id),
             Self::TaskReleased(e) => StreamRef::Task(e.task_id),
             Self::LimitSet(_) => StreamRef::Limits,
             Self::JobConcurrencySet(e) => StreamRef::Job(e.job_id),
@@ -548,6 +571,7 @@ impl Event {
             | Self::JobStepFailed(e) => e.at,
             Self::TokenCreated(e) => e.at,
             Self::TokenRevoked(e) => e.at,
+            Self::JobPriorityChanged(e) => e.at,
             Self::TaskReleased(e) => e.at,
             Self::LimitSet(e) => e.at,
             Self::JobConcurrencySet(e) => e.at,
@@ -582,6 +606,7 @@ impl_from_payload!(
     TaskRequeued,
     TokenCreated,
     TokenRevoked,
+    JobPriorityChanged,
     TaskReleased,
     LimitSet,
     JobConcurrencySet,

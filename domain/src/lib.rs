@@ -14,6 +14,7 @@
 //! - [`ids`]: `JobId`, `TaskId`, stream ids.
 //! - [`events`]: the [`Event`] enum and its payloads; [`codec`]: their stored form and upcasts.
 //! - [`split`], [`limits`]: how a job becomes tasks, and what a submission may ask for.
+//! - [`priority`]: job priorities, which order the queue hands tasks out in.
 //! - [`message`]: the task queue's message body.
 //! - [`job`], [`task`]: the two aggregates; [`aggregate`]: the trait they share.
 //! - [`progress`]: counts of a job's tasks by status, from task events alone.
@@ -35,6 +36,7 @@ pub mod ids;
 pub mod job;
 pub mod limits;
 pub mod message;
+pub mod priority;
 pub mod progress;
 pub mod rejection;
 pub mod split;

@@ -144,6 +144,16 @@ pub enum Rejection {
         /// The configured maximum.
         max: u32,
     },
+    /// `priority` is outside its range (see [`crate::priority`]). Fix the input.
+    #[error("priority must be between {min} and {max}, got {got}")]
+    PriorityOutOfRange {
+        /// The value given.
+        got: i64,
+        /// The lowest priority.
+        min: i32,
+        /// The highest priority.
+        max: i32,
+    },
     /// `job_type` is longer than the limit (in characters). Fix the input.
     #[error("job_type is {len} characters, the limit is {max}")]
     JobTypeTooLong {
@@ -282,6 +292,7 @@ impl Rejection {
             | Self::ParametersNotObject
             | Self::ParametersContainItems
             | Self::ChunkSizeZero
+            | Self::PriorityOutOfRange { .. }
             | Self::BackoffOutOfRange { .. }
             | Self::InvalidLimit { .. } => code::INVALID_INPUT,
             Self::TotalTasksOutOfRange { .. }
@@ -325,6 +336,7 @@ impl Rejection {
             Self::MaxAttemptsOutOfRange { .. } => "max_attempts",
             Self::TimeoutOutOfRange { .. } => "timeout_seconds",
             Self::JobTypeTooLong { .. } => "job_type",
+            Self::PriorityOutOfRange { .. } => "priority",
             Self::ChunkSizeZero => "max_chunk",
             Self::BackoffOutOfRange { .. } => "backoff_ms",
             Self::JobNotFound | Self::JobAlreadyExists { .. } => "job_id",

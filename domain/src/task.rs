@@ -102,6 +102,7 @@ impl TaskStatus {
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
             | Event::TokenRevoked(_)
+            | Event::JobPriorityChanged(_)
             | Event::TaskReleased(_)
             | Event::LimitSet(_)
             | Event::JobConcurrencySet(_) => None,
@@ -468,6 +469,7 @@ pub fn evolve_task(mut state: TaskState, event: &Event) -> TaskState {
         | Event::TaskRequeued(_)
         | Event::TokenCreated(_)
         | Event::TokenRevoked(_)
+        | Event::JobPriorityChanged(_)
         | Event::TaskReleased(_)
         | Event::LimitSet(_)
         | Event::JobConcurrencySet(_) => {}

@@ -35,7 +35,7 @@ use shoal_api::graphql::{JobStatus, Limit, limits_of};
 use shoal_domain::{JobId, TaskId};
 use shoal_infra::eventlog::{EventLog, LogPosition, RecordedEvent};
 use shoal_infra::readmodel::{
-    ChangeSource, JobCursor, JobFilter, ProjectionChange, ReadModelStore, supported_time,
+    ChangeSource, JobCursor, JobFilter, JobSort, ProjectionChange, ReadModelStore, supported_time,
 };
 use tokio::sync::broadcast;
 
@@ -196,6 +196,15 @@ impl QueryRoot {
             .map(|c| c.parse::<JobCursor>())
             .transpose()
             .map_err(|e| user_error(e.to_string(), "after"))?;
+        let sort = JobSort::from(sort);
+        if let Some(cursor) = &cursor
+            && !cursor.fits(sort)
+        {
+            return Err(user_error(
+                "after is a cursor of a list in another order".to_owned(),
+                "after",
+            ));
+        }
         for (at, field) in [
             (created_after, "createdAfter"),
             (created_before, "createdBefore"),
@@ -222,14 +231,14 @@ impl QueryRoot {
         };
         let page = read
             .store
-            .list_jobs(&filter, sort.into(), cursor, i64::from(limit))
+            .list_jobs(&filter, sort, cursor, i64::from(limit))
             .await
             .map_err(internal)?;
         let mut connection = Connection::new(cursor.is_some(), page.next.is_some());
         connection.edges.extend(
             page.jobs
                 .into_iter()
-                .map(|job| Edge::new(JobCursor::after(&job).to_string(), Job(job, None))),
+                .map(|job| Edge::new(JobCursor::after_in(&job, sort).to_string(), Job(job, None))),
         );
         Ok(connection)
     }

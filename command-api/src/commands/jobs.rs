@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use shoal_domain::admission::{JobConcurrency, decide_job_concurrency};
+use shoal_domain::priority::DEFAULT_PRIORITY;
 use shoal_domain::{
     Event, JobCommand, JobId, JobState, SubmitJob, TaskCommand, TaskId, TaskStatus, decide_job,
     decide_task,
@@ -11,7 +12,10 @@ use shoal_infra::eventlog::{AppendBatch, ExpectedVersion, LogError, NewEvent, St
 
 use super::input::{check_no_nul, submit_key};
 use super::streams::{JobStream, LoadedTask, decode, encode_all, fold_tasks};
-use super::{CONFLICT_ATTEMPTS, CommandError, CommandService, JobSnapshot, SubmitJobInput};
+use super::{
+    CONFLICT_ATTEMPTS, CommandError, CommandService, InfrastructureError, JobSnapshot,
+    SubmitJobInput,
+};
 #[cfg(doc)]
 use shoal_domain::Rejection;
 
@@ -46,6 +50,9 @@ impl CommandService {
     /// It never waits for tasks: a job of a million tasks is one event, and the orchestrator
     /// expands it afterwards. With an idempotency key that was used before, nothing is
     /// appended and the first job is returned (`replayed`).
+    ///
+    /// A priority other than the default is given to the task queue before the append (see
+    /// [`CommandService::set_job_priority`]), so that the job's first tasks are queued with it.
     pub async fn submit_job(&self, input: SubmitJobInput) -> Result<SubmittedJob, CommandError> {
         self.submit_job_with(input, JobConcurrency::default()).await
     }
@@ -88,11 +95,17 @@ impl CommandService {
                 limits: self.limits,
                 now: Utc::now(),
                 fallback_handler: input.fallback_handler,
+                priority: input.priority.unwrap_or(i64::from(DEFAULT_PRIORITY)),
             }),
         )?;
         if let Some(Event::JobSubmitted(submitted)) = events.first() {
             let settings = decide_job_concurrency(submitted, concurrency)?;
             events.extend(settings);
+        }
+        if let Some(Event::JobSubmitted(submitted)) = events.first()
+            && submitted.priority != DEFAULT_PRIORITY
+        {
+            self.queue_priority(job_id, submitted.priority).await?;
         }
         let outcome = self
             .log
@@ -178,6 +191,70 @@ impl CommandService {
             }
         }
         Err(CommandError::Conflict)
+    }
+
+    /// Changes a live job's priority: `JobPriorityChanged` in its stream (recorded with the
+    /// actor), then the order of its tasks in the queue, those waiting now and those queued
+    /// later (see [`shoal_infra::queue::TaskQueue::set_priority`]).
+    ///
+    /// Idempotent: asking for the priority the job already has appends nothing, and applies it
+    /// to the queue again (which repairs the queue's order should an earlier request have
+    /// failed between its append and the queue).
+    ///
+    /// Errors: unknown job ([`CommandError::NotFound`]); a priority out of range
+    /// ([`Rejection::PriorityOutOfRange`]); an ended job, COMPLETED, FAILED or CANCELLED
+    /// ([`Rejection::JobTransition`]).
+    #[tracing::instrument(
+        name = "command.set_job_priority",
+        skip_all,
+        fields(job_id = %job_id, priority)
+    )]
+    pub async fn set_job_priority(
+        &self,
+        job_id: JobId,
+        priority: i64,
+    ) -> Result<JobSnapshot, CommandError> {
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let mut job = self.load_job(job_id).await?;
+            let events = decide_job(
+                &job.state,
+                JobCommand::ChangePriority {
+                    priority,
+                    now: Utc::now(),
+                },
+            )?;
+            if !events.is_empty() {
+                match self
+                    .append_to_job(
+                        &job,
+                        encode_all(&events, "set_job_priority", self.actor()),
+                        Vec::new(),
+                    )
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(CommandError::Conflict) => continue,
+                    Err(other) => return Err(other),
+                }
+                for event in &events {
+                    job.apply(event, job.version + 1);
+                }
+            }
+            self.queue_priority(job_id, job.state.priority).await?;
+            return job.snapshot(job_id);
+        }
+        Err(CommandError::Conflict)
+    }
+
+    /// Gives the task queue the job's priority; nothing without a queue.
+    async fn queue_priority(&self, job_id: JobId, priority: i32) -> Result<(), CommandError> {
+        if let Some(queue) = &self.queue {
+            queue
+                .set_priority(job_id.as_uuid(), priority)
+                .await
+                .map_err(|e| CommandError::Infrastructure(InfrastructureError::Queue(e)))?;
+        }
+        Ok(())
     }
 
     /// Retries every FAILED task of a job: a manual `TaskRetryScheduled` (fresh attempt budget,

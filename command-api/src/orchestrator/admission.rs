@@ -249,6 +249,9 @@ impl Admission {
                 entry.max_concurrency = e.max_concurrency;
                 entry.key = e.concurrency_key.clone();
             }
+            Event::JobPriorityChanged(e) => {
+                self.jobs.entry(e.job_id).or_default().priority = e.priority;
+            }
             Event::LimitSet(_) => self.limits.apply(event),
             _ => {}
         }
@@ -512,9 +515,9 @@ impl Admission {
     }
 }
 
-/// A job's priority (higher first).
-fn priority_of(_submitted: &JobSubmitted) -> i32 {
-    0
+/// A job's priority at submission (higher first).
+fn priority_of(submitted: &JobSubmitted) -> i32 {
+    submitted.priority
 }
 
 fn decode(record: &RecordedEvent) -> Option<Event> {

@@ -11,6 +11,7 @@ use shoal_api::rest::{
     ApiError, Detail, FieldError, Job, Task, ValidationDetail, body_loc, object_body, parse_body,
     parse_int, parse_optional_float, parse_optional_object, parse_optional_string, parse_task_id,
 };
+use shoal_domain::priority::{MAX_PRIORITY, MIN_PRIORITY};
 use shoal_domain::rejection::code;
 use shoal_domain::{Split, TaskId};
 
@@ -130,6 +131,21 @@ pub async fn submit_job(
             None
         }
     };
+    let priority = match body.get("priority") {
+        None | Some(Value::Null) => None,
+        Some(value) => match parse_int(
+            value,
+            body_loc("priority"),
+            i64::from(MIN_PRIORITY),
+            Some(i64::from(MAX_PRIORITY)),
+        ) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
 
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
         None => None,
@@ -190,6 +206,7 @@ pub async fn submit_job(
         timeout_seconds: as_count("timeout_seconds", timeout_seconds).map_err(to_api)?,
         idempotency_key,
         fallback_handler: Some(shoal_domain::job::ORIGINAL_DEFAULT_HANDLER.to_owned()),
+        priority,
     };
     let concurrency = shoal_domain::admission::JobConcurrency {
         max_concurrency,

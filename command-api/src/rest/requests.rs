@@ -29,6 +29,10 @@ pub struct SubmitJobRequest {
     /// Shoal: the parameter whose value is the job's concurrency key (the limits set on that
     /// key apply to the job).
     concurrency_key: Option<String>,
+    /// Shoal: the job's priority, -1000 to 1000 (default 0); higher runs first, and jobs of
+    /// the same priority share the workers fairly.
+    #[schema(minimum = -1000, maximum = 1000)]
+    priority: Option<i64>,
 }
 
 /// What a worker reports on completion (`{}` is fine).

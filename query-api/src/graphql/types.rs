@@ -27,6 +27,8 @@ pub enum JobSortOrder {
     Newest,
     /// Oldest first.
     Oldest,
+    /// Highest priority first, then newest first.
+    Priority,
 }
 
 impl From<JobSortOrder> for JobSort {
@@ -34,6 +36,7 @@ impl From<JobSortOrder> for JobSort {
         match sort {
             JobSortOrder::Newest => JobSort::Newest,
             JobSortOrder::Oldest => JobSort::Oldest,
+            JobSortOrder::Priority => JobSort::Priority,
         }
     }
 }
@@ -148,6 +151,11 @@ impl Job {
     /// The reason given when it was cancelled.
     async fn cancel_reason(&self) -> Option<&str> {
         self.0.cancel_reason.as_deref()
+    }
+
+    /// Its priority: higher runs first (`setJobPriority` changes it).
+    async fn priority(&self) -> i32 {
+        self.0.priority
     }
 
     /// The instant this job is shown as of (`job(id, asOf:)`); null for the live job.
@@ -796,6 +804,21 @@ impl HistoryEvent {
         ["error", "reason", "error_message"]
             .iter()
             .find_map(|f| self.field(f).and_then(Value::as_str))
+    }
+
+    /// The job's priority it set: `JobPriorityChanged`, and `JobSubmitted` with a priority
+    /// other than the default 0.
+    async fn priority(&self) -> Option<i32> {
+        self.field("priority")
+            .and_then(Value::as_i64)
+            .and_then(|p| i32::try_from(p).ok())
+    }
+
+    /// The priority before a `JobPriorityChanged`.
+    async fn previous_priority(&self) -> Option<i32> {
+        self.field("previous")
+            .and_then(Value::as_i64)
+            .and_then(|p| i32::try_from(p).ok())
     }
 
     /// The Step Functions state it is about (`JobStep*` events of that driver).
