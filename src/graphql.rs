@@ -63,14 +63,15 @@ fn builder() -> async_graphql::SchemaBuilder<Query, MutationRoot, SubscriptionRo
 }
 
 /// The scope each root field needs from a token (see docs/auth.md): queries and
-/// subscriptions `read`; `submitJob` `submit`; cancel, retry and redrive `operate`; any other
-/// mutation `admin`.
+/// subscriptions `read`; `submitJob` `submit`; cancel, retry, redrive and `setJobPriority`
+/// `operate`; any other mutation `admin`.
 pub fn scope_of(kind: OperationType, field: &str) -> Scope {
     match (kind, field) {
         (OperationType::Mutation, "submitJob") => Scope::Submit,
-        (OperationType::Mutation, "cancelJob" | "retryFailedTasks" | "redriveDeadLetters") => {
-            Scope::Operate
-        }
+        (
+            OperationType::Mutation,
+            "cancelJob" | "retryFailedTasks" | "redriveDeadLetters" | "setJobPriority",
+        ) => Scope::Operate,
         (OperationType::Mutation, _) => Scope::Admin,
         (OperationType::Query | OperationType::Subscription, _) => Scope::Read,
     }

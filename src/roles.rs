@@ -308,21 +308,36 @@ pub struct OrchestratorArgs {
         default_value_t = 168
     )]
     pub idempotency_key_retention_hours: u64,
+    /// Fair share on SQS, which cannot reorder its messages: at most this many of a job's
+    /// tasks wait in the queue unstarted, and the others are admitted as they start, by job
+    /// priority and then in turn across jobs, so a new job waits behind one window of each
+    /// running job at most. Default 64 on SQS; 0 turns it off. Ignored on the SQL queue, whose
+    /// workers take tasks fairly by themselves.
+    #[arg(long, env = "SHOAL_FAIR_SHARE_WINDOW")]
+    pub fair_share_window: Option<u32>,
 }
 
 impl Default for OrchestratorArgs {
     fn default() -> Self {
         OrchestratorArgs {
             idempotency_key_retention_hours: 168,
+            fair_share_window: None,
         }
     }
 }
+
+/// The default of `--fair-share-window` on SQS.
+pub const DEFAULT_SQS_FAIR_SHARE_WINDOW: u32 = 64;
 
 pub fn orchestrator(platform: &Platform, args: &OrchestratorArgs) -> anyhow::Result<Orchestrator> {
     let config = OrchestratorConfig {
         idempotency_key_retention: Duration::from_secs(
             args.idempotency_key_retention_hours.saturating_mul(3600),
         ),
+        fair_share_window: match (platform.sqs.is_some(), args.fair_share_window) {
+            (false, _) | (true, Some(0)) => None,
+            (true, window) => Some(window.unwrap_or(DEFAULT_SQS_FAIR_SHARE_WINDOW)),
+        },
         // The SQL queue lives in the log's database: a chunk's tasks are queued in the chunk's
         // own transaction. SQS is fed by the relay.
         ..OrchestratorConfig::for_database(&platform.database, platform.sqs.is_none())

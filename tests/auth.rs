@@ -253,6 +253,27 @@ async fn tokens_scopes_revocation_and_actors(url: &str) {
     // The operator may cancel, not submit nor read.
     let (_, body) = graphql(&dev, Some(&operator), submit, json!({})).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN");
+    // The operator may change a job's priority; the submitter may not.
+    let prioritize = "mutation($id: ID!) { setJobPriority(jobId: $id, priority: 7) { priority } }";
+    let (_, body) = graphql(
+        &dev,
+        Some(&submitter),
+        prioritize,
+        json!({ "id": job.to_string() }),
+    )
+    .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
+    );
+    let (_, body) = graphql(
+        &dev,
+        Some(&operator),
+        prioritize,
+        json!({ "id": job.to_string() }),
+    )
+    .await;
+    assert_eq!(body["data"]["setJobPriority"]["priority"], 7, "{body}");
     let cancel = "mutation($id: ID!) { cancelJob(id: $id) { status } }";
     let (_, body) = graphql(
         &dev,
@@ -292,6 +313,11 @@ async fn tokens_scopes_revocation_and_actors(url: &str) {
     assert_eq!(
         actor_of("JobSubmitted"),
         Some(json!("ci-pipeline")),
+        "{actors:?}"
+    );
+    assert_eq!(
+        actor_of("JobPriorityChanged"),
+        Some(json!("on-call")),
         "{actors:?}"
     );
     assert_eq!(

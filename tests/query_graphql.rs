@@ -135,6 +135,7 @@ fn submitted(job_id: JobId, job_type: &str, total_tasks: u32, at: DateTime<Utc>)
         total_tasks,
         submitted_at: at,
         fallback_handler: None,
+        priority: 0,
     })
 }
 

@@ -536,6 +536,30 @@ async fn submit_job_answers_201_and_validates_like_the_original(url: &str) {
         json!(["body", "job_type"]),
     );
 
+    // Shoal: a priority from -1000 to 1000 (docs/fairness.md); without one, 0.
+    let answer = post(json!({"job_type": "a", "num_tasks": 1, "priority": 5})).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    assert_job(&answer.body);
+    let id = answer.body["id"].as_str().unwrap().to_owned();
+    let events = dev.event_types(&format!("job-{id}")).await;
+    assert_eq!(events[0].0, "JobSubmitted");
+    assert_eq!(events[0].1["priority"], 5);
+    let answer = post(json!({"job_type": "a", "num_tasks": 1, "priority": null})).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let answer = post(json!({"job_type": "a", "num_tasks": 1, "priority": 1001})).await;
+    assert_invalid(&answer, "less_than_equal", json!(["body", "priority"]));
+    assert_eq!(answer.body["detail"][0]["ctx"], json!({"le": 1000}));
+    assert_invalid(
+        &post(json!({"job_type": "a", "num_tasks": 1, "priority": -1001})).await,
+        "greater_than_equal",
+        json!(["body", "priority"]),
+    );
+    assert_invalid(
+        &post(json!({"job_type": "a", "num_tasks": 1, "priority": "high"})).await,
+        "int_parsing",
+        json!(["body", "priority"]),
+    );
+
     // Shoal: an idempotency key returns the first job again.
     let submit_with_key = || async {
         dev.http
@@ -1503,6 +1527,8 @@ async fn the_document_states_the_servers_limits(url: &str) {
     assert_eq!(submit["num_tasks"]["maximum"], 20);
     assert_eq!(submit["max_attempts"]["maximum"], 25);
     assert_eq!(submit["timeout_seconds"]["maximum"], 86_400);
+    assert_eq!(submit["priority"]["minimum"], -1000);
+    assert_eq!(submit["priority"]["maximum"], 1000);
     let page_size = doc["paths"]["/api/v1/jobs/{job_id}/tasks"]["get"]["parameters"]
         .as_array()
         .unwrap()

@@ -149,6 +149,7 @@ async fn propagation(platform: Platform, url: &str) {
             timeout_seconds: None,
             idempotency_key: None,
             fallback_handler: None,
+            priority: None,
         };
         let span = tracing::info_span!("submit_job");
         let trace_id = {

@@ -8,9 +8,11 @@
 use async_graphql::Enum;
 
 mod int_range;
+mod limits;
 mod scopes;
 
 pub use int_range::IntRange;
+pub use limits::{Limit, LimitKind, limits_of};
 pub use scopes::{FORBIDDEN, ScopeCheck, ScopeOf};
 
 /// Code of errors about a request's shape: a malformed id or cursor, or a request the GraphQL

@@ -43,6 +43,8 @@ pub struct JobSnapshot {
     pub ended_at: Option<DateTime<Utc>>,
     /// The reason given when it was cancelled.
     pub cancel_reason: Option<String>,
+    /// Its current priority (higher runs first).
+    pub priority: i32,
     /// The job stream's version (number of job-level events).
     pub version: i64,
 }

@@ -148,6 +148,7 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
             timeout_seconds: None,
             idempotency_key: None,
             fallback_handler: None,
+            priority: None,
         })
         .await?;
     let job_stream = submitted.job.job_id.stream_id();

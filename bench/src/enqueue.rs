@@ -168,6 +168,7 @@ async fn one_round(args: &EnqueueArgs) -> anyhow::Result<Round> {
             timeout_seconds: None,
             idempotency_key: None,
             fallback_handler: None,
+            priority: None,
         })
         .await?;
     let accepted = started.elapsed();

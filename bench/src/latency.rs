@@ -268,6 +268,7 @@ async fn one_job(
             timeout_seconds: None,
             idempotency_key: None,
             fallback_handler: None,
+            priority: None,
         })
         .await?;
     let job_id = submitted.job.job_id;

@@ -292,6 +292,7 @@ fn submitted(job_id: JobId, tasks: u32) -> JobSubmitted {
         total_tasks: tasks,
         submitted_at: Utc::now(),
         fallback_handler: None,
+        priority: 0,
     }
 }
 

@@ -10,7 +10,8 @@
 //!
 //! - `error`: why a command failed ([`CommandError`]);
 //! - `input`: a submission's fields and their checks ([`SubmitJobInput`], [`split_from_input`]);
-//! - `jobs`: submit, cancel, retry the failed tasks of a job;
+//! - `jobs`: submit, cancel, retry the failed tasks of a job, change its priority;
+//! - `limits`: set the cluster-wide concurrency and rate limits of a job type or key;
 //! - `tasks`: the transitions external workers report (started, completed, failed);
 //! - `dead_letters`: list and redrive the task queue's dead letters;
 //! - `streams`: a job's and a task's stream folded from the log.
@@ -27,6 +28,7 @@ mod dead_letters;
 mod error;
 mod input;
 mod jobs;
+mod limits;
 mod streams;
 mod tasks;
 
@@ -56,7 +58,8 @@ pub struct CommandService {
     log: Arc<dyn EventLog>,
     limits: Limits,
     chunk_size: usize,
-    /// The task queue, for the dead-letter commands (see [`CommandService::with_queue`]).
+    /// The task queue, for the dead-letter commands and job priorities (see
+    /// [`CommandService::with_queue`]).
     queue: Option<Arc<dyn TaskQueue>>,
     /// Who issues the commands (see [`CommandService::acting_as`]).
     actor: Option<Arc<str>>,
@@ -90,7 +93,9 @@ impl CommandService {
     }
 
     /// Gives the service the task queue, which the dead-letter commands
-    /// ([`CommandService::dead_letters`], [`CommandService::redrive_dead_letters`]) need.
+    /// ([`CommandService::dead_letters`], [`CommandService::redrive_dead_letters`]) need, and
+    /// which job priorities ([`CommandService::set_job_priority`]) order. Without one, a
+    /// priority is recorded in the log only.
     pub fn with_queue(mut self, queue: Arc<dyn TaskQueue>) -> Self {
         self.queue = Some(queue);
         self

@@ -1,4 +1,5 @@
-//! The GraphQL mutations (submit, cancel, retry failed tasks), on top of [`CommandService`].
+//! The GraphQL mutations (submit, cancel, retry failed tasks, set a job's priority), on top of
+//! [`CommandService`].
 //!
 //! Every error a client can cause carries `extensions.code` (the domain's code:
 //! `INVALID_INPUT`, `LIMIT_EXCEEDED`, `NOT_FOUND`, `INVALID_TRANSITION`, ...; `BAD_USER_INPUT`
@@ -31,7 +32,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shoal_api::auth::Principal;
 use shoal_api::error::Chain;
-use shoal_api::graphql::JobStatus;
+use shoal_api::graphql::{JobStatus, Limit, LimitKind, limits_of};
+use shoal_domain::admission::JobConcurrency;
 use shoal_domain::{JobId, TaskId};
 
 use crate::commands::{
@@ -187,6 +189,11 @@ impl Job {
     async fn cancel_reason(&self) -> Option<&str> {
         self.0.cancel_reason.as_deref()
     }
+
+    /// Its priority: higher runs first.
+    async fn priority(&self) -> i32 {
+        self.0.priority
+    }
 }
 
 /// What `retryFailedTasks` did.
@@ -232,9 +239,26 @@ pub struct SubmitJobInput {
     pub timeout_seconds: Option<i32>,
     /// Submitting again with the same key returns the first job and creates nothing.
     pub idempotency_key: Option<String>,
+    /// At most this many of the job's tasks running (admitted and not ended) at once, across
+    /// every worker (1 to 1,000,000; default: no limit).
+    pub max_concurrency: Option<i32>,
+    /// The parameter whose value is the job's concurrency key (a tenant, an account): the
+    /// limits set on that key with `setLimit` apply to the job. The parameter must exist and
+    /// be a string, a number or a boolean.
+    pub concurrency_key: Option<String>,
+    /// Higher runs first: from -1000 to 1000, default 0. Jobs of the same priority share the
+    /// workers fairly. Change it later with `setJobPriority`.
+    pub priority: Option<i32>,
 }
 
 impl SubmitJobInput {
+    fn concurrency(&self) -> JobConcurrency {
+        JobConcurrency {
+            max_concurrency: self.max_concurrency.map(i64::from),
+            concurrency_key: self.concurrency_key.clone(),
+        }
+    }
+
     fn into_command(self) -> Result<SubmitCommand, CommandError> {
         let optional =
             |field, value: Option<i32>| value.map(|v| count(field, v.into())).transpose();
@@ -252,6 +276,7 @@ impl SubmitJobInput {
             idempotency_key: self.idempotency_key,
             // A GraphQL job names its handler: no silent default (see `Handlers::select_for`).
             fallback_handler: None,
+            priority: self.priority.map(i64::from),
         })
     }
 }
@@ -273,9 +298,10 @@ impl MutationRoot {
         input: SubmitJobInput,
     ) -> async_graphql::Result<Job> {
         let service = service(ctx)?;
+        let concurrency = input.concurrency();
         let command = input.into_command().map_err(|e| to_graphql(e, "id"))?;
         let submitted = service
-            .submit_job(command)
+            .submit_job_with(command, concurrency)
             .await
             .map_err(|e| to_graphql(e, "id"))?;
         Ok(Job(submitted.job))
@@ -294,6 +320,49 @@ impl MutationRoot {
             .cancel_job(job_id, reason)
             .await
             .map_err(|e| to_graphql(e, "id"))?;
+        Ok(Job(job))
+    }
+
+    /// Sets, changes or removes (both values null) the cluster-wide limit of a job type or of
+    /// a concurrency key: at most `maxConcurrency` of its tasks admitted and not ended at once,
+    /// at most `ratePerSecond` admitted per second. Recorded in the log (stream `limits`) with
+    /// its actor; answers every limit now in force.
+    async fn set_limit(
+        &self,
+        ctx: &Context<'_>,
+        kind: LimitKind,
+        name: String,
+        max_concurrency: Option<i32>,
+        rate_per_second: Option<f64>,
+    ) -> async_graphql::Result<Vec<Limit>> {
+        let service = service(ctx)?;
+        let table = service
+            .set_limit(
+                kind.into(),
+                name,
+                max_concurrency.map(i64::from),
+                rate_per_second,
+            )
+            .await
+            .map_err(|e| to_graphql(e, "name"))?;
+        Ok(limits_of(&table))
+    }
+
+    /// Sets a live job's priority, from -1000 to 1000 (higher runs first): its tasks waiting
+    /// in the queue, and those queued later, are taken in the new order. Setting the priority
+    /// the job already has changes nothing. Refused once the job has ended.
+    async fn set_job_priority(
+        &self,
+        ctx: &Context<'_>,
+        job_id: ID,
+        priority: i32,
+    ) -> async_graphql::Result<Job> {
+        let service = service(ctx)?;
+        let id = parse_job_id(&job_id, "jobId")?;
+        let job = service
+            .set_job_priority(id, i64::from(priority))
+            .await
+            .map_err(|e| to_graphql(e, "jobId"))?;
         Ok(Job(job))
     }
 
@@ -502,6 +571,8 @@ mod tests {
             "submitJob(input: SubmitJobInput!): JobSnapshot!",
             "cancelJob(id: ID!, reason: String): JobSnapshot!",
             "retryFailedTasks(jobId: ID!): RetryResult!",
+            "setLimit(kind: LimitKind!, name: String!, maxConcurrency: Int, ratePerSecond: Float): [Limit!]!",
+            "setJobPriority(jobId: ID!, priority: Int!): JobSnapshot!",
             "redriveDeadLetters(jobId: ID, taskIds: [ID!]): RedriveResult!",
             "deadLetters(jobId: ID, limit: Int): [DeadLetter!]!",
             "CREATING_TASKS",

@@ -20,6 +20,7 @@
 //! never duplicates or loses a task: the orchestrator is at-least-once towards the queue and
 //! exactly-once in the log. It never panics on an event it cannot decode: it logs and skips it.
 
+mod admission;
 mod consumer;
 mod expander;
 pub mod prometheus;
@@ -92,6 +93,11 @@ pub struct OrchestratorConfig {
     /// A running attempt is timed out this long after its own timeout has passed (the worker
     /// cuts the handler off at the timeout and needs a moment to record it).
     pub reconcile_grace: Duration,
+    /// Fair share on a queue that cannot reorder its messages (SQS): at most this many of a
+    /// job's tasks are in the queue and not started, and the rest are admitted in order of
+    /// priority, round-robin across jobs (see `docs/limits-and-rates.md`). `None`: every task
+    /// goes to the queue at once (the SQL queue takes its tasks fairly by itself). >= 1.
+    pub fair_share_window: Option<u32>,
 }
 
 /// Default of [`OrchestratorConfig::idempotency_key_retention`]: 7 days.
@@ -115,6 +121,7 @@ impl Default for OrchestratorConfig {
             reconcile_batch: 1000,
             reconcile_min_age: Duration::from_secs(60),
             reconcile_grace: Duration::from_secs(60),
+            fair_share_window: None,
         }
     }
 }
@@ -162,6 +169,11 @@ impl OrchestratorConfig {
         if self.reconcile_batch == 0 {
             return Err(OrchestratorError::Config(
                 "reconcile_batch must be at least 1".into(),
+            ));
+        }
+        if self.fair_share_window == Some(0) {
+            return Err(OrchestratorError::Config(
+                "fair_share_window must be at least 1".into(),
             ));
         }
         if self.checkpoint_name.is_empty() {
@@ -306,6 +318,10 @@ struct Shared {
     sfn: Option<Arc<stepfunctions::Driver>>,
     /// Woken each time the consumer saves progress (steps waiting on the log listen).
     saved: Arc<Notify>,
+    /// The tasks admission holds back on purpose (the reconciler leaves them alone).
+    held: admission::HeldTasks,
+    /// The limits admission knows (the expander does not queue a limited job's tasks itself).
+    limits: admission::SharedLimits,
 }
 
 /// The built-in orchestrator. Run it with [`Orchestrator::run`]; tests drive it step by step
@@ -342,6 +358,8 @@ impl Orchestrator {
             pending: Arc::default(),
             sfn: None,
             saved: Arc::default(),
+            held: admission::HeldTasks::default(),
+            limits: admission::SharedLimits::default(),
         };
         Ok(Orchestrator {
             expander: Expander::new(shared.clone()),

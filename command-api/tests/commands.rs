@@ -99,6 +99,7 @@ fn input(total_tasks: u32, key: Option<&str>) -> SubmitJobInput {
         timeout_seconds: None,
         idempotency_key: key.map(str::to_owned),
         fallback_handler: None,
+        priority: None,
     }
 }
 

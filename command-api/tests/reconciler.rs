@@ -81,6 +81,7 @@ impl Harness {
                 timeout_seconds: Some(timeout_seconds),
                 idempotency_key: None,
                 fallback_handler: None,
+                priority: None,
             })
             .await
             .unwrap();

@@ -112,6 +112,7 @@ async fn retry_reads_only_failed_tasks_a_page_at_a_time(db: Database) {
             timeout_seconds: None,
             idempotency_key: None,
             fallback_handler: None,
+            priority: None,
         })
         .await
         .unwrap()

@@ -88,6 +88,7 @@ impl Harness {
                 limits: Limits::default(),
                 now: Utc::now(),
                 fallback_handler: None,
+                priority: 0,
             }),
         )
         .expect("valid job");

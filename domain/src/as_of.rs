@@ -143,6 +143,7 @@ mod tests {
             limits: Limits::default(),
             fallback_handler: None,
             now: t(0),
+            priority: 0,
         });
         let mut log = JobAggregate::decide(&JobState::default(), submit).unwrap();
         let state = JobAggregate::fold(&log);

@@ -197,7 +197,11 @@ impl Attempts {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => {}
+            | Event::TokenRevoked(_)
+            | Event::JobPriorityChanged(_)
+            | Event::TaskReleased(_)
+            | Event::LimitSet(_)
+            | Event::JobConcurrencySet(_) => {}
         }
     }
 }

@@ -64,7 +64,7 @@ pub enum DecodeError {
 }
 
 /// Every event type name, as stored.
-pub const EVENT_TYPES: [&str; 20] = [
+pub const EVENT_TYPES: [&str; 24] = [
     "JobSubmitted",
     "TasksCreated",
     "JobCompleted",
@@ -85,6 +85,10 @@ pub const EVENT_TYPES: [&str; 20] = [
     "TaskRequeued",
     "TokenCreated",
     "TokenRevoked",
+    "JobPriorityChanged",
+    "TaskReleased",
+    "LimitSet",
+    "JobConcurrencySet",
 ];
 
 /// The schema version written for `JobSubmitted`. v1 is the original system's shape.
@@ -123,6 +127,10 @@ impl Event {
             Self::TaskRequeued(_) => "TaskRequeued",
             Self::TokenCreated(_) => "TokenCreated",
             Self::TokenRevoked(_) => "TokenRevoked",
+            Self::JobPriorityChanged(_) => "JobPriorityChanged",
+            Self::TaskReleased(_) => "TaskReleased",
+            Self::LimitSet(_) => "LimitSet",
+            Self::JobConcurrencySet(_) => "JobConcurrencySet",
         }
     }
 
@@ -157,6 +165,10 @@ impl Event {
             Self::TaskRequeued(e) => to_value(e),
             Self::TokenCreated(e) => to_value(e),
             Self::TokenRevoked(e) => to_value(e),
+            Self::JobPriorityChanged(e) => to_value(e),
+            Self::TaskReleased(e) => to_value(e),
+            Self::LimitSet(e) => to_value(e),
+            Self::JobConcurrencySet(e) => to_value(e),
         }
     }
 
@@ -183,6 +195,10 @@ impl Event {
             Self::TaskRequeued(e) => to_raw(e),
             Self::TokenCreated(e) => to_raw(e),
             Self::TokenRevoked(e) => to_raw(e),
+            Self::JobPriorityChanged(e) => to_raw(e),
+            Self::TaskReleased(e) => to_raw(e),
+            Self::LimitSet(e) => to_raw(e),
+            Self::JobConcurrencySet(e) => to_raw(e),
         }
     }
 
@@ -243,6 +259,10 @@ impl Event {
             "TaskRequeued" => Event::TaskRequeued(payload.parse()?),
             "TokenCreated" => Event::TokenCreated(payload.parse()?),
             "TokenRevoked" => Event::TokenRevoked(payload.parse()?),
+            "JobPriorityChanged" => Event::JobPriorityChanged(payload.parse()?),
+            "TaskReleased" => Event::TaskReleased(payload.parse()?),
+            "LimitSet" => Event::LimitSet(payload.parse()?),
+            "JobConcurrencySet" => Event::JobConcurrencySet(payload.parse()?),
             _ => Event::TaskDeadLettered(payload.parse()?),
         })
     }
@@ -307,6 +327,7 @@ impl JobSubmittedV1 {
             submitted_at: self.submitted_at,
             // The original system's job: its workers ran `cpu_bound` without a `work_type`.
             fallback_handler: Some(crate::job::ORIGINAL_DEFAULT_HANDLER.to_owned()),
+            priority: 0,
         }
     }
 }
@@ -329,10 +350,11 @@ fn lenient_utc<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Ut
 mod tests {
     use super::*;
     use crate::events::{
-        JobCancelled, JobCompleted, JobExecutionStarted, JobFailed, JobRetryRequested, JobStep,
-        TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed, TaskRequeued,
-        TaskRetryScheduled, TaskStarted, TasksCreated, TokenCreated, TokenRevoked,
+        JobCancelled, JobCompleted, JobExecutionStarted, JobFailed, JobPriorityChanged,
+        JobRetryRequested, JobStep, TaskCompleted, TaskDeadLettered, TaskEnqueued, TaskFailed,
+        TaskRequeued, TaskRetryScheduled, TaskStarted, TasksCreated, TokenCreated, TokenRevoked,
     };
+    use crate::events::{JobConcurrencySet, LimitKind, LimitSet, TaskReleased};
     use crate::ids::TaskId;
     use chrono::TimeZone;
     use serde_json::json;
@@ -361,6 +383,7 @@ mod tests {
                 total_tasks: 2,
                 submitted_at: at,
                 fallback_handler: None,
+                priority: 0,
             }
             .into(),
             TasksCreated {
@@ -483,6 +506,37 @@ mod tests {
                 at,
             }
             .into(),
+            JobPriorityChanged {
+                job_id,
+                priority: 10,
+                previous: 0,
+                at,
+            }
+            .into(),
+            TaskReleased {
+                job_id,
+                task_id,
+                index: 2,
+                attempt: 1,
+                at,
+            }
+            .into(),
+            LimitSet {
+                kind: LimitKind::Key,
+                name: "tenant-a".into(),
+                max_concurrency: Some(2),
+                rate_per_second: Some(0.5),
+                at,
+            }
+            .into(),
+            JobConcurrencySet {
+                job_id,
+                max_concurrency: Some(3),
+                concurrency_key: Some("acme".into()),
+                key_parameter: Some("tenant".into()),
+                at,
+            }
+            .into(),
         ]
     }
 
@@ -529,6 +583,7 @@ mod tests {
             let expected = match (event.task_id(), event.job_id()) {
                 (Some(task), _) => format!("task-{task}"),
                 (None, Some(job)) => format!("job-{job}"),
+                (None, None) if matches!(event, Event::LimitSet(_)) => "limits".to_owned(),
                 (None, None) => "token-00000000-0000-0000-0000-000000000007".to_owned(),
             };
             assert_eq!(event.stream_id(), expected);

@@ -38,6 +38,10 @@ pub struct JobSubmitted {
     /// API; absent otherwise, and in events written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_handler: Option<String>,
+    /// Its priority: higher runs first (see [`crate::priority`]). Absent when it is the default
+    /// 0, and in events written before priorities existed, which read back as 0.
+    #[serde(default, skip_serializing_if = "crate::priority::is_default")]
+    pub priority: i32,
 }
 
 /// Tasks `from_index..to_index` (end exclusive) were created: one per expansion chunk, in the
@@ -304,6 +308,90 @@ pub struct TokenRevoked {
     pub at: DateTime<Utc>,
 }
 
+/// A user changed the job's priority (see [`crate::priority`]): its tasks still waiting in
+/// the queue, and those queued later, are taken in the new order. It changes no status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPriorityChanged {
+    /// The job.
+    pub job_id: JobId,
+    /// The new priority.
+    pub priority: i32,
+    /// The priority before the change.
+    pub previous: i32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The orchestrator admitted `attempt` of a task whose job is subject to admission (a
+/// concurrency or rate limit, or the fair-share window of a queue that cannot reorder): the
+/// task's message for that attempt is sent to the queue from this event on, as the outbox
+/// relay reads it. While it waits for admission the task stays ENQUEUED (or RETRYING) with no
+/// message; its slot is taken from this event until the attempt ends (or is retried). The
+/// status does not change. See `docs/limits-and-rates.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReleased {
+    /// Its job.
+    pub job_id: JobId,
+    /// The task.
+    pub task_id: TaskId,
+    /// Its position in the job.
+    pub index: u32,
+    /// The attempt admitted (the current one).
+    pub attempt: u32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// What a cluster-wide limit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LimitKind {
+    /// Every task of the jobs of one job type (`name` is the type).
+    JobType,
+    /// Every task of the jobs whose concurrency key is `name` (`*`: each key on its own).
+    Key,
+}
+
+/// A cluster-wide limit was set, changed or removed (both values `None`), in the stream
+/// `limits`. Each `LimitSet` replaces the whole limit of its (kind, name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LimitSet {
+    /// What it applies to.
+    pub kind: LimitKind,
+    /// The job type or the key (`*` for every key, each on its own).
+    pub name: String,
+    /// Most tasks of that type or key admitted and not ended at any instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Most tasks of that type or key admitted per second (a token bucket of one second's
+    /// worth, at least one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_second: Option<f64>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The job's own concurrency settings, given at submission (appended with its `JobSubmitted`,
+/// in the job stream): at most `max_concurrency` of its tasks admitted and not ended at once,
+/// and its concurrency key, the value of its parameter `key_parameter`, which the limits of
+/// that key apply to. It changes no status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobConcurrencySet {
+    /// The job.
+    pub job_id: JobId,
+    /// Most of its tasks admitted and not ended at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Its concurrency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// The parameter the key was taken from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_parameter: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// Every event of the log. The variant name is the stored event type (see
 /// [`Event::event_type`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -349,6 +437,14 @@ pub enum Event {
     TokenCreated(TokenCreated),
     /// See [`TokenRevoked`].
     TokenRevoked(TokenRevoked),
+    /// See [`JobPriorityChanged`].
+    JobPriorityChanged(JobPriorityChanged),
+    /// See [`TaskReleased`].
+    TaskReleased(TaskReleased),
+    /// See [`LimitSet`].
+    LimitSet(LimitSet),
+    /// See [`JobConcurrencySet`].
+    JobConcurrencySet(JobConcurrencySet),
 }
 
 impl Event {
@@ -374,7 +470,10 @@ impl Event {
             | Self::JobStepSucceeded(e)
             | Self::JobStepRetried(e)
             | Self::JobStepFailed(e) => e.job_id,
-            Self::TokenCreated(_) | Self::TokenRevoked(_) => return None,
+            Self::JobPriorityChanged(e) => e.job_id,
+            Self::TaskReleased(e) => e.job_id,
+            Self::JobConcurrencySet(e) => e.job_id,
+            Self::TokenCreated(_) | Self::TokenRevoked(_) | Self::LimitSet(_) => return None,
         })
     }
 
@@ -393,8 +492,12 @@ impl Event {
             | Self::JobStepRetried(_)
             | Self::JobStepFailed(_)
             | Self::TokenCreated(_)
-            | Self::TokenRevoked(_) => None,
+            | Self::TokenRevoked(_)
+            | Self::JobPriorityChanged(_)
+            | Self::LimitSet(_)
+            | Self::JobConcurrencySet(_) => None,
             Self::TaskEnqueued(e) => Some((e.task_id, e.index)),
+            Self::TaskReleased(e) => Some((e.task_id, e.index)),
             Self::TaskStarted(e) => Some((e.task_id, e.index)),
             Self::TaskCompleted(e) => Some((e.task_id, e.index)),
             Self::TaskFailed(e) => Some((e.task_id, e.index)),
@@ -432,6 +535,10 @@ impl Event {
             | Self::JobStepFailed(e) => StreamRef::Job(e.job_id),
             Self::TokenCreated(e) => StreamRef::Token(e.token_id),
             Self::TokenRevoked(e) => StreamRef::Token(e.token_id),
+            Self::JobPriorityChanged(e) => StreamRef::Job(e.job_id),
+            Self::TaskReleased(e) => StreamRef::Task(e.task_id),
+            Self::LimitSet(_) => StreamRef::Limits,
+            Self::JobConcurrencySet(e) => StreamRef::Job(e.job_id),
         }
     }
 
@@ -464,6 +571,10 @@ impl Event {
             | Self::JobStepFailed(e) => e.at,
             Self::TokenCreated(e) => e.at,
             Self::TokenRevoked(e) => e.at,
+            Self::JobPriorityChanged(e) => e.at,
+            Self::TaskReleased(e) => e.at,
+            Self::LimitSet(e) => e.at,
+            Self::JobConcurrencySet(e) => e.at,
         }
     }
 }
@@ -495,6 +606,10 @@ impl_from_payload!(
     TaskRequeued,
     TokenCreated,
     TokenRevoked,
+    JobPriorityChanged,
+    TaskReleased,
+    LimitSet,
+    JobConcurrencySet,
 );
 
 impl Event {

@@ -16,6 +16,8 @@ pub const JOB_STREAM_PREFIX: &str = "job-";
 pub const TASK_STREAM_PREFIX: &str = "task-";
 /// Prefix of an API token's stream: `token-<uuid>`.
 pub const TOKEN_STREAM_PREFIX: &str = "token-";
+/// The stream of the cluster-wide concurrency and rate limits.
+pub const LIMITS_STREAM: &str = "limits";
 /// What joins a job id and a task index in the original system's task ids:
 /// `<job id>-task-<index>`.
 pub const LEGACY_TASK_ID_INFIX: &str = "-task-";
@@ -202,6 +204,8 @@ pub enum StreamRef {
     Task(TaskId),
     /// `token-<uuid>`: the events of one API token.
     Token(Uuid),
+    /// `limits`: the cluster-wide concurrency and rate limits (`LimitSet`).
+    Limits,
 }
 
 impl StreamRef {
@@ -213,6 +217,8 @@ impl StreamRef {
             TaskId::parse(rest).map(Self::Task)
         } else if let Some(rest) = stream_id.strip_prefix(TOKEN_STREAM_PREFIX) {
             parse_uuid(rest).map(Self::Token)
+        } else if stream_id == LIMITS_STREAM {
+            Ok(Self::Limits)
         } else {
             Err(ParseIdError::UnknownStream {
                 input: stream_id.to_owned(),
@@ -232,6 +238,7 @@ impl fmt::Display for StreamRef {
             Self::Job(id) => write!(f, "{JOB_STREAM_PREFIX}{id}"),
             Self::Task(id) => write!(f, "{TASK_STREAM_PREFIX}{id}"),
             Self::Token(id) => write!(f, "{TOKEN_STREAM_PREFIX}{}", id.hyphenated()),
+            Self::Limits => f.write_str(LIMITS_STREAM),
         }
     }
 }

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::events::{
-    Event, JobCancelled, JobCompleted, JobFailed, JobRetryRequested, JobSubmitted, TaskEnqueued,
-    TasksCreated,
+    Event, JobCancelled, JobCompleted, JobFailed, JobPriorityChanged, JobRetryRequested,
+    JobSubmitted, TaskEnqueued, TasksCreated,
 };
 use crate::ids::{JobId, TaskId};
 use crate::limits::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_SECONDS, Limits};
@@ -176,7 +176,11 @@ impl JobLifecycle {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => {}
+            | Event::TokenRevoked(_)
+            | Event::JobPriorityChanged(_)
+            | Event::TaskReleased(_)
+            | Event::LimitSet(_)
+            | Event::JobConcurrencySet(_) => {}
         }
     }
 }
@@ -190,6 +194,10 @@ pub struct JobState {
     pub status: JobStatus,
     /// Tasks `0..created_upto` exist.
     pub created_upto: u32,
+    /// The current priority (from `JobSubmitted`, then `JobPriorityChanged`).
+    pub priority: i32,
+    /// Its own concurrency limit and key, if it was submitted with them (`JobConcurrencySet`).
+    pub concurrency: Option<crate::events::JobConcurrencySet>,
 }
 
 impl JobState {
@@ -242,6 +250,9 @@ pub struct SubmitJob {
     pub fallback_handler: Option<String>,
     /// The current time.
     pub now: DateTime<Utc>,
+    /// Its priority (see [`crate::priority`]): [`crate::priority::DEFAULT_PRIORITY`] unless
+    /// the submission gives one; checked against the priority range.
+    pub priority: i64,
 }
 
 /// The handler the original system's workers ran for a task without `work_type`.
@@ -286,6 +297,14 @@ pub enum JobCommand {
     RequestRetry {
         /// How many failed tasks are retried (>= 1).
         failed_tasks: u32,
+        /// The current time.
+        now: DateTime<Utc>,
+    },
+    /// Change the job's priority: `JobPriorityChanged`, or nothing when it already has this
+    /// priority (a repeated command changes nothing). Refused once the job has ended.
+    ChangePriority {
+        /// The new priority (checked against the priority range).
+        priority: i64,
         /// The current time.
         now: DateTime<Utc>,
     },
@@ -353,14 +372,39 @@ pub fn decide_job(state: &JobState, command: JobCommand) -> Result<Vec<Event>, R
                 .into(),
             ])
         }
+        JobCommand::ChangePriority { priority, now } => {
+            let job = existing(state)?;
+            let priority = crate::priority::check(priority)?;
+            if state.status.is_terminal() {
+                return Err(transition(job, state.status, "change priority"));
+            }
+            if priority == state.priority {
+                return Ok(Vec::new());
+            }
+            Ok(vec![
+                JobPriorityChanged {
+                    job_id: job.job_id,
+                    priority,
+                    previous: state.priority,
+                    at: now,
+                }
+                .into(),
+            ])
+        }
     }
 }
 
 /// Applies one event to a job's state (its status through [`JobLifecycle::apply`]). Task events
 /// and unknown situations leave it unchanged.
 pub fn evolve_job(mut state: JobState, event: &Event) -> JobState {
-    if let Event::JobSubmitted(e) = event {
-        state.submitted = Some(e.clone());
+    match event {
+        Event::JobSubmitted(e) => {
+            state.submitted = Some(e.clone());
+            state.priority = e.priority;
+        }
+        Event::JobPriorityChanged(e) => state.priority = e.priority,
+        Event::JobConcurrencySet(e) => state.concurrency = Some(e.clone()),
+        _ => {}
     }
     let mut lifecycle = state.lifecycle();
     lifecycle.apply(event);
@@ -397,6 +441,7 @@ fn submit(state: &JobState, cmd: SubmitJob) -> Result<Vec<Event>, Rejection> {
     if let Some(rejection) = cmd.limits.violations(&cmd).into_iter().next() {
         return Err(rejection);
     }
+    let priority = crate::priority::check(cmd.priority)?;
     let parameters = match cmd.parameters {
         Value::Object(map) => map,
         // Null: checked by `violations`, anything else was rejected there.
@@ -419,6 +464,7 @@ fn submit(state: &JobState, cmd: SubmitJob) -> Result<Vec<Event>, Rejection> {
             timeout_seconds,
             submitted_at: cmd.now,
             fallback_handler: cmd.fallback_handler,
+            priority,
         }
         .into(),
     ])
@@ -498,6 +544,7 @@ mod tests {
             limits: Limits::default(),
             now: now(),
             fallback_handler: None,
+            priority: 0,
         }
     }
 
@@ -514,6 +561,7 @@ mod tests {
             timeout_seconds: 300,
             submitted_at: now(),
             fallback_handler: None,
+            priority: 0,
         }
         .into()
     }
@@ -918,6 +966,107 @@ mod tests {
         given::<JobAggregate>([enqueued_job(), vec![cancelled()]].concat())
             .when(retry(1))
             .then_rejects(transition(JobStatus::Cancelled, "retry tasks"));
+    }
+
+    // ----- ChangePriority -----
+
+    fn change_priority(priority: i64) -> JobCommand {
+        JobCommand::ChangePriority {
+            priority,
+            now: now(),
+        }
+    }
+
+    fn priority_changed(priority: i32, previous: i32) -> Event {
+        JobPriorityChanged {
+            job_id: job_id(),
+            priority,
+            previous,
+            at: now(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn submit_with_a_priority() {
+        let mut cmd = submit_cmd(total(1));
+        cmd.priority = 7;
+        let events = decide_job(&JobState::default(), JobCommand::SubmitJob(cmd)).unwrap();
+        let [Event::JobSubmitted(e)] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(e.priority, 7);
+        assert_eq!(JobAggregate::fold(&events).priority, 7);
+        let mut cmd = submit_cmd(total(1));
+        cmd.priority = 1001;
+        given::<JobAggregate>([])
+            .when(JobCommand::SubmitJob(cmd))
+            .then_rejects(Rejection::PriorityOutOfRange {
+                got: 1001,
+                min: -1000,
+                max: 1000,
+            });
+    }
+
+    #[test]
+    fn change_the_priority_of_a_live_job() {
+        let state = given::<JobAggregate>(enqueued_job())
+            .when(change_priority(5))
+            .then([priority_changed(5, 0)]);
+        assert_eq!(state.priority, 5);
+        assert_eq!(
+            state.status,
+            JobStatus::Enqueued,
+            "the status does not change"
+        );
+        let state = given::<JobAggregate>([enqueued_job(), vec![priority_changed(5, 0)]].concat())
+            .when(change_priority(-3))
+            .then([priority_changed(-3, 5)]);
+        assert_eq!(state.priority, -3);
+    }
+
+    #[test]
+    fn changing_to_the_same_priority_changes_nothing() {
+        given::<JobAggregate>([enqueued_job(), vec![priority_changed(5, 0)]].concat())
+            .when(change_priority(5))
+            .then(Vec::new());
+        given::<JobAggregate>(enqueued_job())
+            .when(change_priority(0))
+            .then(Vec::new());
+    }
+
+    #[test]
+    fn change_priority_rejections() {
+        given::<JobAggregate>([])
+            .when(change_priority(1))
+            .then_rejects(Rejection::JobNotFound);
+        given::<JobAggregate>(enqueued_job())
+            .when(change_priority(-1001))
+            .then_rejects(Rejection::PriorityOutOfRange {
+                got: -1001,
+                min: -1000,
+                max: 1000,
+            });
+        for (end, status) in [
+            (completed(), JobStatus::Completed),
+            (failed(1), JobStatus::Failed),
+            (cancelled(), JobStatus::Cancelled),
+        ] {
+            given::<JobAggregate>([enqueued_job(), vec![end]].concat())
+                .when(change_priority(1))
+                .then_rejects(transition(status, "change priority"));
+        }
+    }
+
+    #[test]
+    fn old_submissions_read_back_with_the_default_priority() {
+        let Event::JobSubmitted(e) = submitted(total(1)) else {
+            unreachable!()
+        };
+        let data = serde_json::to_value(&e).unwrap();
+        assert!(data.get("priority").is_none(), "0 is left out: {data}");
+        let read: JobSubmitted = serde_json::from_value(data).unwrap();
+        assert_eq!(read.priority, 0);
     }
 
     // ----- statuses -----

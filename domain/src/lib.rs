@@ -14,6 +14,7 @@
 //! - [`ids`]: `JobId`, `TaskId`, stream ids.
 //! - [`events`]: the [`Event`] enum and its payloads; [`codec`]: their stored form and upcasts.
 //! - [`split`], [`limits`]: how a job becomes tasks, and what a submission may ask for.
+//! - [`priority`]: job priorities, which order the queue hands tasks out in.
 //! - [`message`]: the task queue's message body.
 //! - [`job`], [`task`]: the two aggregates; [`aggregate`]: the trait they share.
 //! - [`progress`]: counts of a job's tasks by status, from task events alone.
@@ -22,7 +23,9 @@
 //! - [`as_of`]: a job folded from part of the log (as it stood at a past instant);
 //!   [`attempts`]: a task's attempts, one by one.
 //! - [`rejection`]: why a command was refused; [`backoff`]: retry delays.
+//! - [`admission`]: cluster-wide concurrency and rate limits, checked and folded.
 
+pub mod admission;
 pub mod aggregate;
 pub mod as_of;
 pub mod attempts;
@@ -33,6 +36,7 @@ pub mod ids;
 pub mod job;
 pub mod limits;
 pub mod message;
+pub mod priority;
 pub mod progress;
 pub mod rejection;
 pub mod split;

@@ -68,9 +68,9 @@ impl Default for Limits {
 
 impl Limits {
     /// Every way `command` breaks these limits or is malformed, in field order (`job_type`,
-    /// split, `parameters`, `max_attempts`, `timeout_seconds`); empty when it is acceptable.
-    /// `decide_job` rejects with the first; an API that reports all errors at once (REST 422)
-    /// can use the whole list.
+    /// split, `parameters`, `max_attempts`, `timeout_seconds`, `priority`); empty when it is
+    /// acceptable. `decide_job` rejects with the first; an API that reports all errors at once
+    /// (REST 422) can use the whole list.
     pub fn violations(&self, command: &SubmitJob) -> Vec<Rejection> {
         let mut out = Vec::new();
 
@@ -167,6 +167,9 @@ impl Limits {
                 got,
                 max: self.max_timeout_seconds,
             });
+        }
+        if let Err(rejection) = crate::priority::check(command.priority) {
+            out.push(rejection);
         }
 
         out
@@ -295,6 +298,7 @@ mod tests {
             limits: Limits::default(),
             now: Utc::now(),
             fallback_handler: None,
+            priority: 0,
         }
     }
 

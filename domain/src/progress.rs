@@ -188,7 +188,11 @@ impl ProgressDelta {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => zero,
+            | Event::TokenRevoked(_)
+            | Event::JobPriorityChanged(_)
+            | Event::TaskReleased(_)
+            | Event::LimitSet(_)
+            | Event::JobConcurrencySet(_) => zero,
         }
     }
 
@@ -252,6 +256,7 @@ mod tests {
             limits: Limits::default(),
             now: now(),
             fallback_handler: None,
+            priority: 0,
         });
         let mut events = JobAggregate::decide(&JobState::default(), submit).unwrap();
         let state = JobAggregate::fold(&events);

@@ -144,6 +144,16 @@ pub enum Rejection {
         /// The configured maximum.
         max: u32,
     },
+    /// `priority` is outside its range (see [`crate::priority`]). Fix the input.
+    #[error("priority must be between {min} and {max}, got {got}")]
+    PriorityOutOfRange {
+        /// The value given.
+        got: i64,
+        /// The lowest priority.
+        min: i32,
+        /// The highest priority.
+        max: i32,
+    },
     /// `job_type` is longer than the limit (in characters). Fix the input.
     #[error("job_type is {len} characters, the limit is {max}")]
     JobTypeTooLong {
@@ -259,6 +269,15 @@ pub enum Rejection {
         /// The task.
         task_id: TaskId,
     },
+    /// A concurrency or rate limit, or a job's concurrency key, is malformed or out of range
+    /// (`message` says which bound). Fix the input; do not retry as is.
+    #[error("{field}: {message}")]
+    InvalidLimit {
+        /// The input field (`max_concurrency`, `rate_per_second`, `name`, `concurrency_key`).
+        field: &'static str,
+        /// What is wrong, for users.
+        message: String,
+    },
 }
 
 impl Rejection {
@@ -273,7 +292,9 @@ impl Rejection {
             | Self::ParametersNotObject
             | Self::ParametersContainItems
             | Self::ChunkSizeZero
-            | Self::BackoffOutOfRange { .. } => code::INVALID_INPUT,
+            | Self::PriorityOutOfRange { .. }
+            | Self::BackoffOutOfRange { .. }
+            | Self::InvalidLimit { .. } => code::INVALID_INPUT,
             Self::TotalTasksOutOfRange { .. }
             | Self::BatchSizeOutOfRange { .. }
             | Self::MaxAttemptsOutOfRange { .. }
@@ -315,11 +336,13 @@ impl Rejection {
             Self::MaxAttemptsOutOfRange { .. } => "max_attempts",
             Self::TimeoutOutOfRange { .. } => "timeout_seconds",
             Self::JobTypeTooLong { .. } => "job_type",
+            Self::PriorityOutOfRange { .. } => "priority",
             Self::ChunkSizeZero => "max_chunk",
             Self::BackoffOutOfRange { .. } => "backoff_ms",
             Self::JobNotFound | Self::JobAlreadyExists { .. } => "job_id",
             Self::TaskNotFound => "task_id",
             Self::NothingToRetry { .. } => "failed_tasks",
+            Self::InvalidLimit { field, .. } => field,
             Self::JobTransition { .. }
             | Self::JobAlreadyCancelled { .. }
             | Self::AllTasksCreated { .. }

@@ -101,7 +101,11 @@ impl TaskStatus {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => None,
+            | Event::TokenRevoked(_)
+            | Event::JobPriorityChanged(_)
+            | Event::TaskReleased(_)
+            | Event::LimitSet(_)
+            | Event::JobConcurrencySet(_) => None,
         }
     }
 }
@@ -464,7 +468,11 @@ pub fn evolve_task(mut state: TaskState, event: &Event) -> TaskState {
         | Event::JobStepFailed(_)
         | Event::TaskRequeued(_)
         | Event::TokenCreated(_)
-        | Event::TokenRevoked(_) => {}
+        | Event::TokenRevoked(_)
+        | Event::JobPriorityChanged(_)
+        | Event::TaskReleased(_)
+        | Event::LimitSet(_)
+        | Event::JobConcurrencySet(_) => {}
     }
     state
 }

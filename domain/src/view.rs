@@ -52,6 +52,8 @@ pub struct JobView {
     pub error_message: Option<String>,
     /// Why it was cancelled, as the user said.
     pub cancel_reason: Option<String>,
+    /// Its current priority (see [`crate::priority`]).
+    pub priority: i32,
 }
 
 impl JobView {
@@ -75,6 +77,7 @@ impl JobView {
             completed_at: None,
             error_message: None,
             cancel_reason: None,
+            priority: e.priority,
         }
     }
 
@@ -134,6 +137,7 @@ impl JobView {
             Event::TaskStarted(_) => {
                 self.started_at.get_or_insert(at);
             }
+            Event::JobPriorityChanged(e) => self.priority = e.priority,
             Event::JobSubmitted(_)
             | Event::TasksCreated(_)
             | Event::TaskEnqueued(_)
@@ -148,7 +152,10 @@ impl JobView {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => {}
+            | Event::TokenRevoked(_)
+            | Event::TaskReleased(_)
+            | Event::LimitSet(_)
+            | Event::JobConcurrencySet(_) => {}
         }
         self.progress.add(ProgressDelta::of(event));
     }
@@ -260,7 +267,8 @@ impl TaskView {
             | Event::JobCompleted(_)
             | Event::JobFailed(_)
             | Event::JobCancelled(_)
-            | Event::JobRetryRequested(_) => return,
+            | Event::JobRetryRequested(_)
+            | Event::JobPriorityChanged(_) => return,
             Event::TaskStarted(_)
             | Event::TaskCompleted(_)
             | Event::TaskFailed(_)
@@ -273,7 +281,10 @@ impl TaskView {
             | Event::JobStepFailed(_)
             | Event::TaskRequeued(_)
             | Event::TokenCreated(_)
-            | Event::TokenRevoked(_) => {}
+            | Event::TokenRevoked(_)
+            | Event::TaskReleased(_)
+            | Event::LimitSet(_)
+            | Event::JobConcurrencySet(_) => {}
         }
         self.updated_at = at;
         if let Some(status) = TaskStatus::after(event) {
@@ -399,6 +410,7 @@ mod tests {
             limits: Limits::default(),
             now: t(0),
             fallback_handler: None,
+            priority: 0,
         });
         let mut log = JobAggregate::decide(&JobState::default(), submit).unwrap();
         let state = JobAggregate::fold(&log);
@@ -444,6 +456,31 @@ mod tests {
             backoff_ms: 5_000,
             now: t(at),
         }
+    }
+
+    #[test]
+    fn the_job_view_follows_its_priority() {
+        let (mut log, state, _) = job(2);
+        assert_eq!(Views::fold(&log).jobs.values().next().unwrap().priority, 0);
+        let change = JobAggregate::decide(
+            &state,
+            JobCommand::ChangePriority {
+                priority: 12,
+                now: t(5),
+            },
+        )
+        .unwrap();
+        log.extend(change);
+        let views = Views::fold(&log);
+        let job = views.jobs.values().next().unwrap();
+        assert_eq!(job.priority, 12);
+        assert_eq!(job.updated_at, t(5));
+        assert_eq!(
+            job.status(),
+            JobStatus::Enqueued,
+            "the status does not change"
+        );
+        assert!(views.tasks.values().all(|task| task.updated_at == t(1)));
     }
 
     #[test]

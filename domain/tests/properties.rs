@@ -92,6 +92,7 @@ fn expanded_job(n: u32, max_attempts: u32, chunk: u32) -> (Vec<Event>, Vec<TaskS
         limits: Limits::default(),
         now: t0(),
         fallback_handler: None,
+        priority: 0,
     };
     let mut log = JobAggregate::decide(&JobState::default(), JobCommand::SubmitJob(submit))
         .expect("valid submission");
@@ -254,6 +255,7 @@ proptest! {
             job_id, job_type: "t".into(), split, parameters: json!({}), max_attempts: None,
             timeout_seconds: None, limits: Limits::default(), now: t0(),
             fallback_handler: None,
+            priority: 0,
         };
         let expand = |chunk: u32| {
             let mut job = JobAggregate::fold(

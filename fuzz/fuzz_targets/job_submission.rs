@@ -63,6 +63,7 @@ fuzz_target!(|input: &[u8]| {
         limits,
         now,
         fallback_handler: None,
+        priority: 0,
     };
     let violations = limits.violations(&command);
     let decided = decide_job(&JobState::default(), JobCommand::SubmitJob(command.clone()));

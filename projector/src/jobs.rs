@@ -81,6 +81,7 @@ fn job_view(row: JobRow) -> JobView {
         completed_at: row.completed_at,
         error_message: row.error_message,
         cancel_reason: row.cancel_reason,
+        priority: row.priority,
     }
 }
 

@@ -47,6 +47,7 @@ fn log_with_an_absurd_duration(job_id: JobId) -> Vec<Event> {
             total_tasks: 4,
             submitted_at: at(0),
             fallback_handler: None,
+            priority: 0,
         }),
         Event::TasksCreated(TasksCreated {
             job_id,

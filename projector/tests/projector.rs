@@ -389,6 +389,7 @@ async fn analytics_by_hand(backend: Backend) {
             total_tasks,
             submitted_at: at(s),
             fallback_handler: None,
+            priority: 0,
         })
     };
     let mut log = vec![

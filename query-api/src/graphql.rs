@@ -22,6 +22,7 @@ mod as_of;
 mod live;
 mod timeline;
 mod types;
+mod waiting;
 mod workers;
 
 use std::sync::Arc;
@@ -31,11 +32,11 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, ErrorExtensions, ID, Object};
 use chrono::{DateTime, Utc};
 use shoal_api::error::Chain;
-use shoal_api::graphql::JobStatus;
+use shoal_api::graphql::{JobStatus, Limit, limits_of};
 use shoal_domain::{JobId, TaskId};
 use shoal_infra::eventlog::{EventLog, LogPosition, RecordedEvent};
 use shoal_infra::readmodel::{
-    ChangeSource, JobCursor, JobFilter, ProjectionChange, ReadModelStore, supported_time,
+    ChangeSource, JobCursor, JobFilter, JobSort, ProjectionChange, ReadModelStore, supported_time,
 };
 use shoal_infra::workers::{SqlWorkerRegistry, WorkerRegistry};
 use tokio::sync::broadcast;
@@ -47,6 +48,7 @@ pub use types::{
     Analytics, AnalyticsOverview, HistoryEvent, Job, JobSortOrder, JobsChange, ProcessingTime,
     Task, TaskUpdates,
 };
+pub use waiting::{WaitingKind, WaitingReason};
 pub use workers::{WORKERS_SHOWN_FOR, Worker, WorkerStatus};
 
 /// Default page size of `jobs`, `tasks` and `history`.
@@ -164,6 +166,16 @@ impl QueryRoot {
             .map(|row| Task(row, None)))
     }
 
+    /// The cluster-wide concurrency and rate limits in force, by kind then name (set with
+    /// `setLimit`; a job's own `maxConcurrency` is on the job).
+    async fn limits(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Limit>> {
+        let read = read(ctx)?;
+        let table = waiting::limit_table(read.log.as_ref())
+            .await
+            .map_err(internal)?;
+        Ok(limits_of(&table))
+    }
+
     /// Jobs, newest first by default, a page at a time (`first`: default 50, at most 1000;
     /// `after`: the `endCursor` of the previous page). Filters combine with AND.
     #[allow(clippy::too_many_arguments)]
@@ -187,6 +199,15 @@ impl QueryRoot {
             .map(|c| c.parse::<JobCursor>())
             .transpose()
             .map_err(|e| user_error(e.to_string(), "after"))?;
+        let sort = JobSort::from(sort);
+        if let Some(cursor) = &cursor
+            && !cursor.fits(sort)
+        {
+            return Err(user_error(
+                "after is a cursor of a list in another order".to_owned(),
+                "after",
+            ));
+        }
         for (at, field) in [
             (created_after, "createdAfter"),
             (created_before, "createdBefore"),
@@ -213,14 +234,14 @@ impl QueryRoot {
         };
         let page = read
             .store
-            .list_jobs(&filter, sort.into(), cursor, i64::from(limit))
+            .list_jobs(&filter, sort, cursor, i64::from(limit))
             .await
             .map_err(internal)?;
         let mut connection = Connection::new(cursor.is_some(), page.next.is_some());
         connection.edges.extend(
             page.jobs
                 .into_iter()
-                .map(|job| Edge::new(JobCursor::after(&job).to_string(), Job(job, None))),
+                .map(|job| Edge::new(JobCursor::after_in(&job, sort).to_string(), Job(job, None))),
         );
         Ok(connection)
     }

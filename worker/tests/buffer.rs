@@ -291,6 +291,7 @@ async fn submit(log: &dyn EventLog, queue: &dyn TaskQueue, tasks: u32) -> (JobId
             timeout_seconds: Some(60),
             limits: Limits::default(),
             fallback_handler: None,
+            priority: 0,
             now,
         }),
     )

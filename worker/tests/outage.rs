@@ -126,6 +126,7 @@ async fn submit(log: &dyn EventLog, queue: &dyn TaskQueue, tasks: u32) -> (JobId
             limits: Limits::default(),
             fallback_handler: None,
             now,
+            priority: 0,
         }),
     )
     .unwrap();

@@ -76,6 +76,7 @@ async fn enqueue(env: &Env, job_type: &str, tasks: u32) {
             limits: Limits::default(),
             now,
             fallback_handler: None,
+            priority: 0,
         }),
     )
     .unwrap();

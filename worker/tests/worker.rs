@@ -80,6 +80,7 @@ impl Env {
                 limits: Limits::default(),
                 now,
                 fallback_handler: job.fallback_handler.map(str::to_owned),
+                priority: 0,
             }),
         )
         .unwrap();

@@ -37,6 +37,8 @@ pub struct SubmitJobInput {
     /// none: `Some("cpu_bound")` from the original system's REST API, `None` from GraphQL
     /// (such a task fails with "no handler for job type ...").
     pub fallback_handler: Option<String>,
+    /// Higher runs first (see `shoal_domain::priority`); `None` for the default, 0.
+    pub priority: Option<i64>,
 }
 
 /// Builds a [`Split`] from an API's fields: `total_tasks`, or `items` cut into batches of

@@ -2,6 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
+use shoal_domain::admission::{JobConcurrency, decide_job_concurrency};
+use shoal_domain::priority::DEFAULT_PRIORITY;
 use shoal_domain::{
     Event, JobCommand, JobId, JobState, SubmitJob, TaskCommand, TaskId, TaskStatus, decide_job,
     decide_task,
@@ -10,7 +12,10 @@ use shoal_infra::eventlog::{AppendBatch, ExpectedVersion, LogError, NewEvent, St
 
 use super::input::{check_no_nul, submit_key};
 use super::streams::{JobStream, LoadedTask, decode, encode_all, fold_tasks};
-use super::{CONFLICT_ATTEMPTS, CommandError, CommandService, JobSnapshot, SubmitJobInput};
+use super::{
+    CONFLICT_ATTEMPTS, CommandError, CommandService, InfrastructureError, JobSnapshot,
+    SubmitJobInput,
+};
 #[cfg(doc)]
 use shoal_domain::Rejection;
 
@@ -45,15 +50,40 @@ impl CommandService {
     /// It never waits for tasks: a job of a million tasks is one event, and the orchestrator
     /// expands it afterwards. With an idempotency key that was used before, nothing is
     /// appended and the first job is returned (`replayed`).
-    #[tracing::instrument(name = "command.submit_job", skip_all, fields(job_type = %input.job_type))]
+    ///
+    /// A priority other than the default is given to the task queue before the append (see
+    /// [`CommandService::set_job_priority`]), so that the job's first tasks are queued with it.
     pub async fn submit_job(&self, input: SubmitJobInput) -> Result<SubmittedJob, CommandError> {
+        self.submit_job_with(input, JobConcurrency::default()).await
+    }
+
+    /// [`CommandService::submit_job`] with the job's own concurrency settings
+    /// (`maxConcurrency`, `concurrencyKey`): a `JobConcurrencySet` appended with the
+    /// `JobSubmitted` when any is given. Errors: a limit out of range or a key that names no
+    /// scalar parameter of the job ([`Rejection::InvalidLimit`]).
+    #[tracing::instrument(name = "command.submit_job", skip_all, fields(job_type = %input.job_type))]
+    pub async fn submit_job_with(
+        &self,
+        input: SubmitJobInput,
+        concurrency: JobConcurrency,
+    ) -> Result<SubmittedJob, CommandError> {
         check_no_nul(&input)?;
+        if concurrency
+            .concurrency_key
+            .as_deref()
+            .is_some_and(|key| key.contains('\0'))
+        {
+            return Err(CommandError::invalid(
+                "concurrency_key",
+                "concurrency_key must not contain NUL characters",
+            ));
+        }
         let idempotency_key = match input.idempotency_key {
             Some(key) => Some(submit_key(&key)?),
             None => None,
         };
         let job_id = JobId::new();
-        let events = decide_job(
+        let mut events = decide_job(
             &JobState::default(),
             JobCommand::SubmitJob(SubmitJob {
                 job_id,
@@ -65,8 +95,18 @@ impl CommandService {
                 limits: self.limits,
                 now: Utc::now(),
                 fallback_handler: input.fallback_handler,
+                priority: input.priority.unwrap_or(i64::from(DEFAULT_PRIORITY)),
             }),
         )?;
+        if let Some(Event::JobSubmitted(submitted)) = events.first() {
+            let settings = decide_job_concurrency(submitted, concurrency)?;
+            events.extend(settings);
+        }
+        if let Some(Event::JobSubmitted(submitted)) = events.first()
+            && submitted.priority != DEFAULT_PRIORITY
+        {
+            self.queue_priority(job_id, submitted.priority).await?;
+        }
         let outcome = self
             .log
             .append(AppendBatch {
@@ -151,6 +191,70 @@ impl CommandService {
             }
         }
         Err(CommandError::Conflict)
+    }
+
+    /// Changes a live job's priority: `JobPriorityChanged` in its stream (recorded with the
+    /// actor), then the order of its tasks in the queue, those waiting now and those queued
+    /// later (see [`shoal_infra::queue::TaskQueue::set_priority`]).
+    ///
+    /// Idempotent: asking for the priority the job already has appends nothing, and applies it
+    /// to the queue again (which repairs the queue's order should an earlier request have
+    /// failed between its append and the queue).
+    ///
+    /// Errors: unknown job ([`CommandError::NotFound`]); a priority out of range
+    /// ([`Rejection::PriorityOutOfRange`]); an ended job, COMPLETED, FAILED or CANCELLED
+    /// ([`Rejection::JobTransition`]).
+    #[tracing::instrument(
+        name = "command.set_job_priority",
+        skip_all,
+        fields(job_id = %job_id, priority)
+    )]
+    pub async fn set_job_priority(
+        &self,
+        job_id: JobId,
+        priority: i64,
+    ) -> Result<JobSnapshot, CommandError> {
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let mut job = self.load_job(job_id).await?;
+            let events = decide_job(
+                &job.state,
+                JobCommand::ChangePriority {
+                    priority,
+                    now: Utc::now(),
+                },
+            )?;
+            if !events.is_empty() {
+                match self
+                    .append_to_job(
+                        &job,
+                        encode_all(&events, "set_job_priority", self.actor()),
+                        Vec::new(),
+                    )
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(CommandError::Conflict) => continue,
+                    Err(other) => return Err(other),
+                }
+                for event in &events {
+                    job.apply(event, job.version + 1);
+                }
+            }
+            self.queue_priority(job_id, job.state.priority).await?;
+            return job.snapshot(job_id);
+        }
+        Err(CommandError::Conflict)
+    }
+
+    /// Gives the task queue the job's priority; nothing without a queue.
+    async fn queue_priority(&self, job_id: JobId, priority: i32) -> Result<(), CommandError> {
+        if let Some(queue) = &self.queue {
+            queue
+                .set_priority(job_id.as_uuid(), priority)
+                .await
+                .map_err(|e| CommandError::Infrastructure(InfrastructureError::Queue(e)))?;
+        }
+        Ok(())
     }
 
     /// Retries every FAILED task of a job: a manual `TaskRetryScheduled` (fresh attempt budget,

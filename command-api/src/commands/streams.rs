@@ -62,6 +62,7 @@ impl JobStream {
             updated_at: self.updated_at.unwrap_or(job.submitted_at),
             ended_at: self.ended_at,
             cancel_reason: self.cancel_reason.clone(),
+            priority: self.state.priority,
             version: self.version,
         })
     }

@@ -23,6 +23,7 @@ use shoal_infra::orchestrator_store::{TrackedJob, TrackedStatus};
 use shoal_infra::queue::{OutgoingMessage, TaskMessage};
 use tracing::Instrument;
 
+use super::admission::{Admission, Held};
 use super::stepfunctions::{self, ExecutionChanges};
 use super::{OrchestratorError, OrchestratorMetrics, Shared, load_job, new_event};
 
@@ -38,6 +39,10 @@ pub(super) struct Consumer {
     position: LogPosition,
     /// Active jobs, and closed ones touched by the current batch.
     jobs: HashMap<JobId, TrackedJob>,
+    /// Which waiting tasks may go to the queue now (limits, fair share).
+    admission: Admission,
+    /// When admission wants another round while tasks wait on time (rate limits, retries).
+    admit_again: Option<std::time::Duration>,
 }
 
 /// The consumer while leading: loads the saved state, follows the log, and on any error drops
@@ -67,6 +72,20 @@ impl Consumer {
             .load_checkpoint(&shared.config.checkpoint_name)
             .await?;
         let active = shared.store.load_active().await?;
+        let mut admission = Admission::new(
+            shared.sfn.is_none(),
+            shared.config.fair_share_window,
+            shared.held.clone(),
+            shared.limits.clone(),
+        );
+        let created: Vec<(JobId, u32, u32)> = active
+            .iter()
+            .map(|job| {
+                let waiting = job.progress.queued + job.progress.retrying;
+                (JobId::from_uuid(job.job_id), job.created_upto, waiting)
+            })
+            .collect();
+        admission.rebuild(shared.log.as_ref(), &created).await?;
         let mut jobs = HashMap::with_capacity(active.len());
         for job in active {
             let job_id = JobId::from_uuid(job.job_id);
@@ -79,22 +98,30 @@ impl Consumer {
             commit = position.commit,
             position = position.position,
             active_jobs = jobs.len(),
+            held_tasks = admission.held_count(),
             "orchestrator consumer loaded"
         );
         Ok(Consumer {
             shared,
             position,
             jobs,
+            admission,
+            admit_again: None,
         })
     }
 
-    /// Reads and processes one batch; returns the number of events read.
+    /// Reads and processes one batch; returns the number of events read. Caught up, it runs an
+    /// admission round instead and returns how many tasks it admitted (their `TaskReleased`
+    /// events are the next batch).
     pub(super) async fn step(&mut self) -> Result<usize, OrchestratorError> {
         let events = self
             .shared
             .log
             .read_all(self.position, self.shared.config.batch_size)
             .await?;
+        if events.is_empty() && self.shared.sfn.is_none() {
+            return self.admit(self.position).await;
+        }
         self.process(events).await
     }
 
@@ -107,7 +134,22 @@ impl Consumer {
             .log
             .subscribe(self.position, batch_size)
             .ready_chunks(chunk);
-        while let Some(items) = events.next().await {
+        loop {
+            let next = match self.admit_again {
+                Some(wait) => tokio::select! {
+                    items = events.next() => items,
+                    () = tokio::time::sleep(wait) => {
+                        if let Err(error) = self.admit(self.position).await.map(|_| ()) {
+                            return error;
+                        }
+                        continue;
+                    }
+                },
+                None => events.next().await,
+            };
+            let Some(items) = next else {
+                break;
+            };
             let mut batch = Vec::with_capacity(items.len());
             for item in items {
                 match item {
@@ -156,6 +198,7 @@ impl Consumer {
         let mut undecodable_job_versions = Vec::new();
         for record in recorded {
             match Event::decode(&record.event_type, record.schema_version, record.data.get()) {
+                Ok(event @ Event::LimitSet(_)) => self.admission.apply_job_event(&event),
                 // Events about no job (API tokens) are not the orchestrator's.
                 Ok(event) if event.job_id().is_none() => {}
                 Ok(event) => events.push((record, event)),
@@ -205,6 +248,14 @@ impl Consumer {
         let mut cancelled = BTreeSet::new();
         let mut messages = Vec::new();
         let mut retries = Vec::new();
+        let resumed: Vec<JobId> = events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::JobRetryRequested(e) => Some(e.job_id),
+                _ => None,
+            })
+            .collect();
+        self.learn_resumed_jobs(&resumed).await?;
         for (job_id, version) in undecodable_job_versions {
             let job = self
                 .jobs
@@ -222,8 +273,15 @@ impl Consumer {
                 .entry(job_id)
                 .or_insert_with(|| TrackedJob::new(job_id));
             touched.insert(job_id);
-            if event.task().is_none() {
-                job.job_version = job.job_version.max(record.stream_version);
+            match event.task() {
+                None => {
+                    job.job_version = job.job_version.max(record.stream_version);
+                    self.admission.apply_job_event(event);
+                }
+                Some((task_id, _)) => {
+                    self.admission
+                        .observe_task(job_id, task_id, record.stream_version, event);
+                }
             }
             job.progress.apply(event);
             match event {
@@ -243,12 +301,51 @@ impl Consumer {
                     job.status = TrackedStatus::Active;
                     executions.resumed.push((job_id, record.stream_version));
                 }
-                // RELAY: a task's first message, unless its chunk queued it already.
+                // RELAY: a task's first message, unless its chunk queued it already (admission
+                // holds it when its job is gated).
                 Event::TaskEnqueued(e) if step_functions.is_none() && !sent_with_chunk(record) => {
-                    messages.push(enqueued_message(e, record));
+                    if self.admission.gates(job_id) {
+                        self.admission.hold(
+                            job_id,
+                            Held {
+                                task_id: e.task_id,
+                                index: e.index,
+                                attempt: e.attempt,
+                                version: record.stream_version,
+                                not_before: None,
+                            },
+                        );
+                    } else {
+                        messages.push(enqueued_message(e, record));
+                    }
                 }
-                Event::TaskRetryScheduled(e) => retries.push((Resend::retry(e), *record)),
+                Event::TaskRetryScheduled(e) => {
+                    if self.admission.gates(job_id) {
+                        self.admission.hold(
+                            job_id,
+                            Held {
+                                task_id: e.task_id,
+                                index: e.index,
+                                attempt: e.attempt,
+                                version: record.stream_version,
+                                not_before: Some(e.not_before),
+                            },
+                        );
+                    } else {
+                        retries.push((Resend::retry(e), *record));
+                    }
+                }
+                // A held task has no message on purpose: admission sends it.
+                Event::TaskRequeued(e) if self.admission.is_held(job_id, e.task_id) => {}
                 Event::TaskRequeued(e) => retries.push((Resend::requeue(e), *record)),
+                Event::TaskReleased(e) => retries.push((
+                    Resend {
+                        task_id: e.task_id,
+                        attempt: e.attempt,
+                        not_before: None,
+                    },
+                    *record,
+                )),
                 _ => {}
             }
         }
@@ -333,8 +430,95 @@ impl Consumer {
             .await?;
         self.position = last;
         shared.saved.notify_waiters();
+        for (job_id, job) in &self.jobs {
+            if job.status != TrackedStatus::Active {
+                self.admission.forget_job(*job_id);
+            }
+        }
         self.jobs
             .retain(|_, job| job.status == TrackedStatus::Active);
+
+        // Admission: the held tasks that may go now.
+        if step_functions.is_none() {
+            self.admit(last).await?;
+        }
+        Ok(())
+    }
+
+    /// One admission round (see `admission`): appends `TaskReleased` for the tasks admitted
+    /// (one group commit; a task whose stream moved meanwhile stays held), which the relay
+    /// sends when it reads them. `folded` is how far the consumer has folded the log.
+    async fn admit(&mut self, folded: LogPosition) -> Result<usize, OrchestratorError> {
+        if !self.admission.has_held() {
+            self.admit_again = None;
+            return Ok(0);
+        }
+        let progress: HashMap<JobId, shoal_domain::JobProgress> = self
+            .jobs
+            .iter()
+            .map(|(id, job)| (*id, job.progress))
+            .collect();
+        let now = Utc::now();
+        let (releases, again) = self.admission.round(now, folded, &progress);
+        self.admit_again = again;
+        if releases.is_empty() {
+            return Ok(0);
+        }
+        let admitted = releases.len();
+        let batches: Vec<AppendBatch> = releases
+            .iter()
+            .map(|release| AppendBatch {
+                streams: vec![StreamAppend {
+                    stream_id: release.held.task_id.stream_id(),
+                    expected: ExpectedVersion::Exact(release.held.version),
+                    events: vec![new_event(&release.event(now))],
+                }],
+                ..AppendBatch::default()
+            })
+            .collect();
+        let results = self.shared.log.append_many(batches).await;
+        let mut moved = Vec::new();
+        let mut failure = None;
+        for (release, result) in releases.into_iter().zip(results) {
+            match result {
+                Ok(_) => {}
+                Err(LogError::Conflict { .. }) => moved.push(release),
+                Err(error) => {
+                    moved.push(release);
+                    failure = Some(error);
+                }
+            }
+        }
+        if !moved.is_empty() {
+            // Their streams moved: the news comes through the log; try again soon anyway.
+            self.admit_again = Some(std::time::Duration::from_millis(100));
+        }
+        let admitted = admitted - moved.len();
+        self.admission.restore(moved);
+        if let Some(error) = failure {
+            return Err(error.into());
+        }
+        Ok(admitted)
+    }
+
+    /// Jobs whose failed tasks a user retries may have been forgotten by admission when they
+    /// failed: their submissions are read again (one read), so their limits hold.
+    async fn learn_resumed_jobs(&mut self, jobs: &[JobId]) -> Result<(), OrchestratorError> {
+        let streams: Vec<String> = jobs
+            .iter()
+            .filter(|id| !self.admission.knows(**id))
+            .map(JobId::stream_id)
+            .collect();
+        if streams.is_empty() {
+            return Ok(());
+        }
+        for record in self.shared.log.read_streams(&streams).await? {
+            if let Ok(event) =
+                Event::decode(&record.event_type, record.schema_version, record.data.get())
+            {
+                self.admission.apply_job_event(&event);
+            }
+        }
         Ok(())
     }
 

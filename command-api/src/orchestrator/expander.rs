@@ -81,7 +81,7 @@ pub(super) struct Prepared {
 /// What one chunk attempt did.
 pub(super) enum Chunk {
     /// Appended; tasks remain. The job stream's state and version after the append.
-    More(JobState, i64),
+    More(Box<JobState>, i64),
     /// Appended the last chunk.
     Last,
     /// Nothing to do (all created, cancelled, unknown job).
@@ -133,7 +133,7 @@ impl Expander {
             match result {
                 Ok((Chunk::More(state, version), prepared)) => {
                     chunks += 1;
-                    self.cache.insert(job_id, (state, version, prepared));
+                    self.cache.insert(job_id, (*state, version, prepared));
                     self.shared.pending.push(job_id);
                 }
                 Ok((Chunk::Last, _)) => chunks += 1,
@@ -211,10 +211,16 @@ async fn expand(
             Some(cached) => cached,
             None => load_job(shared.log.as_ref(), job_id).await?,
         };
-        // With the built-in driver and the SQL queue of the log's database, the chunk's tasks
-        // are queued in the chunk's own transaction (and marked so the relay skips them).
-        let send_with_chunk = shared.config.send_with_chunks && shared.sfn.is_none();
         for _ in 0..MAX_CONFLICTS {
+            // With the built-in driver and the SQL queue of the log's database, the chunk's
+            // tasks are queued in the chunk's own transaction (and marked so the relay skips
+            // them), unless a limit gates the job: admission sends those.
+            let send_with_chunk = shared.config.send_with_chunks
+                && shared.sfn.is_none()
+                && !shared
+                    .limits
+                    .read()
+                    .is_ok_and(|limits| limits.limits_job(&state));
             tracing::Span::current().record("from_index", state.created_upto);
             let traceparent = trace::current_traceparent();
             let Some(chunk) = prepared.take().or_else(|| {
@@ -279,7 +285,7 @@ async fn expand(
                     return Ok(if after.all_tasks_created() {
                         (Chunk::Last, None)
                     } else {
-                        (Chunk::More(after, after_version), next)
+                        (Chunk::More(Box::new(after), after_version), next)
                     });
                 }
                 Err(LogError::Conflict { .. }) => {

@@ -19,6 +19,9 @@
 //!   queue has no visible or delayed message at all, so a deep queue is never flooded with
 //!   copies, and a lost message is replaced once the queue has drained.
 //!
+//! A task held by admission (`admission`: a limit or the fair-share window keeps it out of
+//! the queue for now) has no message on purpose and is left alone.
+//!
 //! Every append expects the stream version just read: a worker that records the attempt's end
 //! meanwhile wins, and the reconciler's append conflicts and is dropped. A requeued message of
 //! an attempt that is in fact still queued is a duplicate, which workers already make harmless.
@@ -229,6 +232,14 @@ impl Reconciler {
                     }
                 }
                 TaskStatus::Enqueued | TaskStatus::Retrying => {
+                    // Held by admission: no message on purpose.
+                    if folded
+                        .state
+                        .task_id()
+                        .is_some_and(|id| shared.held.lock().is_ok_and(|held| held.contains(&id)))
+                    {
+                        continue;
+                    }
                     let due = folded.state.not_before.unwrap_or(folded.last_at);
                     if now - folded.last_at < min_age || now - due < min_age {
                         continue;

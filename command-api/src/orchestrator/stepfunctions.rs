@@ -427,7 +427,7 @@ async fn create_tasks(shared: &Shared, job_id: JobId) -> Result<Value, StepError
         match expand_chunk(shared, job_id, cached.take()).await? {
             Chunk::More(state, version) => {
                 chunks += 1;
-                cached = Some((state, version));
+                cached = Some((*state, version));
             }
             Chunk::Last => {
                 chunks += 1;

@@ -11,6 +11,7 @@ use shoal_api::rest::{
     ApiError, Detail, FieldError, Job, Task, ValidationDetail, body_loc, object_body, parse_body,
     parse_int, parse_optional_float, parse_optional_object, parse_optional_string, parse_task_id,
 };
+use shoal_domain::priority::{MAX_PRIORITY, MIN_PRIORITY};
 use shoal_domain::rejection::code;
 use shoal_domain::{Split, TaskId};
 
@@ -115,6 +116,36 @@ pub async fn submit_job(
     };
     let max_attempts = optional_count("max_attempts", limits.max_attempts_limit);
     let timeout_seconds = optional_count("timeout_seconds", limits.max_timeout_seconds);
+    let max_concurrency =
+        optional_count("max_concurrency", shoal_domain::admission::MAX_CONCURRENCY);
+    let concurrency_key = match body.get("concurrency_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            errors.push(FieldError::new(
+                "string_type",
+                body_loc("concurrency_key"),
+                "Input should be a valid string",
+                other.clone(),
+            ));
+            None
+        }
+    };
+    let priority = match body.get("priority") {
+        None | Some(Value::Null) => None,
+        Some(value) => match parse_int(
+            value,
+            body_loc("priority"),
+            i64::from(MIN_PRIORITY),
+            Some(i64::from(MAX_PRIORITY)),
+        ) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
 
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
         None => None,
@@ -175,8 +206,16 @@ pub async fn submit_job(
         timeout_seconds: as_count("timeout_seconds", timeout_seconds).map_err(to_api)?,
         idempotency_key,
         fallback_handler: Some(shoal_domain::job::ORIGINAL_DEFAULT_HANDLER.to_owned()),
+        priority,
     };
-    let submitted = service.submit_job(input).await.map_err(to_api)?;
+    let concurrency = shoal_domain::admission::JobConcurrency {
+        max_concurrency,
+        concurrency_key,
+    };
+    let submitted = service
+        .submit_job_with(input, concurrency)
+        .await
+        .map_err(to_api)?;
     // A replayed submission answers 201 too: the same answer as the first time.
     Ok((
         StatusCode::CREATED,

@@ -23,6 +23,16 @@ pub struct SubmitJobRequest {
     /// Shoal: timeout of one attempt, in seconds (default 300).
     #[schema(minimum = 1)]
     timeout_seconds: Option<i64>,
+    /// Shoal: most of the job's tasks running (admitted and not ended) at once, cluster-wide.
+    #[schema(minimum = 1, maximum = 1000000)]
+    max_concurrency: Option<i64>,
+    /// Shoal: the parameter whose value is the job's concurrency key (the limits set on that
+    /// key apply to the job).
+    concurrency_key: Option<String>,
+    /// Shoal: the job's priority, -1000 to 1000 (default 0); higher runs first, and jobs of
+    /// the same priority share the workers fairly.
+    #[schema(minimum = -1000, maximum = 1000)]
+    priority: Option<i64>,
 }
 
 /// What a worker reports on completion (`{}` is fine).

@@ -192,6 +192,14 @@ pub trait TaskQueue: Send + Sync + std::fmt::Debug {
     /// nothing: workers skip a cancelled job's tasks anyway.
     async fn purge_job(&self, job_id: Uuid) -> QueueResult<u64>;
 
+    /// Sets the priority of a job's messages (higher is received first): those waiting now,
+    /// and those sent from now on. Repeating it is harmless. Backends that do not order by
+    /// priority (SQS) do nothing.
+    async fn set_priority(&self, job_id: Uuid, priority: i32) -> QueueResult<()> {
+        let _ = (job_id, priority);
+        Ok(())
+    }
+
     async fn depth(&self) -> QueueResult<QueueDepth>;
 
     /// How long the oldest deliverable message has waited to be received (zero when none

@@ -274,7 +274,7 @@ impl ReadModelStore {
         let more = jobs.len() as i64 > limit;
         jobs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let next = if more {
-            jobs.last().map(JobCursor::after)
+            jobs.last().map(|job| JobCursor::after_in(job, sort))
         } else {
             None
         };

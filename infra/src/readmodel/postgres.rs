@@ -29,12 +29,12 @@ macro_rules! upsert_jobs {
              SELECT id, job_type, status, stream_status, total_tasks, created_upto, created,
                     queued, running, completed, failed, retrying, parameters::jsonb,
                     max_attempts, timeout_seconds, created_at, updated_at, started_at,
-                    completed_at, error_message, cancel_reason
+                    completed_at, error_message, cancel_reason, priority
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[],
                          $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[],
                          $11::int8[], $12::int8[], $13::text[], $14::int8[], $15::int8[],
                          $16::timestamptz[], $17::timestamptz[], $18::timestamptz[],
-                         $19::timestamptz[], $20::text[], $21::text[])
+                         $19::timestamptz[], $20::text[], $21::text[], $22::int4[])
                   AS u(",
             job_columns!(),
             ")
@@ -362,6 +362,7 @@ async fn write_job_rows(conn: &mut PgConnection, t: usize, jobs: &[JobRow]) -> R
         .bind(time(|j| j.completed_at))
         .bind(text(|j| j.error_message.as_deref()))
         .bind(text(|j| j.cancel_reason.as_deref()))
+        .bind(jobs.iter().map(|j| j.priority).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     Ok(())

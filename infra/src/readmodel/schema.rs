@@ -76,6 +76,8 @@ pub(crate) const fn pg_index(projection: ProjectionName) -> &'static str {
             "CREATE INDEX jobs_rebuild_created_idx ON jobs_rebuild (created_at, id);
              CREATE INDEX jobs_rebuild_status_created_idx ON jobs_rebuild (status, created_at, id);
              CREATE INDEX jobs_rebuild_type_created_idx ON jobs_rebuild (job_type, created_at, id);
+             CREATE INDEX jobs_rebuild_priority_created_idx
+                 ON jobs_rebuild (priority, created_at, id);
              CREATE INDEX tasks_rebuild_job_index_idx ON tasks_rebuild (job_id, task_index);
              CREATE INDEX tasks_rebuild_job_status_idx
                  ON tasks_rebuild (job_id, status, task_index);"
@@ -95,6 +97,7 @@ pub(crate) const fn pg_swap(projection: ProjectionName) -> &'static str {
              ALTER INDEX jobs_rebuild_created_idx RENAME TO jobs_created_idx;
              ALTER INDEX jobs_rebuild_status_created_idx RENAME TO jobs_status_created_idx;
              ALTER INDEX jobs_rebuild_type_created_idx RENAME TO jobs_type_created_idx;
+             ALTER INDEX jobs_rebuild_priority_created_idx RENAME TO jobs_priority_created_idx;
              ALTER TABLE tasks_rebuild RENAME TO tasks;
              ALTER TABLE tasks RENAME CONSTRAINT tasks_rebuild_pkey TO tasks_pkey;
              ALTER INDEX tasks_rebuild_job_index_idx RENAME TO tasks_job_index_idx;
@@ -170,7 +173,8 @@ pub(crate) const fn sqlite_prepare(projection: ProjectionName) -> &'static str {
                  started_at      TEXT,
                  completed_at    TEXT,
                  error_message   TEXT,
-                 cancel_reason   TEXT
+                 cancel_reason   TEXT,
+                 priority        INTEGER NOT NULL DEFAULT 0
              ) STRICT;
              CREATE TABLE tasks_rebuild (
                  id              TEXT PRIMARY KEY,
@@ -259,6 +263,7 @@ pub(crate) const fn sqlite_swap(projection: ProjectionName) -> &'static str {
              CREATE INDEX jobs_created_idx ON jobs (created_at, id);
              CREATE INDEX jobs_status_created_idx ON jobs (status, created_at, id);
              CREATE INDEX jobs_type_created_idx ON jobs (job_type, created_at, id);
+             CREATE INDEX jobs_priority_created_idx ON jobs (priority, created_at, id);
              CREATE INDEX tasks_job_index_idx ON tasks (job_id, task_index);
              CREATE INDEX tasks_job_status_idx ON tasks (job_id, status, task_index);"
         }

@@ -25,7 +25,8 @@ macro_rules! job_columns {
     () => {
         "id, job_type, status, stream_status, total_tasks, created_upto, created, queued, \
          running, completed, failed, retrying, parameters, max_attempts, timeout_seconds, \
-         created_at, updated_at, started_at, completed_at, error_message, cancel_reason"
+         created_at, updated_at, started_at, completed_at, error_message, cancel_reason, \
+         priority"
     };
 }
 pub(crate) use job_columns;
@@ -52,7 +53,7 @@ macro_rules! job_updates {
          timeout_seconds = excluded.timeout_seconds, created_at = excluded.created_at,
          updated_at = excluded.updated_at, started_at = excluded.started_at,
          completed_at = excluded.completed_at, error_message = excluded.error_message,
-         cancel_reason = excluded.cancel_reason"
+         cancel_reason = excluded.cancel_reason, priority = excluded.priority"
     };
 }
 pub(crate) use job_updates;
@@ -138,6 +139,22 @@ macro_rules! query_sql {
                 $job_filter,
                 " ORDER BY created_at, id LIMIT $6 OFFSET $7"
             ),
+            // Parameters numbered in the order they first appear: SQLite numbers `$N` so.
+            list_priority: concat!(
+                "SELECT ",
+                $crate::readmodel::sql::job_columns!(),
+                " FROM jobs WHERE ",
+                $job_filter,
+                " AND ($6 IS NULL OR (priority, created_at, id) < ($7, $6, $8))
+                 ORDER BY priority DESC, created_at DESC, id DESC LIMIT $9"
+            ),
+            page_priority: concat!(
+                "SELECT ",
+                $crate::readmodel::sql::job_columns!(),
+                " FROM jobs WHERE ",
+                $job_filter,
+                " ORDER BY priority DESC, created_at DESC, id DESC LIMIT $6 OFFSET $7"
+            ),
             count_jobs: concat!("SELECT count(*) FROM jobs WHERE ", $job_filter),
             tasks_of_job: concat!(
                 "SELECT ",
@@ -177,6 +194,8 @@ pub(crate) struct QuerySql {
     pub list_oldest: &'static str,
     pub page_newest: &'static str,
     pub page_oldest: &'static str,
+    pub list_priority: &'static str,
+    pub page_priority: &'static str,
     pub count_jobs: &'static str,
     pub tasks_of_job: &'static str,
     pub page_tasks_of_job: &'static str,
@@ -473,6 +492,7 @@ fn job_row<D: ReadDialect>(row: &D::Row) -> ReadModelResult<JobRow> {
         completed_at: D::get_time(row, 18)?,
         error_message: col::<D, _>(row, 19)?,
         cancel_reason: col::<D, _>(row, 20)?,
+        priority: col::<D, _>(row, 21)?,
     })
 }
 
@@ -559,12 +579,20 @@ pub(crate) async fn list_jobs<D: ReadDialect>(
     after: Option<JobCursor>,
     limit: i64,
 ) -> ReadModelResult<Vec<JobRow>> {
-    let sql = match sort {
-        JobSort::Newest => D::QUERIES.list_newest,
-        JobSort::Oldest => D::QUERIES.list_oldest,
+    let query = bind_filter::<D>(
+        sqlx::query(match sort {
+            JobSort::Newest => D::QUERIES.list_newest,
+            JobSort::Oldest => D::QUERIES.list_oldest,
+            JobSort::Priority => D::QUERIES.list_priority,
+        }),
+        filter,
+    )
+    .time(after.map(|c| c.created_at));
+    let query = match sort {
+        JobSort::Newest | JobSort::Oldest => query,
+        JobSort::Priority => query.arg(after.map(|c| i64::from(c.priority.unwrap_or_default()))),
     };
-    let rows = bind_filter::<D>(sqlx::query(sql), filter)
-        .time(after.map(|c| c.created_at))
+    let rows = query
         .opt_id(after.map(|c| c.id.as_uuid()))
         .arg(limit)
         .all(D::pool(pool))
@@ -582,6 +610,7 @@ pub(crate) async fn page_jobs<D: ReadDialect>(
     let sql = match sort {
         JobSort::Newest => D::QUERIES.page_newest,
         JobSort::Oldest => D::QUERIES.page_oldest,
+        JobSort::Priority => D::QUERIES.page_priority,
     };
     let total = bind_filter::<D>(sqlx::query(D::QUERIES.count_jobs), filter)
         .optional(D::pool(pool))

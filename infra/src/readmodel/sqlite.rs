@@ -34,7 +34,7 @@ macro_rules! upsert_jobs {
             job_columns!(),
             ") SELECT ",
             extract!(
-                0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20
+                0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21
             ),
             " FROM json_each($1) AS j WHERE true
              ON CONFLICT (id) DO UPDATE SET ",
@@ -370,6 +370,7 @@ fn job_json(j: &JobRow) -> Value {
         opt_ts(j.completed_at),
         j.error_message,
         j.cancel_reason,
+        j.priority,
     ])
 }
 

@@ -114,6 +114,8 @@ pub struct JobRow {
     pub error_message: Option<String>,
     /// Why it was cancelled, as the user said.
     pub cancel_reason: Option<String>,
+    /// Its current priority (higher runs first).
+    pub priority: i32,
 }
 
 impl JobRow {
@@ -143,6 +145,7 @@ impl From<JobView> for JobRow {
             completed_at: view.completed_at.map(to_micros),
             error_message: view.error_message,
             cancel_reason: view.cancel_reason,
+            priority: view.priority,
         }
     }
 }
@@ -381,6 +384,8 @@ pub enum JobSort {
     Newest,
     /// By `created_at` ascending, then id ascending.
     Oldest,
+    /// By priority descending, then newest first (`created_at` descending, id descending).
+    Priority,
 }
 
 /// Which jobs a list shows. Empty fields do not filter.
@@ -409,25 +414,46 @@ pub fn supported_time(at: DateTime<Utc>) -> bool {
 
 /// A place in a list of jobs: the last job of the previous page.
 ///
-/// Its text form (`<unix micros>_<uuid>`) is what APIs hand out as an opaque cursor.
+/// Its text form (`<unix micros>_<uuid>`, or `<priority>_<unix micros>_<uuid>` in a list
+/// sorted by priority) is what APIs hand out as an opaque cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobCursor {
     pub created_at: DateTime<Utc>,
     pub id: JobId,
+    /// The job's priority, in a list sorted by priority ([`JobSort::Priority`]).
+    pub priority: Option<i32>,
 }
 
 impl JobCursor {
-    /// The cursor after `job`.
+    /// The cursor after `job` in a list sorted by time.
     pub fn after(job: &JobRow) -> Self {
         JobCursor {
             created_at: job.created_at,
             id: job.id,
+            priority: None,
         }
+    }
+
+    /// The cursor after `job` in a list sorted by `sort`.
+    pub fn after_in(job: &JobRow, sort: JobSort) -> Self {
+        JobCursor {
+            priority: (sort == JobSort::Priority).then_some(job.priority),
+            ..JobCursor::after(job)
+        }
+    }
+
+    /// Whether the cursor comes from a list sorted by `sort` (a cursor of another order
+    /// would skip or repeat jobs).
+    pub fn fits(&self, sort: JobSort) -> bool {
+        self.priority.is_some() == (sort == JobSort::Priority)
     }
 }
 
 impl fmt::Display for JobCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(priority) = self.priority {
+            write!(f, "{priority}_")?;
+        }
         write!(f, "{}_{}", self.created_at.timestamp_micros(), self.id)
     }
 }
@@ -442,13 +468,21 @@ impl FromStr for JobCursor {
     type Err = InvalidCursor;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let invalid = || InvalidCursor(s.to_owned());
-        let (micros, id) = s.split_once('_').ok_or_else(invalid)?;
+        let (first, rest) = s.split_once('_').ok_or_else(invalid)?;
+        let (priority, micros, id) = match rest.split_once('_') {
+            Some((micros, id)) => (Some(first.parse().map_err(|_| invalid())?), micros, id),
+            None => (None, first, rest),
+        };
         let micros: i64 = micros.parse().map_err(|_| invalid())?;
         let created_at = DateTime::from_timestamp_micros(micros)
             .filter(|at| supported_time(*at))
             .ok_or_else(invalid)?;
         let id = JobId::from_uuid(Uuid::parse_str(id).map_err(|_| invalid())?);
-        Ok(JobCursor { created_at, id })
+        Ok(JobCursor {
+            created_at,
+            id,
+            priority,
+        })
     }
 }
 
@@ -577,8 +611,20 @@ mod tests {
         let cursor = JobCursor {
             created_at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
             id: JobId::new(),
+            priority: None,
         };
         assert_eq!(cursor.to_string().parse::<JobCursor>(), Ok(cursor));
+        // In a list sorted by priority, the cursor carries it (negative ones too).
+        for priority in [7, -3] {
+            let by_priority = JobCursor {
+                priority: Some(priority),
+                ..cursor
+            };
+            assert_eq!(by_priority.to_string().parse(), Ok(by_priority));
+            assert!(by_priority.fits(JobSort::Priority) && !by_priority.fits(JobSort::Newest));
+        }
+        assert!(cursor.fits(JobSort::Oldest) && !cursor.fits(JobSort::Priority));
+        assert!(format!("x_{cursor}").parse::<JobCursor>().is_err());
         assert!("nope".parse::<JobCursor>().is_err());
         assert!("12_notauuid".parse::<JobCursor>().is_err());
         // Times the databases cannot compare against are invalid cursors, not errors later.

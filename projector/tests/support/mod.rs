@@ -107,6 +107,13 @@ impl Sim {
                 ),
                 _ => self.finish(j, now),
             },
+            9 if how % 2 == 0 => self.job(
+                j,
+                JobCommand::ChangePriority {
+                    priority: i64::from(how) - 128,
+                    now,
+                },
+            ),
             _ => self.finish(j, now),
         }
     }
@@ -124,6 +131,7 @@ impl Sim {
             limits: Limits::default(),
             now,
             fallback_handler: None,
+            priority: i64::from(how % 5) - 2,
         });
         let events = JobAggregate::decide(&JobState::default(), command).unwrap_or_default();
         self.jobs.push(SimJob {
@@ -431,6 +439,7 @@ pub fn domain_tables(events: &[Event]) -> ReadModelDump {
             completed_at: job.completed_at.map(micros),
             error_message: job.error_message.clone(),
             cancel_reason: job.cancel_reason.clone(),
+            priority: job.priority,
         });
         dump.job_states.push(AnalyticsJobState {
             job_id: job.job_id,

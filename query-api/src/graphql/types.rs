@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
+use super::waiting::WaitingReason;
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
-use shoal_api::graphql::{JobStatus, TaskStatus};
+use shoal_api::graphql::{JobStatus, Limit, LimitKind, TaskStatus, limits_of};
 use shoal_domain::{Attempt, Attempts};
 use shoal_infra::eventlog::RecordedEvent;
 use shoal_infra::readmodel::{JobRow, JobSort, TaskRow};
@@ -26,6 +27,8 @@ pub enum JobSortOrder {
     Newest,
     /// Oldest first.
     Oldest,
+    /// Highest priority first, then newest first.
+    Priority,
 }
 
 impl From<JobSortOrder> for JobSort {
@@ -33,6 +36,7 @@ impl From<JobSortOrder> for JobSort {
         match sort {
             JobSortOrder::Newest => JobSort::Newest,
             JobSortOrder::Oldest => JobSort::Oldest,
+            JobSortOrder::Priority => JobSort::Priority,
         }
     }
 }
@@ -147,6 +151,11 @@ impl Job {
     /// The reason given when it was cancelled.
     async fn cancel_reason(&self) -> Option<&str> {
         self.0.cancel_reason.as_deref()
+    }
+
+    /// Its priority: higher runs first (`setJobPriority` changes it).
+    async fn priority(&self) -> i32 {
+        self.0.priority
     }
 
     /// The instant this job is shown as of (`job(id, asOf:)`); null for the live job.
@@ -265,6 +274,48 @@ impl Job {
                 slowest: slowest as usize,
             },
         ))
+    }
+
+    /// The job's own concurrency limit (`maxConcurrency` at submission), if any.
+    async fn max_concurrency(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<u32>> {
+        let read = read(ctx)?;
+        let job = super::waiting::job_limits(read.log.as_ref(), self.0.id)
+            .await
+            .map_err(internal)?;
+        Ok(job.max_concurrency)
+    }
+
+    /// The job's concurrency key (the value of the parameter `concurrencyKey` named at
+    /// submission), if any.
+    async fn concurrency_key(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        let read = read(ctx)?;
+        let job = super::waiting::job_limits(read.log.as_ref(), self.0.id)
+            .await
+            .map_err(internal)?;
+        Ok(job.concurrency_key)
+    }
+
+    /// The cluster-wide limits that apply to the job now: its job type's and its key's.
+    async fn limits(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Limit>> {
+        let read = read(ctx)?;
+        let job = super::waiting::job_limits(read.log.as_ref(), self.0.id)
+            .await
+            .map_err(internal)?;
+        let table = super::waiting::limit_table(read.log.as_ref())
+            .await
+            .map_err(internal)?;
+        Ok(limits_of(&table)
+            .into_iter()
+            .filter(|limit| match limit.kind {
+                LimitKind::JobType => limit.name == self.0.job_type,
+                LimitKind::Key => job.concurrency_key.as_deref().is_some_and(|key| {
+                    let own = table.iter().any(|(kind, name, _, _)| {
+                        kind == shoal_domain::events::LimitKind::Key && name == key
+                    });
+                    limit.name == key || (!own && limit.name == shoal_domain::admission::EVERY_KEY)
+                }),
+            })
+            .collect())
     }
 
     /// The job's AWS Step Functions execution, when the Step Functions driver runs it (null
@@ -477,6 +528,31 @@ impl Task {
     /// Its latest final failure went to the dead-letter queue.
     async fn dead_lettered(&self) -> bool {
         self.0.dead_lettered
+    }
+
+    /// Why the task waits, while it is ENQUEUED or RETRYING without a message in the queue:
+    /// a concurrency limit (of its job, job type or key) is full, a rate limit has no token
+    /// for now, its turn has not come (fair share and priority on SQS), or a retry's backoff.
+    /// Null when it is queued for a worker, running or ended. Read from the log.
+    async fn waiting_reason(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<WaitingReason>> {
+        if self.1.is_some() {
+            return Ok(None);
+        }
+        let read = read(ctx)?;
+        super::waiting::waiting_reason(
+            read.log.as_ref(),
+            self.0.job_id,
+            self.0.id,
+            self.0.status,
+            self.0.attempt,
+            self.0.next_attempt_at,
+            Utc::now(),
+        )
+        .await
+        .map_err(internal)
     }
 
     /// Every attempt so far, oldest first: who ran it, when, how it ended, why it failed and
@@ -723,6 +799,21 @@ impl HistoryEvent {
         ["error", "reason", "error_message"]
             .iter()
             .find_map(|f| self.field(f).and_then(Value::as_str))
+    }
+
+    /// The job's priority it set: `JobPriorityChanged`, and `JobSubmitted` with a priority
+    /// other than the default 0.
+    async fn priority(&self) -> Option<i32> {
+        self.field("priority")
+            .and_then(Value::as_i64)
+            .and_then(|p| i32::try_from(p).ok())
+    }
+
+    /// The priority before a `JobPriorityChanged`.
+    async fn previous_priority(&self) -> Option<i32> {
+        self.field("previous")
+            .and_then(Value::as_i64)
+            .and_then(|p| i32::try_from(p).ok())
     }
 
     /// The Step Functions state it is about (`JobStep*` events of that driver).

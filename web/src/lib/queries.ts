@@ -57,6 +57,14 @@ export const JOB_QUERY = graphql(`
       parameters
       maxAttempts
       timeoutSeconds
+      maxConcurrency
+      concurrencyKey
+      limits {
+        kind
+        name
+        maxConcurrency
+        ratePerSecond
+      }
       tasks(first: $first, after: $after, status: $status) {
         edges {
           cursor
@@ -72,6 +80,10 @@ export const JOB_QUERY = graphql(`
             completedAt
             processingTimeSeconds
             deadLettered
+            waitingReason {
+              kind
+              detail
+            }
           }
         }
         pageInfo {
@@ -292,6 +304,10 @@ export const TASK_DETAIL_QUERY = graphql(`
       nextAttemptAt
       processingTimeSeconds
       deadLettered
+      waitingReason {
+        kind
+        detail
+      }
       attempts {
         attempt
         queuedAt

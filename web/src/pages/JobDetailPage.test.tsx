@@ -29,6 +29,9 @@ const job = (failed: number) => ({
   parameters: { size: 128 },
   maxAttempts: 3,
   timeoutSeconds: 60,
+  maxConcurrency: 4,
+  concurrencyKey: 'acme',
+  limits: [{ kind: 'KEY', name: 'acme', maxConcurrency: 2, ratePerSecond: null }],
   tasks: {
     edges: [0, 1].map((index) => ({
       cursor: `t${index}`,
@@ -44,6 +47,7 @@ const job = (failed: number) => ({
         completedAt: '2026-01-01T10:00:03Z',
         processingTimeSeconds: 1.25,
         deadLettered: false,
+        waitingReason: null,
       },
     })),
     pageInfo: { hasNextPage: true, endCursor: 't1' },
@@ -72,12 +76,21 @@ const history = {
 const operationName = (query: DocumentNode) =>
   query.definitions.flatMap((d) => (d.kind === 'OperationDefinition' ? [d.name?.value] : []))[0];
 
-function renderPage(failed = 0, executeMutation = vi.fn(), url = '/jobs/j1') {
+function renderPage(
+  failed = 0,
+  executeMutation = vi.fn(),
+  url = '/jobs/j1',
+  tweak: (j: ReturnType<typeof job>) => ReturnType<typeof job> = (j) => j,
+) {
   type Request = { query: DocumentNode; variables: Record<string, unknown> };
   const jobAt = (asOf: unknown) =>
     asOf
-      ? { ...job(failed), asOf, completedTasks: 3, queuedTasks: 107, progress: 0.025 }
-      : { ...job(failed), asOf: null, completedAt: url.includes('at=') ? '2026-01-01T10:00:50Z' : null };
+      ? { ...tweak(job(failed)), asOf, completedTasks: 3, queuedTasks: 107, progress: 0.025 }
+      : {
+          ...tweak(job(failed)),
+          asOf: null,
+          completedAt: url.includes('at=') ? '2026-01-01T10:00:50Z' : null,
+        };
   const executeQuery = vi.fn((request: Request) =>
     fromValue({
       operation: request,
@@ -108,6 +121,38 @@ function renderPage(failed = 0, executeMutation = vi.fn(), url = '/jobs/j1') {
 }
 
 describe('JobDetailPage', () => {
+  it('shows the job limits and why a task waits', async () => {
+    renderPage(0, vi.fn(), '/jobs/j1', (j) => ({
+      ...j,
+      tasks: {
+        ...j.tasks,
+        edges: j.tasks.edges.map((edge, i) =>
+          i === 0
+            ? edge
+            : {
+                ...edge,
+                node: {
+                  ...edge.node,
+                  status: 'ENQUEUED',
+                  worker: null as unknown as string,
+                  waitingReason: {
+                    kind: 'LIMITED',
+                    detail: "limited by the job's maxConcurrency 4",
+                  } as unknown as null,
+                },
+              },
+        ),
+      },
+    }));
+    await screen.findByRole('heading', { level: 1, name: /thumbnails/ });
+    expect(screen.getByTestId('job-limits').textContent).toBe(
+      'Limits: 4 at once (this job) · key acme · key acme: 2 at once',
+    );
+    const waiting = screen.getByTestId('waiting-reason');
+    expect(waiting.textContent).toBe('waiting: limited');
+    expect(waiting.getAttribute('title')).toBe("limited by the job's maxConcurrency 4");
+  });
+
   it('shows the job, its counts, tasks and history; Next reads the next page', async () => {
     const { executeQuery } = renderPage();
     await screen.findByRole('heading', { level: 1, name: /thumbnails/ });

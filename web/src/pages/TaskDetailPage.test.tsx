@@ -29,6 +29,7 @@ const task = (status: string) => ({
   nextAttemptAt: null,
   processingTimeSeconds: null,
   deadLettered: status === 'FAILED',
+  waitingReason: null,
   attempts: [
     {
       attempt: 1,

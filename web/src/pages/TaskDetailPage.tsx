@@ -142,6 +142,14 @@ function TaskSummary({ task }: { task: TaskDetail }) {
           <dt>Next attempt</dt>
           <dd className="small">{time(task.nextAttemptAt)}</dd>
         </div>
+        {task.waitingReason && (
+          <div>
+            <dt>Waiting</dt>
+            <dd className="small" data-testid="waiting-reason">
+              {task.waitingReason.detail}
+            </dd>
+          </div>
+        )}
         <div>
           <dt>Dead letter</dt>
           <dd data-testid="dead-letter">

@@ -108,6 +108,27 @@ export function JobHeader({
           {notice.text}
         </p>
       )}
+      {(job.maxConcurrency != null || job.concurrencyKey != null || job.limits.length > 0) && (
+        <p className="small" data-testid="job-limits">
+          Limits:{' '}
+          {[
+            job.maxConcurrency != null ? `${job.maxConcurrency} at once (this job)` : null,
+            job.concurrencyKey != null ? `key ${job.concurrencyKey}` : null,
+            ...job.limits.map(
+              (l) =>
+                `${l.kind === 'JOB_TYPE' ? 'type' : 'key'} ${l.name}: ` +
+                [
+                  l.maxConcurrency != null ? `${l.maxConcurrency} at once` : null,
+                  l.ratePerSecond != null ? `${l.ratePerSecond}/s` : null,
+                ]
+                  .filter(Boolean)
+                  .join(', '),
+            ),
+          ]
+            .filter(Boolean)
+            .join(' · ')}
+        </p>
+      )}
       {job.errorMessage && <p className="error">Error: {job.errorMessage}</p>}
       {job.cancelReason && <p className="notice">Cancelled: {job.cancelReason}</p>}
       <ExecutionLink jobId={job.id} refreshKey={job.updatedAt} />

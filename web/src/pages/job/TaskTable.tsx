@@ -5,6 +5,22 @@ import type { JobDetail } from '../../lib/queries';
 import { TASK_STATUSES, type TaskStatus, type TaskTableState } from '../../lib/urlState';
 import { TASK_PAGE } from './useJobDetail';
 
+/** A short label of why a task waits (its detail is the tooltip). */
+export function waitingLabel(kind: string): string {
+  switch (kind) {
+    case 'LIMITED':
+      return 'waiting: limited';
+    case 'RATE_LIMITED':
+      return 'waiting: rate-limited';
+    case 'FAIR_SHARE':
+      return 'waiting: behind other jobs';
+    case 'BACKOFF':
+      return 'waiting: retry backoff';
+    default:
+      return `waiting: ${kind.toLowerCase()}`;
+  }
+}
+
 /** One page of the job's tasks, with a status filter and the pager. */
 export function TaskTable({
   jobId,
@@ -76,6 +92,12 @@ export function TaskTable({
                 </td>
                 <td data-label="Error / worker" className="small wrap">
                   {t.errorMessage ?? t.worker ?? ''}
+                  {t.waitingReason && (
+                    <span data-testid="waiting-reason" title={t.waitingReason.detail}>
+                      {t.errorMessage || t.worker ? ' · ' : ''}
+                      {waitingLabel(t.waitingReason.kind)}
+                    </span>
+                  )}
                 </td>
               </tr>
             ))}
