@@ -31,7 +31,9 @@ use shoal_command_api::graphql::{
 };
 use shoal_infra::eventlog::EventLog;
 use shoal_infra::readmodel::ReadModelStore;
-use shoal_query_api::graphql::{LiveConfig, QueryRoot, ReadContext, SubscriptionRoot};
+use shoal_query_api::graphql::{
+    LiveConfig, QueryRoot, ReadContext, SubscriptionRoot, TimelineCache,
+};
 
 use crate::auth::Authenticator;
 use crate::http_limits::{HttpLimits, graphql_refusal};
@@ -87,6 +89,7 @@ pub fn schema(
     builder()
         .data(service)
         .data(ReadContext { store, log })
+        .data(TimelineCache::default())
         .data(live)
         .finish()
 }

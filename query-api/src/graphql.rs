@@ -7,6 +7,8 @@
 //!
 //! - [`ReadContext`]: the read tables and the event log (a job's history is read from the
 //!   log), and the workers' heartbeats (`workers`, on the read tables' database);
+//! - [`TimelineCache`] (optional): the attempts of the last timelines read, so that one asked
+//!   again while nothing happened to its job is not read from the log again;
 //! - [`LiveConfig`]: where change notifications come from ([`ChangeFeed`]) and how often a
 //!   subscription may send (default at most 20 messages/s: one every 50 ms).
 //!
@@ -41,6 +43,7 @@ use shoal_infra::readmodel::{
 use shoal_infra::workers::{SqlWorkerRegistry, WorkerRegistry};
 use tokio::sync::broadcast;
 
+pub use as_of::TimelineCache;
 pub use live::{SubscriptionRoot, SubscriptionSlots, TOO_MANY_SUBSCRIPTIONS};
 pub use shoal_api::graphql::{BAD_USER_INPUT, INTERNAL, TaskStatus};
 pub use timeline::{JobTimeline, TimelineBar, TimelineBucket, TimelineGroup};

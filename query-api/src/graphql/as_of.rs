@@ -8,8 +8,8 @@
 //! with the number of its tasks (one view per task, and a copy of each event without its
 //! payload). See `docs/dashboard.md` for measured figures.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use shoal_domain::{Attempt, Attempts, Event, JobFold, JobId};
@@ -185,6 +185,69 @@ pub async fn job_attempts(
         .collect())
 }
 
+/// A job's attempts as [`job_attempts`] folds them.
+pub type JobAttempts = Arc<Vec<(u32, Attempt)>>;
+
+/// Timelines asked for last: [`TimelineCache::ENTRIES`] of them.
+type CacheKey = (JobId, DateTime<Utc>, Option<DateTime<Utc>>);
+
+/// The attempts of the last few timelines read, by job, the job's latest update (its
+/// `updated_at`: the time of its latest event, as the read model has it) and instant (`asOf`):
+/// a timeline asked again while nothing happened to the job (zooming in or out of a finished
+/// job, the page's periodic re-read) is laid out from them without reading the log again. Put
+/// it in the schema's context data; without it every timeline reads the log.
+#[derive(Debug, Default)]
+pub struct TimelineCache {
+    entries: Mutex<VecDeque<(CacheKey, JobAttempts)>>,
+}
+
+impl TimelineCache {
+    /// How many jobs' attempts are kept (each is about 150 bytes per attempt).
+    pub const ENTRIES: usize = 4;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(CacheKey, JobAttempts)>> {
+        // Entries are replaced whole: a panic cannot leave one half-written.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &CacheKey) -> Option<JobAttempts> {
+        let entries = self.lock();
+        entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key: CacheKey, attempts: JobAttempts) {
+        let mut entries = self.lock();
+        entries.retain(|(k, _)| k.0 != key.0 || k.2 != key.2);
+        entries.push_front((key, attempts));
+        entries.truncate(Self::ENTRIES);
+    }
+
+    /// The job's attempts up to `until`, from the cache when the job's `updated_at` is the one
+    /// they were read at, else from the log (and kept).
+    pub async fn attempts(
+        cache: Option<&TimelineCache>,
+        log: &dyn EventLog,
+        job: JobId,
+        updated_at: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<JobAttempts, LogError> {
+        let key = (job, updated_at, until);
+        if let Some(attempts) = cache.and_then(|c| c.get(&key)) {
+            return Ok(attempts);
+        }
+        let attempts = Arc::new(job_attempts(log, job, until).await?);
+        if let Some(cache) = cache {
+            cache.put(key, attempts.clone());
+        }
+        Ok(attempts)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +267,29 @@ mod tests {
             metadata: RawValue::from_string("{}".into()).unwrap(),
             recorded_at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn the_cache_keeps_the_latest_few_and_one_per_job_and_instant() {
+        let cache = TimelineCache::default();
+        let (job, other) = (JobId::new(), JobId::new());
+        let t0 = Utc::now();
+        let t1 = t0 + chrono::Duration::seconds(1);
+        let attempts = |n: usize| -> JobAttempts { Arc::new(Vec::with_capacity(n)) };
+        cache.put((job, t0, None), attempts(1));
+        assert!(cache.get(&(job, t0, None)).is_some());
+        // The job moved on: the old entry is replaced, not kept beside.
+        cache.put((job, t1, None), attempts(2));
+        assert!(cache.get(&(job, t0, None)).is_none());
+        assert!(cache.get(&(job, t1, None)).is_some());
+        // Another instant of the same job is another entry.
+        cache.put((job, t0, Some(t0)), attempts(3));
+        assert!(cache.get(&(job, t1, None)).is_some());
+        for _ in 0..TimelineCache::ENTRIES {
+            cache.put((other, t0, Some(Utc::now())), attempts(0));
+        }
+        assert!(cache.get(&(job, t1, None)).is_none());
+        assert_eq!(cache.lock().len(), TimelineCache::ENTRIES);
     }
 
     #[test]

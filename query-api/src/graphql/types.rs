@@ -259,9 +259,15 @@ impl Job {
         if to < from {
             return Err(user_error("to must not be before from".into(), "to"));
         }
-        let attempts = super::as_of::job_attempts(read.log.as_ref(), self.0.id, until)
-            .await
-            .map_err(internal)?;
+        let attempts = super::as_of::TimelineCache::attempts(
+            ctx.data_opt::<super::as_of::TimelineCache>(),
+            read.log.as_ref(),
+            self.0.id,
+            self.0.updated_at,
+            until,
+        )
+        .await
+        .map_err(internal)?;
         Ok(super::timeline::layout(
             &attempts,
             TimelineRequest {
