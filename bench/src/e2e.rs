@@ -33,11 +33,14 @@ pub(crate) struct E2eArgs {
     /// The job type, which selects the handler (`noop` does nothing).
     #[arg(long, default_value = "noop")]
     handler: String,
-    /// Tasks the worker runs at once. Every task waits for two group commits (its
-    /// `TaskStarted` and its `TaskCompleted`), so throughput is about concurrency / (2 x commit
-    /// latency): enough tasks in flight must cover the commits, not the CPU.
+    /// Tasks the worker runs at once (its slots; a slot is busy only while a handler runs,
+    /// ADR 13).
     #[arg(long, default_value_t = 1024)]
     concurrency: usize,
+    /// The worker's local buffer, messages held beyond the running tasks (default: the
+    /// worker's own, 32 per slot, at most 4,096).
+    #[arg(long)]
+    prefetch: Option<usize>,
     /// Most messages the worker takes in one receive.
     #[arg(long, default_value_t = 500)]
     receive_batch: usize,
@@ -128,7 +131,7 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
     let worker_args = WorkerArgs {
         visibility_timeout_seconds: 30,
         grace_period_seconds: 30,
-        prefetch: None,
+        prefetch: args.prefetch,
         http_handler_url: None,
         http_handler_max_response_bytes: roles::DEFAULT_HTTP_MAX_RESPONSE_BYTES,
         exec: Vec::new(),
