@@ -33,11 +33,14 @@ pub(crate) struct E2eArgs {
     /// The job type, which selects the handler (`noop` does nothing).
     #[arg(long, default_value = "noop")]
     handler: String,
-    /// Tasks the worker runs at once. Every task waits for two group commits (its
-    /// `TaskStarted` and its `TaskCompleted`), so throughput is about concurrency / (2 x commit
-    /// latency): enough tasks in flight must cover the commits, not the CPU.
+    /// Tasks the worker runs at once (its slots; a slot is busy only while a handler runs,
+    /// ADR 13).
     #[arg(long, default_value_t = 1024)]
     concurrency: usize,
+    /// The worker's local buffer, messages held beyond the running tasks (default: the
+    /// worker's own, 32 per slot, at most 4,096).
+    #[arg(long)]
+    prefetch: Option<usize>,
     /// Most messages the worker takes in one receive.
     #[arg(long, default_value_t = 500)]
     receive_batch: usize,
@@ -125,7 +128,8 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
         roles::orchestrator(&platform, &roles::OrchestratorArgs::default())?
             .run(until_stopped(stopped.clone())),
     );
-    let worker_args = default_worker_args();
+    let mut worker_args = default_worker_args();
+    worker_args.prefetch = args.prefetch;
     let mut config = worker_args.config(args.concurrency)?;
     config.receive_batch = args.receive_batch;
     let working =

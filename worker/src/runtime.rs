@@ -242,8 +242,7 @@ impl Worker {
                 }
             }
 
-            // Dropping a receive that waits (long polling) is safe; one dropped in the middle
-            // of its claim may leave messages hidden until their visibility timeout.
+            // A receive under way is not dropped here: shutdown lets it finish.
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
@@ -286,7 +285,18 @@ impl Worker {
         state.send_replace(WorkerState::Draining);
         // Not yet running: released at once, to be run elsewhere.
         flow.stop();
-        drop(receiving);
+        // A receive under way is let finish (a long poll briefly): one dropped in the middle of
+        // its claim could leave its messages hidden until their visibility timeout, and its
+        // database connection in the claim's transaction. What it brings is released.
+        if let Some(Receiving { future, .. }) = receiving.take()
+            && let Ok(Ok(deliveries)) = tokio::time::timeout(RECEIVE_DRAIN, future).await
+        {
+            for delivery in deliveries {
+                WorkerMetrics::inc(&metrics.received);
+                let key = inflight.insert(delivery.receipt.clone());
+                buffered.push_back((delivery, key));
+            }
+        }
         tracing::info!(
             buffered = buffered.len(),
             running = flow.running(),
@@ -370,6 +380,10 @@ async fn release_all(shared: &Shared, receipts: impl Iterator<Item = Receipt>) {
 
 /// Releases at shutdown made at once.
 const RELEASE_CONCURRENCY: usize = 16;
+
+/// How long shutdown waits for a receive under way (the SQL queue's long poll is 1 s; an SQS
+/// receive, which is safe to drop, waits up to 20 s and is dropped after this).
+const RECEIVE_DRAIN: Duration = Duration::from_millis(1500);
 
 fn report_task_end(done: Result<(), tokio::task::JoinError>) {
     if let Err(error) = done
