@@ -295,8 +295,8 @@ pub fn orchestrator(platform: &Platform, args: &OrchestratorArgs) -> anyhow::Res
         idempotency_key_retention: Duration::from_secs(
             args.idempotency_key_retention_hours.saturating_mul(3600),
         ),
-        // The SQL queue lives in the log's database: a chunk's tasks are queued in the chunk's
-        // own transaction. SQS is fed by the relay.
+        // On SQLite with the SQL queue, a chunk's tasks are queued in the chunk's own
+        // transaction; otherwise by the relay (ADR 14).
         ..OrchestratorConfig::for_database(&platform.database, platform.sqs.is_none())
     };
     Ok(Orchestrator::new(
