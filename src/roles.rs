@@ -338,8 +338,8 @@ pub fn orchestrator(platform: &Platform, args: &OrchestratorArgs) -> anyhow::Res
             (false, _) | (true, Some(0)) => None,
             (true, window) => Some(window.unwrap_or(DEFAULT_SQS_FAIR_SHARE_WINDOW)),
         },
-        // The SQL queue lives in the log's database: a chunk's tasks are queued in the chunk's
-        // own transaction. SQS is fed by the relay.
+        // On SQLite with the SQL queue, a chunk's tasks are queued in the chunk's own
+        // transaction; otherwise by the relay (ADR 14).
         ..OrchestratorConfig::for_database(&platform.database, platform.sqs.is_none())
     };
     Ok(Orchestrator::new(

@@ -6,10 +6,10 @@
 //! lock, checkpoint load; not timed) one job of N tasks is submitted through
 //! [`CommandService::submit_job`]. Two times are taken from just before the submission:
 //! **accepted**, when `submit_job` returns (the `JobSubmitted` append committed: what a client
-//! waits for), and **enqueued**, when the orchestrator has queued the N-th message: with its
-//! chunk (the chunk's `TaskEnqueued` events and queue rows commit together; `shoal`'s way on
-//! the SQL queue), or by the relay with `--relay` (its counter moves after the queue's insert
-//! committed; every `TaskEnqueued` was committed before the relay read it). Afterwards the
+//! waits for), and **enqueued**, when the orchestrator has queued the N-th message: by the relay
+//! (`shoal`'s way on Postgres; its counter moves after the queue's insert committed, and every
+//! `TaskEnqueued` was committed before the relay read it), or with its chunk with
+//! `--send-with-chunks` (the chunk's `TaskEnqueued` events and queue rows commit together). Afterwards the
 //! database is checked to hold exactly N `TaskEnqueued` events and N queue rows.
 
 use std::time::{Duration, Instant};
@@ -49,10 +49,10 @@ pub(crate) struct EnqueueArgs {
     /// Tasks of the job's first chunk; default: the orchestrator's.
     #[arg(long)]
     first_chunk_size: Option<u32>,
-    /// Queue the tasks through the relay (as with SQS) instead of in their chunk's own
-    /// transaction (what `shoal` does on the SQL queue).
+    /// Queue the tasks in their chunk's own transaction (`send_with_chunks`, what `shoal`
+    /// does on SQLite) instead of through the relay (what it does on Postgres).
     #[arg(long)]
-    relay: bool,
+    send_with_chunks: bool,
     /// Give up on a round after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_seconds: u64,
@@ -135,7 +135,7 @@ async fn one_round(args: &EnqueueArgs) -> anyhow::Result<Round> {
         chunk_size: args.chunk_size.unwrap_or(defaults.chunk_size),
         first_chunk_size: args.first_chunk_size.unwrap_or(defaults.first_chunk_size),
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
-        send_with_chunks: !args.relay,
+        send_with_chunks: args.send_with_chunks,
         ..defaults
     };
     // As `roles::orchestrator` wires it, with the batch sizes of the command line.
@@ -215,7 +215,7 @@ async fn one_round(args: &EnqueueArgs) -> anyhow::Result<Round> {
 }
 
 fn queued_how(args: &EnqueueArgs) -> &'static str {
-    if args.relay {
+    if !args.send_with_chunks {
         "by the relay"
     } else {
         "with their chunks"

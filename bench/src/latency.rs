@@ -19,8 +19,8 @@
 //! microseconds. `--separate-pools` gives the command service, the orchestrator and the worker
 //! a connection pool (and log and queue instances) each, so that every wake-up between them
 //! goes through Postgres LISTEN/NOTIFY, as between the processes of a deployment; by default
-//! they share one, as in `shoal dev`. `--relay` queues the tasks through the orchestrator's relay
-//! (the way to SQS) instead of with their chunk.
+//! they share one, as in `shoal dev`. `--send-with-chunks` queues the tasks in their chunk's
+//! own transaction instead of through the orchestrator's relay.
 
 use std::time::{Duration, Instant};
 
@@ -62,10 +62,10 @@ pub(crate) struct LatencyArgs {
     /// instead of one shared pool (as in `shoal dev`).
     #[arg(long)]
     separate_pools: bool,
-    /// Queue the tasks through the orchestrator's relay (as with SQS) instead of in their
-    /// chunk's own transaction (what `shoal` does on the SQL queue).
+    /// Queue the tasks in their chunk's own transaction (`send_with_chunks`, what `shoal`
+    /// does on SQLite) instead of through the relay (what it does on Postgres).
     #[arg(long)]
-    relay: bool,
+    send_with_chunks: bool,
     /// Give up on a job after this many seconds.
     #[arg(long, default_value_t = 30)]
     timeout_seconds: u64,
@@ -153,10 +153,10 @@ pub(crate) async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    // As `roles::orchestrator` wires it (with `--relay`, as on SQS).
+    // As `roles::orchestrator` wires it on Postgres (or as on SQLite, `--send-with-chunks`).
     let orchestrator = Orchestrator::new(
         OrchestratorConfig {
-            send_with_chunks: !args.relay,
+            send_with_chunks: args.send_with_chunks,
             ..OrchestratorConfig::for_database(&orchestrator_platform.database, true)
         },
         InstrumentedLog::wrap(orchestrator_platform.log.clone(), "orchestrator"),
@@ -238,7 +238,7 @@ fn pools(args: &LatencyArgs) -> String {
     } else {
         "one shared connection pool (as `shoal dev`)"
     };
-    let queued = if args.relay {
+    let queued = if !args.send_with_chunks {
         "tasks queued by the relay"
     } else {
         "tasks queued with their chunk"

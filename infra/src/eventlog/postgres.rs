@@ -69,6 +69,10 @@ FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::int[], $5::json[], $6::jso
 ORDER BY i.ord
 RETURNING stream_id, stream_version, position, transaction_id";
 
+/// Fewest rows of new streams after checked rows for which `INSERT_NEW_STREAMS` is worth its
+/// own statement.
+const PLAIN_INSERT_MIN_ROWS: usize = 64;
+
 const READ_ALL: &str = concat!(
     "SELECT ",
     event_columns!("", "transaction_id"),
@@ -207,7 +211,12 @@ impl LogDialect for Postgres {
     ) -> LogResult<Vec<Inserted>> {
         // Rows of existing streams (checked against their expected version), then rows of new
         // streams (plainly inserted), in input order: positions follow the input either way.
-        let checked = prepared.new_streams_from().unwrap_or(prepared.len());
+        // A second statement costs a round trip: only for many new rows, or for new streams
+        // alone.
+        let checked = match prepared.new_streams_from() {
+            Some(first) if first == 0 || prepared.len() - first >= PLAIN_INSERT_MIN_ROWS => first,
+            _ => prepared.len(),
+        };
         let mut rows = Vec::new();
         if checked > 0 {
             rows = sqlx::query(INSERT_EVENTS)
