@@ -20,12 +20,20 @@ export const JOB_FIELDS = graphql(`
     completedAt
     errorMessage
     cancelReason
+    priority
   }
 `);
 
 export const JOBS_QUERY = graphql(`
-  query Jobs($first: Int, $after: String, $status: [JobStatus!], $jobType: String, $search: String) {
-    jobs(first: $first, after: $after, status: $status, jobType: $jobType, search: $search) {
+  query Jobs(
+    $first: Int
+    $after: String
+    $status: [JobStatus!]
+    $jobType: String
+    $search: String
+    $sort: JobSortOrder! = NEWEST
+  ) {
+    jobs(first: $first, after: $after, status: $status, jobType: $jobType, search: $search, sort: $sort) {
       edges {
         cursor
         node {
@@ -127,6 +135,8 @@ export const HISTORY_QUERY = graphql(`
             worker
             error
             step
+            priority
+            previousPriority
           }
         }
         pageInfo {
@@ -163,6 +173,15 @@ export const CANCEL_JOB = graphql(`
     cancelJob(id: $id, reason: $reason) {
       id
       status
+    }
+  }
+`);
+
+export const SET_JOB_PRIORITY = graphql(`
+  mutation SetJobPriority($jobId: ID!, $priority: Int!) {
+    setJobPriority(jobId: $jobId, priority: $priority) {
+      id
+      priority
     }
   }
 `);
