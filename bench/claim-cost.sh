@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The SQL queue's claim, first in first out against fair share (ADR 15), side by side on one
 # Postgres: two copies of the queue table, one with the old claim order and indexes, one with the
-# fair order and its index, each loaded with JOBS jobs of TASKS tasks. Each pgbench transaction
+# fair order and its index (ADR 15), each loaded with JOBS jobs of TASKS tasks. Each pgbench transaction
 # claims BATCH rows as the queue does (one statement: lock with SKIP LOCKED, hide, new receipt)
 # and then acknowledges them (deletes them by id), so that both the claim's read and its index
 # maintenance are counted. Rounds alternate between the two, so a busy machine hurts both alike.
@@ -37,7 +37,7 @@ CREATE TABLE claim_fair (
     priority INTEGER NOT NULL DEFAULT 0, job_rank BIGINT NOT NULL DEFAULT 0,
     UNIQUE (job_id, task_id, attempt));
 CREATE INDEX ON claim_fair (visible_at, id);
-CREATE INDEX ON claim_fair (priority DESC, job_rank, id, visible_at);
+CREATE INDEX ON claim_fair (priority DESC, receive_count, job_rank, id, visible_at);
 
 CREATE FUNCTION claim_fifo_round(n int) RETURNS void LANGUAGE plpgsql AS \$\$
 DECLARE ids bigint[];
@@ -57,7 +57,7 @@ DECLARE ids bigint[];
 BEGIN
     WITH picked AS MATERIALIZED (
         SELECT id FROM claim_fair WHERE visible_at <= now()
-        ORDER BY priority DESC, job_rank, id LIMIT n FOR UPDATE SKIP LOCKED),
+        ORDER BY priority DESC, receive_count, job_rank, id LIMIT n FOR UPDATE SKIP LOCKED),
     claimed AS (
         UPDATE claim_fair q SET visible_at = now() + interval '30 seconds',
             receive_count = q.receive_count + 1, receipt = gen_random_uuid()
@@ -87,7 +87,7 @@ echo "SELECT claim_fair_round($BATCH);" >"$script/fair.sql"
 
 load
 echo "== plans (one claim of $BATCH from $((JOBS * TASKS)) rows)"
-for order in "visible_at, id:claim_fifo" "priority DESC, job_rank, id:claim_fair"; do
+for order in "visible_at, id:claim_fifo" "priority DESC, receive_count, job_rank, id:claim_fair"; do
   table=${order##*:}
   psql -q "$url" -c "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT id FROM $table WHERE visible_at <= now() ORDER BY ${order%%:*} LIMIT $BATCH FOR UPDATE SKIP LOCKED"
 done

@@ -90,6 +90,7 @@ for_each_backend!(
     higher_priority_is_received_first,
     set_priority_reorders_waiting_and_later_messages,
     the_claim_reads_the_fair_index_without_sorting,
+    a_message_received_before_goes_after_fresh_ones,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -834,6 +835,25 @@ async fn set_priority_reorders_waiting_and_later_messages(h: Harness) {
     send_job(q, a, 7..8).await;
     let got = q.receive(2, LONG, NO_WAIT).await.unwrap();
     assert_eq!(order(&got, &[(a, "a"), (c, "c")]), [("c", 0), ("a", 7)]);
+}
+
+/// A message whose visibility timeout ran out (its worker died) is delivered again, after the
+/// messages of its priority never received yet: it cannot hold the head of the queue.
+async fn a_message_received_before_goes_after_fresh_ones(h: Harness) {
+    let q = &h.queue;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let jobs = [(a, "a"), (b, "b")];
+    send_job(q, a, 0..1).await;
+    let first = q
+        .receive(1, Duration::from_millis(200), NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(order(&first, &jobs), [("a", 0)]);
+    send_job(q, b, 5..7).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let got = q.receive(3, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(order(&got, &jobs), [("b", 5), ("b", 6), ("a", 0)]);
+    assert_eq!(got[2].receive_count, 2);
 }
 
 /// The claim is an index scan in the fair order that stops after `max` rows: no sort of the

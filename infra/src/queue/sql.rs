@@ -23,13 +23,16 @@
 //! key, which leads with the job id.
 //!
 //! Fair share and priorities: a claim takes the deliverable rows in the order (priority
-//! descending, rank, id). A row's priority is its job's (set when it is sent, from
+//! descending, receive count, rank, id). A row's priority is its job's (set when it is sent, from
 //! `task_queue_priorities`, and changed in place by [`TaskQueue::set_priority`]); its rank is
 //! its task's index in the job. So a job of higher priority goes first, and among jobs of the
 //! same priority the tasks interleave, fewest-served job first: a job of 3 tasks submitted
 //! behind one of 10,000 gets the next free workers instead of waiting for the big one to end
-//! (see `docs/fairness.md` and ADR 0015). An index on exactly that order keeps the claim an
-//! index scan that stops after `max` rows.
+//! (see `docs/fairness.md` and ADR 0015). A message received before (its worker died or
+//! released it) goes after those never received of its priority: so a claim, which counts the
+//! receive, moves its rows' new index entries away from the head of the index, where the next
+//! claims look, and a message that keeps timing out does not hold the head. An index on exactly
+//! that order keeps the claim an index scan that stops after `max` rows.
 //!
 //! Long polling: a receive that finds nothing waits for a wake-up, the moment the next row
 //! becomes visible (delays and visibility timeouts), or the poll interval, whichever comes
@@ -346,7 +349,12 @@ impl TaskQueue for SqlQueue {
                 let mut claimed = outcome.claimed;
                 // In the claim's order (RETURNING has none).
                 claimed.sort_unstable_by_key(|row| {
-                    (std::cmp::Reverse(row.priority), row.rank, row.id)
+                    (
+                        std::cmp::Reverse(row.priority),
+                        row.receive_count,
+                        row.rank,
+                        row.id,
+                    )
                 });
                 tracing::Span::current().record("delivered", claimed.len());
                 return Ok(claimed.into_iter().map(delivery).collect());

@@ -43,7 +43,7 @@ macro_rules! claim_sql {
 WITH picked AS MATERIALIZED (
     SELECT id FROM task_queue
     WHERE visible_at <= now()
-    ORDER BY priority DESC, job_rank, id
+    ORDER BY priority DESC, receive_count, job_rank, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ),

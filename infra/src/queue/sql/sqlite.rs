@@ -43,7 +43,7 @@ ON CONFLICT (job_id, task_id, attempt) DO NOTHING";
 const EXPIRE: &str = "
 DELETE FROM task_queue
 WHERE id IN (SELECT id FROM task_queue INDEXED BY task_queue_fair_idx WHERE visible_at <= $1
-             ORDER BY priority DESC, job_rank, id LIMIT $2)
+             ORDER BY priority DESC, receive_count, job_rank, id LIMIT $2)
   AND receive_count >= $3
 RETURNING id, job_id, task_id, body, receive_count";
 
@@ -58,7 +58,7 @@ SET visible_at = $2, receive_count = receive_count + 1, receipt = lower(hex(rand
 WHERE id IN (
     SELECT id FROM task_queue INDEXED BY task_queue_fair_idx
     WHERE visible_at <= $1 AND receive_count < $4
-    ORDER BY priority DESC, job_rank, id
+    ORDER BY priority DESC, receive_count, job_rank, id
     LIMIT $3)
 RETURNING id, body, receive_count, receipt, priority, job_rank"
     };
