@@ -85,6 +85,12 @@ for_each_backend!(
     long_poll_returns_promptly_when_a_message_is_sent,
     long_poll_returns_empty_after_wait,
     long_poll_wakes_when_a_delayed_message_becomes_visible,
+    tasks_of_concurrent_jobs_interleave,
+    a_small_job_is_not_stuck_behind_a_big_one,
+    higher_priority_is_received_first,
+    set_priority_reorders_waiting_and_later_messages,
+    the_claim_reads_the_fair_index_without_sorting,
+    a_message_received_before_goes_after_fresh_ones,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -707,4 +713,171 @@ async fn long_poll_wakes_when_a_delayed_message_becomes_visible(h: Harness) {
         waited < Duration::from_secs(3),
         "delivered after {waited:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fair share and priorities
+
+/// `(job, task index)` of each delivery, in the order received.
+fn order(deliveries: &[Delivery], jobs: &[(Uuid, &'static str)]) -> Vec<(&'static str, u32)> {
+    deliveries
+        .iter()
+        .map(|d| {
+            let body = body(d);
+            let name = jobs
+                .iter()
+                .find(|(id, _)| *id == body.job_id)
+                .map(|(_, name)| *name)
+                .expect("a message of a known job");
+            (name, body.task_index)
+        })
+        .collect()
+}
+
+async fn send_job(q: &SqlQueue, job: Uuid, tasks: std::ops::Range<u32>) {
+    q.send(tasks.map(|i| now(task(job, i, 1))).collect())
+        .await
+        .unwrap();
+}
+
+async fn tasks_of_concurrent_jobs_interleave(h: Harness) {
+    let q = &h.queue;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let jobs = [(a, "a"), (b, "b")];
+    // A's tasks were all queued first; B's come after. The claim takes them in turn.
+    send_job(q, a, 0..5).await;
+    send_job(q, b, 0..3).await;
+    let got = q.receive(6, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(
+        order(&got, &jobs),
+        [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+    );
+    // A retry keeps its task's rank: it is not sent to the back of the queue.
+    let mut retry = body(&got[0]).clone();
+    retry.attempt = 2;
+    q.send(vec![now(retry)]).await.unwrap();
+    let got = q.receive(10, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(order(&got, &jobs), [("a", 0), ("a", 3), ("a", 4)]);
+}
+
+async fn a_small_job_is_not_stuck_behind_a_big_one(h: Harness) {
+    let q = &h.queue;
+    let (big, small) = (Uuid::now_v7(), Uuid::now_v7());
+    let jobs = [(big, "big"), (small, "small")];
+    send_job(q, big, 0..2_000).await;
+    // The big job is under way: 100 of its tasks were taken and handled.
+    let taken = q.receive(100, LONG, NO_WAIT).await.unwrap();
+    q.ack(&receipts(&taken)).await.unwrap();
+    // A job of 3 tasks arrives: the next receive of 3 gets its tasks, not the big job's.
+    send_job(q, small, 0..3).await;
+    let got = q.receive(3, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(
+        order(&got, &jobs),
+        [("small", 0), ("small", 1), ("small", 2)]
+    );
+}
+
+async fn higher_priority_is_received_first(h: Harness) {
+    let q = &h.queue;
+    let (normal, urgent, background) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let jobs = [
+        (normal, "normal"),
+        (urgent, "urgent"),
+        (background, "background"),
+    ];
+    q.set_priority(urgent, 10).await.unwrap();
+    q.set_priority(background, -5).await.unwrap();
+    send_job(q, background, 0..2).await;
+    send_job(q, normal, 0..2).await;
+    send_job(q, urgent, 0..2).await;
+    let got = q.receive(10, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(
+        order(&got, &jobs),
+        [
+            ("urgent", 0),
+            ("urgent", 1),
+            ("normal", 0),
+            ("normal", 1),
+            ("background", 0),
+            ("background", 1)
+        ]
+    );
+}
+
+async fn set_priority_reorders_waiting_and_later_messages(h: Harness) {
+    let q = &h.queue;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let jobs = [(a, "a"), (b, "b")];
+    send_job(q, a, 0..3).await;
+    send_job(q, b, 0..3).await;
+    let first = q.receive(2, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(order(&first, &jobs), [("a", 0), ("b", 0)]);
+    // B goes first from now on: its waiting messages, and those sent later.
+    q.set_priority(b, 3).await.unwrap();
+    q.set_priority(b, 3).await.unwrap();
+    send_job(q, b, 3..4).await;
+    let got = q.receive(3, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(order(&got, &jobs), [("b", 1), ("b", 2), ("b", 3)]);
+    // Back to the default: fair share again.
+    q.set_priority(b, 0).await.unwrap();
+    send_job(q, b, 4..6).await;
+    let got = q.receive(10, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(order(&got, &jobs), [("a", 1), ("a", 2), ("b", 4), ("b", 5)]);
+    // In-flight messages keep working as before (ack, depth).
+    q.ack(&receipts(&got)).await.unwrap();
+    q.ack(&receipts(&first)).await.unwrap();
+    assert_eq!(depth(q).await, depth_of(0, 3, 0, 0));
+    // Purging a job forgets its priority.
+    q.set_priority(a, 9).await.unwrap();
+    assert_eq!(q.purge_job(a).await.unwrap(), 0);
+    let c = Uuid::now_v7();
+    send_job(q, c, 0..1).await;
+    send_job(q, a, 7..8).await;
+    let got = q.receive(2, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(order(&got, &[(a, "a"), (c, "c")]), [("c", 0), ("a", 7)]);
+}
+
+/// A message whose visibility timeout ran out (its worker died) is delivered again, after the
+/// messages of its priority never received yet: it cannot hold the head of the queue.
+async fn a_message_received_before_goes_after_fresh_ones(h: Harness) {
+    let q = &h.queue;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let jobs = [(a, "a"), (b, "b")];
+    send_job(q, a, 0..1).await;
+    let first = q
+        .receive(1, Duration::from_millis(200), NO_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(order(&first, &jobs), [("a", 0)]);
+    send_job(q, b, 5..7).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let got = q.receive(3, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(order(&got, &jobs), [("b", 5), ("b", 6), ("a", 0)]);
+    assert_eq!(got[2].receive_count, 2);
+}
+
+/// The claim is an index scan in the fair order that stops after `max` rows: no sort of the
+/// queue, however long it is. (Postgres plans by statistics: they are taken after the load.)
+async fn the_claim_reads_the_fair_index_without_sorting(h: Harness) {
+    let q = &h.queue;
+    for job in 0..20 {
+        let job = Uuid::from_u128(job + 1);
+        q.send((0..500).map(|i| now(task(job, i, 1))).collect())
+            .await
+            .unwrap();
+    }
+    if let Some(pool) = &h.pg {
+        sqlx::query("ANALYZE task_queue")
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    let plan = q.explain_claim(16).await.unwrap().join("\n");
+    assert!(plan.contains("task_queue_fair_idx"), "{plan}");
+    assert!(!plan.contains("Sort"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    // And it takes what it plans to.
+    let got = q.receive(16, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(got.len(), 16);
+    assert!(got.iter().all(|d| body(d).task_index == 0));
 }

@@ -22,6 +22,18 @@
 //! counts by scanning the table, which is cheap for that reason; `purge_job` uses the unique
 //! key, which leads with the job id.
 //!
+//! Fair share and priorities: a claim takes the deliverable rows in the order (priority
+//! descending, receive count, rank, id). A row's priority is its job's (set when it is sent, from
+//! `task_queue_priorities`, and changed in place by [`TaskQueue::set_priority`]); its rank is
+//! its task's index in the job. So a job of higher priority goes first, and among jobs of the
+//! same priority the tasks interleave, fewest-served job first: a job of 3 tasks submitted
+//! behind one of 10,000 gets the next free workers instead of waiting for the big one to end
+//! (see `docs/fairness.md` and ADR 0015). A message received before (its worker died or
+//! released it) goes after those never received of its priority: so a claim, which counts the
+//! receive, moves its rows' new index entries away from the head of the index, where the next
+//! claims look, and a message that keeps timing out does not hold the head. An index on exactly
+//! that order keeps the claim an index scan that stops after `max` rows.
+//!
 //! Long polling: a receive that finds nothing waits for a wake-up, the moment the next row
 //! becomes visible (delays and visibility timeouts), or the poll interval, whichever comes
 //! first, and tries again until its `wait` is over. Sends wake the receivers of the same
@@ -88,6 +100,8 @@ struct NewMessage {
     attempt: i32,
     body: String,
     delay_ms: i64,
+    /// The task's rank within its job (its index): the claim's fair order.
+    rank: i64,
 }
 
 /// A claimed row, delivered.
@@ -97,6 +111,8 @@ struct ClaimedRow {
     token: String,
     body: String,
     receive_count: i64,
+    priority: i32,
+    rank: i64,
 }
 
 /// A row the claim moved to the dead letters for having been received too often.
@@ -221,8 +237,20 @@ impl SqlQueue {
             attempt: attempt_column(attempt)?,
             body: raw_body.to_owned(),
             delay_ms: 0,
+            rank: 0,
         };
         self.insert(vec![message]).await
+    }
+
+    /// The database's plan for a claim of `max` messages (Postgres `EXPLAIN`, SQLite
+    /// `EXPLAIN QUERY PLAN`), one line per node: for tests and for measuring the claim's cost.
+    #[doc(hidden)]
+    pub async fn explain_claim(&self, max: i64) -> QueueResult<Vec<String>> {
+        let max_receives = i64::from(self.max_receives);
+        match &self.backend {
+            Backend::Postgres(pg) => pg.explain_claim(max, max_receives).await,
+            Backend::Sqlite(lite) => lite.explain_claim(max, max_receives).await,
+        }
     }
 
     async fn insert(&self, messages: Vec<NewMessage>) -> QueueResult<()> {
@@ -302,8 +330,15 @@ impl TaskQueue for SqlQueue {
             }
             if !outcome.claimed.is_empty() {
                 let mut claimed = outcome.claimed;
-                // Oldest message first (RETURNING has no order).
-                claimed.sort_unstable_by_key(|row| row.id);
+                // In the claim's order (RETURNING has none).
+                claimed.sort_unstable_by_key(|row| {
+                    (
+                        std::cmp::Reverse(row.priority),
+                        row.receive_count,
+                        row.rank,
+                        row.id,
+                    )
+                });
                 tracing::Span::current().record("delivered", claimed.len());
                 return Ok(claimed.into_iter().map(delivery).collect());
             }
@@ -409,6 +444,19 @@ impl TaskQueue for SqlQueue {
         }
     }
 
+    #[tracing::instrument(
+        name = "queue.set_priority",
+        skip_all,
+        err(level = "debug"),
+        fields(%job_id, priority)
+    )]
+    async fn set_priority(&self, job_id: Uuid, priority: i32) -> QueueResult<()> {
+        match &self.backend {
+            Backend::Postgres(pg) => pg.set_priority(job_id, priority).await,
+            Backend::Sqlite(lite) => lite.set_priority(job_id, priority).await,
+        }
+    }
+
     #[tracing::instrument(name = "queue.depth", skip_all, err(level = "debug"))]
     async fn depth(&self) -> QueueResult<QueueDepth> {
         match &self.backend {
@@ -508,6 +556,7 @@ impl QueueRows {
                     attempt: attempt_column(message.body.attempt)?,
                     body,
                     delay_ms: millis(message.delay),
+                    rank: i64::from(message.body.task_index),
                 })
             })
             .collect::<QueueResult<Vec<_>>>()
@@ -598,6 +647,8 @@ LIMIT $1";
 
 const PURGE_JOB: &str = "DELETE FROM task_queue WHERE job_id = $1";
 
+const FORGET_PRIORITY: &str = "DELETE FROM task_queue_priorities WHERE job_id = $1";
+
 /// What the queue's shared statements need to know of a dialect beyond [`Dialect`]. The
 /// statements that differ (the claim above all) are in each backend's module.
 trait QueueDialect: Dialect {
@@ -634,12 +685,17 @@ async fn dead_letters<D: QueueDialect>(
         .collect()
 }
 
-/// Drops a job's queued messages; returns how many.
+/// Drops a job's queued messages, and its priority; returns how many messages.
 async fn purge_job<D: Dialect>(pool: &Pool<D>, job_id: Uuid) -> QueueResult<u64> {
-    Ok(sqlx::query::<D>(PURGE_JOB)
+    let purged = sqlx::query::<D>(PURGE_JOB)
         .id(job_id)
         .run(D::pool(pool))
-        .await?)
+        .await?;
+    sqlx::query::<D>(FORGET_PRIORITY)
+        .id(job_id)
+        .run(D::pool(pool))
+        .await?;
+    Ok(purged)
 }
 
 /// A row of a dialect's depth query: `visible, in_flight, delayed, dead_lettered`.

@@ -20,12 +20,20 @@ export const JOB_FIELDS = graphql(`
     completedAt
     errorMessage
     cancelReason
+    priority
   }
 `);
 
 export const JOBS_QUERY = graphql(`
-  query Jobs($first: Int, $after: String, $status: [JobStatus!], $jobType: String, $search: String) {
-    jobs(first: $first, after: $after, status: $status, jobType: $jobType, search: $search) {
+  query Jobs(
+    $first: Int
+    $after: String
+    $status: [JobStatus!]
+    $jobType: String
+    $search: String
+    $sort: JobSortOrder! = NEWEST
+  ) {
+    jobs(first: $first, after: $after, status: $status, jobType: $jobType, search: $search, sort: $sort) {
       edges {
         cursor
         node {
@@ -140,6 +148,8 @@ export const HISTORY_QUERY = graphql(`
             actor
             error
             step
+            priority
+            previousPriority
           }
         }
         pageInfo {
@@ -176,6 +186,15 @@ export const CANCEL_JOB = graphql(`
     cancelJob(id: $id, reason: $reason) {
       id
       status
+    }
+  }
+`);
+
+export const SET_JOB_PRIORITY = graphql(`
+  mutation SetJobPriority($jobId: ID!, $priority: Int!) {
+    setJobPriority(jobId: $jobId, priority: $priority) {
+      id
+      priority
     }
   }
 `);

@@ -26,6 +26,13 @@ describe('jobs list URL state', () => {
     expect(s).toEqual({ status: null, jobType: '', search: '', cursors: [], pageSize: 25 });
     expect(serializeJobsList(s).toString()).toBe('');
   });
+  it('keeps a sort order other than newest first', () => {
+    const s = parseJobsList(new URLSearchParams('sort=PRIORITY&after=c1'));
+    expect(s.sort).toBe('PRIORITY');
+    expect(serializeJobsList(s).toString()).toBe('after=c1&sort=PRIORITY');
+    expect(parseJobsList(new URLSearchParams('sort=NEWEST')).sort).toBeUndefined();
+    expect(withFilter(s, { sort: 'OLDEST' }).cursors).toEqual([]);
+  });
   it('goes back to the first page when a filter changes', () => {
     const s = parseJobsList(new URLSearchParams('after=c1&after=c2'));
     expect(withFilter(s, { status: 'FAILED' }).cursors).toEqual([]);

@@ -4,6 +4,7 @@ import type { Enum } from './graphql';
 
 export type JobStatus = Enum<'JobStatus'>;
 export type TaskStatus = Enum<'TaskStatus'>;
+export type JobSortOrder = Enum<'JobSortOrder'>;
 
 export const JOB_STATUSES = [
   'PENDING',
@@ -31,7 +32,12 @@ export interface JobsListState {
   /** Cursors of the pages before this one: `after` of the current page is the last. */
   cursors: string[];
   pageSize: number;
+  /** The order, when not the default (newest first). */
+  sort?: JobSortOrder;
 }
+
+/** The orders of the jobs list other than the default, newest first. */
+export const JOB_SORTS = ['OLDEST', 'PRIORITY'] as const satisfies readonly JobSortOrder[];
 
 export const PAGE_SIZES = [10, 25, 50, 100] as const;
 const DEFAULT_PAGE_SIZE = 25;
@@ -48,6 +54,7 @@ export function parseJobsList(params: URLSearchParams): JobsListState {
     search: params.get('q') ?? '',
     cursors: params.getAll('after').filter(Boolean),
     pageSize: (PAGE_SIZES as readonly number[]).includes(size) ? size : DEFAULT_PAGE_SIZE,
+    sort: oneOf(params.get('sort'), JOB_SORTS) ?? undefined,
   };
 }
 
@@ -58,6 +65,7 @@ export function serializeJobsList(state: JobsListState): URLSearchParams {
   if (state.search) params.set('q', state.search);
   for (const cursor of state.cursors) params.append('after', cursor);
   if (state.pageSize !== DEFAULT_PAGE_SIZE) params.set('size', String(state.pageSize));
+  if (state.sort && state.sort !== 'NEWEST') params.set('sort', state.sort);
   return params;
 }
 

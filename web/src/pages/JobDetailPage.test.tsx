@@ -26,6 +26,7 @@ const job = (failed: number) => ({
   completedAt: null,
   errorMessage: null,
   cancelReason: null,
+  priority: 0,
   parameters: { size: 128 },
   maxAttempts: 3,
   timeoutSeconds: 60,
@@ -67,9 +68,26 @@ const history = {
         attempt: null,
         worker: null,
         error: null,
+        priority: null,
+        previousPriority: null,
       },
     })),
     pageInfo: { hasNextPage: true, endCursor: 'h1' },
+  },
+};
+
+const priorityChanged = {
+  cursor: 'h2',
+  node: {
+    eventType: 'JobPriorityChanged',
+    at: '2026-01-01T10:00:30Z',
+    taskId: null,
+    taskIndex: null,
+    attempt: null,
+    worker: null,
+    error: null,
+    priority: 5,
+    previousPriority: 0,
   },
 };
 
@@ -81,6 +99,7 @@ function renderPage(
   executeMutation = vi.fn(),
   url = '/jobs/j1',
   tweak: (j: ReturnType<typeof job>) => ReturnType<typeof job> = (j) => j,
+  moreHistory: (typeof priorityChanged)[] = [],
 ) {
   type Request = { query: DocumentNode; variables: Record<string, unknown> };
   const jobAt = (asOf: unknown) =>
@@ -97,7 +116,7 @@ function renderPage(
       data:
         operationName(request.query) === 'Job'
           ? { job: jobAt(request.variables.asOf) }
-          : { job: history },
+          : { job: { ...history, history: { ...history.history, edges: [...history.history.edges, ...moreHistory] } } },
       stale: false,
       hasNext: false,
     }),
@@ -191,6 +210,35 @@ describe('JobDetailPage', () => {
     await screen.findByText('2 failed task(s) scheduled for another attempt.');
     const [operation] = executeMutation.mock.calls[0] as unknown as [{ variables: unknown }];
     expect(operation.variables).toEqual({ jobId: 'j1' });
+  });
+
+  it('sets the job priority in place, within its range', async () => {
+    const executeMutation = vi.fn(() =>
+      fromValue({ operation: {}, data: { setJobPriority: { id: 'j1', priority: 5 } } }),
+    );
+    renderPage(0, executeMutation);
+    const input = (await screen.findByLabelText('Priority')) as HTMLInputElement;
+    expect(input.value).toBe('0');
+    const set = screen.getByRole('button', { name: 'Set priority' }) as HTMLButtonElement;
+    expect(set.disabled).toBe(true);
+    fireEvent.change(input, { target: { value: '2000' } });
+    expect(set.disabled).toBe(true);
+    fireEvent.change(input, { target: { value: '5' } });
+    expect(set.disabled).toBe(false);
+    fireEvent.click(set);
+    await screen.findByText('Priority set to 5.');
+    const [operation] = executeMutation.mock.calls[0] as unknown as [{ variables: unknown }];
+    expect(operation.variables).toEqual({ jobId: 'j1', priority: 5 });
+  });
+
+  it('shows a priority change in the history', async () => {
+    renderPage(0, vi.fn(), '/jobs/j1', (j) => j, [priorityChanged]);
+    const history = await screen.findByTestId('history');
+    await waitFor(() =>
+      expect(within(history).getAllByRole('listitem').at(-1)?.textContent).toContain(
+        'JobPriorityChanged priority 0 → 5',
+      ),
+    );
   });
 
   it('shows the job as of the moment in the address, and the scrubber moves it', async () => {

@@ -5,6 +5,7 @@ import { JOBS_CHANGED, JOBS_QUERY, JOB_TYPES_QUERY } from '../lib/queries';
 import { useLiveRefresh } from '../lib/live';
 import { useNow } from '../lib/useNow';
 import {
+  JOB_SORTS,
   JOB_STATUSES,
   PAGE_SIZES,
   parseJobsList,
@@ -42,6 +43,7 @@ export function JobsPage() {
     status: state.status ? [state.status] : null,
     jobType: state.jobType || null,
     search: state.search || null,
+    sort: state.sort ?? 'NEWEST',
   };
   const [result, reexecute] = useQuery({ query: JOBS_QUERY, variables });
   useLiveRefresh(JOBS_CHANGED, {}, () => reexecute({ requestPolicy: 'network-only' }));
@@ -97,6 +99,23 @@ export function JobsPage() {
           </datalist>
         </label>
         <label>
+          Sort
+          <select
+            value={state.sort ?? 'NEWEST'}
+            onChange={(e) =>
+              update(
+                withFilter(state, {
+                  sort: JOB_SORTS.find((s) => s === e.target.value),
+                }),
+              )
+            }
+          >
+            <option value="NEWEST">Newest first</option>
+            <option value="OLDEST">Oldest first</option>
+            <option value="PRIORITY">Highest priority first</option>
+          </select>
+        </label>
+        <label>
           Per page
           <select
             value={state.pageSize}
@@ -124,13 +143,21 @@ export function JobsPage() {
       {jobs && jobs.edges.length > 0 && (
         <div className="table-wrap" tabIndex={0} role="region" aria-label="Jobs">
           <table className="jobs-table">
-            <caption className="sr-only">Jobs, newest first</caption>
+            <caption className="sr-only">
+              Jobs,{' '}
+              {state.sort === 'PRIORITY'
+                ? 'highest priority first'
+                : state.sort === 'OLDEST'
+                  ? 'oldest first'
+                  : 'newest first'}
+            </caption>
             <thead>
               <tr>
                 <th scope="col">Job</th>
                 <th scope="col">Status</th>
                 <th scope="col">Progress</th>
                 <th scope="col">Tasks</th>
+                <th scope="col">Priority</th>
                 <th scope="col">Age</th>
               </tr>
             </thead>
@@ -158,6 +185,9 @@ export function JobsPage() {
                         <span title="failed">✗ {job.failedTasks}</span>{' '}
                         <span title="running">▶ {job.runningTasks}</span> / {job.totalTasks}
                       </span>
+                    </td>
+                    <td data-label="Priority" className="small" data-testid="job-priority">
+                      {job.priority}
                     </td>
                     <td data-label="Age" className="small">
                       <time dateTime={job.createdAt}>{formatAge(job.createdAt, now)}</time>

@@ -18,13 +18,16 @@ use super::{ClaimOutcome, ClaimedRow, ExpiredRow, NewMessage, ReceiptRef, SqlQue
 use crate::notify::{Heard, Listener, Notifier};
 use crate::queue::{DeadLetter, QueueDepth, QueueResult};
 
-/// A batch in one statement; rows get ids in input order. A (task, attempt) already queued is
-/// skipped (the key leads with job_id, see the migration).
+/// A batch in one statement; rows get ids in input order, and their job's priority (0 unless
+/// `set_priority` gave it another). A (task, attempt) already queued is skipped (the key leads
+/// with job_id, see the migration).
 const SEND: &str = "
-INSERT INTO task_queue (job_id, task_id, attempt, body, visible_at)
-SELECT m.job_id, m.task_id, m.attempt, m.body, now() + m.delay_ms * interval '1 millisecond'
-FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::bigint[])
-    WITH ORDINALITY AS m(job_id, task_id, attempt, body, delay_ms, ord)
+INSERT INTO task_queue (job_id, task_id, attempt, body, visible_at, job_rank, priority)
+SELECT m.job_id, m.task_id, m.attempt, m.body, now() + m.delay_ms * interval '1 millisecond',
+       m.job_rank, COALESCE(p.priority, 0)
+FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::bigint[], $6::bigint[])
+    WITH ORDINALITY AS m(job_id, task_id, attempt, body, delay_ms, job_rank, ord)
+LEFT JOIN task_queue_priorities p ON p.job_id = m.job_id
 ORDER BY m.ord
 ON CONFLICT (job_id, task_id, attempt) DO NOTHING";
 
@@ -33,25 +36,30 @@ ON CONFLICT (job_id, task_id, attempt) DO NOTHING";
 /// transaction; without `ON CONFLICT` the database neither probes the key before each row nor
 /// logs a second record for it.
 const SEND_NEW: &str = "
-INSERT INTO task_queue (job_id, task_id, attempt, body, visible_at)
-SELECT m.job_id, m.task_id, m.attempt, m.body, now() + m.delay_ms * interval '1 millisecond'
-FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::bigint[])
-    WITH ORDINALITY AS m(job_id, task_id, attempt, body, delay_ms, ord)
+INSERT INTO task_queue (job_id, task_id, attempt, body, visible_at, job_rank, priority)
+SELECT m.job_id, m.task_id, m.attempt, m.body, now() + m.delay_ms * interval '1 millisecond',
+       m.job_rank, COALESCE(p.priority, 0)
+FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::bigint[], $6::bigint[])
+    WITH ORDINALITY AS m(job_id, task_id, attempt, body, delay_ms, job_rank, ord)
+LEFT JOIN task_queue_priorities p ON p.job_id = m.job_id
 ORDER BY m.ord";
 
 /// The constraint a message queued twice violates (`SEND_NEW`).
 pub(super) const MESSAGE_KEY: &str = "task_queue_message_key";
 
-/// The claim, in one statement. `picked` locks up to $1 of the oldest visible rows, skipping
-/// rows another claim holds (task_queue_claim_idx gives them in order, no sort); it is
-/// MATERIALIZED so it is evaluated exactly once. Of those, rows already received $3 times are
+/// The claim, in one statement. `picked` locks up to $1 visible rows in the fair order
+/// (priority, then rank within the job, then age; see the module docs), skipping rows another
+/// claim holds (task_queue_fair_idx gives them in order, no sort); it is MATERIALIZED so it is
+/// evaluated exactly once. Of those, rows already received $3 times are
 /// moved to the dead letters (`expired`, `moved`), the others are hidden for $2 ms with a new
 /// receipt and delivered (`claimed`). The result lists both, flagged.
-const CLAIM: &str = "
+macro_rules! claim_sql {
+    () => {
+        "
 WITH picked AS MATERIALIZED (
     SELECT id FROM task_queue
     WHERE visible_at <= now()
-    ORDER BY visible_at, id
+    ORDER BY priority DESC, receive_count, job_rank, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ),
@@ -62,7 +70,7 @@ claimed AS (
         receipt = gen_random_uuid()
     FROM picked
     WHERE q.id = picked.id AND q.receive_count < $3
-    RETURNING q.id, q.task_id, q.body, q.receive_count, q.receipt
+    RETURNING q.id, q.task_id, q.body, q.receive_count, q.receipt, q.priority, q.job_rank
 ),
 expired AS (
     DELETE FROM task_queue q
@@ -76,9 +84,23 @@ moved AS (
            'received ' || receive_count || ' times without being handled', receive_count
     FROM expired
 )
-SELECT id, task_id, body, receive_count, receipt, false AS dead_lettered FROM claimed
+SELECT id, task_id, body, receive_count, receipt, priority, job_rank, false AS dead_lettered
+FROM claimed
 UNION ALL
-SELECT id, task_id, body, receive_count, NULL, true FROM expired";
+SELECT id, task_id, body, receive_count, NULL, 0, 0, true FROM expired"
+    };
+}
+const CLAIM: &str = claim_sql!();
+const EXPLAIN_CLAIM: &str = concat!("EXPLAIN ", claim_sql!());
+
+/// The job's priority for rows sent from now on, and for its rows in the queue (by the unique
+/// key, which leads with the job id).
+const SET_PRIORITY: &str = "
+WITH saved AS (
+    INSERT INTO task_queue_priorities (job_id, priority) VALUES ($1, $2)
+    ON CONFLICT (job_id) DO UPDATE SET priority = excluded.priority
+)
+UPDATE task_queue SET priority = $2 WHERE job_id = $1 AND priority <> $2";
 
 /// Milliseconds from now until the first row becomes visible (the claim index's first entry).
 const NEXT_VISIBLE: &str = "
@@ -223,10 +245,26 @@ impl PgQueue {
                     token: row.try_get::<Uuid, _>("receipt")?.to_string(),
                     body: row.try_get("body")?,
                     receive_count,
+                    priority: row.try_get("priority")?,
+                    rank: row.try_get("job_rank")?,
                 });
             }
         }
         Ok(outcome)
+    }
+
+    pub(super) async fn explain_claim(
+        &self,
+        max: i64,
+        max_receives: i64,
+    ) -> QueueResult<Vec<String>> {
+        let max_receives = i32::try_from(max_receives).unwrap_or(i32::MAX);
+        Ok(sqlx::query_scalar(EXPLAIN_CLAIM)
+            .bind(max)
+            .bind(30_000_i64)
+            .bind(max_receives)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub(super) async fn next_visible_in(&self) -> QueueResult<Option<i64>> {
@@ -300,6 +338,15 @@ impl PgQueue {
         Ok(result.rows_affected() > 0)
     }
 
+    pub(super) async fn set_priority(&self, job_id: Uuid, priority: i32) -> QueueResult<()> {
+        sqlx::query(SET_PRIORITY)
+            .bind(job_id)
+            .bind(priority)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub(super) async fn purge_job(&self, job_id: Uuid) -> QueueResult<u64> {
         super::purge_job(&self.pool, job_id).await
     }
@@ -361,12 +408,14 @@ pub(super) async fn insert_messages<'c>(
     let mut attempts = Vec::with_capacity(messages.len());
     let mut bodies = Vec::with_capacity(messages.len());
     let mut delays = Vec::with_capacity(messages.len());
+    let mut ranks = Vec::with_capacity(messages.len());
     for message in messages {
         job_ids.push(message.job_id);
         task_ids.push(message.task_id);
         attempts.push(message.attempt);
         bodies.push(message.body.as_str());
         delays.push(message.delay_ms);
+        ranks.push(message.rank);
     }
     let result = sqlx::query(if skip_queued { SEND } else { SEND_NEW })
         .bind(job_ids)
@@ -374,6 +423,7 @@ pub(super) async fn insert_messages<'c>(
         .bind(attempts)
         .bind(bodies)
         .bind(delays)
+        .bind(ranks)
         .execute(executor)
         .await?;
     Ok(result.rows_affected())

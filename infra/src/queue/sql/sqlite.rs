@@ -20,37 +20,60 @@ use uuid::Uuid;
 use super::{ClaimOutcome, ClaimedRow, ExpiredRow, NewMessage, ReceiptRef, over_received_reason};
 use crate::queue::{DeadLetter, QueueDepth, QueueError, QueueResult};
 
-/// `$1`: a JSON array of `[job_id, task_id, attempt, body, delay_ms]`; `$2`: now. Rows get
-/// ids in input order; a (task, attempt) already queued is skipped. (`WHERE true` keeps
-/// `ON CONFLICT` from parsing as a join constraint.)
+/// `$1`: a JSON array of `[job_id, task_id, attempt, body, delay_ms, rank]`; `$2`: now. Rows
+/// get ids in input order, and their job's priority (0 unless `set_priority` gave it another);
+/// a (task, attempt) already queued is skipped. (`WHERE true` keeps `ON CONFLICT` from parsing
+/// as a join constraint.)
 const SEND: &str = "
-INSERT INTO task_queue (job_id, task_id, attempt, body, visible_at, enqueued_at)
+INSERT INTO task_queue (job_id, task_id, attempt, body, visible_at, enqueued_at, job_rank,
+                        priority)
 SELECT json_extract(m.value, '$[0]'), json_extract(m.value, '$[1]'),
        json_extract(m.value, '$[2]'), json_extract(m.value, '$[3]'),
-       $2 + json_extract(m.value, '$[4]'), $2
+       $2 + json_extract(m.value, '$[4]'), $2, json_extract(m.value, '$[5]'),
+       COALESCE((SELECT p.priority FROM task_queue_priorities p
+                 WHERE p.job_id = json_extract(m.value, '$[0]')), 0)
 FROM json_each($1) AS m
 WHERE true
 ORDER BY m.key
 ON CONFLICT (job_id, task_id, attempt) DO NOTHING";
 
-/// The first step of a claim: of the `$2` oldest visible rows, those already received `$3`
-/// times leave the queue (and go to the dead letters, by `INSERT_DEAD_LETTER`).
+/// The first step of a claim: of the first `$2` visible rows in the fair order (see the module
+/// docs of `sql`), those already received `$3` times leave the queue (and go to the dead
+/// letters, by `INSERT_DEAD_LETTER`).
 const EXPIRE: &str = "
 DELETE FROM task_queue
-WHERE id IN (SELECT id FROM task_queue WHERE visible_at <= $1 ORDER BY visible_at, id LIMIT $2)
+WHERE id IN (SELECT id FROM task_queue INDEXED BY task_queue_fair_idx WHERE visible_at <= $1
+             ORDER BY priority DESC, receive_count, job_rank, id LIMIT $2)
   AND receive_count >= $3
 RETURNING id, job_id, task_id, body, receive_count";
 
-/// The claim: up to `$3` of the oldest visible rows, hidden until `$2` with a new receipt.
-const CLAIM: &str = "
+/// The claim: up to `$3` visible rows in the fair order, hidden until `$2` with a new receipt.
+/// The fair index is named (`INDEXED BY`): without statistics SQLite could otherwise take the
+/// visible rows by `visible_at` and sort them all, at every claim.
+macro_rules! claim_sql {
+    () => {
+        "
 UPDATE task_queue
 SET visible_at = $2, receive_count = receive_count + 1, receipt = lower(hex(randomblob(16)))
 WHERE id IN (
-    SELECT id FROM task_queue
+    SELECT id FROM task_queue INDEXED BY task_queue_fair_idx
     WHERE visible_at <= $1 AND receive_count < $4
-    ORDER BY visible_at, id
+    ORDER BY priority DESC, receive_count, job_rank, id
     LIMIT $3)
-RETURNING id, body, receive_count, receipt";
+RETURNING id, body, receive_count, receipt, priority, job_rank"
+    };
+}
+const CLAIM: &str = claim_sql!();
+const EXPLAIN_CLAIM: &str = concat!("EXPLAIN QUERY PLAN ", claim_sql!());
+
+/// The job's priority for rows sent from now on (`$1`: the job, `$2`: the priority).
+const SAVE_PRIORITY: &str = "
+INSERT INTO task_queue_priorities (job_id, priority) VALUES ($1, $2)
+ON CONFLICT (job_id) DO UPDATE SET priority = excluded.priority";
+
+/// The job's rows in the queue (by the unique key, which leads with the job id).
+const REPRIORITIZE: &str = "
+UPDATE task_queue SET priority = $2 WHERE job_id = $1 AND priority <> $2";
 
 const INSERT_DEAD_LETTER: &str = "
 INSERT INTO task_dead_letters (job_id, task_id, body, reason, receive_count, dead_lettered_at)
@@ -125,7 +148,8 @@ fn rows_json(messages: &[NewMessage]) -> String {
                 m.task_id.to_string(),
                 m.attempt,
                 m.body,
-                m.delay_ms
+                m.delay_ms,
+                m.rank
             ])
         })
         .collect();
@@ -217,10 +241,30 @@ impl SqliteQueue {
                 token: row.try_get("receipt")?,
                 body: row.try_get("body")?,
                 receive_count: row.try_get("receive_count")?,
+                priority: row.try_get("priority")?,
+                rank: row.try_get("job_rank")?,
             });
         }
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    pub(super) async fn explain_claim(
+        &self,
+        max: i64,
+        max_receives: i64,
+    ) -> QueueResult<Vec<String>> {
+        let now = now_ms();
+        let rows = sqlx::query(EXPLAIN_CLAIM)
+            .bind(now)
+            .bind(now.saturating_add(30_000))
+            .bind(max)
+            .bind(max_receives)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get::<String, _>("detail")?))
+            .collect()
     }
 
     pub(super) async fn next_visible_in(&self) -> QueueResult<Option<i64>> {
@@ -294,6 +338,21 @@ impl SqliteQueue {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    pub(super) async fn set_priority(&self, job_id: Uuid, priority: i32) -> QueueResult<()> {
+        let job_id = job_id.to_string();
+        let _write = self.write_lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for statement in [SAVE_PRIORITY, REPRIORITIZE] {
+            sqlx::query(statement)
+                .bind(&job_id)
+                .bind(priority)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub(super) async fn purge_job(&self, job_id: Uuid) -> QueueResult<u64> {

@@ -16,6 +16,7 @@ export const EVENT_TYPES = [
   'JobCompleted',
   'JobFailed',
   'JobCancelled',
+  'JobPriorityChanged',
 ] as const;
 
 export function History({
@@ -87,6 +88,13 @@ export function History({
               </>
             )}
             {e.attempt != null && <span className="small"> attempt {e.attempt}</span>}
+            {e.priority != null && (
+              <span className="small">
+                {' '}
+                priority {e.previousPriority != null && `${e.previousPriority} → `}
+                {e.priority}
+              </span>
+            )}
             {e.error && <span className="small wrap ev-error"> — {e.error}</span>}
             {e.actor && (
               <span className="small ev-actor" data-testid="history-actor">

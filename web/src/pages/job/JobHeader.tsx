@@ -1,17 +1,29 @@
 import { useState } from 'react';
 import { Link } from 'react-router-dom';
 import { useMutation } from 'urql';
-import { CANCEL_JOB, REDRIVE, RETRY_FAILED, type JobDetail } from '../../lib/queries';
+import {
+  CANCEL_JOB,
+  REDRIVE,
+  RETRY_FAILED,
+  SET_JOB_PRIORITY,
+  type JobDetail,
+} from '../../lib/queries';
 import { StatusBadge } from '../../components/StatusBadge';
 import { ConfirmButton } from '../../components/ConfirmButton';
 import { ExecutionLink } from '../../components/ExecutionLink';
 
 type Notice = { kind: 'ok' | 'error'; text: string };
 
+/** Highest and lowest priorities (the server refuses others). */
+export const MAX_PRIORITY = 1000;
+export const MIN_PRIORITY = -1000;
+
+const ENDED = ['COMPLETED', 'FAILED', 'CANCELLED'];
+
 /**
  * The job's title and status, its actions (Cancel, Retry failed tasks, Redrive dead letters,
- * each confirmed in a dialog) with their outcome, and why the job failed or was cancelled.
- * `onChanged` runs after each action (the page re-reads the job).
+ * each confirmed in a dialog; its priority, set in place) with their outcome, and why the job
+ * failed or was cancelled. `onChanged` runs after each action (the page re-reads the job).
  */
 export function JobHeader({
   job,
@@ -25,8 +37,19 @@ export function JobHeader({
   const [, cancel] = useMutation(CANCEL_JOB);
   const [, retry] = useMutation(RETRY_FAILED);
   const [, redrive] = useMutation(REDRIVE);
+  const [, setPriority] = useMutation(SET_JOB_PRIORITY);
   const [notice, setNotice] = useState<Notice | null>(null);
   const [reason, setReason] = useState('');
+  // The priority being edited; null shows the job's own.
+  const [priority, setPriorityDraft] = useState<string | null>(null);
+  const shownPriority = priority ?? String(job.priority);
+  const wanted = Number(shownPriority);
+  const priorityValid =
+    shownPriority.trim() !== '' &&
+    Number.isInteger(wanted) &&
+    wanted >= MIN_PRIORITY &&
+    wanted <= MAX_PRIORITY;
+  const canPrioritize = isLive && !ENDED.includes(job.status);
 
   const act = async <T,>(
     run: () => Promise<{ error?: { message: string }; data?: T }>,
@@ -103,6 +126,43 @@ export function JobHeader({
           />
         </div>
       </div>
+      <form
+        className="priority-form"
+        onSubmit={(e) => {
+          e.preventDefault();
+          if (!priorityValid) return;
+          void act(
+            () => setPriority({ jobId: job.id, priority: wanted }),
+            (d) => `Priority set to ${d?.setJobPriority.priority ?? wanted}.`,
+          ).then(() => setPriorityDraft(null));
+        }}
+      >
+        <label>
+          Priority{' '}
+          <input
+            type="number"
+            inputMode="numeric"
+            min={MIN_PRIORITY}
+            max={MAX_PRIORITY}
+            step={1}
+            value={shownPriority}
+            disabled={!canPrioritize}
+            aria-describedby="priority-help"
+            onChange={(e) => setPriorityDraft(e.target.value)}
+          />
+        </label>{' '}
+        <button
+          type="submit"
+          className="btn secondary"
+          disabled={!canPrioritize || !priorityValid || wanted === job.priority}
+        >
+          Set priority
+        </button>{' '}
+        <span id="priority-help" className="small">
+          Higher runs first ({MIN_PRIORITY} to {MAX_PRIORITY}); jobs of equal priority share the
+          workers.
+        </span>
+      </form>
       {notice && (
         <p className={notice.kind === 'ok' ? 'notice' : 'error'} role="status">
           {notice.text}
