@@ -20,6 +20,8 @@ const event = (n: number, eventType: string, actor: string | null, taskIndex: nu
     actor,
     error: null,
     step: null,
+    priority: null,
+    previousPriority: null,
   },
 });
 
