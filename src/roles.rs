@@ -334,13 +334,14 @@ pub fn orchestrator(platform: &Platform, args: &OrchestratorArgs) -> anyhow::Res
         idempotency_key_retention: Duration::from_secs(
             args.idempotency_key_retention_hours.saturating_mul(3600),
         ),
-        fair_share_window: match (platform.sqs.is_some(), args.fair_share_window) {
+        // Fair share by admission on queues that cannot reorder (all but the SQL queue).
+        fair_share_window: match (!platform.queue.is_log_table(), args.fair_share_window) {
             (false, _) | (true, Some(0)) => None,
             (true, window) => Some(window.unwrap_or(DEFAULT_SQS_FAIR_SHARE_WINDOW)),
         },
         // On SQLite with the SQL queue, a chunk's tasks are queued in the chunk's own
         // transaction; otherwise by the relay (ADR 14).
-        ..OrchestratorConfig::for_database(&platform.database, platform.sqs.is_none())
+        ..OrchestratorConfig::for_database(&platform.database, platform.queue.is_log_table())
     };
     Ok(Orchestrator::new(
         config,

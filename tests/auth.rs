@@ -451,12 +451,20 @@ async fn tokens_scopes_revocation_and_actors(url: &str) {
 
     // The log: one TokenCreated per token, one TokenRevoked, each with the CLI's actor; no
     // secret anywhere.
+    // (Read until the revocation shows: on Postgres a read of the whole log stays below the
+    // oldest transaction still running on the server, which other tests may hold for a moment.)
     let database = Database::connect(url).await.unwrap();
-    let events = database
-        .event_log()
-        .read_all(LogPosition::START, 100_000)
-        .await
-        .unwrap();
+    let log = database.event_log();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let events = loop {
+        let events = log.read_all(LogPosition::START, 100_000).await.unwrap();
+        if events.iter().any(|e| e.event_type == "TokenRevoked")
+            || std::time::Instant::now() > deadline
+        {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     database.close().await;
     let tokens: Vec<_> = events
         .iter()

@@ -540,14 +540,24 @@ impl Consumer {
             .iter()
             .map(TaskId::stream_id)
             .collect();
-        let mut enqueued: HashMap<TaskId, TaskEnqueued> = HashMap::new();
+        // Each task's TaskEnqueued, with the trace context it was enqueued in.
+        let mut enqueued: HashMap<TaskId, (TaskEnqueued, Option<String>)> = HashMap::new();
+        // Each task's last retry, with the trace context of the attempt before it (what an
+        // admitted retry links to).
+        let mut last_attempt: HashMap<TaskId, Option<String>> = HashMap::new();
         for record in self.shared.log.read_streams(&streams).await? {
-            if record.event_type != "TaskEnqueued" {
+            if record.event_type != "TaskEnqueued" && record.event_type != "TaskRetryScheduled" {
                 continue;
             }
             match Event::decode(&record.event_type, record.schema_version, record.data.get()) {
                 Ok(Event::TaskEnqueued(e)) => {
-                    enqueued.insert(e.task_id, e);
+                    enqueued.insert(e.task_id, (e, traceparent(&record)));
+                }
+                Ok(Event::TaskRetryScheduled(e)) => {
+                    last_attempt.insert(
+                        e.task_id,
+                        trace::from_metadata(record.metadata.get(), trace::ATTEMPT_TRACEPARENT),
+                    );
                 }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(
@@ -559,10 +569,13 @@ impl Consumer {
         }
         let now = Utc::now();
         for (retry, record) in retries {
-            let Some(task) = enqueued.get(&retry.task_id) else {
+            let Some((task, enqueued_in)) = enqueued.get(&retry.task_id) else {
                 tracing::warn!(task_id = %retry.task_id, "a retry of a task without TaskEnqueued");
                 continue;
             };
+            // An admission (`TaskReleased`) is the orchestrator's doing: the attempt stays in
+            // the trace the task was enqueued in, linked to the attempt before it.
+            let released = record.event_type == "TaskReleased";
             let delay = retry
                 .not_before
                 .and_then(|not_before| (not_before - now).to_std().ok())
@@ -572,11 +585,16 @@ impl Consumer {
                     attempt: retry.attempt,
                     stream_version: record.stream_version,
                     not_before: retry.not_before,
-                    traceparent: traceparent(record),
-                    previous_attempt_traceparent: trace::from_metadata(
-                        record.metadata.get(),
-                        trace::ATTEMPT_TRACEPARENT,
-                    ),
+                    traceparent: if released {
+                        enqueued_in.clone()
+                    } else {
+                        traceparent(record)
+                    },
+                    previous_attempt_traceparent: if released {
+                        last_attempt.get(&retry.task_id).cloned().flatten()
+                    } else {
+                        trace::from_metadata(record.metadata.get(), trace::ATTEMPT_TRACEPARENT)
+                    },
                     ..task_message(task, record)
                 },
                 delay,

@@ -233,4 +233,11 @@ pub trait TaskQueue: Send + Sync + std::fmt::Debug {
     /// backend can, other processes' too. A receiver that misses it finds the messages at its
     /// next poll. Backends that cannot be written that way do nothing.
     fn announce_sent(&self) {}
+
+    /// Whether this queue is a table of the event log's own database, so that the log can
+    /// insert its messages in an append's transaction (`EventLog::append_and_send`). Only the
+    /// SQL queue is.
+    fn is_log_table(&self) -> bool {
+        false
+    }
 }

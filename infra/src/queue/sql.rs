@@ -512,6 +512,10 @@ impl TaskQueue for SqlQueue {
         }
     }
 
+    fn is_log_table(&self) -> bool {
+        true
+    }
+
     fn announce_sent(&self) {
         self.wake.send_modify(|n| *n = n.wrapping_add(1));
         if let Backend::Postgres(pg) = &self.backend {
