@@ -27,7 +27,9 @@ pub struct SubmitJobRequest {
     #[schema(minimum = 1, maximum = 1000000)]
     max_concurrency: Option<i64>,
     /// Shoal: the parameter whose value is the job's concurrency key (the limits set on that
-    /// key apply to the job).
+    /// key apply to the job). It must name a parameter whose value is a string, a number or
+    /// a boolean; otherwise 422.
+    #[schema(min_length = 1, max_length = 200)]
     concurrency_key: Option<String>,
     /// Shoal: the job's priority, -1000 to 1000 (default 0); higher runs first, and jobs of
     /// the same priority share the workers fairly.
