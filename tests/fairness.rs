@@ -119,7 +119,10 @@ async fn a_small_job_is_not_stuck_behind_a_big_one(url: &str) {
 async fn priorities_are_honoured_and_a_change_takes_effect_while_running(url: &str) {
     const TASKS: u32 = 150;
     const SLOTS: usize = 4;
-    let dev = &Dev::start(url, None, &["--workers", "4"]).await;
+    // No local buffer: the order under test is the queue's. A worker's buffer (`--prefetch`)
+    // holds messages it has already claimed, which run before a job of higher priority that
+    // arrives after them (docs/fairness.md).
+    let dev = &Dev::start(url, None, &["--workers", "4", "--prefetch", "0"]).await;
     let (a, _) = dev.submit_job(io_job(TASKS, 0.02, 0)).await;
     let (b, _) = dev.submit_job(io_job(TASKS, 0.02, 0)).await;
     wait_until(
