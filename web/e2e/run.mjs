@@ -308,8 +308,7 @@ async function main() {
   // --- 4b. Debugging the failed job: timeline, slowest attempts, the job as it was, a task.
   await waitFor('the timeline with its bars', async () =>
     /attempts on 3 tasks/.test((await page.locator('[data-testid=timeline-summary]').textContent().catch(() => '')) ?? ''), 20_000);
-  const slowestCount = await page.locator('[data-testid=slowest] li a').count();
-  if (slowestCount < 1) throw new Error('no slowest attempt is listed');
+  await waitFor('the slowest attempts to be listed', async () => (await page.locator('[data-testid=slowest] li a').count()) >= 1, 20_000);
   await page.locator('[data-testid=timeline]').scrollIntoViewIfNeeded();
   await shot('job-detail-timeline', false);
   await audit('job-detail-timeline');
