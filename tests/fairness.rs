@@ -92,19 +92,39 @@ async fn a_small_job_is_not_stuck_behind_a_big_one(url: &str) {
         .unwrap()
         .into_iter()
         .find(|e| e.event_type == "JobSubmitted")
-        .unwrap()
-        .recorded_at;
+        .unwrap();
     database.close().await;
     let done = events_of(url, small, 3)
         .await
-        .iter()
+        .into_iter()
         .filter(|e| e.event_type == "TaskCompleted")
-        .map(|e| e.recorded_at)
-        .max()
+        .max_by_key(|e| e.log_position)
         .unwrap();
-    let took = (done - submitted).to_std().unwrap_or_default();
+    let took = (done.recorded_at - submitted.recorded_at)
+        .to_std()
+        .unwrap_or_default();
+    eprintln!("the 3-task job took {took:?} from its submission to its last task's completion");
+    // What the small job waited behind: the big job's tasks started in the meantime. First in,
+    // first out, that would be all of the ~1,900 left; with fair share, about what the 8 slots
+    // and the worker's buffer hold when it arrives. Counted from the log, so a slow machine
+    // does not change it.
+    let overtaken = events_of(url, big, 2_000)
+        .await
+        .iter()
+        .filter(|e| {
+            e.event_type == "TaskStarted"
+                && e.log_position > submitted.log_position
+                && e.log_position < done.log_position
+        })
+        .count();
+    eprintln!("{overtaken} of the big job's tasks started meanwhile");
     assert!(
-        took < Duration::from_millis(1_000),
+        overtaken < 200,
+        "{overtaken} of the big job's tasks started between the small job's submission and its end"
+    );
+    // And in time, with room for a loaded machine (typically 0.15-0.4 s: docs/fairness.md).
+    assert!(
+        took < Duration::from_millis(2_000),
         "the 3-task job took {took:?} from its submission to its last task's completion"
     );
     let big_done = completed(dev, big).await;

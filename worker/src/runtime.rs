@@ -9,13 +9,14 @@
 //! [`delivery`]; this file only decides how many messages are held and started, and when the
 //! loop ends. ADR 0013 has the design and what a crash at each point does.
 
+mod buffer;
 mod delivery;
 mod flow;
 mod health;
 mod job_cache;
 mod presence;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,7 @@ use crate::config::{ConfigError, WorkerConfig};
 use crate::handler::Handlers;
 use crate::metrics::{WorkerMetrics, WorkerStats};
 
+use self::buffer::FairBuffer;
 use self::delivery::{Shared, process};
 use self::flow::{Flow, Pacing};
 use self::health::{LogHealth, next_backoff};
@@ -179,8 +181,9 @@ impl Worker {
         let concurrency = config.concurrency;
         let prefetch = config.prefetch;
         let mut tasks = JoinSet::new();
-        // Received, not yet dispatched to be started: the local buffer.
-        let mut buffered: VecDeque<(Delivery, u64)> = VecDeque::new();
+        // Received, not yet dispatched to be started: the local buffer, in the queue's fair
+        // order (priority, then each job in turn).
+        let mut buffered = FairBuffer::default();
         let mut receiving: Option<Receiving<'_>> = None;
         let mut receive_backoff = Duration::ZERO;
         let mut retry_receive_at: Option<tokio::time::Instant> = None;
@@ -200,7 +203,7 @@ impl Worker {
             // Start buffered deliveries, about as many as the slots will take soon.
             let start_target = pacing.start_target(flow.free_slots(), commit, held_cap);
             while flow.ahead() < start_target {
-                let Some((delivery, key)) = buffered.pop_front() else {
+                let Some((delivery, key)) = buffered.pop() else {
                     break;
                 };
                 let span = delivery_span(&delivery, &shared.config.worker_id);
@@ -264,7 +267,7 @@ impl Worker {
                             for delivery in deliveries {
                                 WorkerMetrics::inc(&metrics.received);
                                 let key = inflight.insert(delivery.receipt.clone());
-                                buffered.push_back((delivery, key));
+                                buffered.push((delivery, key));
                             }
                         }
                         Some(Err(error)) => {
@@ -294,7 +297,7 @@ impl Worker {
             for delivery in deliveries {
                 WorkerMetrics::inc(&metrics.received);
                 let key = inflight.insert(delivery.receipt.clone());
-                buffered.push_back((delivery, key));
+                buffered.push((delivery, key));
             }
         }
         tracing::info!(
@@ -305,7 +308,7 @@ impl Worker {
         );
         release_all(
             &shared,
-            buffered.drain(..).map(|(delivery, key)| {
+            buffered.drain().map(|(delivery, key)| {
                 inflight.remove(key);
                 delivery.receipt
             }),

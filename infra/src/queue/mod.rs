@@ -39,6 +39,9 @@ pub struct Delivery {
     pub body: Result<TaskMessage, PoisonMessage>,
     /// How many times this message has been received, this time included.
     pub receive_count: u32,
+    /// Its job's priority when it was received (higher first; 0 where the queue keeps none,
+    /// as on SQS): the order in which a worker starts what it holds.
+    pub priority: i32,
 }
 
 /// A message whose body is not a valid [`TaskMessage`].

@@ -611,6 +611,7 @@ fn delivery(row: ClaimedRow) -> Delivery {
         receipt: Receipt(format!("{}:{}", row.id, row.token)),
         body,
         receive_count: u32::try_from(row.receive_count).unwrap_or(u32::MAX),
+        priority: row.priority,
     }
 }
 

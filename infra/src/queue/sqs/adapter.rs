@@ -427,6 +427,7 @@ impl SqsQueue {
             receipt: Receipt(receipt),
             body,
             receive_count,
+            priority: 0,
         })
     }
 
