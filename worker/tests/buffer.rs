@@ -12,27 +12,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::json;
-use shoal_domain::{
-    Event, JobCommand, JobId, JobState, Limits, Split, SubmitJob, TaskId, TaskState, TaskStatus,
-    decide_job, evolve_job, evolve_task,
-};
+use shoal_domain::{Event, JobId, TaskId, TaskState, TaskStatus, evolve_task};
 use shoal_infra::eventlog::{
-    AppendBatch, AppendOutcome, EventLog, EventStream, ExpectedVersion, LogPosition, LogResult,
-    NewEvent, PostgresEventLog, RecordedEvent, SqliteEventLog, StreamAppend,
+    AppendBatch, AppendOutcome, EventLog, EventStream, LogPosition, LogResult, PostgresEventLog,
+    RecordedEvent, SqliteEventLog,
 };
 use shoal_infra::queue::{
-    DeadLetter, Delivery, OutgoingMessage, QueueDepth, QueueResult, Receipt, SqlQueue, TaskMessage,
-    TaskQueue,
+    DeadLetter, Delivery, OutgoingMessage, QueueDepth, QueueResult, Receipt, SqlQueue, TaskQueue,
 };
 use shoal_infra::testing;
 use shoal_worker::{Handlers, Worker, WorkerConfig, WorkerError, WorkerStats, handler_fn};
+use support::{JobSpec, submit, task_events};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -267,105 +265,6 @@ impl Backend {
     }
 }
 
-fn new_event(event: &Event) -> NewEvent {
-    NewEvent {
-        event_type: event.event_type().into(),
-        schema_version: event.schema_version(),
-        data: event.to_json(),
-        metadata: json!({"actor": "test"}),
-    }
-}
-
-/// Appends a job of `tasks` tasks of type `work` to `log` and sends their messages.
-async fn submit(log: &dyn EventLog, queue: &dyn TaskQueue, tasks: u32) -> (JobId, u32) {
-    let job_id = JobId::new();
-    let now = Utc::now();
-    let submitted = decide_job(
-        &JobState::default(),
-        JobCommand::SubmitJob(SubmitJob {
-            job_id,
-            job_type: "work".into(),
-            split: Split::Total { total_tasks: tasks },
-            parameters: json!({}),
-            max_attempts: Some(3),
-            timeout_seconds: Some(60),
-            limits: Limits::default(),
-            fallback_handler: None,
-            priority: 0,
-            now,
-        }),
-    )
-    .unwrap();
-    let state = submitted.iter().fold(JobState::default(), evolve_job);
-    let created = decide_job(
-        &state,
-        JobCommand::CreateTasks {
-            max_chunk: tasks,
-            now,
-        },
-    )
-    .unwrap();
-    let mut batch = AppendBatch::default();
-    batch.streams.push(StreamAppend {
-        stream_id: job_id.stream_id(),
-        expected: ExpectedVersion::NoStream,
-        events: submitted.iter().map(new_event).collect(),
-    });
-    let mut messages = Vec::new();
-    for event in &created {
-        match event {
-            Event::TasksCreated(_) => batch.streams[0].events.push(new_event(event)),
-            Event::TaskEnqueued(e) => {
-                batch.streams.push(StreamAppend {
-                    stream_id: e.task_id.stream_id(),
-                    expected: ExpectedVersion::NoStream,
-                    events: vec![new_event(event)],
-                });
-                messages.push(OutgoingMessage {
-                    body: TaskMessage {
-                        task_id: e.task_id.as_uuid(),
-                        job_id: e.job_id.as_uuid(),
-                        task_index: e.index,
-                        parameters: e.input.clone(),
-                        job_type: e.job_type.clone(),
-                        attempt: e.attempt,
-                        stream_version: 1,
-                        max_attempts: e.max_attempts,
-                        timeout_seconds: e.timeout_seconds,
-                        not_before: None,
-                        traceparent: None,
-                        previous_attempt_traceparent: None,
-                        fallback_handler: e.fallback_handler.clone(),
-                    },
-                    delay: Duration::ZERO,
-                });
-            }
-            other => panic!("unexpected event {other:?}"),
-        }
-    }
-    log.append(batch).await.unwrap();
-    for chunk in messages.chunks(500) {
-        queue.send(chunk.to_vec()).await.unwrap();
-    }
-    (job_id, tasks)
-}
-
-async fn task_events(log: &dyn EventLog, job: (JobId, u32)) -> Vec<Vec<Event>> {
-    let ids: Vec<String> = (0..job.1)
-        .map(|i| TaskId::for_task(job.0, i).stream_id())
-        .collect();
-    let records = log.read_streams(&ids).await.unwrap();
-    ids.iter()
-        .map(|id| {
-            records
-                .iter()
-                .filter(|r| &r.stream_id == id)
-                .map(|r| Event::decode(&r.event_type, r.schema_version, r.data.get()).unwrap())
-                .collect()
-        })
-        .collect()
-}
-
 async fn task_states(log: &dyn EventLog, job: (JobId, u32)) -> Vec<TaskState> {
     task_events(log, job)
         .await
@@ -549,7 +448,13 @@ const PREFETCH: usize = 30;
 
 async fn a_crash_with_a_full_buffer_loses_nothing_and_completes_each_task_once(backend: Backend) {
     let tasks = backend.tasks;
-    let job = submit(backend.log.as_ref(), backend.queue.as_ref(), tasks).await;
+    let job = submit(
+        backend.log.as_ref(),
+        backend.queue.as_ref(),
+        JobSpec::new("work", tasks),
+    )
+    .await
+    .key();
     let slow = SlowLog::new(backend.log.clone(), Duration::from_millis(100));
     let watched = WatchedQueue::new(backend.queue.clone(), backend.log.clone());
     let first = Running::start(
@@ -603,7 +508,13 @@ async fn sigterm_with_a_full_buffer_releases_it_at_once_and_finishes_running_han
     backend: Backend,
 ) {
     let tasks = backend.tasks;
-    let job = submit(backend.log.as_ref(), backend.queue.as_ref(), tasks).await;
+    let job = submit(
+        backend.log.as_ref(),
+        backend.queue.as_ref(),
+        JobSpec::new("work", tasks),
+    )
+    .await
+    .key();
     let slow = SlowLog::new(backend.log.clone(), Duration::from_millis(100));
     let watched = WatchedQueue::new(backend.queue.clone(), backend.log.clone());
     let blocked = Arc::new(AtomicBool::new(false));
@@ -674,7 +585,13 @@ async fn sigterm_with_a_full_buffer_releases_it_at_once_and_finishes_running_han
 
 async fn slow_commits_keep_the_slots_busy_up_to_the_buffer_then_hold_back(backend: Backend) {
     let tasks = backend.tasks * 2 / 3;
-    let job = submit(backend.log.as_ref(), backend.queue.as_ref(), tasks).await;
+    let job = submit(
+        backend.log.as_ref(),
+        backend.queue.as_ref(),
+        JobSpec::new("work", tasks),
+    )
+    .await
+    .key();
     let slow = SlowLog::new(backend.log.clone(), Duration::from_millis(150));
     let watched = WatchedQueue::new(backend.queue.clone(), backend.log.clone());
     let worker = Running::start(

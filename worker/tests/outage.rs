@@ -9,23 +9,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::json;
-use shoal_domain::{
-    Event, JobCommand, JobId, JobState, Limits, Split, SubmitJob, TaskId, TaskState, TaskStatus,
-    decide_job, evolve_job, evolve_task,
-};
+use shoal_domain::{Event, JobId, TaskState, TaskStatus, evolve_task};
 use shoal_infra::eventlog::{
-    AppendBatch, AppendOutcome, EventLog, EventStream, ExpectedVersion, LogError, LogPosition,
-    LogResult, NewEvent, PostgresEventLog, RecordedEvent, SqliteEventLog, StreamAppend,
+    AppendBatch, AppendOutcome, EventLog, EventStream, LogError, LogPosition, LogResult,
+    PostgresEventLog, RecordedEvent, SqliteEventLog,
 };
-use shoal_infra::queue::{OutgoingMessage, SqlQueue, TaskMessage, TaskQueue};
+use shoal_infra::queue::{SqlQueue, TaskQueue};
 use shoal_infra::testing;
 use shoal_worker::{Handlers, Worker, WorkerConfig, handler_fn};
+use support::{JobSpec, submit, task_events};
 use tokio::sync::oneshot;
 
 /// A log that fails every call with a database error while `down`.
@@ -101,103 +100,6 @@ impl EventLog for Switched {
     }
 }
 
-fn new_event(event: &Event) -> NewEvent {
-    NewEvent {
-        event_type: event.event_type().into(),
-        schema_version: event.schema_version(),
-        data: event.to_json(),
-        metadata: json!({"actor": "test"}),
-    }
-}
-
-/// Appends a job of `tasks` tasks of type `slow` to `log` and sends their messages.
-async fn submit(log: &dyn EventLog, queue: &dyn TaskQueue, tasks: u32) -> (JobId, u32) {
-    let job_id = JobId::new();
-    let now = Utc::now();
-    let submitted = decide_job(
-        &JobState::default(),
-        JobCommand::SubmitJob(SubmitJob {
-            job_id,
-            job_type: "slow".into(),
-            split: Split::Total { total_tasks: tasks },
-            parameters: json!({}),
-            max_attempts: Some(3),
-            timeout_seconds: Some(60),
-            limits: Limits::default(),
-            fallback_handler: None,
-            now,
-            priority: 0,
-        }),
-    )
-    .unwrap();
-    let state = submitted.iter().fold(JobState::default(), evolve_job);
-    let created = decide_job(
-        &state,
-        JobCommand::CreateTasks {
-            max_chunk: tasks,
-            now,
-        },
-    )
-    .unwrap();
-    let mut batch = AppendBatch::default();
-    batch.streams.push(StreamAppend {
-        stream_id: job_id.stream_id(),
-        expected: ExpectedVersion::NoStream,
-        events: submitted.iter().map(new_event).collect(),
-    });
-    let mut messages = Vec::new();
-    for event in &created {
-        match event {
-            Event::TasksCreated(_) => batch.streams[0].events.push(new_event(event)),
-            Event::TaskEnqueued(e) => {
-                batch.streams.push(StreamAppend {
-                    stream_id: e.task_id.stream_id(),
-                    expected: ExpectedVersion::NoStream,
-                    events: vec![new_event(event)],
-                });
-                messages.push(OutgoingMessage {
-                    body: TaskMessage {
-                        task_id: e.task_id.as_uuid(),
-                        job_id: e.job_id.as_uuid(),
-                        task_index: e.index,
-                        parameters: e.input.clone(),
-                        job_type: e.job_type.clone(),
-                        attempt: e.attempt,
-                        stream_version: 1,
-                        max_attempts: e.max_attempts,
-                        timeout_seconds: e.timeout_seconds,
-                        not_before: None,
-                        traceparent: None,
-                        previous_attempt_traceparent: None,
-                        fallback_handler: e.fallback_handler.clone(),
-                    },
-                    delay: Duration::ZERO,
-                });
-            }
-            other => panic!("unexpected event {other:?}"),
-        }
-    }
-    log.append(batch).await.unwrap();
-    queue.send(messages).await.unwrap();
-    (job_id, tasks)
-}
-
-async fn task_events(log: &dyn EventLog, job: (JobId, u32)) -> Vec<Vec<Event>> {
-    let ids: Vec<String> = (0..job.1)
-        .map(|i| TaskId::for_task(job.0, i).stream_id())
-        .collect();
-    let records = log.read_streams(&ids).await.unwrap();
-    ids.iter()
-        .map(|id| {
-            records
-                .iter()
-                .filter(|r| &r.stream_id == id)
-                .map(|r| Event::decode(&r.event_type, r.schema_version, r.data.get()).unwrap())
-                .collect()
-        })
-        .collect()
-}
-
 async fn wait_for(log: &dyn EventLog, job: (JobId, u32), status: TaskStatus, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
@@ -261,7 +163,9 @@ async fn outage_uses_no_receives(
     }));
 
     // Four tasks start, then the log goes down while their handlers run.
-    let first = submit(log.as_ref(), queue.as_ref(), 4).await;
+    let first = submit(log.as_ref(), queue.as_ref(), JobSpec::new("slow", 4))
+        .await
+        .key();
     wait_for(
         log.as_ref(),
         first,
@@ -284,7 +188,9 @@ async fn outage_uses_no_receives(
     // then more work arrives during the outage, and the worker leaves it in the queue.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(metrics.received.load(Ordering::Relaxed), 4);
-    let second = submit(log.as_ref(), queue.as_ref(), 4).await;
+    let second = submit(log.as_ref(), queue.as_ref(), JobSpec::new("slow", 4))
+        .await
+        .key();
     tokio::time::sleep(visibility * 4).await;
     assert_eq!(
         metrics.received.load(Ordering::Relaxed),

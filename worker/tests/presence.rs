@@ -4,22 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use serde_json::json;
-use shoal_domain::evolve_job;
-use shoal_domain::{Event, JobCommand, JobId, JobState, Limits, Split, SubmitJob, decide_job};
 use shoal_infra::db::Database;
-use shoal_infra::eventlog::{
-    AppendBatch, EventLog, ExpectedVersion, NewEvent, PostgresEventLog, SqliteEventLog,
-    StreamAppend,
-};
-use shoal_infra::queue::{OutgoingMessage, SqlQueue, TaskMessage, TaskQueue};
+use shoal_infra::eventlog::{EventLog, PostgresEventLog, SqliteEventLog};
+use shoal_infra::queue::{SqlQueue, TaskQueue};
 use shoal_infra::testing;
 use shoal_infra::workers::{SqlWorkerRegistry, WorkerRecord, WorkerRegistry, WorkerState};
 use shoal_worker::{Handlers, Worker, WorkerConfig, handler_fn};
+use support::{JobSpec, submit};
 use tokio::sync::oneshot;
 
 struct Env {
@@ -48,88 +45,6 @@ async fn postgres() -> Option<Env> {
         ),
         registry: Arc::new(SqlWorkerRegistry::new(Database::Postgres(pool))),
     })
-}
-
-fn new_event(event: &Event) -> NewEvent {
-    NewEvent {
-        event_type: event.event_type().into(),
-        schema_version: event.schema_version(),
-        data: event.to_json(),
-        metadata: json!({"actor": "test"}),
-    }
-}
-
-/// Submits a job of `tasks` tasks of `job_type`, enqueues them and sends their messages (what
-/// the orchestrator does).
-async fn enqueue(env: &Env, job_type: &str, tasks: u32) {
-    let job_id = JobId::new();
-    let now = Utc::now();
-    let submitted = decide_job(
-        &JobState::default(),
-        JobCommand::SubmitJob(SubmitJob {
-            job_id,
-            job_type: job_type.into(),
-            split: Split::Total { total_tasks: tasks },
-            parameters: json!({}),
-            max_attempts: Some(1),
-            timeout_seconds: Some(60),
-            limits: Limits::default(),
-            now,
-            fallback_handler: None,
-            priority: 0,
-        }),
-    )
-    .unwrap();
-    let state = submitted.iter().fold(JobState::default(), evolve_job);
-    let created = decide_job(
-        &state,
-        JobCommand::CreateTasks {
-            max_chunk: tasks,
-            now,
-        },
-    )
-    .unwrap();
-    let mut batch = AppendBatch {
-        streams: vec![StreamAppend {
-            stream_id: job_id.stream_id(),
-            expected: ExpectedVersion::NoStream,
-            events: submitted.iter().map(new_event).collect(),
-        }],
-        ..AppendBatch::default()
-    };
-    let mut messages = Vec::new();
-    for event in &created {
-        match event {
-            Event::TaskEnqueued(e) => {
-                batch.streams.push(StreamAppend {
-                    stream_id: e.task_id.stream_id(),
-                    expected: ExpectedVersion::NoStream,
-                    events: vec![new_event(event)],
-                });
-                messages.push(OutgoingMessage {
-                    body: TaskMessage {
-                        task_id: e.task_id.as_uuid(),
-                        job_id: e.job_id.as_uuid(),
-                        task_index: e.index,
-                        parameters: e.input.clone(),
-                        job_type: e.job_type.clone(),
-                        attempt: e.attempt,
-                        stream_version: 1,
-                        max_attempts: e.max_attempts,
-                        timeout_seconds: e.timeout_seconds,
-                        not_before: None,
-                        traceparent: None,
-                        previous_attempt_traceparent: None,
-                        fallback_handler: e.fallback_handler.clone(),
-                    },
-                    delay: Duration::ZERO,
-                });
-            }
-            _ => batch.streams[0].events.push(new_event(event)),
-        }
-    }
-    env.log.append(batch).await.unwrap();
-    env.queue.send(messages).await.unwrap();
 }
 
 fn config(id: &str) -> WorkerConfig {
@@ -213,7 +128,15 @@ async fn reports_while_running_then_stopped_or_silent(env: Env) {
     .await;
 
     // Two tasks held: two slots in use.
-    enqueue(&env, "hold", 2).await;
+    submit(
+        env.log.as_ref(),
+        env.queue.as_ref(),
+        JobSpec {
+            max_attempts: 1,
+            ..JobSpec::new("hold", 2)
+        },
+    )
+    .await;
     wait_for(&env, "w-graceful", "two slots used", |w| {
         w.report.slots_used == 2
     })

@@ -9,26 +9,27 @@
 // Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::json;
 use shoal_domain::{
-    Event, JobCommand, JobId, JobState, Limits, Split, SubmitJob, TaskId, TaskState, TaskStatus,
-    decide_job, evolve_job, evolve_task,
+    Event, JobCommand, JobState, TaskId, TaskState, TaskStatus, decide_job, evolve_job, evolve_task,
 };
 use shoal_infra::eventlog::{
-    AppendBatch, EventLog, ExpectedVersion, NewEvent, PostgresEventLog, RecordedEvent,
-    SqliteEventLog, StreamAppend,
+    AppendBatch, EventLog, ExpectedVersion, PostgresEventLog, SqliteEventLog, StreamAppend,
 };
 use shoal_infra::queue::{OutgoingMessage, QueueDepth, SqlQueue, TaskMessage, TaskQueue};
 use shoal_infra::testing;
 use shoal_worker::{
     Handlers, TaskError, Worker, WorkerConfig, WorkerError, WorkerStats, handler_fn,
 };
+use support::{Job, JobSpec, decode, new_event, submit, task_events};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -62,83 +63,9 @@ impl Env {
         Arc::new(self.queue.clone())
     }
 
-    /// Submits a job of `tasks` tasks, creates and enqueues them, and sends their messages.
+    /// Submits a job, creates and enqueues its tasks, and sends their messages.
     async fn submit(&self, job: JobSpec) -> Job {
-        let job_id = JobId::new();
-        let now = Utc::now();
-        let submitted = decide_job(
-            &JobState::default(),
-            JobCommand::SubmitJob(SubmitJob {
-                job_id,
-                job_type: job.job_type.into(),
-                split: Split::Total {
-                    total_tasks: job.tasks,
-                },
-                parameters: job.parameters,
-                max_attempts: Some(job.max_attempts),
-                timeout_seconds: Some(job.timeout_seconds),
-                limits: Limits::default(),
-                now,
-                fallback_handler: job.fallback_handler.map(str::to_owned),
-                priority: 0,
-            }),
-        )
-        .unwrap();
-        self.append(job_id.stream_id(), ExpectedVersion::NoStream, &submitted)
-            .await;
-        let state = submitted.iter().fold(JobState::default(), evolve_job);
-        let created = decide_job(
-            &state,
-            JobCommand::CreateTasks {
-                max_chunk: job.tasks,
-                now,
-            },
-        )
-        .unwrap();
-        let mut batch = AppendBatch::default();
-        let mut messages = Vec::new();
-        for event in &created {
-            match event {
-                Event::TasksCreated(_) => batch.streams.push(StreamAppend {
-                    stream_id: job_id.stream_id(),
-                    expected: ExpectedVersion::Exact(1),
-                    events: vec![new_event(event)],
-                }),
-                Event::TaskEnqueued(e) => {
-                    batch.streams.push(StreamAppend {
-                        stream_id: e.task_id.stream_id(),
-                        expected: ExpectedVersion::NoStream,
-                        events: vec![new_event(event)],
-                    });
-                    messages.push(OutgoingMessage {
-                        body: TaskMessage {
-                            task_id: e.task_id.as_uuid(),
-                            job_id: e.job_id.as_uuid(),
-                            task_index: e.index,
-                            parameters: e.input.clone(),
-                            job_type: e.job_type.clone(),
-                            attempt: e.attempt,
-                            stream_version: 1,
-                            max_attempts: e.max_attempts,
-                            timeout_seconds: e.timeout_seconds,
-                            not_before: None,
-                            traceparent: None,
-                            previous_attempt_traceparent: None,
-                            fallback_handler: e.fallback_handler.clone(),
-                        },
-                        delay: Duration::ZERO,
-                    });
-                }
-                other => panic!("unexpected event {other:?}"),
-            }
-        }
-        self.log.append(batch).await.unwrap();
-        self.queue.send(messages.clone()).await.unwrap();
-        Job {
-            id: job_id,
-            tasks: job.tasks,
-            messages: messages.into_iter().map(|m| m.body).collect(),
-        }
+        submit(self.log.as_ref(), &self.queue, job).await
     }
 
     async fn append(&self, stream_id: String, expected: ExpectedVersion, events: &[Event]) {
@@ -157,19 +84,7 @@ impl Env {
 
     /// Each task's events, in index order.
     async fn task_events(&self, job: &Job) -> Vec<Vec<Event>> {
-        let ids: Vec<String> = (0..job.tasks)
-            .map(|i| TaskId::for_task(job.id, i).stream_id())
-            .collect();
-        let records = self.log.read_streams(&ids).await.unwrap();
-        ids.iter()
-            .map(|id| {
-                records
-                    .iter()
-                    .filter(|r| &r.stream_id == id)
-                    .map(decode)
-                    .collect()
-            })
-            .collect()
+        task_events(self.log.as_ref(), job.key()).await
     }
 
     async fn task_states(&self, job: &Job) -> Vec<TaskState> {
@@ -242,37 +157,6 @@ impl Env {
     }
 }
 
-#[derive(Debug)]
-struct JobSpec {
-    job_type: &'static str,
-    tasks: u32,
-    parameters: Value,
-    max_attempts: u32,
-    timeout_seconds: u32,
-    fallback_handler: Option<&'static str>,
-}
-
-impl JobSpec {
-    fn new(job_type: &'static str, tasks: u32) -> Self {
-        JobSpec {
-            job_type,
-            tasks,
-            parameters: json!({}),
-            max_attempts: 3,
-            timeout_seconds: 60,
-            fallback_handler: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Job {
-    id: JobId,
-    tasks: u32,
-    /// The first attempt's message of each task, in index order.
-    messages: Vec<TaskMessage>,
-}
-
 /// A spawned helper, stopped when dropped.
 struct Background(JoinHandle<()>);
 
@@ -280,19 +164,6 @@ impl Drop for Background {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-fn new_event(event: &Event) -> NewEvent {
-    NewEvent {
-        event_type: event.event_type().into(),
-        schema_version: event.schema_version(),
-        data: event.to_json(),
-        metadata: json!({"actor": "test"}),
-    }
-}
-
-fn decode(record: &RecordedEvent) -> Event {
-    Event::decode(&record.event_type, record.schema_version, record.data.get()).unwrap()
 }
 
 fn config(worker_id: &str) -> WorkerConfig {
