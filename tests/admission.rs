@@ -287,6 +287,7 @@ async fn a_new_leader_keeps_the_limit() {
         .await;
     let _workers: Vec<Process> = (0..2).map(|_| worker(&dev, 4)).collect();
     let standby_metrics = format!("127.0.0.1:{}", free_port());
+    let standby_log = support::temp_path("standby").with_extension("log");
     let _standby = Process::start(
         &[
             "orchestrator",
@@ -296,7 +297,7 @@ async fn a_new_leader_keeps_the_limit() {
             &standby_metrics,
         ],
         None,
-        None,
+        Some(&standby_log),
     );
     let progress_url = url.clone();
     wait_until("four tasks completed", Duration::from_secs(60), || {
@@ -313,7 +314,29 @@ async fn a_new_leader_keeps_the_limit() {
     .await;
     // The leader (in `shoal dev`) is killed outright.
     drop(dev);
-    wait_completed(&url, job, Duration::from_secs(90)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !job_events(&url, job)
+        .await
+        .iter()
+        .any(|t| t == "JobCompleted")
+    {
+        if std::time::Instant::now() > deadline {
+            // What the new leader saw and did, to tell a stall from a slow machine.
+            let last: Vec<String> = task_events(&url, job, 16)
+                .await
+                .iter()
+                .map(|t| t.last().map_or("-".into(), |e| e.event_type.clone()))
+                .collect();
+            let log = std::fs::read_to_string(&standby_log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            panic!(
+                "job {job} did not complete within 90 s of the leader's death; each task's last \
+                 event: {last:?}; the standby's log, newest first:\n{}",
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let tasks = task_events(&url, job, 16).await;
     all_completed_once(&tasks);

@@ -59,13 +59,40 @@ impl Server {
         }
     }
 
+    /// How many events the log holds, once the count has held still for a moment: on Postgres
+    /// a read of the whole log stays below the oldest transaction running on the server, which
+    /// under load (other tests' transactions) can briefly hide a commit.
     async fn events(&self) -> usize {
-        self.platform
-            .log
-            .read_all(LogPosition::START, 100_000)
-            .await
-            .unwrap()
-            .len()
+        let count = async || {
+            self.platform
+                .log
+                .read_all(LogPosition::START, 100_000)
+                .await
+                .unwrap()
+                .len()
+        };
+        let mut last = count().await;
+        for _ in 0..60 {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            let now = count().await;
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
+    /// Waits until the log holds `expected` events (see [`Server::events`]) and returns the
+    /// count it settled on.
+    async fn events_reach(&self, expected: usize) -> usize {
+        for _ in 0..40 {
+            let now = self.events().await;
+            if now >= expected {
+                return now;
+            }
+        }
+        self.events().await
     }
 
     async fn post(&self, body: String) -> (StatusCode, Value) {
@@ -181,7 +208,7 @@ async fn a_batch_over_the_limit_is_refused() {
         let (status, body) = server.post(json!([one, one]).to_string()).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body.as_array().unwrap().len(), 2);
-        assert_eq!(server.events().await, 2);
+        assert_eq!(server.events_reach(2).await, 2);
     })
     .await;
 }
@@ -265,6 +292,7 @@ async fn job_byte_budget_and_message_size_are_checked_at_submission() {
             .await;
         assert!(body["errors"].is_null(), "{body}");
         // A GraphQL job names its handler: no silent `cpu_bound` fallback is recorded.
+        assert_eq!(server.events_reach(1).await, 1);
         let events = server
             .platform
             .log
