@@ -38,7 +38,9 @@ pub struct WorkerConfig {
     pub retry_base: Duration,
     /// The longest retry delay (default 5 min).
     pub retry_max: Duration,
-    /// How long the worker trusts what it read about a job being cancelled (default 2 s).
+    /// How long the worker trusts what it read about a job being cancelled (default 1 s): a
+    /// cancelled job's tasks may still start this long after the cancel (from the worker's
+    /// buffer), none after.
     pub cancel_check_ttl: Duration,
     /// Most tasks' appends carried by one group commit (default 500).
     pub max_commit_batches: usize,
@@ -72,7 +74,7 @@ impl Default for WorkerConfig {
             grace_period: Duration::from_secs(30),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
-            cancel_check_ttl: Duration::from_secs(2),
+            cancel_check_ttl: Duration::from_secs(1),
             max_commit_batches: 500,
             max_result_bytes: crate::limits::DEFAULT_MAX_RESULT_BYTES,
             http: None,
