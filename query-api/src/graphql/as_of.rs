@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use shoal_domain::{Attempt, Attempts, Event, JobFold, JobId};
 use shoal_infra::eventlog::{EventLog, LogError, LogPosition, RecordedEvent};
-use shoal_infra::readmodel::{JobRow, TaskRow};
+use shoal_infra::readmodel::{JobRow, TaskRow, apply_to_attempts};
 
 /// A job's events read per round trip of the log's index by job.
 pub(crate) const JOB_EVENTS_PER_READ: i64 = 5000;
@@ -156,7 +156,8 @@ pub async fn job_as_of(
 }
 
 /// Every attempt of the job's tasks (as recorded up to `until`, if given), with its task's
-/// index, in index then attempt order. Reads the job's events like [`job_as_of`].
+/// index, in index then attempt order, times to the microsecond (as `task_attempts` keeps
+/// them). Reads the job's events like [`job_as_of`].
 pub async fn job_attempts(
     log: &dyn EventLog,
     job: JobId,
@@ -171,7 +172,7 @@ pub async fn job_attempts(
         if let Event::TaskEnqueued(enqueued) = &event {
             task.0 = Some(enqueued.index);
         }
-        task.1.apply(&event);
+        apply_to_attempts(&mut task.1, &event);
     })
     .await?;
     let mut by_index: Vec<(u32, Attempts)> = tasks
