@@ -2,7 +2,11 @@
 //! failing (retried, then dead-lettered) and slow tasks; at several instants of the run the
 //! test reads the job and its tasks from the read tables, and once the job has ended it asks
 //! for the job as of each of those instants, folded from the log. Both must agree, field by
-//! field. Runs on SQLite and on Postgres (required when `SHOAL_REQUIRE_POSTGRES=1`).
+//! field. A second worker process runs beside `shoal dev`'s, so the attempts are spread over
+//! several workers. Once the job has ended, its timeline read from the attempts table (the
+//! live job) must equal the timeline folded from the log (the job as of now), bars, buckets,
+//! slowest and percentiles, grouped by task and by worker. Runs on SQLite and on Postgres
+//! (required when `SHOAL_REQUIRE_POSTGRES=1`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,7 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use support::{Dev, for_each_backend, temp_path};
+use support::{Dev, Process, for_each_backend, free_port, temp_path};
 
 for_each_backend!(as_of_agrees_with_the_live_projection_at_every_sampled_instant);
 
@@ -56,6 +60,22 @@ fn slow_and_failing_program() -> PathBuf {
     script
 }
 
+/// Every field of a timeline.
+const TIMELINE: &str = "
+query($id: ID!, $asOf: DateTime, $groupBy: TimelineGroup, $from: DateTime, $to: DateTime,
+      $maxBars: Int, $laneBuckets: Int, $timeBuckets: Int) {
+  job(id: $id, asOf: $asOf) {
+    timeline(groupBy: $groupBy, from: $from, to: $to, maxBars: $maxBars,
+             laneBuckets: $laneBuckets, timeBuckets: $timeBuckets, slowest: 100) {
+      from to groupBy laneCount workers attemptCount aggregated
+      bars { taskIndex attempt lane worker queuedAt startedAt endedAt durationMs outcome }
+      buckets { laneFrom laneTo from to attempts failed running }
+      slowest { taskIndex attempt lane worker queuedAt startedAt endedAt durationMs outcome }
+      medianMs p95Ms
+    }
+  }
+}";
+
 async fn live(dev: &Dev, job: &str) -> Value {
     dev.graphql(JOB, json!({ "id": job, "asOf": null })).await["job"].clone()
 }
@@ -64,6 +84,27 @@ async fn as_of_agrees_with_the_live_projection_at_every_sampled_instant(url: &st
     let program = slow_and_failing_program();
     let exec = format!("work={}", program.display());
     let dev = Dev::start(url, None, &["--workers", "2", "--exec", &exec]).await;
+    // A second worker process, holding no more than its slot.
+    let admin = format!("127.0.0.1:{}", free_port());
+    let _worker = Process::start(
+        &[
+            "worker",
+            "--database-url",
+            url,
+            "--exec",
+            &exec,
+            "--concurrency",
+            "1",
+            "--prefetch",
+            "0",
+            "--worker-id",
+            "second-worker",
+            "--admin-listen",
+            &admin,
+        ],
+        None,
+        None,
+    );
     let before_submission: DateTime<Utc> = Utc::now();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let (job, _) = dev
@@ -193,5 +234,59 @@ async fn as_of_agrees_with_the_live_projection_at_every_sampled_instant(url: &st
     assert!(t["bars"].as_array().unwrap().is_empty());
     let buckets = t["buckets"].as_array().unwrap();
     assert!(!buckets.is_empty() && buckets.len() <= 20);
+
+    // The live job's timeline comes from the attempts table; the job as of now folds the log:
+    // the same window, bars or buckets, grouped by task or by worker, must give the same answer.
+    let ended = dev
+        .graphql(
+            "query($id: ID!) { job(id: $id) { createdAt completedAt } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let (from, to) = (&ended["job"]["createdAt"], &ended["job"]["completedAt"]);
+    let now = Utc::now().to_rfc3339();
+    let mut workers_seen = Vec::new();
+    for group_by in ["TASK", "WORKER"] {
+        for (max_bars, lane_buckets, time_buckets) in [(2000, 100, 200), (3, 2, 10), (1, 4, 7)] {
+            let variables = |as_of: Option<&str>| {
+                json!({
+                    "id": id, "asOf": as_of, "groupBy": group_by, "from": from, "to": to,
+                    "maxBars": max_bars, "laneBuckets": lane_buckets, "timeBuckets": time_buckets,
+                })
+            };
+            let table = dev.graphql(TIMELINE, variables(None)).await;
+            let folded = dev.graphql(TIMELINE, variables(Some(&now))).await;
+            let t = &table["job"]["timeline"];
+            assert_eq!(
+                t, &folded["job"]["timeline"],
+                "{group_by} {max_bars}: the table and the log disagree"
+            );
+            assert_eq!(t["attemptCount"], 8, "{t}");
+            assert_eq!(t["aggregated"], max_bars < 8);
+            assert!(t["medianMs"].as_f64().unwrap() > 0.0);
+            if group_by == "WORKER" {
+                workers_seen = t["workers"].as_array().unwrap().clone();
+            }
+        }
+    }
+    // A narrower window: the middle of the run, bars then buckets.
+    let middle = dev
+        .graphql(
+            "query($id: ID!) { job(id: $id) { timeline { bars { startedAt endedAt } } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let bars = middle["job"]["timeline"]["bars"].as_array().unwrap();
+    let (start, end) = (&bars[1]["startedAt"], &bars[1]["endedAt"]);
+    for max_bars in [2000, 1] {
+        let variables = |as_of: Option<&str>| {
+            json!({ "id": id, "asOf": as_of, "from": start, "to": end, "maxBars": max_bars,
+                    "laneBuckets": 3, "timeBuckets": 5 })
+        };
+        let table = dev.graphql(TIMELINE, variables(None)).await;
+        let folded = dev.graphql(TIMELINE, variables(Some(&now))).await;
+        assert_eq!(table["job"]["timeline"], folded["job"]["timeline"]);
+    }
+    eprintln!("workers of the run: {workers_seen:?}");
     let _ = std::fs::remove_file(program);
 }
