@@ -149,7 +149,10 @@ async fn as_of_and_timeline_of_a_big_job() {
         .status()
         .expect("rebuilding the jobs projection");
     assert!(status.success());
-    eprintln!("{bin}: rebuilt the jobs projection in {:?}", started.elapsed());
+    eprintln!(
+        "{bin}: rebuilt the jobs projection in {:?}",
+        started.elapsed()
+    );
 
     let server = Server::start(&bin, &db, "0").await;
     let job = server

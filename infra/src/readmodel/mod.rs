@@ -30,8 +30,8 @@ pub use timeline::{
     AttemptCounts, AttemptWindow, AttemptsOverview, BucketDiff, BucketGrid, BucketLane,
 };
 pub use types::{
-    AnalyticsChanges, AnalyticsJobState, AttemptRow, DailyDelta, DayCounts, InvalidCursor, JobCursor,
-    JobFilter, JobPage, JobRow, JobSort, JobsChanges, JobsKeys, MinuteCounts, Overview,
+    AnalyticsChanges, AnalyticsJobState, AttemptRow, DailyDelta, DayCounts, InvalidCursor,
+    JobCursor, JobFilter, JobPage, JobRow, JobSort, JobsChanges, JobsKeys, MinuteCounts, Overview,
     ProcessingDelta, ProcessingTimeStats, ProjectionName, ReadModelDump, Target, TaskRow,
     ThroughputDelta, UnknownProjection, apply_to_attempts, histogram, outcome_str, parse_outcome,
     supported_time, to_micros,

@@ -17,8 +17,7 @@ use super::sql::{
 };
 use super::timeline::timeline_sql;
 use super::types::{
-    AnalyticsChanges, AttemptRow, JobRow, JobsChanges, ProjectionName, Target, TaskRow,
-    outcome_str,
+    AnalyticsChanges, AttemptRow, JobRow, JobsChanges, ProjectionName, Target, TaskRow, outcome_str,
 };
 use crate::dialect::{ColumnResult, Q};
 use crate::eventlog::LogPosition;

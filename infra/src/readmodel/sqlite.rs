@@ -16,8 +16,7 @@ use super::sql::{
 };
 use super::timeline::timeline_sql;
 use super::types::{
-    AnalyticsChanges, AttemptRow, JobRow, JobsChanges, ProjectionName, Target, TaskRow,
-    outcome_str,
+    AnalyticsChanges, AttemptRow, JobRow, JobsChanges, ProjectionName, Target, TaskRow, outcome_str,
 };
 use crate::dialect::{ColumnError, ColumnResult, Q, sqlite_time as ts};
 use crate::eventlog::LogPosition;
@@ -74,9 +73,7 @@ macro_rules! upsert_attempts {
             " (",
             attempt_columns!(),
             ") SELECT ",
-            extract!(
-                0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17
-            ),
+            extract!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17),
             " FROM json_each($1) AS j WHERE true
              ON CONFLICT (task_id, seq) DO UPDATE SET ",
             attempt_updates!()

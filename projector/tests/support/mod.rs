@@ -535,7 +535,11 @@ pub fn assert_domain_tables_eq(got: &ReadModelDump, domain: &ReadModelDump) {
         got.tasks_by_status, domain.tasks_by_status,
         "analytics_tasks_by_status"
     );
-    assert_eq!(got.attempts.len(), domain.attempts.len(), "number of attempts");
+    assert_eq!(
+        got.attempts.len(),
+        domain.attempts.len(),
+        "number of attempts"
+    );
     for (g, d) in got.attempts.iter().zip(&domain.attempts) {
         assert_eq!(g, d, "task_attempts row");
     }
@@ -595,7 +599,11 @@ pub fn assert_dumps_eq(got: &ReadModelDump, want: &ReadModelDump) {
         "analytics_processing_time_buckets"
     );
     assert_eq!(got.throughput, want.throughput, "analytics_throughput");
-    assert_eq!(got.attempts.len(), want.attempts.len(), "number of attempts");
+    assert_eq!(
+        got.attempts.len(),
+        want.attempts.len(),
+        "number of attempts"
+    );
     for (g, w) in got.attempts.iter().zip(&want.attempts) {
         assert_eq!(g, w, "task_attempts row");
     }

@@ -184,14 +184,20 @@ impl TimelineRequest {
 type Cells = Vec<(u32, u32, u32)>;
 
 /// The buckets of the cells that hold attempts.
-fn buckets(request: &TimelineRequest, grid: &BucketGrid, lane_count: u32, cells: &Cells) -> Vec<TimelineBucket> {
+fn buckets(
+    request: &TimelineRequest,
+    grid: &BucketGrid,
+    lane_count: u32,
+    cells: &Cells,
+) -> Vec<TimelineBucket> {
     let (from, columns) = (request.from, grid.columns);
     let span = (request.to - from).max(Duration::milliseconds(1));
     let slice = |c: u32| from + span * i32::try_from(c).unwrap_or(i32::MAX) / columns as i32;
     let mut buckets = Vec::new();
     for row in 0..grid.lane_rows {
         let lane_from = (u64::from(row) * u64::from(lane_count) / u64::from(grid.lane_rows)) as u32;
-        let lane_to = (u64::from(row + 1) * u64::from(lane_count) / u64::from(grid.lane_rows)) as u32;
+        let lane_to =
+            (u64::from(row + 1) * u64::from(lane_count) / u64::from(grid.lane_rows)) as u32;
         for column in 0..columns {
             let (attempts, failed, running) = cells[(row * columns + column) as usize];
             if attempts > 0 {
@@ -274,8 +280,8 @@ fn layout_in(lanes: Lanes, attempts: &[(u32, Attempt)], request: TimelineRequest
             let Some(started) = a.started_at else {
                 continue;
             };
-            let row = (u64::from(*lane) * u64::from(grid.lane_rows) / u64::from(grid.lane_count))
-                as u32;
+            let row =
+                (u64::from(*lane) * u64::from(grid.lane_rows) / u64::from(grid.lane_count)) as u32;
             let end = a.end_or(to).unwrap_or(to);
             for column in request.column_of(&grid, started)..=request.column_of(&grid, end) {
                 let cell = &mut cells[(row * columns + column) as usize];
@@ -362,10 +368,14 @@ pub async fn from_table(
     let counts = store.count_attempts(&window).await?;
     let limit = i64::try_from(request.max_bars).unwrap_or(i64::MAX);
     if counts.in_window <= request.max_bars as u64 {
-        let rows = store.attempts_in_window(&window, limit.saturating_add(1)).await?;
+        let rows = store
+            .attempts_in_window(&window, limit.saturating_add(1))
+            .await?;
         if rows.len() <= request.max_bars {
-            let attempts: Vec<(u32, Attempt)> =
-                rows.into_iter().map(|r| (r.task_index, r.attempt)).collect();
+            let attempts: Vec<(u32, Attempt)> = rows
+                .into_iter()
+                .map(|r| (r.task_index, r.attempt))
+                .collect();
             return Ok(Some(layout_in(lanes, &attempts, request)));
         }
     }
