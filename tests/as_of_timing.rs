@@ -145,7 +145,6 @@ async fn as_of_and_timeline_of_a_big_job() {
         .args(["projector", "rebuild", "jobs", "--database-url", &db])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
-        .stderr(Stdio::null())
         .status()
         .expect("rebuilding the jobs projection");
     assert!(status.success());

@@ -2,6 +2,8 @@
 -- same checkpoint, same rebuild): what a job's timeline lays out, read by job instead of
 -- folding the job's events from the log (ADR 18). `seq` is the attempt's place in the task's
 -- list of attempts (0 = first), as the domain's fold (`shoal_domain::Attempts`) lists them.
+-- Times are whole microseconds since the Unix epoch (`*_us`), so that the timeline's buckets
+-- are integer arithmetic in the database, the same on both backends.
 -- Jobs whose tasks were created before this table get no rows until `shoal projector rebuild
 -- jobs`; their timeline is folded from the log meanwhile.
 CREATE TABLE task_attempts (
@@ -10,17 +12,17 @@ CREATE TABLE task_attempts (
     job_id             UUID NOT NULL,
     task_index         BIGINT NOT NULL,
     attempt            BIGINT NOT NULL,
-    queued_at          TIMESTAMPTZ NOT NULL,
-    not_before         TIMESTAMPTZ,
+    queued_us          BIGINT NOT NULL,
+    not_before_us      BIGINT,
     worker             TEXT,
-    started_at         TIMESTAMPTZ,
-    ended_at           TIMESTAMPTZ,
+    started_us         BIGINT,
+    ended_us           BIGINT,
     duration_ms        BIGINT,
     -- queued, running, completed, retried or failed.
     outcome            TEXT NOT NULL,
     error              TEXT,
-    retry_at           TIMESTAMPTZ,
-    retry_not_before   TIMESTAMPTZ,
+    retry_at_us        BIGINT,
+    retry_not_before_us BIGINT,
     retry_backoff_ms   BIGINT,
     retry_manual       BOOLEAN,
     dead_letter_reason TEXT,

@@ -27,7 +27,7 @@ mod types;
 pub use change::{ChangeSource, ProjectionChange};
 pub use parked::ParkedEvent;
 pub use timeline::{
-    AttemptCounts, AttemptWindow, AttemptsOverview, BucketDiff, BucketGrid, BucketLane,
+    AttemptDurations, AttemptWindow, AttemptsOverview, BucketDiff, BucketGrid, BucketLane,
 };
 pub use types::{
     AnalyticsChanges, AnalyticsJobState, AttemptRow, DailyDelta, DayCounts, InvalidCursor,
@@ -355,9 +355,12 @@ impl ReadModelStore {
         on_pool!(&self.database, pool => timeline::workers(pool, job_id).await)
     }
 
-    /// How many attempts a window holds.
-    pub async fn count_attempts(&self, window: &AttemptWindow) -> ReadModelResult<AttemptCounts> {
-        on_pool!(&self.database, pool => timeline::counts(pool, window).await)
+    /// How many attempts a window holds, and their durations.
+    pub async fn attempt_durations(
+        &self,
+        window: &AttemptWindow,
+    ) -> ReadModelResult<AttemptDurations> {
+        on_pool!(&self.database, pool => timeline::durations(pool, window).await)
     }
 
     /// The attempts of a window, by task index then `seq`, at most `limit`.
@@ -369,25 +372,15 @@ impl ReadModelStore {
         on_pool!(&self.database, pool => timeline::in_window(pool, window, limit).await)
     }
 
-    /// What the slowest attempts of a window are among: the `limit` started ones with the
-    /// longest durations, and every started one without a duration yet (running: its duration
-    /// depends on the window's end).
+    /// What the slowest attempts of a window are among: the started ones without a duration
+    /// (running: theirs depends on the window's end) or longer than `at`'s milliseconds, and
+    /// the first `at`'s count of those of exactly that duration, in task order.
     pub async fn slowest_attempt_candidates(
         &self,
         window: &AttemptWindow,
-        limit: i64,
+        at: Option<(u64, u64)>,
     ) -> ReadModelResult<Vec<AttemptRow>> {
-        on_pool!(&self.database, pool => timeline::slowest(pool, window, limit).await)
-    }
-
-    /// The durations at two ranks (from 0, shortest first) of the window's attempts that ended
-    /// with a duration: `(rank, ms)`.
-    pub async fn attempt_durations_at(
-        &self,
-        window: &AttemptWindow,
-        ranks: [u64; 2],
-    ) -> ReadModelResult<Vec<(u64, u64)>> {
-        on_pool!(&self.database, pool => timeline::durations_at(pool, window, ranks).await)
+        on_pool!(&self.database, pool => timeline::slowest(pool, window, at).await)
     }
 
     /// The window's started attempts counted into `grid`, as differences along each row (see

@@ -15,7 +15,6 @@ use super::sql::{
     ReadDialect, attempt_columns, attempt_updates, checkpoint_sql, job_columns, job_updates,
     query_sql, task_columns, task_updates,
 };
-use super::timeline::timeline_sql;
 use super::types::{
     AnalyticsChanges, AttemptRow, JobRow, JobsChanges, ProjectionName, Target, TaskRow, outcome_str,
 };
@@ -92,10 +91,9 @@ macro_rules! insert_attempts {
             attempt_columns!(),
             ")
              SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::uuid[], $4::int8[], $5::int8[],
-                                  $6::timestamptz[], $7::timestamptz[], $8::text[],
-                                  $9::timestamptz[], $10::timestamptz[], $11::int8[],
-                                  $12::text[], $13::text[], $14::timestamptz[],
-                                  $15::timestamptz[], $16::int8[], $17::bool[], $18::text[])"
+                                  $6::int8[], $7::int8[], $8::text[], $9::int8[], $10::int8[],
+                                  $11::int8[], $12::text[], $13::text[], $14::int8[],
+                                  $15::int8[], $16::int8[], $17::bool[], $18::text[])"
         )
     };
 }
@@ -249,10 +247,6 @@ impl ReadDialect for Postgres {
     const LOAD_TASKS: [&'static str; 2] = LOAD_TASKS;
     const LOAD_JOB_STATES: [&'static str; 2] = LOAD_JOB_STATES;
     const LOAD_ATTEMPTS: [&'static str; 2] = LOAD_ATTEMPTS;
-    const TIMELINE: super::timeline::TimelineSql = timeline_sql!(
-        "(extract(epoch FROM started_at) * 1000000)::int8",
-        "(extract(epoch FROM ended_at) * 1000000)::int8"
-    );
 
     fn bind_day(query: Q<'_, Self>, day: NaiveDate) -> Q<'_, Self> {
         query.bind(day)
@@ -521,8 +515,11 @@ async fn write_attempts(
             .map(|r| f(r).map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
             .collect::<Vec<_>>()
     };
-    let time =
-        |f: fn(&AttemptRow) -> Option<DateTime<Utc>>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let time = |f: fn(&AttemptRow) -> Option<DateTime<Utc>>| {
+        rows.iter()
+            .map(|r| f(r).map(|at| at.timestamp_micros()))
+            .collect::<Vec<_>>()
+    };
     let text = |f: fn(&AttemptRow) -> Option<&str>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
     sqlx::query(sql)
         .bind(rows.iter().map(|r| r.task_id.as_uuid()).collect::<Vec<_>>())

@@ -42,8 +42,8 @@ pub(crate) use task_columns;
 
 macro_rules! attempt_columns {
     () => {
-        "task_id, seq, job_id, task_index, attempt, queued_at, not_before, worker, started_at, \
-         ended_at, duration_ms, outcome, error, retry_at, retry_not_before, retry_backoff_ms, \
+        "task_id, seq, job_id, task_index, attempt, queued_us, not_before_us, worker, started_us, \
+         ended_us, duration_ms, outcome, error, retry_at_us, retry_not_before_us, retry_backoff_ms, \
          retry_manual, dead_letter_reason"
     };
 }
@@ -53,12 +53,12 @@ pub(crate) use attempt_columns;
 macro_rules! attempt_updates {
     () => {
         "job_id = excluded.job_id, task_index = excluded.task_index,
-         attempt = excluded.attempt, queued_at = excluded.queued_at,
-         not_before = excluded.not_before, worker = excluded.worker,
-         started_at = excluded.started_at, ended_at = excluded.ended_at,
+         attempt = excluded.attempt, queued_us = excluded.queued_us,
+         not_before_us = excluded.not_before_us, worker = excluded.worker,
+         started_us = excluded.started_us, ended_us = excluded.ended_us,
          duration_ms = excluded.duration_ms, outcome = excluded.outcome,
-         error = excluded.error, retry_at = excluded.retry_at,
-         retry_not_before = excluded.retry_not_before,
+         error = excluded.error, retry_at_us = excluded.retry_at_us,
+         retry_not_before_us = excluded.retry_not_before_us,
          retry_backoff_ms = excluded.retry_backoff_ms, retry_manual = excluded.retry_manual,
          dead_letter_reason = excluded.dead_letter_reason"
     };
@@ -253,8 +253,6 @@ pub(crate) trait ReadDialect: Dialect {
     const LOAD_JOB_STATES: [&'static str; 2];
     /// Attempt rows (`attempt_columns!`) of the tasks with the ids of `$1`.
     const LOAD_ATTEMPTS: [&'static str; 2];
-    /// The statements of a job's timeline (`super::timeline`).
-    const TIMELINE: super::timeline::TimelineSql;
 
     /// Binds a day (Postgres `date`; SQLite `YYYY-MM-DD` text).
     fn bind_day(query: crate::dialect::Q<'_, Self>, day: NaiveDate) -> crate::dialect::Q<'_, Self>;
@@ -567,16 +565,25 @@ fn task_row<D: ReadDialect>(row: &D::Row) -> ReadModelResult<TaskRow> {
     })
 }
 
+/// A time stored as whole microseconds since the epoch (`task_attempts`).
+fn micros_time(us: i64) -> ReadModelResult<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| ReadModelError::Corrupt(format!("a time of {us} microseconds")))
+}
+
 pub(crate) fn attempt_row<D: ReadDialect>(row: &D::Row) -> ReadModelResult<AttemptRow> {
     let n =
         |i: usize, column: &str| -> ReadModelResult<u32> { count(col::<D, _>(row, i)?, column) };
     let ms = |i: usize| -> ReadModelResult<Option<u64>> {
         Ok(col::<D, Option<i64>>(row, i)?.map(|ms| u64::try_from(ms).unwrap_or(0)))
     };
+    let time = |i: usize| -> ReadModelResult<Option<DateTime<Utc>>> {
+        col::<D, Option<i64>>(row, i)?.map(micros_time).transpose()
+    };
     let outcome: String = col::<D, _>(row, 11)?;
     let retry = match (
-        D::get_time(row, 13)?,
-        D::get_time(row, 14)?,
+        time(13)?,
+        time(14)?,
         ms(15)?,
         col::<D, Option<bool>>(row, 16)?,
     ) {
@@ -597,11 +604,11 @@ pub(crate) fn attempt_row<D: ReadDialect>(row: &D::Row) -> ReadModelResult<Attem
         task_index: n(3, "task_index")?,
         attempt: shoal_domain::Attempt {
             attempt: n(4, "attempt")?,
-            queued_at: required_time::<D>(row, 5)?,
-            not_before: D::get_time(row, 6)?,
+            queued_at: micros_time(col::<D, i64>(row, 5)?)?,
+            not_before: time(6)?,
             worker: col::<D, _>(row, 7)?,
-            started_at: D::get_time(row, 8)?,
-            ended_at: D::get_time(row, 9)?,
+            started_at: time(8)?,
+            ended_at: time(9)?,
             duration_ms: ms(10)?,
             outcome: parse_outcome(&outcome)
                 .ok_or_else(|| ReadModelError::Corrupt(format!("attempt outcome {outcome:?}")))?,

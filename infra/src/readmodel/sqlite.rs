@@ -14,7 +14,6 @@ use super::sql::{
     ReadDialect, attempt_columns, attempt_updates, checkpoint_sql, job_columns, job_updates,
     query_sql, task_columns, task_updates,
 };
-use super::timeline::timeline_sql;
 use super::types::{
     AnalyticsChanges, AttemptRow, JobRow, JobsChanges, ProjectionName, Target, TaskRow, outcome_str,
 };
@@ -239,14 +238,6 @@ impl ReadDialect for Sqlite {
     const LOAD_TASKS: [&'static str; 2] = LOAD_TASKS;
     const LOAD_JOB_STATES: [&'static str; 2] = LOAD_JOB_STATES;
     const LOAD_ATTEMPTS: [&'static str; 2] = LOAD_ATTEMPTS;
-    // Times are fixed-width text (`YYYY-MM-DDTHH:MM:SS.ffffffZ`): whole seconds, then the
-    // microseconds, both exact integers.
-    const TIMELINE: super::timeline::TimelineSql = timeline_sql!(
-        "(CAST(strftime('%s', substr(started_at, 1, 19)) AS INTEGER) * 1000000
-          + CAST(substr(started_at, 21, 6) AS INTEGER))",
-        "(CAST(strftime('%s', substr(ended_at, 1, 19)) AS INTEGER) * 1000000
-          + CAST(substr(ended_at, 21, 6) AS INTEGER))"
-    );
 
     fn bind_day(query: Q<'_, Self>, day: NaiveDate) -> Q<'_, Self> {
         query.bind(day.format("%Y-%m-%d").to_string())
@@ -470,23 +461,24 @@ fn task_json(r: &TaskRow) -> Value {
 
 fn attempt_json(r: &AttemptRow) -> Value {
     let a = &r.attempt;
+    let us = |at: Option<DateTime<Utc>>| at.map(|t| t.timestamp_micros());
     json!([
         r.task_id.to_string(),
         r.seq,
         r.job_id.to_string(),
         r.task_index,
         a.attempt,
-        ts(a.queued_at),
-        opt_ts(a.not_before),
+        a.queued_at.timestamp_micros(),
+        us(a.not_before),
         a.worker,
-        opt_ts(a.started_at),
-        opt_ts(a.ended_at),
+        us(a.started_at),
+        us(a.ended_at),
         a.duration_ms
             .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
         outcome_str(a.outcome),
         a.error,
-        opt_ts(a.retry.as_ref().map(|d| d.at)),
-        opt_ts(a.retry.as_ref().map(|d| d.not_before)),
+        us(a.retry.as_ref().map(|d| d.at)),
+        us(a.retry.as_ref().map(|d| d.not_before)),
         a.retry
             .as_ref()
             .map(|d| i64::try_from(d.backoff_ms).unwrap_or(i64::MAX)),

@@ -1,6 +1,6 @@
 //! The queries of a job's timeline on `task_attempts` (ADR 18): what the query API needs to lay
 //! a job's attempts out without reading the log. When more attempts fall in the window than a
-//! client draws, the buckets are counted by the database ([`TimelineSql`]), so a 100,000-task
+//! client draws, the buckets are counted by the database (`buckets_sql!`), so a 100,000-task
 //! job ships a few thousand grouped rows, not its 300,000 attempts.
 //!
 //! A window keeps the attempts queued at or before its end that had not ended before its start
@@ -36,13 +36,16 @@ pub struct AttemptsOverview {
     pub lanes: u32,
 }
 
-/// How many attempts a window holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AttemptCounts {
+/// How many attempts a window holds, and their durations.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AttemptDurations {
     /// Attempts in the window.
     pub in_window: u64,
-    /// Of them, those that ended with a duration (what the percentiles are taken of).
-    pub ended: u64,
+    /// `(duration_ms, count)` of those that ended with a duration (what the percentiles are
+    /// taken of), shortest first.
+    pub ended: Vec<(u64, u64)>,
+    /// The same, of those that started and have a duration (what the slowest are among).
+    pub ran: Vec<(u64, u64)>,
 }
 
 /// The cells buckets are counted in: `lane_rows` blocks of lanes (a lane `l` of `lane_count`
@@ -79,83 +82,67 @@ pub struct BucketDiff {
     pub running: i64,
 }
 
-/// The bucket statements, which differ between the dialects only in how a time becomes
-/// microseconds since the epoch (`$us_started`, `$us_ended`: of `started_at`, `ended_at`).
-/// Parameters: `$1`..`$4` the window (see `window!`), `$5` lane rows, `$6` lane count, `$7`
-/// the window's start in microseconds, `$8` columns, `$9` the span in microseconds, `$10` the
-/// window's end in microseconds (the end of attempts still running).
-#[derive(Debug)]
-pub(crate) struct TimelineSql {
-    pub buckets_by_task: &'static str,
-    pub buckets_by_worker: &'static str,
-}
-
-/// The window's condition on `$1` (job), `$2` (end), `$3` (start), `$4` (1: by worker).
+/// The window's condition on `$1` (job), `$2` (end, microseconds), `$3` (start), `$4` (1: by
+/// worker).
 macro_rules! window {
     () => {
-        "job_id = $1 AND queued_at <= $2 AND (ended_at IS NULL OR ended_at >= $3)
+        "job_id = $1 AND queued_us <= $2 AND (ended_us IS NULL OR ended_us >= $3)
          AND ($4 = 0 OR worker IS NOT NULL)"
     };
 }
 
+/// The bucket statement, the same in both dialects (times are integers). Parameters: `$1`..`$4`
+/// the window (see `window!`), `$5` lane rows, `$6` lane count, `$7` columns, `$8` the span in
+/// microseconds. One scan of the window's started attempts, grouped by their first and last
+/// cells (`g`: few rows, as most attempts start and end in the same slice or the next); the
+/// differences are taken over those groups.
 macro_rules! buckets_sql {
-    ($lane:literal, $us_started:literal, $us_ended:literal) => {
+    ($lane:literal) => {
         concat!(
-            "WITH x AS (
-                 SELECT ",
+            "WITH g AS (
+                 SELECT lane, c0, c1, count(*) AS n, sum(f) AS f, sum(r) AS r
+                 FROM (
+                     SELECT lane,
+                            CASE WHEN v0 < 0 THEN 0 WHEN v0 >= $7 THEN $7 - 1 ELSE v0 END AS c0,
+                            CASE WHEN v1 < 0 THEN 0 WHEN v1 >= $7 THEN $7 - 1 ELSE v1 END AS c1,
+                            f, r
+                     FROM (
+                         SELECT ",
             $lane,
-            " AS lane, (",
-            $us_started,
-            " - $7) * $8 / $9 AS c0, (COALESCE(",
-            $us_ended,
-            ", $10) - $7) * $8 / $9 AS c1,
-                        CASE WHEN outcome IN ('failed', 'retried') THEN 1 ELSE 0 END AS f,
-                        CASE WHEN outcome = 'running' THEN 1 ELSE 0 END AS r
-                 FROM task_attempts
-                 WHERE ",
-            $crate::readmodel::timeline::window!(),
-            " AND started_at IS NOT NULL
-             ), d AS (
-                 SELECT lane, CASE WHEN c0 < 0 THEN 0 WHEN c0 >= $8 THEN $8 - 1 ELSE c0 END AS c,
-                        1 AS n, f, r
-                 FROM x
-                 UNION ALL
-                 SELECT lane, CASE WHEN c1 < 0 THEN 0 WHEN c1 >= $8 THEN $8 - 1 ELSE c1 END + 1,
-                        -1, -f, -r
-                 FROM x
+            " AS lane, (started_us - $3) * $7 / $8 AS v0,
+                                (COALESCE(ended_us, $2) - $3) * $7 / $8 AS v1,
+                                CASE WHEN outcome IN ('failed', 'retried') THEN 1 ELSE 0 END AS f,
+                                CASE WHEN outcome = 'running' THEN 1 ELSE 0 END AS r
+                         FROM task_attempts
+                         WHERE ",
+            window!(),
+            " AND started_us IS NOT NULL
+                     ) AS x
+                 ) AS y
+                 GROUP BY lane, c0, c1
              )
-             SELECT lane, c, sum(n), sum(f), sum(r) FROM d GROUP BY lane, c"
+             SELECT lane, c, sum(n), sum(f), sum(r) FROM (
+                 SELECT lane, c0 AS c, n, f, r FROM g
+                 UNION ALL
+                 SELECT lane, c1 + 1, -n, -f, -r FROM g
+             ) AS d
+             GROUP BY lane, c"
         )
     };
 }
 
-macro_rules! timeline_sql {
-    ($us_started:literal, $us_ended:literal) => {
-        $crate::readmodel::timeline::TimelineSql {
-            buckets_by_task: $crate::readmodel::timeline::buckets_sql!(
-                "task_index * $5 / $6",
-                $us_started,
-                $us_ended
-            ),
-            buckets_by_worker: $crate::readmodel::timeline::buckets_sql!(
-                "worker",
-                $us_started,
-                $us_ended
-            ),
-        }
-    };
-}
-pub(crate) use {buckets_sql, timeline_sql, window};
-
+const BUCKETS_BY_TASK: &str = buckets_sql!("task_index * $5 / $6");
+const BUCKETS_BY_WORKER: &str = buckets_sql!("worker");
 const OVERVIEW: &str =
     "SELECT count(*), max(task_index) FROM task_attempts WHERE job_id = $1 AND seq = 0";
 const WORKERS: &str =
     "SELECT DISTINCT worker FROM task_attempts WHERE job_id = $1 AND worker IS NOT NULL";
-const COUNT: &str = concat!(
-    "SELECT count(*), COALESCE(sum(CASE WHEN outcome IN ('completed', 'retried', 'failed')
-                                         AND duration_ms IS NOT NULL THEN 1 ELSE 0 END), 0)
+const DURATIONS: &str = concat!(
+    "SELECT CASE WHEN outcome IN ('completed', 'retried', 'failed') THEN 1 ELSE 0 END AS e,
+            CASE WHEN started_us IS NULL THEN 0 ELSE 1 END AS s, duration_ms, count(*)
      FROM task_attempts WHERE ",
-    window!()
+    window!(),
+    " GROUP BY e, s, duration_ms"
 );
 const IN_WINDOW: &str = concat!(
     "SELECT ",
@@ -164,28 +151,21 @@ const IN_WINDOW: &str = concat!(
     window!(),
     " ORDER BY task_index, seq LIMIT $5"
 );
-const SLOWEST_ENDED: &str = concat!(
+/// Started attempts without a duration (running) or longer than `$5` ms.
+const SLOWEST_ABOVE: &str = concat!(
     "SELECT ",
     attempt_columns!(),
     " FROM task_attempts WHERE ",
     window!(),
-    " AND started_at IS NOT NULL AND duration_ms IS NOT NULL
-     ORDER BY duration_ms DESC, task_index, seq LIMIT $5"
+    " AND started_us IS NOT NULL AND (duration_ms IS NULL OR duration_ms > $5)"
 );
-const UNFINISHED: &str = concat!(
+/// The first `$6` started attempts of exactly `$5` ms, in task order (the job's index).
+const SLOWEST_AT: &str = concat!(
     "SELECT ",
     attempt_columns!(),
     " FROM task_attempts WHERE ",
     window!(),
-    " AND started_at IS NOT NULL AND duration_ms IS NULL ORDER BY task_index, seq"
-);
-const DURATIONS_AT: &str = concat!(
-    "SELECT r, duration_ms FROM (
-         SELECT duration_ms, row_number() OVER (ORDER BY duration_ms) - 1 AS r
-         FROM task_attempts WHERE ",
-    window!(),
-    " AND outcome IN ('completed', 'retried', 'failed') AND duration_ms IS NOT NULL
-     ) AS s WHERE r = $5 OR r = $6"
+    " AND started_us IS NOT NULL AND duration_ms = $5 ORDER BY task_index, seq LIMIT $6"
 );
 
 fn window_query<'q, D: ReadDialect>(
@@ -194,8 +174,8 @@ fn window_query<'q, D: ReadDialect>(
 ) -> crate::dialect::Q<'q, D> {
     sqlx::query::<D>(sql)
         .id(window.job_id.as_uuid())
-        .time(Some(window.to))
-        .time(Some(window.from))
+        .arg(window.to.timestamp_micros())
+        .arg(window.from.timestamp_micros())
         .arg(i64::from(window.by_worker))
 }
 
@@ -235,22 +215,40 @@ pub(crate) async fn workers<D: ReadDialect>(
         .collect()
 }
 
-pub(crate) async fn counts<D: ReadDialect>(
+pub(crate) async fn durations<D: ReadDialect>(
     pool: &Pool<D>,
     window: &AttemptWindow,
-) -> ReadModelResult<AttemptCounts> {
-    let row = window_query::<D>(COUNT, window)
-        .optional(D::pool(pool))
+) -> ReadModelResult<AttemptDurations> {
+    let rows = window_query::<D>(DURATIONS, window)
+        .all(D::pool(pool))
         .await?;
-    let Some(row) = row else {
-        return Ok(AttemptCounts::default());
-    };
-    let in_window: i64 = col::<D, _>(&row, 0)?;
-    let ended: i64 = col::<D, _>(&row, 1)?;
-    Ok(AttemptCounts {
-        in_window: u64::try_from(in_window).unwrap_or(0),
-        ended: u64::try_from(ended).unwrap_or(0),
-    })
+    let mut durations = AttemptDurations::default();
+    for row in &rows {
+        let ended: i64 = col::<D, _>(row, 0)?;
+        let started: i64 = col::<D, _>(row, 1)?;
+        let ms: Option<i64> = col::<D, _>(row, 2)?;
+        let n = u64::try_from(col::<D, i64>(row, 3)?).unwrap_or(0);
+        durations.in_window += n;
+        if let Some(ms) = ms.map(|ms| u64::try_from(ms).unwrap_or(0)) {
+            if ended == 1 {
+                durations.ended.push((ms, n));
+            }
+            if started == 1 {
+                durations.ran.push((ms, n));
+            }
+        }
+    }
+    for list in [&mut durations.ended, &mut durations.ran] {
+        list.sort_unstable();
+        list.dedup_by(|b, a| {
+            let same = a.0 == b.0;
+            if same {
+                a.1 += b.1;
+            }
+            same
+        });
+    }
+    Ok(durations)
 }
 
 pub(crate) async fn in_window<D: ReadDialect>(
@@ -268,43 +266,27 @@ pub(crate) async fn in_window<D: ReadDialect>(
 pub(crate) async fn slowest<D: ReadDialect>(
     pool: &Pool<D>,
     window: &AttemptWindow,
-    limit: i64,
+    at: Option<(u64, u64)>,
 ) -> ReadModelResult<Vec<AttemptRow>> {
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    // Without a threshold, only the attempts without a duration (longer than -1 ms: none).
+    let (ms, take) = at.map_or((-1, 0), |(ms, take)| (int(ms), int(take)));
     let mut rows = attempt_rows::<D>(
-        window_query::<D>(SLOWEST_ENDED, window)
-            .arg(limit)
+        window_query::<D>(SLOWEST_ABOVE, window)
+            .arg(ms)
             .all(D::pool(pool))
             .await?,
     )?;
-    rows.extend(attempt_rows::<D>(
-        window_query::<D>(UNFINISHED, window)
-            .all(D::pool(pool))
-            .await?,
-    )?);
+    if take > 0 {
+        rows.extend(attempt_rows::<D>(
+            window_query::<D>(SLOWEST_AT, window)
+                .arg(ms)
+                .arg(take)
+                .all(D::pool(pool))
+                .await?,
+        )?);
+    }
     Ok(rows)
-}
-
-pub(crate) async fn durations_at<D: ReadDialect>(
-    pool: &Pool<D>,
-    window: &AttemptWindow,
-    ranks: [u64; 2],
-) -> ReadModelResult<Vec<(u64, u64)>> {
-    let rank = |r: u64| i64::try_from(r).unwrap_or(i64::MAX);
-    let rows = window_query::<D>(DURATIONS_AT, window)
-        .arg(rank(ranks[0]))
-        .arg(rank(ranks[1]))
-        .all(D::pool(pool))
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let r: i64 = col::<D, _>(row, 0)?;
-            let ms: i64 = col::<D, _>(row, 1)?;
-            Ok((
-                u64::try_from(r).unwrap_or(0),
-                u64::try_from(ms).unwrap_or(0),
-            ))
-        })
-        .collect()
 }
 
 pub(crate) async fn bucket_diffs<D: ReadDialect>(
@@ -313,17 +295,15 @@ pub(crate) async fn bucket_diffs<D: ReadDialect>(
     grid: BucketGrid,
 ) -> ReadModelResult<Vec<BucketDiff>> {
     let sql = if window.by_worker {
-        D::TIMELINE.buckets_by_worker
+        BUCKETS_BY_WORKER
     } else {
-        D::TIMELINE.buckets_by_task
+        BUCKETS_BY_TASK
     };
     let rows = window_query::<D>(sql, window)
         .arg(i64::from(grid.lane_rows))
         .arg(i64::from(grid.lane_count.max(1)))
-        .arg(window.from.timestamp_micros())
         .arg(i64::from(grid.columns.max(1)))
         .arg(grid.span_us.max(1))
-        .arg(window.to.timestamp_micros())
         .all(D::pool(pool))
         .await?;
     rows.iter()

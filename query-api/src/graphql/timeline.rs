@@ -339,8 +339,9 @@ fn layout_in(lanes: Lanes, attempts: &[(u32, Attempt)], request: TimelineRequest
 /// folded from the log; `None` when the table lacks some of the job's tasks (`created`: how
 /// many the job has; those enqueued before the table existed have no rows until a rebuild).
 /// With few attempts in the window they are read and laid out here; with more than
-/// `maxBars`, the database counts the buckets (`ReadModelStore::attempt_bucket_diffs`), the
-/// slowest and the percentiles, so the attempts themselves are never all read.
+/// `maxBars`, the database counts the buckets (`ReadModelStore::attempt_bucket_diffs`) and the
+/// attempts per duration (for the percentiles, and to know which are the slowest), so the
+/// attempts themselves are never all read.
 pub async fn from_table(
     store: &ReadModelStore,
     job_id: JobId,
@@ -365,9 +366,9 @@ pub async fn from_table(
         to: request.to,
         by_worker: request.group_by == TimelineGroup::Worker,
     };
-    let counts = store.count_attempts(&window).await?;
+    let durations = store.attempt_durations(&window).await?;
     let limit = i64::try_from(request.max_bars).unwrap_or(i64::MAX);
-    if counts.in_window <= request.max_bars as u64 {
+    if durations.in_window <= request.max_bars as u64 {
         let rows = store
             .attempts_in_window(&window, limit.saturating_add(1))
             .await?;
@@ -410,9 +411,22 @@ pub async fn from_table(
         }
     }
 
-    let mut candidates = store
-        .slowest_attempt_candidates(&window, i64::try_from(request.slowest).unwrap_or(i64::MAX))
-        .await?;
+    // The slowest: every started attempt longer than the `slowest`-th longest duration, and
+    // of those of exactly that duration, the first ones in task order (and the running ones).
+    let wanted = request.slowest as u64;
+    let mut longer = 0u64;
+    let mut at = None;
+    for &(ms, n) in durations.ran.iter().rev() {
+        if longer + n >= wanted {
+            at = Some((ms, wanted - longer));
+            break;
+        }
+        longer += n;
+    }
+    if at.is_none() && wanted > 0 {
+        at = durations.ran.first().copied();
+    }
+    let mut candidates = store.slowest_attempt_candidates(&window, at).await?;
     candidates.sort_by_key(|r| (r.task_index, r.seq));
     let ran: Vec<TimelineBar> = candidates
         .iter()
@@ -421,22 +435,14 @@ pub async fn from_table(
             Some(bar(r.task_index, lane, &r.attempt, request.to))
         })
         .collect();
-    let n = usize::try_from(counts.ended).unwrap_or(usize::MAX);
-    let ranks = [quantile_rank(n, 0.5), quantile_rank(n, 0.95)];
-    let at_ranks = match ranks {
-        [Some(median), Some(p95)] => {
-            store
-                .attempt_durations_at(&window, [median as u64, p95 as u64])
-                .await?
-        }
-        _ => Vec::new(),
-    };
-    let at = |rank: Option<usize>| {
-        let rank = rank? as u64;
-        at_ranks
-            .iter()
-            .find(|(r, _)| *r == rank)
-            .map(|(_, ms)| *ms as f64)
+    let n: u64 = durations.ended.iter().map(|(_, n)| n).sum();
+    let quantile = |q: f64| -> Option<f64> {
+        let rank = quantile_rank(usize::try_from(n).ok()?, q)? as u64;
+        let mut seen = 0;
+        durations.ended.iter().find_map(|&(ms, count)| {
+            seen += count;
+            (seen > rank).then_some(ms as f64)
+        })
     };
     Ok(Some(JobTimeline {
         from: request.from,
@@ -444,13 +450,13 @@ pub async fn from_table(
         group_by: request.group_by,
         lane_count,
         workers: lanes.workers.clone(),
-        attempt_count: u32::try_from(counts.in_window).unwrap_or(u32::MAX),
+        attempt_count: u32::try_from(durations.in_window).unwrap_or(u32::MAX),
         aggregated: true,
         bars: Vec::new(),
         buckets: buckets(&request, &grid, lane_count, &cells),
         slowest: slowest(ran, request.slowest),
-        median_ms: at(ranks[0]),
-        p95_ms: at(ranks[1]),
+        median_ms: quantile(0.5),
+        p95_ms: quantile(0.95),
     }))
 }
 
