@@ -66,10 +66,10 @@ fn slow_and_failing_program() -> PathBuf {
 /// Every field of a timeline.
 const TIMELINE: &str = "
 query($id: ID!, $asOf: DateTime, $groupBy: TimelineGroup, $from: DateTime, $to: DateTime,
-      $maxBars: Int, $laneBuckets: Int, $timeBuckets: Int) {
+      $maxBars: Int, $laneBuckets: Int, $timeBuckets: Int, $slowest: Int) {
   job(id: $id, asOf: $asOf) {
     timeline(groupBy: $groupBy, from: $from, to: $to, maxBars: $maxBars,
-             laneBuckets: $laneBuckets, timeBuckets: $timeBuckets, slowest: 100) {
+             laneBuckets: $laneBuckets, timeBuckets: $timeBuckets, slowest: $slowest) {
       from to groupBy laneCount workers attemptCount aggregated
       bars { taskIndex attempt lane worker queuedAt startedAt endedAt durationMs outcome }
       buckets { laneFrom laneTo from to attempts failed running }
@@ -291,11 +291,17 @@ async fn the_timeline_from_the_attempts_table_is_the_one_folded_from_the_log(url
     let now = Utc::now().to_rfc3339();
     let mut workers_seen = Vec::new();
     for group_by in ["TASK", "WORKER"] {
-        for (max_bars, lane_buckets, time_buckets) in [(2000, 100, 200), (3, 2, 10), (1, 4, 7)] {
+        for (max_bars, lane_buckets, time_buckets, slowest) in [
+            (2000, 100, 200, 100),
+            (3, 2, 10, 3),
+            (1, 4, 7, 1),
+            (2, 3, 5, 100),
+        ] {
             let variables = |as_of: Option<&str>| {
                 json!({
                     "id": id, "asOf": as_of, "groupBy": group_by, "from": from, "to": to,
                     "maxBars": max_bars, "laneBuckets": lane_buckets, "timeBuckets": time_buckets,
+                    "slowest": slowest,
                 })
             };
             let table = dev.graphql(TIMELINE, variables(None)).await;
@@ -325,7 +331,7 @@ async fn the_timeline_from_the_attempts_table_is_the_one_folded_from_the_log(url
     for max_bars in [2000, 1] {
         let variables = |as_of: Option<&str>| {
             json!({ "id": id, "asOf": as_of, "groupBy": "TASK", "from": start, "to": end,
-                    "maxBars": max_bars, "laneBuckets": 3, "timeBuckets": 5 })
+                    "maxBars": max_bars, "laneBuckets": 3, "timeBuckets": 5, "slowest": 2 })
         };
         let table = dev.graphql(TIMELINE, variables(None)).await;
         let folded = dev.graphql(TIMELINE, variables(Some(&now))).await;

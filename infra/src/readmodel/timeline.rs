@@ -121,7 +121,9 @@ macro_rules! buckets_sql {
                  ) AS y
                  GROUP BY lane, c0, c1
              )
-             SELECT lane, c, sum(n), sum(f), sum(r) FROM (
+             SELECT lane, c, CAST(sum(n) AS BIGINT), CAST(sum(f) AS BIGINT),
+                    CAST(sum(r) AS BIGINT)
+             FROM (
                  SELECT lane, c0 AS c, n, f, r FROM g
                  UNION ALL
                  SELECT lane, c1 + 1, -n, -f, -r FROM g
@@ -138,8 +140,10 @@ const OVERVIEW: &str =
 const WORKERS: &str =
     "SELECT DISTINCT worker FROM task_attempts WHERE job_id = $1 AND worker IS NOT NULL";
 const DURATIONS: &str = concat!(
-    "SELECT CASE WHEN outcome IN ('completed', 'retried', 'failed') THEN 1 ELSE 0 END AS e,
-            CASE WHEN started_us IS NULL THEN 0 ELSE 1 END AS s, duration_ms, count(*)
+    "SELECT CAST(CASE WHEN outcome IN ('completed', 'retried', 'failed') THEN 1 ELSE 0 END
+                 AS BIGINT) AS e,
+            CAST(CASE WHEN started_us IS NULL THEN 0 ELSE 1 END AS BIGINT) AS s, duration_ms,
+            count(*)
      FROM task_attempts WHERE ",
     window!(),
     " GROUP BY e, s, duration_ms"
