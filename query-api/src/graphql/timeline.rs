@@ -93,7 +93,7 @@ pub struct JobTimeline {
 }
 
 /// What the client asked for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TimelineRequest {
     pub group_by: TimelineGroup,
     pub from: DateTime<Utc>,

@@ -272,6 +272,11 @@ impl Job {
         };
         if self.1.is_none() {
             // The live job: from the attempts table, unless some of its tasks predate it.
+            let cache = ctx.data_opt::<super::as_of::TimelineCache>();
+            let key = (self.0.id, self.0.updated_at, request);
+            if let Some(timeline) = cache.and_then(|c| c.answer(&key)) {
+                return Ok(timeline);
+            }
             let timeline = super::timeline::from_table(
                 &read.store,
                 self.0.id,
@@ -281,6 +286,9 @@ impl Job {
             .await
             .map_err(internal)?;
             if let Some(timeline) = timeline {
+                if let Some(cache) = cache {
+                    cache.keep_answer(key, timeline.clone());
+                }
                 return Ok(timeline);
             }
         }
