@@ -1,6 +1,6 @@
-//! The `jobs` projection (tables `jobs` and `tasks`), as a pure fold: the rows a batch touches,
-//! as stored before it, plus the batch's events, give those rows after it. Every touched row
-//! is written once per batch, whole.
+//! The `jobs` projection (tables `jobs`, `tasks`, `task_attempts`), as a pure fold: the rows a
+//! batch touches, as stored before it, plus the batch's events, give those rows after it.
+//! Every touched row is written once per batch, whole.
 //!
 //! The fold itself is the domain's ([`shoal_domain::Views`]): the stored rows become views, the
 //! batch's events are applied to them in log order, and the touched views become rows again.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 /// The projections this module stores, each with its own tables and checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ProjectionName {
-    /// Tables `jobs` and `tasks`.
+    /// Tables `jobs`, `tasks` and `task_attempts`.
     Jobs,
     /// Tables `analytics_*`.
     Analytics,
