@@ -24,7 +24,7 @@ pub enum ProjectorCmd {
     /// Replay the whole log into fresh tables of one projection and swap them in atomically,
     /// while queries keep being served from the old ones (progress on stderr).
     Rebuild {
-        /// `jobs` (tables jobs, tasks) or `analytics`.
+        /// `jobs` (tables jobs, tasks, task_attempts) or `analytics`.
         projection: ProjectionName,
         #[command(flatten)]
         db: DatabaseArgs,

@@ -11,6 +11,10 @@
 //!   reuse it (so two builds are timed on the same events);
 //! - `SHOAL_TIMING_BIN`: the `shoal` binary to time (default this build's), e.g. a build of
 //!   the previous commit, for a before/after on the same database.
+//!
+//! Before timing, the binary rebuilds the jobs projection of the database (`shoal projector
+//! rebuild jobs`, timed too): a database made by an older build has no attempts of the job in
+//! `task_attempts` (ADR 18) until then, and its timeline would be folded from the log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -136,6 +140,19 @@ async fn as_of_and_timeline_of_a_big_job() {
     }
     let id = std::fs::read_to_string(&marker).unwrap();
 
+    let started = Instant::now();
+    let status = Command::new(&bin)
+        .args(["projector", "rebuild", "jobs", "--database-url", &db])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .status()
+        .expect("rebuilding the jobs projection");
+    assert!(status.success());
+    eprintln!(
+        "{bin}: rebuilt the jobs projection in {:?}",
+        started.elapsed()
+    );
+
     let server = Server::start(&bin, &db, "0").await;
     let job = server
         .graphql(
@@ -168,13 +185,22 @@ async fn as_of_and_timeline_of_a_big_job() {
     .await;
     assert_eq!(answer["job"]["completedTasks"], tasks);
     let (timeline, again, answer) = timed(
-        "query($id: ID!) { job(id: $id) { timeline { aggregated attemptCount } } }",
+        "query($id: ID!) { job(id: $id) { timeline { aggregated attemptCount
+           buckets { attempts } slowest { durationMs } medianMs } } }",
+        json!({ "id": id }),
+    )
+    .await;
+    assert_eq!(answer["job"]["timeline"]["attemptCount"], tasks);
+    assert_eq!(answer["job"]["timeline"]["aggregated"], true);
+    let (by_worker, _, answer) = timed(
+        "query($id: ID!) { job(id: $id) { timeline(groupBy: WORKER) { attemptCount
+           buckets { attempts } } } }",
         json!({ "id": id }),
     )
     .await;
     assert_eq!(answer["job"]["timeline"]["attemptCount"], tasks);
     eprintln!(
         "{bin}: a job of {tasks} tasks: asOf {as_of:?} (median of 3), timeline {timeline:?} \
-         (first), {again:?} (median of 3)"
+         (first), {again:?} (median of 3), by worker {by_worker:?} (first)"
     );
 }

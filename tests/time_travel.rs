@@ -2,7 +2,11 @@
 //! failing (retried, then dead-lettered) and slow tasks; at several instants of the run the
 //! test reads the job and its tasks from the read tables, and once the job has ended it asks
 //! for the job as of each of those instants, folded from the log. Both must agree, field by
-//! field. Runs on SQLite and on Postgres (required when `SHOAL_REQUIRE_POSTGRES=1`).
+//! field. And the timeline: the same kind of job, run by `shoal dev`'s workers and a second
+//! worker process; once it has ended, its timeline read from the attempts table (the live job)
+//! must equal the timeline folded from the log (the job as of now): bars, buckets, slowest and
+//! percentiles, grouped by task and by worker, over the whole run and a part of it. Runs on
+//! SQLite and on Postgres (required when `SHOAL_REQUIRE_POSTGRES=1`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,9 +19,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use support::{Dev, for_each_backend, temp_path};
+use support::{Dev, Process, for_each_backend, free_port, temp_path};
 
-for_each_backend!(as_of_agrees_with_the_live_projection_at_every_sampled_instant);
+for_each_backend!(
+    as_of_agrees_with_the_live_projection_at_every_sampled_instant,
+    the_timeline_from_the_attempts_table_is_the_one_folded_from_the_log,
+);
 
 /// What both sides must agree on: every field of the job a dashboard shows, and its tasks.
 const JOB: &str = "
@@ -73,6 +80,22 @@ async fn jobs_projection_caught_up(dev: &Dev) -> bool {
             .is_some_and(|value| value.trim() == "0")
     })
 }
+
+/// Every field of a timeline.
+const TIMELINE: &str = "
+query($id: ID!, $asOf: DateTime, $groupBy: TimelineGroup, $from: DateTime, $to: DateTime,
+      $maxBars: Int, $laneBuckets: Int, $timeBuckets: Int, $slowest: Int) {
+  job(id: $id, asOf: $asOf) {
+    timeline(groupBy: $groupBy, from: $from, to: $to, maxBars: $maxBars,
+             laneBuckets: $laneBuckets, timeBuckets: $timeBuckets, slowest: $slowest) {
+      from to groupBy laneCount workers attemptCount aggregated
+      bars { taskIndex attempt lane worker queuedAt startedAt endedAt durationMs outcome }
+      buckets { laneFrom laneTo from to attempts failed running }
+      slowest { taskIndex attempt lane worker queuedAt startedAt endedAt durationMs outcome }
+      medianMs p95Ms
+    }
+  }
+}";
 
 async fn live(dev: &Dev, job: &str) -> Value {
     dev.graphql(JOB, json!({ "id": job, "asOf": null })).await["job"].clone()
@@ -214,5 +237,127 @@ async fn as_of_agrees_with_the_live_projection_at_every_sampled_instant(url: &st
     assert!(t["bars"].as_array().unwrap().is_empty());
     let buckets = t["buckets"].as_array().unwrap();
     assert!(!buckets.is_empty() && buckets.len() <= 20);
+
+    let _ = std::fs::remove_file(program);
+}
+
+async fn the_timeline_from_the_attempts_table_is_the_one_folded_from_the_log(url: &str) {
+    let program = slow_and_failing_program();
+    let exec = format!("work={}", program.display());
+    let dev = Dev::start(url, None, &["--workers", "2", "--exec", &exec]).await;
+    // A second worker process, holding no more than its slot.
+    let admin = format!("127.0.0.1:{}", free_port());
+    let _worker = Process::start(
+        &[
+            "worker",
+            "--database-url",
+            url,
+            "--exec",
+            &exec,
+            "--concurrency",
+            "1",
+            "--prefetch",
+            "0",
+            "--worker-id",
+            "second-worker",
+            "--admin-listen",
+            &admin,
+        ],
+        None,
+        None,
+    );
+    let (job, _) = dev
+        .submit_job(json!({
+            "jobType": "exec",
+            "totalTasks": 6,
+            "maxAttempts": 2,
+            "parameters": { "command": "work" },
+        }))
+        .await;
+    let id = job.to_string();
+    // Ended, both failing tasks dead-lettered, and every attempt's end projected.
+    support::wait_until("the job to end", Duration::from_secs(90), || async {
+        let data = dev
+            .graphql(
+                "query($id: ID!) { job(id: $id) { status
+                   tasks(first: 10) { edges { node { deadLettered } } }
+                   timeline { attemptCount bars { endedAt } } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        let job = &data["job"];
+        let dead = job["tasks"]["edges"].as_array().is_some_and(|t| {
+            t.iter()
+                .filter(|t| t["node"]["deadLettered"] == true)
+                .count()
+                == 2
+        });
+        let bars = job["timeline"]["bars"].as_array();
+        job["status"] == "FAILED"
+            && dead
+            && job["timeline"]["attemptCount"] == 8
+            && bars.is_some_and(|b| b.iter().all(|b| b["endedAt"].is_string()))
+    })
+    .await;
+
+    // The live job's timeline comes from the attempts table; the job as of now folds the log:
+    // the same window, bars or buckets, grouped by task or by worker, must give the same answer.
+    let ended = dev
+        .graphql(
+            "query($id: ID!) { job(id: $id) { createdAt completedAt } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let (from, to) = (&ended["job"]["createdAt"], &ended["job"]["completedAt"]);
+    let now = Utc::now().to_rfc3339();
+    let mut workers_seen = Vec::new();
+    for group_by in ["TASK", "WORKER"] {
+        for (max_bars, lane_buckets, time_buckets, slowest) in [
+            (2000, 100, 200, 100),
+            (3, 2, 10, 3),
+            (1, 4, 7, 1),
+            (2, 3, 5, 100),
+        ] {
+            let variables = |as_of: Option<&str>| {
+                json!({
+                    "id": id, "asOf": as_of, "groupBy": group_by, "from": from, "to": to,
+                    "maxBars": max_bars, "laneBuckets": lane_buckets, "timeBuckets": time_buckets,
+                    "slowest": slowest,
+                })
+            };
+            let table = dev.graphql(TIMELINE, variables(None)).await;
+            let folded = dev.graphql(TIMELINE, variables(Some(&now))).await;
+            let t = &table["job"]["timeline"];
+            assert_eq!(
+                t, &folded["job"]["timeline"],
+                "{group_by} {max_bars}: the table and the log disagree"
+            );
+            assert_eq!(t["attemptCount"], 8, "{t}");
+            assert_eq!(t["aggregated"], max_bars < 8);
+            assert!(t["medianMs"].as_f64().unwrap() > 0.0);
+            if group_by == "WORKER" {
+                workers_seen = t["workers"].as_array().unwrap().clone();
+            }
+        }
+    }
+    // A narrower window: the middle of the run, bars then buckets.
+    let middle = dev
+        .graphql(
+            "query($id: ID!) { job(id: $id) { timeline { bars { startedAt endedAt } } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let bars = middle["job"]["timeline"]["bars"].as_array().unwrap();
+    let (start, end) = (&bars[1]["startedAt"], &bars[1]["endedAt"]);
+    for max_bars in [2000, 1] {
+        let variables = |as_of: Option<&str>| {
+            json!({ "id": id, "asOf": as_of, "groupBy": "TASK", "from": start, "to": end,
+                    "maxBars": max_bars, "laneBuckets": 3, "timeBuckets": 5, "slowest": 2 })
+        };
+        let table = dev.graphql(TIMELINE, variables(None)).await;
+        let folded = dev.graphql(TIMELINE, variables(Some(&now))).await;
+        assert_eq!(table["job"]["timeline"], folded["job"]["timeline"]);
+    }
+    eprintln!("workers of the run: {workers_seen:?}");
     let _ = std::fs::remove_file(program);
 }

@@ -88,6 +88,7 @@ pub(crate) trait Dialect:
     + Get<i64>
     + Get<i32>
     + Get<bool>
+    + Get<Option<bool>>
     + Get<f64>
     + Get<String>
     + Get<Option<String>>

@@ -1,16 +1,24 @@
-//! The `jobs` projection (tables `jobs` and `tasks`), as a pure fold: the rows a batch touches,
-//! as stored before it, plus the batch's events, give those rows after it. Every touched row
-//! is written once per batch, whole.
+//! The `jobs` projection (tables `jobs`, `tasks`, `task_attempts`), as a pure fold: the rows a
+//! batch touches, as stored before it, plus the batch's events, give those rows after it.
+//! Every touched row is written once per batch, whole.
 //!
 //! The fold itself is the domain's ([`shoal_domain::Views`]): the stored rows become views, the
 //! batch's events are applied to them in log order, and the touched views become rows again.
 //! That is the same computation whatever the batches are, so any split of the log gives the
 //! same tables, and they are the domain's views of the log.
+//!
+//! `task_attempts` is folded the same way, with the domain's [`Attempts`] (ADR 18): a task's
+//! stored attempts, plus the batch's events of its stream, give its attempts after the batch;
+//! only the rows that changed are written. A task that has a row in `tasks` but none in
+//! `task_attempts` was enqueued before that table existed: it is left without attempts (its
+//! job's timeline is folded from the log) until a rebuild.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use shoal_domain::{Event, JobView, TaskView, Views};
-use shoal_infra::readmodel::{JobRow, JobsChanges, JobsKeys, TaskRow};
+use shoal_domain::{Attempt, Attempts, Event, JobId, JobView, TaskId, TaskView, Views};
+use shoal_infra::readmodel::{
+    AttemptRow, JobRow, JobsChanges, JobsKeys, TaskRow, apply_to_attempts,
+};
 
 /// The rows a batch must load: every job and task it touches, except those it creates
 /// (whose first event in the batch is `JobSubmitted` / `TaskEnqueued`).
@@ -35,10 +43,16 @@ pub fn keys(events: &[Event]) -> JobsKeys {
     keys
 }
 
-/// Folds a batch into the rows it touches. `jobs` and `tasks` are the stored rows of
-/// [`keys`] that exist. Events of a job or task that has no row (and is not created in the
-/// batch) change nothing but the counts of an existing job.
-pub fn fold(jobs: Vec<JobRow>, tasks: Vec<TaskRow>, events: &[Event]) -> JobsChanges {
+/// Folds a batch into the rows it touches. `jobs`, `tasks` and `attempts` are the stored rows
+/// of [`keys`] that exist (attempts: those of the tasks). Events of a job or task that has no
+/// row (and is not created in the batch) change nothing but the counts of an existing job.
+pub fn fold(
+    jobs: Vec<JobRow>,
+    tasks: Vec<TaskRow>,
+    attempts: Vec<AttemptRow>,
+    events: &[Event],
+) -> JobsChanges {
+    let (attempts, attempts_reset) = fold_attempts(attempts, events);
     let mut views = Views {
         jobs: jobs.into_iter().map(|j| (j.id, job_view(j))).collect(),
         tasks: tasks.into_iter().map(|t| (t.id, task_view(t))).collect(),
@@ -61,7 +75,72 @@ pub fn fold(jobs: Vec<JobRow>, tasks: Vec<TaskRow>, events: &[Event]) -> JobsCha
             .filter_map(|id| views.tasks.remove(&id))
             .map(TaskRow::from)
             .collect(),
+        attempts,
+        attempts_reset,
     }
+}
+
+/// A task's attempts as stored, and as the batch leaves them.
+struct TaskAttempts {
+    job_id: JobId,
+    index: u32,
+    stored: Vec<Attempt>,
+    now: Attempts,
+}
+
+/// The attempt rows a batch writes (new or changed), and the tasks whose stored rows go first.
+fn fold_attempts(rows: Vec<AttemptRow>, events: &[Event]) -> (Vec<AttemptRow>, Vec<TaskId>) {
+    let mut tasks: BTreeMap<TaskId, TaskAttempts> = BTreeMap::new();
+    let mut rows = rows;
+    rows.sort_by_key(|r| (r.task_id, r.seq));
+    for row in rows {
+        let task = tasks.entry(row.task_id).or_insert_with(|| TaskAttempts {
+            job_id: row.job_id,
+            index: row.task_index,
+            stored: Vec::new(),
+            now: Attempts::default(),
+        });
+        task.stored.push(row.attempt);
+    }
+    for task in tasks.values_mut() {
+        task.now = Attempts(task.stored.clone());
+    }
+    for event in events {
+        let Some(task_id) = event.task_id() else {
+            continue;
+        };
+        if let Event::TaskEnqueued(e) = event {
+            tasks.entry(task_id).or_insert_with(|| TaskAttempts {
+                job_id: e.job_id,
+                index: e.index,
+                stored: Vec::new(),
+                now: Attempts::default(),
+            });
+        }
+        if let Some(task) = tasks.get_mut(&task_id) {
+            apply_to_attempts(&mut task.now, event);
+        }
+    }
+    let mut written = Vec::new();
+    let mut reset = Vec::new();
+    for (task_id, task) in tasks {
+        let shrunk = task.now.0.len() < task.stored.len();
+        if shrunk {
+            reset.push(task_id);
+        }
+        for (seq, attempt) in task.now.0.into_iter().enumerate() {
+            if shrunk || task.stored.get(seq) != Some(&attempt) {
+                written.push(AttemptRow {
+                    job_id: task.job_id,
+                    task_id,
+                    task_index: task.index,
+                    seq: u32::try_from(seq).unwrap_or(u32::MAX),
+                    attempt,
+                });
+            }
+        }
+    }
+    (written, reset)
 }
 
 /// A stored job row as the domain's view (`status` is derived, so it is not read).

@@ -570,8 +570,8 @@ impl Projector {
             ProjectionName::Jobs => {
                 let keys = jobs::keys(events);
                 let written = store
-                    .apply_jobs(target, from, to, &keys, |jobs, tasks| {
-                        jobs::fold(jobs, tasks, events)
+                    .apply_jobs(target, from, to, &keys, |jobs, tasks, attempts| {
+                        jobs::fold(jobs, tasks, attempts, events)
                     })
                     .await?;
                 change.jobs = written.jobs.iter().map(|j| j.id).collect();

@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 use shoal_domain::{Aggregate, Event, JobAggregate, JobId, JobState};
-use shoal_infra::readmodel::{AnalyticsChanges, AnalyticsJobState, JobRow, ReadModelDump, TaskRow};
+use shoal_infra::readmodel::{
+    AnalyticsChanges, AnalyticsJobState, AttemptRow, JobRow, ReadModelDump, TaskRow,
+};
 use shoal_projector::{analytics, jobs};
 use support::{Op, Sim};
 
@@ -68,9 +70,12 @@ impl Totals {
     }
 }
 
-fn fold_in_batches(events: &[Event], cuts: &[usize]) -> (Vec<JobRow>, Vec<TaskRow>, Totals) {
+type Folded = (Vec<JobRow>, Vec<TaskRow>, Totals, Vec<AttemptRow>);
+
+fn fold_in_batches(events: &[Event], cuts: &[usize]) -> Folded {
     let mut job_rows: HashMap<JobId, JobRow> = HashMap::new();
     let mut task_rows: HashMap<shoal_domain::TaskId, TaskRow> = HashMap::new();
+    let mut attempt_rows: BTreeMap<(shoal_domain::TaskId, u32), AttemptRow> = BTreeMap::new();
     let mut totals = Totals::default();
     let mut rest = events;
     for len in cuts.iter().cycle() {
@@ -90,12 +95,21 @@ fn fold_in_batches(events: &[Event], cuts: &[usize]) -> (Vec<JobRow>, Vec<TaskRo
             .iter()
             .filter_map(|id| task_rows.get(id).cloned())
             .collect();
-        let changes = jobs::fold(loaded_jobs, loaded_tasks, batch);
+        let loaded_attempts = attempt_rows
+            .values()
+            .filter(|a| keys.tasks.contains(&a.task_id))
+            .cloned()
+            .collect();
+        let changes = jobs::fold(loaded_jobs, loaded_tasks, loaded_attempts, batch);
         for j in changes.jobs {
             job_rows.insert(j.id, j);
         }
         for t in changes.tasks {
             task_rows.insert(t.id, t);
+        }
+        attempt_rows.retain(|(task, _), _| !changes.attempts_reset.contains(task));
+        for a in changes.attempts {
+            attempt_rows.insert((a.task_id, a.seq), a);
         }
         let states = analytics::keys(batch)
             .iter()
@@ -107,7 +121,7 @@ fn fold_in_batches(events: &[Event], cuts: &[usize]) -> (Vec<JobRow>, Vec<TaskRo
     jobs.sort_by_key(|j| j.id);
     let mut tasks: Vec<TaskRow> = task_rows.into_values().collect();
     tasks.sort_by_key(|t| t.id);
-    (jobs, tasks, totals)
+    (jobs, tasks, totals, attempt_rows.into_values().collect())
 }
 
 proptest! {
@@ -124,6 +138,7 @@ proptest! {
         prop_assert_eq!(&split.0, &whole.0);
         prop_assert_eq!(&split.1, &whole.1);
         prop_assert_eq!(&split.2, &whole.2);
+        prop_assert_eq!(&split.3, &whole.3);
 
         // The job rows' stream status is the domain aggregate's, and the analytics status
         // counts are the jobs table's counts.
@@ -153,7 +168,7 @@ proptest! {
         cuts in prop::collection::vec(1usize..20, 1..10),
     ) {
         let events = log(&ops);
-        let (jobs, tasks, totals) = fold_in_batches(&events, &cuts);
+        let (jobs, tasks, totals, attempts) = fold_in_batches(&events, &cuts);
         let counted = |prefix: &str| -> Vec<(String, i64)> {
             totals
                 .counters
@@ -168,6 +183,7 @@ proptest! {
             jobs_by_type: counted("type "),
             jobs_by_status: counted("job "),
             tasks_by_status: counted("task "),
+            attempts,
             ..ReadModelDump::default()
         };
         support::canonical(&mut got);

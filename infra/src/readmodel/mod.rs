@@ -1,5 +1,5 @@
 //! The read model: the tables the projector folds the log into (`jobs`, `tasks`,
-//! `analytics_*`), the batch writes that keep them, the rebuild's shadow tables and swap, and
+//! `task_attempts`, `analytics_*`), the batch writes that keep them, the rebuild's shadow tables and swap, and
 //! the queries the APIs answer from them.
 //!
 //! Contract of the writes ([`ReadModelStore::apply_jobs`], [`ReadModelStore::apply_analytics`]):
@@ -21,15 +21,20 @@ mod postgres;
 mod schema;
 mod sql;
 mod sqlite;
+mod timeline;
 mod types;
 
 pub use change::{ChangeSource, ProjectionChange};
 pub use parked::ParkedEvent;
+pub use timeline::{
+    AttemptDurations, AttemptWindow, AttemptsOverview, BucketDiff, BucketGrid, BucketLane,
+};
 pub use types::{
-    AnalyticsChanges, AnalyticsJobState, DailyDelta, DayCounts, InvalidCursor, JobCursor,
-    JobFilter, JobPage, JobRow, JobSort, JobsChanges, JobsKeys, MinuteCounts, Overview,
+    AnalyticsChanges, AnalyticsJobState, AttemptRow, DailyDelta, DayCounts, InvalidCursor,
+    JobCursor, JobFilter, JobPage, JobRow, JobSort, JobsChanges, JobsKeys, MinuteCounts, Overview,
     ProcessingDelta, ProcessingTimeStats, ProjectionName, ReadModelDump, Target, TaskRow,
-    ThroughputDelta, UnknownProjection, histogram, supported_time, to_micros,
+    ThroughputDelta, UnknownProjection, apply_to_attempts, histogram, outcome_str, parse_outcome,
+    supported_time, to_micros,
 };
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
@@ -178,7 +183,8 @@ impl ReadModelStore {
     }
 
     /// Applies one batch of the jobs projection (see the module docs): moves the checkpoint
-    /// `from` -> `to`, loads the rows of `keys`, and writes what `fold` makes of them.
+    /// `from` -> `to`, loads the rows of `keys` (jobs, tasks, and the tasks' attempts), and
+    /// writes what `fold` makes of them.
     /// Returns what was written.
     #[tracing::instrument(
         name = "readmodel.apply_jobs",
@@ -192,7 +198,7 @@ impl ReadModelStore {
         from: LogPosition,
         to: LogPosition,
         keys: &JobsKeys,
-        fold: impl FnOnce(Vec<JobRow>, Vec<TaskRow>) -> JobsChanges + Send,
+        fold: impl FnOnce(Vec<JobRow>, Vec<TaskRow>, Vec<AttemptRow>) -> JobsChanges + Send,
     ) -> ReadModelResult<JobsChanges> {
         dispatch!(self, apply_jobs(target, from, to, keys, fold))
     }
@@ -336,6 +342,55 @@ impl ReadModelStore {
     /// A task by id.
     pub async fn get_task(&self, id: TaskId) -> ReadModelResult<Option<TaskRow>> {
         dispatch!(self, get_task(id))
+    }
+
+    /// How many of a job's tasks have their attempts in `task_attempts`, and its lanes (ADR
+    /// 18). Fewer tasks than the job has created: some predate the table (until a rebuild).
+    pub async fn attempts_overview(&self, job_id: JobId) -> ReadModelResult<AttemptsOverview> {
+        on_pool!(&self.database, pool => timeline::overview(pool, job_id).await)
+    }
+
+    /// The workers that started some attempt of a job (unordered).
+    pub async fn attempt_workers(&self, job_id: JobId) -> ReadModelResult<Vec<String>> {
+        on_pool!(&self.database, pool => timeline::workers(pool, job_id).await)
+    }
+
+    /// How many attempts a window holds, and their durations.
+    pub async fn attempt_durations(
+        &self,
+        window: &AttemptWindow,
+    ) -> ReadModelResult<AttemptDurations> {
+        on_pool!(&self.database, pool => timeline::durations(pool, window).await)
+    }
+
+    /// The attempts of a window, by task index then `seq`, at most `limit`.
+    pub async fn attempts_in_window(
+        &self,
+        window: &AttemptWindow,
+        limit: i64,
+    ) -> ReadModelResult<Vec<AttemptRow>> {
+        on_pool!(&self.database, pool => timeline::in_window(pool, window, limit).await)
+    }
+
+    /// What the slowest attempts of a window are among: the started ones without a duration
+    /// (running: theirs depends on the window's end) or longer than `at`'s milliseconds, and
+    /// the first `at`'s count of those of exactly that duration, in task order.
+    pub async fn slowest_attempt_candidates(
+        &self,
+        window: &AttemptWindow,
+        at: Option<(u64, u64)>,
+    ) -> ReadModelResult<Vec<AttemptRow>> {
+        on_pool!(&self.database, pool => timeline::slowest(pool, window, at).await)
+    }
+
+    /// The window's started attempts counted into `grid`, as differences along each row (see
+    /// [`BucketDiff`]): the aggregated timeline, counted by the database.
+    pub async fn attempt_bucket_diffs(
+        &self,
+        window: &AttemptWindow,
+        grid: BucketGrid,
+    ) -> ReadModelResult<Vec<BucketDiff>> {
+        on_pool!(&self.database, pool => timeline::bucket_diffs(pool, window, grid).await)
     }
 
     /// Jobs per type, most frequent first.
@@ -494,14 +549,16 @@ impl ReadModelStore {
                             is_nullable::text
                      FROM information_schema.columns
                      WHERE table_schema = current_schema()
-                       AND (table_name IN ('jobs', 'tasks') OR table_name LIKE 'analytics%')",
+                       AND (table_name IN ('jobs', 'tasks', 'task_attempts')
+                            OR table_name LIKE 'analytics%')",
                 )
                 .fetch_all(pool)
                 .await?;
                 let indexes: Vec<(String, String)> = sqlx::query_as(
                     "SELECT indexname::text, indexdef FROM pg_indexes
                      WHERE schemaname = current_schema()
-                       AND (tablename IN ('jobs', 'tasks') OR tablename LIKE 'analytics%')",
+                       AND (tablename IN ('jobs', 'tasks', 'task_attempts')
+                            OR tablename LIKE 'analytics%')",
                 )
                 .fetch_all(pool)
                 .await?;
@@ -520,7 +577,8 @@ impl ReadModelStore {
                     "SELECT m.name, p.name, p.type, p.\"notnull\", p.pk
                      FROM sqlite_master m, pragma_table_info(m.name) p
                      WHERE m.type = 'table'
-                       AND (m.name IN ('jobs', 'tasks') OR m.name LIKE 'analytics%')",
+                       AND (m.name IN ('jobs', 'tasks', 'task_attempts')
+                            OR m.name LIKE 'analytics%')",
                 )
                 .fetch_all(pool)
                 .await?;
@@ -528,7 +586,8 @@ impl ReadModelStore {
                     "SELECT m.name, m.tbl_name, group_concat(i.name, ',')
                      FROM sqlite_master m, pragma_index_info(m.name) i
                      WHERE m.type = 'index'
-                       AND (m.tbl_name IN ('jobs', 'tasks') OR m.tbl_name LIKE 'analytics%')
+                       AND (m.tbl_name IN ('jobs', 'tasks', 'task_attempts')
+                            OR m.tbl_name LIKE 'analytics%')
                      GROUP BY m.name, m.tbl_name",
                 )
                 .fetch_all(pool)

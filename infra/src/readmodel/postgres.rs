@@ -12,9 +12,12 @@ use sqlx::{PgConnection, Row};
 
 use super::ReadModelResult;
 use super::sql::{
-    ReadDialect, checkpoint_sql, job_columns, job_updates, query_sql, task_columns, task_updates,
+    ReadDialect, attempt_columns, attempt_updates, checkpoint_sql, job_columns, job_updates,
+    query_sql, task_columns, task_updates,
 };
-use super::types::{AnalyticsChanges, JobRow, JobsChanges, ProjectionName, Target, TaskRow};
+use super::types::{
+    AnalyticsChanges, AttemptRow, JobRow, JobsChanges, ProjectionName, Target, TaskRow, outcome_str,
+};
 use crate::dialect::{ColumnResult, Q};
 use crate::eventlog::LogPosition;
 
@@ -78,6 +81,47 @@ macro_rules! upsert_tasks {
         )
     };
 }
+
+macro_rules! insert_attempts {
+    ($t:literal) => {
+        concat!(
+            "INSERT INTO ",
+            $t,
+            " (",
+            attempt_columns!(),
+            ")
+             SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::uuid[], $4::int8[], $5::int8[],
+                                  $6::int8[], $7::int8[], $8::text[], $9::int8[], $10::int8[],
+                                  $11::int8[], $12::text[], $13::text[], $14::int8[],
+                                  $15::int8[], $16::int8[], $17::bool[], $18::text[])"
+        )
+    };
+}
+
+macro_rules! upsert_attempts {
+    ($t:literal) => {
+        concat!(
+            insert_attempts!($t),
+            "
+             ON CONFLICT (task_id, seq) DO UPDATE SET ",
+            attempt_updates!()
+        )
+    };
+}
+
+/// Attempt rows: a plain insert for those not stored yet (as for tasks), an upsert otherwise.
+const INSERT_ATTEMPTS: [&str; 2] = [
+    insert_attempts!("task_attempts"),
+    insert_attempts!("task_attempts_rebuild"),
+];
+const UPSERT_ATTEMPTS: [&str; 2] = [
+    upsert_attempts!("task_attempts"),
+    upsert_attempts!("task_attempts_rebuild"),
+];
+const DELETE_ATTEMPTS: [&str; 2] = [
+    "DELETE FROM task_attempts WHERE task_id = ANY($1)",
+    "DELETE FROM task_attempts_rebuild WHERE task_id = ANY($1)",
+];
 
 const UPSERT_JOBS: [&str; 2] = [upsert_jobs!("jobs"), upsert_jobs!("jobs_rebuild")];
 const UPSERT_TASKS: [&str; 2] = [upsert_tasks!("tasks"), upsert_tasks!("tasks_rebuild")];
@@ -170,6 +214,18 @@ const LOAD_TASKS: [&str; 2] = [
         " FROM tasks_rebuild WHERE id = ANY($1)"
     ),
 ];
+const LOAD_ATTEMPTS: [&str; 2] = [
+    concat!(
+        "SELECT ",
+        attempt_columns!(),
+        " FROM task_attempts WHERE task_id = ANY($1)"
+    ),
+    concat!(
+        "SELECT ",
+        attempt_columns!(),
+        " FROM task_attempts_rebuild WHERE task_id = ANY($1)"
+    ),
+];
 const LOAD_JOB_STATES: [&str; 2] = [
     "SELECT job_id, stream_status, total_tasks, created_upto, started
      FROM analytics_job_state WHERE job_id = ANY($1)",
@@ -190,6 +246,7 @@ impl ReadDialect for Postgres {
     const LOAD_JOBS: [&'static str; 2] = LOAD_JOBS;
     const LOAD_TASKS: [&'static str; 2] = LOAD_TASKS;
     const LOAD_JOB_STATES: [&'static str; 2] = LOAD_JOB_STATES;
+    const LOAD_ATTEMPTS: [&'static str; 2] = LOAD_ATTEMPTS;
 
     fn bind_day(query: Q<'_, Self>, day: NaiveDate) -> Q<'_, Self> {
         query.bind(day)
@@ -208,6 +265,7 @@ impl ReadDialect for Postgres {
         target: Target,
         changes: &JobsChanges,
         stored: &HashSet<TaskId>,
+        stored_attempts: &HashSet<(TaskId, u32)>,
     ) -> ReadModelResult<()> {
         let t = target.index();
         write_job_rows(conn, t, &changes.jobs).await?;
@@ -215,6 +273,25 @@ impl ReadDialect for Postgres {
             changes.tasks.iter().partition(|r| stored.contains(&r.id));
         write_tasks(conn, INSERT_TASKS[t], &created).await?;
         write_tasks(conn, UPSERT_TASKS[t], &updated).await?;
+        if !changes.attempts_reset.is_empty() {
+            sqlx::query(DELETE_ATTEMPTS[t])
+                .bind(
+                    changes
+                        .attempts_reset
+                        .iter()
+                        .map(TaskId::as_uuid)
+                        .collect::<Vec<_>>(),
+                )
+                .execute(&mut *conn)
+                .await?;
+        }
+        let reset: HashSet<TaskId> = changes.attempts_reset.iter().copied().collect();
+        let (updated, created): (Vec<&AttemptRow>, Vec<&AttemptRow>) =
+            changes.attempts.iter().partition(|r| {
+                !reset.contains(&r.task_id) && stored_attempts.contains(&(r.task_id, r.seq))
+            });
+        write_attempts(conn, INSERT_ATTEMPTS[t], &created).await?;
+        write_attempts(conn, UPSERT_ATTEMPTS[t], &updated).await?;
         Ok(())
     }
 
@@ -419,6 +496,54 @@ async fn write_tasks(
                 .collect::<Vec<_>>(),
         )
         .bind(tasks.iter().map(|r| r.dead_lettered).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Writes attempt rows with `sql` (`INSERT_ATTEMPTS` or `UPSERT_ATTEMPTS`), one statement.
+async fn write_attempts(
+    conn: &mut PgConnection,
+    sql: &str,
+    rows: &[&AttemptRow],
+) -> ReadModelResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let int = |f: fn(&AttemptRow) -> Option<u64>| {
+        rows.iter()
+            .map(|r| f(r).map(|n| i64::try_from(n).unwrap_or(i64::MAX)))
+            .collect::<Vec<_>>()
+    };
+    let time = |f: fn(&AttemptRow) -> Option<DateTime<Utc>>| {
+        rows.iter()
+            .map(|r| f(r).map(|at| at.timestamp_micros()))
+            .collect::<Vec<_>>()
+    };
+    let text = |f: fn(&AttemptRow) -> Option<&str>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    sqlx::query(sql)
+        .bind(rows.iter().map(|r| r.task_id.as_uuid()).collect::<Vec<_>>())
+        .bind(int(|r| Some(u64::from(r.seq))))
+        .bind(rows.iter().map(|r| r.job_id.as_uuid()).collect::<Vec<_>>())
+        .bind(int(|r| Some(u64::from(r.task_index))))
+        .bind(int(|r| Some(u64::from(r.attempt.attempt))))
+        .bind(time(|r| Some(r.attempt.queued_at)))
+        .bind(time(|r| r.attempt.not_before))
+        .bind(text(|r| r.attempt.worker.as_deref()))
+        .bind(time(|r| r.attempt.started_at))
+        .bind(time(|r| r.attempt.ended_at))
+        .bind(int(|r| r.attempt.duration_ms))
+        .bind(text(|r| Some(outcome_str(r.attempt.outcome))))
+        .bind(text(|r| r.attempt.error.as_deref()))
+        .bind(time(|r| r.attempt.retry.as_ref().map(|d| d.at)))
+        .bind(time(|r| r.attempt.retry.as_ref().map(|d| d.not_before)))
+        .bind(int(|r| r.attempt.retry.as_ref().map(|d| d.backoff_ms)))
+        .bind(
+            rows.iter()
+                .map(|r| r.attempt.retry.as_ref().map(|d| d.manual))
+                .collect::<Vec<_>>(),
+        )
+        .bind(text(|r| r.attempt.dead_letter_reason.as_deref()))
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -1,6 +1,6 @@
 //! The DDL of a rebuild: shadow tables (`<table>_rebuild`) and the swap that puts them in
-//! place of the live ones. The live tables come from the migration
-//! `20261127000300_read_model.sql`; what is written here must define the same tables (the
+//! place of the live ones. The live tables come from the migrations
+//! `20261127000300_read_model.sql` and `20261206006001_task_attempts.sql`; what is written here must define the same tables (the
 //! rebuild tests compare the schemas before and after a swap).
 //!
 //! Postgres: shadows are `LIKE` their live table (so columns cannot drift), with their primary
@@ -22,7 +22,12 @@ pub(crate) const fn pg_prepare(projection: ProjectionName) -> &'static str {
              CREATE TABLE jobs_rebuild (LIKE jobs INCLUDING ALL EXCLUDING INDEXES);
              ALTER TABLE jobs_rebuild ADD CONSTRAINT jobs_rebuild_pkey PRIMARY KEY (id);
              CREATE TABLE tasks_rebuild (LIKE tasks INCLUDING ALL EXCLUDING INDEXES);
-             ALTER TABLE tasks_rebuild ADD CONSTRAINT tasks_rebuild_pkey PRIMARY KEY (id);"
+             ALTER TABLE tasks_rebuild ADD CONSTRAINT tasks_rebuild_pkey PRIMARY KEY (id);
+             DROP TABLE IF EXISTS task_attempts_rebuild;
+             CREATE TABLE task_attempts_rebuild
+                 (LIKE task_attempts INCLUDING ALL EXCLUDING INDEXES);
+             ALTER TABLE task_attempts_rebuild
+                 ADD CONSTRAINT task_attempts_rebuild_pkey PRIMARY KEY (task_id, seq);"
         }
         ProjectionName::Analytics => {
             "DROP TABLE IF EXISTS analytics_job_state_rebuild;
@@ -80,7 +85,9 @@ pub(crate) const fn pg_index(projection: ProjectionName) -> &'static str {
                  ON jobs_rebuild (priority, created_at, id);
              CREATE INDEX tasks_rebuild_job_index_idx ON tasks_rebuild (job_id, task_index);
              CREATE INDEX tasks_rebuild_job_status_idx
-                 ON tasks_rebuild (job_id, status, task_index);"
+                 ON tasks_rebuild (job_id, status, task_index);
+             CREATE INDEX task_attempts_rebuild_job_idx
+                 ON task_attempts_rebuild (job_id, task_index, seq);"
         }
         ProjectionName::Analytics => "",
     }
@@ -101,7 +108,12 @@ pub(crate) const fn pg_swap(projection: ProjectionName) -> &'static str {
              ALTER TABLE tasks_rebuild RENAME TO tasks;
              ALTER TABLE tasks RENAME CONSTRAINT tasks_rebuild_pkey TO tasks_pkey;
              ALTER INDEX tasks_rebuild_job_index_idx RENAME TO tasks_job_index_idx;
-             ALTER INDEX tasks_rebuild_job_status_idx RENAME TO tasks_job_status_idx;"
+             ALTER INDEX tasks_rebuild_job_status_idx RENAME TO tasks_job_status_idx;
+             DROP TABLE task_attempts;
+             ALTER TABLE task_attempts_rebuild RENAME TO task_attempts;
+             ALTER TABLE task_attempts
+                 RENAME CONSTRAINT task_attempts_rebuild_pkey TO task_attempts_pkey;
+             ALTER INDEX task_attempts_rebuild_job_idx RENAME TO task_attempts_job_idx;"
         }
         ProjectionName::Analytics => {
             "DROP TABLE analytics_job_state;
@@ -196,6 +208,28 @@ pub(crate) const fn sqlite_prepare(projection: ProjectionName) -> &'static str {
                  next_attempt_at TEXT,
                  duration_ms     INTEGER,
                  dead_lettered   INTEGER NOT NULL
+             ) STRICT;
+             DROP TABLE IF EXISTS task_attempts_rebuild;
+             CREATE TABLE task_attempts_rebuild (
+                 task_id            TEXT NOT NULL,
+                 seq                INTEGER NOT NULL,
+                 job_id             TEXT NOT NULL,
+                 task_index         INTEGER NOT NULL,
+                 attempt            INTEGER NOT NULL,
+                 queued_us          INTEGER NOT NULL,
+                 not_before_us      INTEGER,
+                 worker             TEXT,
+                 started_us         INTEGER,
+                 ended_us           INTEGER,
+                 duration_ms        INTEGER,
+                 outcome            TEXT NOT NULL,
+                 error              TEXT,
+                 retry_at_us        INTEGER,
+                 retry_not_before_us INTEGER,
+                 retry_backoff_ms   INTEGER,
+                 retry_manual       INTEGER,
+                 dead_letter_reason TEXT,
+                 PRIMARY KEY (task_id, seq)
              ) STRICT;"
         }
         ProjectionName::Analytics => {
@@ -265,7 +299,10 @@ pub(crate) const fn sqlite_swap(projection: ProjectionName) -> &'static str {
              CREATE INDEX jobs_type_created_idx ON jobs (job_type, created_at, id);
              CREATE INDEX jobs_priority_created_idx ON jobs (priority, created_at, id);
              CREATE INDEX tasks_job_index_idx ON tasks (job_id, task_index);
-             CREATE INDEX tasks_job_status_idx ON tasks (job_id, status, task_index);"
+             CREATE INDEX tasks_job_status_idx ON tasks (job_id, status, task_index);
+             DROP TABLE task_attempts;
+             ALTER TABLE task_attempts_rebuild RENAME TO task_attempts;
+             CREATE INDEX task_attempts_job_idx ON task_attempts (job_id, task_index, seq);"
         }
         ProjectionName::Analytics => {
             "DROP TABLE analytics_job_state;

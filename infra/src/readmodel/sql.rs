@@ -14,8 +14,8 @@ use shoal_domain::{JobId, JobProgress, TaskId};
 use sqlx::Pool;
 
 use super::types::{
-    AnalyticsChanges, AnalyticsJobState, DayCounts, JobCursor, JobFilter, JobRow, JobSort,
-    JobsChanges, JobsKeys, MinuteCounts, ProjectionName, Target, TaskRow,
+    AnalyticsChanges, AnalyticsJobState, AttemptRow, DayCounts, JobCursor, JobFilter, JobRow,
+    JobSort, JobsChanges, JobsKeys, MinuteCounts, ProjectionName, Target, TaskRow, parse_outcome,
 };
 use super::{ReadModelError, ReadModelResult, count, job_status, search_pattern, task_status};
 use crate::dialect::{ColumnError, ColumnResult, Dialect, QueryExt, col};
@@ -39,6 +39,31 @@ macro_rules! task_columns {
     };
 }
 pub(crate) use task_columns;
+
+macro_rules! attempt_columns {
+    () => {
+        "task_id, seq, job_id, task_index, attempt, queued_us, not_before_us, worker, started_us, \
+         ended_us, duration_ms, outcome, error, retry_at_us, retry_not_before_us, retry_backoff_ms, \
+         retry_manual, dead_letter_reason"
+    };
+}
+pub(crate) use attempt_columns;
+
+/// What an upsert of an attempt row overwrites.
+macro_rules! attempt_updates {
+    () => {
+        "job_id = excluded.job_id, task_index = excluded.task_index,
+         attempt = excluded.attempt, queued_us = excluded.queued_us,
+         not_before_us = excluded.not_before_us, worker = excluded.worker,
+         started_us = excluded.started_us, ended_us = excluded.ended_us,
+         duration_ms = excluded.duration_ms, outcome = excluded.outcome,
+         error = excluded.error, retry_at_us = excluded.retry_at_us,
+         retry_not_before_us = excluded.retry_not_before_us,
+         retry_backoff_ms = excluded.retry_backoff_ms, retry_manual = excluded.retry_manual,
+         dead_letter_reason = excluded.dead_letter_reason"
+    };
+}
+pub(crate) use attempt_updates;
 
 /// What an upsert of a job row overwrites.
 macro_rules! job_updates {
@@ -226,6 +251,8 @@ pub(crate) trait ReadDialect: Dialect {
     const LOAD_JOBS: [&'static str; 2];
     const LOAD_TASKS: [&'static str; 2];
     const LOAD_JOB_STATES: [&'static str; 2];
+    /// Attempt rows (`attempt_columns!`) of the tasks with the ids of `$1`.
+    const LOAD_ATTEMPTS: [&'static str; 2];
 
     /// Binds a day (Postgres `date`; SQLite `YYYY-MM-DD` text).
     fn bind_day(query: crate::dialect::Q<'_, Self>, day: NaiveDate) -> crate::dialect::Q<'_, Self>;
@@ -233,12 +260,14 @@ pub(crate) trait ReadDialect: Dialect {
     /// Reads a nullable JSON column (Postgres `jsonb`; SQLite text).
     fn get_json(row: &Self::Row, index: usize) -> ColumnResult<Option<Value>>;
 
-    /// Writes what the jobs fold returned (`stored`: the tasks that were loaded, so exist).
+    /// Writes what the jobs fold returned (`stored`: the tasks that were loaded, so exist;
+    /// `stored_attempts`: the attempt rows that were loaded).
     fn write_jobs<'c>(
         conn: &'c mut Self::Connection,
         target: Target,
         changes: &'c JobsChanges,
         stored: &'c HashSet<TaskId>,
+        stored_attempts: &'c HashSet<(TaskId, u32)>,
     ) -> impl Future<Output = ReadModelResult<()>> + Send + 'c;
 
     /// Writes what the analytics fold returned: state rows whole, counters as deltas.
@@ -325,7 +354,7 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
     from: LogPosition,
     to: LogPosition,
     keys: &JobsKeys,
-    fold: impl FnOnce(Vec<JobRow>, Vec<TaskRow>) -> JobsChanges,
+    fold: impl FnOnce(Vec<JobRow>, Vec<TaskRow>, Vec<AttemptRow>) -> JobsChanges,
 ) -> ReadModelResult<JobsChanges> {
     let name = ProjectionName::Jobs.checkpoint_name(target);
     let t = target.index();
@@ -358,9 +387,23 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
             .map(task_row::<D>)
             .collect::<ReadModelResult<Vec<_>>>()?
     };
+    let attempts = if keys.tasks.is_empty() {
+        Vec::new()
+    } else {
+        let ids = keys.tasks.iter().map(TaskId::as_uuid).collect();
+        let rows = sqlx::query::<D>(D::LOAD_ATTEMPTS[t])
+            .ids(ids)
+            .all(D::conn(&mut tx))
+            .await?;
+        rows.iter()
+            .map(attempt_row::<D>)
+            .collect::<ReadModelResult<Vec<_>>>()?
+    };
     let stored: HashSet<TaskId> = tasks.iter().map(|r| r.id).collect();
-    let changes = fold(jobs, tasks);
-    D::write_jobs(&mut tx, target, &changes, &stored).await?;
+    let stored_attempts: HashSet<(TaskId, u32)> =
+        attempts.iter().map(|r| (r.task_id, r.seq)).collect();
+    let changes = fold(jobs, tasks, attempts);
+    D::write_jobs(&mut tx, target, &changes, &stored, &stored_attempts).await?;
     tx.commit().await?;
     Ok(changes)
 }
@@ -519,6 +562,60 @@ fn task_row<D: ReadDialect>(row: &D::Row) -> ReadModelResult<TaskRow> {
         next_attempt_at: D::get_time(row, 16)?,
         duration_ms: col::<D, Option<i64>>(row, 17)?.map(|ms| u64::try_from(ms).unwrap_or(0)),
         dead_lettered: col::<D, _>(row, 18)?,
+    })
+}
+
+/// A time stored as whole microseconds since the epoch (`task_attempts`).
+fn micros_time(us: i64) -> ReadModelResult<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| ReadModelError::Corrupt(format!("a time of {us} microseconds")))
+}
+
+pub(crate) fn attempt_row<D: ReadDialect>(row: &D::Row) -> ReadModelResult<AttemptRow> {
+    let n =
+        |i: usize, column: &str| -> ReadModelResult<u32> { count(col::<D, _>(row, i)?, column) };
+    let ms = |i: usize| -> ReadModelResult<Option<u64>> {
+        Ok(col::<D, Option<i64>>(row, i)?.map(|ms| u64::try_from(ms).unwrap_or(0)))
+    };
+    let time = |i: usize| -> ReadModelResult<Option<DateTime<Utc>>> {
+        col::<D, Option<i64>>(row, i)?.map(micros_time).transpose()
+    };
+    let outcome: String = col::<D, _>(row, 11)?;
+    let retry = match (
+        time(13)?,
+        time(14)?,
+        ms(15)?,
+        col::<D, Option<bool>>(row, 16)?,
+    ) {
+        (Some(at), Some(not_before), Some(backoff_ms), Some(manual)) => {
+            Some(shoal_domain::RetryDecision {
+                at,
+                not_before,
+                backoff_ms,
+                manual,
+            })
+        }
+        _ => None,
+    };
+    Ok(AttemptRow {
+        task_id: TaskId::from_uuid(D::get_id(row, 0)?),
+        seq: n(1, "seq")?,
+        job_id: JobId::from_uuid(D::get_id(row, 2)?),
+        task_index: n(3, "task_index")?,
+        attempt: shoal_domain::Attempt {
+            attempt: n(4, "attempt")?,
+            queued_at: micros_time(col::<D, i64>(row, 5)?)?,
+            not_before: time(6)?,
+            worker: col::<D, _>(row, 7)?,
+            started_at: time(8)?,
+            ended_at: time(9)?,
+            duration_ms: ms(10)?,
+            outcome: parse_outcome(&outcome)
+                .ok_or_else(|| ReadModelError::Corrupt(format!("attempt outcome {outcome:?}")))?,
+            error: col::<D, _>(row, 12)?,
+            retry,
+            dead_letter_reason: col::<D, _>(row, 17)?,
+        },
     })
 }
 
@@ -822,6 +919,17 @@ pub(crate) async fn dump<D: ReadDialect>(
     let daily = daily(pool, first.date_naive(), last.date_naive()).await?;
     let (processing, buckets) = processing(pool).await?;
     let throughput = throughput(pool, first, last).await?;
+    let rows = sqlx::query::<D>(concat!(
+        "SELECT ",
+        attempt_columns!(),
+        " FROM task_attempts ORDER BY task_id, seq"
+    ))
+    .all(D::pool(pool))
+    .await?;
+    let attempts = rows
+        .iter()
+        .map(attempt_row::<D>)
+        .collect::<ReadModelResult<Vec<_>>>()?;
     Ok(ReadModelDump {
         jobs,
         tasks,
@@ -833,5 +941,6 @@ pub(crate) async fn dump<D: ReadDialect>(
         processing,
         buckets,
         throughput,
+        attempts,
     })
 }

@@ -11,9 +11,12 @@ use sqlx::{Row, SqliteConnection};
 
 use super::ReadModelResult;
 use super::sql::{
-    ReadDialect, checkpoint_sql, job_columns, job_updates, query_sql, task_columns, task_updates,
+    ReadDialect, attempt_columns, attempt_updates, checkpoint_sql, job_columns, job_updates,
+    query_sql, task_columns, task_updates,
 };
-use super::types::{AnalyticsChanges, JobRow, JobsChanges, ProjectionName, Target, TaskRow};
+use super::types::{
+    AnalyticsChanges, AttemptRow, JobRow, JobsChanges, ProjectionName, Target, TaskRow, outcome_str,
+};
 use crate::dialect::{ColumnError, ColumnResult, Q, sqlite_time as ts};
 use crate::eventlog::LogPosition;
 
@@ -60,6 +63,31 @@ macro_rules! upsert_tasks {
         )
     };
 }
+
+macro_rules! upsert_attempts {
+    ($t:literal) => {
+        concat!(
+            "INSERT INTO ",
+            $t,
+            " (",
+            attempt_columns!(),
+            ") SELECT ",
+            extract!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17),
+            " FROM json_each($1) AS j WHERE true
+             ON CONFLICT (task_id, seq) DO UPDATE SET ",
+            attempt_updates!()
+        )
+    };
+}
+
+const UPSERT_ATTEMPTS: [&str; 2] = [
+    upsert_attempts!("task_attempts"),
+    upsert_attempts!("task_attempts_rebuild"),
+];
+const DELETE_ATTEMPTS: [&str; 2] = [
+    "DELETE FROM task_attempts WHERE task_id IN (SELECT value FROM json_each($1))",
+    "DELETE FROM task_attempts_rebuild WHERE task_id IN (SELECT value FROM json_each($1))",
+];
 
 const UPSERT_JOBS: [&str; 2] = [upsert_jobs!("jobs"), upsert_jobs!("jobs_rebuild")];
 const UPSERT_TASKS: [&str; 2] = [upsert_tasks!("tasks"), upsert_tasks!("tasks_rebuild")];
@@ -176,6 +204,18 @@ const LOAD_TASKS: [&str; 2] = [
         " FROM tasks_rebuild WHERE id IN (SELECT value FROM json_each($1))"
     ),
 ];
+const LOAD_ATTEMPTS: [&str; 2] = [
+    concat!(
+        "SELECT ",
+        attempt_columns!(),
+        " FROM task_attempts WHERE task_id IN (SELECT value FROM json_each($1))"
+    ),
+    concat!(
+        "SELECT ",
+        attempt_columns!(),
+        " FROM task_attempts_rebuild WHERE task_id IN (SELECT value FROM json_each($1))"
+    ),
+];
 const LOAD_JOB_STATES: [&str; 2] = [
     "SELECT job_id, stream_status, total_tasks, created_upto, started
      FROM analytics_job_state WHERE job_id IN (SELECT value FROM json_each($1))",
@@ -197,6 +237,7 @@ impl ReadDialect for Sqlite {
     const LOAD_JOBS: [&'static str; 2] = LOAD_JOBS;
     const LOAD_TASKS: [&'static str; 2] = LOAD_TASKS;
     const LOAD_JOB_STATES: [&'static str; 2] = LOAD_JOB_STATES;
+    const LOAD_ATTEMPTS: [&'static str; 2] = LOAD_ATTEMPTS;
 
     fn bind_day(query: Q<'_, Self>, day: NaiveDate) -> Q<'_, Self> {
         query.bind(day.format("%Y-%m-%d").to_string())
@@ -221,8 +262,27 @@ impl ReadDialect for Sqlite {
         target: Target,
         changes: &JobsChanges,
         _stored: &HashSet<TaskId>,
+        _stored_attempts: &HashSet<(TaskId, u32)>,
     ) -> ReadModelResult<()> {
         let t = target.index();
+        if !changes.attempts_reset.is_empty() {
+            let ids: Vec<String> = changes
+                .attempts_reset
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            sqlx::query(DELETE_ATTEMPTS[t])
+                .bind(json!(ids).to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !changes.attempts.is_empty() {
+            let rows: Vec<Value> = changes.attempts.iter().map(attempt_json).collect();
+            sqlx::query(UPSERT_ATTEMPTS[t])
+                .bind(Value::Array(rows).to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
         if !changes.jobs.is_empty() {
             let rows: Vec<Value> = changes.jobs.iter().map(job_json).collect();
             sqlx::query(UPSERT_JOBS[t])
@@ -396,6 +456,34 @@ fn task_json(r: &TaskRow) -> Value {
         r.duration_ms
             .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
         r.dead_lettered,
+    ])
+}
+
+fn attempt_json(r: &AttemptRow) -> Value {
+    let a = &r.attempt;
+    let us = |at: Option<DateTime<Utc>>| at.map(|t| t.timestamp_micros());
+    json!([
+        r.task_id.to_string(),
+        r.seq,
+        r.job_id.to_string(),
+        r.task_index,
+        a.attempt,
+        a.queued_at.timestamp_micros(),
+        us(a.not_before),
+        a.worker,
+        us(a.started_at),
+        us(a.ended_at),
+        a.duration_ms
+            .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+        outcome_str(a.outcome),
+        a.error,
+        us(a.retry.as_ref().map(|d| d.at)),
+        us(a.retry.as_ref().map(|d| d.not_before)),
+        a.retry
+            .as_ref()
+            .map(|d| i64::try_from(d.backoff_ms).unwrap_or(i64::MAX)),
+        a.retry.as_ref().map(|d| i64::from(d.manual)),
+        a.dead_letter_reason,
     ])
 }
 

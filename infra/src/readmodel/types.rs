@@ -5,13 +5,16 @@ use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use serde_json::Value;
-use shoal_domain::{JobId, JobProgress, JobStatus, JobView, TaskId, TaskStatus, TaskView};
+use shoal_domain::{
+    Attempt, AttemptOutcome, Attempts, Event, JobId, JobProgress, JobStatus, JobView, TaskId,
+    TaskStatus, TaskView,
+};
 use uuid::Uuid;
 
 /// The projections this module stores, each with its own tables and checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ProjectionName {
-    /// Tables `jobs` and `tasks`.
+    /// Tables `jobs`, `tasks` and `task_attempts`.
     Jobs,
     /// Tables `analytics_*`.
     Analytics,
@@ -230,8 +233,57 @@ impl TaskRow {
     }
 }
 
+/// One row of `task_attempts`: one attempt of a task, as the timeline lays it out (ADR 18).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    pub job_id: JobId,
+    pub task_id: TaskId,
+    pub task_index: u32,
+    /// Its place in the task's list of attempts (0 = first), as [`Attempts`] lists them.
+    pub seq: u32,
+    /// The attempt, its times to the microsecond (see [`apply_to_attempts`]).
+    pub attempt: Attempt,
+}
+
+/// The stored name of an attempt's outcome.
+pub fn outcome_str(outcome: AttemptOutcome) -> &'static str {
+    match outcome {
+        AttemptOutcome::Queued => "queued",
+        AttemptOutcome::Running => "running",
+        AttemptOutcome::Completed => "completed",
+        AttemptOutcome::Retried => "retried",
+        AttemptOutcome::Failed => "failed",
+    }
+}
+
+/// The outcome of a stored name; `None` for a name this build does not write.
+pub fn parse_outcome(text: &str) -> Option<AttemptOutcome> {
+    AttemptOutcome::ALL
+        .into_iter()
+        .find(|o| outcome_str(*o) == text)
+}
+
+/// Applies one event of a task's stream to its attempts ([`Attempts::apply`]), then keeps
+/// their times to the microsecond, as the tables store them. Every fold of attempts that is
+/// compared with the table goes through here, event by event, so that a duration computed from
+/// a stored start (a `TaskFailed` in a later batch than its `TaskStarted`) is the same whatever
+/// the batches were.
+pub fn apply_to_attempts(attempts: &mut Attempts, event: &Event) {
+    attempts.apply(event);
+    for a in &mut attempts.0 {
+        a.queued_at = to_micros(a.queued_at);
+        a.not_before = a.not_before.map(to_micros);
+        a.started_at = a.started_at.map(to_micros);
+        a.ended_at = a.ended_at.map(to_micros);
+        if let Some(retry) = &mut a.retry {
+            retry.at = to_micros(retry.at);
+            retry.not_before = to_micros(retry.not_before);
+        }
+    }
+}
+
 /// What the jobs projection must read before folding a batch: the rows of these jobs and
-/// tasks (absent ones are new).
+/// tasks (absent ones are new), and the attempts of these tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobsKeys {
     pub jobs: Vec<JobId>,
@@ -243,6 +295,12 @@ pub struct JobsKeys {
 pub struct JobsChanges {
     pub jobs: Vec<JobRow>,
     pub tasks: Vec<TaskRow>,
+    /// Attempt rows that are new or changed.
+    pub attempts: Vec<AttemptRow>,
+    /// Tasks whose stored attempts are deleted before `attempts` are written (their list of
+    /// attempts was started afresh and is shorter than the stored one; `attempts` then holds
+    /// all of it). Rare.
+    pub attempts_reset: Vec<TaskId>,
 }
 
 /// The analytics projection's private memory of a job: enough to know its displayed status
@@ -565,6 +623,8 @@ pub struct ReadModelDump {
     pub processing: Option<(i64, i64, i64, i64)>,
     pub buckets: Vec<(u32, i64)>,
     pub throughput: Vec<MinuteCounts>,
+    /// `task_attempts`, by task id then `seq`.
+    pub attempts: Vec<AttemptRow>,
 }
 
 #[cfg(test)]

@@ -5,22 +5,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use shoal_domain::{
-    Aggregate, Event, JobAggregate, JobCommand, JobId, JobState, Limits, Split, SubmitJob,
-    TaskAggregate, TaskCommand, TaskState, TaskStatus, Views,
+    Aggregate, Attempts, Event, JobAggregate, JobCommand, JobId, JobState, Limits, Split,
+    SubmitJob, TaskAggregate, TaskCommand, TaskId, TaskState, TaskStatus, Views,
 };
 use shoal_infra::db::Database;
 use shoal_infra::eventlog::{
     AppendBatch, EventLog, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, StreamAppend,
 };
 use shoal_infra::readmodel::{
-    AnalyticsChanges, AnalyticsJobState, JobRow, JobsChanges, ReadModelDump, ReadModelStore,
-    TaskRow, to_micros,
+    AnalyticsChanges, AnalyticsJobState, AttemptRow, JobRow, JobsChanges, ReadModelDump,
+    ReadModelStore, TaskRow, apply_to_attempts, to_micros,
 };
 use shoal_infra::testing;
 use shoal_projector::{analytics, jobs};
@@ -360,7 +360,12 @@ impl Backend {
 
 /// The tables a full replay of `events` must give, folded in memory in one go.
 pub fn expected_dump(events: &[Event]) -> ReadModelDump {
-    let JobsChanges { jobs, tasks } = jobs::fold(Vec::new(), Vec::new(), events);
+    let JobsChanges {
+        jobs,
+        tasks,
+        attempts,
+        ..
+    } = jobs::fold(Vec::new(), Vec::new(), Vec::new(), events);
     let AnalyticsChanges {
         job_states,
         jobs_by_type,
@@ -403,6 +408,7 @@ pub fn expected_dump(events: &[Event]) -> ReadModelDump {
                 tasks_failed: m.tasks_failed,
             })
             .collect(),
+        attempts,
     };
     canonical(&mut dump);
     dump
@@ -475,6 +481,33 @@ pub fn domain_tables(events: &[Event]) -> ReadModelDump {
         });
         count(&mut dump.tasks_by_status, task.status.as_str());
     }
+    // Each task's attempts: its own stream folded by the domain (`Attempts`), as the timeline
+    // folds them from the log, for the tasks that were enqueued.
+    let mut attempts: BTreeMap<TaskId, (JobId, Option<u32>, Attempts)> = BTreeMap::new();
+    for event in events {
+        let (Some(job_id), Some(task_id)) = (event.job_id(), event.task_id()) else {
+            continue;
+        };
+        let task = attempts
+            .entry(task_id)
+            .or_insert_with(|| (job_id, None, Attempts::default()));
+        if let Event::TaskEnqueued(e) = event {
+            task.1 = Some(e.index);
+        }
+        apply_to_attempts(&mut task.2, event);
+    }
+    for (task_id, (job_id, index, list)) in attempts {
+        let Some(index) = index else { continue };
+        for (seq, attempt) in list.0.into_iter().enumerate() {
+            dump.attempts.push(AttemptRow {
+                job_id,
+                task_id,
+                task_index: index,
+                seq: seq as u32,
+                attempt,
+            });
+        }
+    }
     canonical(&mut dump);
     dump
 }
@@ -502,6 +535,14 @@ pub fn assert_domain_tables_eq(got: &ReadModelDump, domain: &ReadModelDump) {
         got.tasks_by_status, domain.tasks_by_status,
         "analytics_tasks_by_status"
     );
+    assert_eq!(
+        got.attempts.len(),
+        domain.attempts.len(),
+        "number of attempts"
+    );
+    for (g, d) in got.attempts.iter().zip(&domain.attempts) {
+        assert_eq!(g, d, "task_attempts row");
+    }
 }
 
 /// Sorts a dump the way the database dumps are sorted (ids as text, statuses as text).
@@ -512,6 +553,8 @@ pub fn canonical(dump: &mut ReadModelDump) {
     dump.jobs_by_type.sort();
     dump.jobs_by_status.sort();
     dump.tasks_by_status.sort();
+    dump.attempts
+        .sort_by_key(|a| (a.task_id.to_string(), a.seq));
 }
 
 /// The live tables, canonically sorted.
@@ -556,5 +599,13 @@ pub fn assert_dumps_eq(got: &ReadModelDump, want: &ReadModelDump) {
         "analytics_processing_time_buckets"
     );
     assert_eq!(got.throughput, want.throughput, "analytics_throughput");
+    assert_eq!(
+        got.attempts.len(),
+        want.attempts.len(),
+        "number of attempts"
+    );
+    for (g, w) in got.attempts.iter().zip(&want.attempts) {
+        assert_eq!(g, w, "task_attempts row");
+    }
     assert_eq!(got, want);
 }

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use shoal_domain::{Attempt, Attempts, Event, JobFold, JobId};
 use shoal_infra::eventlog::{EventLog, LogError, LogPosition, RecordedEvent};
-use shoal_infra::readmodel::{JobRow, TaskRow};
+use shoal_infra::readmodel::{JobRow, TaskRow, apply_to_attempts};
+
+use super::timeline::{JobTimeline, TimelineRequest};
 
 /// A job's events read per round trip of the log's index by job.
 pub(crate) const JOB_EVENTS_PER_READ: i64 = 5000;
@@ -156,7 +158,8 @@ pub async fn job_as_of(
 }
 
 /// Every attempt of the job's tasks (as recorded up to `until`, if given), with its task's
-/// index, in index then attempt order. Reads the job's events like [`job_as_of`].
+/// index, in index then attempt order, times to the microsecond (as `task_attempts` keeps
+/// them). Reads the job's events like [`job_as_of`].
 pub async fn job_attempts(
     log: &dyn EventLog,
     job: JobId,
@@ -171,7 +174,7 @@ pub async fn job_attempts(
         if let Event::TaskEnqueued(enqueued) = &event {
             task.0 = Some(enqueued.index);
         }
-        task.1.apply(&event);
+        apply_to_attempts(&mut task.1, &event);
     })
     .await?;
     let mut by_index: Vec<(u32, Attempts)> = tasks
@@ -191,19 +194,52 @@ pub type JobAttempts = Arc<Vec<(u32, Attempt)>>;
 /// Timelines asked for last: [`TimelineCache::ENTRIES`] of them.
 type CacheKey = (JobId, DateTime<Utc>, Option<DateTime<Utc>>);
 
-/// The attempts of the last few timelines read, by job, the job's latest update (its
-/// `updated_at`: the time of its latest event, as the read model has it) and instant (`asOf`):
-/// a timeline asked again while nothing happened to the job (zooming in or out of a finished
-/// job, the page's periodic re-read) is laid out from them without reading the log again. Put
-/// it in the schema's context data; without it every timeline reads the log.
+/// A timeline answered from the attempts table: by job, the job's latest update, and the
+/// request.
+type AnswerKey = (JobId, DateTime<Utc>, TimelineRequest);
+
+/// The attempts of the last few timelines folded from the log, by job, the job's latest update
+/// (its `updated_at`: the time of its latest event, as the read model has it) and instant
+/// (`asOf`): a timeline asked again while nothing happened to the job (zooming in or out of a
+/// finished job, the page's periodic re-read) is laid out from them without reading the log
+/// again. And the last few timelines answered from the attempts table, by job, update and
+/// request: the page's periodic re-read of a finished job asks the same again. Put it in the
+/// schema's context data; without it every timeline is read afresh.
 #[derive(Debug, Default)]
 pub struct TimelineCache {
     entries: Mutex<VecDeque<(CacheKey, JobAttempts)>>,
+    answers: Mutex<VecDeque<(AnswerKey, JobTimeline)>>,
 }
 
 impl TimelineCache {
     /// How many jobs' attempts are kept (each is about 150 bytes per attempt).
     pub const ENTRIES: usize = 4;
+    /// How many answers from the attempts table are kept (each at most 20,000 buckets or
+    /// 5,000 bars).
+    pub const ANSWERS: usize = 8;
+
+    /// A timeline answered before for the same job, update and request.
+    pub(crate) fn answer(&self, key: &AnswerKey) -> Option<JobTimeline> {
+        let answers = self
+            .answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        answers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, t)| t.clone())
+    }
+
+    /// Keeps an answer (the oldest goes when there are [`TimelineCache::ANSWERS`]).
+    pub(crate) fn keep_answer(&self, key: AnswerKey, timeline: JobTimeline) {
+        let mut answers = self
+            .answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        answers.retain(|(k, _)| k.0 != key.0 || k.1 == key.1);
+        answers.push_front((key, timeline));
+        answers.truncate(Self::ANSWERS);
+    }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(CacheKey, JobAttempts)>> {
         // Entries are replaced whole: a panic cannot leave one half-written.
@@ -290,6 +326,33 @@ mod tests {
         }
         assert!(cache.get(&(job, t1, None)).is_none());
         assert_eq!(cache.lock().len(), TimelineCache::ENTRIES);
+    }
+
+    #[test]
+    fn answers_are_kept_per_request_until_the_job_moves_on() {
+        let cache = TimelineCache::default();
+        let job = JobId::new();
+        let t0 = Utc::now();
+        let request = |max_bars: usize| TimelineRequest {
+            group_by: super::super::timeline::TimelineGroup::Task,
+            from: t0,
+            to: t0 + chrono::Duration::seconds(1),
+            max_bars,
+            lane_buckets: 100,
+            time_buckets: 200,
+            slowest: 10,
+        };
+        let answer = |r: TimelineRequest| super::super::timeline::layout(&[], r);
+        cache.keep_answer((job, t0, request(10)), answer(request(10)));
+        cache.keep_answer((job, t0, request(20)), answer(request(20)));
+        assert!(cache.answer(&(job, t0, request(10))).is_some());
+        assert!(cache.answer(&(job, t0, request(20))).is_some());
+        assert!(cache.answer(&(job, t0, request(30))).is_none());
+        // The job moved on: its older answers go.
+        let t1 = t0 + chrono::Duration::seconds(1);
+        cache.keep_answer((job, t1, request(10)), answer(request(10)));
+        assert!(cache.answer(&(job, t0, request(20))).is_none());
+        assert!(cache.answer(&(job, t1, request(10))).is_some());
     }
 
     #[test]

@@ -4,7 +4,10 @@
 
 use async_graphql::{Enum, SimpleObject};
 use chrono::{DateTime, Duration, Utc};
-use shoal_domain::{Attempt, AttemptOutcome as Outcome};
+use shoal_domain::{Attempt, AttemptOutcome as Outcome, JobId};
+use shoal_infra::readmodel::{
+    AttemptWindow, BucketGrid, BucketLane, ReadModelResult, ReadModelStore,
+};
 
 use super::types::AttemptOutcome;
 
@@ -90,7 +93,7 @@ pub struct JobTimeline {
 }
 
 /// What the client asked for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TimelineRequest {
     pub group_by: TimelineGroup,
     pub from: DateTime<Utc>,
@@ -106,35 +109,116 @@ fn millis(d: Duration) -> f64 {
         .map_or(d.num_milliseconds() as f64, |us| us as f64 / 1000.0)
 }
 
-/// Lays out `attempts` (with their task's index), as of `request.to`.
-pub fn layout(attempts: &[(u32, Attempt)], request: TimelineRequest) -> JobTimeline {
-    let TimelineRequest { from, to, .. } = request;
-    let mut workers: Vec<String> = Vec::new();
-    if request.group_by == TimelineGroup::Worker {
-        workers = attempts
-            .iter()
-            .filter_map(|(_, a)| a.worker.clone())
-            .collect();
-        workers.sort();
-        workers.dedup();
-    }
-    let lane_of = |index: u32, attempt: &Attempt| -> Option<u32> {
-        match request.group_by {
-            TimelineGroup::Task => Some(index),
+/// The lanes of a timeline: how many, and the workers in lane order (grouped by worker).
+#[derive(Debug, Clone, Default)]
+struct Lanes {
+    group_by: TimelineGroup,
+    count: u32,
+    workers: Vec<String>,
+}
+
+impl Lanes {
+    /// The lanes of every attempt of the job (not only those of the window).
+    fn of(attempts: &[(u32, Attempt)], group_by: TimelineGroup) -> Lanes {
+        match group_by {
+            TimelineGroup::Task => Lanes {
+                group_by,
+                count: attempts.iter().map(|(i, _)| i + 1).max().unwrap_or(0),
+                workers: Vec::new(),
+            },
             TimelineGroup::Worker => {
-                let worker = attempt.worker.as_ref()?;
-                workers
-                    .binary_search(worker)
-                    .ok()
-                    .and_then(|i| u32::try_from(i).ok())
+                Lanes::of_workers(attempts.iter().filter_map(|(_, a)| a.worker.clone()))
             }
         }
-    };
-    let lane_count = match request.group_by {
-        TimelineGroup::Task => attempts.iter().map(|(i, _)| i + 1).max().unwrap_or(0),
-        TimelineGroup::Worker => u32::try_from(workers.len()).unwrap_or(u32::MAX),
-    };
-    let bar = |index: u32, lane: u32, a: &Attempt| TimelineBar {
+    }
+
+    /// Lanes by worker, one per distinct worker, in name order.
+    fn of_workers(workers: impl IntoIterator<Item = String>) -> Lanes {
+        let mut workers: Vec<String> = workers.into_iter().collect();
+        workers.sort();
+        workers.dedup();
+        Lanes {
+            group_by: TimelineGroup::Worker,
+            count: u32::try_from(workers.len()).unwrap_or(u32::MAX),
+            workers,
+        }
+    }
+
+    fn lane_of(&self, index: u32, attempt: &Attempt) -> Option<u32> {
+        match self.group_by {
+            TimelineGroup::Task => Some(index),
+            TimelineGroup::Worker => self.worker_lane(attempt.worker.as_ref()?),
+        }
+    }
+
+    fn worker_lane(&self, worker: &str) -> Option<u32> {
+        self.workers
+            .binary_search_by(|w| w.as_str().cmp(worker))
+            .ok()
+            .and_then(|i| u32::try_from(i).ok())
+    }
+}
+
+/// The grid buckets are counted in (see [`BucketGrid`]).
+fn grid(request: &TimelineRequest, lane_count: u32) -> BucketGrid {
+    let span = (request.to - request.from).max(Duration::milliseconds(1));
+    BucketGrid {
+        lane_rows: request.lane_buckets.clamp(1, lane_count.max(1)),
+        lane_count: lane_count.max(1),
+        columns: request.time_buckets.max(1),
+        span_us: span.num_microseconds().unwrap_or(i64::MAX).max(1),
+    }
+}
+
+impl TimelineRequest {
+    /// The slice of the window an instant falls in: `(at - from) * columns / span`, in whole
+    /// microseconds, clamped to the slices (the database counts buckets the same way).
+    fn column_of(&self, grid: &BucketGrid, at: DateTime<Utc>) -> u32 {
+        let offset = i128::from((at - self.from).num_microseconds().unwrap_or(i64::MAX));
+        let column = offset * i128::from(grid.columns) / i128::from(grid.span_us);
+        column.clamp(0, i128::from(grid.columns) - 1) as u32
+    }
+}
+
+/// Counts per cell, `(attempts, failed, running)`, rows of `grid.columns` cells.
+type Cells = Vec<(u32, u32, u32)>;
+
+/// The buckets of the cells that hold attempts.
+fn buckets(
+    request: &TimelineRequest,
+    grid: &BucketGrid,
+    lane_count: u32,
+    cells: &Cells,
+) -> Vec<TimelineBucket> {
+    let (from, columns) = (request.from, grid.columns);
+    let span = (request.to - from).max(Duration::milliseconds(1));
+    let slice = |c: u32| from + span * i32::try_from(c).unwrap_or(i32::MAX) / columns as i32;
+    let mut buckets = Vec::new();
+    for row in 0..grid.lane_rows {
+        let lane_from = (u64::from(row) * u64::from(lane_count) / u64::from(grid.lane_rows)) as u32;
+        let lane_to =
+            (u64::from(row + 1) * u64::from(lane_count) / u64::from(grid.lane_rows)) as u32;
+        for column in 0..columns {
+            let (attempts, failed, running) = cells[(row * columns + column) as usize];
+            if attempts > 0 {
+                buckets.push(TimelineBucket {
+                    lane_from,
+                    lane_to,
+                    from: slice(column),
+                    to: slice(column + 1),
+                    attempts,
+                    failed,
+                    running,
+                });
+            }
+        }
+    }
+    buckets
+}
+
+/// One attempt's bar; a running one runs until `to`.
+fn bar(index: u32, lane: u32, a: &Attempt, to: DateTime<Utc>) -> TimelineBar {
+    TimelineBar {
         task_index: index,
         attempt: a.attempt,
         lane,
@@ -147,35 +231,59 @@ pub fn layout(attempts: &[(u32, Attempt)], request: TimelineRequest) -> JobTimel
             .map(|ms| ms as f64)
             .or_else(|| Some(millis(a.end_or(to)? - a.started_at?))),
         outcome: a.outcome.into(),
-    };
+    }
+}
+
+/// The `n` longest of `ran` (bars of started attempts, in task then attempt order).
+fn slowest(mut ran: Vec<TimelineBar>, n: usize) -> Vec<TimelineBar> {
+    ran.sort_by(|a, b| {
+        b.duration_ms
+            .unwrap_or(0.0)
+            .total_cmp(&a.duration_ms.unwrap_or(0.0))
+            .then(a.task_index.cmp(&b.task_index))
+    });
+    ran.truncate(n);
+    ran
+}
+
+/// Where the `q`-quantile of `n` sorted values is.
+fn quantile_rank(n: usize, q: f64) -> Option<usize> {
+    let last = n.checked_sub(1)?;
+    Some(((last as f64) * q).round() as usize)
+}
+
+/// Lays out `attempts` (with their task's index), as of `request.to`.
+pub fn layout(attempts: &[(u32, Attempt)], request: TimelineRequest) -> JobTimeline {
+    layout_in(Lanes::of(attempts, request.group_by), attempts, request)
+}
+
+/// Lays out those of `attempts` that fall in the window, on `lanes`.
+fn layout_in(lanes: Lanes, attempts: &[(u32, Attempt)], request: TimelineRequest) -> JobTimeline {
+    let TimelineRequest { from, to, .. } = request;
+    let lane_count = lanes.count;
     // In the window: queued before its end, and not ended before its start.
     let shown: Vec<(u32, u32, &Attempt)> = attempts
         .iter()
         .filter(|(_, a)| a.queued_at <= to && a.ended_at.is_none_or(|end| end >= from))
-        .filter_map(|(index, a)| Some((*index, lane_of(*index, a)?, a)))
+        .filter_map(|(index, a)| Some((*index, lanes.lane_of(*index, a)?, a)))
         .collect();
     let attempt_count = u32::try_from(shown.len()).unwrap_or(u32::MAX);
     let aggregated = shown.len() > request.max_bars;
 
     let mut bars = Vec::new();
-    let mut buckets = Vec::new();
+    let mut cells_out = Vec::new();
     if aggregated {
-        let lane_rows = request.lane_buckets.clamp(1, lane_count.max(1));
-        let columns = request.time_buckets.max(1);
-        let span = (to - from).max(Duration::milliseconds(1));
-        let mut cells = vec![(0u32, 0u32, 0u32); (lane_rows * columns) as usize];
-        let column_of = |at: DateTime<Utc>| -> u32 {
-            let offset = millis(at - from) / millis(span);
-            ((offset * f64::from(columns)).floor() as i64).clamp(0, i64::from(columns) - 1) as u32
-        };
+        let grid = grid(&request, lane_count);
+        let columns = grid.columns;
+        let mut cells: Cells = vec![(0, 0, 0); (grid.lane_rows * columns) as usize];
         for (_, lane, a) in &shown {
             let Some(started) = a.started_at else {
                 continue;
             };
             let row =
-                (u64::from(*lane) * u64::from(lane_rows) / u64::from(lane_count.max(1))) as u32;
+                (u64::from(*lane) * u64::from(grid.lane_rows) / u64::from(grid.lane_count)) as u32;
             let end = a.end_or(to).unwrap_or(to);
-            for column in column_of(started.max(from))..=column_of(end.min(to)) {
+            for column in request.column_of(&grid, started)..=request.column_of(&grid, end) {
                 let cell = &mut cells[(row * columns + column) as usize];
                 cell.0 += 1;
                 if matches!(a.outcome, Outcome::Failed | Outcome::Retried) {
@@ -186,45 +294,20 @@ pub fn layout(attempts: &[(u32, Attempt)], request: TimelineRequest) -> JobTimel
                 }
             }
         }
-        let slice = |c: u32| from + span * i32::try_from(c).unwrap_or(i32::MAX) / columns as i32;
-        for row in 0..lane_rows {
-            let lane_from = (u64::from(row) * u64::from(lane_count) / u64::from(lane_rows)) as u32;
-            let lane_to =
-                (u64::from(row + 1) * u64::from(lane_count) / u64::from(lane_rows)) as u32;
-            for column in 0..columns {
-                let (attempts, failed, running) = cells[(row * columns + column) as usize];
-                if attempts > 0 {
-                    buckets.push(TimelineBucket {
-                        lane_from,
-                        lane_to,
-                        from: slice(column),
-                        to: slice(column + 1),
-                        attempts,
-                        failed,
-                        running,
-                    });
-                }
-            }
-        }
+        cells_out = buckets(&request, &grid, lane_count, &cells);
     } else {
         bars = shown
             .iter()
-            .map(|(index, lane, a)| bar(*index, *lane, a))
+            .map(|(index, lane, a)| bar(*index, *lane, a, to))
             .collect();
         bars.sort_by_key(|b| (b.lane, b.queued_at));
     }
 
-    let mut ran: Vec<TimelineBar> = shown
+    let ran: Vec<TimelineBar> = shown
         .iter()
         .filter(|(_, _, a)| a.started_at.is_some())
-        .map(|(index, lane, a)| bar(*index, *lane, a))
+        .map(|(index, lane, a)| bar(*index, *lane, a, to))
         .collect();
-    ran.sort_by(|a, b| {
-        b.duration_ms
-            .unwrap_or(0.0)
-            .total_cmp(&a.duration_ms.unwrap_or(0.0))
-            .then(a.task_index.cmp(&b.task_index))
-    });
     let mut ended: Vec<f64> = shown
         .iter()
         .filter(|(_, _, a)| a.outcome.ended())
@@ -235,25 +318,146 @@ pub fn layout(attempts: &[(u32, Attempt)], request: TimelineRequest) -> JobTimel
         })
         .collect();
     ended.sort_by(f64::total_cmp);
-    let quantile = |q: f64| -> Option<f64> {
-        let last = ended.len().checked_sub(1)?;
-        Some(ended[((last as f64) * q).round() as usize])
-    };
-    ran.truncate(request.slowest);
+    let quantile = |q: f64| Some(ended[quantile_rank(ended.len(), q)?]);
     JobTimeline {
         from,
         to,
         group_by: request.group_by,
         lane_count,
-        workers,
+        workers: lanes.workers,
         attempt_count,
         aggregated,
         bars,
-        buckets,
-        slowest: ran,
+        buckets: cells_out,
+        slowest: slowest(ran, request.slowest),
         median_ms: quantile(0.5),
         p95_ms: quantile(0.95),
     }
+}
+
+/// The job's timeline from `task_attempts` (ADR 18), the same as [`layout`] of the attempts
+/// folded from the log; `None` when the table lacks some of the job's tasks (`created`: how
+/// many the job has; those enqueued before the table existed have no rows until a rebuild).
+/// With few attempts in the window they are read and laid out here; with more than
+/// `maxBars`, the database counts the buckets (`ReadModelStore::attempt_bucket_diffs`) and the
+/// attempts per duration (for the percentiles, and to know which are the slowest), so the
+/// attempts themselves are never all read.
+pub async fn from_table(
+    store: &ReadModelStore,
+    job_id: JobId,
+    created: u32,
+    request: TimelineRequest,
+) -> ReadModelResult<Option<JobTimeline>> {
+    let overview = store.attempts_overview(job_id).await?;
+    if overview.tasks < u64::from(created) {
+        return Ok(None);
+    }
+    let lanes = match request.group_by {
+        TimelineGroup::Task => Lanes {
+            group_by: TimelineGroup::Task,
+            count: overview.lanes,
+            workers: Vec::new(),
+        },
+        TimelineGroup::Worker => Lanes::of_workers(store.attempt_workers(job_id).await?),
+    };
+    let window = AttemptWindow {
+        job_id,
+        from: request.from,
+        to: request.to,
+        by_worker: request.group_by == TimelineGroup::Worker,
+    };
+    let durations = store.attempt_durations(&window).await?;
+    let limit = i64::try_from(request.max_bars).unwrap_or(i64::MAX);
+    if durations.in_window <= request.max_bars as u64 {
+        let rows = store
+            .attempts_in_window(&window, limit.saturating_add(1))
+            .await?;
+        if rows.len() <= request.max_bars {
+            let attempts: Vec<(u32, Attempt)> = rows
+                .into_iter()
+                .map(|r| (r.task_index, r.attempt))
+                .collect();
+            return Ok(Some(layout_in(lanes, &attempts, request)));
+        }
+    }
+
+    let lane_count = lanes.count;
+    let grid = grid(&request, lane_count);
+    let columns = grid.columns as usize;
+    // Differences along each row, then their running sums: the cells.
+    let mut diffs = vec![(0i64, 0i64, 0i64); grid.lane_rows as usize * (columns + 1)];
+    for d in store.attempt_bucket_diffs(&window, grid).await? {
+        let row = match &d.lane {
+            BucketLane::Row(row) => Some(*row),
+            BucketLane::Worker(worker) => lanes.worker_lane(worker).map(|lane| {
+                (u64::from(lane) * u64::from(grid.lane_rows) / u64::from(grid.lane_count)) as u32
+            }),
+        };
+        let Some(row) = row.filter(|r| *r < grid.lane_rows) else {
+            continue;
+        };
+        let cell = &mut diffs[row as usize * (columns + 1) + (d.column as usize).min(columns)];
+        cell.0 += d.attempts;
+        cell.1 += d.failed;
+        cell.2 += d.running;
+    }
+    let count = |n: i64| u32::try_from(n).unwrap_or(0);
+    let mut cells: Cells = Vec::with_capacity(grid.lane_rows as usize * columns);
+    for row in diffs.chunks(columns + 1) {
+        let mut sum = (0i64, 0i64, 0i64);
+        for d in &row[..columns] {
+            sum = (sum.0 + d.0, sum.1 + d.1, sum.2 + d.2);
+            cells.push((count(sum.0), count(sum.1), count(sum.2)));
+        }
+    }
+
+    // The slowest: every started attempt longer than the `slowest`-th longest duration, and
+    // of those of exactly that duration, the first ones in task order (and the running ones).
+    let wanted = request.slowest as u64;
+    let mut longer = 0u64;
+    let mut at = None;
+    for &(ms, n) in durations.ran.iter().rev() {
+        if longer + n >= wanted {
+            at = Some((ms, wanted - longer));
+            break;
+        }
+        longer += n;
+    }
+    if at.is_none() && wanted > 0 {
+        at = durations.ran.first().copied();
+    }
+    let mut candidates = store.slowest_attempt_candidates(&window, at).await?;
+    candidates.sort_by_key(|r| (r.task_index, r.seq));
+    let ran: Vec<TimelineBar> = candidates
+        .iter()
+        .filter_map(|r| {
+            let lane = lanes.lane_of(r.task_index, &r.attempt)?;
+            Some(bar(r.task_index, lane, &r.attempt, request.to))
+        })
+        .collect();
+    let n: u64 = durations.ended.iter().map(|(_, n)| n).sum();
+    let quantile = |q: f64| -> Option<f64> {
+        let rank = quantile_rank(usize::try_from(n).ok()?, q)? as u64;
+        let mut seen = 0;
+        durations.ended.iter().find_map(|&(ms, count)| {
+            seen += count;
+            (seen > rank).then_some(ms as f64)
+        })
+    };
+    Ok(Some(JobTimeline {
+        from: request.from,
+        to: request.to,
+        group_by: request.group_by,
+        lane_count,
+        workers: lanes.workers.clone(),
+        attempt_count: u32::try_from(durations.in_window).unwrap_or(u32::MAX),
+        aggregated: true,
+        bars: Vec::new(),
+        buckets: buckets(&request, &grid, lane_count, &cells),
+        slowest: slowest(ran, request.slowest),
+        median_ms: quantile(0.5),
+        p95_ms: quantile(0.95),
+    }))
 }
 
 #[cfg(test)]

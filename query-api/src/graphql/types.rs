@@ -10,7 +10,7 @@ use serde_json::Value;
 use shoal_api::graphql::{JobStatus, Limit, LimitKind, TaskStatus, limits_of};
 use shoal_domain::{Attempt, Attempts};
 use shoal_infra::eventlog::RecordedEvent;
-use shoal_infra::readmodel::{JobRow, JobSort, TaskRow};
+use shoal_infra::readmodel::{JobRow, JobSort, TaskRow, to_micros};
 
 use super::as_of::AsOf;
 use super::timeline::{JobTimeline, TimelineGroup, TimelineRequest};
@@ -221,7 +221,8 @@ impl Job {
     /// 2000, at most 5000) fall in the window, the answer has `buckets` (`laneBuckets` blocks
     /// of lanes x `timeBuckets` slices of time, default 100 x 200, at most 500 each) instead of
     /// bars: ask again for a narrower window to see bars. `slowest` (default 10, at most 100)
-    /// lists the attempts that ran longest. Reads the job's events (the log's index by job).
+    /// lists the attempts that ran longest. Reads the attempts table, which counts the
+    /// buckets; as of a past instant (`asOf`) it folds the job's events from the log.
     #[allow(clippy::too_many_arguments)]
     async fn timeline(
         &self,
@@ -254,10 +255,42 @@ impl Job {
             .or(self.0.completed_at)
             .unwrap_or_else(Utc::now)
             .max(self.0.created_at);
-        let from = from.unwrap_or(self.0.created_at);
-        let to = to.unwrap_or(end).min(end);
+        // To the microsecond, as the attempts' times are stored and laid out.
+        let from = to_micros(from.unwrap_or(self.0.created_at));
+        let to = to_micros(to.unwrap_or(end).min(end));
         if to < from {
             return Err(user_error("to must not be before from".into(), "to"));
+        }
+        let request = TimelineRequest {
+            group_by,
+            from,
+            to,
+            max_bars: max_bars as usize,
+            lane_buckets,
+            time_buckets,
+            slowest: slowest as usize,
+        };
+        if self.1.is_none() {
+            // The live job: from the attempts table, unless some of its tasks predate it.
+            let cache = ctx.data_opt::<super::as_of::TimelineCache>();
+            let key = (self.0.id, self.0.updated_at, request);
+            if let Some(timeline) = cache.and_then(|c| c.answer(&key)) {
+                return Ok(timeline);
+            }
+            let timeline = super::timeline::from_table(
+                &read.store,
+                self.0.id,
+                self.0.progress.created,
+                request,
+            )
+            .await
+            .map_err(internal)?;
+            if let Some(timeline) = timeline {
+                if let Some(cache) = cache {
+                    cache.keep_answer(key, timeline.clone());
+                }
+                return Ok(timeline);
+            }
         }
         let attempts = super::as_of::TimelineCache::attempts(
             ctx.data_opt::<super::as_of::TimelineCache>(),
@@ -268,18 +301,7 @@ impl Job {
         )
         .await
         .map_err(internal)?;
-        Ok(super::timeline::layout(
-            &attempts,
-            TimelineRequest {
-                group_by,
-                from,
-                to,
-                max_bars: max_bars as usize,
-                lane_buckets,
-                time_buckets,
-                slowest: slowest as usize,
-            },
-        ))
+        Ok(super::timeline::layout(&attempts, request))
     }
 
     /// The job's own concurrency limit (`maxConcurrency` at submission), if any.
