@@ -288,7 +288,7 @@ async fn a_new_leader_keeps_the_limit() {
     let _workers: Vec<Process> = (0..2).map(|_| worker(&dev, 4)).collect();
     let standby_metrics = format!("127.0.0.1:{}", free_port());
     let standby_log = support::temp_path("standby").with_extension("log");
-    let _standby = Process::start(
+    let _standby = Process::start_logging_info(
         &[
             "orchestrator",
             "--database-url",
@@ -296,8 +296,7 @@ async fn a_new_leader_keeps_the_limit() {
             "--metrics-listen",
             &standby_metrics,
         ],
-        None,
-        Some(&standby_log),
+        &standby_log,
     );
     let progress_url = url.clone();
     wait_until("four tasks completed", Duration::from_secs(60), || {

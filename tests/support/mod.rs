@@ -32,6 +32,17 @@ impl Process {
         Process(command.spawn().expect("starting shoal"))
     }
 
+    /// Like [`Process::start`] without AWS, with info-level logs (the tests' default is
+    /// warnings only) in `log`: for tests that explain a failure with what the process did.
+    pub fn start_logging_info(args: &[&str], log: &Path) -> Process {
+        let mut command = shoal(args, None);
+        command
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("creating the log file"));
+        Process(command.spawn().expect("starting shoal"))
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.0.id().to_string()])
