@@ -306,14 +306,14 @@ impl Worker {
             grace_period = ?shared.config.grace_period,
             "worker stopping: no new messages; releasing the buffer, waiting for running tasks"
         );
-        release_all(
-            &shared,
-            buffered.drain().map(|(delivery, key)| {
+        let unstarted: Vec<Receipt> = buffered
+            .drain()
+            .map(|(delivery, key)| {
                 inflight.remove(key);
                 delivery.receipt
-            }),
-        )
-        .await;
+            })
+            .collect();
+        release_all(&shared, unstarted.into_iter()).await;
         let drained = tokio::time::timeout(shared.config.grace_period, async {
             while let Some(done) = tasks.join_next().await {
                 report_task_end(done);
@@ -369,8 +369,10 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Makes messages visible again at once (a few calls at a time).
+/// Makes messages visible again at once (a few calls at a time). Their receipts are out of
+/// the in-flight set already.
 async fn release_all(shared: &Shared, receipts: impl Iterator<Item = Receipt>) {
+    shared.inflight.extended().await;
     futures::stream::iter(receipts)
         .for_each_concurrent(RELEASE_CONCURRENCY, |receipt| async move {
             match shared.queue.release(&receipt, Duration::ZERO).await {
@@ -421,6 +423,11 @@ struct Inflight {
     next: AtomicU64,
     receipts: std::sync::Mutex<HashMap<u64, Receipt>>,
     metrics: Arc<WorkerMetrics>,
+    /// Held by the heartbeat from the moment it takes the receipts until its `extend` has
+    /// answered. A release waits for it ([`Inflight::extended`]): an `extend` of a receipt sent
+    /// before its release and applied after it would hide the message again for a whole
+    /// visibility timeout (an SQS call can take seconds).
+    extending: tokio::sync::Mutex<()>,
 }
 
 impl Inflight {
@@ -429,7 +436,14 @@ impl Inflight {
             next: AtomicU64::new(0),
             receipts: std::sync::Mutex::default(),
             metrics,
+            extending: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Returns once no `extend` that may carry a receipt removed before this call is under way:
+    /// call it between removing a receipt and releasing its message.
+    async fn extended(&self) {
+        drop(self.extending.lock().await);
     }
 
     fn insert(&self, receipt: Receipt) -> u64 {
@@ -481,6 +495,7 @@ async fn heartbeat(queue: Arc<dyn TaskQueue>, inflight: Arc<Inflight>, visibilit
     ticker.tick().await;
     loop {
         ticker.tick().await;
+        let _extending = inflight.extending.lock().await;
         let receipts = inflight.receipts();
         if receipts.is_empty() {
             continue;

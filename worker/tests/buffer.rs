@@ -117,6 +117,12 @@ struct WatchedQueue {
     most_held: AtomicUsize,
     /// Acknowledgements made before the task's end was in the log.
     early_acks: Mutex<Vec<String>>,
+    /// How long each `extend` takes before it reaches the queue (a slow network).
+    extend_delay: Mutex<Duration>,
+    /// Receipts released so far.
+    released: Arc<Mutex<std::collections::HashSet<Receipt>>>,
+    /// Receipts an `extend` reached the queue with after their release (hidden again).
+    hidden_again: Arc<Mutex<Vec<Receipt>>>,
 }
 
 impl WatchedQueue {
@@ -127,6 +133,9 @@ impl WatchedQueue {
             held: Mutex::default(),
             most_held: AtomicUsize::new(0),
             early_acks: Mutex::default(),
+            extend_delay: Mutex::new(Duration::ZERO),
+            released: Arc::default(),
+            hidden_again: Arc::default(),
         })
     }
 
@@ -169,10 +178,34 @@ impl TaskQueue for WatchedQueue {
         Ok(deliveries)
     }
     async fn extend(&self, receipts: &[Receipt], visibility: Duration) -> QueueResult<()> {
-        self.inner.extend(receipts, visibility).await
+        // Once sent, a request reaches the queue even if its sender gives up waiting: the
+        // delayed call runs on its own.
+        let delay = *self.extend_delay.lock().unwrap();
+        let (inner, released, hidden_again) = (
+            self.inner.clone(),
+            self.released.clone(),
+            self.hidden_again.clone(),
+        );
+        let receipts = receipts.to_vec();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            {
+                let released = released.lock().unwrap();
+                hidden_again.lock().unwrap().extend(
+                    receipts
+                        .iter()
+                        .filter(|receipt| released.contains(*receipt))
+                        .cloned(),
+                );
+            }
+            inner.extend(&receipts, visibility).await
+        })
+        .await
+        .unwrap()
     }
     async fn release(&self, receipt: &Receipt, delay: Duration) -> QueueResult<()> {
         self.settle(receipt);
+        self.released.lock().unwrap().insert(receipt.clone());
         self.inner.release(receipt, delay).await
     }
     async fn ack(&self, receipts: &[Receipt]) -> QueueResult<()> {
@@ -438,6 +471,7 @@ for_each_backend!(
     a_crash_with_a_full_buffer_loses_nothing_and_completes_each_task_once,
     sigterm_with_a_full_buffer_releases_it_at_once_and_finishes_running_handlers,
     slow_commits_keep_the_slots_busy_up_to_the_buffer_then_hold_back,
+    sigterm_during_a_slow_heartbeat_leaves_the_released_messages_visible,
 );
 
 const SLOTS: usize = 2;
@@ -581,6 +615,60 @@ async fn sigterm_with_a_full_buffer_releases_it_at_once_and_finishes_running_han
         "{after:?}"
     );
     watched.assert_no_early_ack();
+}
+
+/// A heartbeat's `extend` sent just before a release and reaching the queue after it would hide
+/// the released message again for a whole visibility timeout (SQS calls can take seconds): the
+/// next worker would wait for it. Every `extend` here takes about as long as the heartbeat's
+/// period, so one is under way when the worker is told to stop.
+async fn sigterm_during_a_slow_heartbeat_leaves_the_released_messages_visible(backend: Backend) {
+    let tasks = 40;
+    let job = submit(
+        backend.log.as_ref(),
+        backend.queue.as_ref(),
+        JobSpec::new("work", tasks),
+    )
+    .await
+    .key();
+    let watched = WatchedQueue::new(backend.queue.clone(), backend.log.clone());
+    let visibility = Duration::from_secs(3);
+    *watched.extend_delay.lock().unwrap() = visibility / 3;
+    let blocked = Arc::new(AtomicBool::new(true));
+    let first = Running::start(
+        WorkerConfig {
+            grace_period: Duration::from_millis(200),
+            ..config("first", SLOTS, 4, visibility)
+        },
+        handlers(blocked, Duration::from_secs(30)),
+        backend.log.clone(),
+        watched.clone(),
+    );
+    eventually("both slots busy", Duration::from_secs(30), || {
+        first.stats().running == SLOTS as u64
+    })
+    .await;
+    // Two heartbeats' worth: an extend of every held message is under way or about to be.
+    tokio::time::sleep(visibility * 2 / 3 + Duration::from_millis(100)).await;
+    let stats = first.stop().await;
+    assert_eq!(stats.completed, 0, "{stats:?}");
+    assert!(stats.released >= SLOTS as u64, "{stats:?}");
+    // An extend sent before the stop reaches the queue by now.
+    tokio::time::sleep(visibility / 3 + Duration::from_millis(200)).await;
+    let hidden_again = watched.hidden_again.lock().unwrap().clone();
+    assert!(
+        hidden_again.is_empty(),
+        "a heartbeat reached the queue after the release of {hidden_again:?}"
+    );
+    // So another worker gets every task at once, not after the visibility timeout.
+    let second = Running::start(
+        config("second", 16, 64, visibility),
+        handlers(Arc::new(AtomicBool::new(false)), Duration::ZERO),
+        backend.log.clone(),
+        backend.queue.clone(),
+    );
+    wait_completed(backend.log.as_ref(), job, visibility * 2 / 3).await;
+    second.stop().await;
+    assert_each_completed_once(backend.log.as_ref(), job).await;
 }
 
 async fn slow_commits_keep_the_slots_busy_up_to_the_buffer_then_hold_back(backend: Backend) {

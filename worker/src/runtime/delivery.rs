@@ -195,6 +195,8 @@ pub(super) async fn process(shared: Arc<Shared>, delivery: Delivery, key: u64, a
         // The acknowledger reports it settled.
         Disposition::Ack => shared.acks.ack(receipt),
         Disposition::Release(delay) => {
+            // A heartbeat under way must not hide it again after the release.
+            shared.inflight.extended().await;
             match shared.queue.release(&receipt, delay).await {
                 Ok(()) => WorkerMetrics::inc(&shared.metrics.released),
                 Err(error) => tracing::warn!(%error, "could not release the message"),
