@@ -145,6 +145,9 @@ fn peak_in_flight(deltas: impl IntoIterator<Item = i32>) -> i64 {
     peak
 }
 
+/// One figure of a [`Run`], for the report's rows.
+type Figure = fn(&Run) -> f64;
+
 /// One arm's figures in one round.
 #[derive(Debug)]
 struct Run {
@@ -314,14 +317,13 @@ async fn one_arm(args: &FairnessArgs, arm: Arm) -> anyhow::Result<Run> {
 }
 
 fn report(args: &FairnessArgs, none: &[Run], on: &[Run]) {
-    let samples = |runs: &[Run], f: fn(&Run) -> f64| Samples(runs.iter().map(f).collect());
+    let samples = |runs: &[Run], f: Figure| Samples(runs.iter().map(f).collect());
     let cell = |s: &Samples, decimals: usize| {
         let (lo, hi) = s.range();
         format!("{:.d$} [{lo:.d$}-{hi:.d$}]", s.median(), d = decimals)
     };
     // The arms of a round ran one right after the other: their ratio is the paired figure.
-    let ratio =
-        |f: fn(&Run) -> f64| Samples(none.iter().zip(on).map(|(n, o)| f(o) / f(n)).collect());
+    let ratio = |f: Figure| Samples(none.iter().zip(on).map(|(n, o)| f(o) / f(n)).collect());
     let on_plan = plan(Arm::On, args.tasks, args.jobs);
     let priorities: Vec<String> = on_plan
         .iter()
@@ -349,7 +351,7 @@ fn report(args: &FairnessArgs, none: &[Run], on: &[Run]) {
     );
     println!("| measurement | none | on | on / none (same round) |");
     println!("|---|---|---|---|");
-    let rows: [(&str, fn(&Run) -> f64, usize); 3] = [
+    let rows: [(&str, Figure, usize); 4] = [
         (
             "throughput, first submit to last `JobCompleted`, tasks/s",
             |r| r.tasks_per_second,
@@ -363,6 +365,11 @@ fn report(args: &FairnessArgs, none: &[Run], on: &[Run]) {
         (
             "CPU per task, all postgres processes, ms",
             |r| r.postgres_cpu_ms_per_task,
+            3,
+        ),
+        (
+            "CPU per task, both, ms",
+            |r| r.shoal_cpu_ms_per_task + r.postgres_cpu_ms_per_task,
             3,
         ),
     ];
