@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs a benchmark in release mode against a throwaway PostgreSQL 15 started like the tests' one
 # (scripts/pg.sh, fsync on), with the benchmark binary `shoal-bench` (package bench/, not part of
-# the `shoal` binary). Usage: scripts/bench.sh log|e2e|enqueue|latency|projector [extra `shoal-bench ...` flags],
-# e.g. scripts/bench.sh log, scripts/bench.sh e2e --tasks 100000 --handler noop
+# the `shoal` binary). Usage: scripts/bench.sh log|e2e|enqueue|latency|projector|fairness [extra
+# `shoal-bench ...` flags], e.g. scripts/bench.sh log, scripts/bench.sh e2e --tasks 100000 --handler noop,
+# scripts/bench.sh fairness --tasks 20000 --rounds 3
 # The report (a Markdown table) goes to stdout; progress to stderr.
 #
 # scripts/bench.sh peers [flags of bench/peers/peers.py] compares Shoal with graphile-worker and

@@ -148,6 +148,32 @@ impl BenchDatabase {
         })
     }
 
+    /// `TaskReleased` events in the log.
+    pub async fn task_released(&self) -> anyhow::Result<i64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM events WHERE event_type = 'TaskReleased'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n)
+    }
+
+    /// For the tasks of these jobs, in log order (the order the orchestrator folds): +1 for
+    /// each admission (`TaskReleased`), -1 for each attempt's end (`TaskCompleted`,
+    /// `TaskFailed`): their running sum is the count in flight that a limit bounds.
+    pub async fn in_flight_deltas(&self, jobs: &[String]) -> anyhow::Result<Vec<i32>> {
+        let rows: Vec<(i32,)> = sqlx::query_as(
+            "SELECT CASE WHEN event_type = 'TaskReleased' THEN 1 ELSE -1 END
+             FROM events
+             WHERE event_type IN ('TaskReleased', 'TaskCompleted', 'TaskFailed')
+               AND data->>'job_id' = ANY($1)
+             ORDER BY transaction_id, position",
+        )
+        .bind(jobs)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(d,)| d).collect())
+    }
+
     /// The server's current WAL position, in bytes.
     pub async fn wal_lsn(&self) -> anyhow::Result<i64> {
         let (lsn,): (i64,) =

@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
-use shoal::roles::{self, DatabaseArgs, Platform, QueueArgs, WorkerArgs};
+use shoal::roles::WorkerArgs;
 use shoal_command_api::commands::{CommandService, SubmitJobInput};
 use shoal_domain::{Limits, Split};
-use tokio::sync::watch;
 
-use crate::database::BenchDatabase;
-use crate::system::{load_average, peak_rss_kib, postgres_cpu_ms, process_cpu_ms, reset_peak_rss};
+use crate::rig::{JobEnds, Rig, check_every_task_logged};
+use crate::system::{CpuTime, peak_rss_kib, reset_peak_rss};
 use crate::{Samples, which};
 
 #[derive(Debug, Args)]
@@ -107,39 +106,15 @@ pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
 }
 
 async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
-    let bench_db = BenchDatabase::create(&args.database_url, "shoal_bench_e2e")
-        .await
-        .context("creating the benchmark database")?;
-    let load_1m = load_average();
-    let database_url = with_database(&args.database_url, bench_db.name())?;
-    let platform = Platform::connect(
-        &DatabaseArgs::new(database_url),
-        &QueueArgs {
-            queue: "sql".into(),
-        },
-    )
-    .await?;
-
-    let (stop, stopped) = watch::channel(false);
-    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let orchestrating = tokio::spawn(
-        roles::orchestrator(&platform, &roles::OrchestratorArgs::default())?
-            .run(until_stopped(stopped.clone())),
-    );
     let mut worker_args = default_worker_args();
     worker_args.prefetch = args.prefetch;
     let mut config = worker_args.config(args.concurrency)?;
     config.receive_batch = args.receive_batch;
-    let working =
-        tokio::spawn(roles::worker(&platform, config).run(until_stopped(stopped.clone())));
-    // Start-up (leader lock, checkpoint load, the worker's first receive) is not timed.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rig = Rig::start(&args.database_url, "shoal_bench_e2e", config).await?;
 
     reset_peak_rss();
-    let cpu_before = (process_cpu_ms(), postgres_cpu_ms());
-    let service = CommandService::new(platform.log.clone(), Limits::default());
+    let cpu_before = CpuTime::now();
+    let service = CommandService::new(rig.platform.log.clone(), Limits::default());
     let started = Instant::now();
     let submitted = service
         .submit_job(SubmitJobInput {
@@ -155,47 +130,20 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
             priority: None,
         })
         .await?;
-    let job_stream = submitted.job.job_id.stream_id();
-    let deadline = started + Duration::from_secs(args.timeout_seconds);
-    let mut version = 0;
-    'wait: loop {
-        for event in platform.log.read_stream(&job_stream, version).await? {
-            version = event.stream_version;
-            match event.event_type.as_str() {
-                "JobCompleted" => break 'wait,
-                "JobFailed" | "JobCancelled" => anyhow::bail!("the job ended {}", event.event_type),
-                _ => {}
-            }
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the job did not complete in time"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    JobEnds::new(&[submitted.job.job_id])
+        .wait_all(
+            rig.platform.log.as_ref(),
+            started + Duration::from_secs(args.timeout_seconds),
+        )
+        .await?;
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = (process_cpu_ms(), postgres_cpu_ms());
+    let cpu = CpuTime::now().since(cpu_before);
     let peak_rss_mib = peak_rss_kib() as f64 / 1024.0;
+    let load_1m = rig.load_1m;
 
-    let _ = stop.send(true);
-    let stats = working.await??;
-    orchestrating.await??;
-    platform.database.close().await;
-
+    let (bench_db, stats) = rig.stop().await?;
     let summary = bench_db.e2e_log_summary().await?;
-    let n = i64::from(args.tasks);
-    anyhow::ensure!(
-        summary.task_completed == n && summary.task_completed_streams == n,
-        "the log holds {} TaskCompleted on {} task streams, not {n} (worker: {stats:?})",
-        summary.task_completed,
-        summary.task_completed_streams
-    );
-    anyhow::ensure!(
-        summary.task_started == n && summary.task_enqueued == n,
-        "the log holds {} TaskStarted and {} TaskEnqueued, not {n}",
-        summary.task_started,
-        summary.task_enqueued
-    );
+    check_every_task_logged(&summary, args.tasks, &stats)?;
     eprintln!(
         "log: {} events; {} TaskEnqueued, {} TaskStarted, {} TaskCompleted on {} task streams; \
          worker: {} commits for {} task appends, {} duplicates skipped",
@@ -227,8 +175,8 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
         tasks_per_second: tasks / elapsed,
         first_start_ms: summary.submit_to_first_start_ms.unwrap_or(f64::NAN),
         peak_rss_mib,
-        shoal_cpu_ms_per_task: (cpu_after.0 - cpu_before.0) / tasks,
-        postgres_cpu_ms_per_task: (cpu_after.1 - cpu_before.1) / tasks,
+        shoal_cpu_ms_per_task: cpu.shoal_ms / tasks,
+        postgres_cpu_ms_per_task: cpu.postgres_ms / tasks,
         load_1m,
         pgbench_tps,
     })

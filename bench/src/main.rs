@@ -17,13 +17,16 @@ use shoal_infra::eventlog::{
 mod database;
 mod e2e;
 mod enqueue;
+mod fairness;
 mod latency;
 mod projector;
+mod rig;
 mod system;
 
 use database::BenchDatabase;
 use e2e::E2eArgs;
 use enqueue::EnqueueArgs;
+use fairness::FairnessArgs;
 use latency::LatencyArgs;
 use projector::ProjectorArgs;
 
@@ -57,6 +60,10 @@ enum Which {
     /// of the analytics projection (seconds), and append-to-subscription-message latency while
     /// 5,000 tasks/s run; beside `pgbench` single-row INSERT transactions (16 clients).
     Projector(ProjectorArgs),
+    /// Fairness: the same N tasks over concurrent jobs with priorities, a per-key concurrency
+    /// limit and a priority change during the run (`on`), against the same jobs without them
+    /// (`none`), interleaved; throughput and CPU per task of each, and their ratio.
+    Fairness(FairnessArgs),
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +98,7 @@ async fn main() -> ExitCode {
         Which::Enqueue(args) => enqueue::run(args).await,
         Which::Latency(args) => latency::run(args).await,
         Which::Projector(args) => projector::run(args).await,
+        Which::Fairness(args) => fairness::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -50,3 +50,27 @@ pub fn postgres_cpu_ms() -> f64 {
         .map(|stat| cpu_ms(&stat))
         .sum()
 }
+
+/// CPU time used so far by this process and by the Postgres server, in ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuTime {
+    pub shoal_ms: f64,
+    pub postgres_ms: f64,
+}
+
+impl CpuTime {
+    pub fn now() -> Self {
+        Self {
+            shoal_ms: process_cpu_ms(),
+            postgres_ms: postgres_cpu_ms(),
+        }
+    }
+
+    /// The CPU time used between `before` and `self`.
+    pub fn since(self, before: Self) -> Self {
+        Self {
+            shoal_ms: self.shoal_ms - before.shoal_ms,
+            postgres_ms: self.postgres_ms - before.postgres_ms,
+        }
+    }
+}

@@ -290,8 +290,11 @@ impl Admission {
         {
             return;
         }
+        let maybe_held = self.maybe_held(task.task_id);
         let entry = self.jobs.entry(job_id).or_default();
-        if let Some(existing) = entry.held.iter_mut().find(|h| h.task_id == task.task_id) {
+        if maybe_held
+            && let Some(existing) = entry.held.iter_mut().find(|h| h.task_id == task.task_id)
+        {
             if task.version > existing.version {
                 *existing = task;
             }
@@ -310,9 +313,20 @@ impl Admission {
 
     /// Whether the task's current attempt is held.
     pub(super) fn is_held(&self, job_id: JobId, task_id: TaskId) -> bool {
-        self.jobs
-            .get(&job_id)
-            .is_some_and(|job| job.held.iter().any(|h| h.task_id == task_id))
+        self.maybe_held(task_id)
+            && self
+                .jobs
+                .get(&job_id)
+                .is_some_and(|job| job.held.iter().any(|h| h.task_id == task_id))
+    }
+
+    /// False when the task is certainly not held: the set of held ids answers in constant
+    /// time what a scan of the job's held list (thousands of tasks under a limit) would, for
+    /// every event of a gated job's tasks. True when held, or when the set cannot be read.
+    fn maybe_held(&self, task_id: TaskId) -> bool {
+        self.held_ids
+            .lock()
+            .map_or(true, |ids| ids.contains(&task_id))
     }
 
     /// Follows a task event of the log: a held task's stream moved (its version), or it is no
@@ -324,6 +338,9 @@ impl Admission {
         version: i64,
         event: &Event,
     ) {
+        if !self.maybe_held(task_id) {
+            return;
+        }
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
@@ -800,5 +817,36 @@ mod tests {
             3
         );
         assert!(a.held_ids.lock().unwrap().is_empty());
+    }
+    #[test]
+    fn events_follow_held_tasks_and_leave_the_others_alone() {
+        let mut a = admission();
+        let j = job(1);
+        register(&mut a, j, "t", None, Some(1));
+        hold_n(&mut a, j, 3);
+        let started = |index| {
+            Event::TaskStarted(shoal_domain::events::TaskStarted {
+                job_id: j,
+                task_id: TaskId::for_task(j, index),
+                index,
+                attempt: 1,
+                worker: "w".into(),
+                at: Utc::now(),
+            })
+        };
+        // A task of the job that is not held (say, admitted before): nothing changes.
+        a.observe_task(j, TaskId::for_task(j, 7), 2, &started(7));
+        assert_eq!(a.held_count(), 3);
+        assert!(!a.is_held(j, TaskId::for_task(j, 7)));
+        // A held task that starts is no longer held, here and in the shared set.
+        assert!(a.is_held(j, TaskId::for_task(j, 1)));
+        a.observe_task(j, TaskId::for_task(j, 1), 2, &started(1));
+        assert!(!a.is_held(j, TaskId::for_task(j, 1)));
+        assert!(!a.held_ids.lock().unwrap().contains(&TaskId::for_task(j, 1)));
+        assert_eq!(a.held_count(), 2);
+        // Holding it again (a retry) holds it once.
+        hold_n(&mut a, j, 2);
+        assert_eq!(a.held_count(), 3);
+        assert_eq!(a.held_ids.lock().unwrap().len(), 3);
     }
 }
