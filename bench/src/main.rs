@@ -18,6 +18,7 @@ mod database;
 mod e2e;
 mod enqueue;
 mod latency;
+mod pgstats;
 mod projector;
 mod system;
 

@@ -50,3 +50,17 @@ pub fn postgres_cpu_ms() -> f64 {
         .map(|stat| cpu_ms(&stat))
         .sum()
 }
+
+/// The CPU time so far of this process's threads whose name starts with `prefix` (a Tokio
+/// runtime's threads are named by its builder), in ms (NaN if it cannot be read).
+pub fn threads_cpu_ms(prefix: &str) -> f64 {
+    let Ok(tasks) = Process::myself().and_then(|me| me.tasks()) else {
+        return f64::NAN;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| task.stat().ok())
+        .filter(|stat| stat.comm.starts_with(prefix))
+        .map(|stat| cpu_ms(&stat))
+        .sum()
+}
