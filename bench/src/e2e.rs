@@ -21,7 +21,8 @@ use tokio::sync::watch;
 use crate::database::BenchDatabase;
 use crate::pgstats;
 use crate::system::{
-    load_average, peak_rss_kib, postgres_cpu_ms, process_cpu_ms, reset_peak_rss, threads_cpu_ms,
+    load_average, peak_rss_kib, postgres_cpu_ms, postgres_server_cpu_ms, process_cpu_ms,
+    reset_peak_rss, threads_cpu_ms,
 };
 use crate::{Samples, which};
 
@@ -210,9 +211,19 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
     reset_peak_rss();
     let statements = pgstats::reset_statements(bench_db.pool()).await;
     let server_before = pgstats::snapshot(bench_db.pool()).await?;
+    // The server's own processes when it runs here (other servers on the machine do not
+    // count), else every postgres process.
+    let server_pid: i32 =
+        sqlx::query_scalar(&format!("{} SELECT pg_backend_pid()", pgstats::BENCH_MARK))
+            .fetch_one(bench_db.pool())
+            .await?;
+    let server_cpu = || {
+        let own = postgres_server_cpu_ms(server_pid);
+        if own.is_nan() { postgres_cpu_ms() } else { own }
+    };
     let cpu_before = (
         process_cpu_ms(),
-        postgres_cpu_ms(),
+        server_cpu(),
         threads_cpu_ms(WORKER_THREADS),
     );
     let service = CommandService::new(platform.log.clone(), Limits::default());
@@ -257,7 +268,7 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
     }
     let cpu_after = (
         process_cpu_ms(),
-        postgres_cpu_ms(),
+        server_cpu(),
         threads_cpu_ms(WORKER_THREADS),
     );
     let peak_rss_mib = peak_rss_kib() as f64 / 1024.0;
@@ -393,7 +404,7 @@ fn report(args: &E2eArgs, rounds: &[Round]) {
         cell(&samples(|r| r.shoal_cpu_ms_per_task), 3)
     );
     println!(
-        "| CPU per task, all postgres processes | {} ms |",
+        "| CPU per task, the server's postgres processes (ended ones included) | {} ms |",
         cell(&samples(|r| r.postgres_cpu_ms_per_task), 3)
     );
     if rounds.iter().all(|r| r.worker_cpu_ms_per_task.is_some()) {
