@@ -13,6 +13,7 @@
 #
 # Postgres refuses to run as root, so when run as root the cluster is owned by the unprivileged
 # user `shoal-pg` (created if missing). fsync stays on: numbers measured here are durable ones.
+# pg_stat_statements is preloaded (the benchmarks count statements per task with it).
 # Missing Postgres binaries are installed from Debian's packages when possible.
 set -euo pipefail
 
@@ -97,7 +98,7 @@ start)
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   sockdir="$data"
   as_pg "$PGBIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
-    -o "-p $port -k $sockdir -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=300 -c shared_buffers=256MB $tls_opts" \
+    -o "-p $port -k $sockdir -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=300 -c shared_buffers=256MB -c shared_preload_libraries=pg_stat_statements $tls_opts" \
     start >/dev/null
   echo "$data" > "$dir/datadir"
   echo "postgres://postgres@127.0.0.1:$port/postgres" | tee "$dir/url"

@@ -174,6 +174,31 @@ impl BenchDatabase {
         Ok(rows.into_iter().map(|(d,)| d).collect())
     }
 
+    /// How the job of stream `job_stream` ended, and the end's log position: `None` while it
+    /// has not ended. (The benchmark's own poll, left out of the statement counts.)
+    pub async fn job_end(&self, job_stream: &str) -> anyhow::Result<Option<(String, i64)>> {
+        Ok(sqlx::query_as(&format!(
+            "{} SELECT event_type, position FROM events WHERE stream_id = $1
+             AND event_type IN ('JobCompleted', 'JobFailed', 'JobCancelled') LIMIT 1",
+            crate::pgstats::BENCH_MARK
+        ))
+        .bind(job_stream)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Whether every projection's checkpoint has reached log position `position`.
+    pub async fn projections_reached(&self, position: i64) -> anyhow::Result<bool> {
+        let (reached,): (i64,) = sqlx::query_as(&format!(
+            "{} SELECT count(*) FROM checkpoints WHERE name LIKE 'projection.%' AND name NOT LIKE '%.rebuild' AND position >= $1",
+            crate::pgstats::BENCH_MARK
+        ))
+        .bind(position)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(usize::try_from(reached).unwrap_or(0) >= shoal_projector::ProjectionName::ALL.len())
+    }
+
     /// The server's current WAL position, in bytes.
     pub async fn wal_lsn(&self) -> anyhow::Result<i64> {
         let (lsn,): (i64,) =

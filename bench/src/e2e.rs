@@ -13,12 +13,18 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
-use shoal::roles::WorkerArgs;
+use shoal::roles::{self, DatabaseArgs, Platform, QueueArgs, WorkerArgs};
 use shoal_command_api::commands::{CommandService, SubmitJobInput};
 use shoal_domain::{Limits, Split};
+use tokio::sync::watch;
 
-use crate::rig::{JobEnds, Rig, check_every_task_logged};
-use crate::system::{CpuTime, peak_rss_kib, reset_peak_rss};
+use crate::database::BenchDatabase;
+use crate::pgstats;
+use crate::rig::check_every_task_logged;
+use crate::system::{
+    load_average, peak_rss_kib, postgres_cpu_ms, postgres_server_cpu_ms, process_cpu_ms,
+    reset_peak_rss, threads_cpu_ms,
+};
 use crate::{Samples, which};
 
 #[derive(Debug, Args)]
@@ -55,7 +61,22 @@ pub(crate) struct E2eArgs {
     /// Keep each round's database afterwards.
     #[arg(long)]
     keep: bool,
+    /// Run the projector too (as `shoal dev` does): the round's figures then cover the read
+    /// model, up to the moment it has caught up with `JobCompleted`.
+    #[arg(long)]
+    projector: bool,
+    /// Run the worker on its own connection pool and Tokio runtime, as a `shoal worker`
+    /// process beside `shoal dev`, and report its CPU apart from the rest of the process.
+    #[arg(long)]
+    separate_worker: bool,
+    /// Statements listed in the per-statement breakdown (pg_stat_statements, when the server
+    /// preloads it; `scripts/pg.sh` does).
+    #[arg(long, default_value_t = 10)]
+    top_statements: usize,
 }
+
+/// The name prefix of the separate worker's runtime threads.
+const WORKER_THREADS: &str = "bench-worker";
 
 /// One round's figures.
 #[derive(Debug)]
@@ -67,6 +88,10 @@ struct Round {
     postgres_cpu_ms_per_task: f64,
     load_1m: f64,
     pgbench_tps: Option<f64>,
+    /// CPU per task of the separate worker's threads (`--separate-worker`).
+    worker_cpu_ms_per_task: Option<f64>,
+    /// What the server did: statements, WAL, rows and index entries.
+    server: pgstats::Delta,
 }
 
 pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
@@ -99,6 +124,22 @@ pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
                 .map_or_else(|| "n/a".to_string(), |t| format!("{t:.0}")),
             r.load_1m,
         );
+        let tasks = f64::from(args.tasks);
+        eprintln!(
+            "round {round}: {} statements/task, {:.0} WAL bytes/task, {:.3} rows and {:.3} index entries written/task{}",
+            r.server
+                .statement_calls()
+                .map_or_else(|| "n/a".to_string(), |c| format!("{:.3}", c as f64 / tasks)),
+            r.server.wal_bytes as f64 / tasks,
+            r.server.rows_written() as f64 / tasks,
+            r.server.index_entries() as f64 / tasks,
+            r.worker_cpu_ms_per_task
+                .map_or_else(String::new, |w| format!(", worker CPU/task {w:.3} ms")),
+        );
+        eprintln!(
+            "{}",
+            pgstats::breakdown(&r.server, tasks, args.top_statements)
+        );
         rounds.push(r);
     }
     report(&args, &rounds);
@@ -106,15 +147,87 @@ pub(crate) async fn run(args: E2eArgs) -> anyhow::Result<()> {
 }
 
 async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
+    let bench_db = BenchDatabase::create(&args.database_url, "shoal_bench_e2e")
+        .await
+        .context("creating the benchmark database")?;
+    let load_1m = load_average();
+    let database_url = with_database(&args.database_url, bench_db.name())?;
+    let queue_args = QueueArgs {
+        queue: "sql".into(),
+    };
+    let platform = Platform::connect(&DatabaseArgs::new(database_url.clone()), &queue_args).await?;
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let orchestrating = tokio::spawn(
+        roles::orchestrator(&platform, &roles::OrchestratorArgs::default())?
+            .run(until_stopped(stopped.clone())),
+    );
+    let projecting = args.projector.then(|| {
+        let projector = roles::projector(&platform);
+        tokio::spawn({
+            let stopped = until_stopped(stopped.clone());
+            async move { projector.run(stopped).await }
+        })
+    });
     let mut worker_args = default_worker_args();
     worker_args.prefetch = args.prefetch;
     let mut config = worker_args.config(args.concurrency)?;
     config.receive_batch = args.receive_batch;
-    let rig = Rig::start(&args.database_url, "shoal_bench_e2e", config).await?;
+    // The worker on its own pool and runtime (as a `shoal worker` process), or beside the
+    // orchestrator on theirs (as `shoal dev` runs it).
+    let worker_runtime = if args.separate_worker {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name(WORKER_THREADS)
+                .enable_all()
+                .build()?,
+        )
+    } else {
+        None
+    };
+    let working = match &worker_runtime {
+        Some(runtime) => {
+            let stopped = until_stopped(stopped.clone());
+            let database = DatabaseArgs::new(database_url.clone());
+            runtime.spawn(async move {
+                let platform = Platform::connect(&database, &queue_args).await?;
+                let stats = roles::worker(&platform, config).run(stopped).await?;
+                platform.database.close().await;
+                anyhow::Ok(stats)
+            })
+        }
+        None => {
+            let worker = roles::worker(&platform, config);
+            let stopped = until_stopped(stopped.clone());
+            tokio::spawn(async move { Ok(worker.run(stopped).await?) })
+        }
+    };
+    // Start-up (leader lock, checkpoint load, the worker's first receive) is not timed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     reset_peak_rss();
-    let cpu_before = CpuTime::now();
-    let service = CommandService::new(rig.platform.log.clone(), Limits::default());
+    let statements = pgstats::reset_statements(bench_db.pool()).await;
+    let server_before = pgstats::snapshot(bench_db.pool()).await?;
+    // The server's own processes when it runs here (other servers on the machine do not
+    // count), else every postgres process.
+    let server_pid: i32 =
+        sqlx::query_scalar(&format!("{} SELECT pg_backend_pid()", pgstats::BENCH_MARK))
+            .fetch_one(bench_db.pool())
+            .await?;
+    let server_cpu = || {
+        let own = postgres_server_cpu_ms(server_pid);
+        if own.is_nan() { postgres_cpu_ms() } else { own }
+    };
+    let cpu_before = (
+        process_cpu_ms(),
+        server_cpu(),
+        threads_cpu_ms(WORKER_THREADS),
+    );
+    let service = CommandService::new(platform.log.clone(), Limits::default());
     let started = Instant::now();
     let submitted = service
         .submit_job(SubmitJobInput {
@@ -130,18 +243,51 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
             priority: None,
         })
         .await?;
-    JobEnds::new(&[submitted.job.job_id])
-        .wait_all(
-            rig.platform.log.as_ref(),
-            started + Duration::from_secs(args.timeout_seconds),
-        )
-        .await?;
+    let job_stream = submitted.job.job_id.stream_id();
+    let deadline = started + Duration::from_secs(args.timeout_seconds);
+    let completed_at = loop {
+        match bench_db.job_end(&job_stream).await? {
+            Some((kind, position)) if kind == "JobCompleted" => break position,
+            Some((kind, _)) => anyhow::bail!("the job ended {kind}"),
+            None => {}
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the job did not complete in time"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = CpuTime::now().since(cpu_before);
+    if args.projector {
+        while !bench_db.projections_reached(completed_at).await? {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the projections did not catch up in time"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let cpu_after = (
+        process_cpu_ms(),
+        server_cpu(),
+        threads_cpu_ms(WORKER_THREADS),
+    );
     let peak_rss_mib = peak_rss_kib() as f64 / 1024.0;
-    let load_1m = rig.load_1m;
 
-    let (bench_db, stats) = rig.stop().await?;
+    let _ = stop.send(true);
+    let stats = working.await??;
+    orchestrating.await??;
+    if let Some(projecting) = projecting {
+        projecting.await??;
+    }
+    if let Some(runtime) = worker_runtime {
+        runtime.shutdown_background();
+    }
+    platform.database.close().await;
+    // Backends report their table counters when they end.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let server = pgstats::since(bench_db.pool(), &server_before, statements).await?;
+
     let summary = bench_db.e2e_log_summary().await?;
     check_every_task_logged(&summary, args.tasks, &stats)?;
     eprintln!(
@@ -171,14 +317,19 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
         bench_db.drop().await?;
     }
     let tasks = f64::from(args.tasks);
+    let worker_cpu_ms_per_task = args
+        .separate_worker
+        .then(|| (cpu_after.2 - cpu_before.2) / tasks);
     Ok(Round {
         tasks_per_second: tasks / elapsed,
         first_start_ms: summary.submit_to_first_start_ms.unwrap_or(f64::NAN),
         peak_rss_mib,
-        shoal_cpu_ms_per_task: cpu.shoal_ms / tasks,
-        postgres_cpu_ms_per_task: cpu.postgres_ms / tasks,
+        shoal_cpu_ms_per_task: (cpu_after.0 - cpu_before.0) / tasks,
+        postgres_cpu_ms_per_task: (cpu_after.1 - cpu_before.1) / tasks,
         load_1m,
         pgbench_tps,
+        worker_cpu_ms_per_task,
+        server,
     })
 }
 
@@ -197,8 +348,15 @@ fn report(args: &E2eArgs, rounds: &[Round]) {
         rounds.len()
     );
     println!(
-        "Worker concurrency {}, receive batch {}; SQL queue; orchestrator and worker in one process.\n",
-        args.concurrency, args.receive_batch
+        "Worker concurrency {}, receive batch {}; SQL queue; orchestrator{} and worker in one process{}.\n",
+        args.concurrency,
+        args.receive_batch,
+        if args.projector { ", projector" } else { "" },
+        if args.separate_worker {
+            ", the worker on its own pool and runtime"
+        } else {
+            ""
+        }
     );
     println!("| measurement | value |");
     println!("|---|---|");
@@ -235,8 +393,46 @@ fn report(args: &E2eArgs, rounds: &[Round]) {
         cell(&samples(|r| r.shoal_cpu_ms_per_task), 3)
     );
     println!(
-        "| CPU per task, all postgres processes | {} ms |",
+        "| CPU per task, the server's postgres processes (ended ones included) | {} ms |",
         cell(&samples(|r| r.postgres_cpu_ms_per_task), 3)
+    );
+    if rounds.iter().all(|r| r.worker_cpu_ms_per_task.is_some()) {
+        println!(
+            "| CPU per task, of which the worker's runtime (`--separate-worker`) | {} ms |",
+            cell(
+                &samples(|r| r.worker_cpu_ms_per_task.unwrap_or(f64::NAN)),
+                3
+            )
+        );
+    }
+    let tasks = f64::from(args.tasks);
+    if rounds.iter().all(|r| r.server.statements.is_some()) {
+        let per_task = Samples(
+            rounds
+                .iter()
+                .filter_map(|r| r.server.statement_calls())
+                .map(|c| c as f64 / tasks)
+                .collect(),
+        );
+        println!(
+            "| statements per task (pg_stat_statements) | {} |",
+            cell(&per_task, 3)
+        );
+    }
+    let per_task = |f: fn(&pgstats::Delta) -> i64| {
+        Samples(rounds.iter().map(|r| f(&r.server) as f64 / tasks).collect())
+    };
+    println!(
+        "| WAL bytes per task (`pg_current_wal_lsn()` before and after) | {} |",
+        cell(&per_task(|d| d.wal_bytes), 0)
+    );
+    println!(
+        "| rows written per task (inserts, updates, deletes) | {} |",
+        cell(&per_task(pgstats::Delta::rows_written), 2)
+    );
+    println!(
+        "| index entries written per task | {} |",
+        cell(&per_task(pgstats::Delta::index_entries), 2)
     );
     println!(
         "| load average (1 min) at the start of a round | {} |",
@@ -247,6 +443,12 @@ fn report(args: &E2eArgs, rounds: &[Round]) {
          `TaskStarted` and `TaskEnqueued`.",
         args.tasks, args.tasks
     );
+    if let Some(last) = rounds.last() {
+        println!(
+            "\nThe server's work in the last round, per task:\n\n{}",
+            pgstats::breakdown(&last.server, tasks, args.top_statements)
+        );
+    }
 }
 
 /// `url` (a server URL) naming database `name` instead of its own.

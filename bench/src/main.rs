@@ -19,6 +19,7 @@ mod e2e;
 mod enqueue;
 mod fairness;
 mod latency;
+mod pgstats;
 mod projector;
 mod rig;
 mod system;

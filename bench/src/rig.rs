@@ -124,19 +124,6 @@ impl JobEnds {
         self.jobs.iter().all(|(_, _, done)| *done)
     }
 
-    /// Polls every 2 ms until every job has completed; an error after `deadline`.
-    pub(crate) async fn wait_all(
-        &mut self,
-        log: &dyn EventLog,
-        deadline: Instant,
-    ) -> anyhow::Result<()> {
-        while !self.all_done() {
-            self.poll(log).await?;
-            self.sleep_before(deadline).await?;
-        }
-        Ok(())
-    }
-
     /// Waits 2 ms before the next poll, or fails once `deadline` has passed with jobs still
     /// running.
     pub(crate) async fn sleep_before(&self, deadline: Instant) -> anyhow::Result<()> {

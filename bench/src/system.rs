@@ -74,3 +74,51 @@ impl CpuTime {
         }
     }
 }
+
+/// The CPU time so far of this process's threads whose name starts with `prefix` (a Tokio
+/// runtime's threads are named by its builder), in ms (NaN if it cannot be read).
+pub fn threads_cpu_ms(prefix: &str) -> f64 {
+    let Ok(tasks) = Process::myself().and_then(|me| me.tasks()) else {
+        return f64::NAN;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| task.stat().ok())
+        .filter(|stat| stat.comm.starts_with(prefix))
+        .map(|stat| cpu_ms(&stat))
+        .sum()
+}
+
+/// The CPU time of one local Postgres server, in ms: its postmaster (whose children's time,
+/// once they have ended, counts in its own) and every live child (backends, autovacuum,
+/// WAL writer...). `backend_pid` is any backend of the server (`pg_backend_pid()`). NaN when
+/// the server is not on this machine. Other servers on the machine do not count.
+pub fn postgres_server_cpu_ms(backend_pid: i32) -> f64 {
+    let Some(postmaster) = Process::new(backend_pid)
+        .and_then(|backend| backend.stat())
+        .ok()
+        .filter(|stat| stat.comm == "postgres")
+        .map(|stat| stat.ppid)
+    else {
+        return f64::NAN;
+    };
+    let Ok(processes) = procfs::process::all_processes() else {
+        return f64::NAN;
+    };
+    let ticks = procfs::ticks_per_second() as f64;
+    processes
+        .flatten()
+        .filter_map(|process| process.stat().ok())
+        .filter(|stat| stat.comm == "postgres")
+        .map(|stat| {
+            if stat.pid == postmaster {
+                let reaped = (stat.cutime + stat.cstime).max(0) as f64 * 1000.0 / ticks;
+                cpu_ms(&stat) + reaped
+            } else if stat.ppid == postmaster {
+                cpu_ms(&stat)
+            } else {
+                0.0
+            }
+        })
+        .sum()
+}

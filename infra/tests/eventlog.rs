@@ -206,6 +206,7 @@ for_each_backend!(
     multi_stream_batch_returns_positions_in_input_order,
     read_all_in_batches_in_order,
     conflict_on_stale_expected_version,
+    stale_stream_among_others_is_the_conflict_and_nothing_is_written,
     conflict_on_no_stream_for_an_existing_stream,
     conflict_on_expected_version_beyond_head,
     conflicting_batch_writes_nothing_of_any_stream,
@@ -505,6 +506,45 @@ async fn conflict_on_stale_expected_version(h: Harness) {
         1,
     );
     assert_eq!(h.log.read_stream("task-1", 0).await.unwrap().len(), 2);
+}
+
+/// A group commit's batch: one stream's writer is stale (its next version is taken), the
+/// others are right. The append names the stale stream, whatever its place in the batch, and
+/// writes nothing of any stream, so the caller can drop it and append the rest.
+async fn stale_stream_among_others_is_the_conflict_and_nothing_is_written(h: Harness) {
+    for id in ["task-1", "task-2", "task-3"] {
+        h.log
+            .append(single(id, ExpectedVersion::NoStream, 1))
+            .await
+            .unwrap();
+    }
+    h.log
+        .append(single("task-2", ExpectedVersion::Exact(1), 1))
+        .await
+        .unwrap();
+    h.settle().await;
+    let head = h.log.head().await.unwrap();
+    let stale = batch(vec![
+        stream("task-1", ExpectedVersion::Exact(1), events(1)),
+        stream("task-2", ExpectedVersion::Exact(1), events(1)),
+        stream("task-3", ExpectedVersion::Exact(1), events(1)),
+    ]);
+    assert_conflict(h.log.append(stale).await, "task-2", 1);
+    assert_eq!(h.log.head().await.unwrap(), head);
+    for (id, versions) in [("task-1", 1), ("task-2", 2), ("task-3", 1)] {
+        assert_eq!(
+            h.log.read_stream(id, 0).await.unwrap().len(),
+            versions,
+            "{id}"
+        );
+    }
+    // Without the stale stream, the rest goes in.
+    let rest = batch(vec![
+        stream("task-1", ExpectedVersion::Exact(1), events(1)),
+        stream("task-3", ExpectedVersion::Exact(1), events(1)),
+    ]);
+    h.log.append(rest).await.unwrap();
+    assert_eq!(h.log.read_stream("task-3", 0).await.unwrap().len(), 2);
 }
 
 async fn conflict_on_no_stream_for_an_existing_stream(h: Harness) {

@@ -72,6 +72,7 @@ macro_rules! for_each_backend {
 for_each_backend!(
     send_receive_ack,
     resend_of_the_same_task_attempt_is_a_no_op,
+    resend_among_new_messages_queues_the_new_ones,
     unacked_message_is_redelivered_after_its_visibility_timeout,
     extend_keeps_a_message_hidden,
     release_with_delay,
@@ -192,6 +193,28 @@ async fn send_receive_ack(h: Harness) {
     // Durations beyond what the database stores are cut, not errors.
     assert_eq!(q.receive(5, Duration::MAX, NO_WAIT).await.unwrap().len(), 1);
     assert_eq!(depth(q).await, depth_of(0, 1, 0, 0));
+}
+
+/// A relay that restarts resends a window of messages, some queued already, some not: the new
+/// ones are queued, the others are not queued twice.
+async fn resend_among_new_messages_queues_the_new_ones(h: Harness) {
+    let q = &h.queue;
+    let job = Uuid::now_v7();
+    let queued = task(job, 0, 1);
+    q.send(vec![now(queued.clone())]).await.unwrap();
+    let fresh = [task(job, 1, 1), task(job, 2, 1)];
+    q.send(vec![
+        now(fresh[0].clone()),
+        now(queued.clone()),
+        now(fresh[1].clone()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(depth(q).await, depth_of(3, 0, 0, 0));
+    let got = q.receive(10, LONG, NO_WAIT).await.unwrap();
+    let mut ranks: Vec<u64> = got.iter().map(|d| u64::from(body(d).task_index)).collect();
+    ranks.sort_unstable();
+    assert_eq!(ranks, [0, 1, 2]);
 }
 
 async fn resend_of_the_same_task_attempt_is_a_no_op(h: Harness) {

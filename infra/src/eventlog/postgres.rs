@@ -36,10 +36,15 @@ pub type PostgresEventLog = SqlEventLog<Postgres>;
 pub const NOTIFY_CHANNEL: &str = "shoal_events";
 
 /// All events of a batch in one statement. Rows of a stream whose expected version does not
-/// exist yet are filtered out (an append may not leave a hole in a stream's versions), and rows
-/// whose version is taken are skipped; the caller compares what came back with the input, and
-/// a stream with missing rows is a `Conflict`. Rows are inserted in input order, so positions
-/// (and the read order within the transaction) follow the input.
+/// exist yet are filtered out (an append may not leave a hole in a stream's versions); the
+/// caller compares what came back with the input, and a stream with missing rows is a
+/// `Conflict`. A row whose version is taken violates the unique `(stream_id, stream_version)`,
+/// which aborts the transaction and is that stream's `Conflict` (`insert_error`), as a missing
+/// row is: either way the append rolls back. No `ON CONFLICT`, which would probe the key before
+/// each row and log a second record for it (a speculative insertion), on the worker's hottest
+/// path, for a case that is rare and rolls back anyway (docs/benchmarks.md, "Issue 15:
+/// statements and WAL per task"). Rows are inserted in input order, so positions (and the read
+/// order within the transaction) follow the input.
 const INSERT_EVENTS: &str = "
 INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
 SELECT i.stream_id, i.stream_version, i.event_type, i.schema_version, i.data, i.metadata
@@ -52,7 +57,6 @@ WHERE i.expected = 0
         SELECT 1 FROM events e
         WHERE e.stream_id = i.stream_id AND e.stream_version = i.expected)
 ORDER BY i.ord
-ON CONFLICT (stream_id, stream_version) DO NOTHING
 RETURNING stream_id, stream_version, position, transaction_id";
 
 /// The rows of new streams (expected version 0), when they end the batch (see
@@ -411,7 +415,7 @@ fn violated_stream(detail: &str) -> Option<&str> {
 fn insert_error(error: sqlx::Error, prepared: &PreparedBatch) -> LogError {
     if let Some(db) = error.as_database_error() {
         match db.code().as_deref() {
-            // A new stream that exists already (the plain insert of new streams), or a
+            // A version taken already (a stream that moved on, or a new stream that exists), or a
             // deadlock between two appends that overlap on streams in opposite orders: either
             // way, a conflict.
             Some("23505") if db.constraint() == Some("events_stream_version_key") => {

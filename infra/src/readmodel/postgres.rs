@@ -98,6 +98,36 @@ macro_rules! insert_attempts {
     };
 }
 
+/// For the rows a batch loaded (they exist, and the fence keeps other projectors out until the
+/// commit): a plain update by key. `ON CONFLICT DO UPDATE` would probe the key before each row,
+/// lock the row it finds and log that lock, then update: a WAL record and a probe per row more
+/// (docs/benchmarks.md, "Issue 15: statements and WAL per task").
+macro_rules! update_tasks {
+    ($t:literal) => {
+        concat!(
+            "UPDATE ",
+            $t,
+            " AS t SET job_id = u.job_id, task_index = u.task_index, job_type = u.job_type,
+                 status = u.status, attempt = u.attempt, max_attempts = u.max_attempts,
+                 timeout_seconds = u.timeout_seconds, parameters = u.parameters::jsonb,
+                 result = u.result::jsonb, error_message = u.error_message, worker = u.worker,
+                 created_at = u.created_at, updated_at = u.updated_at,
+                 started_at = u.started_at, completed_at = u.completed_at,
+                 next_attempt_at = u.next_attempt_at, duration_ms = u.duration_ms,
+                 dead_lettered = u.dead_lettered
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[],
+                         $6::int8[], $7::int8[], $8::int8[], $9::text[], $10::text[],
+                         $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[],
+                         $15::timestamptz[], $16::timestamptz[], $17::timestamptz[],
+                         $18::int8[], $19::bool[])
+                  AS u(",
+            task_columns!(),
+            ")
+             WHERE t.id = u.id"
+        )
+    };
+}
+
 macro_rules! upsert_attempts {
     ($t:literal) => {
         concat!(
@@ -128,6 +158,7 @@ const UPSERT_TASKS: [&str; 2] = [upsert_tasks!("tasks"), upsert_tasks!("tasks_re
 /// For the rows a batch creates (no stored row was loaded for them): a plain insert, without
 /// the cost of `ON CONFLICT` (a probe of the key before each row and a second WAL record).
 const INSERT_TASKS: [&str; 2] = [insert_tasks!("tasks"), insert_tasks!("tasks_rebuild")];
+const UPDATE_TASKS: [&str; 2] = [update_tasks!("tasks"), update_tasks!("tasks_rebuild")];
 macro_rules! analytics_sql {
     ($s:literal) => {
         [
@@ -272,7 +303,11 @@ impl ReadDialect for Postgres {
         let (updated, created): (Vec<&TaskRow>, Vec<&TaskRow>) =
             changes.tasks.iter().partition(|r| stored.contains(&r.id));
         write_tasks(conn, INSERT_TASKS[t], &created).await?;
-        write_tasks(conn, UPSERT_TASKS[t], &updated).await?;
+        if write_tasks(conn, UPDATE_TASKS[t], &updated).await? < updated.len() as u64 {
+            // A loaded row is gone (nothing in Shoal deletes one under the fence): write them
+            // all again as the upsert would, which is idempotent.
+            write_tasks(conn, UPSERT_TASKS[t], &updated).await?;
+        }
         if !changes.attempts_reset.is_empty() {
             sqlx::query(DELETE_ATTEMPTS[t])
                 .bind(
@@ -445,20 +480,21 @@ async fn write_job_rows(conn: &mut PgConnection, t: usize, jobs: &[JobRow]) -> R
     Ok(())
 }
 
-/// Writes task rows with `sql` (`INSERT_TASKS` or `UPSERT_TASKS`), one statement.
+/// Writes task rows with `sql` (`INSERT_TASKS`, `UPDATE_TASKS` or `UPSERT_TASKS`), one
+/// statement; returns the rows written.
 async fn write_tasks(
     conn: &mut PgConnection,
     sql: &str,
     tasks: &[&TaskRow],
-) -> ReadModelResult<()> {
+) -> ReadModelResult<u64> {
     if tasks.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let int = |f: fn(&TaskRow) -> u32| tasks.iter().map(|r| i64::from(f(r))).collect::<Vec<_>>();
     let time =
         |f: fn(&TaskRow) -> Option<DateTime<Utc>>| tasks.iter().map(|r| f(r)).collect::<Vec<_>>();
     let text = |f: fn(&TaskRow) -> Option<&str>| tasks.iter().map(|r| f(r)).collect::<Vec<_>>();
-    sqlx::query(sql)
+    let result = sqlx::query(sql)
         .bind(tasks.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
         .bind(tasks.iter().map(|r| r.job_id.as_uuid()).collect::<Vec<_>>())
         .bind(int(|r| r.task_index))
@@ -498,7 +534,7 @@ async fn write_tasks(
         .bind(tasks.iter().map(|r| r.dead_lettered).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    Ok(result.rows_affected())
 }
 
 /// Writes attempt rows with `sql` (`INSERT_ATTEMPTS` or `UPSERT_ATTEMPTS`), one statement.

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{ClaimOutcome, ClaimedRow, ExpiredRow, NewMessage, ReceiptRef, SqlQueue};
 use crate::notify::{Heard, Listener, Notifier};
-use crate::queue::{DeadLetter, QueueDepth, QueueResult};
+use crate::queue::{DeadLetter, QueueDepth, QueueError, QueueResult};
 
 /// A batch in one statement; rows get ids in input order, and their job's priority (0 unless
 /// `set_priority` gave it another). A (task, attempt) already queued is skipped (the key leads
@@ -189,8 +189,17 @@ impl PgQueue {
         }
     }
 
+    /// Most sends are of messages never queued (the relay sends each task once, unless it
+    /// restarts): a plain insert first, without `ON CONFLICT`'s probe of the key and second
+    /// WAL record per row. A message queued already fails that statement, alone (it is its
+    /// own transaction); the batch is then sent again, skipping what is queued.
     pub(super) async fn send(&self, messages: &[NewMessage]) -> QueueResult<u64> {
-        insert_messages(&self.pool, messages, true).await
+        match insert_messages(&self.pool, messages, false).await {
+            Err(QueueError::Database(error)) if super::QueueRows::is_queued_already(&error) => {
+                insert_messages(&self.pool, messages, true).await
+            }
+            sent => sent,
+        }
     }
 
     /// Tells other processes, after the commit, that messages were sent.
