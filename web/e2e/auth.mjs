@@ -131,13 +131,22 @@ async function main() {
     async () => (await page.getByText(jobId).count()) > 0,
     30_000,
   );
-  const history = await (
-    await fetch(`${api}/graphql`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ query: `{ job(id: "${jobId}") { history { nodes { eventType actor } } } }` }),
-    })
-  ).json();
+  // The page shows the id from its URL at once; the job itself once the projector has it.
+  let history;
+  await waitFor(
+    'the job in the read model',
+    async () => {
+      history = await (
+        await fetch(`${api}/graphql`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+          body: JSON.stringify({ query: `{ job(id: "${jobId}") { history { nodes { eventType actor } } } }` }),
+        })
+      ).json();
+      return history?.data?.job != null;
+    },
+    30_000,
+  );
   const submittedEvent = history.data.job.history.nodes.find((n) => n.eventType === 'JobSubmitted');
   check(submittedEvent?.actor === 'browser-user', `JobSubmitted actor: ${JSON.stringify(submittedEvent)}`);
   log('with the token: the job page loads, the socket is live, the actor is the token\'s name');
