@@ -328,9 +328,25 @@ async fn a_new_leader_keeps_the_limit() {
                 .collect();
             let log = std::fs::read_to_string(&standby_log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            // Who holds the leader lock, and which transactions hold the server's read horizon
+            // (log readers stay below the oldest one).
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let sessions: Vec<String> = sqlx::query_scalar(
+                "SELECT concat_ws(' | ', a.pid, a.datname, a.state, now() - a.xact_start,
+                                  left(a.query, 100))
+                 FROM pg_stat_activity a
+                 WHERE a.backend_xid IS NOT NULL OR a.pid IN
+                       (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)
+                 ORDER BY a.xact_start NULLS LAST LIMIT 10",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+            pool.close().await;
             panic!(
                 "job {job} did not complete within 90 s of the leader's death; each task's last \
-                 event: {last:?}; the standby's log, newest first:\n{}",
+                 event: {last:?}; sessions holding a transaction id or an advisory lock: \
+                 {sessions:?}; the standby's log, newest first:\n{}",
                 tail.join("\n")
             );
         }
