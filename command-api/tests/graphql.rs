@@ -5,6 +5,8 @@
 // Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,7 @@ use shoal_infra::eventlog::{
     SqliteEventLog, StreamAppend,
 };
 use shoal_infra::testing;
+use support::the_error;
 use tower::ServiceExt;
 
 // ---------------------------------------------------------------------------------------------
@@ -275,23 +278,6 @@ fn assert_no_errors(response: &Value) {
         response.get("errors").is_none(),
         "unexpected errors: {response:#}"
     );
-}
-
-/// The response's single error: (code, field, message).
-fn the_error(response: &Value) -> (String, Option<String>, String) {
-    let errors = response["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no errors in {response:#}"));
-    assert_eq!(errors.len(), 1, "{response:#}");
-    let error = &errors[0];
-    (
-        error["extensions"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        error["extensions"]["field"].as_str().map(str::to_owned),
-        error["message"].as_str().unwrap_or_default().to_owned(),
-    )
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@
 // Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use shoal_domain::{Event, JobId, Limits, TaskId};
 use shoal_infra::eventlog::{EventLog, PostgresEventLog, RecordedEvent, SqliteEventLog};
 use shoal_infra::queue::{OutgoingMessage, SqlQueue, TaskMessage, TaskQueue};
 use shoal_infra::testing;
+use support::the_error;
 use tower::ServiceExt;
 
 struct Harness {
@@ -161,23 +164,6 @@ for_each_backend!(
     bad_priorities_and_ended_jobs_are_refused,
     priorities_order_the_queue,
 );
-
-/// The response's single error: (code, field, message).
-fn the_error(response: &Value) -> (String, Option<String>, String) {
-    let errors = response["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no errors in {response:#}"));
-    assert_eq!(errors.len(), 1, "{response:#}");
-    let error = &errors[0];
-    (
-        error["extensions"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        error["extensions"]["field"].as_str().map(str::to_owned),
-        error["message"].as_str().unwrap_or_default().to_owned(),
-    )
-}
 
 async fn submit_with_a_priority_and_change_it(h: Harness) {
     // Without one, the default 0.
