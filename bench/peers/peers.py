@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +45,8 @@ TCK = os.sysconf("SC_CLK_TCK")
 SYSTEMS = {
     "shoal": ("shoal", {"concurrency": 16}, "Shoal, `shoal worker` defaults (concurrency 16)"),
     "shoal-tuned": ("shoal", {"concurrency": 1024}, "Shoal, `shoal worker --concurrency 1024`"),
+    "shoal-dev-sqlite": ("shoal-dev-sqlite", {"concurrency": 16},
+                         "Shoal, `shoal dev` on SQLite, its defaults (16 slots; no Postgres)"),
     "gw-tuned": ("graphile-worker", {"concurrency": 16, "tuned": True},
                  "graphile-worker 0.18, tuned (local queue 500, batched completion), concurrency 16"),
     "gw": ("graphile-worker", {"concurrency": 16, "tuned": False}, "graphile-worker 0.18, defaults, concurrency 16"),
@@ -321,6 +324,60 @@ def run_shoal(cl, args, n, concurrency, processes, rundir):
             watch.close()
 
 
+def run_shoal_dev_sqlite(args, n, rundir):
+    """`shoal dev` as a user first runs it: embedded SQLite, in-process workers, default settings.
+    One job of n no-op tasks through GraphQL; tasks/s from the job's `startedAt` (first
+    `TaskStarted`) to its `completedAt` (`JobCompleted`). CPU and peak RSS are the whole process's
+    (orchestrator, projector, workers, APIs and the database); no Postgres is involved."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/graphql"
+    dev = subprocess.Popen(["/usr/bin/time", "-v", "-o", str(rundir / "time0.log"), args.shoal, "dev",
+                            "--listen", f"127.0.0.1:{port}", "--database-url", f"sqlite:{rundir / 'shoal-dev.db'}"],
+                           stdout=open(rundir / "dev.log", "w"), stderr=subprocess.STDOUT)
+    pid = None
+    try:
+        for _ in range(600):
+            try:
+                gql(api, "{__typename}")
+                break
+            except OSError:
+                if dev.poll() is not None:
+                    raise RuntimeError(f"shoal dev exited: see {rundir / 'dev.log'}")
+                time.sleep(0.1)
+        pid = int(subprocess.run(["pgrep", "-P", str(dev.pid)], capture_output=True, text=True).stdout.split()[0])
+        c0 = proc_cpu(pid, children=False)
+        t0 = time.time()
+        job = gql(api, 'mutation { submitJob(input: {jobType: "noop", totalTasks: %d, '
+                       'parameters: {work_type: "noop"}}) { id } }' % n)["submitJob"]["id"]
+        accepted = time.time() - t0
+        deadline = time.time() + args.timeout
+        while True:
+            j = gql(api, '{ job(id: "%s") { status completedTasks startedAt completedAt } }' % job)["job"]
+            if j and j["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
+                break
+            if time.time() > deadline:
+                raise RuntimeError(f"job not completed after {args.timeout} s")
+            time.sleep(0.05)
+        c1 = proc_cpu(pid, children=False)
+        if j["status"] != "COMPLETED" or j["completedTasks"] != n:
+            raise RuntimeError(f"job ended {j['status']} with {j['completedTasks']} of {n} tasks completed")
+        span = (datetime.fromisoformat(j["completedAt"]) - datetime.fromisoformat(j["startedAt"])).total_seconds()
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+        try:
+            dev.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+            dev.wait()
+    rss, _ = time_v(rundir / "time0.log")
+    return {
+        "rate": n / span, "enqueue_rate": float("nan"), "accepted_ms": accepted * 1000,
+        "worker_cpu_s": 0.0, "dev_cpu_s": c1 - c0, "pg_cpu_s": 0.0, "worker_rss_mib": rss,
+        "statements": float("nan"), "wal_run": float("nan"), "wal_enqueue": float("nan"), "top": [],
+    }
+
+
 def run_peer(cl, args, node, kind, settings, n, rundir):
     db = {"graphile-worker": "gw_bench", "pg-boss": "pgboss_bench"}[kind]
     cl.fresh_db(db)
@@ -365,6 +422,8 @@ def run_one(cl, args, node, system, n, round_no, concurrency=None, processes=1):
     t = time.time()
     if kind == "shoal":
         r = run_shoal(cl, args, n, settings["concurrency"], processes, rundir)
+    elif kind == "shoal-dev-sqlite":
+        r = run_shoal_dev_sqlite(args, n, rundir)
     else:
         r = run_peer(cl, args, node, kind, settings, n, rundir)
     (rundir / "statements.tsv").write_text("calls\ttotal_ms\tquery\n" + "\n".join(r.pop("top")) + "\n")
@@ -387,6 +446,9 @@ def med(xs):
 
 
 def cell(xs, fmt):
+    xs = [x for x in xs if x == x]  # NaN: not applicable (SQLite has no enqueue phase, no Postgres)
+    if not xs:
+        return "-"
     if len(xs) == 1:
         return fmt.format(xs[0])
     return f"{fmt.format(med(xs))} [{fmt.format(min(xs))}-{fmt.format(max(xs))}]"
@@ -417,7 +479,7 @@ def table(results, systems, sizes):
                 f"{cell(g('cpu_ms_per_task'), '{:.3f}')}{cpu_ratio} = {split} | "
                 f"{cell(g('worker_rss_mib'), '{:.0f}')} MiB | {cell(g('enqueue_rate'), '{:,.0f}')} | "
                 f"{cell(g('statements_per_task'), '{:.2f}')} | "
-                f"{med(g('wal_per_task')):,.0f} / {med(g('wal_enqueue_per_task')):,.0f} | "
+                f"{cell(g('wal_per_task'), '{:,.0f}')} / {cell(g('wal_enqueue_per_task'), '{:,.0f}')} | "
                 f"{cell(g('load1'), '{:.1f}')} |")
     return "\n".join(lines)
 
