@@ -250,3 +250,42 @@ async fn the_fair_share_window_lets_a_small_job_pass_a_big_one() {
         assert_eq!(small_started, 3);
     }
 }
+
+/// A leader that stops (dies, or loses its lock) after saving every event of the log, while
+/// tasks wait for a rate limit's tokens: its successor admits them although no event follows.
+/// A successor that ran admission rounds only after reading a batch waited for the next event
+/// of the log, which with nothing else running never came.
+#[tokio::test]
+async fn a_new_leader_admits_waiting_tasks_when_no_event_follows() {
+    for h in harnesses().await {
+        h.commands
+            .set_limit(LimitKind::JobType, "noop".into(), None, Some(1.0))
+            .await
+            .unwrap();
+        let mut first = h.orchestrator(None);
+        h.submit(3, json!({}), JobConcurrency::default()).await;
+        h.drive(&mut first).await;
+        assert_eq!(
+            h.queued().await,
+            1,
+            "one token: one task admitted, two wait"
+        );
+        drop(first);
+
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let successor = tokio::spawn(h.orchestrator(None).run(async {
+            stopped.await.ok();
+        }));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while h.queued().await < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the new leader admitted {} of the 3 tasks in 15 s",
+                h.queued().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.send(()).unwrap();
+        successor.await.unwrap().unwrap();
+    }
+}

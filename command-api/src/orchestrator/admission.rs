@@ -22,7 +22,9 @@
 //!
 //! A new leader rebuilds the held tasks from the log (the gated jobs' task streams: waiting,
 //! and no `TaskReleased` for the current attempt) and admits nothing before its consumer has
-//! folded every event that rebuild saw, so its counts are those of the log.
+//! folded every event that rebuild saw, so its counts are those of the log. It runs a round as
+//! it starts: the previous leader may have saved its last batch and stopped before admitting
+//! what that batch freed, and no later event need come to start one.
 //! See `docs/adr/0016-admission-limits-and-fair-share.md`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};

@@ -127,6 +127,13 @@ impl Consumer {
 
     /// Follows the log from the checkpoint until an error, which it returns.
     async fn follow(mut self) -> OrchestratorError {
+        // A round first: a previous leader may have saved the last batch of the log and
+        // stopped before admitting what it freed, and no event need follow to start a round.
+        if self.shared.sfn.is_none()
+            && let Err(error) = self.admit(self.position).await
+        {
+            return error;
+        }
         let batch_size = self.shared.config.batch_size;
         let chunk = usize::try_from(batch_size).unwrap_or(usize::MAX);
         let mut events = self
