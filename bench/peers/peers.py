@@ -20,6 +20,9 @@ this Postgres cluster (the postmaster and its children, exited ones included); w
 statements (pg_stat_statements, top level, the drivers' own progress queries left out) and WAL
 bytes (`pg_current_wal_lsn()` before and after) per task. WAL is reported for the enqueue too.
 
+`shoal-dev-sqlite` is Shoal's embedded mode as a new user first runs it: `shoal dev` on SQLite with
+its defaults (in-process workers), one job through GraphQL, no Postgres (see run_shoal_dev_sqlite).
+
 No dependency beyond Python 3, the Postgres client tools, npm and /usr/bin/time.
 """
 
