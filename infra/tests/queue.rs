@@ -92,6 +92,7 @@ for_each_backend!(
     set_priority_reorders_waiting_and_later_messages,
     the_claim_reads_the_fair_index_without_sorting,
     a_message_received_before_goes_after_fresh_ones,
+    a_heartbeat_and_an_acknowledgement_of_the_same_messages_never_deadlock,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -617,6 +618,44 @@ async fn concurrent_receivers_get_every_message_exactly_once(h: Harness) {
     );
     assert!(sent.iter().all(|t| times_seen.get(&t.task_id) == Some(&1)));
     assert_eq!(depth(&q).await, QueueDepth::default());
+}
+
+/// A worker's heartbeat (extend) and its acknowledgement of handled messages run at once over
+/// overlapping sets of held messages, each in whatever order its caller has them. Each statement
+/// locks rows in id order, so they wait for each other instead of deadlocking (a deadlock costs
+/// the server's `deadlock_timeout`, a second, and fails one of the two: the acknowledged messages
+/// come back after their visibility timeout). The arrays are given in opposite orders, which
+/// with the statements joining them as given deadlocked within a few rounds.
+async fn a_heartbeat_and_an_acknowledgement_of_the_same_messages_never_deadlock(h: Harness) {
+    const MESSAGES: u32 = 2_000;
+    let q = Arc::new(h.queue);
+    for round in 0..10 {
+        let job = Uuid::now_v7();
+        let sent: Vec<OutgoingMessage> = (0..MESSAGES).map(|i| now(task(job, i, 1))).collect();
+        q.send(sent).await.unwrap();
+        let mut held = Vec::new();
+        while held.len() < MESSAGES as usize {
+            let got = q.receive(500, LONG, NO_WAIT).await.unwrap();
+            assert!(!got.is_empty(), "round {round}: the queue ran dry early");
+            held.extend(receipts(&got));
+        }
+        let mut backwards = held.clone();
+        backwards.reverse();
+        let heartbeat = {
+            let (q, held) = (q.clone(), held.clone());
+            tokio::spawn(async move { q.extend(&held, LONG).await })
+        };
+        let ack = {
+            let q = q.clone();
+            tokio::spawn(async move { q.ack(&backwards).await })
+        };
+        let (heartbeat, ack) = (heartbeat.await.unwrap(), ack.await.unwrap());
+        assert!(
+            heartbeat.is_ok() && ack.is_ok(),
+            "round {round}: extend {heartbeat:?}, ack {ack:?}"
+        );
+        assert_eq!(depth(&q).await, QueueDepth::default(), "round {round}");
+    }
 }
 
 async fn long_poll_returns_promptly_when_a_message_is_sent(h: Harness) {

@@ -94,23 +94,46 @@ const CLAIM: &str = claim_sql!();
 const EXPLAIN_CLAIM: &str = concat!("EXPLAIN ", claim_sql!());
 
 /// The job's priority for rows sent from now on, and for its rows in the queue (by the unique
-/// key, which leads with the job id).
+/// key, which leads with the job id), locked in id order as `held_rows_in_id_order` does.
 const SET_PRIORITY: &str = "
 WITH saved AS (
     INSERT INTO task_queue_priorities (job_id, priority) VALUES ($1, $2)
     ON CONFLICT (job_id) DO UPDATE SET priority = excluded.priority
+),
+rows AS (
+    SELECT id FROM task_queue WHERE job_id = $1 AND priority <> $2 ORDER BY id FOR UPDATE
 )
-UPDATE task_queue SET priority = $2 WHERE job_id = $1 AND priority <> $2";
+UPDATE task_queue q SET priority = $2 FROM rows WHERE q.id = rows.id";
 
 /// Milliseconds from now until the first row becomes visible (the claim index's first entry).
 const NEXT_VISIBLE: &str = "
 SELECT (EXTRACT(EPOCH FROM (min(visible_at) - now())) * 1000)::bigint FROM task_queue";
 
-const EXTEND: &str = "
+/// The held rows of some receipts, locked in id order. Every statement that changes several held
+/// rows (a heartbeat's extend, an acknowledgement, a priority change) locks them through this,
+/// so two of them over overlapping rows wait for each other instead of deadlocking, whatever
+/// order their callers give (a deadlock costs `deadlock_timeout` and fails one of them). A row
+/// whose receipt changed meanwhile is re-checked after the wait and left out.
+macro_rules! held_rows_in_id_order {
+    () => {
+        "held AS (
+    SELECT q.id FROM task_queue q
+    JOIN UNNEST($1::bigint[], $2::uuid[]) AS r(id, receipt)
+        ON q.id = r.id AND q.receipt = r.receipt
+    ORDER BY q.id
+    FOR UPDATE OF q
+)"
+    };
+}
+
+const EXTEND: &str = concat!(
+    "WITH ",
+    held_rows_in_id_order!(),
+    "
 UPDATE task_queue q
 SET visible_at = now() + $3 * interval '1 millisecond'
-FROM UNNEST($1::bigint[], $2::uuid[]) AS r(id, receipt)
-WHERE q.id = r.id AND q.receipt = r.receipt";
+FROM held WHERE q.id = held.id"
+);
 
 /// Visible again after $3 ms, and no longer held: the receipt is cleared (so the message
 /// counts as delayed, and the releasing holder cannot touch it any more).
@@ -119,10 +142,12 @@ UPDATE task_queue
 SET visible_at = now() + $3 * interval '1 millisecond', receipt = NULL
 WHERE id = $1 AND receipt = $2";
 
-const ACK: &str = "
-DELETE FROM task_queue q
-USING UNNEST($1::bigint[], $2::uuid[]) AS r(id, receipt)
-WHERE q.id = r.id AND q.receipt = r.receipt";
+const ACK: &str = concat!(
+    "WITH ",
+    held_rows_in_id_order!(),
+    "
+DELETE FROM task_queue q USING held WHERE q.id = held.id"
+);
 
 const DEAD_LETTER: &str = "
 WITH moved AS (
