@@ -234,6 +234,19 @@ def gql(api, query):
     return body["data"]
 
 
+def wait_for_api(api, dev, rundir):
+    """Until `shoal dev` (the process `dev`) answers GraphQL at `api` (60 s at most)."""
+    for _ in range(600):
+        try:
+            gql(api, "{__typename}")
+            return
+        except OSError:
+            if dev.poll() is not None:
+                raise RuntimeError(f"shoal dev exited: see {rundir / 'dev.log'}")
+            time.sleep(0.1)
+    raise RuntimeError(f"shoal dev did not answer in 60 s: see {rundir / 'dev.log'}")
+
+
 def run_shoal(cl, args, n, concurrency, processes, rundir):
     db = "shoal_peers"
     cl.fresh_db(db)
@@ -246,14 +259,7 @@ def run_shoal(cl, args, n, concurrency, processes, rundir):
     workers = []
     watch = None
     try:
-        for _ in range(600):
-            try:
-                gql(api, "{__typename}")
-                break
-            except OSError:
-                if dev.poll() is not None:
-                    raise RuntimeError(f"shoal dev exited: see {rundir / 'dev.log'}")
-                time.sleep(0.1)
+        wait_for_api(api, dev, rundir)
         watch = Psql(url)
         wal0 = int(cl.lsn())
         t0 = time.time()
@@ -339,14 +345,7 @@ def run_shoal_dev_sqlite(args, n, rundir):
                            stdout=open(rundir / "dev.log", "w"), stderr=subprocess.STDOUT)
     pid = None
     try:
-        for _ in range(600):
-            try:
-                gql(api, "{__typename}")
-                break
-            except OSError:
-                if dev.poll() is not None:
-                    raise RuntimeError(f"shoal dev exited: see {rundir / 'dev.log'}")
-                time.sleep(0.1)
+        wait_for_api(api, dev, rundir)
         pid = int(subprocess.run(["pgrep", "-P", str(dev.pid)], capture_output=True, text=True).stdout.split()[0])
         c0 = proc_cpu(pid, children=False)
         t0 = time.time()
