@@ -5,6 +5,7 @@
 // Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod support;
 
 use std::sync::Arc;
@@ -213,31 +214,6 @@ impl Harness {
         };
         self.task(job_id, index, command).await;
     }
-}
-
-/// Declares each test once per backend: `sqlite::<name>` and `postgres::<name>`. The number is
-/// the command service's chunk size.
-macro_rules! for_each_backend {
-    ($($name:ident : $chunk:expr),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Harness::sqlite($chunk).await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(harness) = super::Harness::postgres($chunk).await {
-                        super::$name(harness).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 for_each_backend!(

@@ -7,6 +7,9 @@
 // Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -452,29 +455,6 @@ async fn eventually(what: &str, timeout: Duration, mut check: impl AsyncFnMut() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-macro_rules! for_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Harness::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(harness) = super::Harness::postgres().await {
-                        super::$name(harness).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 for_each_backend!(

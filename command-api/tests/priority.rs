@@ -6,6 +6,7 @@
 // Integration tests: helpers outside `#[test]` functions unwrap too; a failure fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod support;
 
 use std::sync::Arc;
@@ -134,29 +135,6 @@ impl Harness {
             .map(|d| JobId::from_uuid(d.body.as_ref().unwrap().job_id))
             .collect()
     }
-}
-
-macro_rules! for_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Harness::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(harness) = super::Harness::postgres().await {
-                        super::$name(harness).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 for_each_backend!(

@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,30 +177,7 @@ impl Harness {
     }
 }
 
-macro_rules! on_sql_queues {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Harness::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(h) = super::Harness::postgres().await {
-                        super::$name(h).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_sql_queues!(
+for_each_backend!(
     a_lost_message_is_requeued_with_an_event,
     a_message_dead_lettered_before_any_start_is_requeued,
     rest_running_on_a_queued_task_is_timed_out_and_retried,

@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +38,16 @@ impl Harness {
             queue: Arc::new(SqlQueue::for_database(&db)),
             db,
         }
+    }
+
+    async fn sqlite() -> Harness {
+        Harness::on(Database::Sqlite(testing::fresh_sqlite().await))
+    }
+
+    async fn postgres() -> Option<Harness> {
+        Some(Harness::on(Database::Postgres(
+            testing::fresh_postgres().await?,
+        )))
     }
 
     fn orchestrator(&self, send_with_chunks: bool, first: u32, chunk: u32) -> Orchestrator {
@@ -259,32 +272,6 @@ fn assert_one_message_per_task(messages: &[TaskMessage], job_id: JobId, total: u
         );
         assert_eq!(m.parameters, json!({ "work_duration_seconds": 0 }));
     }
-}
-
-macro_rules! for_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Harness::on(super::Database::Sqlite(
-                        super::testing::fresh_sqlite().await,
-                    )))
-                    .await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(pool) = super::testing::fresh_postgres().await {
-                        super::$name(super::Harness::on(super::Database::Postgres(pool))).await;
-                    }
-                }
-            )*
-        }
-    };
 }
 
 for_each_backend!(
