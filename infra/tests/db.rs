@@ -128,3 +128,52 @@ async fn postgres_statements_are_cut_at_the_statement_timeout() {
         .unwrap();
     assert_eq!(shown, "1min");
 }
+
+/// SQLite has one writer. A write whose future is dropped while its transaction begins (an
+/// aborted task, a timeout, a `select!`) must not leave its connection inside the transaction:
+/// back in the pool, that connection would hold the database's write lock for good, and every
+/// later write would wait out the busy timeout and fail. The writes here are cancelled after a
+/// varying number of polls, a varying time apart, so that some are cut between `BEGIN
+/// IMMEDIATE` and the transaction being handed over; after each, a write goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writes_cancelled_as_they_begin_leave_the_database_writable() {
+    use std::time::{Duration, Instant};
+
+    let path = testing::temp_sqlite_path();
+    let url = DatabaseUrl::parse(&format!("sqlite:{}", path.display())).unwrap();
+    let settings = db::PoolSettings {
+        max_connections: 2,
+        sqlite_busy_timeout: Duration::from_secs(2),
+        ..db::PoolSettings::default()
+    };
+    let database = Database::connect_with(&url, &settings).await.unwrap();
+    database.migrate().await.unwrap();
+    let Database::Sqlite(pool) = &database else {
+        unreachable!()
+    };
+    let log = shoal_infra::eventlog::SqliteEventLog::new(pool.clone());
+    let mut began = 0;
+    for i in 0..600u32 {
+        {
+            let mut begin = std::pin::pin!(log.begin_write());
+            for _ in 0..i % 7 {
+                if futures::poll!(begin.as_mut()).is_ready() {
+                    began += 1;
+                    break;
+                }
+                let pause = Instant::now();
+                while pause.elapsed() < Duration::from_micros(u64::from(i % 40)) {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        let tx = tokio::time::timeout(Duration::from_secs(10), log.begin_write())
+            .await
+            .expect("a write begins")
+            .unwrap_or_else(|e| panic!("after {i} cancelled writes a write cannot begin: {e}"));
+        tx.commit().await.unwrap();
+    }
+    // Some began before they were dropped (rolled back as a dropped transaction is).
+    assert!(began > 0);
+    database.close().await;
+}

@@ -427,7 +427,10 @@ impl Running {
             .unwrap()
     }
 
-    /// Drops the worker without any cleanup, as a crash would.
+    /// Drops the worker without any cleanup, as a crash would. Unlike a crashed process, it
+    /// leaves the pool it shares with the test open: a database call it had under way is cut
+    /// off, and its connection goes back to the pool (see
+    /// `sqlite_workers_crashed_at_any_moment_leave_the_database_writable`).
     async fn crash(self) {
         self.handle.abort();
         let _ = self.handle.await;
@@ -536,6 +539,39 @@ async fn a_crash_with_a_full_buffer_loses_nothing_and_completes_each_task_once(b
         "{stats:?}"
     );
     watched.assert_no_early_ack();
+}
+
+/// A worker cut off at any moment (its future dropped: a crash in-process, a task aborted at
+/// shutdown, a timeout) may be in the middle of a database call. On SQLite, which has one
+/// writer, a write cut off as its transaction began used to leave its connection inside that
+/// transaction when it went back to the pool, holding the write lock: every later write waited
+/// out the busy timeout and failed, and the next worker completed nothing. Workers on one shared
+/// pool are crashed here at varying moments, and a write goes through after each crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_workers_crashed_at_any_moment_leave_the_database_writable() {
+    let backend = Backend::sqlite().await;
+    submit(
+        backend.log.as_ref(),
+        backend.queue.as_ref(),
+        JobSpec::new("work", 2000),
+    )
+    .await;
+    for i in 0..40u64 {
+        let worker = Running::start(
+            config(&format!("crashed-{i}"), SLOTS, PREFETCH, backend.visibility),
+            handlers(Arc::new(AtomicBool::new(false)), Duration::ZERO),
+            backend.log.clone(),
+            backend.queue.clone(),
+        );
+        tokio::time::sleep(Duration::from_millis(20 + i * 37 % 130)).await;
+        worker.crash().await;
+        // A write: a checkpoint, in a write transaction of its own.
+        let write = backend.log.save_checkpoint("probe", LogPosition::START);
+        tokio::time::timeout(Duration::from_secs(10), write)
+            .await
+            .unwrap_or_else(|_| panic!("after crash {i}, a write still waits after 10 s"))
+            .unwrap_or_else(|e| panic!("after crash {i}, a write fails: {e}"));
+    }
 }
 
 async fn sigterm_with_a_full_buffer_releases_it_at_once_and_finishes_running_handlers(
