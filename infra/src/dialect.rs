@@ -288,11 +288,29 @@ macro_rules! executor_methods {
     };
 }
 
+/// `pool.begin()` on Postgres, carried to its end even when the caller stops waiting (an
+/// aborted task, a timeout, a `select!`). sqlx 0.8 rolls back nothing when a `BEGIN` is cut off
+/// after the server ran it and before the transaction was handed over: the connection goes back
+/// to the pool inside a transaction nothing owns, and the statements it runs next (an
+/// acknowledgement, a checkpoint) stay uncommitted, unseen by others and holding back the log's
+/// read horizon once they write, until a later transaction on that connection commits them.
+/// Spawned, the `BEGIN` completes; a transaction nobody takes is then dropped, which rolls it
+/// back before the connection's next use. (SQLite's pools catch the same case when a
+/// connection comes back: `db::sqlite_pool_options`.)
+pub(crate) async fn pg_begin(
+    pool: &Pool<Postgres>,
+) -> sqlx::Result<Transaction<'static, Postgres>> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .unwrap_or(Err(sqlx::Error::WorkerCrashed))
+}
+
 impl Dialect for Postgres {
     const BACKEND: &'static str = "postgres";
 
     fn begin_write(pool: &Pool<Self>) -> BoxFuture<'_, sqlx::Result<Transaction<'static, Self>>> {
-        Box::pin(pool.begin())
+        Box::pin(pg_begin(pool))
     }
 
     executor_methods!();

@@ -177,3 +177,63 @@ async fn sqlite_writes_cancelled_as_they_begin_leave_the_database_writable() {
     assert!(began > 0);
     database.close().await;
 }
+
+/// The same on Postgres, where the harm is quieter: a connection left inside a transaction
+/// nothing owns runs the next statements given to it (an acknowledgement, a checkpoint) inside
+/// that transaction, unseen by everyone else and holding back the log's read horizon once it
+/// writes, until some later transaction on that connection happens to commit it. Appends are
+/// cancelled after a varying number of polls; after each, a statement run through the pool
+/// must be visible at once from another connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writes_cancelled_as_they_begin_leave_no_transaction_behind() {
+    use sqlx::Connection;
+    use std::time::{Duration, Instant};
+
+    let Some(test_pool) = testing::fresh_postgres().await else {
+        return;
+    };
+    let options = test_pool.connect_options().as_ref().clone();
+    test_pool.close().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let mut observer = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    sqlx::query("CREATE TABLE probe (i int)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let log = Database::Postgres(pool.clone()).event_log();
+    for i in 0..300u32 {
+        {
+            let mut append = std::pin::pin!(log.append(one_event(&format!("probe-{i}"))));
+            for _ in 0..i % 7 {
+                if futures::poll!(append.as_mut()).is_ready() {
+                    break;
+                }
+                let pause = Instant::now();
+                while pause.elapsed() < Duration::from_micros(u64::from(i % 40) * 10) {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        sqlx::query("INSERT INTO probe VALUES ($1)")
+            .bind(i64::from(i))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM probe")
+            .fetch_one(&mut observer)
+            .await
+            .unwrap();
+        assert_eq!(
+            seen,
+            i64::from(i) + 1,
+            "after {i} cancelled appends, a statement through the pool is not visible: its \
+             connection was left inside a transaction"
+        );
+    }
+    observer.close().await.unwrap();
+    pool.close().await;
+}

@@ -198,7 +198,7 @@ impl LogDialect for Postgres {
     }
 
     async fn begin_append(log: &PostgresEventLog) -> LogResult<Self::WriteTx> {
-        Ok(log.pool.begin().await?)
+        Ok(crate::dialect::pg_begin(&log.pool).await?)
     }
 
     async fn commit(tx: Self::WriteTx) -> sqlx::Result<()> {
