@@ -271,7 +271,9 @@ pub fn sqlite_write_lock(pool: &SqlitePool) -> Arc<tokio::sync::Mutex<()>> {
     let options = pool.connect_options();
     let file = options.get_filename();
     let key = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    let mut locks = LOCKS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut locks = LOCKS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(lock) = locks.get(&key).and_then(Weak::upgrade) {
         return lock;
     }
