@@ -251,6 +251,42 @@ pub async fn migrate(url: &str) -> Result<Database, DbError> {
     Ok(database)
 }
 
+/// The in-process write lock of the SQLite database `pool` opens: one per database file, shared
+/// by every writer of this process (the event log, the SQL queue, the read tables, the
+/// orchestrator's tables, the workers table), which takes it before `BEGIN IMMEDIATE` or an
+/// autocommit write, and keeps it until its commit or rollback.
+///
+/// SQLite has one writer at a time. A connection that finds the write lock taken waits in
+/// SQLite's busy handler, which sleeps and looks again (1, 2, 5, 10, ... up to 100 ms between
+/// looks): under load most of those sleeps outlast the write they wait for by far, and the
+/// database sits idle meanwhile. Writers of this process queue on this lock instead, in order,
+/// and each starts the moment the one before commits; the busy handler is left to arbitrate
+/// with other processes on the same file.
+///
+/// Keyed by the file's canonical path (an in-memory database has a name of its own per
+/// pool). Never take it while holding it: it is not re-entrant.
+pub fn sqlite_write_lock(pool: &SqlitePool) -> Arc<tokio::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::{LazyLock, Mutex, Weak};
+    type Locks = Mutex<HashMap<PathBuf, Weak<tokio::sync::Mutex<()>>>>;
+    static LOCKS: LazyLock<Locks> = LazyLock::new(Locks::default);
+
+    let options = pool.connect_options();
+    let file = options.get_filename();
+    let key = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    let mut locks = LOCKS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(lock) = locks.get(&key).and_then(Weak::upgrade) {
+        return lock;
+    }
+    locks.retain(|_, lock| lock.strong_count() > 0);
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    locks.insert(key, Arc::downgrade(&lock));
+    lock
+}
+
 /// The connection settings every SQLite connection of Shoal uses: WAL (readers never block
 /// the writer), created if missing, a busy timeout for writers from other processes, foreign
 /// keys enforced, and `synchronous = FULL` (a commit survives a power loss, not only a crash).

@@ -25,6 +25,7 @@ use sqlx::types::Json;
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, Pool, Postgres, Row, Sqlite, Transaction, Type,
 };
+use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 /// A statement of dialect `D` with its arguments.
@@ -99,9 +100,14 @@ pub(crate) trait Dialect:
     /// The backend's name in traces.
     const BACKEND: &'static str;
 
-    /// Begins a transaction that will write. SQLite: `BEGIN IMMEDIATE`, so that it waits for
+    /// Begins a transaction that will write. SQLite: takes the database's in-process write
+    /// lock ([`crate::db::sqlite_write_lock`]), then `BEGIN IMMEDIATE`, so that it waits for
     /// the write lock instead of failing with `SQLITE_BUSY` when it upgrades from reading.
-    fn begin_write(pool: &Pool<Self>) -> BoxFuture<'_, sqlx::Result<Transaction<'static, Self>>>;
+    fn begin_write(pool: &Pool<Self>) -> BoxFuture<'_, sqlx::Result<WriteTx<Self>>>;
+
+    /// Takes the database's in-process write lock for a write outside [`Dialect::begin_write`]
+    /// (an autocommit statement); `None` on Postgres, which needs none.
+    fn lock_writes(pool: &Pool<Self>) -> BoxFuture<'_, Option<OwnedMutexGuard<()>>>;
 
     /// A connection (of a transaction, say) as an executor.
     fn conn<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self> + 'c;
@@ -306,11 +312,51 @@ pub(crate) async fn pg_begin(
         .unwrap_or(Err(sqlx::Error::WorkerCrashed))
 }
 
+/// A write transaction of [`Dialect::begin_write`]: the transaction, and on SQLite the
+/// database's in-process write lock, held until it commits or rolls back (or is dropped).
+pub(crate) struct WriteTx<D: Database> {
+    tx: Transaction<'static, D>,
+    _lock: Option<OwnedMutexGuard<()>>,
+}
+
+impl<D: Database> WriteTx<D> {
+    pub(crate) async fn commit(self) -> sqlx::Result<()> {
+        self.tx.commit().await
+    }
+
+    pub(crate) async fn rollback(self) -> sqlx::Result<()> {
+        self.tx.rollback().await
+    }
+}
+
+impl<D: Database> std::ops::Deref for WriteTx<D> {
+    type Target = D::Connection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl<D: Database> std::ops::DerefMut for WriteTx<D> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
 impl Dialect for Postgres {
     const BACKEND: &'static str = "postgres";
 
-    fn begin_write(pool: &Pool<Self>) -> BoxFuture<'_, sqlx::Result<Transaction<'static, Self>>> {
-        Box::pin(pg_begin(pool))
+    fn begin_write(pool: &Pool<Self>) -> BoxFuture<'_, sqlx::Result<WriteTx<Self>>> {
+        Box::pin(async move {
+            Ok(WriteTx {
+                tx: pg_begin(pool).await?,
+                _lock: None,
+            })
+        })
+    }
+
+    fn lock_writes(_pool: &Pool<Self>) -> BoxFuture<'_, Option<OwnedMutexGuard<()>>> {
+        Box::pin(async { None })
     }
 
     executor_methods!();
@@ -347,8 +393,18 @@ impl Dialect for Postgres {
 impl Dialect for Sqlite {
     const BACKEND: &'static str = "sqlite";
 
-    fn begin_write(pool: &Pool<Self>) -> BoxFuture<'_, sqlx::Result<Transaction<'static, Self>>> {
-        Box::pin(pool.begin_with("BEGIN IMMEDIATE"))
+    fn begin_write(pool: &Pool<Self>) -> BoxFuture<'_, sqlx::Result<WriteTx<Self>>> {
+        Box::pin(async move {
+            let lock = Self::lock_writes(pool).await;
+            Ok(WriteTx {
+                tx: pool.begin_with("BEGIN IMMEDIATE").await?,
+                _lock: lock,
+            })
+        })
+    }
+
+    fn lock_writes(pool: &Pool<Self>) -> BoxFuture<'_, Option<OwnedMutexGuard<()>>> {
+        Box::pin(async move { Some(crate::db::sqlite_write_lock(pool).lock_owned().await) })
     }
 
     executor_methods!();

@@ -245,7 +245,7 @@ impl StoreDialect for Sqlite {
         to: LogPosition,
         jobs: &[TrackedJob],
     ) -> StoreResult<bool> {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = <Sqlite as crate::dialect::Dialect>::begin_write(pool).await?;
         let moved = sqlx::query(SQLITE_MOVE_CHECKPOINT)
             .bind(name)
             .bind(to.commit)

@@ -231,6 +231,7 @@ async fn heartbeat<D: WorkersDialect>(
     } else {
         0.0
     };
+    let _write = D::lock_writes(pool).await;
     sqlx::query::<D>(D::UPSERT)
         .arg(report.worker_id.as_str())
         .arg(report.host.as_str())
@@ -274,6 +275,7 @@ async fn forget<D: WorkersDialect>(
     let before = Utc::now()
         .checked_sub_signed(silent_for)
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let _write = D::lock_writes(pool).await;
     Ok(sqlx::query::<D>(FORGET)
         .time(Some(before))
         .run(D::pool(pool))

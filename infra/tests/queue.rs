@@ -943,3 +943,66 @@ async fn the_claim_reads_the_fair_index_without_sorting(h: Harness) {
     assert_eq!(got.len(), 16);
     assert!(got.iter().all(|d| body(d).task_index == 0));
 }
+
+/// On SQLite the queue, the event log and the read tables of one process share one write lock
+/// (`db::sqlite_write_lock`): their writers wait for each other in that lock, in order, not in
+/// SQLite's busy handler. With a busy timeout of zero, a writer that found the database locked
+/// would fail at once with `SQLITE_BUSY` ("database is locked").
+#[tokio::test]
+async fn sqlite_writers_of_one_process_queue_for_the_lock_instead_of_failing_busy() {
+    use shoal_infra::db::{Database, DatabaseUrl, PoolSettings};
+    use shoal_infra::eventlog::{AppendBatch, ExpectedVersion, NewEvent, StreamAppend, raw_json};
+
+    let path = testing::temp_sqlite_path();
+    let url = DatabaseUrl::parse(&format!("sqlite:{}", path.display())).unwrap();
+    let settings = PoolSettings {
+        sqlite_busy_timeout: Duration::ZERO,
+        ..PoolSettings::default()
+    };
+    let database = Database::connect_with(&url, &settings).await.unwrap();
+    database.migrate().await.unwrap();
+    let log = database.event_log();
+    let queue = Arc::new(SqlQueue::for_database(&database));
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..8u32 {
+        let (log, queue) = (log.clone(), queue.clone());
+        writers.spawn(async move {
+            let job = Uuid::now_v7();
+            for round in 0..20u32 {
+                log.append(AppendBatch {
+                    streams: vec![StreamAppend {
+                        stream_id: format!("job-{job}-{round}"),
+                        expected: ExpectedVersion::NoStream,
+                        events: vec![NewEvent {
+                            event_type: "JobSubmitted".into(),
+                            schema_version: 1,
+                            data: raw_json(&json!({ "writer": writer })),
+                            metadata: json!({}),
+                        }],
+                    }],
+                    ..AppendBatch::default()
+                })
+                .await
+                .map_err(|e| format!("append: {e}"))?;
+                queue
+                    .send(vec![now(task(job, round, 1))])
+                    .await
+                    .map_err(|e| format!("send: {e}"))?;
+                let got = queue
+                    .receive(1, LONG, NO_WAIT)
+                    .await
+                    .map_err(|e| format!("receive: {e}"))?;
+                queue
+                    .ack(&receipts(&got))
+                    .await
+                    .map_err(|e| format!("ack: {e}"))?;
+            }
+            Ok::<_, String>(())
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap().unwrap();
+    }
+    assert_eq!(depth(&queue).await, depth_of(0, 0, 0, 0));
+    database.close().await;
+}

@@ -1,8 +1,10 @@
 //! The event log on SQLite (the embedded default for `shoal dev`): what [`LogDialect`] says
 //! differs from Postgres.
 //!
-//! One writer at a time: writes take an in-process lock and then `BEGIN IMMEDIATE` (which
-//! also serializes against other processes on the same file, waiting up to the busy timeout).
+//! One writer at a time: writes take the database's in-process write lock
+//! ([`crate::db::sqlite_write_lock`], shared with every other writer of this process) and then
+//! `BEGIN IMMEDIATE` (which also serializes against other processes on the same file, waiting
+//! up to the busy timeout).
 //! With one writer, positions become visible in order, so reading by position is gap-free and
 //! `LogPosition::commit == position`. A batch's events go in as one statement over one JSON
 //! array parameter (`json_each`), the way Postgres takes arrays. Commits are signalled to this
@@ -189,9 +191,9 @@ impl LogDialect for Sqlite {
     const READ_JOB: &'static str = READ_JOB;
     const JOB_FAILED_TASK_STREAMS: &'static str = JOB_FAILED_TASK_STREAMS;
 
-    fn new_shared(_pool: &SqlitePool) -> Shared {
+    fn new_shared(pool: &SqlitePool) -> Shared {
         Shared {
-            write_lock: Arc::new(Mutex::new(())),
+            write_lock: crate::db::sqlite_write_lock(pool),
             signal: watch::Sender::new(CommitSignal::default()),
         }
     }

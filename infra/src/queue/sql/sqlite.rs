@@ -1,7 +1,9 @@
 //! The SQL queue's statements on SQLite.
 //!
-//! SQLite has one writer at a time. Writes of this queue take an in-process lock first, so
-//! that this process's receivers queue up in order instead of spinning in SQLite's busy handler;
+//! SQLite has one writer at a time. Writes of this queue take the database's in-process write
+//! lock first ([`crate::db::sqlite_write_lock`], shared with the event log and every other
+//! writer of this process), so that this process's writers queue up in order instead of
+//! sleeping in SQLite's busy handler;
 //! the claim runs in a `BEGIN IMMEDIATE` transaction (it dead-letters and claims in separate
 //! statements, as SQLite has no data-modifying CTEs). Times are integer milliseconds since the
 //! Unix epoch, read from this process's clock; ids are hyphenated UUID text. Batches go in as
@@ -173,8 +175,8 @@ pub(super) async fn insert_messages(
 impl SqliteQueue {
     pub(super) fn new(pool: SqlitePool) -> Self {
         SqliteQueue {
+            write_lock: crate::db::sqlite_write_lock(&pool),
             pool,
-            write_lock: Arc::new(Mutex::new(())),
         }
     }
 
