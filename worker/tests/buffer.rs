@@ -264,6 +264,18 @@ struct Backend {
 }
 
 impl Backend {
+    /// Submits a job of `tasks` tasks of type `work`; its key, and the queue to watch.
+    async fn work_job(&self, tasks: u32) -> ((JobId, u32), Arc<WatchedQueue>) {
+        let job = submit(
+            self.log.as_ref(),
+            self.queue.as_ref(),
+            JobSpec::new("work", tasks),
+        )
+        .await
+        .key();
+        (job, WatchedQueue::new(self.queue.clone(), self.log.clone()))
+    }
+
     async fn sqlite() -> Backend {
         let pool = testing::fresh_sqlite().await;
         Backend {
@@ -485,15 +497,8 @@ const PREFETCH: usize = 30;
 
 async fn a_crash_with_a_full_buffer_loses_nothing_and_completes_each_task_once(backend: Backend) {
     let tasks = backend.tasks;
-    let job = submit(
-        backend.log.as_ref(),
-        backend.queue.as_ref(),
-        JobSpec::new("work", tasks),
-    )
-    .await
-    .key();
+    let (job, watched) = backend.work_job(tasks).await;
     let slow = SlowLog::new(backend.log.clone(), Duration::from_millis(100));
-    let watched = WatchedQueue::new(backend.queue.clone(), backend.log.clone());
     let first = Running::start(
         config("first", SLOTS, PREFETCH, backend.visibility),
         handlers(Arc::new(AtomicBool::new(false)), Duration::ZERO),
@@ -578,15 +583,8 @@ async fn sigterm_with_a_full_buffer_releases_it_at_once_and_finishes_running_han
     backend: Backend,
 ) {
     let tasks = backend.tasks;
-    let job = submit(
-        backend.log.as_ref(),
-        backend.queue.as_ref(),
-        JobSpec::new("work", tasks),
-    )
-    .await
-    .key();
+    let (job, watched) = backend.work_job(tasks).await;
     let slow = SlowLog::new(backend.log.clone(), Duration::from_millis(100));
-    let watched = WatchedQueue::new(backend.queue.clone(), backend.log.clone());
     let blocked = Arc::new(AtomicBool::new(false));
     let first = Running::start(
         config("first", SLOTS, PREFETCH, Duration::from_secs(30)),
@@ -659,14 +657,7 @@ async fn sigterm_with_a_full_buffer_releases_it_at_once_and_finishes_running_han
 /// period, so one is under way when the worker is told to stop.
 async fn sigterm_during_a_slow_heartbeat_leaves_the_released_messages_visible(backend: Backend) {
     let tasks = 40;
-    let job = submit(
-        backend.log.as_ref(),
-        backend.queue.as_ref(),
-        JobSpec::new("work", tasks),
-    )
-    .await
-    .key();
-    let watched = WatchedQueue::new(backend.queue.clone(), backend.log.clone());
+    let (job, watched) = backend.work_job(tasks).await;
     let visibility = Duration::from_secs(3);
     *watched.extend_delay.lock().unwrap() = visibility / 3;
     let blocked = Arc::new(AtomicBool::new(true));
@@ -709,15 +700,8 @@ async fn sigterm_during_a_slow_heartbeat_leaves_the_released_messages_visible(ba
 
 async fn slow_commits_keep_the_slots_busy_up_to_the_buffer_then_hold_back(backend: Backend) {
     let tasks = backend.tasks * 2 / 3;
-    let job = submit(
-        backend.log.as_ref(),
-        backend.queue.as_ref(),
-        JobSpec::new("work", tasks),
-    )
-    .await
-    .key();
+    let (job, watched) = backend.work_job(tasks).await;
     let slow = SlowLog::new(backend.log.clone(), Duration::from_millis(150));
-    let watched = WatchedQueue::new(backend.queue.clone(), backend.log.clone());
     let worker = Running::start(
         config("w", SLOTS, PREFETCH, Duration::from_secs(30)),
         handlers(Arc::new(AtomicBool::new(false)), Duration::ZERO),

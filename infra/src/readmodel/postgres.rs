@@ -47,6 +47,22 @@ macro_rules! upsert_jobs {
     };
 }
 
+/// The batch's task rows, `u`: one array per column of `tasks`, in `task_columns!` order.
+macro_rules! task_rows {
+    () => {
+        concat!(
+            "FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[],
+                         $6::int8[], $7::int8[], $8::int8[], $9::text[], $10::text[],
+                         $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[],
+                         $15::timestamptz[], $16::timestamptz[], $17::timestamptz[],
+                         $18::int8[], $19::bool[])
+                  AS u(",
+            task_columns!(),
+            ")"
+        )
+    };
+}
+
 macro_rules! insert_tasks {
     ($t:literal) => {
         concat!(
@@ -59,14 +75,8 @@ macro_rules! insert_tasks {
                     timeout_seconds, parameters::jsonb, result::jsonb, error_message, worker,
                     created_at, updated_at, started_at, completed_at, next_attempt_at,
                     duration_ms, dead_lettered
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[],
-                         $6::int8[], $7::int8[], $8::int8[], $9::text[], $10::text[],
-                         $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[],
-                         $15::timestamptz[], $16::timestamptz[], $17::timestamptz[],
-                         $18::int8[], $19::bool[])
-                  AS u(",
-            task_columns!(),
-            ")"
+             ",
+            task_rows!()
         )
     };
 }
@@ -115,14 +125,9 @@ macro_rules! update_tasks {
                  started_at = u.started_at, completed_at = u.completed_at,
                  next_attempt_at = u.next_attempt_at, duration_ms = u.duration_ms,
                  dead_lettered = u.dead_lettered
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[],
-                         $6::int8[], $7::int8[], $8::int8[], $9::text[], $10::text[],
-                         $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[],
-                         $15::timestamptz[], $16::timestamptz[], $17::timestamptz[],
-                         $18::int8[], $19::bool[])
-                  AS u(",
-            task_columns!(),
-            ")
+             ",
+            task_rows!(),
+            "
              WHERE t.id = u.id"
         )
     };
