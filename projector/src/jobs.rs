@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use shoal_domain::{Attempt, Attempts, Event, JobId, JobView, TaskId, TaskView, Views};
+use shoal_domain::{Attempt, Attempts, Event, JobId, JobView, TaskId, TaskStatus, TaskView, Views};
 use shoal_infra::readmodel::{
     AttemptRow, JobRow, JobsChanges, JobsKeys, TaskRow, apply_to_attempts,
 };
@@ -52,7 +52,17 @@ pub fn fold(
     attempts: Vec<AttemptRow>,
     events: &[Event],
 ) -> JobsChanges {
-    let (attempts, attempts_reset) = fold_attempts(attempts, events);
+    fold_keeping_running(jobs, tasks, attempts, events).0
+}
+
+/// [`fold`], and every attempt row, as the batch leaves them, of each written task that is
+/// running after it (what the projector keeps for the next batch: `crate::running`).
+pub fn fold_keeping_running(
+    jobs: Vec<JobRow>,
+    tasks: Vec<TaskRow>,
+    attempts: Vec<AttemptRow>,
+    events: &[Event],
+) -> (JobsChanges, BTreeMap<TaskId, Vec<AttemptRow>>) {
     let mut views = Views {
         jobs: jobs.into_iter().map(|j| (j.id, job_view(j))).collect(),
         tasks: tasks.into_iter().map(|t| (t.id, task_view(t))).collect(),
@@ -64,20 +74,28 @@ pub fn fold(
         touched_jobs.extend(touched.job);
         touched_tasks.extend(touched.task);
     }
-    JobsChanges {
+    let tasks: Vec<TaskRow> = touched_tasks
+        .into_iter()
+        .filter_map(|id| views.tasks.remove(&id))
+        .map(TaskRow::from)
+        .collect();
+    let running: BTreeSet<TaskId> = tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Running)
+        .map(|t| t.id)
+        .collect();
+    let (attempts, attempts_reset, running_attempts) = fold_attempts(attempts, events, &running);
+    let changes = JobsChanges {
         jobs: touched_jobs
             .into_iter()
             .filter_map(|id| views.jobs.remove(&id))
             .map(JobRow::from)
             .collect(),
-        tasks: touched_tasks
-            .into_iter()
-            .filter_map(|id| views.tasks.remove(&id))
-            .map(TaskRow::from)
-            .collect(),
+        tasks,
         attempts,
         attempts_reset,
-    }
+    };
+    (changes, running_attempts)
 }
 
 /// A task's attempts as stored, and as the batch leaves them.
@@ -88,8 +106,17 @@ struct TaskAttempts {
     now: Attempts,
 }
 
-/// The attempt rows a batch writes (new or changed), and the tasks whose stored rows go first.
-fn fold_attempts(rows: Vec<AttemptRow>, events: &[Event]) -> (Vec<AttemptRow>, Vec<TaskId>) {
+/// The attempt rows a batch writes (new or changed), the tasks whose stored rows go first, and
+/// all the attempt rows of the tasks of `keep` as the batch leaves them.
+fn fold_attempts(
+    rows: Vec<AttemptRow>,
+    events: &[Event],
+    keep: &BTreeSet<TaskId>,
+) -> (
+    Vec<AttemptRow>,
+    Vec<TaskId>,
+    BTreeMap<TaskId, Vec<AttemptRow>>,
+) {
     let mut tasks: BTreeMap<TaskId, TaskAttempts> = BTreeMap::new();
     let mut rows = rows;
     rows.sort_by_key(|r| (r.task_id, r.seq));
@@ -123,24 +150,33 @@ fn fold_attempts(rows: Vec<AttemptRow>, events: &[Event]) -> (Vec<AttemptRow>, V
     }
     let mut written = Vec::new();
     let mut reset = Vec::new();
+    let mut kept = BTreeMap::new();
     for (task_id, task) in tasks {
         let shrunk = task.now.0.len() < task.stored.len();
         if shrunk {
             reset.push(task_id);
         }
+        let mut all = Vec::new();
         for (seq, attempt) in task.now.0.into_iter().enumerate() {
-            if shrunk || task.stored.get(seq) != Some(&attempt) {
-                written.push(AttemptRow {
-                    job_id: task.job_id,
-                    task_id,
-                    task_index: task.index,
-                    seq: u32::try_from(seq).unwrap_or(u32::MAX),
-                    attempt,
-                });
+            let row = AttemptRow {
+                job_id: task.job_id,
+                task_id,
+                task_index: task.index,
+                seq: u32::try_from(seq).unwrap_or(u32::MAX),
+                attempt,
+            };
+            if keep.contains(&task_id) {
+                all.push(row.clone());
+            }
+            if shrunk || task.stored.get(seq) != Some(&row.attempt) {
+                written.push(row);
             }
         }
+        if keep.contains(&task_id) {
+            kept.insert(task_id, all);
+        }
     }
-    (written, reset)
+    (written, reset, kept)
 }
 
 /// A stored job row as the domain's view (`status` is derived, so it is not read).

@@ -26,6 +26,7 @@
 pub mod analytics;
 pub mod jobs;
 pub mod metrics;
+mod running;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -155,6 +156,8 @@ struct Inner {
     store: ReadModelStore,
     changes: broadcast::Sender<Arc<ProjectionChange>>,
     skipped: [AtomicU64; 2],
+    /// The live jobs projection's rows of running tasks (see `running`).
+    running: tokio::sync::Mutex<running::RunningRows>,
 }
 
 /// A batch read ahead: how many events were read, the last one's position (`None`: caught up),
@@ -204,6 +207,7 @@ impl Projector {
                 store: ReadModelStore::new(database),
                 changes,
                 skipped: [AtomicU64::new(0), AtomicU64::new(0)],
+                running: tokio::sync::Mutex::default(),
             }),
         }
     }
@@ -568,14 +572,37 @@ impl Projector {
         };
         match name {
             ProjectionName::Jobs => {
-                let keys = jobs::keys(events);
+                let mut keys = jobs::keys(events);
+                // The rebuild's batches are large enough to hold most tasks' events whole.
+                let mut running = match target {
+                    Target::Live => Some(self.inner.running.lock().await),
+                    Target::Rebuild => None,
+                };
+                if let Some(running) = running.as_mut() {
+                    running.lend(from, &mut keys);
+                }
+                let mut kept = Default::default();
                 let written = store
-                    .apply_jobs(target, from, to, &keys, |jobs, tasks, attempts| {
-                        jobs::fold(jobs, tasks, attempts, events)
+                    .apply_jobs(target, from, to, keys, |jobs, tasks, attempts| {
+                        let (changes, running_attempts) =
+                            jobs::fold_keeping_running(jobs, tasks, attempts, events);
+                        kept = running_attempts;
+                        changes
                     })
-                    .await?;
+                    .await;
+                let written = match (written, running.as_mut()) {
+                    (Ok(written), _) => written,
+                    (Err(error), Some(running)) => {
+                        running.clear();
+                        return Err(error.into());
+                    }
+                    (Err(error), None) => return Err(error.into()),
+                };
                 change.jobs = written.jobs.iter().map(|j| j.id).collect();
                 change.tasks = written.tasks.iter().map(|t| (t.job_id, t.id)).collect();
+                if let Some(running) = running.as_mut() {
+                    running.keep(to, written.tasks, kept);
+                }
             }
             ProjectionName::Analytics => {
                 let keys = analytics::keys(events);
@@ -640,7 +667,12 @@ impl Projector {
         self.replay_into_shadow(&mut report, &mut progress).await?;
         store.index_rebuild(name).await?;
         self.replay_into_shadow(&mut report, &mut progress).await?;
-        store.swap_rebuild(name, report.position).await?;
+        {
+            // The swapped-in tables are not where the kept rows came from.
+            let mut running = self.inner.running.lock().await;
+            running.clear();
+            store.swap_rebuild(name, report.position).await?;
+        }
         let _ = self.inner.changes.send(Arc::new(ProjectionChange {
             projection: name,
             position: report.position,

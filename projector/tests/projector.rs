@@ -52,18 +52,19 @@ fn ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
 // ---------------------------------------------------------------------------------------------
 // Any split into batches gives the same tables.
 
-/// Applies the whole log to projection `name` through the projector, cut at `cuts` (batch
-/// lengths, cycled), and checks that the checkpoint ends at the log's head.
+/// Applies the whole log to projection `name` through the projectors (taking turns, as
+/// processes sharing a database may), cut at `cuts` (batch lengths, cycled), and checks that the
+/// checkpoint ends at the log's head.
 async fn apply_in_batches(
     backend: &Backend,
-    projector: &Projector,
+    projectors: &[&Projector],
     recorded: &[RecordedEvent],
     name: ProjectionName,
     cuts: &[usize],
 ) {
     let mut from = LogPosition::START;
     let mut rest = recorded;
-    for len in cuts.iter().cycle() {
+    for (len, projector) in cuts.iter().cycle().zip(projectors.iter().cycle()) {
         if rest.is_empty() {
             break;
         }
@@ -95,7 +96,19 @@ async fn split_gives_the_same_tables(backend: Backend, ops: Vec<Op>, cuts: [Vec<
     assert_eq!(recorded.len(), events.len());
     let projector = projector(&backend, 1000);
     for (name, cuts) in ProjectionName::ALL.into_iter().zip(cuts) {
-        apply_in_batches(&backend, &projector, &recorded, name, &cuts).await;
+        apply_in_batches(&backend, &[&projector], &recorded, name, &cuts).await;
+    }
+    support::assert_dumps_eq(&dump(&backend.store()).await, &expected_dump(&events));
+}
+
+/// The same with two projectors taking turns: what one keeps in memory between its batches
+/// (the rows of running tasks) is stale once the other has written, and must not be used.
+async fn two_projectors_give_the_same_tables(backend: Backend, ops: Vec<Op>, cuts: Vec<usize>) {
+    let events = write_log(backend.log.as_ref(), &ops).await;
+    let recorded = backend.read_everything().await;
+    let (one, two) = (projector(&backend, 1000), projector(&backend, 1000));
+    for name in ProjectionName::ALL {
+        apply_in_batches(&backend, &[&one, &one, &two], &recorded, name, &cuts).await;
     }
     support::assert_dumps_eq(&dump(&backend.store()).await, &expected_dump(&events));
 }
@@ -129,6 +142,36 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn projectors_taking_turns_give_the_same_tables_sqlite(
+        ops in ops(80),
+        cuts in prop::collection::vec(1usize..6, 1..6),
+    ) {
+        runtime().block_on(async {
+            two_projectors_give_the_same_tables(Backend::sqlite().await, ops, cuts).await;
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 5, ..ProptestConfig::default() })]
+
+    #[test]
+    fn projectors_taking_turns_give_the_same_tables_postgres(
+        ops in ops(80),
+        cuts in prop::collection::vec(1usize..6, 1..6),
+    ) {
+        runtime().block_on(async {
+            if let Some(backend) = Backend::postgres().await {
+                two_projectors_give_the_same_tables(backend, ops, cuts).await;
+            }
+        });
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The projection is the domain's fold: whatever the batches, the stored jobs and tasks rows
 // (and the analytics counts of jobs and tasks) are `shoal_domain::Views` of the log, field by
@@ -139,7 +182,7 @@ async fn projection_is_the_domain_fold(backend: Backend, ops: Vec<Op>, cuts: [Ve
     let recorded = backend.read_everything().await;
     let projector = projector(&backend, 1000);
     for (name, cuts) in ProjectionName::ALL.into_iter().zip(cuts) {
-        apply_in_batches(&backend, &projector, &recorded, name, &cuts).await;
+        apply_in_batches(&backend, &[&projector], &recorded, name, &cuts).await;
     }
     // The log as the projector read it, in its order.
     let log: Vec<Event> = recorded

@@ -184,7 +184,7 @@ impl ReadModelStore {
 
     /// Applies one batch of the jobs projection (see the module docs): moves the checkpoint
     /// `from` -> `to`, loads the rows of `keys` (jobs, tasks, and the tasks' attempts), and
-    /// writes what `fold` makes of them.
+    /// writes what `fold` makes of them and of the rows the caller knows (`keys.known_*`).
     /// Returns what was written.
     #[tracing::instrument(
         name = "readmodel.apply_jobs",
@@ -197,7 +197,7 @@ impl ReadModelStore {
         target: Target,
         from: LogPosition,
         to: LogPosition,
-        keys: &JobsKeys,
+        keys: JobsKeys,
         fold: impl FnOnce(Vec<JobRow>, Vec<TaskRow>, Vec<AttemptRow>) -> JobsChanges + Send,
     ) -> ReadModelResult<JobsChanges> {
         dispatch!(self, apply_jobs(target, from, to, keys, fold))

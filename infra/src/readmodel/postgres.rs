@@ -92,6 +92,17 @@ macro_rules! upsert_tasks {
     };
 }
 
+/// The batch's attempt rows: one array per column of `task_attempts`, in `attempt_columns!`
+/// order.
+macro_rules! attempt_rows {
+    () => {
+        "UNNEST($1::uuid[], $2::int8[], $3::uuid[], $4::int8[], $5::int8[],
+                $6::int8[], $7::int8[], $8::text[], $9::int8[], $10::int8[],
+                $11::int8[], $12::text[], $13::text[], $14::int8[],
+                $15::int8[], $16::int8[], $17::bool[], $18::text[])"
+    };
+}
+
 macro_rules! insert_attempts {
     ($t:literal) => {
         concat!(
@@ -100,10 +111,31 @@ macro_rules! insert_attempts {
             " (",
             attempt_columns!(),
             ")
-             SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::uuid[], $4::int8[], $5::int8[],
-                                  $6::int8[], $7::int8[], $8::text[], $9::int8[], $10::int8[],
-                                  $11::int8[], $12::text[], $13::text[], $14::int8[],
-                                  $15::int8[], $16::int8[], $17::bool[], $18::text[])"
+             SELECT * FROM ",
+            attempt_rows!()
+        )
+    };
+}
+
+/// For attempt rows known to be stored: a plain update by key (see `update_tasks!`).
+macro_rules! update_attempts {
+    ($t:literal) => {
+        concat!(
+            "UPDATE ",
+            $t,
+            " AS a SET job_id = u.job_id, task_index = u.task_index, attempt = u.attempt,
+                 queued_us = u.queued_us, not_before_us = u.not_before_us, worker = u.worker,
+                 started_us = u.started_us, ended_us = u.ended_us,
+                 duration_ms = u.duration_ms, outcome = u.outcome, error = u.error,
+                 retry_at_us = u.retry_at_us, retry_not_before_us = u.retry_not_before_us,
+                 retry_backoff_ms = u.retry_backoff_ms, retry_manual = u.retry_manual,
+                 dead_letter_reason = u.dead_letter_reason
+             FROM ",
+            attempt_rows!(),
+            " AS u(",
+            attempt_columns!(),
+            ")
+             WHERE a.task_id = u.task_id AND a.seq = u.seq"
         )
     };
 }
@@ -152,6 +184,10 @@ const INSERT_ATTEMPTS: [&str; 2] = [
 const UPSERT_ATTEMPTS: [&str; 2] = [
     upsert_attempts!("task_attempts"),
     upsert_attempts!("task_attempts_rebuild"),
+];
+const UPDATE_ATTEMPTS: [&str; 2] = [
+    update_attempts!("task_attempts"),
+    update_attempts!("task_attempts_rebuild"),
 ];
 const DELETE_ATTEMPTS: [&str; 2] = [
     "DELETE FROM task_attempts WHERE task_id = ANY($1)",
@@ -331,7 +367,10 @@ impl ReadDialect for Postgres {
                 !reset.contains(&r.task_id) && stored_attempts.contains(&(r.task_id, r.seq))
             });
         write_attempts(conn, INSERT_ATTEMPTS[t], &created).await?;
-        write_attempts(conn, UPSERT_ATTEMPTS[t], &updated).await?;
+        if write_attempts(conn, UPDATE_ATTEMPTS[t], &updated).await? < updated.len() as u64 {
+            // As for tasks: a stored row is gone; the upsert writes them all again.
+            write_attempts(conn, UPSERT_ATTEMPTS[t], &updated).await?;
+        }
         Ok(())
     }
 
@@ -542,14 +581,15 @@ async fn write_tasks(
     Ok(result.rows_affected())
 }
 
-/// Writes attempt rows with `sql` (`INSERT_ATTEMPTS` or `UPSERT_ATTEMPTS`), one statement.
+/// Writes attempt rows with `sql` (`INSERT_ATTEMPTS`, `UPDATE_ATTEMPTS` or `UPSERT_ATTEMPTS`),
+/// one statement; the number of rows written.
 async fn write_attempts(
     conn: &mut PgConnection,
     sql: &str,
     rows: &[&AttemptRow],
-) -> ReadModelResult<()> {
+) -> ReadModelResult<u64> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let int = |f: fn(&AttemptRow) -> Option<u64>| {
         rows.iter()
@@ -562,7 +602,7 @@ async fn write_attempts(
             .collect::<Vec<_>>()
     };
     let text = |f: fn(&AttemptRow) -> Option<&str>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
-    sqlx::query(sql)
+    let result = sqlx::query(sql)
         .bind(rows.iter().map(|r| r.task_id.as_uuid()).collect::<Vec<_>>())
         .bind(int(|r| Some(u64::from(r.seq))))
         .bind(rows.iter().map(|r| r.job_id.as_uuid()).collect::<Vec<_>>())
@@ -587,7 +627,7 @@ async fn write_attempts(
         .bind(text(|r| r.attempt.dead_letter_reason.as_deref()))
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    Ok(result.rows_affected())
 }
 
 /// JSON as text, `None` for SQL NULL (and for a JSON `null`).

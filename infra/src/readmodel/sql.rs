@@ -353,7 +353,7 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
     target: Target,
     from: LogPosition,
     to: LogPosition,
-    keys: &JobsKeys,
+    keys: JobsKeys,
     fold: impl FnOnce(Vec<JobRow>, Vec<TaskRow>, Vec<AttemptRow>) -> JobsChanges,
 ) -> ReadModelResult<JobsChanges> {
     let name = ProjectionName::Jobs.checkpoint_name(target);
@@ -375,7 +375,7 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
             .map(job_row::<D>)
             .collect::<ReadModelResult<Vec<_>>>()?
     };
-    let tasks = if keys.tasks.is_empty() {
+    let mut tasks = if keys.tasks.is_empty() {
         Vec::new()
     } else {
         let ids = keys.tasks.iter().map(TaskId::as_uuid).collect();
@@ -387,7 +387,7 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
             .map(task_row::<D>)
             .collect::<ReadModelResult<Vec<_>>>()?
     };
-    let attempts = if keys.tasks.is_empty() {
+    let mut attempts = if keys.tasks.is_empty() {
         Vec::new()
     } else {
         let ids = keys.tasks.iter().map(TaskId::as_uuid).collect();
@@ -399,6 +399,8 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
             .map(attempt_row::<D>)
             .collect::<ReadModelResult<Vec<_>>>()?
     };
+    tasks.extend(keys.known_tasks);
+    attempts.extend(keys.known_attempts);
     let stored: HashSet<TaskId> = tasks.iter().map(|r| r.id).collect();
     let stored_attempts: HashSet<(TaskId, u32)> =
         attempts.iter().map(|r| (r.task_id, r.seq)).collect();

@@ -283,11 +283,18 @@ pub fn apply_to_attempts(attempts: &mut Attempts, event: &Event) {
 }
 
 /// What the jobs projection must read before folding a batch: the rows of these jobs and
-/// tasks (absent ones are new), and the attempts of these tasks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// tasks (absent ones are new), and the attempts of these tasks; and the task rows the caller
+/// already holds as they are stored (it wrote them in its previous batch, see
+/// `shoal_projector`'s running rows), which are not read again but handed to the fold with
+/// the loaded ones, and written with a plain update.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobsKeys {
     pub jobs: Vec<JobId>,
     pub tasks: Vec<TaskId>,
+    /// Stored rows of tasks not in `tasks`.
+    pub known_tasks: Vec<TaskRow>,
+    /// Every stored attempt row of the tasks of `known_tasks`.
+    pub known_attempts: Vec<AttemptRow>,
 }
 
 /// What a batch of the jobs projection writes: whole rows, each touched row once.
