@@ -263,8 +263,7 @@ def run_shoal(cl, args, n, concurrency, processes, rundir):
         watch = Psql(url)
         wal0 = int(cl.lsn())
         t0 = time.time()
-        job = gql(api, 'mutation { submitJob(input: {jobType: "noop", totalTasks: %d, '
-                       'parameters: {work_type: "noop"}}) { id } }' % n)["submitJob"]["id"]
+        job = gql(api, shoal_job(args, n))["submitJob"]["id"]
         accepted = time.time() - t0
         # Cheap probe first (the identity's high-water mark), then the exact count.
         while int(watch.one("select coalesce(max(id), 0) /* bench-driver */ from task_queue")) < n:
@@ -349,8 +348,7 @@ def run_shoal_dev_sqlite(args, n, rundir):
         pid = int(subprocess.run(["pgrep", "-P", str(dev.pid)], capture_output=True, text=True).stdout.split()[0])
         c0 = proc_cpu(pid, children=False)
         t0 = time.time()
-        job = gql(api, 'mutation { submitJob(input: {jobType: "noop", totalTasks: %d, '
-                       'parameters: {work_type: "noop"}}) { id } }' % n)["submitJob"]["id"]
+        job = gql(api, shoal_job(args, n))["submitJob"]["id"]
         accepted = time.time() - t0
         deadline = time.time() + args.timeout
         while True:
@@ -542,6 +540,17 @@ def svg_plot(points, path, title):
     Path(path).write_text("\n".join(out) + "\n")
 
 
+def shoal_job(args, n):
+    """The GraphQL mutation that submits Shoal's job of n tasks: no-ops, or with --work-seconds,
+    `io_bound` tasks that each sleep that long."""
+    if args.work_seconds > 0:
+        return ('mutation { submitJob(input: {jobType: "io_bound", totalTasks: %d, '
+                'parameters: {work_type: "io_bound", work_duration_seconds: %g}}) { id } }'
+                % (n, args.work_seconds))
+    return ('mutation { submitJob(input: {jobType: "noop", totalTasks: %d, '
+            'parameters: {work_type: "noop"}}) { id } }' % n)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default="20000,100000", help="task counts, comma-separated (default 20000,100000)")
@@ -555,6 +564,10 @@ def main():
     ap.add_argument("--svg", default=str(ROOT / "docs/benchmarks-scaling.svg"))
     ap.add_argument("--shoal", default=str(ROOT / "target/release/shoal"), help="the shoal binary")
     ap.add_argument("--timeout", type=float, default=900, help="seconds a drain may take")
+    ap.add_argument("--work-seconds", type=float, default=0,
+                    help="Shoal's tasks sleep this long (job type io_bound) instead of doing nothing: "
+                         "for comparing Shoal builds with tasks that outlive a projector batch "
+                         "(the peers' handlers stay no-ops, so do not read it beside them)")
     ap.add_argument("--work", default=str(ROOT / "target/bench-peers"),
                     help="where the peers are installed and each run's logs and statements go")
     args = ap.parse_args()

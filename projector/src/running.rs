@@ -74,6 +74,7 @@ impl RunningRows {
         if self.kept.is_empty() {
             return;
         }
+        let before = keys.tasks.len();
         keys.tasks.retain(|id| match self.kept.remove(id) {
             Some(kept) => {
                 self.order.remove(&kept.stamp);
@@ -84,6 +85,12 @@ impl RunningRows {
             }
             None => true,
         });
+        tracing::debug!(
+            kept = self.kept.len(),
+            lent = before - keys.tasks.len(),
+            read = keys.tasks.len(),
+            "running rows lent"
+        );
     }
 
     /// After a batch committed up to `to`: keeps the rows of the tasks it left running

@@ -17,6 +17,7 @@ mod postgres;
 pub(crate) mod sql;
 mod sqlite;
 mod subscription;
+mod tail;
 
 pub use postgres::{PostgresEventLog, load_checkpoint_pg, save_checkpoint_pg};
 pub use sql::SqlEventLog;

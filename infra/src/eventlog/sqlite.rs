@@ -6,7 +6,8 @@
 //! `BEGIN IMMEDIATE` (which also serializes against other processes on the same file, waiting
 //! up to the busy timeout).
 //! With one writer, positions become visible in order, so reading by position is gap-free and
-//! `LogPosition::commit == position`. A batch's events go in as one statement over one JSON
+//! `LogPosition::commit == position` (which is also why this process's readers can share what one
+//! of them has just read: `super::tail`). A batch's events go in as one statement over one JSON
 //! array parameter (`json_each`), the way Postgres takes arrays. Commits are signalled to this
 //! process's subscriptions directly; appends from another process are seen at the next poll.
 
@@ -24,6 +25,7 @@ use super::sql::{
     Inserted, LogDialect, SqlEventLog, event, event_columns, queue_error, read_stream_sql,
 };
 use super::subscription::CommitSignal;
+use super::tail::Tail;
 use super::{LogError, LogPosition, LogResult, RecordedEvent};
 use crate::queue::QueueRows;
 
@@ -126,6 +128,8 @@ DELETE FROM idempotency_keys WHERE key IN (
 pub(crate) struct Shared {
     write_lock: Arc<Mutex<()>>,
     signal: watch::Sender<CommitSignal>,
+    /// What this process's readers read last, for the others (see `tail`).
+    tail: Tail,
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`) holding the log's write lock; use it as a
@@ -195,6 +199,7 @@ impl LogDialect for Sqlite {
         Shared {
             write_lock: crate::db::sqlite_write_lock(pool),
             signal: watch::Sender::new(CommitSignal::default()),
+            tail: Tail::default(),
         }
     }
 
@@ -255,13 +260,26 @@ impl LogDialect for Sqlite {
         after: LogPosition,
         limit: i64,
     ) -> LogResult<Vec<RecordedEvent>> {
-        // Decoded row by row as they arrive, as on Postgres.
-        Ok(sqlx::query(READ_ALL)
-            .bind(after.position)
-            .bind(limit)
-            .try_map(|row| event::<Sqlite>(&row))
-            .fetch_all(&log.pool)
-            .await?)
+        // What another reader of this process has just read comes from the tail; only what
+        // follows it from the database.
+        let wanted = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut records = log.shared.tail.read(after.position, wanted);
+        if records.len() < wanted {
+            let from = records
+                .last()
+                .map_or(after.position, |r| r.log_position.position);
+            let more_limit = i64::try_from(wanted - records.len()).unwrap_or(i64::MAX);
+            // Decoded row by row as they arrive, as on Postgres.
+            let more = sqlx::query(READ_ALL)
+                .bind(from)
+                .bind(more_limit)
+                .try_map(|row| event::<Sqlite>(&row))
+                .fetch_all(&log.pool)
+                .await?;
+            log.shared.tail.add(from, &more);
+            records.extend(more);
+        }
+        Ok(records)
     }
 
     fn bind_recorded_bound(

@@ -1,0 +1,171 @@
+//! The newest stretch of a SQLite log that this process has read, kept for its other readers.
+//!
+//! In one process (`shoal dev`), the orchestrator and both projections each read every event
+//! from the log, at nearly the same place. On SQLite those reads were 40 % of the database's
+//! statement time in a drain (docs/benchmarks.md, "`shoal dev` on SQLite"): the same rows read
+//! and decoded three times. The first reader of a stretch reads it from the database and leaves
+//! it here; the others take it from here, and ask the database only for what follows it.
+//!
+//! What is kept is a run of records exactly as reads returned them: every event of the log after
+//! `after`, up to the last record kept. That holds because on SQLite positions become visible in
+//! order (one writer at a time, an append-only table): once a read has returned the events up
+//! to position p, no event at or below p can appear later. Not used on Postgres, where positions
+//! commit out of order.
+//!
+//! Bounded by [`MAX_EVENTS`] events and about [`MAX_BYTES`] bytes; the oldest go first. A reader
+//! far behind (a rebuild, a consumer catching up) reads from the database and leaves the kept
+//! run alone.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use super::RecordedEvent;
+
+/// Most events kept.
+pub const MAX_EVENTS: usize = 16_384;
+/// Most bytes of events kept, about.
+pub const MAX_BYTES: usize = 16 << 20;
+
+#[derive(Debug, Default)]
+pub(crate) struct Tail {
+    inner: Mutex<Run>,
+}
+
+/// Every event after `after` up to the last of `records`, in position order.
+#[derive(Debug, Default)]
+struct Run {
+    after: i64,
+    records: VecDeque<RecordedEvent>,
+    bytes: usize,
+}
+
+impl Run {
+    fn end(&self) -> i64 {
+        self.records
+            .back()
+            .map_or(self.after, |r| r.log_position.position)
+    }
+}
+
+impl Tail {
+    /// The kept events after position `after`, at most `limit` (none when the kept run does not
+    /// reach past `after`, or starts after it).
+    pub fn read(&self, after: i64, limit: usize) -> Vec<RecordedEvent> {
+        let run = self.lock();
+        if after < run.after || after >= run.end() {
+            return Vec::new();
+        }
+        let start = run
+            .records
+            .partition_point(|r| r.log_position.position <= after);
+        run.records.range(start..).take(limit).cloned().collect()
+    }
+
+    /// Keeps what a read of the database after position `after` returned (in position order,
+    /// with nothing left out between `after` and its last record).
+    pub fn add(&self, after: i64, records: &[RecordedEvent]) {
+        let Some(last) = records.last() else {
+            return;
+        };
+        let mut run = self.lock();
+        let end = run.end();
+        if last.log_position.position <= end {
+            return;
+        }
+        if after > end {
+            // A reader ahead of the kept run (it was never read here): start afresh from it.
+            *run = Run {
+                after,
+                ..Run::default()
+            };
+        }
+        let end = run.end();
+        for record in records.iter().filter(|r| r.log_position.position > end) {
+            run.bytes += size(record);
+            run.records.push_back(record.clone());
+        }
+        while run.records.len() > MAX_EVENTS || run.bytes > MAX_BYTES {
+            let Some(oldest) = run.records.pop_front() else {
+                break;
+            };
+            run.bytes -= size(&oldest);
+            run.after = oldest.log_position.position;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Run> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// About how much memory a record takes.
+fn size(record: &RecordedEvent) -> usize {
+    std::mem::size_of::<RecordedEvent>()
+        + record.stream_id.len()
+        + record.event_type.len()
+        + record.data.get().len()
+        + record.metadata.get().len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventlog::LogPosition;
+    use chrono::Utc;
+    use serde_json::value::RawValue;
+
+    fn record(position: i64) -> RecordedEvent {
+        RecordedEvent {
+            log_position: LogPosition {
+                commit: position,
+                position,
+            },
+            stream_id: format!("s-{position}"),
+            stream_version: 1,
+            event_type: "E".into(),
+            schema_version: 1,
+            data: RawValue::from_string("{}".into()).unwrap_or_else(|_| unreachable!()),
+            metadata: RawValue::from_string("{}".into()).unwrap_or_else(|_| unreachable!()),
+            recorded_at: Utc::now(),
+        }
+    }
+
+    fn positions(records: &[RecordedEvent]) -> Vec<i64> {
+        records.iter().map(|r| r.log_position.position).collect()
+    }
+
+    #[test]
+    fn serves_what_was_read_and_only_that() {
+        let tail = Tail::default();
+        assert!(tail.read(0, 10).is_empty());
+        tail.add(0, &(1..=5).map(record).collect::<Vec<_>>());
+        assert_eq!(positions(&tail.read(0, 10)), vec![1, 2, 3, 4, 5]);
+        assert_eq!(positions(&tail.read(2, 2)), vec![3, 4]);
+        assert!(tail.read(5, 10).is_empty(), "nothing after the last read");
+        // A read that overlaps the kept run extends it with what is new.
+        tail.add(3, &(4..=8).map(record).collect::<Vec<_>>());
+        assert_eq!(positions(&tail.read(5, 10)), vec![6, 7, 8]);
+        // A read ahead of the kept run starts a new one: what lies between was never read.
+        tail.add(20, &(21..=22).map(record).collect::<Vec<_>>());
+        assert!(tail.read(8, 10).is_empty());
+        assert!(tail.read(0, 10).is_empty());
+        assert_eq!(positions(&tail.read(20, 10)), vec![21, 22]);
+        // A read from behind that ends inside the run changes nothing.
+        tail.add(10, &(11..=21).map(record).collect::<Vec<_>>());
+        assert_eq!(positions(&tail.read(20, 10)), vec![21, 22]);
+        assert!(tail.read(15, 10).is_empty());
+    }
+
+    #[test]
+    fn keeps_the_newest_events_up_to_its_bound() {
+        let tail = Tail::default();
+        let total = i64::try_from(MAX_EVENTS).unwrap_or(i64::MAX) + 100;
+        tail.add(0, &(1..=total).map(record).collect::<Vec<_>>());
+        assert!(tail.read(0, 10).is_empty(), "the oldest were dropped");
+        assert!(tail.read(99, 10).is_empty());
+        assert_eq!(positions(&tail.read(100, 2)), vec![101, 102]);
+        assert_eq!(tail.read(100, usize::MAX).len(), MAX_EVENTS);
+    }
+}
