@@ -113,7 +113,8 @@ pub(crate) const fn pg_swap(projection: ProjectionName) -> &'static str {
              ALTER TABLE task_attempts_rebuild RENAME TO task_attempts;
              ALTER TABLE task_attempts
                  RENAME CONSTRAINT task_attempts_rebuild_pkey TO task_attempts_pkey;
-             ALTER INDEX task_attempts_rebuild_job_idx RENAME TO task_attempts_job_idx;"
+             ALTER INDEX task_attempts_rebuild_job_idx RENAME TO task_attempts_job_idx;
+             ALTER TABLE task_attempts SET (fillfactor = 50);"
         }
         ProjectionName::Analytics => {
             "DROP TABLE analytics_job_state;
