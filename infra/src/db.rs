@@ -8,15 +8,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use sqlx::migrate::Migrator;
-use sqlx::pool::PoolConnectionMetadata;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous, SqliteTransactionManager,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, TransactionManager};
 
 use crate::dialect::on_pool;
 use crate::eventlog::{EventLog, SqlEventLog};
@@ -304,38 +300,11 @@ pub fn sqlite_options(url: &str, busy_timeout: Duration) -> Result<SqliteConnect
         .foreign_keys(true))
 }
 
-/// The pool options every SQLite pool of Shoal starts from: a connection coming back to the
-/// pool inside a transaction is rolled back before anyone else gets it.
-///
-/// sqlx 0.8 leaves a connection inside its transaction when the future of
-/// `begin_with("BEGIN IMMEDIATE")` is dropped after the `BEGIN` ran and before the transaction
-/// was handed over (an aborted task, a timeout, a `select!`): nothing owns the transaction, so
-/// nothing rolls it back, and the connection goes back to the pool holding the database's write
-/// lock. Every later write on another connection would then wait out the busy timeout and fail,
-/// for as long as the process lives.
+/// The pool options every SQLite pool of Shoal starts from. (A write cut off as it begins is
+/// handled where writes begin, `dialect::sqlite_begin`, not by checking every connection that
+/// comes back to the pool: that cost a round trip to the connection's thread per statement.)
 pub fn sqlite_pool_options() -> SqlitePoolOptions {
-    SqlitePoolOptions::new().after_release(roll_back_abandoned)
-}
-
-fn roll_back_abandoned(
-    conn: &mut SqliteConnection,
-    _: PoolConnectionMetadata,
-) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
-    Box::pin(async move {
-        // The connection's commands run in order on its own thread: after this round trip, the
-        // rollback that a dropped transaction queued has run, and the depth left is abandoned.
-        conn.ping().await?;
-        if conn.is_in_transaction() {
-            tracing::warn!(
-                "a SQLite connection came back to the pool inside a transaction nothing owns \
-                 (a write cancelled as it began); rolling it back"
-            );
-            while conn.is_in_transaction() {
-                SqliteTransactionManager::rollback(conn).await?;
-            }
-        }
-        Ok(true)
-    })
+    SqlitePoolOptions::new()
 }
 
 #[cfg(test)]

@@ -301,13 +301,26 @@ macro_rules! executor_methods {
 /// acknowledgement, a checkpoint) stay uncommitted, unseen by others and holding back the log's
 /// read horizon once they write, until a later transaction on that connection commits them.
 /// Spawned, the `BEGIN` completes; a transaction nobody takes is then dropped, which rolls it
-/// back before the connection's next use. (SQLite's pools catch the same case when a
-/// connection comes back: `db::sqlite_pool_options`.)
+/// back before the connection's next use. SQLite has the same flaw: [`sqlite_begin`].
 pub(crate) async fn pg_begin(
     pool: &Pool<Postgres>,
 ) -> sqlx::Result<Transaction<'static, Postgres>> {
     let pool = pool.clone();
     tokio::spawn(async move { pool.begin().await })
+        .await
+        .unwrap_or(Err(sqlx::Error::WorkerCrashed))
+}
+
+/// `BEGIN IMMEDIATE` on SQLite, carried to its end as [`pg_begin`] is. Cut off after SQLite
+/// ran it and before sqlx handed the transaction over (sqlx issue 3932), the connection would go
+/// back to the pool inside a transaction nothing owns, holding the database's write lock for
+/// good: every later write would wait out the busy timeout and fail. Every SQLite write
+/// transaction of Shoal begins here (with the in-process write lock already taken).
+pub(crate) async fn sqlite_begin(
+    pool: &Pool<Sqlite>,
+) -> sqlx::Result<Transaction<'static, Sqlite>> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin_with("BEGIN IMMEDIATE").await })
         .await
         .unwrap_or(Err(sqlx::Error::WorkerCrashed))
 }
@@ -397,7 +410,7 @@ impl Dialect for Sqlite {
         Box::pin(async move {
             let lock = Self::lock_writes(pool).await;
             Ok(WriteTx {
-                tx: pool.begin_with("BEGIN IMMEDIATE").await?,
+                tx: sqlite_begin(pool).await?,
                 _lock: lock,
             })
         })

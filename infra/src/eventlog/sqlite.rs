@@ -175,7 +175,7 @@ impl SqliteEventLog {
     /// `save_checkpoint` on the log while holding one (use `append_in_tx`).
     pub async fn begin_write(&self) -> LogResult<SqliteWriteTx> {
         let write_lock = self.shared.write_lock.clone().lock_owned().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let tx = crate::dialect::sqlite_begin(&self.pool).await?;
         Ok(SqliteWriteTx {
             tx,
             _write_lock: write_lock,

@@ -202,7 +202,7 @@ impl SqliteQueue {
         max_receives: i64,
     ) -> QueueResult<ClaimOutcome> {
         let _write = self.write_lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = crate::dialect::sqlite_begin(&self.pool).await?;
         // The clock is read once the write lock is ours.
         let now = now_ms();
         let expired = sqlx::query(EXPIRE)
@@ -319,7 +319,7 @@ impl SqliteQueue {
         reason: &str,
     ) -> QueueResult<bool> {
         let _write = self.write_lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = crate::dialect::sqlite_begin(&self.pool).await?;
         let Some(row) = sqlx::query(TAKE_FOR_DEAD_LETTER)
             .bind(receipt.id)
             .bind(receipt.token)
@@ -345,7 +345,7 @@ impl SqliteQueue {
     pub(super) async fn set_priority(&self, job_id: Uuid, priority: i32) -> QueueResult<()> {
         let job_id = job_id.to_string();
         let _write = self.write_lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = crate::dialect::sqlite_begin(&self.pool).await?;
         for statement in [SAVE_PRIORITY, REPRIORITIZE] {
             sqlx::query(statement)
                 .bind(&job_id)
