@@ -562,6 +562,16 @@ impl ReadModelStore {
                 )
                 .fetch_all(pool)
                 .await?;
+                // Storage settings too (the fill factors that make updates HOT).
+                let options: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT relname::text, coalesce(array_to_string(reloptions, ','), '')
+                     FROM pg_class
+                     WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r'
+                       AND (relname IN ('jobs', 'tasks', 'task_attempts')
+                            OR relname LIKE 'analytics%')",
+                )
+                .fetch_all(pool)
+                .await?;
                 columns
                     .into_iter()
                     .map(|(t, c, ty, null)| format!("column {t}.{c} {ty} {null}"))
@@ -569,6 +579,11 @@ impl ReadModelStore {
                         indexes
                             .into_iter()
                             .map(|(name, def)| format!("index {name}: {def}")),
+                    )
+                    .chain(
+                        options
+                            .into_iter()
+                            .map(|(table, options)| format!("table {table}: {options}")),
                     )
                     .collect()
             }

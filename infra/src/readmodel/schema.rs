@@ -84,8 +84,6 @@ pub(crate) const fn pg_index(projection: ProjectionName) -> &'static str {
              CREATE INDEX jobs_rebuild_priority_created_idx
                  ON jobs_rebuild (priority, created_at, id);
              CREATE INDEX tasks_rebuild_job_index_idx ON tasks_rebuild (job_id, task_index);
-             CREATE INDEX tasks_rebuild_job_status_idx
-                 ON tasks_rebuild (job_id, status, task_index);
              CREATE INDEX task_attempts_rebuild_job_idx
                  ON task_attempts_rebuild (job_id, task_index, seq);"
         }
@@ -108,7 +106,7 @@ pub(crate) const fn pg_swap(projection: ProjectionName) -> &'static str {
              ALTER TABLE tasks_rebuild RENAME TO tasks;
              ALTER TABLE tasks RENAME CONSTRAINT tasks_rebuild_pkey TO tasks_pkey;
              ALTER INDEX tasks_rebuild_job_index_idx RENAME TO tasks_job_index_idx;
-             ALTER INDEX tasks_rebuild_job_status_idx RENAME TO tasks_job_status_idx;
+             ALTER TABLE tasks SET (fillfactor = 50);
              DROP TABLE task_attempts;
              ALTER TABLE task_attempts_rebuild RENAME TO task_attempts;
              ALTER TABLE task_attempts
