@@ -589,15 +589,13 @@ impl Projector {
                         kept = running_attempts;
                         changes
                     })
-                    .await;
-                let written = match (written, running.as_mut()) {
-                    (Ok(written), _) => written,
-                    (Err(error), Some(running)) => {
-                        running.clear();
-                        return Err(error.into());
-                    }
-                    (Err(error), None) => return Err(error.into()),
-                };
+                    .await
+                    .inspect_err(|_| {
+                        // Committed or not, the kept rows may be stale now.
+                        if let Some(running) = running.as_mut() {
+                            running.clear();
+                        }
+                    })?;
                 change.jobs = written.jobs.iter().map(|j| j.id).collect();
                 change.tasks = written.tasks.iter().map(|t| (t.job_id, t.id)).collect();
                 if let Some(running) = running.as_mut() {
