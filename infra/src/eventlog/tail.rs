@@ -72,15 +72,24 @@ impl Tail {
         if last.log_position.position <= end {
             return;
         }
-        if after > end {
+        let mut new = &records[records.partition_point(|r| r.log_position.position <= end)..];
+        if new.len() > MAX_EVENTS {
+            // A long read (a rebuild, a consumer catching up): only its newest events could stay.
+            let (dropped, kept) = new.split_at(new.len() - MAX_EVENTS);
+            let after = dropped.last().map_or(after, |r| r.log_position.position);
+            *run = Run {
+                after,
+                ..Run::default()
+            };
+            new = kept;
+        } else if after > end {
             // A reader ahead of the kept run (it was never read here): start afresh from it.
             *run = Run {
                 after,
                 ..Run::default()
             };
         }
-        let end = run.end();
-        for record in records.iter().filter(|r| r.log_position.position > end) {
+        for record in new {
             run.bytes += size(record);
             run.records.push_back(record.clone());
         }
