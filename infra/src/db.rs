@@ -197,13 +197,13 @@ impl Database {
                 let in_memory = url.contains(":memory:") || url.contains("mode=memory");
                 let pool = if in_memory {
                     // The database lives as long as a connection to it: keep exactly one.
-                    sqlite_pool_options()
+                    SqlitePoolOptions::new()
                         .max_connections(1)
                         .min_connections(1)
                         .idle_timeout(None)
                         .max_lifetime(None)
                 } else {
-                    sqlite_pool_options().max_connections(settings.max_connections)
+                    SqlitePoolOptions::new().max_connections(settings.max_connections)
                 };
                 pool.acquire_timeout(settings.acquire_timeout)
                     .connect_with(options)
@@ -260,7 +260,12 @@ pub async fn migrate(url: &str) -> Result<Database, DbError> {
 /// with other processes on the same file.
 ///
 /// Keyed by the file's canonical path (an in-memory database has a name of its own per
-/// pool). Never take it while holding it: it is not re-entrant.
+/// pool), and by the path as each pool spells it. Never take it while holding it: it is not
+/// re-entrant. Every SQLite write transaction takes it through [`Dialect::begin_write`], every
+/// autocommit write through [`Dialect::lock_writes`].
+///
+/// [`Dialect::begin_write`]: crate::dialect::Dialect::begin_write
+/// [`Dialect::lock_writes`]: crate::dialect::Dialect::lock_writes
 pub fn sqlite_write_lock(pool: &SqlitePool) -> Arc<tokio::sync::Mutex<()>> {
     use std::collections::HashMap;
     use std::path::PathBuf;
@@ -270,16 +275,24 @@ pub fn sqlite_write_lock(pool: &SqlitePool) -> Arc<tokio::sync::Mutex<()>> {
 
     let options = pool.connect_options();
     let file = options.get_filename();
-    let key = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     let mut locks = LOCKS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(lock) = locks.get(&key).and_then(Weak::upgrade) {
+    // Found by the path as the pool spells it (no file system call on every write), else by
+    // the canonical path, which two spellings of one file share.
+    if let Some(lock) = locks.get(file).and_then(Weak::upgrade) {
         return lock;
     }
-    locks.retain(|_, lock| lock.strong_count() > 0);
-    let lock = Arc::new(tokio::sync::Mutex::new(()));
-    locks.insert(key, Arc::downgrade(&lock));
+    let canonical = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    let lock = match locks.get(&canonical).and_then(Weak::upgrade) {
+        Some(lock) => lock,
+        None => {
+            locks.retain(|_, lock| lock.strong_count() > 0);
+            Arc::new(tokio::sync::Mutex::new(()))
+        }
+    };
+    locks.insert(canonical, Arc::downgrade(&lock));
+    locks.insert(file.to_path_buf(), Arc::downgrade(&lock));
     lock
 }
 
@@ -298,13 +311,6 @@ pub fn sqlite_options(url: &str, busy_timeout: Duration) -> Result<SqliteConnect
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(busy_timeout)
         .foreign_keys(true))
-}
-
-/// The pool options every SQLite pool of Shoal starts from. (A write cut off as it begins is
-/// handled where writes begin, `dialect::sqlite_begin`, not by checking every connection that
-/// comes back to the pool: that cost a round trip to the connection's thread per statement.)
-pub fn sqlite_pool_options() -> SqlitePoolOptions {
-    SqlitePoolOptions::new()
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Connection, PgConnection};
 
-use crate::db::{POSTGRES_MIGRATOR, SQLITE_MIGRATOR, sqlite_options, sqlite_pool_options};
+use crate::db::{POSTGRES_MIGRATOR, SQLITE_MIGRATOR, sqlite_options};
 
 mod moto;
 
@@ -116,7 +116,7 @@ pub async fn fresh_sqlite() -> SqlitePool {
     let url = format!("sqlite:{}", path.display());
     let options = sqlite_options(&url, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("bad SQLite test URL {url}: {e}"));
-    let pool = sqlite_pool_options()
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options)

@@ -75,10 +75,8 @@ impl RunningRows {
             return;
         }
         let before = keys.tasks.len();
-        keys.tasks.retain(|id| match self.kept.remove(id) {
+        keys.tasks.retain(|&id| match self.take(id) {
             Some(kept) => {
-                self.order.remove(&kept.stamp);
-                self.bytes -= kept.bytes;
                 keys.known_tasks.push(kept.row);
                 keys.known_attempts.extend(kept.attempts);
                 false
@@ -107,7 +105,7 @@ impl RunningRows {
             let Some(attempts) = attempts.remove(&row.id) else {
                 continue;
             };
-            self.forget(row.id);
+            self.take(row.id);
             let bytes = row_bytes(&row, &attempts);
             if bytes > MAX_BYTES / 64 {
                 continue;
@@ -127,28 +125,24 @@ impl RunningRows {
             );
         }
         while self.kept.len() > MAX_TASKS || self.bytes > MAX_BYTES {
-            let Some((_, oldest)) = self.order.pop_first() else {
+            let Some((_, oldest)) = self.order.first_key_value() else {
                 break;
             };
-            if let Some(kept) = self.kept.remove(&oldest) {
-                self.bytes -= kept.bytes;
-            }
+            self.take(*oldest);
         }
     }
 
     /// Drops every kept row.
     pub fn clear(&mut self) {
-        *self = RunningRows {
-            next_stamp: self.next_stamp,
-            ..RunningRows::default()
-        };
+        *self = RunningRows::default();
     }
 
-    fn forget(&mut self, id: TaskId) {
-        if let Some(kept) = self.kept.remove(&id) {
-            self.order.remove(&kept.stamp);
-            self.bytes -= kept.bytes;
-        }
+    /// Removes and returns a task's kept rows.
+    fn take(&mut self, id: TaskId) -> Option<Kept> {
+        let kept = self.kept.remove(&id)?;
+        self.order.remove(&kept.stamp);
+        self.bytes -= kept.bytes;
+        Some(kept)
     }
 }
 

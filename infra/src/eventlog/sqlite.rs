@@ -12,13 +12,12 @@
 //! process's subscriptions directly; appends from another process are seen at the next poll.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::Row;
 use sqlx::sqlite::{Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
-use sqlx::{Row, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+use tokio::sync::watch;
 
 use super::batch::PreparedBatch;
 use super::sql::{
@@ -27,6 +26,7 @@ use super::sql::{
 use super::subscription::CommitSignal;
 use super::tail::Tail;
 use super::{LogError, LogPosition, LogResult, RecordedEvent};
+use crate::dialect::{Dialect, WriteTx};
 use crate::queue::QueueRows;
 
 /// The SQLite event log. Cheap to clone; clones share the pool, the write lock and the commit
@@ -126,18 +126,15 @@ DELETE FROM idempotency_keys WHERE key IN (
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    write_lock: Arc<Mutex<()>>,
     signal: watch::Sender<CommitSignal>,
     /// What this process's readers read last, for the others (see `tail`).
     tail: Tail,
 }
 
-/// A write transaction (`BEGIN IMMEDIATE`) holding the log's write lock; use it as a
-/// connection for [`SqlEventLog::append_in_tx`] and the caller's own statements.
-pub struct SqliteWriteTx {
-    tx: Transaction<'static, Sqlite>,
-    _write_lock: OwnedMutexGuard<()>,
-}
+/// A write transaction (`BEGIN IMMEDIATE`) holding the database's in-process write lock
+/// ([`Dialect::begin_write`]); use it as a connection for [`SqlEventLog::append_in_tx`] and the
+/// caller's own statements.
+pub struct SqliteWriteTx(WriteTx<Sqlite>);
 
 impl std::fmt::Debug for SqliteWriteTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,11 +144,11 @@ impl std::fmt::Debug for SqliteWriteTx {
 
 impl SqliteWriteTx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        self.0.commit().await
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+        self.0.rollback().await
     }
 }
 
@@ -159,27 +156,22 @@ impl Deref for SqliteWriteTx {
     type Target = SqliteConnection;
 
     fn deref(&self) -> &SqliteConnection {
-        &self.tx
+        &self.0
     }
 }
 
 impl DerefMut for SqliteWriteTx {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
+        &mut self.0
     }
 }
 
 impl SqliteEventLog {
-    /// Starts a write transaction: waits for the log's write lock, then `BEGIN IMMEDIATE`.
+    /// Starts a write transaction: waits for the database's write lock, then `BEGIN IMMEDIATE`.
     /// While it is open, every other write through this log waits: do not call `append` or
     /// `save_checkpoint` on the log while holding one (use `append_in_tx`).
     pub async fn begin_write(&self) -> LogResult<SqliteWriteTx> {
-        let write_lock = self.shared.write_lock.clone().lock_owned().await;
-        let tx = crate::dialect::sqlite_begin(&self.pool).await?;
-        Ok(SqliteWriteTx {
-            tx,
-            _write_lock: write_lock,
-        })
+        Ok(SqliteWriteTx(Sqlite::begin_write(&self.pool).await?))
     }
 }
 
@@ -195,9 +187,8 @@ impl LogDialect for Sqlite {
     const READ_JOB: &'static str = READ_JOB;
     const JOB_FAILED_TASK_STREAMS: &'static str = JOB_FAILED_TASK_STREAMS;
 
-    fn new_shared(pool: &SqlitePool) -> Shared {
+    fn new_shared(_pool: &SqlitePool) -> Shared {
         Shared {
-            write_lock: crate::db::sqlite_write_lock(pool),
             signal: watch::Sender::new(CommitSignal::default()),
             tail: Tail::default(),
         }

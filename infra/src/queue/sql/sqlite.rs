@@ -9,17 +9,17 @@
 //! Unix epoch, read from this process's clock; ids are hyphenated UUID text. Batches go in as
 //! one JSON array parameter (`json_each`), the way Postgres takes arrays.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::Row;
 use sqlx::sqlite::{Sqlite, SqlitePool, SqliteRow};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use super::{ClaimOutcome, ClaimedRow, ExpiredRow, NewMessage, ReceiptRef, over_received_reason};
+use crate::dialect::Dialect;
 use crate::queue::{DeadLetter, QueueDepth, QueueError, QueueResult};
 
 /// `$1`: a JSON array of `[job_id, task_id, attempt, body, delay_ms, rank]`; `$2`: now. Rows
@@ -123,7 +123,6 @@ WHERE job_id = $1 AND task_id IN (SELECT value FROM json_each($2))";
 #[derive(Debug, Clone)]
 pub(super) struct SqliteQueue {
     pool: SqlitePool,
-    write_lock: Arc<Mutex<()>>,
 }
 
 fn now_ms() -> i64 {
@@ -159,7 +158,7 @@ fn rows_json(messages: &[NewMessage]) -> String {
 }
 
 /// Inserts a batch of messages on a connection inside the caller's write transaction (which
-/// holds the database's write lock, so this queue's own lock is not needed); how many were new.
+/// holds the database's write lock, so no other is taken here); how many were new.
 pub(super) async fn insert_messages(
     conn: &mut sqlx::SqliteConnection,
     messages: &[NewMessage],
@@ -174,14 +173,12 @@ pub(super) async fn insert_messages(
 
 impl SqliteQueue {
     pub(super) fn new(pool: SqlitePool) -> Self {
-        SqliteQueue {
-            write_lock: crate::db::sqlite_write_lock(&pool),
-            pool,
-        }
+        SqliteQueue { pool }
     }
 
-    async fn write_lock(&self) -> MutexGuard<'_, ()> {
-        self.write_lock.lock().await
+    /// The database's in-process write lock, for an autocommit write.
+    async fn write_lock(&self) -> Option<OwnedMutexGuard<()>> {
+        Sqlite::lock_writes(&self.pool).await
     }
 
     pub(super) async fn send(&self, messages: &[NewMessage]) -> QueueResult<u64> {
@@ -201,8 +198,7 @@ impl SqliteQueue {
         visibility_ms: i64,
         max_receives: i64,
     ) -> QueueResult<ClaimOutcome> {
-        let _write = self.write_lock().await;
-        let mut tx = crate::dialect::sqlite_begin(&self.pool).await?;
+        let mut tx = Sqlite::begin_write(&self.pool).await?;
         // The clock is read once the write lock is ours.
         let now = now_ms();
         let expired = sqlx::query(EXPIRE)
@@ -318,8 +314,7 @@ impl SqliteQueue {
         receipt: ReceiptRef<'_>,
         reason: &str,
     ) -> QueueResult<bool> {
-        let _write = self.write_lock().await;
-        let mut tx = crate::dialect::sqlite_begin(&self.pool).await?;
+        let mut tx = Sqlite::begin_write(&self.pool).await?;
         let Some(row) = sqlx::query(TAKE_FOR_DEAD_LETTER)
             .bind(receipt.id)
             .bind(receipt.token)
@@ -344,8 +339,7 @@ impl SqliteQueue {
 
     pub(super) async fn set_priority(&self, job_id: Uuid, priority: i32) -> QueueResult<()> {
         let job_id = job_id.to_string();
-        let _write = self.write_lock().await;
-        let mut tx = crate::dialect::sqlite_begin(&self.pool).await?;
+        let mut tx = Sqlite::begin_write(&self.pool).await?;
         for statement in [SAVE_PRIORITY, REPRIORITIZE] {
             sqlx::query(statement)
                 .bind(&job_id)
