@@ -29,10 +29,12 @@ No dependency beyond Python 3, the Postgres client tools, npm and /usr/bin/time.
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
 import statistics
+import string
 import subprocess
 import sys
 import time
@@ -542,13 +544,19 @@ def svg_plot(points, path, title):
 
 def shoal_job(args, n):
     """The GraphQL mutation that submits Shoal's job of n tasks: no-ops, or with --work-seconds,
-    `io_bound` tasks that each sleep that long."""
+    `io_bound` tasks that each sleep that long; with --parameter-bytes, a string of that many
+    bytes in the parameters (every task carries them)."""
+    # Letters and digits drawn at random (seeded): text that Postgres cannot compress, as a
+    # user's data often is, so that parameters past ~2 KB are stored out of line (TOAST).
+    rng = random.Random(0)
+    text = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(args.parameter_bytes))
+    pad = ', padding: "%s"' % text if args.parameter_bytes > 0 else ""
     if args.work_seconds > 0:
         return ('mutation { submitJob(input: {jobType: "io_bound", totalTasks: %d, '
-                'parameters: {work_type: "io_bound", work_duration_seconds: %g}}) { id } }'
-                % (n, args.work_seconds))
+                'parameters: {work_type: "io_bound", work_duration_seconds: %g%s}}) { id } }'
+                % (n, args.work_seconds, pad))
     return ('mutation { submitJob(input: {jobType: "noop", totalTasks: %d, '
-            'parameters: {work_type: "noop"}}) { id } }' % n)
+            'parameters: {work_type: "noop"%s}}) { id } }' % (n, pad))
 
 
 def main():
@@ -568,6 +576,10 @@ def main():
                     help="Shoal's tasks sleep this long (job type io_bound) instead of doing nothing: "
                          "for comparing Shoal builds with tasks that outlive a projector batch "
                          "(the peers' handlers stay no-ops, so do not read it beside them)")
+    ap.add_argument("--parameter-bytes", type=int, default=0,
+                    help="Shoal's job parameters carry a string of this many bytes (every task gets "
+                         "them): for comparing Shoal builds on jobs with large inputs (the peers' jobs "
+                         "stay empty, so do not read it beside them)")
     ap.add_argument("--work", default=str(ROOT / "target/bench-peers"),
                     help="where the peers are installed and each run's logs and statements go")
     args = ap.parse_args()

@@ -144,22 +144,28 @@ macro_rules! update_attempts {
 /// commit): a plain update by key. `ON CONFLICT DO UPDATE` would probe the key before each row,
 /// lock the row it finds and log that lock, then update: a WAL record and a probe per row more
 /// (docs/benchmarks.md, "Issue 15: statements and WAL per task").
+///
+/// Only the columns a task's later events change are sent: what its `TaskEnqueued` set (its
+/// job, index, type, budget, timeout, parameters, creation time) is the first event of its
+/// stream and never changes, so the stored values stand. Sending them again cost every update
+/// a parse of the parameters into `jsonb` and, for parameters large enough to be stored
+/// out of line, a new copy of them in the TOAST table (docs/benchmarks.md, "Issue 15: the
+/// seventh session").
 macro_rules! update_tasks {
     ($t:literal) => {
         concat!(
             "UPDATE ",
             $t,
-            " AS t SET job_id = u.job_id, task_index = u.task_index, job_type = u.job_type,
-                 status = u.status, attempt = u.attempt, max_attempts = u.max_attempts,
-                 timeout_seconds = u.timeout_seconds, parameters = u.parameters::jsonb,
-                 result = u.result::jsonb, error_message = u.error_message, worker = u.worker,
-                 created_at = u.created_at, updated_at = u.updated_at,
+            " AS t SET status = u.status, attempt = u.attempt, result = u.result::jsonb,
+                 error_message = u.error_message, worker = u.worker, updated_at = u.updated_at,
                  started_at = u.started_at, completed_at = u.completed_at,
                  next_attempt_at = u.next_attempt_at, duration_ms = u.duration_ms,
                  dead_lettered = u.dead_lettered
-             ",
-            task_rows!(),
-            "
+             FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[],
+                         $7::timestamptz[], $8::timestamptz[], $9::timestamptz[],
+                         $10::timestamptz[], $11::int8[], $12::bool[])
+                  AS u(id, status, attempt, result, error_message, worker, updated_at,
+                       started_at, completed_at, next_attempt_at, duration_ms, dead_lettered)
              WHERE t.id = u.id"
         )
     };
@@ -344,7 +350,7 @@ impl ReadDialect for Postgres {
         let (updated, created): (Vec<&TaskRow>, Vec<&TaskRow>) =
             changes.tasks.iter().partition(|r| stored.contains(&r.id));
         write_tasks(conn, INSERT_TASKS[t], &created).await?;
-        if write_tasks(conn, UPDATE_TASKS[t], &updated).await? < updated.len() as u64 {
+        if update_tasks(conn, UPDATE_TASKS[t], &updated).await? < updated.len() as u64 {
             // A loaded row is gone (nothing in Shoal deletes one under the fence): write them
             // all again as the upsert would, which is idempotent.
             write_tasks(conn, UPSERT_TASKS[t], &updated).await?;
@@ -524,7 +530,7 @@ async fn write_job_rows(conn: &mut PgConnection, t: usize, jobs: &[JobRow]) -> R
     Ok(())
 }
 
-/// Writes task rows with `sql` (`INSERT_TASKS`, `UPDATE_TASKS` or `UPSERT_TASKS`), one
+/// Writes whole task rows with `sql` (`INSERT_TASKS` or `UPSERT_TASKS`), one
 /// statement; returns the rows written.
 async fn write_tasks(
     conn: &mut PgConnection,
@@ -566,19 +572,63 @@ async fn write_tasks(
         .bind(time(|r| r.started_at))
         .bind(time(|r| r.completed_at))
         .bind(time(|r| r.next_attempt_at))
-        .bind(
-            tasks
-                .iter()
-                .map(|r| {
-                    r.duration_ms
-                        .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
-                })
-                .collect::<Vec<_>>(),
-        )
+        .bind(duration_ms(tasks))
         .bind(tasks.iter().map(|r| r.dead_lettered).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     Ok(result.rows_affected())
+}
+
+/// Updates stored task rows with `UPDATE_TASKS`: the columns a task's events change, one
+/// statement; returns the rows updated.
+async fn update_tasks(
+    conn: &mut PgConnection,
+    sql: &str,
+    tasks: &[&TaskRow],
+) -> ReadModelResult<u64> {
+    if tasks.is_empty() {
+        return Ok(0);
+    }
+    let time =
+        |f: fn(&TaskRow) -> Option<DateTime<Utc>>| tasks.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let text = |f: fn(&TaskRow) -> Option<&str>| tasks.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let result = sqlx::query(sql)
+        .bind(tasks.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
+        .bind(text(|r| Some(r.status.as_str())))
+        .bind(
+            tasks
+                .iter()
+                .map(|r| i64::from(r.attempt))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            tasks
+                .iter()
+                .map(|r| json_text(r.result.as_ref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(text(|r| r.error_message.as_deref()))
+        .bind(text(|r| r.worker.as_deref()))
+        .bind(time(|r| Some(r.updated_at)))
+        .bind(time(|r| r.started_at))
+        .bind(time(|r| r.completed_at))
+        .bind(time(|r| r.next_attempt_at))
+        .bind(duration_ms(tasks))
+        .bind(tasks.iter().map(|r| r.dead_lettered).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected())
+}
+
+/// The rows' `duration_ms`, as the tables keep it.
+fn duration_ms(tasks: &[&TaskRow]) -> Vec<Option<i64>> {
+    tasks
+        .iter()
+        .map(|r| {
+            r.duration_ms
+                .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
+        })
+        .collect()
 }
 
 /// Writes attempt rows with `sql` (`INSERT_ATTEMPTS`, `UPDATE_ATTEMPTS` or `UPSERT_ATTEMPTS`),

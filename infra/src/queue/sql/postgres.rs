@@ -52,12 +52,15 @@ pub(super) const MESSAGE_KEY: &str = "task_queue_message_key";
 /// claim holds (task_queue_fair_idx gives them in order, no sort); it is MATERIALIZED so it is
 /// evaluated exactly once. Of those, rows already received $3 times are
 /// moved to the dead letters (`expired`, `moved`), the others are hidden for $2 ms with a new
-/// receipt and delivered (`claimed`). The result lists both, flagged.
+/// receipt and delivered (`claimed`). The result lists both, flagged. Both split the rows by
+/// the receive count `picked` read (the rows are locked, so it is current): a claim where no
+/// row has expired then probes no row for `expired`, where testing the stored row's count
+/// looked up every picked row a second time.
 macro_rules! claim_sql {
     () => {
         "
 WITH picked AS MATERIALIZED (
-    SELECT id FROM task_queue
+    SELECT id, receive_count FROM task_queue
     WHERE visible_at <= now()
     ORDER BY priority DESC, receive_count, job_rank, id
     LIMIT $1
@@ -69,13 +72,13 @@ claimed AS (
         receive_count = q.receive_count + 1,
         receipt = gen_random_uuid()
     FROM picked
-    WHERE q.id = picked.id AND q.receive_count < $3
+    WHERE q.id = picked.id AND picked.receive_count < $3
     RETURNING q.id, q.task_id, q.body, q.receive_count, q.receipt, q.priority, q.job_rank
 ),
 expired AS (
     DELETE FROM task_queue q
     USING picked
-    WHERE q.id = picked.id AND q.receive_count >= $3
+    WHERE q.id = picked.id AND picked.receive_count >= $3
     RETURNING q.id, q.job_id, q.task_id, q.body, q.receive_count
 ),
 moved AS (
