@@ -55,6 +55,11 @@ pub struct ProjectorConfig {
     pub change_capacity: usize,
     /// The projections `run` keeps up to date.
     pub projections: Vec<ProjectionName>,
+    /// Shortest time between two reads of the log by a live projection. While events keep
+    /// coming, a batch then holds what came in this long, so a task's start and end more often
+    /// share a batch (one row write instead of two) and each batch's fixed statements serve
+    /// more events; an event after a quiet spell is read at once.
+    pub linger: Duration,
 }
 
 impl ProjectorConfig {
@@ -66,6 +71,8 @@ impl ProjectorConfig {
     /// Batch size on SQLite, where a batch's transaction holds the only write lock: small
     /// enough that commands and workers never wait long behind a catch-up.
     pub const SQLITE_BATCH_SIZE: usize = 5_000;
+    /// Production linger (see [`ProjectorConfig::linger`]).
+    pub const LINGER: Duration = Duration::from_millis(100);
 
     /// Production values for `database`.
     pub fn for_database(database: &Database) -> Self {
@@ -74,6 +81,7 @@ impl ProjectorConfig {
                 Database::Postgres(_) => Self::POSTGRES_BATCH_SIZE,
                 Database::Sqlite(_) => Self::SQLITE_BATCH_SIZE,
             },
+            linger: Self::LINGER,
             ..ProjectorConfig::default()
         }
     }
@@ -86,6 +94,7 @@ impl Default for ProjectorConfig {
             error_backoff: Duration::from_secs(1),
             change_capacity: 1024,
             projections: ProjectionName::ALL.to_vec(),
+            linger: Duration::ZERO,
         }
     }
 }
@@ -272,8 +281,17 @@ impl Projector {
                 .subscribe(from, self.batch_size())
                 .ready_chunks(self.inner.config.batch_size);
             let (ahead, mut chunks) = tokio::sync::mpsc::channel(1);
+            let linger = self.inner.config.linger;
             let _reader = AbortOnDrop(tokio::spawn(async move {
-                while let Some(chunk) = stream.next().await {
+                let mut read_at: Option<Instant> = None;
+                loop {
+                    if let Some(at) = read_at {
+                        tokio::time::sleep_until((at + linger).into()).await;
+                    }
+                    let Some(chunk) = stream.next().await else {
+                        break;
+                    };
+                    read_at = Some(Instant::now());
                     if ahead.send(chunk).await.is_err() {
                         break;
                     }

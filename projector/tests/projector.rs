@@ -11,7 +11,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
@@ -883,4 +883,87 @@ async fn a_batch_from_a_stale_checkpoint_is_fenced() {
         ),
         "{stale:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linger: live batches gather what keeps coming.
+
+/// The next change the projector announces (20 s at most).
+async fn next_change(
+    changes: &mut tokio::sync::broadcast::Receiver<
+        std::sync::Arc<shoal_projector::ProjectionChange>,
+    >,
+) -> std::sync::Arc<shoal_projector::ProjectionChange> {
+    tokio::time::timeout(Duration::from_secs(20), changes.recv())
+        .await
+        .expect("a change within 20 s")
+        .expect("the change")
+}
+
+/// With a linger, an event after a quiet spell is applied at once, and what keeps coming after
+/// it waits for the linger to pass and is applied as one batch.
+async fn linger_gathers_a_stream_of_events(backend: Backend) {
+    let linger = Duration::from_secs(2);
+    let projector = Projector::new(
+        ProjectorConfig {
+            linger,
+            projections: vec![ProjectionName::Jobs],
+            ..ProjectorConfig::default()
+        },
+        backend.log.clone(),
+        backend.database.clone(),
+    );
+    let mut changes = projector.subscribe();
+    let run = tokio::spawn(async move { projector.run(std::future::pending()).await });
+    let submitted = |s: i64| {
+        Event::JobSubmitted(JobSubmitted {
+            job_id: JobId::new(),
+            job_type: "t".into(),
+            split: Split::Total { total_tasks: 1 },
+            parameters: serde_json::Map::new(),
+            max_attempts: 1,
+            timeout_seconds: 60,
+            total_tasks: 1,
+            submitted_at: Utc.with_ymd_and_hms(2026, 12, 6, 0, 0, 0).unwrap()
+                + chrono::Duration::seconds(s),
+            fallback_handler: None,
+            priority: 0,
+        })
+    };
+    let mut versions = HashMap::new();
+    // The first event, after a quiet spell: applied without waiting for the linger.
+    let first = Instant::now();
+    append(backend.log.as_ref(), &mut versions, &[submitted(0)]).await;
+    let change = next_change(&mut changes).await;
+    assert_eq!(change.jobs.len(), 1);
+    assert!(
+        first.elapsed() < linger,
+        "the first event waited {:?}",
+        first.elapsed()
+    );
+    // Ten more, 100 ms apart: none is read before the linger has passed, then all together.
+    for s in 1..=10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        append(backend.log.as_ref(), &mut versions, &[submitted(s)]).await;
+    }
+    let change = next_change(&mut changes).await;
+    assert!(
+        first.elapsed() >= linger,
+        "a batch after {:?}, before the linger",
+        first.elapsed()
+    );
+    assert_eq!(change.jobs.len(), 10, "the ten events in one batch");
+    run.abort();
+}
+
+#[tokio::test]
+async fn linger_gathers_a_stream_of_events_sqlite() {
+    linger_gathers_a_stream_of_events(Backend::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn linger_gathers_a_stream_of_events_postgres() {
+    if let Some(backend) = Backend::postgres().await {
+        linger_gathers_a_stream_of_events(backend).await;
+    }
 }
