@@ -12,7 +12,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use roles::{ApiArgs, DatabaseArgs, OrchestratorArgs, Platform, QueueArgs, Shutdown, WorkerArgs};
+use roles::{
+    ApiArgs, DatabaseArgs, OrchestratorArgs, Platform, ProjectorArgs, QueueArgs, Shutdown,
+    WorkerArgs,
+};
 use shoal::admin::{self, Admin};
 use shoal::{graphql, roles, telemetry};
 use shoal_command_api::orchestrator::prometheus;
@@ -86,6 +89,8 @@ struct DevArgs {
     driver: sfn_cmd::DriverArgs,
     #[command(flatten)]
     api: ApiArgs,
+    #[command(flatten)]
+    projector: ProjectorArgs,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +136,8 @@ struct ServeArgs {
     queue: QueueArgs,
     #[command(flatten)]
     api: ApiArgs,
+    #[command(flatten)]
+    projector: ProjectorArgs,
 }
 
 #[tokio::main]
@@ -181,7 +188,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         admin = admin.source(source);
     }
     let orchestrating = tokio::spawn(orchestrator.run(shutdown.clone().wait()));
-    let projector = roles::projector(&platform);
+    let projector = roles::projector(&platform, &args.projector);
     admin = admin.source(Arc::new(shoal_projector::metrics::LagSource(
         projector.clone(),
     )));
@@ -303,7 +310,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     // The projector runs in-process, so subscriptions hear of commits at once (another
     // `shoal projector run` may run too: checkpoints are fenced, each batch is applied once).
-    let projector = roles::projector(&platform);
+    let projector = roles::projector(&platform, &args.projector);
     let projecting = {
         let (projector, shutdown) = (projector.clone(), shutdown.clone());
         tokio::spawn(async move { projector.run(shutdown.wait()).await })

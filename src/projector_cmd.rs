@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use shoal_infra::db::Database;
 use shoal_infra::readmodel::{JobFilter, JobSort};
-use shoal_projector::{ProjectionName, Projector, ProjectorConfig};
+use shoal_projector::{ProjectionName, Projector};
 
-use crate::roles::{DatabaseArgs, Shutdown};
+use crate::roles::{DatabaseArgs, ProjectorArgs, Shutdown};
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectorCmd {
@@ -18,6 +18,8 @@ pub enum ProjectorCmd {
         /// Where `/metrics` (lag per projection) and `/health/live|ready` are served.
         #[arg(long, env = "SHOAL_ADMIN_LISTEN", default_value = "127.0.0.1:9466")]
         admin_listen: std::net::SocketAddr,
+        #[command(flatten)]
+        projector: ProjectorArgs,
     },
     /// Print each projection's checkpoint and how far it is behind the log.
     Status(DatabaseArgs),
@@ -31,10 +33,10 @@ pub enum ProjectorCmd {
     },
 }
 
-async fn open(db: &DatabaseArgs) -> anyhow::Result<(Database, Projector)> {
+async fn open(db: &DatabaseArgs, args: &ProjectorArgs) -> anyhow::Result<(Database, Projector)> {
     let database = db.open().await?;
     let projector = Projector::new(
-        ProjectorConfig::for_database(&database),
+        args.config(&database),
         database.event_log(),
         database.clone(),
     );
@@ -43,8 +45,12 @@ async fn open(db: &DatabaseArgs) -> anyhow::Result<(Database, Projector)> {
 
 pub async fn run(cmd: ProjectorCmd) -> anyhow::Result<()> {
     match cmd {
-        ProjectorCmd::Run { db, admin_listen } => {
-            let (database, projector) = open(&db).await?;
+        ProjectorCmd::Run {
+            db,
+            admin_listen,
+            projector,
+        } => {
+            let (database, projector) = open(&db, &projector).await?;
             let shutdown = Shutdown::on_signals()?;
             eprintln!("shoal projector running (jobs, analytics); Ctrl-C or SIGTERM stops");
             let admin = crate::admin::spawn(
@@ -60,7 +66,7 @@ pub async fn run(cmd: ProjectorCmd) -> anyhow::Result<()> {
             eprintln!("shoal projector stopped");
         }
         ProjectorCmd::Status(db) => {
-            let (database, projector) = open(&db).await?;
+            let (database, projector) = open(&db, &ProjectorArgs::default()).await?;
             let statuses = projector.status().await?;
             println!(
                 "{:<10} {:>22} {:>22} {:>12} {:>7}  rebuild",
@@ -95,7 +101,7 @@ pub async fn run(cmd: ProjectorCmd) -> anyhow::Result<()> {
             database.close().await;
         }
         ProjectorCmd::Rebuild { projection, db } => {
-            let (database, projector) = open(&db).await?;
+            let (database, projector) = open(&db, &ProjectorArgs::default()).await?;
             eprintln!("rebuilding {projection} from the whole log; queries keep being served");
             let mut shown = Instant::now();
             let report = projector

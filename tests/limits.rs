@@ -43,7 +43,7 @@ impl Server {
         let mut argv = vec!["shoal"];
         argv.extend_from_slice(flags);
         let api = Cli::parse_from(argv).api;
-        let projector = roles::projector(&platform);
+        let projector = roles::projector(&platform, &roles::ProjectorArgs::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let router = roles::api_router(&platform, &api, &projector, address, |api| api).unwrap();

@@ -49,7 +49,8 @@ TCK = os.sysconf("SC_CLK_TCK")
 # name -> (kind, settings, label)
 SYSTEMS = {
     "shoal": ("shoal", {"concurrency": 16}, "Shoal, `shoal worker` defaults (concurrency 16)"),
-    "shoal-tuned": ("shoal", {"concurrency": 1024}, "Shoal, `shoal worker --concurrency 1024`"),
+    "shoal-tuned": ("shoal", {"concurrency": 1024, "linger_ms": 100},
+                    "Shoal, `shoal worker --concurrency 1024`, `shoal dev --projector-linger-ms 100`"),
     "shoal-dev-sqlite": ("shoal-dev-sqlite", {"concurrency": 16},
                          "Shoal, `shoal dev` on SQLite, its defaults (16 slots; no Postgres)"),
     "gw-tuned": ("graphile-worker", {"concurrency": 16, "tuned": True},
@@ -249,15 +250,16 @@ def wait_for_api(api, dev, rundir):
     raise RuntimeError(f"shoal dev did not answer in 60 s: see {rundir / 'dev.log'}")
 
 
-def run_shoal(cl, args, n, concurrency, processes, rundir):
+def run_shoal(cl, args, n, concurrency, processes, rundir, linger_ms=None):
     db = "shoal_peers"
     cl.fresh_db(db)
     url = cl.db_url(db)
     port = free_port()
     api = f"http://127.0.0.1:{port}/graphql"
     dev_log = open(rundir / "dev.log", "w")
+    linger = ["--projector-linger-ms", str(linger_ms)] if linger_ms is not None else []
     dev = subprocess.Popen([args.shoal, "dev", "--listen", f"127.0.0.1:{port}", "--database-url", url,
-                            "--workers", "0"], stdout=dev_log, stderr=subprocess.STDOUT)
+                            "--workers", "0", *linger], stdout=dev_log, stderr=subprocess.STDOUT)
     workers = []
     watch = None
     try:
@@ -423,7 +425,7 @@ def run_one(cl, args, node, system, n, round_no, concurrency=None, processes=1):
     load = load1()
     t = time.time()
     if kind == "shoal":
-        r = run_shoal(cl, args, n, settings["concurrency"], processes, rundir)
+        r = run_shoal(cl, args, n, settings["concurrency"], processes, rundir, settings.get("linger_ms"))
     elif kind == "shoal-dev-sqlite":
         r = run_shoal_dev_sqlite(args, n, rundir)
     else:

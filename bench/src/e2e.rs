@@ -166,7 +166,7 @@ async fn one_round(args: &E2eArgs, pgbench: bool) -> anyhow::Result<Round> {
             .run(until_stopped(stopped.clone())),
     );
     let projecting = args.projector.then(|| {
-        let projector = roles::projector(&platform);
+        let projector = roles::projector(&platform, &roles::ProjectorArgs::default());
         tokio::spawn({
             let stopped = until_stopped(stopped.clone());
             async move { projector.run(stopped).await }
