@@ -585,7 +585,7 @@ def main():
     ap.add_argument("--work", default=str(ROOT / "target/bench-peers"),
                     help="where the peers are installed and each run's logs and statements go")
     args = ap.parse_args()
-    args.work = Path(args.work)
+    args.work = Path(args.work).resolve()  # the peers run from their own directories
     args.work.mkdir(parents=True, exist_ok=True)
     sizes = [int(x) for x in args.tasks.split(",")]
     systems = args.systems.split(",")

@@ -540,40 +540,27 @@ async fn write_tasks(
     if tasks.is_empty() {
         return Ok(0);
     }
-    let int = |f: fn(&TaskRow) -> u32| tasks.iter().map(|r| i64::from(f(r))).collect::<Vec<_>>();
-    let time =
-        |f: fn(&TaskRow) -> Option<DateTime<Utc>>| tasks.iter().map(|r| f(r)).collect::<Vec<_>>();
-    let text = |f: fn(&TaskRow) -> Option<&str>| tasks.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let col = |f: fn(&TaskRow) -> i64| column(tasks, f);
     let result = sqlx::query(sql)
-        .bind(tasks.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|r| r.job_id.as_uuid()).collect::<Vec<_>>())
-        .bind(int(|r| r.task_index))
-        .bind(text(|r| Some(r.job_type.as_str())))
-        .bind(text(|r| Some(r.status.as_str())))
-        .bind(int(|r| r.attempt))
-        .bind(int(|r| r.max_attempts))
-        .bind(int(|r| r.timeout_seconds))
-        .bind(
-            tasks
-                .iter()
-                .map(|r| json_text(Some(&r.parameters)))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            tasks
-                .iter()
-                .map(|r| json_text(r.result.as_ref()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(text(|r| r.error_message.as_deref()))
-        .bind(text(|r| r.worker.as_deref()))
-        .bind(time(|r| Some(r.created_at)))
-        .bind(time(|r| Some(r.updated_at)))
-        .bind(time(|r| r.started_at))
-        .bind(time(|r| r.completed_at))
-        .bind(time(|r| r.next_attempt_at))
-        .bind(duration_ms(tasks))
-        .bind(tasks.iter().map(|r| r.dead_lettered).collect::<Vec<_>>())
+        .bind(column(tasks, |r| r.id.as_uuid()))
+        .bind(column(tasks, |r| r.job_id.as_uuid()))
+        .bind(col(|r| i64::from(r.task_index)))
+        .bind(column(tasks, |r| r.job_type.as_str()))
+        .bind(column(tasks, |r| r.status.as_str()))
+        .bind(col(|r| i64::from(r.attempt)))
+        .bind(col(|r| i64::from(r.max_attempts)))
+        .bind(col(|r| i64::from(r.timeout_seconds)))
+        .bind(column(tasks, |r| json_text(Some(&r.parameters))))
+        .bind(column(tasks, |r| json_text(r.result.as_ref())))
+        .bind(column(tasks, |r| r.error_message.as_deref()))
+        .bind(column(tasks, |r| r.worker.as_deref()))
+        .bind(column(tasks, |r| r.created_at))
+        .bind(column(tasks, |r| r.updated_at))
+        .bind(column(tasks, |r| r.started_at))
+        .bind(column(tasks, |r| r.completed_at))
+        .bind(column(tasks, |r| r.next_attempt_at))
+        .bind(column(tasks, duration_ms))
+        .bind(column(tasks, |r| r.dead_lettered))
         .execute(&mut *conn)
         .await?;
     Ok(result.rows_affected())
@@ -589,46 +576,33 @@ async fn update_tasks(
     if tasks.is_empty() {
         return Ok(0);
     }
-    let time =
-        |f: fn(&TaskRow) -> Option<DateTime<Utc>>| tasks.iter().map(|r| f(r)).collect::<Vec<_>>();
-    let text = |f: fn(&TaskRow) -> Option<&str>| tasks.iter().map(|r| f(r)).collect::<Vec<_>>();
     let result = sqlx::query(sql)
-        .bind(tasks.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
-        .bind(text(|r| Some(r.status.as_str())))
-        .bind(
-            tasks
-                .iter()
-                .map(|r| i64::from(r.attempt))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            tasks
-                .iter()
-                .map(|r| json_text(r.result.as_ref()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(text(|r| r.error_message.as_deref()))
-        .bind(text(|r| r.worker.as_deref()))
-        .bind(time(|r| Some(r.updated_at)))
-        .bind(time(|r| r.started_at))
-        .bind(time(|r| r.completed_at))
-        .bind(time(|r| r.next_attempt_at))
-        .bind(duration_ms(tasks))
-        .bind(tasks.iter().map(|r| r.dead_lettered).collect::<Vec<_>>())
+        .bind(column(tasks, |r| r.id.as_uuid()))
+        .bind(column(tasks, |r| r.status.as_str()))
+        .bind(column(tasks, |r| i64::from(r.attempt)))
+        .bind(column(tasks, |r| json_text(r.result.as_ref())))
+        .bind(column(tasks, |r| r.error_message.as_deref()))
+        .bind(column(tasks, |r| r.worker.as_deref()))
+        .bind(column(tasks, |r| r.updated_at))
+        .bind(column(tasks, |r| r.started_at))
+        .bind(column(tasks, |r| r.completed_at))
+        .bind(column(tasks, |r| r.next_attempt_at))
+        .bind(column(tasks, duration_ms))
+        .bind(column(tasks, |r| r.dead_lettered))
         .execute(&mut *conn)
         .await?;
     Ok(result.rows_affected())
 }
 
-/// The rows' `duration_ms`, as the tables keep it.
-fn duration_ms(tasks: &[&TaskRow]) -> Vec<Option<i64>> {
-    tasks
-        .iter()
-        .map(|r| {
-            r.duration_ms
-                .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
-        })
-        .collect()
+/// One column of `rows`, as an array parameter.
+fn column<'a, R, T>(rows: &[&'a R], f: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(|r| f(r)).collect()
+}
+
+/// A row's `duration_ms`, as the tables keep it.
+fn duration_ms(row: &TaskRow) -> Option<i64> {
+    row.duration_ms
+        .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 /// Writes attempt rows with `sql` (`INSERT_ATTEMPTS`, `UPDATE_ATTEMPTS` or `UPSERT_ATTEMPTS`),
