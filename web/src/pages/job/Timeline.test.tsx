@@ -104,4 +104,35 @@ describe('Timeline', () => {
     fireEvent.change(screen.getByLabelText('Group by'), { target: { value: 'WORKER' } });
     await waitFor(() => expect(executeQuery.mock.calls.at(-1)?.[0].variables).toMatchObject({ groupBy: 'WORKER' }));
   });
+
+  it('reads a change that comes too soon after a read once the wait is over', () => {
+    vi.useFakeTimers();
+    try {
+      const executeQuery = vi.fn((request: { variables: Record<string, unknown> }) =>
+        fromValue({ operation: request, data: { job: { id: 'j1', timeline: base } }, stale: false, hasNext: false }),
+      );
+      const client = { executeQuery, executeSubscription: vi.fn(), executeMutation: vi.fn(), suspense: false } as unknown as Client;
+      const at = (version: string) => (
+        <Provider value={client}>
+          <MemoryRouter>
+            <Timeline jobId="j1" asOf={null} version={version} bounds={{ from: Date.parse(base.from), to: Date.parse(base.to) }} />
+          </MemoryRouter>
+        </Provider>
+      );
+      const view = render(at('v1'));
+      const first = executeQuery.mock.calls.length;
+      expect(first).toBeGreaterThan(0);
+      // The job changes at once, and again: too soon to read, but not forgotten.
+      view.rerender(at('v2'));
+      view.rerender(at('v3'));
+      expect(executeQuery.mock.calls.length).toBe(first);
+      vi.advanceTimersByTime(5_000);
+      expect(executeQuery.mock.calls.length).toBe(first + 1);
+      // One trailing read for the burst, not one per change.
+      vi.advanceTimersByTime(10_000);
+      expect(executeQuery.mock.calls.length).toBe(first + 1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 });

@@ -160,6 +160,16 @@ export function Timeline({
     }
   }, [result.fetching]);
   const mounted = useRef(false);
+  // Throttled, with a trailing read: a change that comes too soon after a read (or while one is
+  // under way, which may have begun before it) is read when the wait is over, so the last
+  // change of a burst is always shown.
+  const trailing = useRef<ReturnType<typeof setTimeout> | null>(null);
+  useEffect(
+    () => () => {
+      if (trailing.current) clearTimeout(trailing.current);
+    },
+    [],
+  );
   useEffect(() => {
     // The first read is the query's own.
     if (!mounted.current) {
@@ -167,10 +177,18 @@ export function Timeline({
       last.current = Date.now();
       return;
     }
-    const wait = Math.max(REFRESH_MS, 3 * readTook.current);
-    if (asOf || result.fetching || Date.now() - last.current < wait) return;
-    last.current = Date.now();
-    reexecute({ requestPolicy: 'network-only' });
+    if (asOf) return;
+    const read = () => {
+      trailing.current = null;
+      last.current = Date.now();
+      reexecute({ requestPolicy: 'network-only' });
+    };
+    const wait = Math.max(REFRESH_MS, 3 * readTook.current) - (Date.now() - last.current);
+    if (wait <= 0 && !result.fetching) {
+      read();
+    } else if (!trailing.current) {
+      trailing.current = setTimeout(read, Math.max(wait, 0) || REFRESH_MS);
+    }
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [version]);
 
