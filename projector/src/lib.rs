@@ -297,7 +297,7 @@ impl Projector {
                     let Some(chunk) = stream.next().await else {
                         break;
                     };
-                    read_at = Some(Instant::now());
+                    read_at = (!linger.is_zero()).then(Instant::now);
                     if ahead.send(chunk).await.is_err() {
                         break;
                     }

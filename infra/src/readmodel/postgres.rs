@@ -540,16 +540,15 @@ async fn write_tasks(
     if tasks.is_empty() {
         return Ok(0);
     }
-    let col = |f: fn(&TaskRow) -> i64| column(tasks, f);
     let result = sqlx::query(sql)
         .bind(column(tasks, |r| r.id.as_uuid()))
         .bind(column(tasks, |r| r.job_id.as_uuid()))
-        .bind(col(|r| i64::from(r.task_index)))
+        .bind(column(tasks, |r| i64::from(r.task_index)))
         .bind(column(tasks, |r| r.job_type.as_str()))
         .bind(column(tasks, |r| r.status.as_str()))
-        .bind(col(|r| i64::from(r.attempt)))
-        .bind(col(|r| i64::from(r.max_attempts)))
-        .bind(col(|r| i64::from(r.timeout_seconds)))
+        .bind(column(tasks, |r| i64::from(r.attempt)))
+        .bind(column(tasks, |r| i64::from(r.max_attempts)))
+        .bind(column(tasks, |r| i64::from(r.timeout_seconds)))
         .bind(column(tasks, |r| json_text(Some(&r.parameters))))
         .bind(column(tasks, |r| json_text(r.result.as_ref())))
         .bind(column(tasks, |r| r.error_message.as_deref()))

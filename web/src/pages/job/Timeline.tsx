@@ -3,6 +3,7 @@ import { Link } from 'react-router-dom';
 import { useQuery } from 'urql';
 import { JOB_TIMELINE_QUERY, type JobTimeline } from '../../lib/queries';
 import type { Enum } from '../../lib/graphql';
+import { useTrailingThrottle } from '../../lib/throttle';
 
 type Group = Enum<'TimelineGroup'>;
 type Outcome = Enum<'AttemptOutcome'>;
@@ -149,7 +150,6 @@ export function Timeline({
   });
   // A big job's timeline is slow to read: wait at least three times as long as the last read
   // took before the next one.
-  const last = useRef(0);
   const readTook = useRef(0);
   const began = useRef<number | null>(null);
   useEffect(() => {
@@ -163,32 +163,20 @@ export function Timeline({
   // Throttled, with a trailing read: a change that comes too soon after a read (or while one is
   // under way, which may have begun before it) is read when the wait is over, so the last
   // change of a burst is always shown.
-  const trailing = useRef<ReturnType<typeof setTimeout> | null>(null);
-  useEffect(
-    () => () => {
-      if (trailing.current) clearTimeout(trailing.current);
-    },
-    [],
-  );
+  const throttle = useTrailingThrottle();
   useEffect(() => {
     // The first read is the query's own.
     if (!mounted.current) {
       mounted.current = true;
-      last.current = Date.now();
+      throttle.mark();
       return;
     }
     if (asOf) return;
-    const read = () => {
-      trailing.current = null;
-      last.current = Date.now();
-      reexecute({ requestPolicy: 'network-only' });
-    };
-    const wait = Math.max(REFRESH_MS, 3 * readTook.current) - (Date.now() - last.current);
-    if (wait <= 0 && !result.fetching) {
-      read();
-    } else if (!trailing.current) {
-      trailing.current = setTimeout(read, Math.max(wait, 0) || REFRESH_MS);
-    }
+    throttle.call(
+      () => reexecute({ requestPolicy: 'network-only' }),
+      Math.max(REFRESH_MS, 3 * readTook.current),
+      result.fetching,
+    );
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [version]);
 

@@ -8,6 +8,7 @@ import {
   type JobHistory,
 } from '../../lib/queries';
 import { useLiveRefresh } from '../../lib/live';
+import { useTrailingThrottle } from '../../lib/throttle';
 import { useNow } from '../../lib/useNow';
 import {
   addSample,
@@ -166,30 +167,16 @@ function useJobHistory(id: string, asOf: string | null) {
     },
   });
 
-  const last = useRef(0);
+  const throttle = useTrailingThrottle();
+  const reread = () => reexecute({ requestPolicy: 'network-only' });
   const refresh = () => {
-    last.current = Date.now();
-    reexecute({ requestPolicy: 'network-only' });
+    throttle.mark();
+    reread();
   };
   // Throttled, with a trailing read: the last change of a burst is always shown.
-  const trailing = useRef<ReturnType<typeof setTimeout> | null>(null);
-  useEffect(
-    () => () => {
-      if (trailing.current) clearTimeout(trailing.current);
-    },
-    [],
-  );
   const refreshThrottled = () => {
     if (asOf) return;
-    const wait = HISTORY_REFRESH_MS - (Date.now() - last.current);
-    if (wait <= 0) {
-      refresh();
-    } else if (!trailing.current) {
-      trailing.current = setTimeout(() => {
-        trailing.current = null;
-        refresh();
-      }, wait);
-    }
+    throttle.call(reread, HISTORY_REFRESH_MS);
   };
   const state: HistoryState = {
     history: result.data?.job?.history,
