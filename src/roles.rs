@@ -142,11 +142,16 @@ pub struct WorkerArgs {
     pub grace_period_seconds: u64,
     /// The local buffer: messages a worker may hold beyond its running tasks (received ahead,
     /// or finished and being recorded), hidden from other workers meanwhile and released at
-    /// once on SIGTERM. Filled only as far as the tasks consume it. Default: 32 per slot, at
-    /// most 4,096 (512 for 16 slots); 0 to receive no more than the free slots; at most
+    /// once on SIGTERM. Filled only as far as the tasks consume it. Default: 2,048, or 32 per
+    /// slot beyond 64 slots, at most 4,096; 0 to receive no more than the free slots; at most
     /// 100,000.
     #[arg(long, env = "SHOAL_PREFETCH")]
     pub prefetch: Option<usize>,
+    /// The local buffer's bound in bytes of message bodies: beyond its slots, the worker
+    /// receives no more while what it holds adds up to this (large messages fill the buffer
+    /// by bytes before `--prefetch` counts them).
+    #[arg(long, env = "SHOAL_PREFETCH_BYTES", default_value_t = shoal_worker::DEFAULT_PREFETCH_BYTES)]
+    pub prefetch_bytes: usize,
     /// Enables the `http` handler: tasks are POSTed as JSON to this URL (redirects are not
     /// followed). It may hold credentials: `--help` and task errors never show them.
     #[arg(long, env = "SHOAL_HTTP_HANDLER_URL", hide_env_values = true)]
@@ -198,6 +203,7 @@ impl WorkerArgs {
             prefetch: self
                 .prefetch
                 .unwrap_or_else(|| shoal_worker::default_prefetch(concurrency)),
+            prefetch_bytes: self.prefetch_bytes,
             max_result_bytes: self.max_result_bytes,
             ..WorkerConfig::default()
         };

@@ -123,6 +123,7 @@ async fn propagation(platform: Platform, url: &str) {
         visibility_timeout_seconds: 30,
         grace_period_seconds: 5,
         prefetch: None,
+        prefetch_bytes: shoal_worker::DEFAULT_PREFETCH_BYTES,
         http_handler_url: None,
         http_handler_max_response_bytes: roles::DEFAULT_HTTP_MAX_RESPONSE_BYTES,
         exec: vec!["fail=false".to_owned()],

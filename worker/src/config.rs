@@ -14,13 +14,19 @@ pub struct WorkerConfig {
     /// is busy only while a handler runs.
     pub concurrency: usize,
     /// The local buffer: how many messages the worker may hold beyond its slots (default
-    /// [`default_prefetch`] of the default concurrency: 512; at most 100,000). Held messages
+    /// [`default_prefetch`] of the default concurrency: 2,048; at most 100,000). Held messages
     /// are received ahead, started a little ahead of the slots, or finished and waiting for
     /// their end to commit; they stay hidden from other workers (the heartbeat extends them)
     /// and are released at once on shutdown. The worker fills the buffer only as far as its
     /// slots consume it (fast tasks fill it, slow ones hold little more than the slots), and
     /// stops receiving when it is full (slow commits). 0 receives no more than the slots.
     pub prefetch: usize,
+    /// The local buffer's bound in bytes (default 64 MiB, [`DEFAULT_PREFETCH_BYTES`]): beyond
+    /// its slots, the worker receives no more while the bodies of the messages it holds add
+    /// up to this, and asks for no more than fit at their average size. Large messages
+    /// (parameters up to the queue's limit, 256 KiB) then fill it by bytes long before
+    /// `prefetch` counts them. 0 receives no more than the slots once they hold anything.
+    pub prefetch_bytes: usize,
     /// Most messages taken in one receive (default 100); a receive never takes more than the
     /// buffer has room for.
     pub receive_batch: usize,
@@ -68,6 +74,7 @@ impl Default for WorkerConfig {
             worker_id: default_worker_id(),
             concurrency: 16,
             prefetch: default_prefetch(16),
+            prefetch_bytes: DEFAULT_PREFETCH_BYTES,
             receive_batch: 100,
             visibility_timeout: Duration::from_secs(30),
             long_poll: Duration::from_secs(1),
@@ -140,12 +147,19 @@ const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// The largest [`WorkerConfig::prefetch`] accepted.
 pub const MAX_PREFETCH: usize = 100_000;
 
-/// The default [`WorkerConfig::prefetch`] for `concurrency` slots: 32 per slot, at most 4,096
-/// (512 for the default 16 slots). Enough for fast tasks to keep every slot busy through a
-/// receive and two commits; slow tasks never fill it.
+/// The default [`WorkerConfig::prefetch`] for `concurrency` slots: 2,048, or 32 per slot
+/// beyond 64 slots, at most 4,096. Fast tasks need it whatever the slots: a worker of no-op
+/// tasks at 16 slots held its 512 of old and waited on them (the receive and the group commits
+/// carry what the buffer holds, so a deeper buffer halves the statements per task;
+/// docs/benchmarks.md, "the eighth session"). Slow tasks never fill it (the buffer fills only as
+/// far as the slots consume it), and [`WorkerConfig::prefetch_bytes`] bounds what large
+/// messages cost.
 pub fn default_prefetch(concurrency: usize) -> usize {
-    concurrency.saturating_mul(32).min(4096)
+    concurrency.saturating_mul(32).clamp(2048, 4096)
 }
+
+/// The default [`WorkerConfig::prefetch_bytes`]: 64 MiB.
+pub const DEFAULT_PREFETCH_BYTES: usize = 64 * 1024 * 1024;
 
 /// Why a [`WorkerConfig`] cannot run. Each names the setting to fix; none goes away by
 /// retrying.
@@ -285,9 +299,11 @@ mod tests {
     fn defaults_are_valid() {
         let config = WorkerConfig::default();
         assert_eq!(config.validate(), Ok(()));
-        assert_eq!(config.prefetch, 512);
-        assert_eq!(default_prefetch(1), 32);
+        assert_eq!(config.prefetch, 2048);
+        assert_eq!(default_prefetch(1), 2048);
+        assert_eq!(default_prefetch(100), 3200);
         assert_eq!(default_prefetch(1024), 4096);
+        assert_eq!(config.prefetch_bytes, 64 << 20);
         assert!(
             config
                 .worker_id

@@ -113,8 +113,9 @@ mod runtime;
 pub mod telemetry;
 
 pub use config::{
-    ConfigError, DEFAULT_EXEC_ENV_ALLOW, DEFAULT_HTTP_MAX_RESPONSE_BYTES, ExecHandlerConfig,
-    HttpHandlerConfig, MAX_PREFETCH, WorkerConfig, default_prefetch, default_worker_id,
+    ConfigError, DEFAULT_EXEC_ENV_ALLOW, DEFAULT_HTTP_MAX_RESPONSE_BYTES, DEFAULT_PREFETCH_BYTES,
+    ExecHandlerConfig, HttpHandlerConfig, MAX_PREFETCH, WorkerConfig, default_prefetch,
+    default_worker_id,
 };
 pub use handler::{
     DEFAULT_HANDLER, FnHandler, Handler, Handlers, TaskContext, TaskError, handler_fn,

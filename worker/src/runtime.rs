@@ -235,7 +235,14 @@ impl Worker {
                     .hold_target(concurrency, prefetch, commit)
                     .min(held_cap);
                 let held = inflight.len() + flow.settling();
-                let room = target.saturating_sub(held).min(config.receive_batch);
+                // Beyond the slots, only as many as fit in the buffer's bytes.
+                let fit = inflight
+                    .fit_in(config.prefetch_bytes)
+                    .max(concurrency.saturating_sub(held));
+                let room = target
+                    .saturating_sub(held)
+                    .min(config.receive_batch)
+                    .min(fit);
                 if room > 0 {
                     receiving = Some(Receiving {
                         asked: room,
@@ -266,7 +273,7 @@ impl Worker {
                             }
                             for delivery in deliveries {
                                 WorkerMetrics::inc(&metrics.received);
-                                let key = inflight.insert(delivery.receipt.clone());
+                                let key = inflight.insert(&delivery);
                                 buffered.push((delivery, key));
                             }
                         }
@@ -296,7 +303,7 @@ impl Worker {
         {
             for delivery in deliveries {
                 WorkerMetrics::inc(&metrics.received);
-                let key = inflight.insert(delivery.receipt.clone());
+                let key = inflight.insert(&delivery);
                 buffered.push((delivery, key));
             }
         }
@@ -418,10 +425,11 @@ fn delivery_span(delivery: &Delivery, worker_id: &str) -> tracing::Span {
 }
 
 /// The receipts of the messages this worker holds (buffered, running, or being recorded):
-/// what the heartbeat extends and what shutdown releases. Its size is the `in_flight` gauge.
+/// what the heartbeat extends and what shutdown releases. Its size is the `in_flight` gauge;
+/// their bodies' bytes bound the buffer ([`WorkerConfig::prefetch_bytes`]).
 struct Inflight {
     next: AtomicU64,
-    receipts: std::sync::Mutex<HashMap<u64, Receipt>>,
+    held: std::sync::Mutex<HeldReceipts>,
     metrics: Arc<WorkerMetrics>,
     /// Held by the heartbeat from the moment it takes the receipts until its `extend` has
     /// answered. A release waits for it ([`Inflight::extended`]): an `extend` of a receipt sent
@@ -430,11 +438,18 @@ struct Inflight {
     extending: tokio::sync::Mutex<()>,
 }
 
+/// Each held message's receipt and body size, and the sizes' sum.
+#[derive(Default)]
+struct HeldReceipts {
+    receipts: HashMap<u64, (Receipt, usize)>,
+    bytes: usize,
+}
+
 impl Inflight {
     fn new(metrics: Arc<WorkerMetrics>) -> Self {
         Inflight {
             next: AtomicU64::new(0),
-            receipts: std::sync::Mutex::default(),
+            held: std::sync::Mutex::default(),
             metrics,
             extending: tokio::sync::Mutex::new(()),
         }
@@ -446,31 +461,59 @@ impl Inflight {
         drop(self.extending.lock().await);
     }
 
-    fn insert(&self, receipt: Receipt) -> u64 {
+    fn insert(&self, delivery: &Delivery) -> u64 {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut receipts = self.lock();
-        receipts.insert(key, receipt);
-        self.gauge(receipts.len());
+        let mut held = self.lock();
+        held.receipts
+            .insert(key, (delivery.receipt.clone(), delivery.size));
+        held.bytes += delivery.size;
+        self.gauge(held.receipts.len());
         key
     }
 
     fn remove(&self, key: u64) {
-        let mut receipts = self.lock();
-        receipts.remove(&key);
-        self.gauge(receipts.len());
+        let mut held = self.lock();
+        if let Some((_, size)) = held.receipts.remove(&key) {
+            held.bytes -= size;
+        }
+        self.gauge(held.receipts.len());
     }
 
     fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().receipts.len()
+    }
+
+    /// How many more messages fit in `budget` bytes at the average size of those held (at
+    /// least one while any room is left; no bound while nothing is held).
+    fn fit_in(&self, budget: usize) -> usize {
+        let held = self.lock();
+        let count = held.receipts.len();
+        if count == 0 {
+            return usize::MAX;
+        }
+        let Some(room) = budget.checked_sub(held.bytes).filter(|room| *room > 0) else {
+            return 0;
+        };
+        let average = (held.bytes / count).max(1);
+        room.div_ceil(average)
     }
 
     fn receipts(&self) -> Vec<Receipt> {
-        self.lock().values().cloned().collect()
+        self.lock()
+            .receipts
+            .values()
+            .map(|(receipt, _)| receipt.clone())
+            .collect()
     }
 
     fn drain(&self) -> Vec<Receipt> {
-        let mut receipts = self.lock();
-        let drained = receipts.drain().map(|(_, receipt)| receipt).collect();
+        let mut held = self.lock();
+        held.bytes = 0;
+        let drained = held
+            .receipts
+            .drain()
+            .map(|(_, (receipt, _))| receipt)
+            .collect();
         self.gauge(0);
         drained
     }
@@ -479,9 +522,9 @@ impl Inflight {
         self.metrics.in_flight.store(held as u64, Ordering::Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Receipt>> {
-        // A panic while holding this lock cannot leave the map half-changed.
-        self.receipts
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeldReceipts> {
+        // A panic while holding this lock cannot leave the counts half-changed.
+        self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -518,5 +561,41 @@ impl<T> AbortOnDrop<T> {
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(size: usize) -> Delivery {
+        Delivery {
+            receipt: Receipt(format!("r{size}")),
+            body: Err(shoal_infra::queue::PoisonMessage {
+                raw: String::new(),
+                error: String::new(),
+            }),
+            receive_count: 1,
+            priority: 0,
+            size,
+        }
+    }
+
+    #[test]
+    fn the_buffer_takes_as_many_as_fit_its_bytes_at_the_average_size() {
+        let held = Inflight::new(Arc::new(WorkerMetrics::default()));
+        assert_eq!(held.fit_in(0), usize::MAX, "nothing held: nothing to go by");
+        let a = held.insert(&delivery(1000));
+        held.insert(&delivery(3000));
+        // 2,000 bytes on average, 6,000 left: three more.
+        assert_eq!(held.fit_in(10_000), 3);
+        // Room for part of one: one more (the bound is crossed by at most one message).
+        assert_eq!(held.fit_in(4_001), 1);
+        assert_eq!(held.fit_in(4_000), 0);
+        assert_eq!(held.fit_in(100), 0);
+        held.remove(a);
+        assert_eq!(held.fit_in(9_000), 2);
+        assert_eq!(held.drain().len(), 1);
+        assert_eq!(held.fit_in(1), usize::MAX);
     }
 }

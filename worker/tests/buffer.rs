@@ -266,13 +266,13 @@ struct Backend {
 impl Backend {
     /// Submits a job of `tasks` tasks of type `work`; its key, and the queue to watch.
     async fn work_job(&self, tasks: u32) -> ((JobId, u32), Arc<WatchedQueue>) {
-        let job = submit(
-            self.log.as_ref(),
-            self.queue.as_ref(),
-            JobSpec::new("work", tasks),
-        )
-        .await
-        .key();
+        self.work_job_with(JobSpec::new("work", tasks)).await
+    }
+
+    async fn work_job_with(&self, spec: JobSpec) -> ((JobId, u32), Arc<WatchedQueue>) {
+        let job = submit(self.log.as_ref(), self.queue.as_ref(), spec)
+            .await
+            .key();
         (job, WatchedQueue::new(self.queue.clone(), self.log.clone()))
     }
 
@@ -487,6 +487,7 @@ for_each_backend!(
     sigterm_with_a_full_buffer_releases_it_at_once_and_finishes_running_handlers,
     slow_commits_keep_the_slots_busy_up_to_the_buffer_then_hold_back,
     sigterm_during_a_slow_heartbeat_leaves_the_released_messages_visible,
+    large_messages_fill_the_buffer_by_its_bytes,
 );
 
 const SLOTS: usize = 2;
@@ -738,6 +739,61 @@ async fn slow_commits_keep_the_slots_busy_up_to_the_buffer_then_hold_back(backen
     let largest = slow.largest_commit.load(Ordering::SeqCst);
     assert!(largest > 4 * SLOTS, "largest commit: {largest} appends");
     // Nothing was acknowledged before its task's end was in the log.
+    watched.assert_no_early_ack();
+    assert_eq!(watched.held(), 0);
+}
+
+async fn large_messages_fill_the_buffer_by_its_bytes(backend: Backend) {
+    const PAD: usize = 8_000;
+    const BYTES: usize = 5 * PAD;
+    let tasks = backend.tasks / 3;
+    let (job, watched) = backend
+        .work_job_with(JobSpec {
+            parameters: json!({ "pad": "x".repeat(PAD) }),
+            ..JobSpec::new("work", tasks)
+        })
+        .await;
+    let slow = SlowLog::new(backend.log.clone(), Duration::from_millis(150));
+    let worker = Running::start(
+        WorkerConfig {
+            prefetch_bytes: BYTES,
+            ..config("w", SLOTS, PREFETCH, Duration::from_secs(30))
+        },
+        handlers(Arc::new(AtomicBool::new(false)), Duration::ZERO),
+        slow.clone(),
+        watched.clone(),
+    );
+    let most_in_flight = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let metrics = worker.metrics.clone();
+        let most = most_in_flight.clone();
+        tokio::spawn(async move {
+            loop {
+                most.fetch_max(metrics.snapshot().in_flight, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    wait_completed(backend.log.as_ref(), job, Duration::from_secs(120)).await;
+    sampler.abort();
+    let stats = worker.stop().await;
+    assert_each_completed_once(backend.log.as_ref(), job).await;
+    assert_eq!(stats.completed, u64::from(tasks));
+
+    // Each message is a little over PAD bytes. The worker held (bodies in memory: buffered,
+    // running, or waiting for their end to commit) what fits in BYTES and at most one more
+    // (the receive that crossed the bound), where the count alone lets it hold
+    // SLOTS + PREFETCH...
+    let most_in_flight = most_in_flight.load(Ordering::SeqCst);
+    assert!(
+        most_in_flight <= (BYTES / PAD + 1) as u64,
+        "held {most_in_flight}"
+    );
+    // ...and it used that room: slow commits kept more than the slots' messages.
+    assert!(most_in_flight > SLOTS as u64, "held {most_in_flight}");
+    // The queue saw as few held, but for acknowledgements under way (their bodies dropped).
+    let most_held = watched.most_held.load(Ordering::SeqCst);
+    assert!(most_held <= SLOTS + PREFETCH / 2, "held {most_held}");
     watched.assert_no_early_ack();
     assert_eq!(watched.held(), 0);
 }

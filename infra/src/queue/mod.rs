@@ -42,6 +42,9 @@ pub struct Delivery {
     /// Its job's priority when it was received (higher first; 0 where the queue keeps none,
     /// as on SQS): the order in which a worker starts what it holds.
     pub priority: i32,
+    /// The body's size in bytes, as stored or sent: what holding the message costs the
+    /// receiver (a worker bounds its buffer by it).
+    pub size: usize,
 }
 
 /// A message whose body is not a valid [`TaskMessage`].

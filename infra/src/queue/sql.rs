@@ -603,6 +603,7 @@ impl QueueRows {
 
 /// A claimed row as a delivery; a body that is not a `TaskMessage` is a poison message.
 fn delivery(row: ClaimedRow) -> Delivery {
+    let size = row.body.len();
     let body = TaskMessage::decode(&row.body).map_err(|error| PoisonMessage {
         error: error.to_string(),
         raw: row.body,
@@ -612,6 +613,7 @@ fn delivery(row: ClaimedRow) -> Delivery {
         body,
         receive_count: u32::try_from(row.receive_count).unwrap_or(u32::MAX),
         priority: row.priority,
+        size,
     }
 }
 

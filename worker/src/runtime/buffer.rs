@@ -107,6 +107,7 @@ mod tests {
             body: Ok(body),
             receive_count: 1,
             priority,
+            size: 100,
         };
         (delivery, u64::from(index))
     }
@@ -171,6 +172,7 @@ mod tests {
             }),
             receive_count: 1,
             priority: 0,
+            size: 1,
         };
         buffer.push((poison, 9));
         assert_eq!(buffer.len(), 3);

@@ -410,6 +410,7 @@ impl SqsQueue {
             .and_then(|count| count.parse().ok())
             .unwrap_or(1);
         let raw = message.body.unwrap_or_default();
+        let size = raw.len();
         let body = TaskMessage::decode(&raw).map_err(|error| PoisonMessage {
             error: error.to_string(),
             raw: raw.clone(),
@@ -425,6 +426,7 @@ impl SqsQueue {
         );
         Some(Delivery {
             receipt: Receipt(receipt),
+            size,
             body,
             receive_count,
             priority: 0,
