@@ -351,6 +351,42 @@ async fn assert_each_completed_once(log: &dyn EventLog, job: (JobId, u32)) {
     }
 }
 
+/// Runs a worker with `config` over the job, every group commit slowed down by 150 ms, until
+/// each task has completed exactly once (two minutes at most), sampling the worker's
+/// `in_flight` gauge meanwhile (the messages it holds: buffered, running, or waiting for their
+/// end to commit). The slowed log, and the most messages the worker held.
+async fn drain_with_slow_commits(
+    backend: &Backend,
+    job: (JobId, u32),
+    watched: &Arc<WatchedQueue>,
+    config: WorkerConfig,
+) -> (Arc<SlowLog>, u64) {
+    let slow = SlowLog::new(backend.log.clone(), Duration::from_millis(150));
+    let worker = Running::start(
+        config,
+        handlers(Arc::new(AtomicBool::new(false)), Duration::ZERO),
+        slow.clone(),
+        watched.clone(),
+    );
+    let most = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let metrics = worker.metrics.clone();
+        let most = most.clone();
+        tokio::spawn(async move {
+            loop {
+                most.fetch_max(metrics.snapshot().in_flight, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    wait_completed(backend.log.as_ref(), job, Duration::from_secs(120)).await;
+    sampler.abort();
+    let stats = worker.stop().await;
+    assert_each_completed_once(backend.log.as_ref(), job).await;
+    assert_eq!(stats.completed, u64::from(job.1));
+    (slow, most.load(Ordering::SeqCst))
+}
+
 /// Waits until `cond` holds (up to `within`).
 async fn eventually(what: &str, within: Duration, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
@@ -702,36 +738,20 @@ async fn sigterm_during_a_slow_heartbeat_leaves_the_released_messages_visible(ba
 async fn slow_commits_keep_the_slots_busy_up_to_the_buffer_then_hold_back(backend: Backend) {
     let tasks = backend.tasks * 2 / 3;
     let (job, watched) = backend.work_job(tasks).await;
-    let slow = SlowLog::new(backend.log.clone(), Duration::from_millis(150));
-    let worker = Running::start(
+    let (slow, most_in_flight) = drain_with_slow_commits(
+        &backend,
+        job,
+        &watched,
         config("w", SLOTS, PREFETCH, Duration::from_secs(30)),
-        handlers(Arc::new(AtomicBool::new(false)), Duration::ZERO),
-        slow.clone(),
-        watched.clone(),
-    );
-    let most_in_flight = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let metrics = worker.metrics.clone();
-        let most = most_in_flight.clone();
-        tokio::spawn(async move {
-            loop {
-                most.fetch_max(metrics.snapshot().in_flight, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        })
-    };
-    wait_completed(backend.log.as_ref(), job, Duration::from_secs(120)).await;
-    sampler.abort();
-    let stats = worker.stop().await;
-    assert_each_completed_once(backend.log.as_ref(), job).await;
-    assert_eq!(stats.completed, u64::from(tasks));
+    )
+    .await;
 
     // Back-pressure: never more than the slots and the buffer held at once...
     let most_held = watched.most_held.load(Ordering::SeqCst);
     assert!(most_held <= SLOTS + PREFETCH, "held {most_held}");
     assert!(
-        most_in_flight.load(Ordering::SeqCst) <= (SLOTS + PREFETCH) as u64,
-        "{most_in_flight:?}"
+        most_in_flight <= (SLOTS + PREFETCH) as u64,
+        "{most_in_flight}"
     );
     // ...but the buffer was used: far more tasks than slots went through each slow commit
     // (with slots waiting for commits, a commit carries at most one append per slot).
@@ -753,38 +773,21 @@ async fn large_messages_fill_the_buffer_by_its_bytes(backend: Backend) {
             ..JobSpec::new("work", tasks)
         })
         .await;
-    let slow = SlowLog::new(backend.log.clone(), Duration::from_millis(150));
-    let worker = Running::start(
+    let (_, most_in_flight) = drain_with_slow_commits(
+        &backend,
+        job,
+        &watched,
         WorkerConfig {
             prefetch_bytes: BYTES,
             ..config("w", SLOTS, PREFETCH, Duration::from_secs(30))
         },
-        handlers(Arc::new(AtomicBool::new(false)), Duration::ZERO),
-        slow.clone(),
-        watched.clone(),
-    );
-    let most_in_flight = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let metrics = worker.metrics.clone();
-        let most = most_in_flight.clone();
-        tokio::spawn(async move {
-            loop {
-                most.fetch_max(metrics.snapshot().in_flight, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        })
-    };
-    wait_completed(backend.log.as_ref(), job, Duration::from_secs(120)).await;
-    sampler.abort();
-    let stats = worker.stop().await;
-    assert_each_completed_once(backend.log.as_ref(), job).await;
-    assert_eq!(stats.completed, u64::from(tasks));
+    )
+    .await;
 
     // Each message is a little over PAD bytes. The worker held (bodies in memory: buffered,
     // running, or waiting for their end to commit) what fits in BYTES and at most one more
     // (the receive that crossed the bound), where the count alone lets it hold
     // SLOTS + PREFETCH...
-    let most_in_flight = most_in_flight.load(Ordering::SeqCst);
     assert!(
         most_in_flight <= (BYTES / PAD + 1) as u64,
         "held {most_in_flight}"
