@@ -155,6 +155,7 @@ async fn metrics_move_during_a_job(url: &str) {
         ("shoal_worker_tasks_completed_total", 20.0),
         ("shoal_worker_tasks_failed_total", 2.0),
         ("shoal_worker_tasks_in_flight", 0.0),
+        ("shoal_worker_held_bytes", 0.0),
     ] {
         wait_for_sample(&dev.http, &worker_metrics, series, value).await;
     }

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Live counters of a worker. Shared through an `Arc` (see [`crate::Worker::metrics`]); every
-/// field only grows, except the gauges `in_flight` and `running`.
+/// field only grows, except the gauges `in_flight`, `held_bytes` and `running`.
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
     /// Messages received (poison ones included).
@@ -36,6 +36,9 @@ pub struct WorkerMetrics {
     /// Messages this worker holds right now: buffered, started, running, or waiting for their
     /// end to commit (at most `concurrency + prefetch`).
     pub in_flight: AtomicU64,
+    /// The bodies of those messages, in bytes (beyond the slots, at most about
+    /// `prefetch_bytes`).
+    pub held_bytes: AtomicU64,
     /// Handlers running right now (at most `concurrency`).
     pub running: AtomicU64,
     /// Times a delivery was held (its message kept hidden) and tried again because the log or
@@ -74,6 +77,8 @@ pub struct WorkerStats {
     pub committed_batches: u64,
     /// See [`WorkerMetrics::in_flight`].
     pub in_flight: u64,
+    /// See [`WorkerMetrics::held_bytes`].
+    pub held_bytes: u64,
     /// See [`WorkerMetrics::running`].
     pub running: u64,
     /// See [`WorkerMetrics::held_on_errors`].
@@ -99,6 +104,7 @@ impl WorkerMetrics {
             commits: get(&self.commits),
             committed_batches: get(&self.committed_batches),
             in_flight: get(&self.in_flight),
+            held_bytes: get(&self.held_bytes),
             running: get(&self.running),
             held_on_errors: get(&self.held_on_errors),
         }

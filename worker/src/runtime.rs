@@ -467,7 +467,7 @@ impl Inflight {
         held.receipts
             .insert(key, (delivery.receipt.clone(), delivery.size));
         held.bytes += delivery.size;
-        self.gauge(held.receipts.len());
+        self.gauge(&held);
         key
     }
 
@@ -476,7 +476,7 @@ impl Inflight {
         if let Some((_, size)) = held.receipts.remove(&key) {
             held.bytes -= size;
         }
-        self.gauge(held.receipts.len());
+        self.gauge(&held);
     }
 
     fn len(&self) -> usize {
@@ -514,12 +514,14 @@ impl Inflight {
             .drain()
             .map(|(_, (receipt, _))| receipt)
             .collect();
-        self.gauge(0);
+        self.gauge(&held);
         drained
     }
 
-    fn gauge(&self, held: usize) {
-        self.metrics.in_flight.store(held as u64, Ordering::Relaxed);
+    fn gauge(&self, held: &HeldReceipts) {
+        let set = |gauge: &AtomicU64, value: usize| gauge.store(value as u64, Ordering::Relaxed);
+        set(&self.metrics.in_flight, held.receipts.len());
+        set(&self.metrics.held_bytes, held.bytes);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HeldReceipts> {
@@ -595,7 +597,11 @@ mod tests {
         assert_eq!(held.fit_in(100), 0);
         held.remove(a);
         assert_eq!(held.fit_in(9_000), 2);
+        let gauges = held.metrics.snapshot();
+        assert_eq!((gauges.in_flight, gauges.held_bytes), (1, 3000));
         assert_eq!(held.drain().len(), 1);
         assert_eq!(held.fit_in(1), usize::MAX);
+        let gauges = held.metrics.snapshot();
+        assert_eq!((gauges.in_flight, gauges.held_bytes), (0, 0));
     }
 }

@@ -116,6 +116,11 @@ impl ScrapeSource for WorkerSource {
             gauge(i64::try_from(s.in_flight).unwrap_or(i64::MAX)),
         );
         registry.register(
+            "shoal_worker_held_bytes",
+            "Bytes of the message bodies held right now (--prefetch-bytes bounds them beyond the slots)",
+            gauge(i64::try_from(s.held_bytes).unwrap_or(i64::MAX)),
+        );
+        registry.register(
             "shoal_worker_handlers_running",
             "Handlers running right now (at most the concurrency)",
             gauge(i64::try_from(s.running).unwrap_or(i64::MAX)),
