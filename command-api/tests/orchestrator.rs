@@ -812,7 +812,13 @@ async fn one_leader_at_a_time_and_a_standby_takes_over(h: Harness) {
         async || h.visible().await == 250,
     )
     .await;
-    assert_eq!(leader.tasks_created(), 250);
+    // Counted once the chunk's append has returned, which may be after the relay queued it.
+    eventually(
+        "the leader counts the tasks",
+        Duration::from_secs(5),
+        async || leader.tasks_created() == 250,
+    )
+    .await;
 
     // The leader stops: the standby takes over and finishes the job.
     stop.send(()).unwrap();
@@ -827,7 +833,13 @@ async fn one_leader_at_a_time_and_a_standby_takes_over(h: Harness) {
         endings(&h, job).await == (1, 0)
     })
     .await;
-    assert_eq!(standby.jobs_completed(), 1);
+    // Counted once `JobCompleted`'s append has returned, which may be after the test read it.
+    eventually(
+        "the standby counts the job",
+        Duration::from_secs(5),
+        async || standby.jobs_completed() == 1,
+    )
+    .await;
 
     if h.is_postgres() {
         // The leader's lock connection dies: it steps down, and someone leads again.
