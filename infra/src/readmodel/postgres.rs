@@ -47,19 +47,18 @@ macro_rules! upsert_jobs {
     };
 }
 
-/// The batch's task rows, `u`: one array per column of `tasks`, in `task_columns!` order.
+/// The batch's task rows, `u`: one array per column of `tasks`, those a task's first event sets
+/// first and those its later events change after them, in `update_tasks!`'s order (so one
+/// binder, `bind_task_changes`, serves both statements).
 macro_rules! task_rows {
     () => {
-        concat!(
-            "FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[],
-                         $6::int8[], $7::int8[], $8::int8[], $9::text[], $10::text[],
-                         $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[],
-                         $15::timestamptz[], $16::timestamptz[], $17::timestamptz[],
-                         $18::int8[], $19::bool[])
-                  AS u(",
-            task_columns!(),
-            ")"
-        )
+        "FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::int8[], $6::int8[],
+                     $7::text[], $8::timestamptz[], $9::text[], $10::int8[], $11::text[],
+                     $12::text[], $13::text[], $14::timestamptz[], $15::timestamptz[],
+                     $16::timestamptz[], $17::timestamptz[], $18::int8[], $19::bool[])
+              AS u(id, job_id, task_index, job_type, max_attempts, timeout_seconds, parameters,
+                   created_at, status, attempt, result, error_message, worker, updated_at,
+                   started_at, completed_at, next_attempt_at, duration_ms, dead_lettered)"
     };
 }
 
@@ -540,28 +539,16 @@ async fn write_tasks(
     if tasks.is_empty() {
         return Ok(0);
     }
-    let result = sqlx::query(sql)
+    let query = sqlx::query(sql)
         .bind(column(tasks, |r| r.id.as_uuid()))
         .bind(column(tasks, |r| r.job_id.as_uuid()))
         .bind(column(tasks, |r| i64::from(r.task_index)))
         .bind(column(tasks, |r| r.job_type.as_str()))
-        .bind(column(tasks, |r| r.status.as_str()))
-        .bind(column(tasks, |r| i64::from(r.attempt)))
         .bind(column(tasks, |r| i64::from(r.max_attempts)))
         .bind(column(tasks, |r| i64::from(r.timeout_seconds)))
         .bind(column(tasks, |r| json_text(Some(&r.parameters))))
-        .bind(column(tasks, |r| json_text(r.result.as_ref())))
-        .bind(column(tasks, |r| r.error_message.as_deref()))
-        .bind(column(tasks, |r| r.worker.as_deref()))
-        .bind(column(tasks, |r| r.created_at))
-        .bind(column(tasks, |r| r.updated_at))
-        .bind(column(tasks, |r| r.started_at))
-        .bind(column(tasks, |r| r.completed_at))
-        .bind(column(tasks, |r| r.next_attempt_at))
-        .bind(column(tasks, duration_ms))
-        .bind(column(tasks, |r| r.dead_lettered))
-        .execute(&mut *conn)
-        .await?;
+        .bind(column(tasks, |r| r.created_at));
+    let result = bind_task_changes(query, tasks).execute(&mut *conn).await?;
     Ok(result.rows_affected())
 }
 
@@ -575,8 +562,18 @@ async fn update_tasks(
     if tasks.is_empty() {
         return Ok(0);
     }
-    let result = sqlx::query(sql)
-        .bind(column(tasks, |r| r.id.as_uuid()))
+    let query = sqlx::query(sql).bind(column(tasks, |r| r.id.as_uuid()));
+    let result = bind_task_changes(query, tasks).execute(&mut *conn).await?;
+    Ok(result.rows_affected())
+}
+
+/// Binds the columns of `tasks` that a task's events change, `status` to `dead_lettered`, in
+/// the order `task_rows!` and `update_tasks!` take them (after the columns before them).
+fn bind_task_changes<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    tasks: &[&'q TaskRow],
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    query
         .bind(column(tasks, |r| r.status.as_str()))
         .bind(column(tasks, |r| i64::from(r.attempt)))
         .bind(column(tasks, |r| json_text(r.result.as_ref())))
@@ -588,9 +585,6 @@ async fn update_tasks(
         .bind(column(tasks, |r| r.next_attempt_at))
         .bind(column(tasks, duration_ms))
         .bind(column(tasks, |r| r.dead_lettered))
-        .execute(&mut *conn)
-        .await?;
-    Ok(result.rows_affected())
 }
 
 /// One column of `rows`, as an array parameter.
