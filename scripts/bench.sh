@@ -10,6 +10,9 @@
 # pg-boss on one throwaway Postgres of its own (installed with npm from bench/peers/*/package-lock.json,
 # Node 22 included), e.g. scripts/bench.sh peers, scripts/bench.sh peers --tasks 2000 --rounds 1,
 # scripts/bench.sh peers --scaling; see docs/benchmarks.md.
+#
+# scripts/bench.sh ab [--system shoal] [--tasks N] [--rounds R] name=binary name=binary ... runs
+# Shoal builds side by side through peers.py, alternating one round at a time (bench/peers/ab.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -17,6 +20,10 @@ if [ "${1:-}" = peers ]; then
   shift
   cargo build --release --locked -p shoal >&2
   exec python3 bench/peers/peers.py "$@"
+fi
+if [ "${1:-}" = ab ]; then
+  shift
+  exec python3 bench/peers/ab.py "$@"
 fi
 pgdir="$root/target/bench-pg"
 trap 'scripts/pg.sh stop "$pgdir" || true' EXIT

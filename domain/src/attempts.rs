@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::events::Event;
+use crate::task::TaskStatus;
 
 /// How an attempt stands or ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,6 +124,24 @@ impl Attempts {
             attempts.apply(event);
         }
         attempts
+    }
+
+    /// A task's attempts as the few fields of its view ([`TaskView`]) give them, when they
+    /// give all of them: a task ENQUEUED and not dead-lettered has had, since its latest
+    /// `TaskEnqueued`, no event that changes its attempts (every other such event moves its
+    /// status, or marks it dead-lettered), so it has the one attempt that `TaskEnqueued` queued
+    /// (`attempt`, at `enqueued_at`, the view's `created_at`). `None` for any other task.
+    /// The jobs projection uses it to skip reading the attempts of a task that starts.
+    ///
+    /// [`TaskView`]: crate::TaskView
+    pub fn of_enqueued(
+        status: TaskStatus,
+        dead_lettered: bool,
+        attempt: u32,
+        enqueued_at: DateTime<Utc>,
+    ) -> Option<Self> {
+        (status == TaskStatus::Enqueued && !dead_lettered)
+            .then(|| Attempts(vec![Attempt::queued(attempt, enqueued_at, None)]))
     }
 
     /// The entry of attempt `n`, created when the stream skipped its announcement.
@@ -354,6 +373,90 @@ mod tests {
         assert!(attempts[0].retry.as_ref().unwrap().manual);
         assert_eq!(attempts[1].outcome, AttemptOutcome::Queued);
         assert_eq!(attempts[1].end_or(t(5_000)), None);
+    }
+
+    /// Any order of a task's events, right or wrong attempts: whenever its view is ENQUEUED
+    /// and not dead-lettered, `of_enqueued` gives the fold of its stream.
+    #[test]
+    fn an_enqueued_task_has_the_attempt_its_view_implies() {
+        use crate::TaskView;
+        use crate::events::{TaskReleased, TaskRequeued};
+        use proptest::prelude::*;
+
+        let event = (0u8..9, 1u32..4, 0i64..1_000).prop_map(|(kind, attempt, at)| {
+            let task = Task {
+                job_id: JobId::from_uuid(uuid::Uuid::nil()),
+                task_id: TaskId::from_uuid(uuid::Uuid::max()),
+            };
+            match kind {
+                0 => match task.enqueued(at) {
+                    Event::TaskEnqueued(mut e) => {
+                        e.attempt = attempt;
+                        Event::TaskEnqueued(e)
+                    }
+                    _ => unreachable!(),
+                },
+                1 => task.started(attempt, "w", at),
+                2 => Event::TaskCompleted(TaskCompleted {
+                    job_id: task.job_id,
+                    task_id: task.task_id,
+                    index: 0,
+                    attempt,
+                    result: None,
+                    duration_ms: 3,
+                    at: t(at),
+                }),
+                3 => task.failed(attempt, false, at),
+                4 => task.failed(attempt, true, at),
+                5 => task.retry(attempt, at % 2 == 0, at, at + 100),
+                6 => Event::TaskDeadLettered(TaskDeadLettered {
+                    job_id: task.job_id,
+                    task_id: task.task_id,
+                    index: 0,
+                    attempt,
+                    reason: "r".into(),
+                    at: t(at),
+                }),
+                7 => Event::TaskRequeued(TaskRequeued {
+                    job_id: task.job_id,
+                    task_id: task.task_id,
+                    index: 0,
+                    attempt,
+                    not_before: None,
+                    reason: "r".into(),
+                    at: t(at),
+                }),
+                _ => Event::TaskReleased(TaskReleased {
+                    job_id: task.job_id,
+                    task_id: task.task_id,
+                    index: 0,
+                    attempt,
+                    at: t(at),
+                }),
+            }
+        });
+        let implied = std::cell::Cell::new(0u32);
+        proptest!(ProptestConfig::with_cases(2_000), |(
+            stream in prop::collection::vec(event, 1..12)
+        )| {
+            for end in 1..=stream.len() {
+                let prefix = &stream[..end];
+                let Some(view) = TaskView::fold(prefix) else { continue };
+                let from_view = Attempts::of_enqueued(
+                    view.status, view.dead_lettered, view.attempt, view.created_at,
+                );
+                if let Some(from_view) = from_view {
+                    implied.set(implied.get() + 1);
+                    prop_assert_eq!(from_view, Attempts::fold(prefix));
+                } else {
+                    prop_assert!(
+                        view.status != TaskStatus::Enqueued || view.dead_lettered
+                    );
+                }
+            }
+        });
+        let implied = implied.get();
+        assert!(implied > 100, "the property was checked {implied} times");
     }
 
     #[test]

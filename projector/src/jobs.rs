@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use shoal_domain::{Attempt, Attempts, Event, JobId, JobView, TaskId, TaskStatus, TaskView, Views};
 use shoal_infra::readmodel::{
-    AttemptRow, JobRow, JobsChanges, JobsKeys, TaskRow, apply_to_attempts,
+    AttemptRow, JobRow, JobsChanges, JobsKeys, TaskRow, apply_to_attempts, to_micros,
 };
 
 /// The rows a batch must load: every job and task it touches, except those it creates
@@ -43,8 +43,34 @@ pub fn keys(events: &[Event]) -> JobsKeys {
     keys
 }
 
+/// The attempt rows a stored task row implies ([`Attempts::of_enqueued`]): those of a task
+/// ENQUEUED and not dead-lettered, which a batch therefore need not read (the read of a task's
+/// attempts when it starts; a task running or ended has its attempts read, or kept by
+/// `crate::running`). `None` when the row does not say them all. Times to the microsecond, as
+/// stored.
+pub fn implied_attempts(row: &TaskRow) -> Option<Vec<AttemptRow>> {
+    let Attempts(attempts) = Attempts::of_enqueued(
+        row.status,
+        row.dead_lettered,
+        row.attempt,
+        to_micros(row.created_at),
+    )?;
+    let rows = attempts.into_iter().zip(0u32..);
+    Some(
+        rows.map(|(attempt, seq)| AttemptRow {
+            job_id: row.job_id,
+            task_id: row.id,
+            task_index: row.task_index,
+            seq,
+            attempt,
+        })
+        .collect(),
+    )
+}
+
 /// Folds a batch into the rows it touches. `jobs`, `tasks` and `attempts` are the stored rows
-/// of [`keys`] that exist (attempts: those of the tasks). Events of a job or task that has no
+/// of [`keys`] that exist (attempts: those of the tasks, or what [`implied_attempts`] says of
+/// them). Events of a job or task that has no
 /// row (and is not created in the batch) change nothing but the counts of an existing job.
 pub fn fold(
     jobs: Vec<JobRow>,

@@ -607,12 +607,19 @@ impl Projector {
                 }
                 let mut kept = Default::default();
                 let written = store
-                    .apply_jobs(target, from, to, keys, |jobs, tasks, attempts| {
-                        let (changes, running_attempts) =
-                            jobs::fold_keeping_running(jobs, tasks, attempts, events);
-                        kept = running_attempts;
-                        changes
-                    })
+                    .apply_jobs(
+                        target,
+                        from,
+                        to,
+                        keys,
+                        jobs::implied_attempts,
+                        |jobs, tasks, attempts| {
+                            let (changes, running_attempts) =
+                                jobs::fold_keeping_running(jobs, tasks, attempts, events);
+                            kept = running_attempts;
+                            changes
+                        },
+                    )
                     .await
                     .inspect_err(|_| {
                         // Committed or not, the kept rows may be stale now.

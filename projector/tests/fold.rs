@@ -90,16 +90,25 @@ fn fold_in_batches(events: &[Event], cuts: &[usize]) -> Folded {
             .iter()
             .filter_map(|id| job_rows.get(id).cloned())
             .collect();
-        let loaded_tasks = keys
+        let loaded_tasks: Vec<TaskRow> = keys
             .tasks
             .iter()
             .filter_map(|id| task_rows.get(id).cloned())
             .collect();
-        let loaded_attempts = attempt_rows
-            .values()
-            .filter(|a| keys.tasks.contains(&a.task_id))
-            .cloned()
-            .collect();
+        // As the store loads them: what a task's row implies is not read, and is what is
+        // stored.
+        let mut loaded_attempts = Vec::new();
+        for task in &loaded_tasks {
+            let stored: Vec<AttemptRow> = attempt_rows
+                .values()
+                .filter(|a| a.task_id == task.id)
+                .cloned()
+                .collect();
+            if let Some(implied) = jobs::implied_attempts(task) {
+                assert_eq!(implied, stored, "the attempts implied by {task:?}");
+            }
+            loaded_attempts.extend(stored);
+        }
         let changes = jobs::fold(loaded_jobs, loaded_tasks, loaded_attempts, batch);
         for j in changes.jobs {
             job_rows.insert(j.id, j);

@@ -183,9 +183,10 @@ impl ReadModelStore {
     }
 
     /// Applies one batch of the jobs projection (see the module docs): moves the checkpoint
-    /// `from` -> `to`, loads the rows of `keys` (jobs, tasks, and the tasks' attempts), and
-    /// writes what `fold` makes of them and of the rows the caller knows (`keys.known_*`).
-    /// Returns what was written.
+    /// `from` -> `to`, loads the rows of `keys` (jobs, tasks, and the attempts of the loaded
+    /// tasks, except those `implied_attempts` gives from a task's row: they are taken as
+    /// stored), and writes what `fold` makes of them and of the rows the caller knows
+    /// (`keys.known_*`). Returns what was written.
     #[tracing::instrument(
         name = "readmodel.apply_jobs",
         skip_all,
@@ -198,9 +199,13 @@ impl ReadModelStore {
         from: LogPosition,
         to: LogPosition,
         keys: JobsKeys,
+        implied_attempts: fn(&TaskRow) -> Option<Vec<AttemptRow>>,
         fold: impl FnOnce(Vec<JobRow>, Vec<TaskRow>, Vec<AttemptRow>) -> JobsChanges + Send,
     ) -> ReadModelResult<JobsChanges> {
-        dispatch!(self, apply_jobs(target, from, to, keys, fold))
+        dispatch!(
+            self,
+            apply_jobs(target, from, to, keys, implied_attempts, fold)
+        )
     }
 
     /// Applies one batch of the analytics projection: moves the checkpoint `from` -> `to`,

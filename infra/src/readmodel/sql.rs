@@ -354,6 +354,7 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
     from: LogPosition,
     to: LogPosition,
     keys: JobsKeys,
+    implied_attempts: fn(&TaskRow) -> Option<Vec<AttemptRow>>,
     fold: impl FnOnce(Vec<JobRow>, Vec<TaskRow>, Vec<AttemptRow>) -> JobsChanges,
 ) -> ReadModelResult<JobsChanges> {
     let name = ProjectionName::Jobs.checkpoint_name(target);
@@ -387,18 +388,25 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
             .map(task_row::<D>)
             .collect::<ReadModelResult<Vec<_>>>()?
     };
-    let mut attempts = if keys.tasks.is_empty() {
-        Vec::new()
-    } else {
-        let ids = keys.tasks.iter().map(TaskId::as_uuid).collect();
+    // Only loaded tasks have attempts (a task without a row has none), and of those only the
+    // ones their row does not imply are read.
+    let mut attempts = Vec::new();
+    let mut unknown = Vec::new();
+    for row in &tasks {
+        match implied_attempts(row) {
+            Some(implied) => attempts.extend(implied),
+            None => unknown.push(row.id.as_uuid()),
+        }
+    }
+    if !unknown.is_empty() {
         let rows = sqlx::query::<D>(D::LOAD_ATTEMPTS[t])
-            .ids(ids)
+            .ids(unknown)
             .all(D::conn(&mut tx))
             .await?;
-        rows.iter()
-            .map(attempt_row::<D>)
-            .collect::<ReadModelResult<Vec<_>>>()?
-    };
+        for row in &rows {
+            attempts.push(attempt_row::<D>(row)?);
+        }
+    }
     tasks.extend(keys.known_tasks);
     attempts.extend(keys.known_attempts);
     let stored: HashSet<TaskId> = tasks.iter().map(|r| r.id).collect();
