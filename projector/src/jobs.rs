@@ -9,9 +9,11 @@
 //!
 //! `task_attempts` is folded the same way, with the domain's [`Attempts`] (ADR 18): a task's
 //! stored attempts, plus the batch's events of its stream, give its attempts after the batch;
-//! only the rows that changed are written. A task that has a row in `tasks` but none in
-//! `task_attempts` was enqueued before that table existed: it is left without attempts (its
-//! job's timeline is folded from the log) until a rebuild.
+//! only the rows that changed are written. The attempts of a task whose row says ENQUEUED
+//! (and not dead-lettered) are not read but taken as the row implies them ([`implied_attempts`],
+//! ADR 23). A task that has a row in `tasks` but none in `task_attempts` was enqueued before
+//! that table existed: it is left without attempts (its job's timeline is folded from the log)
+//! until a rebuild, or until it starts while ENQUEUED, which writes the attempts its row implies.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
