@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -178,6 +179,45 @@ class Cluster:
     def lsn(self):
         return self.admin.one("select pg_current_wal_lsn() - '0/0'::pg_lsn")
 
+    def lsn_text(self):
+        return self.admin.one("select pg_current_wal_lsn()")
+
+    def wal_records(self, start, end, path, conn):
+        """WAL between two LSNs by kind of record (`pg_waldump --stats=record`), into `path`: what
+        the bytes per task are made of (heap inserts, index inserts, full-page images, ...).
+        Best effort: skipped if pg_waldump is missing or a checkpoint recycled the segments."""
+        datadir = Path((self.pgdir / "datadir").read_text().strip())
+        waldump = shutil.which("pg_waldump") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_waldump"))), None)
+        if not waldump:
+            return
+        out = subprocess.run([str(waldump), "--stats=record", "-p", str(datadir / "pg_wal"), "-s", start, "-e", end],
+                             capture_output=True, text=True)
+        text = out.stdout + out.stderr
+        # The same records by relation: which table or index each kind of record is for.
+        names = {}
+        for row in conn.rows("select relfilenode || ' ' || relname /* bench-driver */ from pg_class "
+                             "where relfilenode <> 0"):
+            node, name = row.split(" ", 1)
+            names[node] = name
+        by_rel = {}
+        dump = subprocess.Popen([str(waldump), "-p", str(datadir / "pg_wal"), "-s", start, "-e", end],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for line in dump.stdout:
+            m = re.match(r"rmgr: (\S+)\s+len \(rec/tot\):\s*\d+/\s*(\d+),.*desc: (\S+)", line)
+            if not m:
+                continue
+            rmgr, size, desc = m.groups()
+            rel = re.search(r"blkref #0: rel \d+/\d+/(\d+)", line)
+            node = rel.group(1) if rel else None
+            key = (f"{rmgr}/{desc}", names.get(node, node or "-"))
+            n, b = by_rel.get(key, (0, 0))
+            by_rel[key] = (n + 1, b + int(size))
+        dump.wait()
+        rows = sorted(by_rel.items(), key=lambda kv: -kv[1][1])
+        text += "\nby relation (record, relation, records, bytes incl. full-page images):\n" + "\n".join(
+            f"{rec}\t{rel}\t{n}\t{b}" for (rec, rel), (n, b) in rows) + "\n"
+        path.write_text(text)
+
     def reset_statements(self):
         self.admin.rows("select pg_stat_statements_reset()")
 
@@ -284,6 +324,7 @@ def run_shoal(cl, args, n, concurrency, processes, rundir, linger_ms=None):
             time.sleep(0.05)
         cl.reset_statements()
         c0, d0, w0 = cl.cpu(), proc_cpu(dev.pid), int(cl.lsn())
+        drain_start = cl.lsn_text()
         for i in range(processes):
             workers.append(subprocess.Popen(
                 ["/usr/bin/time", "-v", "-o", str(rundir / f"time{i}.log"), args.shoal, "worker",
@@ -300,7 +341,9 @@ def run_shoal(cl, args, n, concurrency, processes, rundir, linger_ms=None):
                 raise RuntimeError(f"a worker exited: see {rundir}")
             time.sleep(0.02)
         c1, d1, w1 = cl.cpu(), proc_cpu(dev.pid), int(cl.lsn())
+        drain_end = cl.lsn_text()
         stmts, top = cl.statements(db)
+        cl.wal_records(drain_start, drain_end, rundir / "wal-records.txt", watch)
         for w in workers:
             # SIGTERM to the worker (the child of /usr/bin/time), which drains and exits.
             kids = subprocess.run(["pgrep", "-P", str(w.pid)], capture_output=True, text=True).stdout.split()
@@ -637,7 +680,8 @@ def main():
             print(machine)
             print(table(results, systems, sizes))
             print(f"\nper run: {args.work / 'results.jsonl'}; top statements of each drain: "
-                  f"{args.work / 'runs'}/*/statements.tsv")
+                  f"{args.work / 'runs'}/*/statements.tsv; Shoal's drain WAL by kind of record: "
+                  f"{args.work / 'runs'}/shoal*/wal-records.txt")
     finally:
         cl.stop()
 
