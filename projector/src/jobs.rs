@@ -51,23 +51,32 @@ pub fn keys(events: &[Event]) -> JobsKeys {
 /// `crate::running`). `None` when the row does not say them all. Times to the microsecond, as
 /// stored.
 pub fn implied_attempts(row: &TaskRow) -> Option<Vec<AttemptRow>> {
-    let Attempts(attempts) = Attempts::of_enqueued(
+    let attempts = Attempts::of_enqueued(
         row.status,
         row.dead_lettered,
         row.attempt,
         to_micros(row.created_at),
     )?;
-    let rows = attempts.into_iter().zip(0u32..);
-    Some(
-        rows.map(|(attempt, seq)| AttemptRow {
-            job_id: row.job_id,
-            task_id: row.id,
-            task_index: row.task_index,
+    Some(attempt_rows(row.job_id, row.id, row.task_index, attempts).collect())
+}
+
+/// A task's attempts as its rows of `task_attempts`, `seq` from 0.
+fn attempt_rows(
+    job_id: JobId,
+    task_id: TaskId,
+    task_index: u32,
+    Attempts(attempts): Attempts,
+) -> impl Iterator<Item = AttemptRow> {
+    attempts
+        .into_iter()
+        .zip(0u32..)
+        .map(move |(attempt, seq)| AttemptRow {
+            job_id,
+            task_id,
+            task_index,
             seq,
             attempt,
         })
-        .collect(),
-    )
 }
 
 /// Folds a batch into the rows it touches. `jobs`, `tasks` and `attempts` are the stored rows
@@ -185,18 +194,11 @@ fn fold_attempts(
             reset.push(task_id);
         }
         let mut all = Vec::new();
-        for (seq, attempt) in task.now.0.into_iter().enumerate() {
-            let row = AttemptRow {
-                job_id: task.job_id,
-                task_id,
-                task_index: task.index,
-                seq: u32::try_from(seq).unwrap_or(u32::MAX),
-                attempt,
-            };
+        for row in attempt_rows(task.job_id, task_id, task.index, task.now) {
             if keep.contains(&task_id) {
                 all.push(row.clone());
             }
-            if shrunk || task.stored.get(seq) != Some(&row.attempt) {
+            if shrunk || task.stored.get(row.seq as usize) != Some(&row.attempt) {
                 written.push(row);
             }
         }
