@@ -92,6 +92,9 @@ for_each_backend!(
     set_priority_reorders_waiting_and_later_messages,
     the_claim_reads_the_fair_index_without_sorting,
     a_message_received_before_goes_after_fresh_ones,
+    a_drain_in_batches_takes_every_row_once_in_the_fair_order,
+    a_message_whose_delay_ran_out_takes_its_turn_within_a_poll_interval,
+    another_instances_send_takes_its_turn_when_heard,
     a_heartbeat_and_an_acknowledgement_of_the_same_messages_never_deadlock,
 );
 
@@ -918,6 +921,79 @@ async fn a_message_received_before_goes_after_fresh_ones(h: Harness) {
     assert_eq!(got[2].receive_count, 2);
 }
 
+/// Draining a queue in acknowledged batches, as a worker does: on Postgres every claim after
+/// the first starts after the last row taken (past the dead index entries of the rows taken
+/// before); the rows still come in the fair order, every one once.
+async fn a_drain_in_batches_takes_every_row_once_in_the_fair_order(h: Harness) {
+    let q = &h.queue;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let jobs = [(a, "a"), (b, "b")];
+    send_job(q, a, 0..600).await;
+    send_job(q, b, 0..300).await;
+    let mut taken = Vec::new();
+    loop {
+        let got = q.receive(50, LONG, NO_WAIT).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        q.ack(&receipts(&got)).await.unwrap();
+        taken.extend(order(&got, &jobs));
+    }
+    let expected: Vec<_> = (0..300)
+        .flat_map(|i| [("a", i), ("b", i)])
+        .chain((300..600).map(|i| ("a", i)))
+        .collect();
+    assert_eq!(taken, expected);
+    assert_eq!(depth(q).await, depth_of(0, 0, 0, 0));
+}
+
+/// A message that becomes visible without a send (its delay ran out) while the queue is being
+/// drained is taken in its fair turn within one poll interval.
+async fn a_message_whose_delay_ran_out_takes_its_turn_within_a_poll_interval(h: Harness) {
+    let poll = Duration::from_millis(300);
+    let q = h.queue.clone().with_poll_interval(poll);
+    let (big, late) = (Uuid::now_v7(), Uuid::now_v7());
+    let jobs = [(big, "big"), (late, "late")];
+    send_job(&q, big, 0..1_000).await;
+    let delay = Duration::from_millis(500);
+    q.send(vec![later(task(late, 0, 1), delay)]).await.unwrap();
+    // Two claims, the second once the listener the first started is up (its start counts as
+    // a gap in the notifications, which makes the next claim scan from the start).
+    let got = q.receive(10, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(order(&got, &jobs)[9], ("big", 9));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = q.receive(10, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(order(&got, &jobs)[9], ("big", 19));
+    tokio::time::sleep(delay + poll).await;
+    let got = q.receive(3, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(order(&got, &jobs), [("late", 0), ("big", 20), ("big", 21)]);
+}
+
+/// A send by another instance (another process) is taken in its fair turn once its
+/// notification is heard, though the receiver's poll interval is long. (On SQLite, where
+/// another process's sends are seen at the next poll, the same instance sends.)
+async fn another_instances_send_takes_its_turn_when_heard(h: Harness) {
+    let receiver = h.queue.clone().with_poll_interval(Duration::from_secs(60));
+    let sender = match &h.pg {
+        Some(pool) => SqlQueue::postgres(pool.clone()),
+        None => h.queue.clone(),
+    };
+    let (big, small) = (Uuid::now_v7(), Uuid::now_v7());
+    let jobs = [(big, "big"), (small, "small")];
+    send_job(&sender, big, 0..1_000).await;
+    let got = receiver.receive(10, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(order(&got, &jobs)[9], ("big", 9));
+    // The receiver listens from its first claim; let the LISTEN take effect.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send_job(&sender, small, 0..2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = receiver.receive(3, LONG, NO_WAIT).await.unwrap();
+    assert_eq!(
+        order(&got, &jobs),
+        [("small", 0), ("small", 1), ("big", 10)]
+    );
+}
+
 /// The claim is an index scan in the fair order that stops after `max` rows: no sort of the
 /// queue, however long it is. (Postgres plans by statistics: they are taken after the load.)
 async fn the_claim_reads_the_fair_index_without_sorting(h: Harness) {
@@ -938,6 +1014,21 @@ async fn the_claim_reads_the_fair_index_without_sorting(h: Harness) {
     assert!(plan.contains("task_queue_fair_idx"), "{plan}");
     assert!(!plan.contains("Sort"), "{plan}");
     assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    // On Postgres, so is a claim that starts after the last row taken, and the index gives it
+    // its starting point (an index condition, not a filter).
+    if let Some(plan) = q.explain_claim_after_head(16).await.unwrap() {
+        let plan = plan.join("\n");
+        assert!(plan.contains("task_queue_fair_idx"), "{plan}");
+        let start = plan
+            .lines()
+            .find(|line| line.trim_start().starts_with("Index Cond:"))
+            .unwrap_or_default();
+        assert!(
+            start.contains("priority =") && start.contains("ROW(receive_count, job_rank, id) >"),
+            "{plan}"
+        );
+        assert!(!plan.contains("Sort"), "{plan}");
+    }
     // And it takes what it plans to.
     let got = q.receive(16, LONG, NO_WAIT).await.unwrap();
     assert_eq!(got.len(), 16);

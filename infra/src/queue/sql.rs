@@ -32,7 +32,10 @@
 //! released it) goes after those never received of its priority: so a claim, which counts the
 //! receive, moves its rows' new index entries away from the head of the index, where the next
 //! claims look, and a message that keeps timing out does not hold the head. An index on exactly
-//! that order keeps the claim an index scan that stops after `max` rows.
+//! that order keeps the claim an index scan that stops after `max` rows. On Postgres the claim
+//! starts after the last row this instance's previous claim took, past the dead index entries
+//! of the rows taken before, and from the top at every send it hears of and at least once per
+//! poll interval (ADR 0024; `ClaimHead` in the Postgres backend).
 //!
 //! Long polling: a receive that finds nothing waits for a wake-up, the moment the next row
 //! becomes visible (delays and visibility timeouts), or the poll interval, whichever comes
@@ -127,6 +130,13 @@ struct ExpiredRow {
 struct ClaimOutcome {
     claimed: Vec<ClaimedRow>,
     expired: Vec<ExpiredRow>,
+}
+
+impl ClaimOutcome {
+    /// How many rows the claim took (delivered or dead-lettered).
+    fn len(&self) -> i64 {
+        i64::try_from(self.claimed.len() + self.expired.len()).unwrap_or(i64::MAX)
+    }
 }
 
 /// A parsed [`Receipt`]: `"<row id>:<token>"`. The row id lets every receipt operation find
@@ -253,6 +263,17 @@ impl SqlQueue {
         }
     }
 
+    /// The plan of a claim that starts after the last row an earlier one took (Postgres only:
+    /// see `ClaimHead` in the Postgres backend); `None` on SQLite.
+    #[doc(hidden)]
+    pub async fn explain_claim_after_head(&self, max: i64) -> QueueResult<Option<Vec<String>>> {
+        let max_receives = i64::from(self.max_receives);
+        match &self.backend {
+            Backend::Postgres(pg) => Ok(Some(pg.explain_claim_after(max, max_receives).await?)),
+            Backend::Sqlite(_) => Ok(None),
+        }
+    }
+
     async fn insert(&self, messages: Vec<NewMessage>) -> QueueResult<()> {
         let inserted = match &self.backend {
             Backend::Postgres(pg) => pg.send(&messages).await?,
@@ -267,7 +288,10 @@ impl SqlQueue {
     async fn claim(&self, max: i64, visibility_ms: i64) -> QueueResult<ClaimOutcome> {
         let max_receives = i64::from(self.max_receives);
         match &self.backend {
-            Backend::Postgres(pg) => pg.claim(max, visibility_ms, max_receives).await,
+            Backend::Postgres(pg) => {
+                pg.claim(max, visibility_ms, max_receives, self.poll_interval)
+                    .await
+            }
             Backend::Sqlite(lite) => lite.claim(max, visibility_ms, max_receives).await,
         }
     }

@@ -5,8 +5,8 @@
 //! row. Sends are announced with `pg_notify` after they commit (see `crate::notify`, which the
 //! event log uses too).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -56,12 +56,17 @@ pub(super) const MESSAGE_KEY: &str = "task_queue_message_key";
 /// the receive count `picked` read (the rows are locked, so it is current): a claim where no
 /// row has expired then probes no row for `expired`, where testing the stored row's count
 /// looked up every picked row a second time.
+///
+/// `$after` narrows `picked` to the rows after a point of the fair order ([`CLAIM_AFTER`]).
 macro_rules! claim_sql {
-    () => {
-        "
+    ($($after:tt)+) => {
+        concat!(
+            "
 WITH picked AS MATERIALIZED (
     SELECT id, receive_count FROM task_queue
-    WHERE visible_at <= now()
+    WHERE visible_at <= now()",
+            $($after)+,
+            "
     ORDER BY priority DESC, receive_count, job_rank, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -91,10 +96,26 @@ SELECT id, task_id, body, receive_count, receipt, priority, job_rank, false AS d
 FROM claimed
 UNION ALL
 SELECT id, task_id, body, receive_count, NULL, 0, 0, true FROM expired"
+        )
     };
 }
-const CLAIM: &str = claim_sql!();
-const EXPLAIN_CLAIM: &str = concat!("EXPLAIN ", claim_sql!());
+const CLAIM: &str = claim_sql!("");
+
+/// The condition of [`CLAIM_AFTER`].
+macro_rules! after_head {
+    () => {
+        "
+      AND priority = $4 AND (receive_count, job_rank, id) > ($5, $6, $7)"
+    };
+}
+
+/// [`CLAIM`] from just after a point of the fair order, in its priority: ($4, $5, $6, $7) =
+/// (priority, receive count, rank, id) of the last row an earlier claim took. The scan starts
+/// there in `task_queue_fair_idx` instead of at its head, where the entries of the rows claimed
+/// since the last vacuum lie dead (see [`ClaimHead`]).
+const CLAIM_AFTER: &str = claim_sql!(after_head!());
+const EXPLAIN_CLAIM: &str = concat!("EXPLAIN ", claim_sql!(""));
+const EXPLAIN_CLAIM_AFTER: &str = concat!("EXPLAIN ", claim_sql!(after_head!()));
 
 /// The job's priority for rows sent from now on, and for its rows in the queue (by the unique
 /// key, which leads with the job id), locked in id order as `held_rows_in_id_order` does.
@@ -178,6 +199,39 @@ SELECT task_id, attempt FROM task_queue WHERE job_id = $1 AND task_id = ANY($2)"
 pub(super) struct PgQueue {
     pool: PgPool,
     signals: Arc<Signals>,
+    /// Where this instance's claims stopped in the fair order; shared by its clones.
+    head: Arc<Mutex<Option<ClaimHead>>>,
+}
+
+/// The last row this instance's claims took, in the fair order, while every row before it in
+/// its priority is known to be taken: the next claim starts after it ([`CLAIM_AFTER`]).
+///
+/// Why: a claim rewrites its rows and an acknowledgement deletes them, so the entries of every
+/// row claimed since the last vacuum stay at the head of `task_queue_fair_idx`, dead, and a
+/// claim from the head walks them all (during a drain of 100,000 tasks, hundreds of index pages
+/// per claim; autovacuum comes at most once a minute). Starting after the head skips them.
+///
+/// When a row can appear before the head, the next claim scans from the start again:
+/// - a send (this instance's, or another process's as its notification arrives; either bumps
+///   the wake-up signal, whose value the head keeps), a release or a priority change by this
+///   instance: the head is dropped;
+/// - anything the signal does not carry (a delay or a visibility timeout that ran out, another
+///   process's release or priority change, a notification lost or not yet heard, a claim that
+///   rolled back): the head is trusted for one poll interval after the scan from the start
+///   that set it, so such a row is taken in its fair turn at most that late;
+/// - a claim from the head that finds fewer rows than asked takes the rest in a scan from the
+///   start at once: a receiver never waits while a row it may take is visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClaimHead {
+    priority: i32,
+    /// The row's receive count before the claim that took it (its old place in the order).
+    receive_count: i32,
+    rank: i64,
+    id: i64,
+    /// The wake-up signal's value before the scan from the start.
+    wake: u64,
+    /// When that scan started.
+    scanned_at: Instant,
 }
 
 /// What carries wake-ups between processes. Dropped with the last clone of the queue, which
@@ -192,6 +246,28 @@ struct Signals {
     _listening: watch::Receiver<u64>,
     notifier: Notifier<String>,
     listener: Listener,
+}
+
+impl ClaimHead {
+    /// The head after a claim that took `claimed` (its last row in the fair order), if any.
+    fn after(claimed: &[ClaimedRow], wake: u64, scanned_at: Instant) -> Option<ClaimHead> {
+        let last = claimed.iter().max_by_key(|row| {
+            (
+                std::cmp::Reverse(row.priority),
+                row.receive_count,
+                row.rank,
+                row.id,
+            )
+        })?;
+        Some(ClaimHead {
+            priority: last.priority,
+            receive_count: i32::try_from(last.receive_count - 1).ok()?,
+            rank: last.rank,
+            id: last.id,
+            wake,
+            scanned_at,
+        })
+    }
 }
 
 /// Receipt operands as arrays; a token that is not a UUID names no receipt and is skipped.
@@ -214,6 +290,7 @@ impl PgQueue {
                 listener: Listener::default(),
             }),
             pool,
+            head: Arc::default(),
         }
     }
 
@@ -253,19 +330,90 @@ impl PgQueue {
         );
     }
 
+    /// Claims up to `max` rows: from after this instance's [`ClaimHead`] while it holds (at
+    /// most `trust_for` after the scan from the start that set it), then, for what that did not
+    /// find, from the start.
     pub(super) async fn claim(
         &self,
         max: i64,
         visibility_ms: i64,
         max_receives: i64,
+        trust_for: Duration,
     ) -> QueueResult<ClaimOutcome> {
         let max_receives = i32::try_from(max_receives).unwrap_or(i32::MAX);
-        let rows = sqlx::query(CLAIM)
+        let wake = *self.signals.wake.borrow();
+        let head = self
+            .head()
+            .filter(|head| head.wake == wake && head.scanned_at.elapsed() < trust_for);
+        let mut outcome = ClaimOutcome::default();
+        if let Some(head) = head {
+            outcome = self
+                .claim_statement(CLAIM_AFTER, max, visibility_ms, max_receives, Some(head))
+                .await?;
+            let found = outcome.len();
+            if found == max {
+                self.move_head(head, &outcome);
+                return Ok(outcome);
+            }
+        }
+        // Sends from other processes must bump the signal while a head is trusted.
+        self.ensure_listener();
+        let scanned_at = Instant::now();
+        let rest = max - outcome.len();
+        let from_start = self
+            .claim_statement(CLAIM, rest, visibility_ms, max_receives, None)
+            .await?;
+        let found = from_start.len();
+        let head = ClaimHead::after(&from_start.claimed, wake, scanned_at);
+        *self.lock_head() = head.filter(|_| found == rest);
+        outcome.claimed.extend(from_start.claimed);
+        outcome.expired.extend(from_start.expired);
+        Ok(outcome)
+    }
+
+    fn lock_head(&self) -> std::sync::MutexGuard<'_, Option<ClaimHead>> {
+        self.head.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn head(&self) -> Option<ClaimHead> {
+        *self.lock_head()
+    }
+
+    /// After a claim from `from` took `outcome`: the head moves to its last row, unless
+    /// something dropped or replaced the head meanwhile.
+    fn move_head(&self, from: ClaimHead, outcome: &ClaimOutcome) {
+        let mut head = self.lock_head();
+        if *head == Some(from) {
+            *head = ClaimHead::after(&outcome.claimed, from.wake, from.scanned_at).or(Some(from));
+        }
+    }
+
+    /// Makes the next claim scan from the start (something may have become visible before the
+    /// head).
+    pub(super) fn drop_head(&self) {
+        *self.lock_head() = None;
+    }
+
+    async fn claim_statement(
+        &self,
+        sql: &'static str,
+        max: i64,
+        visibility_ms: i64,
+        max_receives: i32,
+        after: Option<ClaimHead>,
+    ) -> QueueResult<ClaimOutcome> {
+        let mut query = sqlx::query(sql)
             .bind(max)
             .bind(visibility_ms)
-            .bind(max_receives)
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(max_receives);
+        if let Some(head) = after {
+            query = query
+                .bind(head.priority)
+                .bind(head.receive_count)
+                .bind(head.rank)
+                .bind(head.id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         let mut outcome = ClaimOutcome::default();
         for row in rows {
             let id: i64 = row.try_get("id")?;
@@ -300,6 +448,25 @@ impl PgQueue {
             .bind(max)
             .bind(30_000_i64)
             .bind(max_receives)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The plan of a claim from a head ([`CLAIM_AFTER`]).
+    pub(super) async fn explain_claim_after(
+        &self,
+        max: i64,
+        max_receives: i64,
+    ) -> QueueResult<Vec<String>> {
+        let max_receives = i32::try_from(max_receives).unwrap_or(i32::MAX);
+        Ok(sqlx::query_scalar(EXPLAIN_CLAIM_AFTER)
+            .bind(max)
+            .bind(30_000_i64)
+            .bind(max_receives)
+            .bind(0_i32)
+            .bind(0_i32)
+            .bind(0_i64)
+            .bind(0_i64)
             .fetch_all(&self.pool)
             .await?)
     }
@@ -342,6 +509,7 @@ impl PgQueue {
             .bind(delay_ms)
             .execute(&self.pool)
             .await?;
+        self.drop_head();
         Ok(result.rows_affected() > 0)
     }
 
@@ -381,6 +549,7 @@ impl PgQueue {
             .bind(priority)
             .execute(&self.pool)
             .await?;
+        self.drop_head();
         Ok(())
     }
 
