@@ -258,7 +258,7 @@ impl SqlQueue {
     pub async fn explain_claim(&self, max: i64) -> QueueResult<Vec<String>> {
         let max_receives = i64::from(self.max_receives);
         match &self.backend {
-            Backend::Postgres(pg) => pg.explain_claim(max, max_receives).await,
+            Backend::Postgres(pg) => pg.explain_claim(max, max_receives, false).await,
             Backend::Sqlite(lite) => lite.explain_claim(max, max_receives).await,
         }
     }
@@ -269,7 +269,7 @@ impl SqlQueue {
     pub async fn explain_claim_after_head(&self, max: i64) -> QueueResult<Option<Vec<String>>> {
         let max_receives = i64::from(self.max_receives);
         match &self.backend {
-            Backend::Postgres(pg) => Ok(Some(pg.explain_claim_after(max, max_receives).await?)),
+            Backend::Postgres(pg) => Ok(Some(pg.explain_claim(max, max_receives, true).await?)),
             Backend::Sqlite(_) => Ok(None),
         }
     }

@@ -342,8 +342,7 @@ impl PgQueue {
     ) -> QueueResult<ClaimOutcome> {
         let max_receives = i32::try_from(max_receives).unwrap_or(i32::MAX);
         let wake = *self.signals.wake.borrow();
-        let head = self
-            .head()
+        let head = (*self.lock_head())
             .filter(|head| head.wake == wake && head.scanned_at.elapsed() < trust_for);
         let mut outcome = ClaimOutcome::default();
         if let Some(head) = head {
@@ -373,10 +372,6 @@ impl PgQueue {
 
     fn lock_head(&self) -> std::sync::MutexGuard<'_, Option<ClaimHead>> {
         self.head.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn head(&self) -> Option<ClaimHead> {
-        *self.lock_head()
     }
 
     /// After a claim from `from` took `outcome`: the head moves to its last row, unless
@@ -438,37 +433,27 @@ impl PgQueue {
         Ok(outcome)
     }
 
+    /// The plan of a claim: from the start ([`CLAIM`]), or from a head ([`CLAIM_AFTER`]).
     pub(super) async fn explain_claim(
         &self,
         max: i64,
         max_receives: i64,
+        from_head: bool,
     ) -> QueueResult<Vec<String>> {
         let max_receives = i32::try_from(max_receives).unwrap_or(i32::MAX);
-        Ok(sqlx::query_scalar(EXPLAIN_CLAIM)
+        let sql = if from_head {
+            EXPLAIN_CLAIM_AFTER
+        } else {
+            EXPLAIN_CLAIM
+        };
+        let mut query = sqlx::query_scalar(sql)
             .bind(max)
             .bind(30_000_i64)
-            .bind(max_receives)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    /// The plan of a claim from a head ([`CLAIM_AFTER`]).
-    pub(super) async fn explain_claim_after(
-        &self,
-        max: i64,
-        max_receives: i64,
-    ) -> QueueResult<Vec<String>> {
-        let max_receives = i32::try_from(max_receives).unwrap_or(i32::MAX);
-        Ok(sqlx::query_scalar(EXPLAIN_CLAIM_AFTER)
-            .bind(max)
-            .bind(30_000_i64)
-            .bind(max_receives)
-            .bind(0_i32)
-            .bind(0_i32)
-            .bind(0_i64)
-            .bind(0_i64)
-            .fetch_all(&self.pool)
-            .await?)
+            .bind(max_receives);
+        if from_head {
+            query = query.bind(0_i32).bind(0_i32).bind(0_i64).bind(0_i64);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
     }
 
     pub(super) async fn next_visible_in(&self) -> QueueResult<Option<i64>> {
