@@ -17,6 +17,10 @@ RUN --mount=type=cache,target=/root/.npm infra/deploy/build.sh web /out
 
 # --- the binary, with the toolchain pinned in rust-toolchain.toml and Cargo.lock (--locked) ---
 FROM rust:1.95.0-slim-bookworm AS build
+# jemalloc (the binary's allocator, docs/adr/0025-jemalloc.md) is built from source with make.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make=4.3-4.1 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY rust-toolchain.toml Cargo.toml Cargo.lock ./
 COPY domain domain

@@ -140,6 +140,10 @@ struct ServeArgs {
     projector: ProjectorArgs,
 }
 
+/// jemalloc instead of glibc's malloc: less CPU per task at the same memory (ADR 25).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

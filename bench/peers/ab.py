@@ -21,6 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 METRICS = [
     ("rate", "tasks/s", "{:,.0f}"),
+    ("completed_first_second", "completed in the first second", "{:,.0f}"),
     ("cpu_ms_per_task", "CPU ms per task", "{:.3f}"),
     ("worker_cpu_s", "worker CPU s", "{:.2f}"),
     ("dev_cpu_s", "shoal dev CPU s", "{:.2f}"),
@@ -68,6 +69,8 @@ def main():
           " | ".join(f"{name} / {first}" for name, _ in arms[1:]) + " |")
     print("| --- |" + " --- |" * (2 * len(arms) - 1))
     for key, label, fmt in METRICS:
+        if not any(key in r for rs in rows.values() for r in rs):
+            continue  # not measured for this system (SQLite has no worker process nor server)
         med = {name: statistics.median(r.get(key, 0) for r in rs) for name, rs in rows.items()}
         cells = [f"{fmt.format(med[name])} [{', '.join(fmt.format(r.get(key, 0)) for r in rows[name])}]"
                  for name, _ in arms]

@@ -355,6 +355,21 @@ def run_shoal(cl, args, n, concurrency, processes, rundir, linger_ms=None):
             f"select extract(epoch from (select max(recorded_at) from events where stream_id = 'job-{job}' "
             f"and event_type = 'JobCompleted') - (select min(recorded_at) from events "
             f"where event_type = 'TaskStarted')) /* bench-driver */"))
+        # Where the span goes: the first second's completions, and the orchestrator's tail (the
+        # last TaskCompleted to JobCompleted), in ms on the server's clock.
+        first_s, tail_ms = (float(x) for x in watch.rows(
+            f"with t as (select min(recorded_at) s from events where event_type = 'TaskStarted'), "
+            f"c as (select max(recorded_at) c from events where event_type = 'TaskCompleted'), "
+            f"j as (select max(recorded_at) j from events where stream_id = 'job-{job}' "
+            f"and event_type = 'JobCompleted') "
+            f"select (select count(*) from events, t where event_type = 'TaskCompleted' "
+            f"and recorded_at < t.s + interval '1 second'), "
+            f"extract(epoch from (j.j - c.c)) * 1000 from c, j /* bench-driver */")[0].split("|"))
+        # Completions per 250 ms from the first start (results.jsonl only).
+        timeline = [int(x.split("|")[1]) for x in watch.rows(
+            "with t as (select min(recorded_at) s from events where event_type = 'TaskStarted') "
+            "select floor(extract(epoch from (recorded_at - t.s)) * 4) b, count(*) from events, t "
+            "where event_type = 'TaskCompleted' group by b order by b /* bench-driver */")]
         completed = int(watch.one(
             "select count(distinct stream_id) /* bench-driver */ from events where event_type = 'TaskCompleted'"))
         if completed != n:
@@ -364,7 +379,8 @@ def run_shoal(cl, args, n, concurrency, processes, rundir, linger_ms=None):
             "rate": n / span, "enqueue_rate": n / enqueue_s, "accepted_ms": accepted * 1000,
             "worker_cpu_s": sum(wcpu), "dev_cpu_s": d1 - d0, "pg_cpu_s": c1 - c0,
             "worker_rss_mib": max(rss), "statements": stmts, "wal_run": w1 - w0, "wal_enqueue": wal1 - wal0,
-            "top": top,
+            "top": top, "completed_first_second": first_s, "tail_ms": tail_ms,
+            "completions_per_250ms": timeline,
         }
     finally:
         for w in workers:

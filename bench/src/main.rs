@@ -83,6 +83,10 @@ struct LogArgs {
     keep: bool,
 }
 
+/// The allocator the `shoal` binary runs with (ADR 25), so that in-process figures match it.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
