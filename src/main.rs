@@ -183,7 +183,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let worker_config = (args.workers > 0)
         .then(|| args.worker.config(args.workers))
         .transpose()?;
-    let platform = Platform::connect(&args.db, &args.queue).await?;
+    let platform = if worker_config.is_some() {
+        Platform::connect_for_workers(&args.db, &args.queue).await?
+    } else {
+        Platform::connect(&args.db, &args.queue).await?
+    };
     let shutdown = Shutdown::on_signals()?;
     let orchestrator = roles::orchestrator(&platform, &args.orchestrator)?;
     let orchestrator = args.driver.apply(orchestrator).await?;
@@ -259,7 +263,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
 
 async fn worker(args: WorkerCmd) -> anyhow::Result<()> {
     let config = args.worker.config(args.concurrency)?;
-    let platform = Platform::connect(&args.db, &args.queue).await?;
+    let platform = Platform::connect_for_workers(&args.db, &args.queue).await?;
     let shutdown = Shutdown::on_signals()?;
     eprintln!(
         "shoal worker {} running up to {} tasks at once from the {} queue",

@@ -71,12 +71,26 @@ impl DatabaseArgs {
 
     /// Connects with the configured pool size and applies the migrations.
     pub async fn open(&self) -> anyhow::Result<Database> {
+        self.open_with(PoolSettings::default()).await
+    }
+
+    /// [`Self::open`] for a process that claims from the SQL queue: its connections plan
+    /// without bitmap scans (ADR 26).
+    pub async fn open_for_claims(&self) -> anyhow::Result<Database> {
+        self.open_with(PoolSettings {
+            bitmap_scans: false,
+            ..PoolSettings::default()
+        })
+        .await
+    }
+
+    async fn open_with(&self, defaults: PoolSettings) -> anyhow::Result<Database> {
         let url = DatabaseUrl::parse(&self.database_url)?;
         let settings = PoolSettings {
             max_connections: self.database_max_connections,
             statement_timeout: (self.database_statement_timeout_seconds > 0)
                 .then(|| Duration::from_secs(self.database_statement_timeout_seconds)),
-            ..PoolSettings::default()
+            ..defaults
         };
         let open = async {
             let database = Database::connect_with(&url, &settings).await?;
@@ -264,7 +278,16 @@ pub struct Platform {
 impl Platform {
     /// Connects, applies migrations, and opens the queue.
     pub async fn connect(db: &DatabaseArgs, queue: &QueueArgs) -> anyhow::Result<Self> {
-        let database = db.open().await?;
+        Self::connected(db.open().await?, queue).await
+    }
+
+    /// [`Self::connect`] for a process whose workers claim from the queue
+    /// ([`DatabaseArgs::open_for_claims`]).
+    pub async fn connect_for_workers(db: &DatabaseArgs, queue: &QueueArgs) -> anyhow::Result<Self> {
+        Self::connected(db.open_for_claims().await?, queue).await
+    }
+
+    async fn connected(database: Database, queue: &QueueArgs) -> anyhow::Result<Self> {
         let log = database.event_log();
         let (queue, sqs): (Arc<dyn TaskQueue>, _) = match queue.queue.as_str() {
             "sql" => (Arc::new(SqlQueue::for_database(&database)), None),
@@ -710,6 +733,32 @@ mod tests {
                 .unwrap()
                 .projector;
             assert_eq!(on.config(&postgres).linger, Duration::from_millis(100));
+        }
+    }
+
+    /// The processes whose workers claim from the SQL queue (`shoal worker`, `shoal dev` with
+    /// workers) open their Postgres pool without bitmap scans; the others keep the planner's
+    /// default (ADR 26).
+    #[tokio::test]
+    async fn only_the_processes_that_claim_plan_without_bitmap_scans() {
+        let Some(url) = shoal_infra::testing::fresh_postgres_url().await else {
+            return;
+        };
+        let db = DatabaseArgs::new(url);
+        let queue = QueueArgs {
+            queue: "sql".into(),
+        };
+        let workers = Platform::connect_for_workers(&db, &queue).await.unwrap();
+        let others = Platform::connect(&db, &queue).await.unwrap();
+        for (platform, expected) in [(&workers, "off"), (&others, "on")] {
+            let Database::Postgres(pool) = &platform.database else {
+                unreachable!("a Postgres URL")
+            };
+            let setting: String = sqlx::query_scalar("SHOW enable_bitmapscan")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(setting, expected);
         }
     }
 }

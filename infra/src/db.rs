@@ -148,6 +148,12 @@ pub struct PoolSettings {
     /// running longer, lock waits included, is cancelled with SQLSTATE 57014 and its
     /// transaction rolled back); `None` for the server's setting. Default 60 s.
     pub statement_timeout: Option<Duration>,
+    /// Postgres: whether the planner of the pool's connections may use bitmap scans
+    /// (`enable_bitmapscan`). Off in the processes that claim from the SQL queue (`shoal worker`,
+    /// `shoal dev`): without statistics of the queue the planner answered a claim with a bitmap
+    /// scan of every row waiting, where the fair index's scan reads only the rows it takes
+    /// (ADR 26). Default: on.
+    pub bitmap_scans: bool,
 }
 
 impl Default for PoolSettings {
@@ -157,6 +163,7 @@ impl Default for PoolSettings {
             acquire_timeout: Duration::from_secs(10),
             sqlite_busy_timeout: Duration::from_secs(10),
             statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+            bitmap_scans: true,
         }
     }
 }
@@ -183,6 +190,9 @@ impl Database {
                         "statement_timeout",
                         format!("{}ms", timeout.as_millis().max(1)),
                     )]);
+                }
+                if !settings.bitmap_scans {
+                    options = options.options([("enable_bitmapscan", "off")]);
                 }
                 PgPoolOptions::new()
                     .max_connections(settings.max_connections)

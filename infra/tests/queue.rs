@@ -1035,6 +1035,73 @@ async fn the_claim_reads_the_fair_index_without_sorting(h: Harness) {
     assert!(got.iter().all(|d| body(d).task_index == 0));
 }
 
+/// A claim from the head walks the fair index and stops after its rows even when the planner
+/// has no statistics of the queue (a new or freshly emptied table, before autovacuum analyzes
+/// it), in a pool opened as the processes that claim open theirs (`bitmap_scans: false`). The
+/// planner then expects a few dozen rows past the head; with bitmap scans allowed it answered
+/// (when this was written, Postgres 15) with a bitmap scan that reads every row behind the head
+/// and sorts them (ADR 26).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_from_the_head_walks_the_index_before_the_queue_has_statistics() {
+    use shoal_infra::db::{Database, DatabaseUrl, PoolSettings};
+
+    let Some(url) = testing::fresh_postgres_url().await else {
+        return;
+    };
+    let settings = PoolSettings {
+        bitmap_scans: false,
+        ..PoolSettings::default()
+    };
+    let db = Database::connect_with(&DatabaseUrl::parse(&url).unwrap(), &settings)
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let Database::Postgres(pool) = &db else {
+        unreachable!("a Postgres URL")
+    };
+    sqlx::query("ALTER TABLE task_queue SET (autovacuum_enabled = off)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let queue = SqlQueue::for_database(&db);
+    for job in 0..20 {
+        let job = Uuid::from_u128(job + 1);
+        queue
+            .send((0..1_000).map(|i| now(task(job, i, 1))).collect())
+            .await
+            .unwrap();
+    }
+    let analyzed: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT COALESCE(last_analyze, last_autoanalyze) FROM pg_stat_user_tables WHERE relname = 'task_queue'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(analyzed, None, "the queue must be without statistics here");
+    let plan = queue
+        .explain_claim_after_head(100)
+        .await
+        .unwrap()
+        .unwrap()
+        .join("\n");
+    assert!(
+        plan.contains("Index Scan using task_queue_fair_idx"),
+        "{plan}"
+    );
+    assert!(!plan.contains("Bitmap"), "{plan}");
+    assert!(!plan.contains("Sort"), "{plan}");
+    // And it takes its rows in the fair order.
+    let got = queue.receive(100, LONG, NO_WAIT).await.unwrap();
+    let first: Vec<_> = got
+        .iter()
+        .map(|d| (body(d).job_id, body(d).task_index))
+        .collect();
+    let expected: Vec<_> = (0..5)
+        .flat_map(|i| (0..20).map(move |job| (Uuid::from_u128(job + 1), i)))
+        .collect();
+    assert_eq!(first, expected);
+}
+
 /// On SQLite the queue, the event log and the read tables of one process share one write lock
 /// (`db::sqlite_write_lock`): their writers wait for each other in that lock, in order, not in
 /// SQLite's busy handler. With a busy timeout of zero, a writer that found the database locked

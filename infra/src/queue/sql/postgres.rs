@@ -112,7 +112,10 @@ macro_rules! after_head {
 /// [`CLAIM`] from just after a point of the fair order, in its priority: ($4, $5, $6, $7) =
 /// (priority, receive count, rank, id) of the last row an earlier claim took. The scan starts
 /// there in `task_queue_fair_idx` instead of at its head, where the entries of the rows claimed
-/// since the last vacuum lie dead (see [`ClaimHead`]).
+/// since the last vacuum lie dead (see [`ClaimHead`]). Without statistics of the queue the
+/// planner expects few rows past a head and would answer with a bitmap scan of all of them: the
+/// processes that claim open their pool with bitmap scans off (`PoolSettings::bitmap_scans`,
+/// ADR 26).
 const CLAIM_AFTER: &str = claim_sql!(after_head!());
 const EXPLAIN_CLAIM: &str = concat!("EXPLAIN ", claim_sql!(""));
 const EXPLAIN_CLAIM_AFTER: &str = concat!("EXPLAIN ", claim_sql!(after_head!()));
