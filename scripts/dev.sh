@@ -6,15 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
-# jemalloc, the binary's allocator (docs/adr/0025-jemalloc.md), is compiled from C with make.
-if ! command -v make >/dev/null || ! command -v cc >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "make or a C compiler is missing: installing them (apt-get install make gcc)" >&2
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make gcc libc6-dev) >&2
-  else
-    echo "make or a C compiler is missing: apt-get install make gcc (as root)" >&2; exit 1
-  fi
-fi
+. scripts/c-toolchain.sh
 if [ -f web/package.json ]; then
   if command -v npm >/dev/null; then
     if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules ]; then
