@@ -74,16 +74,6 @@ impl DatabaseArgs {
         self.open_with(PoolSettings::default()).await
     }
 
-    /// [`Self::open`] for a process that claims from the SQL queue: its connections plan
-    /// without bitmap scans (ADR 26).
-    pub async fn open_for_claims(&self) -> anyhow::Result<Database> {
-        self.open_with(PoolSettings {
-            bitmap_scans: false,
-            ..PoolSettings::default()
-        })
-        .await
-    }
-
     async fn open_with(&self, defaults: PoolSettings) -> anyhow::Result<Database> {
         let url = DatabaseUrl::parse(&self.database_url)?;
         let settings = PoolSettings {
@@ -281,10 +271,14 @@ impl Platform {
         Self::connected(db.open().await?, queue).await
     }
 
-    /// [`Self::connect`] for a process whose workers claim from the queue
-    /// ([`DatabaseArgs::open_for_claims`]).
+    /// [`Self::connect`] for a process whose workers claim from the queue: its connections
+    /// plan without bitmap scans (ADR 26).
     pub async fn connect_for_workers(db: &DatabaseArgs, queue: &QueueArgs) -> anyhow::Result<Self> {
-        Self::connected(db.open_for_claims().await?, queue).await
+        let settings = PoolSettings {
+            bitmap_scans: false,
+            ..PoolSettings::default()
+        };
+        Self::connected(db.open_with(settings).await?, queue).await
     }
 
     async fn connected(database: Database, queue: &QueueArgs) -> anyhow::Result<Self> {

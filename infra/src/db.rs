@@ -150,7 +150,7 @@ pub struct PoolSettings {
     pub statement_timeout: Option<Duration>,
     /// Postgres: whether the planner of the pool's connections may use bitmap scans
     /// (`enable_bitmapscan`). Off in the processes that claim from the SQL queue (`shoal worker`,
-    /// `shoal dev`): without statistics of the queue the planner answered a claim with a bitmap
+    /// `shoal dev` with workers): without statistics of the queue the planner answered a claim with a bitmap
     /// scan of every row waiting, where the fair index's scan reads only the rows it takes
     /// (ADR 26). Default: on.
     pub bitmap_scans: bool,
