@@ -66,6 +66,11 @@ pub struct WorkerConfig {
     /// How often the worker reports itself (slots, throughput) to its registry, when it has
     /// one (default 5 s; see [`crate::Worker::reporting_to`]).
     pub heartbeat_interval: Duration,
+    /// How long the first attempt of a task may run before its `TaskStarted` is committed on
+    /// its own (default 10 ms). An attempt that ends sooner has its start and its end
+    /// committed together, in one append (ADR 27); a longer one shows RUNNING in the log at
+    /// most this long after its handler began.
+    pub start_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -88,6 +93,7 @@ impl Default for WorkerConfig {
             exec: None,
             cpu_slots: default_cpu_slots(),
             heartbeat_interval: Duration::from_secs(5),
+            start_grace: DEFAULT_START_GRACE,
         }
     }
 }
@@ -146,6 +152,10 @@ const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The largest [`WorkerConfig::prefetch`] accepted.
 pub const MAX_PREFETCH: usize = 100_000;
+
+/// [`WorkerConfig::start_grace`]'s default: longer than a fast handler takes, short enough
+/// that a slow one shows RUNNING at once to a person watching.
+pub const DEFAULT_START_GRACE: Duration = Duration::from_millis(10);
 
 /// The default [`WorkerConfig::prefetch`] for `concurrency` slots: 2,048, or 32 per slot
 /// beyond 64 slots, at most 4,096. Fast tasks need it whatever the slots: a worker of no-op

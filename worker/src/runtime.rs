@@ -11,6 +11,7 @@
 
 mod buffer;
 mod delivery;
+mod firsts;
 mod flow;
 mod health;
 mod job_cache;
@@ -37,6 +38,7 @@ use crate::metrics::{WorkerMetrics, WorkerStats};
 
 use self::buffer::FairBuffer;
 use self::delivery::{Shared, process};
+use self::firsts::Firsts;
 use self::flow::{Flow, Pacing};
 use self::health::{LogHealth, next_backoff};
 use self::job_cache::JobCache;
@@ -176,6 +178,7 @@ impl Worker {
             inflight: inflight.clone(),
             health: Arc::new(LogHealth::default()),
             flow: flow.clone(),
+            firsts: Firsts::default(),
         });
         let config = &shared.config;
         let concurrency = config.concurrency;

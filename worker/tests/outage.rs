@@ -12,7 +12,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -240,6 +240,107 @@ async fn outage_uses_no_receives(
     assert_eq!(stats.taken_over, 0, "{stats:?}");
     assert_eq!(stats.completed, 8, "{stats:?}");
     assert!(stats.held_on_errors > 0, "{stats:?}");
+}
+
+/// The log is down before quick first attempts run: their handlers run once, before their
+/// starts are recorded (ADR 27), and each start and end is recorded once the log is back;
+/// the handlers do not run again and the messages stay hidden meanwhile.
+async fn quick_attempts_run_once_through_an_outage(
+    log: Arc<dyn EventLog>,
+    queue: Arc<dyn TaskQueue>,
+    visibility: Duration,
+) {
+    let switched = Arc::new(Switched {
+        inner: log.clone(),
+        down: AtomicBool::new(false),
+    });
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let mut handlers = Handlers::builtin(&WorkerConfig::default());
+    handlers.register(
+        "quick",
+        handler_fn(move |_task| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok(Some(json!({"ok": true}))) }
+        }),
+    );
+    let job = submit(log.as_ref(), queue.as_ref(), JobSpec::new("quick", 4))
+        .await
+        .key();
+    switched.down.store(true, Ordering::SeqCst);
+    let config = WorkerConfig {
+        worker_id: "w-outage".into(),
+        visibility_timeout: visibility,
+        long_poll: Duration::from_millis(200),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(config, handlers, switched.clone(), queue.clone());
+    let metrics = worker.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while calls.load(Ordering::SeqCst) < 4 || metrics.held_on_errors.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the handlers never ran, or the worker never met the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(visibility * 4).await;
+    let depth = queue.depth().await.unwrap();
+    assert_eq!((depth.in_flight, depth.visible), (4, 0), "{depth:?}");
+    for events in task_events(log.as_ref(), job).await {
+        assert_eq!(
+            events.len(),
+            1,
+            "nothing recorded while the log is down: {events:?}"
+        );
+    }
+
+    switched.down.store(false, Ordering::SeqCst);
+    wait_for(
+        log.as_ref(),
+        job,
+        TaskStatus::Completed,
+        Duration::from_secs(60),
+    )
+    .await;
+    let _ = stop.send(());
+    let stats = running.await.unwrap().unwrap();
+    for events in task_events(log.as_ref(), job).await {
+        let kinds: Vec<&str> = events.iter().map(Event::event_type).collect();
+        assert_eq!(kinds, ["TaskEnqueued", "TaskStarted", "TaskCompleted"]);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "each handler ran once");
+    assert_eq!(stats.received, 4, "no message came back: {stats:?}");
+    assert_eq!((stats.completed, stats.released), (4, 0), "{stats:?}");
+    assert!(queue.depth().await.unwrap().in_flight == 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_quick_attempts_run_once_through_an_outage() {
+    let pool = testing::fresh_sqlite().await;
+    let log: Arc<dyn EventLog> = Arc::new(SqliteEventLog::new(pool.clone()));
+    let queue = SqlQueue::sqlite(pool)
+        .with_poll_interval(Duration::from_millis(25))
+        .with_max_receives(1);
+    quick_attempts_run_once_through_an_outage(log, Arc::new(queue), Duration::from_millis(600))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_quick_attempts_run_once_through_an_outage() {
+    let Some(pool) = testing::fresh_postgres().await else {
+        return;
+    };
+    let log: Arc<dyn EventLog> = Arc::new(PostgresEventLog::new(pool.clone()));
+    let queue = SqlQueue::postgres(pool)
+        .with_poll_interval(Duration::from_millis(25))
+        .with_max_receives(1);
+    quick_attempts_run_once_through_an_outage(log, Arc::new(queue), Duration::from_millis(600))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

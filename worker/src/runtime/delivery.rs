@@ -10,8 +10,11 @@
 //! 2. **Early** (`not_before` in the future, a retry's backoff): released until then.
 //! 3. **Cancelled job** (read from the job's stream, cached for `cancel_check_ttl`; a failed
 //!    read counts as not cancelled): acknowledged, nothing appended.
-//! 4. **Start.** `TaskStarted` is appended at the stream version the message carries (the
-//!    happy path costs no read). If that conflicts, the task's stream is read and decides:
+//! 4. **Start.** A first attempt's first delivery (receive count 1, not held after an error)
+//!    skips this step: it goes to step 5 at once, and its `TaskStarted` is appended there
+//!    (ADR 27). If another copy of its message is being handled by this worker, it waits for
+//!    that one to be done and then takes this step. For every other delivery, `TaskStarted` is
+//!    appended at the stream version the message carries (the happy path costs no read). If that conflicts, the task's stream is read and decides:
 //!    - the log does not know the task: the message is dead-lettered;
 //!    - the task is COMPLETED, or the log is at a later attempt: acknowledged (a duplicate);
 //!    - the log is at an earlier attempt than the message: released (the log is behind);
@@ -26,14 +29,19 @@
 //!      reads again (three rounds at most, then the message is released);
 //!    - any other state (FAILED and dead-lettered already): acknowledged.
 //! 5. **Run** the handler on a task of its own, in a concurrency slot, cut off at the task's
-//!    timeout. A panic or a timeout is a retryable failure. The slot is taken only once the
-//!    start is durable (a handler never runs for an attempt the log does not show started),
-//!    and freed as soon as the handler returns: step 6 runs outside it, so a slot never waits
-//!    for a commit. A worker that stops before a slot took the delivery releases its message
-//!    (its next holder takes the attempt over).
+//!    timeout. A panic or a timeout is a retryable failure. The slot is taken once the start
+//!    is durable, or at once for a first attempt's first delivery, whose `TaskStarted` (decided
+//!    as the handler begins) is appended with the end if the handler returns within
+//!    `start_grace` (10 ms), or else on its own when the grace runs out. If that append
+//!    conflicts, the log decides as in step 4, and a copy that lost is stopped and
+//!    acknowledged. The slot is freed as soon as the handler returns: step 6 runs outside it,
+//!    so a slot never waits for a commit. A worker that stops before a slot took the delivery
+//!    releases its message (its next holder takes the attempt over, or starts it).
 //! 6. **End.** `TaskCompleted`, or `TaskFailed` (with the backoff of the next attempt, which
 //!    the domain turns into a retry or a final failure), is appended at the version right
-//!    after this attempt's `TaskStarted`, then the message is acknowledged. A conflict there
+//!    after this attempt's `TaskStarted` (with that `TaskStarted` before it, if it is still
+//!    unrecorded: a conflict then is a lost start, decided as in step 4, and the handler is
+//!    not run again), then the message is acknowledged. A conflict there
 //!    means another holder recorded the end first: acknowledged too. A retry comes back as a
 //!    new message (the orchestrator relays `TaskRetryScheduled`). A final failure is
 //!    dead-lettered instead of acknowledged: the message goes to the dead-letter queue first,
@@ -55,7 +63,8 @@
 //!   timeout and the next delivery starts over from the log.
 //! - **One start and one end per attempt.** Every append expects an exact stream version:
 //!   two deliveries of one attempt cannot both start it (a takeover appends no second start),
-//!   and two holders cannot both record its end.
+//!   and two holders cannot both record its end. No end is appended without its start before
+//!   it or in the same append.
 //! - **Dead-lettering moves the message before the log notes it**: if the append of
 //!   `TaskDeadLettered` fails, only the note is missing; the task is FAILED either way.
 //! - **A delivery's message stays hidden while it is held** (buffered, started, running, or
@@ -89,6 +98,7 @@ use shoal_infra::telemetry::metrics::metrics;
 use shoal_infra::telemetry::trace;
 use tracing::Instrument;
 
+use super::firsts::Firsts;
 use super::flow::{Ahead, Flow, Slot};
 use super::health::{LogHealth, next_backoff};
 use super::job_cache::JobCache;
@@ -115,6 +125,7 @@ pub(super) struct Shared {
     pub(super) jobs: JobCache,
     pub(super) health: Arc<LogHealth>,
     pub(super) flow: Arc<Flow>,
+    pub(super) firsts: Firsts,
 }
 
 /// A stream's events, those that cannot be decoded skipped (and logged).
@@ -153,7 +164,15 @@ struct Started {
     /// `state` is the stream's state, not an approximation implied by the message (which
     /// cannot know the retry budget after a manual retry).
     exact: bool,
+    /// The start's events when they are not in the log yet (a first attempt run before its
+    /// start was recorded, ADR 27): appended with the attempt's end, or on their own once the
+    /// handler has run for [`WorkerConfig::start_grace`]. `version` counts them.
+    unrecorded: Vec<Event>,
 }
+
+/// The attempt's start was not recorded, and recording it with the end conflicted: another
+/// delivery started the attempt first. The log decides what becomes of this one.
+struct StartLost;
 
 /// Handles one delivery to its end and settles its message (acknowledge, release, or nothing
 /// when it was dead-lettered or is in someone else's hands). `key` is its receipt's entry in
@@ -273,19 +292,50 @@ impl Shared {
         }
         // A held delivery may have started the attempt itself: a takeover then runs it.
         let may_take_over = delivery.receive_count > 1 || held;
-        let started = match self.start(&message, &delivery.receipt, may_take_over).await {
-            Ok(started) => started,
-            Err(disposition) => return disposition,
+        // A first attempt's first delivery runs before its start is recorded (ADR 27), unless
+        // another copy of its message is being handled here: that one goes first, and this
+        // one then learns from the log what is left to do.
+        let mut first = None;
+        if !may_take_over && message.attempt == FIRST_ATTEMPT {
+            match self.firsts.enter(message.task_id) {
+                Ok(entered) => first = Some(entered),
+                Err(taken) => {
+                    tokio::select! {
+                        () = taken.done() => {}
+                        () = self.flow.stopped() => return Disposition::Release(Duration::ZERO),
+                    }
+                }
+            }
+        }
+        let recorded = match first {
+            Some(_) => None,
+            None => match self.start(&message, &delivery.receipt, may_take_over).await {
+                Ok(started) => Some(started),
+                Err(disposition) => return disposition,
+            },
         };
-        // The start is durable: the handler may run once a slot is free.
+        // The start is durable, or this delivery is the attempt's first: the handler may run
+        // once a slot is free.
         let Some(slot) = self.flow.slot().await else {
-            // The worker stops before a slot took it: its next holder takes the attempt over.
+            // The worker stops before a slot took it: its next holder takes the attempt over
+            // (or, if nothing was recorded, starts it).
             return Disposition::Release(Duration::ZERO);
         };
         ahead.leave();
         metrics().task_started(&message.job_type);
-        self.run_attempt(&message, &delivery.receipt, started, slot)
-            .await
+        let started = match recorded.or_else(|| first_start(&message, &self.config.worker_id)) {
+            Some(started) => started,
+            // The domain would not start it on the state the message implies: the log decides.
+            None => match self.start(&message, &delivery.receipt, may_take_over).await {
+                Ok(started) => started,
+                Err(disposition) => return disposition,
+            },
+        };
+        let disposition = self
+            .run_attempt(&message, &delivery.receipt, started, slot)
+            .await;
+        drop(first);
+        disposition
     }
 
     /// Appends `TaskStarted` for the message's attempt, or finds out from the log why not.
@@ -316,14 +366,24 @@ impl Shared {
                         state: events.iter().fold(implied, evolve_task),
                         version: next,
                         exact: message.attempt == FIRST_ATTEMPT,
+                        unrecorded: Vec::new(),
                     });
                 }
                 Err(LogError::Conflict { .. }) => {}
                 Err(error) => return Err(self.log_failed(&error, "could not append TaskStarted")),
             }
         }
-        // The log is not where the message says: read it and decide. A second round is only
-        // needed when the stream moves while we look.
+        self.start_from_log(message, receipt, may_take_over).await
+    }
+
+    /// The log is not where the message says: reads it and decides (step 4's cases). A second
+    /// round is only needed when the stream moves while we look.
+    async fn start_from_log(
+        &self,
+        message: &TaskMessage,
+        receipt: &Receipt,
+        may_take_over: bool,
+    ) -> Result<Started, Disposition> {
         for _ in 0..3 {
             let (state, version) = self.load(message.task_id).await?;
             if state.enqueued.is_none() {
@@ -358,6 +418,7 @@ impl Shared {
                         state,
                         version,
                         exact: true,
+                        unrecorded: Vec::new(),
                     });
                 }
                 TaskStatus::Running => {
@@ -385,6 +446,7 @@ impl Shared {
                                 version: version + events.len() as i64,
                                 state: events.iter().fold(state, evolve_task),
                                 exact: true,
+                                unrecorded: Vec::new(),
                             });
                         }
                         Err(LogError::Conflict { .. }) => continue,
@@ -398,12 +460,14 @@ impl Shared {
         Err(Disposition::Release(RETRY_DELAY))
     }
 
-    /// Runs the handler in `slot`, frees the slot, and records the outcome.
+    /// Runs the handler in `slot`, frees the slot, and records the outcome. An unrecorded
+    /// start is appended on its own once the handler has run for the start grace, or with the
+    /// end if the handler is done sooner.
     async fn run_attempt(
         &self,
         message: &TaskMessage,
         receipt: &Receipt,
-        started: Started,
+        mut started: Started,
         slot: Slot,
     ) -> Disposition {
         let timeout_seconds = match message.timeout_seconds {
@@ -429,12 +493,31 @@ impl Shared {
             &context.parameters,
             message.fallback_handler.as_deref(),
         );
-        let outcome = match selected {
-            Ok((name, handler)) => {
-                tracing::debug!(handler = %name, "running");
-                self.run_handler(handler, context, timeout_seconds).await
+        let running = async {
+            match selected {
+                Ok((name, handler)) => {
+                    tracing::debug!(handler = %name, "running");
+                    self.run_handler(handler, context, timeout_seconds).await
+                }
+                Err(error) => Err(error),
             }
-            Err(error) => Err(error),
+        };
+        tokio::pin!(running);
+        let outcome = if started.unrecorded.is_empty() {
+            running.await
+        } else {
+            tokio::select! {
+                outcome = &mut running => outcome,
+                () = tokio::time::sleep(self.config.start_grace) => {
+                    // A slow attempt: its start is recorded now, while the handler runs. If
+                    // another delivery holds the attempt, this one's handler is stopped
+                    // (dropping `running` aborts it).
+                    if let Err(disposition) = self.record_start(message, receipt, &mut started).await {
+                        return disposition;
+                    }
+                    running.await
+                }
+            }
         };
         let elapsed = began.elapsed();
         // The handler is done: the slot takes the next task while this one's end commits.
@@ -446,6 +529,64 @@ impl Shared {
                 message: crate::limits::storable_error(&error.message),
                 ..error
             });
+        // Kept only while the start is unrecorded: a lost start records it again.
+        let again = (!started.unrecorded.is_empty()).then(|| outcome.clone());
+        match self
+            .record_end(message, receipt, started, outcome, duration_ms, elapsed)
+            .await
+        {
+            Ok(disposition) => disposition,
+            Err(StartLost) => {
+                // Another delivery started the attempt first: the log decides, as when a
+                // start conflicts. The handler is not run again: if the attempt is still to
+                // do here (the log moved for another reason), its outcome is recorded.
+                let Some(outcome) = again else {
+                    return Disposition::Ack;
+                };
+                match self.start_from_log(message, receipt, false).await {
+                    Ok(started) => self
+                        .record_end(message, receipt, started, outcome, duration_ms, elapsed)
+                        .await
+                        .unwrap_or(Disposition::Ack),
+                    Err(disposition) => disposition,
+                }
+            }
+        }
+    }
+
+    /// Appends the unrecorded start of a running attempt. A conflict means another delivery
+    /// started it first: the log decides (an `Err` stops the handler and settles the message
+    /// so). A failed append leaves the start unrecorded: it goes with the end, which is
+    /// appended until the log takes it.
+    async fn record_start(
+        &self,
+        message: &TaskMessage,
+        receipt: &Receipt,
+        started: &mut Started,
+    ) -> Result<(), Disposition> {
+        let from = started.version - started.unrecorded.len() as i64;
+        match self.append(message, from, &started.unrecorded).await {
+            Ok(()) => started.unrecorded.clear(),
+            Err(LogError::Conflict { .. }) => {
+                *started = self.start_from_log(message, receipt, false).await?;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not record the start of a running attempt; it goes with its end");
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the attempt's outcome (with its start, if that is unrecorded).
+    async fn record_end(
+        &self,
+        message: &TaskMessage,
+        receipt: &Receipt,
+        started: Started,
+        outcome: Result<Option<Value>, TaskError>,
+        duration_ms: u64,
+        elapsed: Duration,
+    ) -> Result<Disposition, StartLost> {
         match outcome {
             Ok(result) => {
                 self.complete(message, started, result, duration_ms, elapsed)
@@ -497,7 +638,7 @@ impl Shared {
         result: Option<Value>,
         duration_ms: u64,
         elapsed: Duration,
-    ) -> Disposition {
+    ) -> Result<Disposition, StartLost> {
         let command = TaskCommand::CompleteTask {
             attempt: started.state.attempt,
             result,
@@ -508,15 +649,17 @@ impl Shared {
             Ok(events) => events,
             Err(rejection) => {
                 tracing::warn!(%rejection, "cannot complete the task");
-                return Disposition::Ack;
+                return Ok(Disposition::Ack);
             }
         };
-        match self.append_durably(message, started.version, &events).await {
+        let (from, events) = with_start(started.version, started.unrecorded, events);
+        Ok(match self.append_durably(message, from, &events).await {
             Ok(()) => {
                 WorkerMetrics::inc(&self.metrics.completed);
                 metrics().task_completed(&message.job_type, elapsed);
                 Disposition::Ack
             }
+            Err(LogError::Conflict { .. }) if from < started.version => return Err(StartLost),
             Err(LogError::Conflict { .. }) => {
                 tracing::info!("another worker recorded this attempt's end first");
                 WorkerMetrics::inc(&self.metrics.skipped_duplicates);
@@ -526,7 +669,7 @@ impl Shared {
                 tracing::warn!(%error, "could not append TaskCompleted");
                 Disposition::Release(RETRY_DELAY)
             }
-        }
+        })
     }
 
     async fn fail(
@@ -536,18 +679,21 @@ impl Shared {
         started: Started,
         error: TaskError,
         elapsed: Duration,
-    ) -> Disposition {
+    ) -> Result<Disposition, StartLost> {
         tracing::info!(error = %error.message, retryable = error.retryable, "attempt failed");
         let Started {
             mut state,
             mut version,
             exact,
+            unrecorded,
         } = started;
+        // Only a first attempt runs before its start is recorded, and its state is exact.
+        debug_assert!(exact || unrecorded.is_empty());
         if !exact {
             // The retry budget after a manual retry is in the stream, not in the message.
             match self.load(message.task_id).await {
                 Ok(loaded) => (state, version) = loaded,
-                Err(disposition) => return disposition,
+                Err(disposition) => return Ok(disposition),
             }
         }
         let attempt = message.attempt;
@@ -569,19 +715,21 @@ impl Shared {
             Err(rejection) => {
                 tracing::info!(%rejection, "the attempt's end is recorded already");
                 WorkerMetrics::inc(&self.metrics.skipped_duplicates);
-                return Disposition::Ack;
+                return Ok(Disposition::Ack);
             }
         };
-        match self.append_durably(message, version, &events).await {
+        let (from, appended) = with_start(version, unrecorded, events.clone());
+        match self.append_durably(message, from, &appended).await {
             Ok(()) => {}
+            Err(LogError::Conflict { .. }) if from < version => return Err(StartLost),
             Err(LogError::Conflict { .. }) => {
                 tracing::info!("another worker recorded this attempt's end first");
                 WorkerMetrics::inc(&self.metrics.skipped_duplicates);
-                return Disposition::Ack;
+                return Ok(Disposition::Ack);
             }
             Err(error) => {
                 tracing::warn!(%error, "could not append TaskFailed");
-                return Disposition::Release(RETRY_DELAY);
+                return Ok(Disposition::Release(RETRY_DELAY));
             }
         }
         version += events.len() as i64;
@@ -591,14 +739,14 @@ impl Shared {
             elapsed,
             state.status != TaskStatus::Failed,
         );
-        if state.status == TaskStatus::Failed {
+        Ok(if state.status == TaskStatus::Failed {
             WorkerMetrics::inc(&self.metrics.failed);
             self.dead_letter_task(state, version, receipt, error.message)
                 .await
         } else {
             WorkerMetrics::inc(&self.metrics.retried);
             Disposition::Ack
-        }
+        })
     }
 
     /// The task FAILED for good: its message goes to the dead-letter queue, then the log
@@ -766,6 +914,35 @@ impl Shared {
             .fold(TaskState::default(), evolve_task);
         Ok((state, version))
     }
+}
+
+/// A first attempt's start, decided on the state its message implies (exact for a first
+/// attempt) and not appended yet: see [`Started::unrecorded`].
+fn first_start(message: &TaskMessage, worker: &str) -> Option<Started> {
+    let implied = implied_state(message);
+    let start = TaskCommand::StartTask {
+        attempt: message.attempt,
+        worker: worker.to_owned(),
+        now: Utc::now(),
+    };
+    let events = decide_task(&implied, start).ok()?;
+    // `stream_version` was checked to be far from overflowing.
+    Some(Started {
+        version: message.stream_version + events.len() as i64,
+        state: events.iter().fold(implied, evolve_task),
+        exact: true,
+        unrecorded: events,
+    })
+}
+
+/// An attempt's end, preceded by its start if that is unrecorded: the events to append and
+/// the version to expect, given `version` (which counts the unrecorded start).
+fn with_start(version: i64, unrecorded: Vec<Event>, end: Vec<Event>) -> (i64, Vec<Event>) {
+    let from = version - unrecorded.len() as i64;
+    if unrecorded.is_empty() {
+        return (from, end);
+    }
+    (from, unrecorded.into_iter().chain(end).collect())
 }
 
 /// The task's state as the message implies it: the stream right after the event that

@@ -13,11 +13,12 @@
 //!   slots (it does not hoard messages other workers could run), a worker of fast tasks fills
 //!   its buffer, and a worker whose commits are slow stops receiving at the bound
 //!   (back-pressure).
-//! - **Ahead** (a `TaskStarted` appended or being appended, no slot yet): at most the free slots
-//!   or what the slots consume during a few commits, whichever is more
-//!   ([`Pacing::start_target`]). A task is recorded as started only shortly before a slot runs
-//!   it, so its `TaskStarted` time, its deadline (which the orchestrator's reconciler checks)
-//!   and the dashboard's RUNNING stay true.
+//! - **Ahead** (dispatched, no slot yet: a redelivery or a retry with its `TaskStarted`
+//!   appended or being appended, or a first attempt waiting for a slot, which appends nothing
+//!   before its handler runs, ADR 27): at most the free slots or what the slots consume during
+//!   a few commits, whichever is more ([`Pacing::start_target`]). A task is recorded as started
+//!   only shortly before a slot runs it, so its `TaskStarted` time, its deadline (which the
+//!   orchestrator's reconciler checks) and the dashboard's RUNNING stay true.
 //!
 //! The estimates are a rate (slots taken per second: rising fast, decaying over ~100 ms) and
 //! two latencies (the group commit's, measured by the committer, and a receive's). They only
