@@ -199,7 +199,7 @@ impl Worker {
             while let Some(done) = tasks.try_join_next() {
                 report_task_end(done);
             }
-            pacing.observe(flow.taken(), Instant::now());
+            pacing.observe(flow.done(), Instant::now());
             let commit = commit_latency.get();
             let held_cap = concurrency + prefetch;
 

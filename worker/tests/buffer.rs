@@ -524,6 +524,7 @@ for_each_backend!(
     slow_commits_keep_the_slots_busy_up_to_the_buffer_then_hold_back,
     sigterm_during_a_slow_heartbeat_leaves_the_released_messages_visible,
     large_messages_fill_the_buffer_by_its_bytes,
+    a_slot_does_not_wait_for_the_start_of_an_attempt_it_ran,
 );
 
 const SLOTS: usize = 2;
@@ -761,6 +762,52 @@ async fn slow_commits_keep_the_slots_busy_up_to_the_buffer_then_hold_back(backen
     // Nothing was acknowledged before its task's end was in the log.
     watched.assert_no_early_ack();
     assert_eq!(watched.held(), 0);
+}
+
+/// A handler longer than the start grace ends while its `TaskStarted` is still committing (a
+/// commit takes 3 s here): its slot is free at once for the next task, not after that commit
+/// (ADR 27).
+async fn a_slot_does_not_wait_for_the_start_of_an_attempt_it_ran(backend: Backend) {
+    let (job, watched) = backend.work_job(1).await;
+    let slow = SlowLog::new(backend.log.clone(), Duration::from_secs(3));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let mut handlers = Handlers::builtin(&WorkerConfig::default());
+    handlers.register(
+        "work",
+        handler_fn(move |_task| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Ok(None)
+            }
+        }),
+    );
+    let worker = Running::start(
+        config("w", 1, 8, Duration::from_secs(30)),
+        handlers,
+        slow.clone(),
+        watched.clone(),
+    );
+    eventually("the handler to run", Duration::from_secs(10), || {
+        calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The handler is done; its start is still in the slow commit.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let states = task_states(backend.log.as_ref(), job).await;
+    assert_eq!(states[0].status, TaskStatus::Enqueued, "{states:?}");
+    assert_eq!(
+        worker.metrics.snapshot().running,
+        0,
+        "the slot waits for a commit"
+    );
+    slow.delay_ms.store(0, Ordering::SeqCst);
+    wait_completed(backend.log.as_ref(), job, Duration::from_secs(60)).await;
+    let stats = worker.stop().await;
+    assert_each_completed_once(backend.log.as_ref(), job).await;
+    assert_eq!((stats.completed, calls.load(Ordering::SeqCst)), (1, 1));
+    watched.assert_no_early_ack();
 }
 
 async fn large_messages_fill_the_buffer_by_its_bytes(backend: Backend) {

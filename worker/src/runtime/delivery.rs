@@ -503,25 +503,40 @@ impl Shared {
             }
         };
         tokio::pin!(running);
-        let outcome = if started.unrecorded.is_empty() {
-            running.await
+        // The slot is freed as soon as the handler is done: the next task takes it while this
+        // one's start (if it is still being recorded) and end commit.
+        let mut slot = Some(slot);
+        let mut done = |outcome| {
+            drop(slot.take());
+            (outcome, began.elapsed())
+        };
+        let (outcome, elapsed) = if started.unrecorded.is_empty() {
+            done(running.await)
         } else {
             tokio::select! {
-                outcome = &mut running => outcome,
+                outcome = &mut running => done(outcome),
                 () = tokio::time::sleep(self.config.start_grace) => {
                     // A slow attempt: its start is recorded now, while the handler runs. If
                     // another delivery holds the attempt, this one's handler is stopped
-                    // (dropping `running` aborts it).
-                    if let Err(disposition) = self.record_start(message, receipt, &mut started).await {
-                        return disposition;
+                    // (dropping `running` aborts it), or its outcome dropped.
+                    let record = self.record_start(message, receipt, &mut started);
+                    tokio::pin!(record);
+                    tokio::select! {
+                        recorded = &mut record => match recorded {
+                            Ok(()) => done(running.await),
+                            Err(disposition) => return disposition,
+                        },
+                        outcome = &mut running => {
+                            let ended = done(outcome);
+                            if let Err(disposition) = record.await {
+                                return disposition;
+                            }
+                            ended
+                        }
                     }
-                    running.await
                 }
             }
         };
-        let elapsed = began.elapsed();
-        // The handler is done: the slot takes the next task while this one's end commits.
-        drop(slot);
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let outcome = outcome
             .and_then(|result| crate::limits::check_result(result, self.config.max_result_bytes))

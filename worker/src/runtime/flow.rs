@@ -20,7 +20,8 @@
 //!   only shortly before a slot runs it, so its `TaskStarted` time, its deadline (which the
 //!   orchestrator's reconciler checks) and the dashboard's RUNNING stay true.
 //!
-//! The estimates are a rate (slots taken per second: rising fast, decaying over ~100 ms) and
+//! The estimates are a rate (handlers done per second, i.e. slots freed: rising fast, decaying
+//! over ~100 ms; not slots taken, which an idle worker takes all at once when work arrives) and
 //! two latencies (the group commit's, measured by the committer, and a receive's). They only
 //! size the lookahead; correctness never depends on them.
 
@@ -36,8 +37,13 @@ use crate::metrics::WorkerMetrics;
 const RATE_MEMORY: Duration = Duration::from_millis(100);
 /// The rate is sampled at most this often...
 const RATE_SAMPLE: Duration = Duration::from_millis(10);
-/// ...and over at least this many slots taken (or [`RATE_MEMORY`]).
-const SAMPLE_TAKES: u64 = 8;
+/// ...and over at least this many handlers done (or [`RATE_MEMORY`]).
+/// The most the buffer covers beyond the slots, in time at the current rate. The latencies it
+/// multiplies can be far above their usual values for a moment (a worker's first receive and
+/// commits while a big job is being expanded took 150-400 ms on SQLite), and a buffer filled
+/// for them holds that much of one job's work in front of any job that arrives next.
+const MAX_HOLD_SPAN: f64 = 0.5;
+const SAMPLE_ENDS: u64 = 8;
 
 /// The counters the slots, the deliveries and the intake loop share.
 pub(super) struct Flow {
@@ -45,8 +51,8 @@ pub(super) struct Flow {
     concurrency: usize,
     /// Deliveries dispatched to be started that have not taken a slot (or ended) yet.
     ahead: AtomicUsize,
-    /// Slots taken since the start (for the rate).
-    taken: AtomicU64,
+    /// Handlers done (slots freed) since the start (for the rate).
+    done: AtomicU64,
     /// Messages out of the in-flight set whose acknowledgement or release is under way: still
     /// held, for the bound.
     settling: AtomicUsize,
@@ -63,7 +69,7 @@ impl Flow {
             slots: Arc::new(Semaphore::new(concurrency)),
             concurrency,
             ahead: AtomicUsize::new(0),
-            taken: AtomicU64::new(0),
+            done: AtomicU64::new(0),
             settling: AtomicUsize::new(0),
             changed: Notify::new(),
             stopping: watch::Sender::new(false),
@@ -84,8 +90,8 @@ impl Flow {
         self.ahead.load(Ordering::Acquire)
     }
 
-    pub(super) fn taken(&self) -> u64 {
-        self.taken.load(Ordering::Relaxed)
+    pub(super) fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
     }
 
     /// Messages being acknowledged or released.
@@ -151,7 +157,6 @@ impl Flow {
             () = self.stopped() => return None,
             permit = self.slots.clone().acquire_owned() => permit.ok()?,
         };
-        self.taken.fetch_add(1, Ordering::Relaxed);
         self.metrics.running.fetch_add(1, Ordering::Relaxed);
         Some(Slot {
             permit: Some(permit),
@@ -192,17 +197,18 @@ impl Drop for Slot {
     fn drop(&mut self) {
         // Free the slot before waking the intake loop, so that it sees the slot free.
         drop(self.permit.take());
+        self.flow.done.fetch_add(1, Ordering::Relaxed);
         self.flow.metrics.running.fetch_sub(1, Ordering::Relaxed);
         self.flow.notify();
     }
 }
 
-/// The intake loop's estimates: how fast slots take tasks, how long a receive takes.
+/// The intake loop's estimates: how fast the slots get through tasks, how long a receive takes.
 #[derive(Debug)]
 pub(super) struct Pacing {
     last_at: Instant,
-    last_taken: u64,
-    /// Slots taken per second.
+    last_done: u64,
+    /// Handlers done per second.
     rate: f64,
     /// A receive that found messages waiting, in seconds (0 until one is seen).
     receive: f64,
@@ -212,23 +218,23 @@ impl Pacing {
     pub(super) fn new(now: Instant) -> Self {
         Pacing {
             last_at: now,
-            last_taken: 0,
+            last_done: 0,
             rate: 0.0,
             receive: 0.0,
         }
     }
 
-    /// Updates the rate from the count of slots taken so far.
-    pub(super) fn observe(&mut self, taken: u64, now: Instant) {
+    /// Updates the rate from the count of handlers done so far.
+    pub(super) fn observe(&mut self, done: u64, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last_at);
-        let takes = taken.saturating_sub(self.last_taken);
-        // Slots are taken one at a time: a sample spans a few takes, or ~100 ms when they are
-        // rare, so that one take does not look like a burst.
-        if elapsed < RATE_SAMPLE || (takes < SAMPLE_TAKES && elapsed < RATE_MEMORY) {
+        let ends = done.saturating_sub(self.last_done);
+        // Handlers end one at a time: a sample spans a few ends, or ~100 ms when they are
+        // rare, so that one end does not look like a burst.
+        if elapsed < RATE_SAMPLE || (ends < SAMPLE_ENDS && elapsed < RATE_MEMORY) {
             return;
         }
         let seconds = elapsed.as_secs_f64();
-        let sample = takes as f64 / seconds;
+        let sample = ends as f64 / seconds;
         // Up quickly (half-way per sample: a worker that is getting faster should not wait
         // for its estimate), down over ~100 ms (a short lull should not empty the buffer).
         let weight = if sample > self.rate {
@@ -238,7 +244,7 @@ impl Pacing {
         };
         self.rate += weight * (sample - self.rate);
         self.last_at = now;
-        self.last_taken = taken;
+        self.last_done = done;
     }
 
     /// A receive that returned as many messages as asked took `took` (one that waited for
@@ -278,7 +284,8 @@ impl Pacing {
 
     /// How many messages the worker may hold: its slots, plus twice what they consume while
     /// one message goes through a receive and four commits (its start, its end, its
-    /// acknowledgement, and a commit under way when it arrives), at most `prefetch` more. Twice
+    /// acknowledgement, and a commit under way when it arrives), or what they consume in
+    /// [`MAX_HOLD_SPAN`] if that is less, at most `prefetch` more. Twice
     /// leaves the buffer room to grow while the rate it feeds is still rising, and keeps what
     /// a worker of slow tasks holds to a message or two beyond its slots.
     pub(super) fn hold_target(
@@ -288,7 +295,10 @@ impl Pacing {
         commit: Duration,
     ) -> usize {
         let round = self.receive + 4.0 * commit.as_secs_f64();
-        concurrency + self.consumed_in(2.0 * round).min(prefetch)
+        concurrency
+            + self
+                .consumed_in((2.0 * round).min(MAX_HOLD_SPAN))
+                .min(prefetch)
     }
 }
 
@@ -317,7 +327,7 @@ mod tests {
         // Idle for a second: it forgets.
         let mut idle = paced(10_000);
         let later = idle.last_at + Duration::from_secs(1);
-        idle.observe(idle.last_taken, later);
+        idle.observe(idle.last_done, later);
         assert!(idle.rate < 1.0, "{idle:?}");
     }
 
@@ -343,6 +353,21 @@ mod tests {
         // Nothing is started before a slot is free.
         assert_eq!(pacing.start_target(0, commit, 528), 0);
         assert_eq!(pacing.start_target(2, commit, 528), 2);
+    }
+
+    #[test]
+    fn a_moment_of_slow_commits_buffers_at_most_half_a_second_of_work() {
+        // 8 slots of 50 ms tasks (160/s) while a big job is being expanded: a receive took
+        // 380 ms and a commit 150 ms. Twice that round would be ~310 messages beyond the slots.
+        let mut pacing = paced(160);
+        pacing.receive = 0.38;
+        assert_eq!(
+            pacing.hold_target(8, 2048, Duration::from_millis(150)),
+            8 + 80
+        );
+        // Usual latencies are under the bound: 2 x 160/s x (2 + 4 x 5) ms, rounded up.
+        pacing.receive = 0.002;
+        assert_eq!(pacing.hold_target(8, 2048, Duration::from_millis(5)), 8 + 8);
     }
 
     #[test]
