@@ -235,6 +235,39 @@ fn handlers_with(name: &str, handler: impl shoal_worker::Handler + 'static) -> H
     handlers
 }
 
+/// Sends a second copy of every message of the job (as if the relay had sent it twice).
+async fn send_copies(env: &Env, job: &Job) {
+    for message in &job.messages {
+        let body = serde_json::to_string(message).unwrap();
+        env.queue
+            .send_raw(
+                message.job_id,
+                message.task_id,
+                1000 + message.attempt,
+                &body,
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Handlers where `name` sleeps for `sleep` and returns nothing, and the count of its calls.
+fn counted_sleeper(name: &str, sleep: Duration) -> (Handlers, Arc<AtomicU32>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let handlers = handlers_with(
+        name,
+        handler_fn(move |_task| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(sleep).await;
+                Ok(None)
+            }
+        }),
+    );
+    (handlers, calls)
+}
+
 /// Waits until `cond` holds (up to 30 s).
 async fn eventually<F, Fut>(what: &str, cond: F)
 where
@@ -442,18 +475,7 @@ async fn duplicate_deliveries_complete_once(env: Env) {
     // A second copy of every message (another queue row: as if the relay had sent it twice
     // under another key), before any worker runs: copies meet in one receive batch, or one
     // arrives after the other completed.
-    for message in &job.messages {
-        let body = serde_json::to_string(message).unwrap();
-        env.queue
-            .send_raw(
-                message.job_id,
-                message.task_id,
-                1000 + message.attempt,
-                &body,
-            )
-            .await
-            .unwrap();
-    }
+    send_copies(&env, &job).await;
     let worker = Running::start(
         &env,
         config("w1"),
@@ -475,31 +497,9 @@ async fn duplicate_deliveries_complete_once(env: Env) {
 }
 
 async fn concurrent_duplicate_deliveries_start_once(env: Env) {
-    let calls = Arc::new(AtomicU32::new(0));
-    let counted = calls.clone();
-    let handlers = handlers_with(
-        "slow",
-        handler_fn(move |_task| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok(None)
-            }
-        }),
-    );
+    let (handlers, calls) = counted_sleeper("slow", Duration::from_millis(300));
     let job = env.submit(JobSpec::new("slow", 5)).await;
-    for message in &job.messages {
-        let body = serde_json::to_string(message).unwrap();
-        env.queue
-            .send_raw(
-                message.job_id,
-                message.task_id,
-                1000 + message.attempt,
-                &body,
-            )
-            .await
-            .unwrap();
-    }
+    send_copies(&env, &job).await;
     // All ten deliveries fit in one receive: both copies of a task are in flight together.
     let worker = Running::start(&env, config("w1"), handlers);
     env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
@@ -991,22 +991,6 @@ fn single(worker_id: &str, start_grace: Duration) -> WorkerConfig {
     }
 }
 
-/// Sends a second copy of every message of the job (as if the relay had sent it twice).
-async fn send_copies(env: &Env, job: &Job) {
-    for message in &job.messages {
-        let body = serde_json::to_string(message).unwrap();
-        env.queue
-            .send_raw(
-                message.job_id,
-                message.task_id,
-                1000 + message.attempt,
-                &body,
-            )
-            .await
-            .unwrap();
-    }
-}
-
 /// The worker named by a task's `TaskStarted`, and the `by` of its `TaskCompleted`'s result.
 fn starter_and_finisher(events: &[Event]) -> (String, String) {
     let starter = events.iter().find_map(|e| match e {
@@ -1021,6 +1005,22 @@ fn starter_and_finisher(events: &[Event]) -> (String, String) {
         starter.unwrap(),
         finisher.unwrap().trim_matches('"').to_owned(),
     )
+}
+
+/// The single task of `job`, run by two workers from two copies of its message: one start and
+/// one end, both by one worker, which counted it completed; the other counted a duplicate.
+async fn assert_one_copy_recorded(env: &Env, job: &Job, one: &WorkerStats, two: &WorkerStats) {
+    let events = &env.task_events(job).await[0];
+    assert_eq!(count(events, started), 1, "{events:?}");
+    assert_eq!(count(events, completed), 1, "{events:?}");
+    let (starter, finisher) = starter_and_finisher(events);
+    assert_eq!(starter, finisher, "the start and the end are one worker's");
+    assert_eq!(one.completed + two.completed, 1, "{one:?} {two:?}");
+    assert_eq!(
+        one.skipped_duplicates + two.skipped_duplicates,
+        1,
+        "{one:?} {two:?}"
+    );
 }
 
 async fn a_fast_attempt_records_its_start_with_its_end(env: Env) {
@@ -1115,17 +1115,7 @@ async fn copies_on_two_workers_record_one_start_and_one_end(env: Env) {
     eventually("the queue to drain", || async { empty(env.depth().await) }).await;
     let (one, two) = (one.stop().await, two.stop().await);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
-    let events = &env.task_events(&job).await[0];
-    assert_eq!(count(events, started), 1, "{events:?}");
-    assert_eq!(count(events, completed), 1, "{events:?}");
-    let (starter, finisher) = starter_and_finisher(events);
-    assert_eq!(starter, finisher, "the start and the end are one worker's");
-    assert_eq!(one.completed + two.completed, 1, "{one:?} {two:?}");
-    assert_eq!(
-        one.skipped_duplicates + two.skipped_duplicates,
-        1,
-        "{one:?} {two:?}"
-    );
+    assert_one_copy_recorded(&env, &job, &one, &two).await;
 }
 
 /// Two copies of a slow task on two workers: each starts its handler, the first start
@@ -1162,34 +1152,13 @@ async fn a_copy_whose_start_is_recorded_second_stops_its_handler(env: Env) {
     let (one, two) = (one.stop().await, two.stop().await);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(finished.load(Ordering::SeqCst), 1, "the loser was stopped");
-    let events = &env.task_events(&job).await[0];
-    assert_eq!(count(events, started), 1, "{events:?}");
-    assert_eq!(count(events, completed), 1, "{events:?}");
-    let (starter, finisher) = starter_and_finisher(events);
-    assert_eq!(starter, finisher);
-    assert_eq!(one.completed + two.completed, 1, "{one:?} {two:?}");
-    assert_eq!(
-        one.skipped_duplicates + two.skipped_duplicates,
-        1,
-        "{one:?} {two:?}"
-    );
+    assert_one_copy_recorded(&env, &job, &one, &two).await;
 }
 
 /// A worker crashes while a first attempt runs and before its start is recorded: the log
 /// shows nothing of it, the message comes back, and the next worker starts and completes it.
 async fn a_crash_before_the_start_is_recorded_loses_nothing(env: Env) {
-    let calls = Arc::new(AtomicU32::new(0));
-    let counted = calls.clone();
-    let stuck = handlers_with(
-        "work",
-        handler_fn(move |_task| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Ok(None)
-            }
-        }),
-    );
+    let (stuck, calls) = counted_sleeper("work", Duration::from_secs(3600));
     let job = env.submit(JobSpec::new("work", 2)).await;
     let first = Running::start(
         &env,

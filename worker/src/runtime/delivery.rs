@@ -14,7 +14,8 @@
 //!    skips this step: it goes to step 5 at once, and its `TaskStarted` is appended there
 //!    (ADR 27). If another copy of its message is being handled by this worker, it waits for
 //!    that one to be done and then takes this step. For every other delivery, `TaskStarted` is
-//!    appended at the stream version the message carries (the happy path costs no read). If that conflicts, the task's stream is read and decides:
+//!    appended at the stream version the message carries (the happy path costs no read). If
+//!    that conflicts, the task's stream is read and decides:
 //!    - the log does not know the task: the message is dead-lettered;
 //!    - the task is COMPLETED, or the log is at a later attempt: acknowledged (a duplicate);
 //!    - the log is at an earlier attempt than the message: released (the log is behind);
@@ -41,8 +42,8 @@
 //!    the domain turns into a retry or a final failure), is appended at the version right
 //!    after this attempt's `TaskStarted` (with that `TaskStarted` before it, if it is still
 //!    unrecorded: a conflict then is a lost start, decided as in step 4, and the handler is
-//!    not run again), then the message is acknowledged. A conflict there
-//!    means another holder recorded the end first: acknowledged too. A retry comes back as a
+//!    not run again), then the message is acknowledged. A conflict there means another
+//!    holder recorded the end first: acknowledged too. A retry comes back as a
 //!    new message (the orchestrator relays `TaskRetryScheduled`). A final failure is
 //!    dead-lettered instead of acknowledged: the message goes to the dead-letter queue first,
 //!    `TaskDeadLettered` is appended after.
