@@ -251,6 +251,21 @@ async fn send_copies(env: &Env, job: &Job) {
     }
 }
 
+/// Runs a worker "second" (default visibility timeout, a `work` handler answering
+/// `{"by": worker}`) until every task of the job is COMPLETED and the queue is empty; its
+/// final counters.
+async fn finish_with_a_second_worker(env: &Env, job: &Job) -> WorkerStats {
+    let quick = handlers_with(
+        "work",
+        handler_fn(|task| async move { Ok(Some(json!({"by": task.worker_id}))) }),
+    );
+    let second = Running::start(env, config("second"), quick);
+    env.wait_for_tasks(job, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    eventually("the queue to drain", || async { empty(env.depth().await) }).await;
+    second.stop().await
+}
+
 /// Handlers where `name` sleeps for `sleep` and returns nothing, and the count of its calls.
 fn counted_sleeper(name: &str, sleep: Duration) -> (Handlers, Arc<AtomicU32>) {
     let calls = Arc::new(AtomicU32::new(0));
@@ -532,16 +547,8 @@ async fn task_of_a_crashed_worker_is_taken_over_and_completes_once(env: Env) {
         .await;
     first.crash().await;
 
-    let quick = handlers_with(
-        "work",
-        handler_fn(|task| async move { Ok(Some(json!({"by": task.worker_id}))) }),
-    );
     // The taker has the default visibility timeout: only the crashed worker's must run out.
-    let second = Running::start(&env, config("second"), quick);
-    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
-        .await;
-    eventually("the queue to drain", || async { empty(env.depth().await) }).await;
-    let stats = second.stop().await;
+    let stats = finish_with_a_second_worker(&env, &job).await;
 
     for events in env.task_events(&job).await {
         assert_eq!(count(&events, started), 1, "{events:?}");
@@ -1178,15 +1185,7 @@ async fn a_crash_before_the_start_is_recorded_loses_nothing(env: Env) {
     }
     first.crash().await;
 
-    let quick = handlers_with(
-        "work",
-        handler_fn(|task| async move { Ok(Some(json!({"by": task.worker_id}))) }),
-    );
-    let second = Running::start(&env, config("second"), quick);
-    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
-        .await;
-    eventually("the queue to drain", || async { empty(env.depth().await) }).await;
-    let stats = second.stop().await;
+    let stats = finish_with_a_second_worker(&env, &job).await;
     for events in env.task_events(&job).await {
         assert_eq!(count(&events, started), 1, "{events:?}");
         assert_eq!(count(&events, completed), 1, "{events:?}");
