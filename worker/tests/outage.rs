@@ -23,9 +23,12 @@ use shoal_infra::eventlog::{
 };
 use shoal_infra::queue::{SqlQueue, TaskQueue};
 use shoal_infra::testing;
-use shoal_worker::{Handlers, Worker, WorkerConfig, handler_fn};
+use shoal_worker::{
+    Handlers, Worker, WorkerConfig, WorkerError, WorkerMetrics, WorkerStats, handler_fn,
+};
 use support::{JobSpec, submit, task_events};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// A log that fails every call with a database error while `down`.
 #[derive(Debug)]
@@ -35,6 +38,14 @@ struct Switched {
 }
 
 impl Switched {
+    /// `inner`, up.
+    fn over(inner: Arc<dyn EventLog>) -> Arc<Switched> {
+        Arc::new(Switched {
+            inner,
+            down: AtomicBool::new(false),
+        })
+    }
+
     fn check(&self) -> LogResult<()> {
         if self.down.load(Ordering::SeqCst) {
             Err(LogError::Database(sqlx::Error::PoolTimedOut))
@@ -42,6 +53,27 @@ impl Switched {
             Ok(())
         }
     }
+}
+
+/// A worker running on `log` until the sender is used or dropped: its live counters, the
+/// sender, and what it returns.
+fn spawn_worker(
+    config: WorkerConfig,
+    handlers: Handlers,
+    log: Arc<Switched>,
+    queue: Arc<dyn TaskQueue>,
+) -> (
+    Arc<WorkerMetrics>,
+    oneshot::Sender<()>,
+    JoinHandle<Result<WorkerStats, WorkerError>>,
+) {
+    let worker = Worker::new(config, handlers, log, queue);
+    let metrics = worker.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    (metrics, stop, running)
 }
 
 #[async_trait::async_trait]
@@ -127,10 +159,7 @@ async fn outage_uses_no_receives(
     queue: Arc<dyn TaskQueue>,
     visibility: Duration,
 ) {
-    let switched = Arc::new(Switched {
-        inner: log.clone(),
-        down: AtomicBool::new(false),
-    });
+    let switched = Switched::over(log.clone());
     // Handlers run until the test lets them finish.
     let open = Arc::new(AtomicBool::new(false));
     let gate = open.clone();
@@ -155,12 +184,7 @@ async fn outage_uses_no_receives(
         grace_period: Duration::from_secs(10),
         ..WorkerConfig::default()
     };
-    let worker = Worker::new(config, handlers, switched.clone(), queue.clone());
-    let metrics = worker.metrics();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
+    let (metrics, stop, running) = spawn_worker(config, handlers, switched.clone(), queue.clone());
 
     // Four tasks start, then the log goes down while their handlers run.
     let first = submit(log.as_ref(), queue.as_ref(), JobSpec::new("slow", 4))
@@ -250,10 +274,7 @@ async fn quick_attempts_run_once_through_an_outage(
     queue: Arc<dyn TaskQueue>,
     visibility: Duration,
 ) {
-    let switched = Arc::new(Switched {
-        inner: log.clone(),
-        down: AtomicBool::new(false),
-    });
+    let switched = Switched::over(log.clone());
     let calls = Arc::new(AtomicU32::new(0));
     let counted = calls.clone();
     let mut handlers = Handlers::builtin(&WorkerConfig::default());
@@ -274,12 +295,7 @@ async fn quick_attempts_run_once_through_an_outage(
         long_poll: Duration::from_millis(200),
         ..WorkerConfig::default()
     };
-    let worker = Worker::new(config, handlers, switched.clone(), queue.clone());
-    let metrics = worker.metrics();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
+    let (metrics, stop, running) = spawn_worker(config, handlers, switched.clone(), queue.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while calls.load(Ordering::SeqCst) < 4 || metrics.held_on_errors.load(Ordering::Relaxed) == 0 {
         assert!(

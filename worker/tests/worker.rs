@@ -251,6 +251,20 @@ async fn send_copies(env: &Env, job: &Job) {
     }
 }
 
+/// A job of `tasks` no-op tasks, run to completion by one worker "w1" with the built-in
+/// handlers; the job and the worker's final counters.
+async fn drain_noop_job(env: &Env, tasks: u32) -> (Job, WorkerStats) {
+    let job = env.submit(JobSpec::new("noop", tasks)).await;
+    let worker = Running::start(
+        env,
+        config("w1"),
+        Handlers::builtin(&WorkerConfig::default()),
+    );
+    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
+        .await;
+    (job, worker.stop().await)
+}
+
 /// Runs a worker "second" (default visibility timeout, a `work` handler answering
 /// `{"by": worker}`) until every task of the job is COMPLETED and the queue is empty; its
 /// final counters.
@@ -355,15 +369,7 @@ for_each_backend!(
 // Tests
 
 async fn many_noop_tasks_complete_once_each(env: Env) {
-    let job = env.submit(JobSpec::new("noop", 200)).await;
-    let worker = Running::start(
-        &env,
-        config("w1"),
-        Handlers::builtin(&WorkerConfig::default()),
-    );
-    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
-        .await;
-    let stats = worker.stop().await;
+    let (job, stats) = drain_noop_job(&env, 200).await;
 
     for events in env.task_events(&job).await {
         assert_eq!(count(&events, started), 1, "{events:?}");
@@ -1031,15 +1037,7 @@ async fn assert_one_copy_recorded(env: &Env, job: &Job, one: &WorkerStats, two: 
 }
 
 async fn a_fast_attempt_records_its_start_with_its_end(env: Env) {
-    let job = env.submit(JobSpec::new("noop", 50)).await;
-    let worker = Running::start(
-        &env,
-        config("w1"),
-        Handlers::builtin(&WorkerConfig::default()),
-    );
-    env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
-        .await;
-    let stats = worker.stop().await;
+    let (job, stats) = drain_noop_job(&env, 50).await;
     assert_eq!(
         stats.committed_batches, 50,
         "one append per task: {stats:?}"

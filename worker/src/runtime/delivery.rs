@@ -514,28 +514,18 @@ impl Shared {
         let (outcome, elapsed) = if started.unrecorded.is_empty() {
             done(running.await)
         } else {
-            tokio::select! {
-                outcome = &mut running => done(outcome),
-                () = tokio::time::sleep(self.config.start_grace) => {
-                    // A slow attempt: its start is recorded now, while the handler runs. If
-                    // another delivery holds the attempt, this one's handler is stopped
-                    // (dropping `running` aborts it), or its outcome dropped.
-                    let record = self.record_start(message, receipt, &mut started);
-                    tokio::pin!(record);
-                    tokio::select! {
-                        recorded = &mut record => match recorded {
-                            Ok(()) => done(running.await),
-                            Err(disposition) => return disposition,
-                        },
-                        outcome = &mut running => {
-                            let ended = done(outcome);
-                            if let Err(disposition) = record.await {
-                                return disposition;
-                            }
-                            ended
-                        }
-                    }
-                }
+            match tokio::time::timeout(self.config.start_grace, &mut running).await {
+                Ok(outcome) => done(outcome),
+                // A slow attempt: its start is recorded now, while the handler runs. If another
+                // delivery holds the attempt, the handler is stopped (dropping `running` aborts
+                // it) or its outcome dropped.
+                Err(_) => match tokio::try_join!(
+                    self.record_start(message, receipt, &mut started),
+                    async { Ok(done(running.await)) },
+                ) {
+                    Ok(((), ended)) => ended,
+                    Err(disposition) => return disposition,
+                },
             }
         };
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
