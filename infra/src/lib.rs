@@ -16,6 +16,7 @@ mod notify;
 pub mod orchestrator_store;
 pub mod queue;
 pub mod readmodel;
+mod sqlite_rows;
 pub mod stepfunctions;
 pub mod telemetry;
 pub mod tokens;

@@ -207,6 +207,7 @@ for_each_backend!(
     read_all_in_batches_in_order,
     conflict_on_stale_expected_version,
     stale_stream_among_others_is_the_conflict_and_nothing_is_written,
+    a_batch_of_many_statements_is_one_append,
     conflict_on_no_stream_for_an_existing_stream,
     conflict_on_expected_version_beyond_head,
     conflicting_batch_writes_nothing_of_any_stream,
@@ -545,6 +546,49 @@ async fn stale_stream_among_others_is_the_conflict_and_nothing_is_written(h: Har
     ]);
     h.log.append(rest).await.unwrap();
     assert_eq!(h.log.read_stream("task-3", 0).await.unwrap().len(), 2);
+}
+
+/// A batch bigger than one statement takes (SQLite binds at most 64 rows per statement, see
+/// `sqlite_rows`): its events come back in input order, and a stale stream in a later
+/// statement still writes nothing of the batch.
+async fn a_batch_of_many_statements_is_one_append(h: Harness) {
+    let ids: Vec<String> = (0..300).map(|i| format!("task-{i}")).collect();
+    let first = batch(
+        ids.iter()
+            .map(|id| stream(id, ExpectedVersion::NoStream, events(2)))
+            .collect(),
+    );
+    let outcome = h.log.append(first).await.unwrap();
+    assert_eq!(outcome.positions.len(), 600);
+    assert!(outcome.positions.windows(2).all(|w| w[0] < w[1]));
+    h.settle().await;
+    let read = h.log.read_all(LogPosition::START, 1000).await.unwrap();
+    let order: Vec<(String, i64)> = read
+        .iter()
+        .map(|e| (e.stream_id.clone(), e.stream_version))
+        .collect();
+    let expected: Vec<(String, i64)> = ids
+        .iter()
+        .flat_map(|id| [(id.clone(), 1), (id.clone(), 2)])
+        .collect();
+    assert_eq!(order, expected);
+    let positions: Vec<i64> = read.iter().map(|e| e.log_position.position).collect();
+    assert_eq!(positions, outcome.positions);
+
+    h.log
+        .append(single("task-290", ExpectedVersion::Exact(2), 1))
+        .await
+        .unwrap();
+    h.settle().await;
+    let head = h.log.head().await.unwrap();
+    let stale = batch(
+        ids.iter()
+            .map(|id| stream(id, ExpectedVersion::Exact(2), events(1)))
+            .collect(),
+    );
+    assert_conflict(h.log.append(stale).await, "task-290", 2);
+    assert_eq!(h.log.head().await.unwrap(), head);
+    assert_eq!(h.log.read_stream("task-0", 0).await.unwrap().len(), 2);
 }
 
 async fn conflict_on_no_stream_for_an_existing_stream(h: Harness) {

@@ -7,8 +7,8 @@
 //! up to the busy timeout).
 //! With one writer, positions become visible in order, so reading by position is gap-free and
 //! `LogPosition::commit == position` (which is also why this process's readers can share what one
-//! of them has just read: `super::tail`). A batch's events go in as one statement over one JSON
-//! array parameter (`json_each`), the way Postgres takes arrays. Commits are signalled to this
+//! of them has just read: `super::tail`). A batch's events go in as bound rows of a `VALUES` list
+//! (`crate::sqlite_rows`), where Postgres takes arrays. Commits are signalled to this
 //! process's subscriptions directly; appends from another process are seen at the next poll.
 
 use std::ops::{Deref, DerefMut};
@@ -28,28 +28,24 @@ use super::tail::Tail;
 use super::{LogError, LogPosition, LogResult, RecordedEvent};
 use crate::dialect::{Dialect, WriteTx};
 use crate::queue::QueueRows;
+use crate::sqlite_rows::RowsStatement;
 
 /// The SQLite event log. Cheap to clone; clones share the pool, the write lock and the commit
 /// signal, so create one per database and clone it.
 pub type SqliteEventLog = SqlEventLog<Sqlite>;
 
-/// All events of a batch in one statement; see the Postgres `INSERT_EVENTS` for the rules.
-/// `$1` is a JSON array of `[stream_id, version, expected, event_type, schema_version,
-/// data_text, metadata_text]` rows (data as text, so it is stored exactly as serialized).
-const INSERT_EVENTS: &str = "
+/// A batch's events (in chunks, see `crate::sqlite_rows`); see the Postgres `INSERT_EVENTS` for
+/// the rules. Each row is `[ord, stream_id, version, expected, event_type, schema_version,
+/// data_text, metadata_text]` (data as text, so it is stored exactly as serialized).
+static INSERT_EVENTS: RowsStatement = RowsStatement::new(
+    "
+WITH i(ord, stream_id, stream_version, expected, event_type, schema_version, data, metadata)
+AS (VALUES ",
+    8,
+    ")
 INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
 SELECT i.stream_id, i.stream_version, i.event_type, i.schema_version, i.data, i.metadata
-FROM (
-    SELECT j.key AS ord,
-           json_extract(j.value, '$[0]') AS stream_id,
-           json_extract(j.value, '$[1]') AS stream_version,
-           json_extract(j.value, '$[2]') AS expected,
-           json_extract(j.value, '$[3]') AS event_type,
-           json_extract(j.value, '$[4]') AS schema_version,
-           json_extract(j.value, '$[5]') AS data,
-           json_extract(j.value, '$[6]') AS metadata
-    FROM json_each($1) AS j
-) AS i
+FROM i
 WHERE i.expected = 0
    OR i.stream_version <> i.expected + 1
    OR EXISTS (
@@ -57,7 +53,8 @@ WHERE i.expected = 0
         WHERE e.stream_id = i.stream_id AND e.stream_version = i.expected)
 ORDER BY i.ord
 ON CONFLICT (stream_id, stream_version) DO NOTHING
-RETURNING stream_id, stream_version, position";
+RETURNING stream_id, stream_version, position",
+);
 
 const READ_ALL: &str = concat!(
     "SELECT ",
@@ -214,9 +211,8 @@ impl LogDialect for Sqlite {
         conn: &mut SqliteConnection,
         prepared: &PreparedBatch,
     ) -> LogResult<Vec<Inserted>> {
-        let rows = sqlx::query(INSERT_EVENTS)
-            .bind(rows_as_json(prepared))
-            .fetch_all(&mut *conn)
+        let rows = INSERT_EVENTS
+            .fetch_all(conn, &event_rows(prepared))
             .await
             .map_err(|error| insert_error(error, prepared))?;
         let mut inserted = Vec::with_capacity(rows.len());
@@ -342,10 +338,11 @@ pub async fn save_checkpoint_sqlite(
 }
 
 /// The batch as the one JSON array parameter of `INSERT_EVENTS`.
-fn rows_as_json(prepared: &PreparedBatch) -> String {
-    let rows: Vec<Value> = (0..prepared.len())
+fn event_rows(prepared: &PreparedBatch) -> Vec<Vec<Value>> {
+    (0..prepared.len())
         .map(|i| {
-            Value::Array(vec![
+            vec![
+                i.into(),
                 prepared.stream_ids[i].clone().into(),
                 prepared.versions[i].into(),
                 prepared.expected[i].into(),
@@ -353,10 +350,9 @@ fn rows_as_json(prepared: &PreparedBatch) -> String {
                 prepared.schema_versions[i].into(),
                 prepared.data[i].clone().into(),
                 prepared.metadata[i].clone().into(),
-            ])
+            ]
         })
-        .collect();
-    Value::Array(rows).to_string()
+        .collect()
 }
 
 fn insert_error(error: sqlx::Error, prepared: &PreparedBatch) -> LogError {

@@ -1,4 +1,5 @@
-//! The read model's writes on SQLite (upserts from one JSON array of rows per table per batch,
+//! The read model's writes on SQLite (upserts of a batch's rows: jobs, tasks and attempts as
+//! bound rows, `crate::sqlite_rows`; the small analytics tables from one JSON array of rows,
 //! `json_each`), and what else [`ReadDialect`] says differs from Postgres.
 
 use std::collections::HashSet;
@@ -19,6 +20,7 @@ use super::types::{
 };
 use crate::dialect::{ColumnError, ColumnResult, Q, sqlite_time as ts};
 use crate::eventlog::LogPosition;
+use crate::sqlite_rows::RowsStatement;
 
 /// `json_extract(j.value, '$[i]')` for each index, comma-separated.
 macro_rules! extract {
@@ -28,69 +30,54 @@ macro_rules! extract {
     };
 }
 
-macro_rules! upsert_jobs {
-    ($t:literal) => {
-        concat!(
-            "INSERT INTO ",
-            $t,
-            " (",
-            job_columns!(),
-            ") SELECT ",
-            extract!(
-                0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21
-            ),
-            " FROM json_each($1) AS j WHERE true
-             ON CONFLICT (id) DO UPDATE SET ",
-            job_updates!()
+/// A row's columns, each as `json!` gives it (see `crate::sqlite_rows` for how each is bound).
+macro_rules! row {
+    ($($column:expr),* $(,)?) => {
+        vec![$(json!($column)),*]
+    };
+}
+
+/// An upsert of rows given as bound parameters (`crate::sqlite_rows`): `$cols` columns, the
+/// conflict target `$key`, and the updates of an existing row.
+macro_rules! upsert {
+    ($t:literal, $columns:expr, $cols:literal, $key:literal, $updates:expr) => {
+        RowsStatement::new(
+            concat!("INSERT INTO ", $t, " (", $columns, ") VALUES "),
+            $cols,
+            concat!(" ON CONFLICT (", $key, ") DO UPDATE SET ", $updates),
         )
     };
 }
 
-macro_rules! upsert_tasks {
-    ($t:literal) => {
-        concat!(
-            "INSERT INTO ",
-            $t,
-            " (",
-            task_columns!(),
-            ") SELECT ",
-            extract!(
-                0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18
-            ),
-            " FROM json_each($1) AS j WHERE true
-             ON CONFLICT (id) DO UPDATE SET ",
-            task_updates!()
-        )
-    };
-}
-
-macro_rules! upsert_attempts {
-    ($t:literal) => {
-        concat!(
-            "INSERT INTO ",
-            $t,
-            " (",
-            attempt_columns!(),
-            ") SELECT ",
-            extract!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17),
-            " FROM json_each($1) AS j WHERE true
-             ON CONFLICT (task_id, seq) DO UPDATE SET ",
-            attempt_updates!()
-        )
-    };
-}
-
-const UPSERT_ATTEMPTS: [&str; 2] = [
-    upsert_attempts!("task_attempts"),
-    upsert_attempts!("task_attempts_rebuild"),
+static UPSERT_ATTEMPTS: [RowsStatement; 2] = [
+    upsert!(
+        "task_attempts",
+        attempt_columns!(),
+        18,
+        "task_id, seq",
+        attempt_updates!()
+    ),
+    upsert!(
+        "task_attempts_rebuild",
+        attempt_columns!(),
+        18,
+        "task_id, seq",
+        attempt_updates!()
+    ),
 ];
 const DELETE_ATTEMPTS: [&str; 2] = [
     "DELETE FROM task_attempts WHERE task_id IN (SELECT value FROM json_each($1))",
     "DELETE FROM task_attempts_rebuild WHERE task_id IN (SELECT value FROM json_each($1))",
 ];
 
-const UPSERT_JOBS: [&str; 2] = [upsert_jobs!("jobs"), upsert_jobs!("jobs_rebuild")];
-const UPSERT_TASKS: [&str; 2] = [upsert_tasks!("tasks"), upsert_tasks!("tasks_rebuild")];
+static UPSERT_JOBS: [RowsStatement; 2] = [
+    upsert!("jobs", job_columns!(), 22, "id", job_updates!()),
+    upsert!("jobs_rebuild", job_columns!(), 22, "id", job_updates!()),
+];
+static UPSERT_TASKS: [RowsStatement; 2] = [
+    upsert!("tasks", task_columns!(), 19, "id", task_updates!()),
+    upsert!("tasks_rebuild", task_columns!(), 19, "id", task_updates!()),
+];
 macro_rules! analytics_sql {
     ($s:literal) => {
         [
@@ -277,25 +264,16 @@ impl ReadDialect for Sqlite {
                 .await?;
         }
         if !changes.attempts.is_empty() {
-            let rows: Vec<Value> = changes.attempts.iter().map(attempt_json).collect();
-            sqlx::query(UPSERT_ATTEMPTS[t])
-                .bind(Value::Array(rows).to_string())
-                .execute(&mut *conn)
-                .await?;
+            let rows: Vec<Vec<Value>> = changes.attempts.iter().map(attempt_values).collect();
+            UPSERT_ATTEMPTS[t].execute(conn, &rows).await?;
         }
         if !changes.jobs.is_empty() {
-            let rows: Vec<Value> = changes.jobs.iter().map(job_json).collect();
-            sqlx::query(UPSERT_JOBS[t])
-                .bind(Value::Array(rows).to_string())
-                .execute(&mut *conn)
-                .await?;
+            let rows: Vec<Vec<Value>> = changes.jobs.iter().map(job_values).collect();
+            UPSERT_JOBS[t].execute(conn, &rows).await?;
         }
         if !changes.tasks.is_empty() {
-            let rows: Vec<Value> = changes.tasks.iter().map(task_json).collect();
-            sqlx::query(UPSERT_TASKS[t])
-                .bind(Value::Array(rows).to_string())
-                .execute(&mut *conn)
-                .await?;
+            let rows: Vec<Vec<Value>> = changes.tasks.iter().map(task_values).collect();
+            UPSERT_TASKS[t].execute(conn, &rows).await?;
         }
         Ok(())
     }
@@ -399,16 +377,15 @@ fn opt_ts(at: Option<DateTime<Utc>>) -> Value {
     at.map_or(Value::Null, |t| Value::String(ts(t)))
 }
 
-/// JSON stored as TEXT: passed through the row array as a JSON string, so `json_extract`
-/// gives back the serialized text whatever the value's shape.
+/// JSON stored as TEXT: bound as the text of the serialized value, whatever its shape.
 fn json_text(value: Option<&Value>) -> Value {
     value
         .filter(|v| !v.is_null())
         .map_or(Value::Null, |v| Value::String(v.to_string()))
 }
 
-fn job_json(j: &JobRow) -> Value {
-    json!([
+fn job_values(j: &JobRow) -> Vec<Value> {
+    row![
         j.id.to_string(),
         j.job_type,
         j.status.as_str(),
@@ -431,11 +408,11 @@ fn job_json(j: &JobRow) -> Value {
         j.error_message,
         j.cancel_reason,
         j.priority,
-    ])
+    ]
 }
 
-fn task_json(r: &TaskRow) -> Value {
-    json!([
+fn task_values(r: &TaskRow) -> Vec<Value> {
+    row![
         r.id.to_string(),
         r.job_id.to_string(),
         r.task_index,
@@ -456,13 +433,13 @@ fn task_json(r: &TaskRow) -> Value {
         r.duration_ms
             .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
         r.dead_lettered,
-    ])
+    ]
 }
 
-fn attempt_json(r: &AttemptRow) -> Value {
+fn attempt_values(r: &AttemptRow) -> Vec<Value> {
     let a = &r.attempt;
     let us = |at: Option<DateTime<Utc>>| at.map(|t| t.timestamp_micros());
-    json!([
+    row![
         r.task_id.to_string(),
         r.seq,
         r.job_id.to_string(),
@@ -484,7 +461,7 @@ fn attempt_json(r: &AttemptRow) -> Value {
             .map(|d| i64::try_from(d.backoff_ms).unwrap_or(i64::MAX)),
         a.retry.as_ref().map(|d| i64::from(d.manual)),
         a.dead_letter_reason,
-    ])
+    ]
 }
 
 async fn count_events_after(pool: &SqlitePool, after: LogPosition) -> ReadModelResult<u64> {

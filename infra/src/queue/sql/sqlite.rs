@@ -7,12 +7,13 @@
 //! the claim runs in a `BEGIN IMMEDIATE` transaction (it dead-letters and claims in separate
 //! statements, as SQLite has no data-modifying CTEs). Times are integer milliseconds since the
 //! Unix epoch, read from this process's clock; ids are hyphenated UUID text. Batches go in as
-//! one JSON array parameter (`json_each`), the way Postgres takes arrays.
+//! one JSON array parameter (`json_each`), the way Postgres takes arrays, except
+//! acknowledgements, the hottest, which go in as bound rows (`crate::sqlite_rows`).
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::sqlite::{Sqlite, SqlitePool, SqliteRow};
 use tokio::sync::OwnedMutexGuard;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 use super::{ClaimOutcome, ClaimedRow, ExpiredRow, NewMessage, ReceiptRef, over_received_reason};
 use crate::dialect::Dialect;
 use crate::queue::{DeadLetter, QueueDepth, QueueError, QueueResult};
+use crate::sqlite_rows::{MAX_ROWS, RowsStatement};
 
 /// `$1`: a JSON array of `[job_id, task_id, attempt, body, delay_ms, rank]`; `$2`: now. Rows
 /// get ids in input order, and their job's priority (0 unless `set_priority` gave it another);
@@ -94,11 +96,12 @@ WHERE task_queue.id = r.id AND task_queue.receipt = r.receipt";
 const RELEASE: &str = "
 UPDATE task_queue SET visible_at = $3, receipt = NULL WHERE id = $1 AND receipt = $2";
 
-/// `$1`: a JSON array of `[id, receipt]`.
-const ACK: &str = "
-DELETE FROM task_queue
-WHERE (id, receipt) IN (
-    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($1))";
+/// Rows of `[id, receipt]` (`crate::sqlite_rows`).
+static ACK: RowsStatement = RowsStatement::new(
+    "DELETE FROM task_queue WHERE (id, receipt) IN (VALUES ",
+    2,
+    ")",
+);
 
 const TAKE_FOR_DEAD_LETTER: &str = "
 DELETE FROM task_queue WHERE id = $1 AND receipt = $2
@@ -303,9 +306,19 @@ impl SqliteQueue {
     }
 
     pub(super) async fn ack(&self, receipts: &[ReceiptRef<'_>]) -> QueueResult<()> {
-        let receipts = receipts_json(receipts);
-        let _write = self.write_lock().await;
-        sqlx::query(ACK).bind(receipts).execute(&self.pool).await?;
+        let rows: Vec<Vec<Value>> = receipts
+            .iter()
+            .map(|r| vec![r.id.into(), r.token.into()])
+            .collect();
+        // One chunk is one statement on its own; more go in one transaction (one commit).
+        if rows.len() <= MAX_ROWS {
+            let _write = self.write_lock().await;
+            ACK.execute(&mut *self.pool.acquire().await?, &rows).await?;
+        } else {
+            let mut tx = Sqlite::begin_write(&self.pool).await?;
+            ACK.execute(&mut tx, &rows).await?;
+            tx.commit().await?;
+        }
         Ok(())
     }
 

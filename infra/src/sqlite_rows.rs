@@ -1,0 +1,201 @@
+//! A batch's rows into one SQLite statement as bound parameters of a `VALUES` list.
+//!
+//! Postgres takes a batch as column arrays (`UNNEST`). SQLite has no arrays; the batch used to
+//! go in as one JSON array of rows, taken apart by `json_each` and a `json_extract` per column,
+//! which parsed the whole batch, printed each row back to text and parsed it again, all inside
+//! the write transaction that every writer of the database waits for. Bound parameters cost
+//! SQLite nothing to read. A statement's text depends on its number of rows, so a batch goes in
+//! chunks of a power of two rows (at most [`MAX_ROWS`]): at most seven texts per statement, each
+//! prepared once per connection and then cached (docs/benchmarks.md, "Issue 15: the thirteenth
+//! session").
+//!
+//! Rows are given as JSON values, bound as `json_extract` would have returned them: a string
+//! as text, an integer as an integer, a float as a real, `true`/`false` as 1/0, null as NULL,
+//! an array or object as its JSON text.
+
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
+use sqlx::{Arguments, Executor};
+
+/// The most rows in one statement (a power of two): with 22 columns, the widest row here,
+/// 1,408 parameters, well under SQLite's limit of 32,766. Larger statements ran no faster and
+/// their prepared forms, cached on every connection, added ~20 MiB to `shoal dev`'s RSS (256
+/// rows, measured).
+pub(crate) const MAX_ROWS: usize = 64;
+
+/// Texts for 1, 2, 4, ... [`MAX_ROWS`] rows.
+const SIZES: usize = MAX_ROWS.trailing_zeros() as usize + 1;
+
+/// A statement whose rows come from a `VALUES` list: `before`, then `(?, ...), ...`, then
+/// `after`. Declared as a `static`, so its texts are built once per process.
+pub(crate) struct RowsStatement {
+    before: &'static str,
+    columns: usize,
+    after: &'static str,
+    texts: OnceLock<Vec<String>>,
+}
+
+impl RowsStatement {
+    pub(crate) const fn new(before: &'static str, columns: usize, after: &'static str) -> Self {
+        Self {
+            before,
+            columns,
+            after,
+            texts: OnceLock::new(),
+        }
+    }
+
+    /// The text for `2^size` rows.
+    fn text(&self, size: usize) -> &str {
+        let texts = self.texts.get_or_init(|| {
+            let row = format!("({})", vec!["?"; self.columns].join(", "));
+            (0..SIZES)
+                .map(|s| {
+                    let rows = vec![row.as_str(); 1 << s].join(", ");
+                    format!("{}{rows}{}", self.before, self.after)
+                })
+                .collect()
+        });
+        &texts[size]
+    }
+
+    /// Runs the statement over `rows` (each of `columns` values), in order, in as few chunks
+    /// as the sizes allow; returns the rows every chunk returned, in order.
+    pub(crate) async fn fetch_all(
+        &self,
+        conn: &mut SqliteConnection,
+        rows: &[Vec<Value>],
+    ) -> sqlx::Result<Vec<SqliteRow>> {
+        let mut out = Vec::new();
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let size = chunk_size(rest.len());
+            let (chunk, after) = rest.split_at(1 << size);
+            let mut args = SqliteArguments::default();
+            for row in chunk {
+                debug_assert_eq!(row.len(), self.columns, "{}", self.before);
+                for value in row {
+                    bind(&mut args, value).map_err(sqlx::Error::Encode)?;
+                }
+            }
+            out.extend(
+                conn.fetch_all(sqlx::query_with(self.text(size), args))
+                    .await?,
+            );
+            rest = after;
+        }
+        Ok(out)
+    }
+
+    /// [`Self::fetch_all`] for statements that return nothing.
+    pub(crate) async fn execute(
+        &self,
+        conn: &mut SqliteConnection,
+        rows: &[Vec<Value>],
+    ) -> sqlx::Result<()> {
+        self.fetch_all(conn, rows).await.map(drop)
+    }
+}
+
+/// The exponent of the chunk that takes the first of `rows` rows: the largest power of two
+/// not above them, at most [`MAX_ROWS`].
+fn chunk_size(rows: usize) -> usize {
+    (rows.min(MAX_ROWS).ilog2()) as usize
+}
+
+fn bind<'q>(
+    args: &mut SqliteArguments<'q>,
+    value: &'q Value,
+) -> Result<(), sqlx::error::BoxDynError> {
+    match value {
+        Value::Null => args.add(None::<i64>),
+        Value::Bool(b) => args.add(i64::from(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => args.add(i),
+            None => args.add(n.as_f64()),
+        },
+        Value::String(s) => args.add(s.as_str()),
+        Value::Array(_) | Value::Object(_) => args.add(value.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use sqlx::Row;
+    use sqlx::sqlite::SqlitePoolOptions;
+
+    use super::*;
+
+    #[test]
+    fn batches_go_in_power_of_two_chunks() {
+        let chunks = |mut n: usize| {
+            let mut sizes = Vec::new();
+            while n > 0 {
+                let s = 1 << chunk_size(n);
+                sizes.push(s);
+                n -= s;
+            }
+            sizes
+        };
+        assert_eq!(chunks(1), [1]);
+        assert_eq!(chunks(200), [64, 64, 64, 8]);
+        assert_eq!(chunks(600), [64, 64, 64, 64, 64, 64, 64, 64, 64, 16, 8]);
+    }
+
+    static SELECT: RowsStatement = RowsStatement::new(
+        "WITH r(a, b, c) AS (VALUES ",
+        3,
+        ") SELECT a, typeof(a), b, typeof(b), c, typeof(c) FROM r",
+    );
+
+    /// Every shape of value comes back as `json_extract` gave it, and every row of a batch
+    /// that takes several chunks comes back, in order.
+    #[tokio::test]
+    async fn values_are_bound_as_json_extract_returned_them() {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let rows = vec![
+            vec![json!("text"), json!(7), json!(1.5)],
+            vec![json!(true), json!(false), Value::Null],
+            vec![json!({"k": [1, "x"]}), json!([1, 2]), json!(-3)],
+        ];
+        let mut many = rows.clone();
+        for i in 0..300 {
+            many.push(vec![json!(i), json!(format!("row {i}")), Value::Null]);
+        }
+        let got = SELECT.fetch_all(&mut conn, &many).await.unwrap();
+        assert_eq!(got.len(), many.len());
+        for (row, sent) in got.iter().zip(&many) {
+            for (i, value) in sent.iter().enumerate() {
+                let expected: (String, &str) = match value {
+                    Value::Null => ("NULL".into(), "null"),
+                    Value::Bool(b) => (i64::from(*b).to_string(), "integer"),
+                    Value::Number(n) if n.is_i64() => (n.to_string(), "integer"),
+                    Value::Number(n) => (n.to_string(), "real"),
+                    Value::String(s) => (s.clone(), "text"),
+                    other => (other.to_string(), "text"),
+                };
+                let kind: String = row.get(2 * i + 1);
+                assert_eq!(kind, expected.1, "{value}");
+                let shown: Option<String> = match expected.1 {
+                    "null" => None,
+                    "integer" => Some(row.get::<i64, _>(2 * i).to_string()),
+                    "real" => Some(row.get::<f64, _>(2 * i).to_string()),
+                    _ => Some(row.get::<String, _>(2 * i)),
+                };
+                assert_eq!(
+                    shown.unwrap_or_else(|| "NULL".into()),
+                    expected.0,
+                    "{value}"
+                );
+            }
+        }
+    }
+}
