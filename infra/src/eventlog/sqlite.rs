@@ -337,7 +337,7 @@ pub async fn save_checkpoint_sqlite(
     super::sql::save_checkpoint::<Sqlite, _>(executor, name, position).await
 }
 
-/// The batch as the one JSON array parameter of `INSERT_EVENTS`.
+/// The batch as the rows of `INSERT_EVENTS`, in input order.
 fn event_rows(prepared: &PreparedBatch) -> Vec<Vec<Value>> {
     (0..prepared.len())
         .map(|i| {
