@@ -84,6 +84,33 @@ impl Harness {
         })
     }
 
+    /// Inserts an event as the log stored one before its `job_id` column (the column empty),
+    /// as version 1 of a new stream.
+    async fn insert_without_job_id(&self, stream_id: &str, data: &Value) {
+        let sql = "INSERT INTO events (stream_id, stream_version, event_type, schema_version, data)
+                   VALUES ($1, 1, 'E', 1, $2)";
+        match &self.backend {
+            Backend::Postgres(log) => {
+                sqlx::query(&sql.replace("$2)", "$2::json)"))
+                    .bind(stream_id)
+                    .bind(data.to_string())
+                    .execute(log.pool())
+                    .await
+                    .unwrap();
+            }
+            Backend::Sqlite(log) => {
+                let mut tx = log.begin_write().await.unwrap();
+                sqlx::query(sql)
+                    .bind(stream_id)
+                    .bind(data.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        }
+    }
+
     fn is_postgres(&self) -> bool {
         matches!(self.backend, Backend::Postgres(_))
     }
@@ -208,6 +235,7 @@ for_each_backend!(
     conflict_on_stale_expected_version,
     stale_stream_among_others_is_the_conflict_and_nothing_is_written,
     a_batch_of_many_statements_is_one_append,
+    a_jobs_events_include_those_from_before_the_job_id_column,
     conflict_on_no_stream_for_an_existing_stream,
     conflict_on_expected_version_beyond_head,
     conflicting_batch_writes_nothing_of_any_stream,
@@ -589,6 +617,60 @@ async fn a_batch_of_many_statements_is_one_append(h: Harness) {
     assert_conflict(h.log.append(stale).await, "task-290", 2);
     assert_eq!(h.log.head().await.unwrap(), head);
     assert_eq!(h.log.read_stream("task-0", 0).await.unwrap().len(), 2);
+}
+
+/// `read_job` finds a job's events by their `job_id` column, and those appended before the
+/// column existed (no `job_id`: inserted here as such a row was) by their JSON field, merged in
+/// log order, across pages. A payload whose `job_id` is not a UUID as the platform writes one
+/// is found by its text, as before the column.
+async fn a_jobs_events_include_those_from_before_the_job_id_column(h: Harness) {
+    let job = uuid::Uuid::now_v7();
+    let other = uuid::Uuid::now_v7();
+    let data = |n: i64| json!({ "job_id": job.to_string(), "n": n });
+    let append = |stream_id: &'static str, data: Value| {
+        let log = h.log.clone();
+        async move {
+            log.append(batch(vec![stream(
+                stream_id,
+                ExpectedVersion::NoStream,
+                vec![event("E", data)],
+            )]))
+            .await
+            .unwrap();
+        }
+    };
+    append("a", data(1)).await;
+    h.insert_without_job_id("b", &data(2)).await;
+    append("c", json!({ "job_id": other.to_string(), "n": 0 })).await;
+    append("d", data(3)).await;
+    h.insert_without_job_id("e", &data(4)).await;
+    append(
+        "f",
+        json!({ "job_id": job.to_string().to_uppercase(), "n": 9 }),
+    )
+    .await;
+    append("g", data(5)).await;
+    h.settle().await;
+
+    let mut seen = Vec::new();
+    let mut after = LogPosition::START;
+    loop {
+        let page = h.log.read_job(job, after, 2).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.log_position;
+        seen.extend(page.iter().map(|e| e.data_json()["n"].as_i64().unwrap()));
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5]);
+    let shouted = job.to_string().to_uppercase();
+    let all = h.log.read_all(LogPosition::START, 100).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .filter(|e| e.data_json()["job_id"] == shouted.as_str())
+            .count(),
+        1
+    );
+    let others = h.log.read_job(other, LogPosition::START, 10).await.unwrap();
+    assert_eq!(others.len(), 1);
 }
 
 async fn conflict_on_no_stream_for_an_existing_stream(h: Harness) {

@@ -3,7 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use serde::Deserialize;
 use serde_json::Value;
+use uuid::Uuid;
 
 use super::{AppendBatch, LogError, LogResult};
 
@@ -24,6 +26,8 @@ pub(crate) struct PreparedBatch {
     /// Each event's data and metadata, serialized: the backends pass JSON as text.
     pub data: Vec<String>,
     pub metadata: Vec<String>,
+    /// Each event's job, for the log's index by job: see [`job_key`].
+    pub job_ids: Vec<Option<Uuid>>,
     /// Per stream, in input order: index of its first event, number of events, expected version.
     streams: Vec<(usize, usize, i64)>,
 }
@@ -197,11 +201,33 @@ pub(crate) fn prepare(batch: &AppendBatch) -> LogResult<PreparedBatch> {
             prepared.expected.push(expected);
             prepared.event_types.push(event.event_type.clone());
             prepared.schema_versions.push(event.schema_version);
+            prepared.job_ids.push(job_key(event.data.get()));
             prepared.data.push(event.data.get().to_owned());
             prepared.metadata.push(metadata);
         }
     }
     Ok(prepared)
+}
+
+/// The job an event belongs to, for the `job_id` column of the log: the event's top-level
+/// `job_id`, when it is a UUID written as `Uuid` writes one (lower case, hyphenated), which is
+/// exactly when the text `data->>'job_id'` that the log's older index is built on equals the
+/// text of a `JobId`. Any other payload (no such field, another shape, a number) gives `None`,
+/// and such an event is indexed by that text as before (see the migration
+/// `20261207000002_event_log_job_id`).
+pub(crate) fn job_key(data: &str) -> Option<Uuid> {
+    #[derive(Deserialize)]
+    struct Key<'a> {
+        #[serde(borrow)]
+        job_id: Option<&'a str>,
+    }
+    // Only an object has fields (a struct would also take an array, by position).
+    if !data.trim_start().starts_with('{') {
+        return None;
+    }
+    let text = serde_json::from_str::<Key<'_>>(data).ok()?.job_id?;
+    let id = Uuid::try_parse(text).ok()?;
+    (id.hyphenated().encode_lower(&mut Uuid::encode_buffer()) == text).then_some(id)
 }
 
 /// Checks a name used as a key (stream id, checkpoint name, ...).
@@ -367,5 +393,44 @@ mod tests {
         let mut b = batch(vec![("a", ExpectedVersion::NoStream, 1)]);
         b.idempotency_key = Some(String::new());
         assert!(invalid(b));
+    }
+
+    /// The column holds a job id exactly when the older index's text, `data->>'job_id'`,
+    /// is the text of one; every other payload is left to that index.
+    #[test]
+    fn an_events_job_is_its_payloads_job_id_when_that_is_a_uuid() {
+        let id = Uuid::now_v7();
+        let text = id.to_string();
+        assert_eq!(
+            job_key(&json!({ "job_id": text, "index": 3 }).to_string()),
+            Some(id)
+        );
+        assert_eq!(
+            job_key(&json!({ "task_id": "t", "job_id": text }).to_string()),
+            Some(id)
+        );
+        for other in [
+            json!({ "job_id": text.to_uppercase() }),
+            json!({ "job_id": text.replace('-', "") }),
+            json!({ "job_id": "job-1" }),
+            json!({ "job_id": 7 }),
+            json!({ "job_id": null }),
+            json!({ "task_id": text }),
+            json!([text]),
+            json!({ "nested": { "job_id": text } }),
+        ] {
+            assert_eq!(job_key(&other.to_string()), None, "{other}");
+        }
+        // A key written twice (not valid for a struct) and an escaped id: left to the older index.
+        assert_eq!(
+            job_key(&format!(r#"{{"job_id":"{text}","job_id":"{text}"}}"#)),
+            None
+        );
+        let escaped = format!(
+            r#"{{"job_id":"\u{:04x}{}"}}"#,
+            u32::from(text.as_bytes()[0]),
+            &text[1..]
+        );
+        assert_eq!(job_key(&escaped), None);
     }
 }

@@ -46,11 +46,15 @@ pub const NOTIFY_CHANNEL: &str = "shoal_events";
 /// statements and WAL per task"). Rows are inserted in input order, so positions (and the read
 /// order within the transaction) follow the input.
 const INSERT_EVENTS: &str = "
-INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
-SELECT i.stream_id, i.stream_version, i.event_type, i.schema_version, i.data, i.metadata
-FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::json[], $7::json[])
+INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata,
+                    job_id)
+SELECT i.stream_id, i.stream_version, i.event_type, i.schema_version, i.data, i.metadata,
+       i.job_id
+FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::json[], $7::json[],
+            $8::uuid[])
     WITH ORDINALITY
-    AS i(stream_id, stream_version, expected, event_type, schema_version, data, metadata, ord)
+    AS i(stream_id, stream_version, expected, event_type, schema_version, data, metadata, job_id,
+         ord)
 WHERE i.expected = 0
    OR i.stream_version <> i.expected + 1
    OR EXISTS (
@@ -66,10 +70,13 @@ RETURNING stream_id, stream_version, position, transaction_id";
 /// logs a second record for it, which is most of what a big expansion chunk costs beyond its
 /// rows (docs/benchmarks.md, issue 15).
 const INSERT_NEW_STREAMS: &str = "
-INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
-SELECT i.stream_id, i.stream_version, i.event_type, i.schema_version, i.data, i.metadata
-FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::int[], $5::json[], $6::json[])
-    WITH ORDINALITY AS i(stream_id, stream_version, event_type, schema_version, data, metadata, ord)
+INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata,
+                    job_id)
+SELECT i.stream_id, i.stream_version, i.event_type, i.schema_version, i.data, i.metadata,
+       i.job_id
+FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::int[], $5::json[], $6::json[], $7::uuid[])
+    WITH ORDINALITY
+    AS i(stream_id, stream_version, event_type, schema_version, data, metadata, job_id, ord)
 ORDER BY i.ord
 RETURNING stream_id, stream_version, position, transaction_id";
 
@@ -114,15 +121,26 @@ JOIN events e ON e.stream_id = s.stream_id
 ORDER BY s.ord, e.stream_version"
 );
 
-/// `events_job_idx`: the job's entries after the cursor, in index order.
+/// The job's entries after the cursor, in log order: those with a `job_id` (`events_job_id_idx`,
+/// `$1`) and those indexed by their JSON field (`events_job_json_idx`, `$2`: events from before
+/// the column, see its migration), each in index order, merged.
 const READ_JOB: &str = concat!(
     "SELECT ",
     event_columns!("", "transaction_id"),
     "
-FROM events
-WHERE (data->>'job_id') = $1 AND (transaction_id, position) > ($2, $3)
-ORDER BY (data->>'job_id'), transaction_id, position
-LIMIT $4"
+FROM ((
+    SELECT * FROM events
+    WHERE job_id = $1 AND (transaction_id, position) > ($3, $4)
+    ORDER BY job_id, transaction_id, position
+    LIMIT $5
+) UNION ALL (
+    SELECT * FROM events
+    WHERE job_id IS NULL AND (data->>'job_id') = $2 AND (transaction_id, position) > ($3, $4)
+    ORDER BY (data->>'job_id'), transaction_id, position
+    LIMIT $5
+)) AS e
+ORDER BY transaction_id, position
+LIMIT $5"
 );
 
 /// `events_job_final_failures_idx` (the predicate repeats the index's).
@@ -231,6 +249,7 @@ impl LogDialect for Postgres {
                 .bind(&prepared.schema_versions[..checked])
                 .bind(&prepared.data[..checked])
                 .bind(&prepared.metadata[..checked])
+                .bind(&prepared.job_ids[..checked])
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(|error| insert_error(error, prepared))?;
@@ -247,6 +266,7 @@ impl LogDialect for Postgres {
                 .bind(&prepared.schema_versions[checked..])
                 .bind(&prepared.data[checked..])
                 .bind(&prepared.metadata[checked..])
+                .bind(&prepared.job_ids[checked..])
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(|error| insert_error(error, prepared))?;

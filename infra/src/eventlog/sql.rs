@@ -99,8 +99,8 @@ pub(crate) trait LogDialect:
     const READ_POSITIONS: &'static str;
     /// Upserts checkpoint `$1` at (`$2`, `$3`).
     const SAVE_CHECKPOINT: &'static str;
-    /// Events of job `$1` (text) after (`$2`, `$3`) in read order, at most `$4`
-    /// (`events_job_idx`).
+    /// Events of job `$1` (as an id) or `$2` (its text) after (`$3`, `$4`) in read order, at
+    /// most `$5` (`events_job_id_idx`, and `events_job_json_idx` for events without a `job_id`).
     const READ_JOB: &'static str;
     /// Streams of job `$1` (text) with a final `TaskFailed`, after stream id `$2`, at most
     /// `$3` (`events_job_final_failures_idx`).
@@ -432,6 +432,7 @@ impl<D: LogDialect> EventLog for SqlEventLog<D> {
             return Err(LogError::Invalid("limit must be at least 1".into()));
         }
         let query = sqlx::query::<D>(D::READ_JOB)
+            .id(job_id)
             .arg(job_id.to_string())
             .arg(after.commit)
             .arg(after.position)

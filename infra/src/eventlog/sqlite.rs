@@ -36,15 +36,18 @@ pub type SqliteEventLog = SqlEventLog<Sqlite>;
 
 /// A batch's events (in chunks, see `crate::sqlite_rows`); see the Postgres `INSERT_EVENTS` for
 /// the rules. Each row is `[ord, stream_id, version, expected, event_type, schema_version,
-/// data_text, metadata_text]` (data as text, so it is stored exactly as serialized).
+/// data_text, metadata_text, job_id]` (data as text, so it is stored exactly as serialized).
 static INSERT_EVENTS: RowsStatement = RowsStatement::new(
     "
-WITH i(ord, stream_id, stream_version, expected, event_type, schema_version, data, metadata)
+WITH i(ord, stream_id, stream_version, expected, event_type, schema_version, data, metadata,
+       job_id)
 AS (VALUES ",
-    8,
+    9,
     ")
-INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata)
-SELECT i.stream_id, i.stream_version, i.event_type, i.schema_version, i.data, i.metadata
+INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata,
+                    job_id)
+SELECT i.stream_id, i.stream_version, i.event_type, i.schema_version, i.data, i.metadata,
+       i.job_id
 FROM i
 WHERE i.expected = 0
    OR i.stream_version <> i.expected + 1
@@ -71,15 +74,27 @@ JOIN events e ON e.stream_id = s.value
 ORDER BY s.key, e.stream_version"
 );
 
-/// `events_job_idx` (`commit` is `position` here: the cursor is both).
+/// See the Postgres `READ_JOB` (`commit` is `position` here: the cursor is both).
 const READ_JOB: &str = concat!(
     "SELECT ",
     event_columns!("", "position"),
     "
-FROM events
-WHERE json_extract(data, '$.job_id') = $1 AND position >= $2 AND position > $3
+FROM (
+    SELECT * FROM (
+        SELECT * FROM events
+        WHERE job_id = $1 AND position >= $3 AND position > $4
+        ORDER BY position
+        LIMIT $5)
+    UNION ALL
+    SELECT * FROM (
+        SELECT * FROM events
+        WHERE job_id IS NULL AND json_extract(data, '$.job_id') = $2
+          AND position >= $3 AND position > $4
+        ORDER BY position
+        LIMIT $5)
+)
 ORDER BY position
-LIMIT $4"
+LIMIT $5"
 );
 
 /// `events_job_final_failures_idx` (the predicate repeats the index's).
@@ -350,6 +365,7 @@ fn event_rows(prepared: &PreparedBatch) -> Vec<Vec<Value>> {
                 prepared.schema_versions[i].into(),
                 prepared.data[i].clone().into(),
                 prepared.metadata[i].clone().into(),
+                prepared.job_ids[i].map(|id| id.to_string()).into(),
             ]
         })
         .collect()
