@@ -27,8 +27,11 @@ pub struct WorkerConfig {
     /// (parameters up to the queue's limit, 256 KiB) then fill it by bytes long before
     /// `prefetch` counts them. 0 receives no more than the slots once they hold anything.
     pub prefetch_bytes: usize,
-    /// Most messages taken in one receive (default 100); a receive never takes more than the
-    /// buffer has room for.
+    /// Most messages taken in one receive (default 500); a receive never takes more than the
+    /// buffer has room for. One receive is under way at a time, so this bounds the rate at
+    /// about `receive_batch` per claim round trip (docs/benchmarks.md, "Issue 15: the
+    /// thirteenth session": 100 held `shoal worker` near 10,500 tasks/s and `shoal dev` on
+    /// SQLite near 3,600).
     pub receive_batch: usize,
     /// How long a received message stays hidden from other workers (default 30 s). A
     /// heartbeat extends it every third of this while the task runs, so it only needs to cover
@@ -80,7 +83,7 @@ impl Default for WorkerConfig {
             concurrency: 16,
             prefetch: default_prefetch(16),
             prefetch_bytes: DEFAULT_PREFETCH_BYTES,
-            receive_batch: 100,
+            receive_batch: 500,
             visibility_timeout: Duration::from_secs(30),
             long_poll: Duration::from_secs(1),
             grace_period: Duration::from_secs(30),
