@@ -231,8 +231,10 @@ class Cluster:
         return total, top
 
     def stop(self):
+        """Stops the cluster and removes its data (gigabytes after a sitting; results and logs stay)."""
         self.admin.close()
         subprocess.run([str(ROOT / "scripts/pg.sh"), "stop", str(self.pgdir)])
+        shutil.rmtree(self.pgdir, ignore_errors=True)
 
 
 def time_v(path):
@@ -435,6 +437,8 @@ def run_shoal_dev_sqlite(args, n, rundir):
             dev.kill()
             dev.wait()
     rss, _ = time_v(rundir / "time0.log")
+    for f in rundir.glob("shoal-dev.db*"):  # hundreds of MB per run; the results and logs stay
+        f.unlink()
     return {
         "rate": n / span, "enqueue_rate": float("nan"), "accepted_ms": accepted * 1000,
         "worker_cpu_s": 0.0, "dev_cpu_s": c1 - c0, "pg_cpu_s": 0.0, "worker_rss_mib": rss,

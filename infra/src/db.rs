@@ -215,11 +215,22 @@ impl Database {
                 } else {
                     SqlitePoolOptions::new().max_connections(settings.max_connections)
                 };
-                pool.acquire_timeout(settings.acquire_timeout)
+                // A file's log is checkpointed in the background, outside the write lock
+                // (ADR 29): not by the commit that fills it.
+                let options = if in_memory {
+                    options
+                } else {
+                    options.pragma("wal_autocheckpoint", "0")
+                };
+                let pool = pool
+                    .acquire_timeout(settings.acquire_timeout)
                     .connect_with(options)
                     .await
-                    .map(Database::Sqlite)
-                    .map_err(DbError::Connect)
+                    .map_err(DbError::Connect)?;
+                if !in_memory {
+                    crate::sqlite_writer::spawn_checkpointer(pool.clone());
+                }
+                Ok(Database::Sqlite(pool))
             }
         }
     }
@@ -255,55 +266,6 @@ pub async fn migrate(url: &str) -> Result<Database, DbError> {
     let database = Database::connect(url).await?;
     database.migrate().await?;
     Ok(database)
-}
-
-/// The in-process write lock of the SQLite database `pool` opens: one per database file, shared
-/// by every writer of this process (the event log, the SQL queue, the read tables, the
-/// orchestrator's tables, the workers table), which takes it before `BEGIN IMMEDIATE` or an
-/// autocommit write, and keeps it until its commit or rollback.
-///
-/// SQLite has one writer at a time. A connection that finds the write lock taken waits in
-/// SQLite's busy handler, which sleeps and looks again (1, 2, 5, 10, ... up to 100 ms between
-/// looks): under load most of those sleeps outlast the write they wait for by far, and the
-/// database sits idle meanwhile. Writers of this process queue on this lock instead, in order,
-/// and each starts the moment the one before commits; the busy handler is left to arbitrate
-/// with other processes on the same file.
-///
-/// Keyed by the file's canonical path (an in-memory database has a name of its own per
-/// pool), and by the path as each pool spells it. Never take it while holding it: it is not
-/// re-entrant. Every SQLite write transaction takes it through [`Dialect::begin_write`], every
-/// autocommit write through [`Dialect::lock_writes`].
-///
-/// [`Dialect::begin_write`]: crate::dialect::Dialect::begin_write
-/// [`Dialect::lock_writes`]: crate::dialect::Dialect::lock_writes
-pub fn sqlite_write_lock(pool: &SqlitePool) -> Arc<tokio::sync::Mutex<()>> {
-    use std::collections::HashMap;
-    use std::path::PathBuf;
-    use std::sync::{LazyLock, Mutex, Weak};
-    type Locks = Mutex<HashMap<PathBuf, Weak<tokio::sync::Mutex<()>>>>;
-    static LOCKS: LazyLock<Locks> = LazyLock::new(Locks::default);
-
-    let options = pool.connect_options();
-    let file = options.get_filename();
-    let mut locks = LOCKS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    // Found by the path as the pool spells it (no file system call on every write), else by
-    // the canonical path, which two spellings of one file share.
-    if let Some(lock) = locks.get(file).and_then(Weak::upgrade) {
-        return lock;
-    }
-    let canonical = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    let lock = match locks.get(&canonical).and_then(Weak::upgrade) {
-        Some(lock) => lock,
-        None => {
-            locks.retain(|_, lock| lock.strong_count() > 0);
-            Arc::new(tokio::sync::Mutex::new(()))
-        }
-    };
-    locks.insert(canonical, Arc::downgrade(&lock));
-    locks.insert(file.to_path_buf(), Arc::downgrade(&lock));
-    lock
 }
 
 /// The connection settings every SQLite connection of Shoal uses: WAL (readers never block

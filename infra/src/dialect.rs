@@ -25,8 +25,9 @@ use sqlx::types::Json;
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, Pool, Postgres, Row, Sqlite, Transaction, Type,
 };
-use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
+
+use crate::sqlite_writer::WriteGuard;
 
 /// A statement of dialect `D` with its arguments.
 pub(crate) type Q<'q, D> = Query<'q, D, <D as Database>::Arguments<'q>>;
@@ -101,13 +102,13 @@ pub(crate) trait Dialect:
     const BACKEND: &'static str;
 
     /// Begins a transaction that will write. SQLite: takes the database's in-process write
-    /// lock ([`crate::db::sqlite_write_lock`]), then `BEGIN IMMEDIATE`, so that it waits for
+    /// lock ([`crate::sqlite_writer`]), then `BEGIN IMMEDIATE`, so that it waits for
     /// the write lock instead of failing with `SQLITE_BUSY` when it upgrades from reading.
     fn begin_write(pool: &Pool<Self>) -> BoxFuture<'_, sqlx::Result<WriteTx<Self>>>;
 
     /// Takes the database's in-process write lock for a write outside [`Dialect::begin_write`]
     /// (an autocommit statement); `None` on Postgres, which needs none.
-    fn lock_writes(pool: &Pool<Self>) -> BoxFuture<'_, Option<OwnedMutexGuard<()>>>;
+    fn lock_writes(pool: &Pool<Self>) -> BoxFuture<'_, Option<WriteGuard>>;
 
     /// A connection (of a transaction, say) as an executor.
     fn conn<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self> + 'c;
@@ -329,7 +330,7 @@ pub(crate) async fn sqlite_begin(
 /// database's in-process write lock, held until it commits or rolls back (or is dropped).
 pub(crate) struct WriteTx<D: Database> {
     tx: Transaction<'static, D>,
-    _lock: Option<OwnedMutexGuard<()>>,
+    _lock: Option<WriteGuard>,
 }
 
 impl<D: Database> WriteTx<D> {
@@ -368,7 +369,7 @@ impl Dialect for Postgres {
         })
     }
 
-    fn lock_writes(_pool: &Pool<Self>) -> BoxFuture<'_, Option<OwnedMutexGuard<()>>> {
+    fn lock_writes(_pool: &Pool<Self>) -> BoxFuture<'_, Option<WriteGuard>> {
         Box::pin(async { None })
     }
 
@@ -416,8 +417,8 @@ impl Dialect for Sqlite {
         })
     }
 
-    fn lock_writes(pool: &Pool<Self>) -> BoxFuture<'_, Option<OwnedMutexGuard<()>>> {
-        Box::pin(async move { Some(crate::db::sqlite_write_lock(pool).lock_owned().await) })
+    fn lock_writes(pool: &Pool<Self>) -> BoxFuture<'_, Option<WriteGuard>> {
+        Box::pin(async move { Some(crate::sqlite_writer::lock(pool).await) })
     }
 
     executor_methods!();

@@ -17,6 +17,7 @@ pub mod orchestrator_store;
 pub mod queue;
 pub mod readmodel;
 mod sqlite_rows;
+pub mod sqlite_writer;
 pub mod stepfunctions;
 pub mod telemetry;
 pub mod tokens;

@@ -61,6 +61,54 @@ async fn sqlite_file_is_created_in_wal_mode_and_migrates_idempotently() {
     assert!(path.exists());
 }
 
+/// A file's write-ahead log is copied into the database file by a background checkpointer, not
+/// by the commit that fills it (ADR 29): the commits of the pool's connections never checkpoint
+/// (`wal_autocheckpoint` is 0), and yet what they write reaches the database file while the pool
+/// is open, with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_log_is_checkpointed_in_the_background_not_by_commits() {
+    let path = testing::temp_sqlite_path();
+    let database = db::migrate(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    let Database::Sqlite(pool) = &database else {
+        panic!("expected SQLite");
+    };
+    let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(autocheckpoint, 0, "commits do not checkpoint");
+    let log = database.event_log();
+    let padding = "x".repeat(1_000);
+    for batch in 0..40 {
+        let mut appends = one_event(&format!("job-{batch}-0"));
+        for i in 1..100 {
+            appends
+                .streams
+                .push(one_event(&format!("job-{batch}-{i}")).streams.remove(0));
+        }
+        for stream in &mut appends.streams {
+            stream.events[0].data = raw_json(&json!({ "padding": padding }));
+        }
+        log.append(appends).await.unwrap();
+    }
+    // 4,000 events of 1 kB: about 4 MB, in 40 commits. The database file holds them once the
+    // checkpointer has copied them.
+    let mut size = 0;
+    for _ in 0..100 {
+        size = std::fs::metadata(&path).unwrap().len();
+        if size > 4_000_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(size > 4_000_000, "the database file is {size} bytes");
+    let read = log.read_all(LogPosition::START, 5_000).await.unwrap();
+    assert_eq!(read.len(), 4_000);
+    database.close().await;
+}
+
 #[tokio::test]
 async fn sqlite_in_memory_keeps_its_data_across_statements() {
     let database = db::migrate("sqlite::memory:").await.unwrap();

@@ -1103,7 +1103,7 @@ async fn a_claim_from_the_head_walks_the_index_before_the_queue_has_statistics()
 }
 
 /// On SQLite the queue, the event log and the read tables of one process share one write lock
-/// (`db::sqlite_write_lock`): their writers wait for each other in that lock, in order, not in
+/// (`sqlite_writer::lock`): their writers wait for each other in that lock, in order, not in
 /// SQLite's busy handler. With a busy timeout of zero, a writer that found the database locked
 /// would fail at once with `SQLITE_BUSY` ("database is locked").
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! differs from Postgres.
 //!
 //! One writer at a time: writes take the database's in-process write lock
-//! ([`crate::db::sqlite_write_lock`], shared with every other writer of this process) and then
+//! ([`crate::sqlite_writer`], shared with every other writer of this process) and then
 //! `BEGIN IMMEDIATE` (which also serializes against other processes on the same file, waiting
 //! up to the busy timeout).
 //! With one writer, positions become visible in order, so reading by position is gap-free and

@@ -1,7 +1,7 @@
 //! The SQL queue's statements on SQLite.
 //!
 //! SQLite has one writer at a time. Writes of this queue take the database's in-process write
-//! lock first ([`crate::db::sqlite_write_lock`], shared with the event log and every other
+//! lock first ([`crate::sqlite_writer`], shared with the event log and every other
 //! writer of this process), so that this process's writers queue up in order instead of
 //! sleeping in SQLite's busy handler;
 //! the claim runs in a `BEGIN IMMEDIATE` transaction (it dead-letters and claims in separate
@@ -16,13 +16,13 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::sqlite::{Sqlite, SqlitePool, SqliteRow};
-use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use super::{ClaimOutcome, ClaimedRow, ExpiredRow, NewMessage, ReceiptRef, over_received_reason};
 use crate::dialect::Dialect;
 use crate::queue::{DeadLetter, QueueDepth, QueueError, QueueResult};
 use crate::sqlite_rows::{MAX_ROWS, RowsStatement};
+use crate::sqlite_writer::WriteGuard;
 
 /// `$1`: a JSON array of `[job_id, task_id, attempt, body, delay_ms, rank]`; `$2`: now. Rows
 /// get ids in input order, and their job's priority (0 unless `set_priority` gave it another);
@@ -180,7 +180,7 @@ impl SqliteQueue {
     }
 
     /// The database's in-process write lock, for an autocommit write.
-    async fn write_lock(&self) -> Option<OwnedMutexGuard<()>> {
+    async fn write_lock(&self) -> Option<WriteGuard> {
         Sqlite::lock_writes(&self.pool).await
     }
 
