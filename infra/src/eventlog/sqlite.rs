@@ -141,6 +141,10 @@ pub(crate) struct Shared {
     signal: watch::Sender<CommitSignal>,
     /// What this process's readers read last, for the others (see `tail`).
     tail: Tail,
+    /// Held by a reader at the newest events while it reads them from the database.
+    reading: tokio::sync::Mutex<()>,
+    /// Events `read_all` has read from the database (not from the tail), for tests.
+    database_rows: std::sync::atomic::AtomicU64,
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`) holding the database's in-process write lock
@@ -203,6 +207,8 @@ impl LogDialect for Sqlite {
         Shared {
             signal: watch::Sender::new(CommitSignal::default()),
             tail: Tail::default(),
+            reading: tokio::sync::Mutex::default(),
+            database_rows: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -266,6 +272,15 @@ impl LogDialect for Sqlite {
         // follows it from the database.
         let wanted = usize::try_from(limit).unwrap_or(usize::MAX);
         let mut records = log.shared.tail.read(after.position, wanted);
+        // The readers at the newest events (the orchestrator and both projections, woken by
+        // the same commit) read from the database one at a time, so that what the first reads
+        // serves the others; a reader behind the kept events (a rebuild, a catch-up) reads
+        // alone.
+        let mut _turn = None;
+        if records.len() < wanted && after.position >= log.shared.tail.start() {
+            _turn = Some(log.shared.reading.lock().await);
+            records = log.shared.tail.read(after.position, wanted);
+        }
         if records.len() < wanted {
             let from = records
                 .last()
@@ -278,6 +293,10 @@ impl LogDialect for Sqlite {
                 .try_map(|row| event::<Sqlite>(&row))
                 .fetch_all(&log.pool)
                 .await?;
+            log.shared.database_rows.fetch_add(
+                u64::try_from(more.len()).unwrap_or(u64::MAX),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             log.shared.tail.add(from, &more);
             records.extend(more);
         }
@@ -379,4 +398,89 @@ fn insert_error(error: sqlx::Error, prepared: &PreparedBatch) -> LogError {
         }
     }
     LogError::Database(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use serde_json::json;
+    use sqlx::sqlite::SqlitePoolOptions;
+
+    use super::*;
+    use crate::eventlog::{
+        AppendBatch, EventLog, ExpectedVersion, NewEvent, StreamAppend, raw_json,
+    };
+
+    /// Readers woken by the same commit (in `shoal dev`, the orchestrator and both
+    /// projections) read the new events from the database once between them (each still asks
+    /// it whether more follow), and each gets all of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn readers_at_the_newest_events_read_them_from_the_database_once_between_them() {
+        let path = std::env::temp_dir().join(format!("shoal-tail-{}.db", uuid::Uuid::now_v7()));
+        let options = crate::db::sqlite_options(
+            &format!("sqlite:{}", path.display()),
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .unwrap();
+        crate::db::SQLITE_MIGRATOR.run(&pool).await.unwrap();
+        let log = SqliteEventLog::new(pool.clone());
+        for round in 0..3 {
+            let streams = (0..10)
+                .map(|i| StreamAppend {
+                    stream_id: format!("s-{round}-{i}"),
+                    expected: ExpectedVersion::NoStream,
+                    events: vec![NewEvent {
+                        event_type: "E".into(),
+                        schema_version: 1,
+                        data: raw_json(&json!({ "i": i })),
+                        metadata: json!({}),
+                    }],
+                })
+                .collect();
+            log.append(AppendBatch {
+                streams,
+                ..AppendBatch::default()
+            })
+            .await
+            .unwrap();
+            let after = LogPosition {
+                commit: round * 10,
+                position: round * 10,
+            };
+            let before = log.shared.database_rows.load(Ordering::Relaxed);
+            let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(3));
+            let readers: Vec<_> = (0..3)
+                .map(|_| {
+                    let (log, barrier) = (log.clone(), barrier.clone());
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        log.read_all(after, 100).await.unwrap()
+                    })
+                })
+                .collect();
+            for reader in readers {
+                let read = reader.await.unwrap();
+                let positions: Vec<i64> = read.iter().map(|r| r.log_position.position).collect();
+                assert_eq!(
+                    positions,
+                    (round * 10 + 1..=round * 10 + 10).collect::<Vec<_>>()
+                );
+            }
+            let rows = log.shared.database_rows.load(Ordering::Relaxed) - before;
+            assert_eq!(
+                rows, 10,
+                "round {round}: 10 new events, {rows} read from the database"
+            );
+        }
+        pool.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 }

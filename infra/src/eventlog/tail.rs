@@ -4,7 +4,11 @@
 //! from the log, at nearly the same place. On SQLite those reads were 40 % of the database's
 //! statement time in a drain (docs/benchmarks.md, "`shoal dev` on SQLite"): the same rows read
 //! and decoded three times. The first reader of a stretch reads it from the database and leaves
-//! it here; the others take it from here, and ask the database only for what follows it.
+//! it here; the others take it from here, and ask the database only for what follows it. Since
+//! the three are woken by the same commit and would all find the new events missing here at
+//! once, the readers at the newest events take turns (`Shared::reading`, in `super::sqlite`):
+//! the first reads, the others then find its read here (a 20,000-task drain read 180,000 rows
+//! for 60,000 events before, 66,000 after).
 //!
 //! What is kept is a run of records exactly as reads returned them: every event of the log after
 //! `after`, up to the last record kept. That holds because on SQLite positions become visible in
@@ -59,6 +63,11 @@ impl Tail {
             .records
             .partition_point(|r| r.log_position.position <= after);
         run.records.range(start..).take(limit).cloned().collect()
+    }
+
+    /// The position the kept events follow: a reader before it is behind them.
+    pub fn start(&self) -> i64 {
+        self.lock().after
     }
 
     /// Keeps what a read of the database after position `after` returned (in position order,
