@@ -251,6 +251,7 @@ for_each_backend!(
     read_streams_returns_whole_streams_in_the_order_asked,
     read_positions_returns_the_events_asked_for,
     append_many_writes_the_rest_when_one_batch_conflicts,
+    readers_at_the_newest_events_read_them_from_the_database_once_between_them,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1079,8 +1080,10 @@ async fn bad_input_is_invalid_and_writes_nothing(h: Harness) {
 struct ConcurrentRun {
     /// Every position an append returned.
     appended: HashSet<i64>,
-    /// What the concurrent reader returned, in order.
+    /// What the first concurrent reader returned, in order.
     seen: Vec<LogPosition>,
+    /// What the other concurrent readers (of the same log) returned, each in order.
+    also_seen: Vec<Vec<LogPosition>>,
     /// A full read after all writers finished.
     full: Vec<RecordedEvent>,
 }
@@ -1103,10 +1106,12 @@ const APPENDS_PER_WRITER: usize = 25;
 /// for a while after inserting, so commit order differs from position order. Meanwhile
 /// `reader` reads from where it left off, as fast as it can. `settle` says when the reader
 /// may stop once the writers are done: with the remedy it reads until it has everything (or
-/// 30 s pass); a naive reader stops at its first empty read.
+/// 30 s pass); a naive reader stops at its first empty read. `readers` tasks read `reader`
+/// alike (sharing what the log keeps of its newest events for its readers).
 async fn run_concurrent_writers(
     h: Arc<Harness>,
     reader: Arc<dyn EventLog>,
+    readers: usize,
     stop_at_first_empty_read: bool,
 ) -> ConcurrentRun {
     let seed = Rng::seed();
@@ -1115,33 +1120,36 @@ async fn run_concurrent_writers(
     let writers_done = Arc::new(AtomicBool::new(false));
     let total = Arc::new(AtomicUsize::new(0));
 
-    let reading = {
-        let writers_done = writers_done.clone();
-        let total = total.clone();
-        tokio::spawn(async move {
-            let mut seen = Vec::new();
-            let mut after = LogPosition::START;
-            let mut done_since: Option<Instant> = None;
-            loop {
-                let page = reader.read_all(after, 97).await.unwrap();
-                if let Some(last) = page.last() {
-                    after = last.log_position;
-                    seen.extend(page.iter().map(|e| e.log_position));
-                    continue;
-                }
-                if writers_done.load(Ordering::SeqCst) {
-                    let since = *done_since.get_or_insert_with(Instant::now);
-                    if stop_at_first_empty_read
-                        || seen.len() >= total.load(Ordering::SeqCst)
-                        || since.elapsed() > Duration::from_secs(30)
-                    {
-                        return seen;
+    let reading: Vec<_> = (0..readers)
+        .map(|_| {
+            let writers_done = writers_done.clone();
+            let total = total.clone();
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut after = LogPosition::START;
+                let mut done_since: Option<Instant> = None;
+                loop {
+                    let page = reader.read_all(after, 97).await.unwrap();
+                    if let Some(last) = page.last() {
+                        after = last.log_position;
+                        seen.extend(page.iter().map(|e| e.log_position));
+                        continue;
                     }
+                    if writers_done.load(Ordering::SeqCst) {
+                        let since = *done_since.get_or_insert_with(Instant::now);
+                        if stop_at_first_empty_read
+                            || seen.len() >= total.load(Ordering::SeqCst)
+                            || since.elapsed() > Duration::from_secs(30)
+                        {
+                            return seen;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            })
         })
-    };
+        .collect();
 
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
@@ -1209,20 +1217,73 @@ async fn run_concurrent_writers(
     }
     total.store(appended.len(), Ordering::SeqCst);
     writers_done.store(true, Ordering::SeqCst);
-    let seen = reading.await.unwrap();
+    let mut seen_by = Vec::new();
+    for reader in reading {
+        seen_by.push(reader.await.unwrap());
+    }
+    let seen = seen_by.remove(0);
     h.settle().await;
     let full = read_everything(&*h.log).await;
     ConcurrentRun {
         appended,
         seen,
+        also_seen: seen_by,
         full,
+    }
+}
+
+/// Readers woken by the same commit (in `shoal dev`, the orchestrator and both projections)
+/// read the new events from the database once between them (each still asks it whether more
+/// follow), and each gets all of them.
+async fn readers_at_the_newest_events_read_them_from_the_database_once_between_them(h: Harness) {
+    let read_from_database = || match &h.backend {
+        Backend::Postgres(log) => log.events_read_from_database(),
+        Backend::Sqlite(log) => log.events_read_from_database(),
+    };
+    let mut after = LogPosition::START;
+    for round in 0..3 {
+        let streams = (0..10)
+            .map(|i| {
+                stream(
+                    &format!("s-{round}-{i}"),
+                    ExpectedVersion::NoStream,
+                    events(1),
+                )
+            })
+            .collect();
+        let appended = h.log.append(batch(streams)).await.unwrap().positions;
+        h.settle().await;
+        let before = read_from_database();
+        let barrier = Arc::new(tokio::sync::Barrier::new(3));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (log, barrier) = (h.log.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    log.read_all(after, 100).await.unwrap()
+                })
+            })
+            .collect();
+        for reader in readers {
+            let read = reader.await.unwrap();
+            let positions: Vec<i64> = read.iter().map(|r| r.log_position.position).collect();
+            assert_eq!(positions, appended, "round {round}");
+            after = read.last().unwrap().log_position;
+        }
+        let rows = read_from_database() - before;
+        assert_eq!(
+            rows, 10,
+            "round {round}: 10 new events, {rows} read from the database"
+        );
     }
 }
 
 async fn gap_free_under_concurrency(h: Harness) {
     let h = Arc::new(h);
     let started = Instant::now();
-    let run = run_concurrent_writers(h.clone(), h.log.clone(), false).await;
+    // Three readers of one log, as the orchestrator and both projections of `shoal dev` read
+    // it: what one reads from the database serves the others (`tail`), still gap-free.
+    let run = run_concurrent_writers(h.clone(), h.log.clone(), 3, false).await;
     eprintln!(
         "{} events in {} appends by {WRITERS} writers in {:?}; reader saw {}, missed {}",
         run.full.len(),
@@ -1252,6 +1313,9 @@ async fn gap_free_under_concurrency(h: Harness) {
     assert_eq!(run.missed(), 0, "no event is skipped");
     let full_order: Vec<LogPosition> = run.full.iter().map(|e| e.log_position).collect();
     assert_eq!(run.seen, full_order, "the reader saw the final order");
+    for (i, seen) in run.also_seen.iter().enumerate() {
+        assert_eq!(seen, &full_order, "reader {} saw the final order", i + 2);
+    }
 
     // And no stream has a hole in its versions.
     let mut versions: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
@@ -1452,7 +1516,7 @@ mod postgres_only {
             return;
         };
         let naive: Arc<dyn EventLog> = Arc::new(log.naive_reading_for_tests(true));
-        let run = run_concurrent_writers(Arc::new(h), naive, true).await;
+        let run = run_concurrent_writers(Arc::new(h), naive, 1, true).await;
         let seen: HashSet<_> = run.seen.iter().map(|p| p.position).collect();
         let full_order: Vec<LogPosition> = run.full.iter().map(|e| e.log_position).collect();
         eprintln!(

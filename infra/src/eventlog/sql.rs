@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::batch::{self, PreparedBatch};
 use super::subscription::{self, CommitSignal};
+use super::tail::SharedReads;
 use super::{
     AppendBatch, AppendOutcome, DEFAULT_POLL_INTERVAL, EventLog, EventStream, LogError,
     LogPosition, LogResult, RecordedEvent, TxAppend,
@@ -141,7 +142,8 @@ pub(crate) trait LogDialect:
     /// Called before a subscription waits: starts whatever feeds the commit signal.
     fn ensure_signal(log: &SqlEventLog<Self>);
 
-    /// See [`EventLog::read_all`].
+    /// [`EventLog::read_all`] from the database (the log serves what it can from what another
+    /// reader has just read first, `tail`).
     fn read_all(
         log: &SqlEventLog<Self>,
         after: LogPosition,
@@ -182,6 +184,8 @@ pub(crate) trait LogDialect:
 pub struct SqlEventLog<D: LogDialect> {
     pub(super) pool: Pool<D>,
     pub(super) shared: Arc<D::Shared>,
+    /// What this process's readers read last, for the others (see `tail`).
+    reads: Arc<SharedReads>,
     poll_interval: Duration,
     /// Postgres only: read without the transaction horizon (`naive_reading_for_tests`).
     pub(super) naive_reading: bool,
@@ -192,6 +196,7 @@ impl<D: LogDialect> Clone for SqlEventLog<D> {
         SqlEventLog {
             pool: self.pool.clone(),
             shared: self.shared.clone(),
+            reads: self.reads.clone(),
             poll_interval: self.poll_interval,
             naive_reading: self.naive_reading,
         }
@@ -217,6 +222,7 @@ impl<D: LogDialect> SqlEventLog<D> {
     pub fn new(pool: Pool<D>) -> Self {
         SqlEventLog {
             shared: Arc::new(D::new_shared(&pool)),
+            reads: Arc::default(),
             pool,
             poll_interval: DEFAULT_POLL_INTERVAL,
             naive_reading: false,
@@ -232,6 +238,13 @@ impl<D: LogDialect> SqlEventLog<D> {
     /// The pool this log uses.
     pub fn pool(&self) -> &Pool<D> {
         &self.pool
+    }
+
+    /// How many events `read_all` has read from the database rather than from what another
+    /// reader of this log (or a clone) had just read (see `tail`). For tests.
+    #[doc(hidden)]
+    pub fn events_read_from_database(&self) -> u64 {
+        self.reads.database_rows()
     }
 
     /// Appends inside the caller's write transaction (on Postgres any READ COMMITTED
@@ -377,7 +390,12 @@ impl<D: LogDialect> EventLog for SqlEventLog<D> {
     )]
     async fn read_all(&self, after: LogPosition, limit: i64) -> LogResult<Vec<RecordedEvent>> {
         batch::check_limit(limit)?;
-        D::read_all(self, after, limit).await
+        if self.naive_reading {
+            return D::read_all(self, after, limit).await;
+        }
+        self.reads
+            .read_all(after, limit, |from, limit| D::read_all(self, from, limit))
+            .await
     }
 
     #[tracing::instrument(

@@ -6,8 +6,7 @@
 //! `BEGIN IMMEDIATE` (which also serializes against other processes on the same file, waiting
 //! up to the busy timeout).
 //! With one writer, positions become visible in order, so reading by position is gap-free and
-//! `LogPosition::commit == position` (which is also why this process's readers can share what one
-//! of them has just read: `super::tail`). A batch's events go in as bound rows of a `VALUES` list
+//! `LogPosition::commit == position`. A batch's events go in as bound rows of a `VALUES` list
 //! (`crate::sqlite_rows`), where Postgres takes arrays. Commits are signalled to this
 //! process's subscriptions directly; appends from another process are seen at the next poll.
 
@@ -24,7 +23,6 @@ use super::sql::{
     Inserted, LogDialect, SqlEventLog, event, event_columns, queue_error, read_stream_sql,
 };
 use super::subscription::CommitSignal;
-use super::tail::Tail;
 use super::{LogError, LogPosition, LogResult, RecordedEvent};
 use crate::dialect::{Dialect, WriteTx};
 use crate::queue::QueueRows;
@@ -139,12 +137,6 @@ DELETE FROM idempotency_keys WHERE key IN (
 #[derive(Debug)]
 pub(crate) struct Shared {
     signal: watch::Sender<CommitSignal>,
-    /// What this process's readers read last, for the others (see `tail`).
-    tail: Tail,
-    /// Held by a reader at the newest events while it reads them from the database.
-    reading: tokio::sync::Mutex<()>,
-    /// Events `read_all` has read from the database (not from the tail), for tests.
-    database_rows: std::sync::atomic::AtomicU64,
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`) holding the database's in-process write lock
@@ -206,9 +198,6 @@ impl LogDialect for Sqlite {
     fn new_shared(_pool: &SqlitePool) -> Shared {
         Shared {
             signal: watch::Sender::new(CommitSignal::default()),
-            tail: Tail::default(),
-            reading: tokio::sync::Mutex::default(),
-            database_rows: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -268,39 +257,13 @@ impl LogDialect for Sqlite {
         after: LogPosition,
         limit: i64,
     ) -> LogResult<Vec<RecordedEvent>> {
-        // What another reader of this process has just read comes from the tail; only what
-        // follows it from the database.
-        let wanted = usize::try_from(limit).unwrap_or(usize::MAX);
-        let mut records = log.shared.tail.read(after.position, wanted);
-        // The readers at the newest events (the orchestrator and both projections, woken by
-        // the same commit) read from the database one at a time, so that what the first reads
-        // serves the others; a reader behind the kept events (a rebuild, a catch-up) reads
-        // alone.
-        let mut _turn = None;
-        if records.len() < wanted && after.position >= log.shared.tail.start() {
-            _turn = Some(log.shared.reading.lock().await);
-            records = log.shared.tail.read(after.position, wanted);
-        }
-        if records.len() < wanted {
-            let from = records
-                .last()
-                .map_or(after.position, |r| r.log_position.position);
-            let more_limit = i64::try_from(wanted - records.len()).unwrap_or(i64::MAX);
-            // Decoded row by row as they arrive, as on Postgres.
-            let more = sqlx::query(READ_ALL)
-                .bind(from)
-                .bind(more_limit)
-                .try_map(|row| event::<Sqlite>(&row))
-                .fetch_all(&log.pool)
-                .await?;
-            log.shared.database_rows.fetch_add(
-                u64::try_from(more.len()).unwrap_or(u64::MAX),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            log.shared.tail.add(from, &more);
-            records.extend(more);
-        }
-        Ok(records)
+        // Decoded row by row as they arrive, as on Postgres.
+        Ok(sqlx::query(READ_ALL)
+            .bind(after.position)
+            .bind(limit)
+            .try_map(|row| event::<Sqlite>(&row))
+            .fetch_all(&log.pool)
+            .await?)
     }
 
     fn bind_recorded_bound(
@@ -398,89 +361,4 @@ fn insert_error(error: sqlx::Error, prepared: &PreparedBatch) -> LogError {
         }
     }
     LogError::Database(error)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::Ordering;
-
-    use serde_json::json;
-    use sqlx::sqlite::SqlitePoolOptions;
-
-    use super::*;
-    use crate::eventlog::{
-        AppendBatch, EventLog, ExpectedVersion, NewEvent, StreamAppend, raw_json,
-    };
-
-    /// Readers woken by the same commit (in `shoal dev`, the orchestrator and both
-    /// projections) read the new events from the database once between them (each still asks
-    /// it whether more follow), and each gets all of them.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
-    async fn readers_at_the_newest_events_read_them_from_the_database_once_between_them() {
-        let path = std::env::temp_dir().join(format!("shoal-tail-{}.db", uuid::Uuid::now_v7()));
-        let options = crate::db::sqlite_options(
-            &format!("sqlite:{}", path.display()),
-            std::time::Duration::from_secs(10),
-        )
-        .unwrap();
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .unwrap();
-        crate::db::SQLITE_MIGRATOR.run(&pool).await.unwrap();
-        let log = SqliteEventLog::new(pool.clone());
-        for round in 0..3 {
-            let streams = (0..10)
-                .map(|i| StreamAppend {
-                    stream_id: format!("s-{round}-{i}"),
-                    expected: ExpectedVersion::NoStream,
-                    events: vec![NewEvent {
-                        event_type: "E".into(),
-                        schema_version: 1,
-                        data: raw_json(&json!({ "i": i })),
-                        metadata: json!({}),
-                    }],
-                })
-                .collect();
-            log.append(AppendBatch {
-                streams,
-                ..AppendBatch::default()
-            })
-            .await
-            .unwrap();
-            let after = LogPosition {
-                commit: round * 10,
-                position: round * 10,
-            };
-            let before = log.shared.database_rows.load(Ordering::Relaxed);
-            let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(3));
-            let readers: Vec<_> = (0..3)
-                .map(|_| {
-                    let (log, barrier) = (log.clone(), barrier.clone());
-                    tokio::spawn(async move {
-                        barrier.wait().await;
-                        log.read_all(after, 100).await.unwrap()
-                    })
-                })
-                .collect();
-            for reader in readers {
-                let read = reader.await.unwrap();
-                let positions: Vec<i64> = read.iter().map(|r| r.log_position.position).collect();
-                assert_eq!(
-                    positions,
-                    (round * 10 + 1..=round * 10 + 10).collect::<Vec<_>>()
-                );
-            }
-            let rows = log.shared.database_rows.load(Ordering::Relaxed) - before;
-            assert_eq!(
-                rows, 10,
-                "round {round}: 10 new events, {rows} read from the database"
-            );
-        }
-        pool.close().await;
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
-    }
 }
