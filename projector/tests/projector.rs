@@ -885,6 +885,57 @@ async fn a_batch_from_a_stale_checkpoint_is_fenced() {
     );
 }
 
+/// Projectors racing for the same batch from the same checkpoint (each loads its rows before
+/// its write on SQLite, ADR 29): one writes it, the others are `Fenced` and write nothing, and
+/// the tables are those of one replay.
+async fn racing_projectors(backend: Backend) {
+    let events = write_log(backend.log.as_ref(), &[(0, 0, 3), (1, 0, 2), (0, 1, 4)]).await;
+    let recorded = std::sync::Arc::new(backend.read_everything().await);
+    let projectors: Vec<_> = (0..3)
+        .map(|_| std::sync::Arc::new(projector(&backend, 1000)))
+        .collect();
+    for name in ProjectionName::ALL {
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(projectors.len()));
+        let racers: Vec<_> = projectors
+            .iter()
+            .map(|projector| {
+                let (projector, recorded, barrier) =
+                    (projector.clone(), recorded.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    projector
+                        .apply_batch(name, LogPosition::START, &recorded)
+                        .await
+                })
+            })
+            .collect();
+        let (mut applied, mut fenced) = (0, 0);
+        for racer in racers {
+            match racer.await.unwrap() {
+                Ok(_) => applied += 1,
+                Err(shoal_projector::ProjectorError::Store(
+                    shoal_infra::readmodel::ReadModelError::Fenced { .. },
+                )) => fenced += 1,
+                Err(other) => panic!("{name:?}: {other:?}"),
+            }
+        }
+        assert_eq!((applied, fenced), (1, 2), "{name:?}");
+    }
+    support::assert_dumps_eq(&dump(&backend.store()).await, &expected_dump(&events));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projectors_racing_for_one_batch_write_it_once_sqlite() {
+    racing_projectors(Backend::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projectors_racing_for_one_batch_write_it_once_postgres() {
+    if let Some(backend) = Backend::postgres().await {
+        racing_projectors(backend).await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Linger: live batches gather what keeps coming.
 

@@ -324,6 +324,7 @@ impl ReadDialect for Postgres {
     const LOAD_TASKS: [&'static str; 2] = LOAD_TASKS;
     const LOAD_JOB_STATES: [&'static str; 2] = LOAD_JOB_STATES;
     const LOAD_ATTEMPTS: [&'static str; 2] = LOAD_ATTEMPTS;
+    const LOAD_BEFORE_WRITE: bool = false;
 
     fn bind_day(query: Q<'_, Self>, day: NaiveDate) -> Q<'_, Self> {
         query.bind(day)

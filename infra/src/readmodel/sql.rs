@@ -253,6 +253,9 @@ pub(crate) trait ReadDialect: Dialect {
     const LOAD_JOB_STATES: [&'static str; 2];
     /// Attempt rows (`attempt_columns!`) of the tasks with the ids of `$1`.
     const LOAD_ATTEMPTS: [&'static str; 2];
+    /// Whether a jobs batch loads its rows before its write transaction (SQLite, where the
+    /// write lock is the bottleneck) rather than inside it.
+    const LOAD_BEFORE_WRITE: bool;
 
     /// Binds a day (Postgres `date`; SQLite `YYYY-MM-DD` text).
     fn bind_day(query: crate::dialect::Q<'_, Self>, day: NaiveDate) -> crate::dialect::Q<'_, Self>;
@@ -358,19 +361,62 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
     fold: impl FnOnce(Vec<JobRow>, Vec<TaskRow>, Vec<AttemptRow>) -> JobsChanges,
 ) -> ReadModelResult<JobsChanges> {
     let name = ProjectionName::Jobs.checkpoint_name(target);
-    let t = target.index();
+    // On SQLite the rows are loaded and folded before the write lock is taken, on a connection
+    // of their own: the one writer of the database then holds it only to write (ADR 29). That
+    // is safe because every write to these tables moves their checkpoint in the same
+    // transaction: if the checkpoint is still `from` once the lock is ours, the rows are what
+    // was loaded; if not, the batch is `Fenced` as it would have been anyway.
+    if D::LOAD_BEFORE_WRITE {
+        let mut conn = pool.acquire().await?;
+        let (jobs, tasks, attempts, stored) =
+            load_jobs::<D>(&mut conn, target, keys, implied_attempts).await?;
+        drop(conn);
+        let changes = fold(jobs, tasks, attempts);
+        let mut tx = D::begin_write(pool).await?;
+        if !fence::<D>(&mut tx, name, from, to).await? {
+            tx.rollback().await?;
+            return Err(ReadModelError::Fenced { name });
+        }
+        D::write_jobs(&mut tx, target, &changes, &stored.0, &stored.1).await?;
+        tx.commit().await?;
+        return Ok(changes);
+    }
     let mut tx = D::begin_write(pool).await?;
     if !fence::<D>(&mut tx, name, from, to).await? {
         tx.rollback().await?;
         return Err(ReadModelError::Fenced { name });
     }
+    let (jobs, tasks, attempts, stored) =
+        load_jobs::<D>(&mut tx, target, keys, implied_attempts).await?;
+    let changes = fold(jobs, tasks, attempts);
+    D::write_jobs(&mut tx, target, &changes, &stored.0, &stored.1).await?;
+    tx.commit().await?;
+    Ok(changes)
+}
+
+/// What a jobs batch loads: the rows of `keys` (and those it knows already), and which task
+/// and attempt rows exist (loaded), for the write.
+type LoadedJobs = (
+    Vec<JobRow>,
+    Vec<TaskRow>,
+    Vec<AttemptRow>,
+    (HashSet<TaskId>, HashSet<(TaskId, u32)>),
+);
+
+async fn load_jobs<D: ReadDialect>(
+    conn: &mut D::Connection,
+    target: Target,
+    keys: JobsKeys,
+    implied_attempts: fn(&TaskRow) -> Option<Vec<AttemptRow>>,
+) -> ReadModelResult<LoadedJobs> {
+    let t = target.index();
     let jobs = if keys.jobs.is_empty() {
         Vec::new()
     } else {
         let ids = keys.jobs.iter().map(JobId::as_uuid).collect();
         let rows = sqlx::query::<D>(D::LOAD_JOBS[t])
             .ids(ids)
-            .all(D::conn(&mut tx))
+            .all(D::conn(conn))
             .await?;
         rows.iter()
             .map(job_row::<D>)
@@ -382,7 +428,7 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
         let ids = keys.tasks.iter().map(TaskId::as_uuid).collect();
         let rows = sqlx::query::<D>(D::LOAD_TASKS[t])
             .ids(ids)
-            .all(D::conn(&mut tx))
+            .all(D::conn(conn))
             .await?;
         rows.iter()
             .map(task_row::<D>)
@@ -401,7 +447,7 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
     if !unknown.is_empty() {
         let rows = sqlx::query::<D>(D::LOAD_ATTEMPTS[t])
             .ids(unknown)
-            .all(D::conn(&mut tx))
+            .all(D::conn(conn))
             .await?;
         for row in &rows {
             attempts.push(attempt_row::<D>(row)?);
@@ -412,10 +458,7 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
     let stored: HashSet<TaskId> = tasks.iter().map(|r| r.id).collect();
     let stored_attempts: HashSet<(TaskId, u32)> =
         attempts.iter().map(|r| (r.task_id, r.seq)).collect();
-    let changes = fold(jobs, tasks, attempts);
-    D::write_jobs(&mut tx, target, &changes, &stored, &stored_attempts).await?;
-    tx.commit().await?;
-    Ok(changes)
+    Ok((jobs, tasks, attempts, (stored, stored_attempts)))
 }
 
 pub(crate) async fn apply_analytics<D: ReadDialect>(
