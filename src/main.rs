@@ -71,7 +71,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct DevArgs {
-    /// Where the APIs listen.
+    /// Where the APIs listen (port 0: a free port, named in the banner).
     #[arg(long, env = "SHOAL_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     #[command(flatten)]
@@ -214,13 +214,17 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         tokio::spawn(worker.run(shutdown.clone().wait()))
     });
     let web_dir = args.api.web_dir.clone();
-    let router = roles::api_router(&platform, &args.api, &projector, args.listen, |api| {
+    // Bound before anything names the address: with port 0 the system picks a free one, which
+    // the router (its allowed hosts) and the banner below then name.
+    let listener = roles::bind(args.listen).await?;
+    let listen = listener.local_addr()?;
+    let router = roles::api_router(&platform, &args.api, &projector, listen, |api| {
         web::with_dashboard(api.merge(admin.router()), web_dir)
     })?;
     let internal = internal_listener(&platform, &args.api, &shutdown)?;
-    let serving = tokio::spawn(roles::serve(args.listen, router, shutdown.clone()));
+    let serving = tokio::spawn(roles::serve_on(listener, router, shutdown.clone()));
 
-    let url = format!("http://{}/graphql", args.listen);
+    let url = format!("http://{listen}/graphql");
     eprintln!(
         "\nShoal is running: {db}, {queue} queue, {workers}, {driver}.\n\n  \
          Dashboard:          http://{listen}/\n  \
@@ -234,7 +238,6 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
          Auth: {auth}.\n\
          Ctrl-C stops; a restart resumes unfinished jobs.\n",
         auth = args.api.auth.describe(),
-        listen = args.listen,
         db = redact(&args.db.database_url),
         queue = args.queue.queue,
         driver = args.driver.describe(),

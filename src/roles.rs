@@ -653,9 +653,22 @@ pub async fn serve(
     router: axum::Router,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
+    serve_on(bind(listen).await?, router, shutdown).await
+}
+
+/// Listens on `listen` (port 0: a free port the system picks; `local_addr` says which).
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening on {listen}"))?;
+        .with_context(|| format!("listening on {listen}"))
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.wait())
         .await?;

@@ -114,12 +114,44 @@ impl Dev {
     /// `shoal dev --listen <free port> --database-url <database_url> extra...`, with the AWS
     /// environment of `moto`, if any; returns once it listens.
     pub async fn start(database_url: &str, moto: Option<&Moto>, extra: &[&str]) -> Dev {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut args = vec!["dev", "--listen", &listen, "--database-url", database_url];
+        // Port 0: `shoal dev` binds a free port and names it in its banner. (A port picked
+        // here and bound there could be taken in between by another test's server, which this
+        // test would then talk to.)
+        let mut args = vec![
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            database_url,
+        ];
         args.extend_from_slice(extra);
+        let mut command = shoal(&args, moto);
+        command.stdin(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("starting shoal");
+        let stderr = child.stderr.take().expect("the piped stderr");
+        let (found, listening) = std::sync::mpsc::channel();
+        // Passes the process's stderr on, and the address of its banner's first line that
+        // names one.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut found = Some(found);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.trim().strip_prefix("Dashboard:")
+                    && let Some(found) = found.take()
+                {
+                    let _ = found.send(url.trim().trim_end_matches('/').to_owned());
+                }
+                eprintln!("{line}");
+            }
+        });
+        let process = Process(child);
+        let base = listening
+            .recv_timeout(Duration::from_secs(60))
+            .expect("shoal dev names where it listens within 60 s");
         let dev = Dev {
-            _process: Process::start(&args, moto, None),
-            base: format!("http://{listen}"),
+            _process: process,
+            base,
             http: reqwest::Client::new(),
             database_url: database_url.to_owned(),
         };
