@@ -366,42 +366,66 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
     // is safe because every write to these tables moves their checkpoint in the same
     // transaction: if the checkpoint is still `from` once the lock is ours, the rows are what
     // was loaded; if not, the batch is `Fenced` as it would have been anyway.
-    if D::LOAD_BEFORE_WRITE {
+    let folded_before = if D::LOAD_BEFORE_WRITE {
         let mut conn = pool.acquire().await?;
-        let (jobs, tasks, attempts, stored) =
-            load_jobs::<D>(&mut conn, target, keys, implied_attempts).await?;
+        let loaded = load_jobs::<D>(&mut conn, target, keys, implied_attempts).await?;
         drop(conn);
-        let changes = fold(jobs, tasks, attempts);
-        let mut tx = D::begin_write(pool).await?;
-        if !fence::<D>(&mut tx, name, from, to).await? {
-            tx.rollback().await?;
-            return Err(ReadModelError::Fenced { name });
-        }
-        D::write_jobs(&mut tx, target, &changes, &stored.0, &stored.1).await?;
-        tx.commit().await?;
-        return Ok(changes);
-    }
+        Ok(loaded.fold(fold))
+    } else {
+        Err((keys, fold))
+    };
     let mut tx = D::begin_write(pool).await?;
     if !fence::<D>(&mut tx, name, from, to).await? {
         tx.rollback().await?;
         return Err(ReadModelError::Fenced { name });
     }
-    let (jobs, tasks, attempts, stored) =
-        load_jobs::<D>(&mut tx, target, keys, implied_attempts).await?;
-    let changes = fold(jobs, tasks, attempts);
-    D::write_jobs(&mut tx, target, &changes, &stored.0, &stored.1).await?;
+    let folded = match folded_before {
+        Ok(folded) => folded,
+        Err((keys, fold)) => load_jobs::<D>(&mut tx, target, keys, implied_attempts)
+            .await?
+            .fold(fold),
+    };
+    D::write_jobs(
+        &mut tx,
+        target,
+        &folded.changes,
+        &folded.stored,
+        &folded.stored_attempts,
+    )
+    .await?;
     tx.commit().await?;
-    Ok(changes)
+    Ok(folded.changes)
 }
 
-/// What a jobs batch loads: the rows of `keys` (and those it knows already), and which task
-/// and attempt rows exist (loaded), for the write.
-type LoadedJobs = (
-    Vec<JobRow>,
-    Vec<TaskRow>,
-    Vec<AttemptRow>,
-    (HashSet<TaskId>, HashSet<(TaskId, u32)>),
-);
+/// What a jobs batch loads: the rows of its keys (and those it knows already).
+struct LoadedJobs {
+    jobs: Vec<JobRow>,
+    tasks: Vec<TaskRow>,
+    attempts: Vec<AttemptRow>,
+}
+
+/// What the fold made of a [`LoadedJobs`], and which task and attempt rows exist (were
+/// loaded), for the write.
+struct FoldedJobs {
+    changes: JobsChanges,
+    stored: HashSet<TaskId>,
+    stored_attempts: HashSet<(TaskId, u32)>,
+}
+
+impl LoadedJobs {
+    fn fold(
+        self,
+        fold: impl FnOnce(Vec<JobRow>, Vec<TaskRow>, Vec<AttemptRow>) -> JobsChanges,
+    ) -> FoldedJobs {
+        let stored = self.tasks.iter().map(|r| r.id).collect();
+        let stored_attempts = self.attempts.iter().map(|r| (r.task_id, r.seq)).collect();
+        FoldedJobs {
+            changes: fold(self.jobs, self.tasks, self.attempts),
+            stored,
+            stored_attempts,
+        }
+    }
+}
 
 async fn load_jobs<D: ReadDialect>(
     conn: &mut D::Connection,
@@ -455,10 +479,11 @@ async fn load_jobs<D: ReadDialect>(
     }
     tasks.extend(keys.known_tasks);
     attempts.extend(keys.known_attempts);
-    let stored: HashSet<TaskId> = tasks.iter().map(|r| r.id).collect();
-    let stored_attempts: HashSet<(TaskId, u32)> =
-        attempts.iter().map(|r| (r.task_id, r.seq)).collect();
-    Ok((jobs, tasks, attempts, (stored, stored_attempts)))
+    Ok(LoadedJobs {
+        jobs,
+        tasks,
+        attempts,
+    })
 }
 
 pub(crate) async fn apply_analytics<D: ReadDialect>(
