@@ -216,7 +216,8 @@ impl Database {
                     SqlitePoolOptions::new().max_connections(settings.max_connections)
                 };
                 // A file's log is checkpointed in the background, outside the write lock
-                // (ADR 29): not by the commit that fills it.
+                // (ADR 29): not by the commit that fills it; its writes go through a
+                // connection of their own (ADR 30).
                 let options = if in_memory {
                     options
                 } else {
@@ -228,7 +229,7 @@ impl Database {
                     .await
                     .map_err(DbError::Connect)?;
                 if !in_memory {
-                    crate::sqlite_writer::spawn_checkpointer(pool.clone());
+                    crate::sqlite_writer::start(pool.clone());
                 }
                 Ok(Database::Sqlite(pool))
             }
@@ -255,9 +256,16 @@ impl Database {
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
     }
 
-    /// Closes the pool, waiting for connections in use to be returned.
+    /// Closes the pool, waiting for connections in use to be returned (on SQLite, the writer's
+    /// connection too).
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        match self {
+            Database::Postgres(pool) => pool.close().await,
+            Database::Sqlite(pool) => {
+                pool.close().await;
+                crate::sqlite_writer::close(pool).await;
+            }
+        }
     }
 }
 

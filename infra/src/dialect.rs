@@ -102,13 +102,10 @@ pub(crate) trait Dialect:
     const BACKEND: &'static str;
 
     /// Begins a transaction that will write. SQLite: takes the database's in-process write
-    /// lock ([`crate::sqlite_writer`]), then `BEGIN IMMEDIATE`, so that it waits for
-    /// the write lock instead of failing with `SQLITE_BUSY` when it upgrades from reading.
+    /// lock ([`crate::sqlite_writer`]), then `BEGIN IMMEDIATE` on the writer's connection, so
+    /// that it waits for the write lock instead of failing with `SQLITE_BUSY` when it upgrades
+    /// from reading.
     fn begin_write(pool: &Pool<Self>) -> BoxFuture<'_, sqlx::Result<WriteTx<Self>>>;
-
-    /// Takes the database's in-process write lock for a write outside [`Dialect::begin_write`]
-    /// (an autocommit statement); `None` on Postgres, which needs none.
-    fn lock_writes(pool: &Pool<Self>) -> BoxFuture<'_, Option<WriteGuard>>;
 
     /// A connection (of a transaction, say) as an executor.
     fn conn<'c>(conn: &'c mut Self::Connection) -> impl Executor<'c, Database = Self> + 'c;
@@ -369,10 +366,6 @@ impl Dialect for Postgres {
         })
     }
 
-    fn lock_writes(_pool: &Pool<Self>) -> BoxFuture<'_, Option<WriteGuard>> {
-        Box::pin(async { None })
-    }
-
     executor_methods!();
 
     fn bind_id(query: Q<'_, Self>, id: Option<Uuid>) -> Q<'_, Self> {
@@ -409,16 +402,12 @@ impl Dialect for Sqlite {
 
     fn begin_write(pool: &Pool<Self>) -> BoxFuture<'_, sqlx::Result<WriteTx<Self>>> {
         Box::pin(async move {
-            let lock = Self::lock_writes(pool).await;
+            let lock = crate::sqlite_writer::lock(pool).await;
             Ok(WriteTx {
-                tx: sqlite_begin(pool).await?,
-                _lock: lock,
+                tx: sqlite_begin(&lock.pool(pool)).await?,
+                _lock: Some(lock),
             })
         })
-    }
-
-    fn lock_writes(pool: &Pool<Self>) -> BoxFuture<'_, Option<WriteGuard>> {
-        Box::pin(async move { Some(crate::sqlite_writer::lock(pool).await) })
     }
 
     executor_methods!();

@@ -8,8 +8,21 @@
 //! read tables, the orchestrator's tables, the workers table) queue on [`lock`] instead, in
 //! order, and each starts the moment the one before commits; the busy handler is left to
 //! arbitrate with other processes on the same file. Every SQLite write transaction takes it
-//! through `Dialect::begin_write`, every autocommit write through `Dialect::lock_writes`. Never
-//! take it while holding it: it is not re-entrant.
+//! through `Dialect::begin_write`, every autocommit write through [`lock`] and then writes on
+//! [`WriteGuard::pool`]. Never take it while holding it: it is not re-entrant.
+//!
+//! **The writer's connection** (ADR 30). SQLite keeps a page cache per connection, and a
+//! connection drops its whole cache when it finds that another connection has written since its
+//! last transaction. With writes spread over the pool's connections every write transaction
+//! began cold, reading the B-tree pages it changes back from the file (65 KB read per task in
+//! a `shoal dev` drain), and the default cache (2 MiB) spilled a large transaction's
+//! changed pages to the log before its commit wrote them again. A pool that [`start`] set up
+//! writes on a connection of its own instead (a pool of one, opened with the same settings and
+//! a cache of [`WRITER_CACHE_KIB`]): since nobody else in this process writes, its cache stays
+//! valid from one write to the next, and the writer never waits for a connection of the shared
+//! pool (which readers may hold) while everyone else waits for the lock it holds. Pools that
+//! were not started (in-memory databases, which live in their one connection) write on
+//! themselves, as before.
 //!
 //! **The checkpointer** (ADR 29). In WAL mode a commit appends pages to the `-wal` file, and
 //! by default the commit that takes the log past 1,000 pages then copies them into the database
@@ -17,7 +30,7 @@
 //! lock, so every other writer waits for that copy and its `fsync`. In `shoal dev` the lock is
 //! busy nearly all the time, and those checkpoints were a tenth to a fifth of it. The pools
 //! [`crate::db::Database::connect_with`] opens on a file turn the automatic checkpoint off
-//! (`wal_autocheckpoint = 0`) and run [`spawn_checkpointer`]: a task that, after writes, waits
+//! (`wal_autocheckpoint = 0`), and [`start`] runs a task that, after writes, waits
 //! [`CHECKPOINT_AFTER`] and runs `PRAGMA wal_checkpoint(PASSIVE)` on a connection of its own
 //! pool, without the write lock. A passive checkpoint never blocks writers or readers (it copies
 //! what no reader still needs, and the next one copies the rest), which is what the automatic
@@ -26,20 +39,31 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use sqlx::SqlitePool;
+use sqlx::sqlite::SqlitePoolOptions;
 use tokio::sync::{Notify, OwnedMutexGuard};
 
 /// How long the checkpointer lets writes gather after one before it copies them.
 pub const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
 
-/// The write lock of one database file, and the signal that someone wrote.
+/// The page cache of the writer's connection, in KiB (SQLite's default is 2,000): enough for the
+/// B-tree pages a `shoal dev` drain keeps changing to stay cached (32 MiB ran a 100,000-task
+/// job as fast as 64 MiB, 16 MiB a little slower; docs/benchmarks.md, the fifteenth session).
+/// It fills only as pages are used.
+pub const WRITER_CACHE_KIB: u32 = 32 * 1024;
+
+/// The write lock of one database file, the signal that someone wrote, and the connection
+/// writes go through (set by [`start`]).
 #[derive(Debug, Default)]
 struct Writer {
     lock: Arc<tokio::sync::Mutex<()>>,
     written: Notify,
+    /// The writer's connection, and which [`start`] opened it (it closes it with its pool).
+    connection: Mutex<Option<(u64, SqlitePool)>>,
 }
 
 /// The write lock held: released (and the checkpointer told) when dropped.
@@ -47,6 +71,24 @@ struct Writer {
 pub struct WriteGuard {
     _held: OwnedMutexGuard<()>,
     writer: Arc<Writer>,
+}
+
+impl WriteGuard {
+    /// The pool to write on while the lock is held: the writer's own connection when a pool on
+    /// this file was [`start`]ed (and is open), else `pool` itself.
+    pub fn pool(&self, pool: &SqlitePool) -> SqlitePool {
+        match &*relock(&self.writer.connection) {
+            Some((_, connection)) if !connection.is_closed() => connection.clone(),
+            _ => pool.clone(),
+        }
+    }
+}
+
+/// A std mutex's guard, poisoned or not (nothing held under these locks can be left half done).
+fn relock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Drop for WriteGuard {
@@ -75,9 +117,7 @@ fn writer(pool: &SqlitePool) -> Arc<Writer> {
 
     let options = pool.connect_options();
     let file = options.get_filename();
-    let mut writers = WRITERS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut writers = relock(&WRITERS);
     if let Some(writer) = writers.get(file).and_then(Weak::upgrade) {
         return writer;
     }
@@ -94,11 +134,32 @@ fn writer(pool: &SqlitePool) -> Arc<Writer> {
     writer
 }
 
-/// Starts the checkpointer of `pool` (a file, whose connections have `wal_autocheckpoint = 0`):
-/// after each write of this process to the file it waits [`CHECKPOINT_AFTER`], then checkpoints
-/// passively. It ends when the pool is closed. Call it from within a Tokio runtime.
-pub fn spawn_checkpointer(pool: SqlitePool) {
+/// Sets up the writing of the database file `pool` opens (its connections have
+/// `wal_autocheckpoint = 0`): writes of this process go through a connection of their own (see
+/// the module's documentation), and a checkpointer, after each write, waits
+/// [`CHECKPOINT_AFTER`] and then checkpoints passively. Both end when `pool` is closed. Call it
+/// once per file, from within a Tokio runtime.
+pub fn start(pool: SqlitePool) {
+    static STARTS: AtomicU64 = AtomicU64::new(0);
+    let start = STARTS.fetch_add(1, Ordering::Relaxed);
     let writer = writer(&pool);
+    // A second pool on a file whose writer is open shares that connection.
+    let opened = {
+        let mut connection = relock(&writer.connection);
+        connection.is_none().then(|| {
+            let options = (*pool.connect_options())
+                .clone()
+                .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
+            let opened = SqlitePoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(pool.options().get_acquire_timeout())
+                .connect_lazy_with(options);
+            *connection = Some((start, opened.clone()));
+            opened
+        })
+    };
     tokio::spawn(async move {
         // Ends with `Err` when the pool closes, which is the only way it ends.
         let _closed = pool
@@ -111,7 +172,25 @@ pub fn spawn_checkpointer(pool: SqlitePool) {
                 }
             })
             .await;
+        if let Some(opened) = opened {
+            // Later writes (of another pool on the file) go through their own pool.
+            opened.close().await;
+            relock(&writer.connection).take_if(|(by, _)| *by == start);
+        }
     });
+}
+
+/// Closes the writer's connection of the file `pool` opens, if it has one: for
+/// [`crate::db::Database::close`], after `pool` is closed, so that the file is closed when that
+/// returns (the connection would otherwise close a moment later, when the checkpointer sees the
+/// pool closed).
+pub async fn close(pool: &SqlitePool) {
+    let connection = relock(&writer(pool).connection)
+        .as_ref()
+        .map(|(_, connection)| connection.clone());
+    if let Some(connection) = connection {
+        connection.close().await;
+    }
 }
 
 /// One passive checkpoint; a failure is logged (the next write brings another try).

@@ -116,16 +116,19 @@ pub async fn fresh_sqlite() -> SqlitePool {
     let url = format!("sqlite:{}", path.display());
     let options = sqlite_options(&url, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("bad SQLite test URL {url}: {e}"));
+    // Set up as `Database::connect_with` sets up a file: checkpoints in the background (ADR 29),
+    // writes on the writer's own connection (ADR 30).
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options)
+        .connect_with(options.pragma("wal_autocheckpoint", "0"))
         .await
         .unwrap_or_else(|e| panic!("cannot open SQLite test database {url}: {e}"));
     SQLITE_MIGRATOR
         .run(&pool)
         .await
         .unwrap_or_else(|e| panic!("cannot migrate SQLite test database {url}: {e}"));
+    crate::sqlite_writer::start(pool.clone());
     pool
 }
 

@@ -231,7 +231,8 @@ async fn heartbeat<D: WorkersDialect>(
     } else {
         0.0
     };
-    let _write = D::lock_writes(pool).await;
+    // A transaction of its own: on SQLite, the writer's lock and connection.
+    let mut tx = D::begin_write(pool).await?;
     sqlx::query::<D>(D::UPSERT)
         .arg(report.worker_id.as_str())
         .arg(report.host.as_str())
@@ -247,8 +248,9 @@ async fn heartbeat<D: WorkersDialect>(
             u64::try_from(report.heartbeat_interval.as_millis()).unwrap_or(u64::MAX)
         ))
         .time(Some(report.started_at))
-        .run(D::pool(pool))
+        .run(D::conn(&mut tx))
         .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -275,11 +277,13 @@ async fn forget<D: WorkersDialect>(
     let before = Utc::now()
         .checked_sub_signed(silent_for)
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let _write = D::lock_writes(pool).await;
-    Ok(sqlx::query::<D>(FORGET)
+    let mut tx = D::begin_write(pool).await?;
+    let forgotten = sqlx::query::<D>(FORGET)
         .time(Some(before))
-        .run(D::pool(pool))
-        .await?)
+        .run(D::conn(&mut tx))
+        .await?;
+    tx.commit().await?;
+    Ok(forgotten)
 }
 
 fn record<D: WorkersDialect>(row: &D::Row) -> WorkerRegistryResult<WorkerRecord> {

@@ -179,18 +179,19 @@ impl SqliteQueue {
         SqliteQueue { pool }
     }
 
-    /// The database's in-process write lock, for an autocommit write.
-    async fn write_lock(&self) -> Option<WriteGuard> {
-        Sqlite::lock_writes(&self.pool).await
+    /// The database's in-process write lock, for an autocommit write: write on its
+    /// [`WriteGuard::pool`].
+    async fn write_lock(&self) -> WriteGuard {
+        crate::sqlite_writer::lock(&self.pool).await
     }
 
     pub(super) async fn send(&self, messages: &[NewMessage]) -> QueueResult<u64> {
         let rows = rows_json(messages);
-        let _write = self.write_lock().await;
+        let write = self.write_lock().await;
         let result = sqlx::query(SEND)
             .bind(rows)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&write.pool(&self.pool))
             .await?;
         Ok(result.rows_affected())
     }
@@ -281,11 +282,11 @@ impl SqliteQueue {
         visibility_ms: i64,
     ) -> QueueResult<()> {
         let receipts = receipts_json(receipts);
-        let _write = self.write_lock().await;
+        let write = self.write_lock().await;
         sqlx::query(EXTEND)
             .bind(receipts)
             .bind(now_ms().saturating_add(visibility_ms))
-            .execute(&self.pool)
+            .execute(&write.pool(&self.pool))
             .await?;
         Ok(())
     }
@@ -295,12 +296,12 @@ impl SqliteQueue {
         receipt: ReceiptRef<'_>,
         delay_ms: i64,
     ) -> QueueResult<bool> {
-        let _write = self.write_lock().await;
+        let write = self.write_lock().await;
         let result = sqlx::query(RELEASE)
             .bind(receipt.id)
             .bind(receipt.token)
             .bind(now_ms().saturating_add(delay_ms))
-            .execute(&self.pool)
+            .execute(&write.pool(&self.pool))
             .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -312,8 +313,9 @@ impl SqliteQueue {
             .collect();
         // One chunk is one statement on its own; more go in one transaction (one commit).
         if rows.len() <= MAX_ROWS {
-            let _write = self.write_lock().await;
-            ACK.execute(&mut *self.pool.acquire().await?, &rows).await?;
+            let write = self.write_lock().await;
+            ACK.execute(&mut *write.pool(&self.pool).acquire().await?, &rows)
+                .await?;
         } else {
             let mut tx = Sqlite::begin_write(&self.pool).await?;
             ACK.execute(&mut tx, &rows).await?;
@@ -365,8 +367,8 @@ impl SqliteQueue {
     }
 
     pub(super) async fn purge_job(&self, job_id: Uuid) -> QueueResult<u64> {
-        let _write = self.write_lock().await;
-        super::purge_job(&self.pool, job_id).await
+        let write = self.write_lock().await;
+        super::purge_job(&write.pool(&self.pool), job_id).await
     }
 
     /// Milliseconds since the oldest deliverable message became visible (the claim index's
@@ -418,10 +420,10 @@ impl SqliteQueue {
 
     pub(super) async fn remove_dead_letters(&self, ids: &[i64]) -> QueueResult<()> {
         let ids = json!(ids).to_string();
-        let _write = self.write_lock().await;
+        let write = self.write_lock().await;
         sqlx::query(REMOVE_DEAD_LETTERS)
             .bind(ids)
-            .execute(&self.pool)
+            .execute(&write.pool(&self.pool))
             .await?;
         Ok(())
     }
