@@ -128,8 +128,11 @@ impl Default for OrchestratorConfig {
 
 impl OrchestratorConfig {
     /// Most tasks per chunk on SQLite, where a chunk's transaction holds the only write lock:
-    /// small enough that workers and commands never wait long behind an expansion.
-    pub const SQLITE_CHUNK_SIZE: u32 = 1000;
+    /// small enough that workers and commands never wait long behind an expansion (a
+    /// 1,000-task chunk held it ~60 ms in `shoal dev`), large enough that the random index
+    /// pages a chunk changes are written once for many of its tasks (1,000 -> 2,000: 1.06x
+    /// tasks/s, 0.91x bytes written per task; docs/benchmarks.md, the fifteenth session).
+    pub const SQLITE_CHUNK_SIZE: u32 = 2000;
 
     /// Production values for `database`, whose SQL queue is the task queue when `sql_queue`.
     /// On SQLite a chunk's tasks are then queued in the chunk's own transaction (one writer:

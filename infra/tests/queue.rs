@@ -73,6 +73,7 @@ for_each_backend!(
     send_receive_ack,
     resend_of_the_same_task_attempt_is_a_no_op,
     resend_among_new_messages_queues_the_new_ones,
+    a_large_batch_with_some_queued_already_queues_the_rest_in_order,
     unacked_message_is_redelivered_after_its_visibility_timeout,
     extend_keeps_a_message_hidden,
     release_with_delay,
@@ -219,6 +220,31 @@ async fn resend_among_new_messages_queues_the_new_ones(h: Harness) {
     let mut ranks: Vec<u64> = got.iter().map(|d| u64::from(body(d).task_index)).collect();
     ranks.sort_unstable();
     assert_eq!(ranks, [0, 1, 2]);
+}
+
+/// A batch larger than one statement takes (SQLite binds at most 64 rows per statement) is
+/// queued whole, in order, and the messages in it that were queued already are not queued twice,
+/// wherever they fall in it.
+async fn a_large_batch_with_some_queued_already_queues_the_rest_in_order(h: Harness) {
+    let q = &h.queue;
+    let job = Uuid::now_v7();
+    let messages: Vec<TaskMessage> = (0..300).map(|i| task(job, i, 1)).collect();
+    let queued_before = [0, 63, 64, 150, 299];
+    q.send(
+        queued_before
+            .iter()
+            .map(|&i| now(messages[i].clone()))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    q.send(messages.iter().cloned().map(now).collect())
+        .await
+        .unwrap();
+    assert_eq!(depth(q).await, depth_of(300, 0, 0, 0));
+    let got = q.receive(500, LONG, NO_WAIT).await.unwrap();
+    let indexes: Vec<u32> = got.iter().map(|d| body(d).task_index).collect();
+    assert_eq!(indexes, (0..300).collect::<Vec<_>>(), "each once, in order");
 }
 
 async fn resend_of_the_same_task_attempt_is_a_no_op(h: Harness) {
