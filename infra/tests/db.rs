@@ -61,12 +61,8 @@ async fn sqlite_file_is_created_in_wal_mode_and_migrates_idempotently() {
     assert!(path.exists());
 }
 
-/// A file's write-ahead log is copied into the database file by a background checkpointer, not
-/// by the commit that fills it (ADR 29): the commits of the pool's connections never checkpoint
-/// (`wal_autocheckpoint` is 0), and yet what they write reaches the database file while the pool
-/// is open, with nothing lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_log_is_checkpointed_in_the_background_not_by_commits() {
+/// A new SQLite file, migrated: its path, the database as `shoal` opens it, and its pool.
+async fn migrated_sqlite_file() -> (std::path::PathBuf, Database, sqlx::SqlitePool) {
     let path = testing::temp_sqlite_path();
     let database = db::migrate(&format!("sqlite:{}", path.display()))
         .await
@@ -74,6 +70,18 @@ async fn sqlite_log_is_checkpointed_in_the_background_not_by_commits() {
     let Database::Sqlite(pool) = &database else {
         panic!("expected SQLite");
     };
+    let pool = pool.clone();
+    (path, database, pool)
+}
+
+/// A file's write-ahead log is copied into the database file by a background checkpointer, not
+/// by the commit that fills it (ADR 29): the commits of the pool's connections never checkpoint
+/// (`wal_autocheckpoint` is 0), and yet what they write reaches the database file while the pool
+/// is open, with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_log_is_checkpointed_in_the_background_not_by_commits() {
+    let (path, database, pool) = migrated_sqlite_file().await;
+    let pool = &pool;
     let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
         .fetch_one(pool)
         .await
@@ -115,13 +123,8 @@ async fn sqlite_log_is_checkpointed_in_the_background_not_by_commits() {
 /// database closes it too (the last connection to close removes the write-ahead log file).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_writes_go_through_one_connection_with_a_cache_of_its_own() {
-    let path = testing::temp_sqlite_path();
-    let database = db::migrate(&format!("sqlite:{}", path.display()))
-        .await
-        .unwrap();
-    let Database::Sqlite(pool) = &database else {
-        panic!("expected SQLite");
-    };
+    let (path, database, pool) = migrated_sqlite_file().await;
+    let pool = &pool;
     let log = shoal_infra::eventlog::SqliteEventLog::new(pool.clone());
     let shared_cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
         .fetch_one(pool)
