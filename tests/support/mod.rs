@@ -146,9 +146,12 @@ impl Dev {
             }
         });
         let process = Process(child);
-        let base = listening
-            .recv_timeout(Duration::from_secs(60))
-            .expect("shoal dev names where it listens within 60 s");
+        // Waited for off the runtime's threads (a blocking receive).
+        let base =
+            tokio::task::spawn_blocking(move || listening.recv_timeout(Duration::from_secs(60)))
+                .await
+                .expect("the wait for the banner")
+                .expect("shoal dev names where it listens within 60 s");
         let dev = Dev {
             _process: process,
             base,

@@ -361,11 +361,12 @@ pub(crate) async fn apply_jobs<D: ReadDialect>(
     fold: impl FnOnce(Vec<JobRow>, Vec<TaskRow>, Vec<AttemptRow>) -> JobsChanges,
 ) -> ReadModelResult<JobsChanges> {
     let name = ProjectionName::Jobs.checkpoint_name(target);
-    // On SQLite the rows are loaded and folded before the write lock is taken, on a connection
-    // of their own: the one writer of the database then holds it only to write (ADR 29). That
-    // is safe because every write to these tables moves their checkpoint in the same
-    // transaction: if the checkpoint is still `from` once the lock is ours, the rows are what
-    // was loaded; if not, the batch is `Fenced` as it would have been anyway.
+    // On SQLite the rows are loaded and folded before the write lock (`crate::sqlite_writer`)
+    // is taken, on a connection of their own: the one writer of the database then holds it only
+    // to write (docs/benchmarks.md, the fourteenth session). That is safe because every write to
+    // these tables moves their checkpoint in the same transaction: if the checkpoint is still
+    // `from` once the lock is ours, the rows are what was loaded; if not, the batch is `Fenced`
+    // as it would have been anyway.
     let folded_before = if D::LOAD_BEFORE_WRITE {
         let mut conn = pool.acquire().await?;
         let loaded = load_jobs::<D>(&mut conn, target, keys, implied_attempts).await?;
