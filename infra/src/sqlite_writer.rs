@@ -173,8 +173,12 @@ pub fn start(pool: SqlitePool) {
             })
             .await;
         if let Some(opened) = opened {
+            // The writer's connection closes after every connection of the pool: the last
+            // connection to a file to close copies the log into it and removes the `-wal` file,
+            // which none does if two close at once (each finds the other still open).
+            crate::db::close_pool(&pool).await;
             // Later writes (of another pool on the file) go through their own pool.
-            opened.close().await;
+            crate::db::close_pool(&opened).await;
             relock(&writer.connection).take_if(|(by, _)| *by == start);
         }
     });
@@ -189,7 +193,7 @@ pub async fn close(pool: &SqlitePool) {
         .as_ref()
         .map(|(_, connection)| connection.clone());
     if let Some(connection) = connection {
-        connection.close().await;
+        crate::db::close_pool(&connection).await;
     }
 }
 

@@ -119,10 +119,12 @@ async fn sqlite_log_is_checkpointed_in_the_background_not_by_commits() {
 
 /// A file's writes go through one connection of their own (ADR 30): every write transaction
 /// of the process runs on it (what one leaves on its connection, a temporary table, the next
-/// one finds), with the writer's page cache, not the shared pool's default.
+/// one finds), with the writer's page cache, not the shared pool's default; and closing the
+/// database closes it too, after the pool's connections (the last connection to close removes
+/// the write-ahead log file, which none does if two close at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_writes_go_through_one_connection_with_a_cache_of_its_own() {
-    let (_, database, pool) = migrated_sqlite_file().await;
+    let (path, database, pool) = migrated_sqlite_file().await;
     let pool = &pool;
     let log = shoal_infra::eventlog::SqliteEventLog::new(pool.clone());
     let shared_cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
@@ -172,6 +174,14 @@ async fn sqlite_writes_go_through_one_connection_with_a_cache_of_its_own() {
     assert_eq!(log.read_all(LogPosition::START, 10).await.unwrap().len(), 1);
 
     database.close().await;
+    let wal = path.with_file_name(format!(
+        "{}-wal",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    assert!(
+        !wal.exists(),
+        "every connection, the writer's last, is closed when close returns"
+    );
 }
 
 /// Readers holding every connection of a file database's pool do not stop its writers: a write
