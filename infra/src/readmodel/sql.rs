@@ -49,11 +49,12 @@ macro_rules! attempt_columns {
 }
 pub(crate) use attempt_columns;
 
-/// What an upsert of an attempt row overwrites.
+/// What an upsert of an attempt row overwrites: not its job and index, which its task's id
+/// fixes (and which lead `task_attempts_job_idx`: SQLite rewrites the entry of every index
+/// whose column an `UPDATE` sets, even to the same value).
 macro_rules! attempt_updates {
     () => {
-        "job_id = excluded.job_id, task_index = excluded.task_index,
-         attempt = excluded.attempt, queued_us = excluded.queued_us,
+        "attempt = excluded.attempt, queued_us = excluded.queued_us,
          not_before_us = excluded.not_before_us, worker = excluded.worker,
          started_us = excluded.started_us, ended_us = excluded.ended_us,
          duration_ms = excluded.duration_ms, outcome = excluded.outcome,
@@ -83,11 +84,13 @@ macro_rules! job_updates {
 }
 pub(crate) use job_updates;
 
-/// What an upsert of a task row overwrites.
+/// What an upsert of a task row overwrites: not its job and index, which its id fixes (and
+/// which lead `tasks_job_index_idx` and `tasks_job_status_idx`: on SQLite setting them, even to
+/// the same value, rewrote both entries of each update; docs/benchmarks.md, the sixteenth
+/// session).
 macro_rules! task_updates {
     () => {
-        "job_id = excluded.job_id, task_index = excluded.task_index,
-         job_type = excluded.job_type, status = excluded.status,
+        "job_type = excluded.job_type, status = excluded.status,
          attempt = excluded.attempt, max_attempts = excluded.max_attempts,
          timeout_seconds = excluded.timeout_seconds, parameters = excluded.parameters,
          result = excluded.result, error_message = excluded.error_message,
