@@ -414,6 +414,9 @@ pub fn worker(platform: &Platform, mut config: WorkerConfig) -> Worker {
         config.visibility_timeout =
             Duration::from_secs(config.visibility_timeout.as_secs_f64().ceil() as u64);
     }
+    // The SQL queue is a table of the log's database: a completed task's message is deleted in
+    // the commit of its end (ADR 31).
+    config.acks_in_commit = platform.queue.is_log_table();
     let handlers = Handlers::builtin(&config);
     let queue = match &platform.sqs {
         Some(sqs) => {

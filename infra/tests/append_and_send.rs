@@ -1,5 +1,6 @@
-//! `EventLog::append_and_send`: an append and its task-queue rows in one transaction, on each
-//! backend (SQLite always, Postgres when `SHOAL_TEST_DATABASE_URL` is set; see
+//! `EventLog::append_and_send`: an append and its task-queue rows in one transaction; and
+//! `EventLog::append_many_and_ack`: a group commit and the deletion of its handled messages in
+//! one transaction (ADR 31). On each backend (SQLite always, Postgres when `SHOAL_TEST_DATABASE_URL` is set; see
 //! `shoal_infra::testing`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,7 +13,7 @@ use shoal_infra::db::Database;
 use shoal_infra::eventlog::{
     AppendBatch, EventLog, ExpectedVersion, LogError, NewEvent, StreamAppend, raw_json,
 };
-use shoal_infra::queue::{OutgoingMessage, SqlQueue, TaskMessage, TaskQueue};
+use shoal_infra::queue::{OutgoingMessage, Receipt, SqlQueue, TaskMessage, TaskQueue};
 use shoal_infra::testing;
 use uuid::Uuid;
 
@@ -208,6 +209,87 @@ async fn a_waiting_receiver_wakes_on_the_announcement(db: Database) {
     );
 }
 
+/// A group commit deletes the messages of the batches it writes, in their transaction: not the
+/// message of a batch that conflicts (its events are not written either), and a stale receipt
+/// deletes nothing without stopping the append.
+async fn handled_messages_leave_the_queue_with_their_events(db: Database) {
+    let h = Harness::on(&db);
+    let job_id = Uuid::now_v7();
+    let tasks = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+    h.queue
+        .send(tasks.iter().map(|&t| message(job_id, t)).collect())
+        .await
+        .unwrap();
+    let delivered = h
+        .queue
+        .receive(10, Duration::from_secs(60), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(delivered.len(), 3);
+    let receipt = |task: Uuid| {
+        delivered
+            .iter()
+            .find(|d| d.body.as_ref().unwrap().task_id == task)
+            .unwrap()
+            .receipt
+            .clone()
+    };
+    h.log
+        .append(AppendBatch {
+            streams: vec![task_append("task-b", ExpectedVersion::NoStream)],
+            ..AppendBatch::default()
+        })
+        .await
+        .unwrap();
+
+    let batch = |stream: &str, expected| AppendBatch {
+        streams: vec![task_append(stream, expected)],
+        ..AppendBatch::default()
+    };
+    let results = h
+        .log
+        .append_many_and_ack(
+            vec![
+                batch("task-a", ExpectedVersion::NoStream),
+                // Conflicts: task-b has an event already.
+                batch("task-b", ExpectedVersion::NoStream),
+                batch("task-c", ExpectedVersion::NoStream),
+                batch("task-d", ExpectedVersion::NoStream),
+            ],
+            vec![
+                Some(receipt(tasks[0])),
+                Some(receipt(tasks[1])),
+                // Stale: the message was received again since, or is gone.
+                Some(Receipt(format!("{}:stale", i64::MAX))),
+                None,
+            ],
+        )
+        .await;
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(
+        matches!(&results[1], Err(LogError::Conflict { stream_id, .. }) if stream_id == "task-b"),
+        "{:?}",
+        results[1]
+    );
+    assert!(results[2].is_ok() && results[3].is_ok(), "{results:?}");
+    assert_eq!(h.log.read_stream("task-a", 0).await.unwrap().len(), 1);
+    assert_eq!(h.log.read_stream("task-b", 0).await.unwrap().len(), 1);
+    assert_eq!(h.log.read_stream("task-c", 0).await.unwrap().len(), 1);
+
+    let depth = h.queue.depth().await.unwrap();
+    assert_eq!(
+        (depth.visible, depth.in_flight),
+        (0, 2),
+        "a's message is gone; b's (its batch conflicted) and c's are still held"
+    );
+    // The held ones are still acknowledged with their own receipts.
+    h.queue
+        .ack(&[receipt(tasks[1]), receipt(tasks[2])])
+        .await
+        .unwrap();
+    assert_eq!(h.queue.depth().await.unwrap().in_flight, 0);
+}
+
 macro_rules! for_each_backend {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -236,4 +318,5 @@ for_each_backend!(
     events_and_messages_commit_together,
     a_message_queued_already_is_skipped,
     a_waiting_receiver_wakes_on_the_announcement,
+    handled_messages_leave_the_queue_with_their_events,
 );

@@ -4,7 +4,9 @@
 //! task event. Every task hands its append to one committer task through a channel and awaits
 //! its own result. The committer takes whatever is queued (up to a limit) as soon as its
 //! previous commit returns, and writes it with [`EventLog::append_many`]: under load one commit
-//! carries many tasks' events, while a lone task waits for no timer.
+//! carries many tasks' events, while a lone task waits for no timer. Where the task queue is a
+//! table of the log's database, a completed task's message is deleted in the commit of its
+//! end (`EventLog::append_many_and_ack`, ADR 31) rather than by the [`AckBatcher`] after it.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -22,6 +24,8 @@ const MAX_ACK_BATCH: usize = 1000;
 
 struct Request {
     batch: AppendBatch,
+    /// The message to acknowledge in the same commit, if the batch is written.
+    ack: Option<Receipt>,
     reply: oneshot::Sender<LogResult<AppendOutcome>>,
 }
 
@@ -30,27 +34,57 @@ struct Request {
 #[derive(Clone)]
 pub(crate) struct GroupCommitter {
     requests: mpsc::UnboundedSender<Request>,
+    acks_in_commit: bool,
 }
 
 impl GroupCommitter {
     /// Starts the committer on the current runtime; the returned future is the task's body
     /// (spawn it).
+    /// `acks_in_commit`: the queue is a table of the log's database, so that
+    /// [`GroupCommitter::append_and_ack`] can delete a message in its batch's commit.
     pub(crate) fn new(
         log: Arc<dyn EventLog>,
         max_batches: usize,
+        acks_in_commit: bool,
         metrics: Arc<WorkerMetrics>,
         latency: Arc<CommitLatency>,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (requests, receiver) = mpsc::unbounded_channel();
         let task = run_committer(log, receiver, max_batches.max(1), metrics, latency);
-        (GroupCommitter { requests }, task)
+        (
+            GroupCommitter {
+                requests,
+                acks_in_commit,
+            },
+            task,
+        )
     }
 
     /// Appends `batch` in the next group commit and returns its own result.
     pub(crate) async fn append(&self, batch: AppendBatch) -> LogResult<AppendOutcome> {
+        self.request(batch, None).await
+    }
+
+    /// [`GroupCommitter::append`], and if the batch is written, its message `receipt` is
+    /// acknowledged in the same commit: `Ok(true)`. `Ok(false)` when this committer cannot
+    /// (the queue is not in the log's database): the message is still to be acknowledged.
+    pub(crate) async fn append_and_ack(
+        &self,
+        batch: AppendBatch,
+        receipt: &Receipt,
+    ) -> LogResult<bool> {
+        if !self.acks_in_commit {
+            return self.request(batch, None).await.map(|_| false);
+        }
+        self.request(batch, Some(receipt.clone()))
+            .await
+            .map(|_| true)
+    }
+
+    async fn request(&self, batch: AppendBatch, ack: Option<Receipt>) -> LogResult<AppendOutcome> {
         let (reply, result) = oneshot::channel();
         self.requests
-            .send(Request { batch, reply })
+            .send(Request { batch, ack, reply })
             .map_err(|_| LogError::Invalid("the worker's committer has stopped".into()))?;
         result.await.unwrap_or_else(|_| {
             Err(LogError::Invalid(
@@ -127,14 +161,22 @@ async fn run_committer(
             }
         }
         queued = later;
-        let (batches, replies): (Vec<_>, Vec<_>) =
-            taken.into_iter().map(|r| (r.batch, r.reply)).unzip();
+        let acking = taken.iter().any(|r| r.ack.is_some());
+        let (requests, replies): (Vec<_>, Vec<_>) = taken
+            .into_iter()
+            .map(|r| ((r.batch, r.ack), r.reply))
+            .unzip();
+        let (batches, acks): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
         metrics.commits.fetch_add(1, Ordering::Relaxed);
         metrics
             .committed_batches
             .fetch_add(batches.len() as u64, Ordering::Relaxed);
         let began = Instant::now();
-        let results = log.append_many(batches).await;
+        let results = if acking {
+            log.append_many_and_ack(batches, acks).await
+        } else {
+            log.append_many(batches).await
+        };
         latency.record(began.elapsed());
         for (reply, result) in replies.into_iter().zip(results) {
             // A task that gave up waiting (aborted at shutdown) no longer listens.

@@ -53,6 +53,11 @@ pub struct WorkerConfig {
     pub cancel_check_ttl: Duration,
     /// Most tasks' appends carried by one group commit (default 500).
     pub max_commit_batches: usize,
+    /// The task queue is a table of the event log's own database (the SQL queue,
+    /// `TaskQueue::is_log_table`): a completed task's message is then deleted in the commit of
+    /// its `TaskCompleted` (ADR 31) instead of by a later acknowledgement of its own. Default
+    /// false; `shoal` sets it for the SQL queue.
+    pub acks_in_commit: bool,
     /// Largest result a handler may return, serialized as JSON, in bytes (default 1 MiB); a
     /// larger one fails its task ("the handler's result is N bytes, more than the limit").
     pub max_result_bytes: usize,
@@ -91,6 +96,7 @@ impl Default for WorkerConfig {
             retry_max: Duration::from_secs(300),
             cancel_check_ttl: Duration::from_secs(1),
             max_commit_batches: 500,
+            acks_in_commit: false,
             max_result_bytes: crate::limits::DEFAULT_MAX_RESULT_BYTES,
             http: None,
             exec: None,

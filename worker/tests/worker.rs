@@ -24,7 +24,10 @@ use shoal_domain::{
 use shoal_infra::eventlog::{
     AppendBatch, EventLog, ExpectedVersion, PostgresEventLog, SqliteEventLog, StreamAppend,
 };
-use shoal_infra::queue::{OutgoingMessage, QueueDepth, SqlQueue, TaskMessage, TaskQueue};
+use shoal_infra::queue::{
+    DeadLetter, Delivery, OutgoingMessage, QueueDepth, QueueResult, Receipt, SqlQueue, TaskMessage,
+    TaskQueue,
+};
 use shoal_infra::testing;
 use shoal_worker::{
     Handlers, TaskError, Worker, WorkerConfig, WorkerError, WorkerStats, handler_fn,
@@ -166,9 +169,12 @@ impl Drop for Background {
     }
 }
 
+/// As `shoal` runs a worker on the SQL queue: a completed task's message is deleted in the
+/// commit of its end (`acks_in_commit`, ADR 31).
 fn config(worker_id: &str) -> WorkerConfig {
     WorkerConfig {
         worker_id: worker_id.into(),
+        acks_in_commit: true,
         long_poll: Duration::from_millis(200),
         grace_period: Duration::from_secs(10),
         retry_base: Duration::from_millis(20),
@@ -187,7 +193,17 @@ struct Running {
 
 impl Running {
     fn start(env: &Env, config: WorkerConfig, handlers: Handlers) -> Running {
-        let worker = Worker::new(config, handlers, env.log.clone(), env.queue());
+        Running::start_on(env.queue(), env, config, handlers)
+    }
+
+    /// [`Running::start`] on `queue` (the env's, wrapped).
+    fn start_on(
+        queue: Arc<dyn TaskQueue>,
+        env: &Env,
+        config: WorkerConfig,
+        handlers: Handlers,
+    ) -> Running {
+        let worker = Worker::new(config, handlers, env.log.clone(), queue);
         let metrics = worker.metrics();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(worker.run(async move {
@@ -363,6 +379,7 @@ for_each_backend!(
     copies_on_two_workers_record_one_start_and_one_end,
     a_copy_whose_start_is_recorded_second_stops_its_handler,
     a_crash_before_the_start_is_recorded_loses_nothing,
+    a_crash_leaves_no_message_of_a_completed_task_behind,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1191,4 +1208,86 @@ async fn a_crash_before_the_start_is_recorded_loses_nothing(env: Env) {
         assert_eq!((starter.as_str(), finisher.as_str()), ("second", "second"));
     }
     assert_eq!((stats.completed, stats.taken_over), (2, 0), "{stats:?}");
+}
+
+/// The env's queue, except that acknowledgements never return (a network that lost them).
+#[derive(Debug)]
+struct AcksNeverReturn(SqlQueue);
+
+#[async_trait::async_trait]
+impl TaskQueue for AcksNeverReturn {
+    async fn send(&self, messages: Vec<OutgoingMessage>) -> QueueResult<()> {
+        self.0.send(messages).await
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: Duration,
+    ) -> QueueResult<Vec<Delivery>> {
+        self.0.receive(max, visibility, wait).await
+    }
+    async fn extend(&self, receipts: &[Receipt], visibility: Duration) -> QueueResult<()> {
+        self.0.extend(receipts, visibility).await
+    }
+    async fn release(&self, receipt: &Receipt, delay: Duration) -> QueueResult<()> {
+        self.0.release(receipt, delay).await
+    }
+    async fn ack(&self, _receipts: &[Receipt]) -> QueueResult<()> {
+        std::future::pending().await
+    }
+    async fn dead_letter(&self, receipt: &Receipt, reason: &str) -> QueueResult<()> {
+        self.0.dead_letter(receipt, reason).await
+    }
+    async fn purge_job(&self, job_id: uuid::Uuid) -> QueueResult<u64> {
+        self.0.purge_job(job_id).await
+    }
+    async fn depth(&self) -> QueueResult<QueueDepth> {
+        self.0.depth().await
+    }
+    async fn dead_letters(
+        &self,
+        job_id: Option<uuid::Uuid>,
+        limit: i64,
+    ) -> QueueResult<Vec<DeadLetter>> {
+        self.0.dead_letters(job_id, limit).await
+    }
+    async fn remove_dead_letters(&self, ids: &[String]) -> QueueResult<()> {
+        self.0.remove_dead_letters(ids).await
+    }
+}
+
+/// With `acks_in_commit` (what `shoal` runs on the SQL queue) a completed task's message leaves
+/// the queue in the commit of its `TaskCompleted`: a worker that crashes before any
+/// acknowledgement of its own reached the queue leaves nothing of its completed tasks to be
+/// delivered again. Without it (the first worker here), every one of them is still held.
+async fn a_crash_leaves_no_message_of_a_completed_task_behind(env: Env) {
+    let queue: Arc<dyn TaskQueue> = Arc::new(AcksNeverReturn(env.queue.clone()));
+    let noop = || Handlers::builtin(&WorkerConfig::default());
+    let mut held = 0;
+    for acks_in_commit in [false, true] {
+        let job = env.submit(JobSpec::new("noop", 5)).await;
+        let worker = Running::start_on(
+            queue.clone(),
+            &env,
+            WorkerConfig {
+                acks_in_commit,
+                visibility_timeout: Duration::from_secs(3600),
+                ..config(if acks_in_commit { "second" } else { "first" })
+            },
+            noop(),
+        );
+        env.wait_for_tasks(&job, "COMPLETED", |s| s.status == TaskStatus::Completed)
+            .await;
+        worker.crash().await;
+        if !acks_in_commit {
+            held = 5;
+        }
+        let depth = env.depth().await;
+        assert_eq!(
+            (depth.visible, depth.in_flight),
+            (0, held),
+            "acks_in_commit: {acks_in_commit}"
+        );
+    }
 }

@@ -32,7 +32,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::queue::OutgoingMessage;
+use crate::queue::{OutgoingMessage, Receipt};
 
 /// A place in the log's read order. Ordered; [`LogPosition::START`] is before every event.
 ///
@@ -317,7 +317,30 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
     /// batches must not share streams, and must not carry idempotency keys or checkpoints.
     /// This is how a worker writes the events of hundreds of in-flight tasks in one commit.
     async fn append_many(&self, batches: Vec<AppendBatch>) -> Vec<LogResult<AppendOutcome>> {
-        append_many_with(self, batches).await
+        append_many_with(batches, Vec::new(), |merged, _| self.append(merged)).await
+    }
+
+    /// [`EventLog::append_many`], and in the same transaction the acknowledgement of
+    /// `acks[i]`, a message of the SQL task queue in this log's database (`TaskQueue::ack`),
+    /// for every batch `i` that is written: a batch's events and the deletion of its message
+    /// commit together, or neither does (a conflicting batch's message stays queued). A stale
+    /// receipt deletes nothing and does not stop the append. `acks` has one entry per batch (or
+    /// none at all). `Invalid` for every batch from a log without a task queue (only the SQL
+    /// log has one: see `TaskQueue::is_log_table`).
+    async fn append_many_and_ack(
+        &self,
+        batches: Vec<AppendBatch>,
+        acks: Vec<Option<Receipt>>,
+    ) -> Vec<LogResult<AppendOutcome>> {
+        let _ = acks;
+        batches
+            .iter()
+            .map(|_| {
+                Err(LogError::Invalid(
+                    "this event log has no task queue to acknowledge in".into(),
+                ))
+            })
+            .collect()
     }
 
     /// A job's events (every event whose payload's `job_id` is `job_id`: the job's stream and
@@ -383,10 +406,19 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
 /// [`EventLog::append_many`] on top of [`EventLog::append`]: merge every batch into one append;
 /// when a stream conflicts, set its batch aside with the conflict and try again with the rest.
 /// Conflicts are rare (duplicate deliveries), so the common case is a single commit.
-async fn append_many_with<L: EventLog + ?Sized>(
-    log: &L,
+/// [`EventLog::append_many`] (and [`EventLog::append_many_and_ack`]) on a log's own single
+/// append: `append` writes the batches still pending merged into one, with the receipts of
+/// those of them that have one (`acks`: one per batch, or empty for none), in one transaction,
+/// until every batch has its result.
+pub(crate) async fn append_many_with<F, Fut>(
     batches: Vec<AppendBatch>,
-) -> Vec<LogResult<AppendOutcome>> {
+    acks: Vec<Option<Receipt>>,
+    append: F,
+) -> Vec<LogResult<AppendOutcome>>
+where
+    F: Fn(AppendBatch, Vec<Receipt>) -> Fut,
+    Fut: Future<Output = LogResult<AppendOutcome>>,
+{
     let mut results: Vec<Option<LogResult<AppendOutcome>>> = batches.iter().map(|_| None).collect();
     let mut owner = std::collections::HashMap::new();
     for (i, batch) in batches.iter().enumerate() {
@@ -422,7 +454,11 @@ async fn append_many_with<L: EventLog + ?Sized>(
                 .collect(),
             ..AppendBatch::default()
         };
-        match log.append(merged).await {
+        let receipts = pending
+            .iter()
+            .filter_map(|&i| acks.get(i).cloned().flatten())
+            .collect();
+        match append(merged, receipts).await {
             Ok(outcome) => {
                 let mut positions = outcome.positions.into_iter();
                 for &i in &pending {

@@ -24,7 +24,7 @@ use super::sql::{
 use super::subscription::CommitSignal;
 use super::{LogError, LogPosition, LogResult, RecordedEvent};
 use crate::notify::{Heard, Listener, Notifier};
-use crate::queue::QueueRows;
+use crate::queue::{QueueRows, Receipt};
 
 /// The Postgres event log. Cheap to clone; clones share the pool and the commit signalling.
 /// Create one per process and clone it: subscriptions of one instance wake at once on its own
@@ -273,6 +273,12 @@ impl LogDialect for Postgres {
             rows.extend(new_rows);
         }
         inserted(rows)
+    }
+
+    async fn delete_messages(conn: &mut sqlx::PgConnection, receipts: &[Receipt]) -> LogResult<()> {
+        crate::queue::ack_in_postgres(conn, receipts)
+            .await
+            .map_err(queue_error)
     }
 
     async fn insert_messages(

@@ -25,7 +25,7 @@ use super::{
     LogPosition, LogResult, RecordedEvent, TxAppend,
 };
 use crate::dialect::{Bind, Dialect, Get, QueryExt, col};
-use crate::queue::{OutgoingMessage, QueueError, QueueRows};
+use crate::queue::{OutgoingMessage, QueueError, QueueRows, Receipt};
 
 /// The columns every read selects, in the order [`event`] decodes them; `$commit` is what the
 /// backend orders reads by (`LogPosition::commit`).
@@ -135,6 +135,13 @@ pub(crate) trait LogDialect:
         rows: &'c QueueRows,
         skip_queued: bool,
     ) -> impl Future<Output = LogResult<u64>> + Send + 'c;
+
+    /// Deletes the task queue's messages these receipts hold, inside the caller's transaction
+    /// (what `TaskQueue::ack` does on its own); a stale or malformed receipt deletes nothing.
+    fn delete_messages<'c>(
+        conn: &'c mut Self::Connection,
+        receipts: &'c [Receipt],
+    ) -> impl Future<Output = LogResult<()>> + Send + 'c;
 
     /// Tells other processes of a commit (this process's subscriptions are told already).
     fn announce(log: &SqlEventLog<Self>, commit: i64);
@@ -278,6 +285,38 @@ impl<D: LogDialect> SqlEventLog<D> {
         append_prepared::<D>(conn, batch, &prepared).await
     }
 
+    /// One append and, in its transaction, the deletion of the messages `receipts` hold
+    /// ([`EventLog::append_many_and_ack`]).
+    async fn append_acking(
+        &self,
+        batch: AppendBatch,
+        receipts: Vec<Receipt>,
+    ) -> LogResult<AppendOutcome> {
+        if receipts.is_empty() {
+            return self.append(batch).await;
+        }
+        let prepared = batch::prepare(&batch)?;
+        let mut tx = D::begin_append(self).await?;
+        let written = match append_prepared::<D>(&mut tx, &batch, &prepared).await {
+            Ok(written) => written,
+            Err(error) => {
+                let _ = D::rollback(tx).await;
+                return Err(error);
+            }
+        };
+        if written.outcome.replayed {
+            D::rollback(tx).await?;
+            return Ok(written.outcome);
+        }
+        if let Err(error) = D::delete_messages(&mut tx, &receipts).await {
+            let _ = D::rollback(tx).await;
+            return Err(error);
+        }
+        D::commit(tx).await?;
+        self.committed(&written);
+        Ok(written.outcome)
+    }
+
     /// Announces a committed [`SqlEventLog::append_in_tx`]: wakes this process's subscriptions
     /// at once (and, on Postgres, other processes' through NOTIFY).
     pub fn committed(&self, append: &TxAppend) {
@@ -380,6 +419,22 @@ impl<D: LogDialect> EventLog for SqlEventLog<D> {
             self.committed(&written);
             return Ok(written.outcome);
         }
+    }
+
+    #[tracing::instrument(
+        name = "eventlog.append_many_and_ack",
+        skip_all,
+        fields(backend = D::BACKEND, batches = batches.len())
+    )]
+    async fn append_many_and_ack(
+        &self,
+        batches: Vec<AppendBatch>,
+        acks: Vec<Option<Receipt>>,
+    ) -> Vec<LogResult<AppendOutcome>> {
+        super::append_many_with(batches, acks, |merged, receipts| {
+            self.append_acking(merged, receipts)
+        })
+        .await
     }
 
     #[tracing::instrument(

@@ -25,7 +25,7 @@ use super::sql::{
 use super::subscription::CommitSignal;
 use super::{LogError, LogPosition, LogResult, RecordedEvent};
 use crate::dialect::{Dialect, WriteTx};
-use crate::queue::QueueRows;
+use crate::queue::{QueueRows, Receipt};
 use crate::sqlite_rows::RowsStatement;
 
 /// The SQLite event log. Cheap to clone; clones share the pool, the write lock and the commit
@@ -236,6 +236,12 @@ impl LogDialect for Sqlite {
             ));
         }
         Ok(inserted)
+    }
+
+    async fn delete_messages(conn: &mut SqliteConnection, receipts: &[Receipt]) -> LogResult<()> {
+        crate::queue::ack_in_sqlite(conn, receipts)
+            .await
+            .map_err(queue_error)
     }
 
     async fn insert_messages(

@@ -11,8 +11,8 @@
 mod sql;
 mod sqs;
 
-pub(crate) use sql::QueueRows;
 pub use sql::SqlQueue;
+pub(crate) use sql::{QueueRows, ack_in_postgres, ack_in_sqlite};
 pub use sqs::{
     SqsCallCounts, SqsCalls, SqsQueue, client_from_env, dead_letter_queue_url, init_queues,
 };

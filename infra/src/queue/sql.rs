@@ -625,6 +625,24 @@ impl QueueRows {
     }
 }
 
+/// Acknowledges (deletes) the messages `receipts` hold on a connection inside the caller's
+/// Postgres transaction (the event log's `append_many_and_ack`), as [`TaskQueue::ack`] does.
+pub(crate) async fn ack_in_postgres(
+    conn: &mut sqlx::PgConnection,
+    receipts: &[Receipt],
+) -> QueueResult<()> {
+    postgres::ack_on(conn, &ReceiptRef::parse_all(receipts)).await
+}
+
+/// [`ack_in_postgres`] inside the caller's SQLite write transaction (which holds the
+/// database's write lock).
+pub(crate) async fn ack_in_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    receipts: &[Receipt],
+) -> QueueResult<()> {
+    sqlite::ack_on(conn, &ReceiptRef::parse_all(receipts)).await
+}
+
 /// A claimed row as a delivery; a body that is not a `TaskMessage` is a poison message.
 fn delivery(row: ClaimedRow) -> Delivery {
     let size = row.body.len();

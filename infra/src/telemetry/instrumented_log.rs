@@ -10,7 +10,7 @@ use super::metrics::metrics;
 use crate::eventlog::{
     AppendBatch, AppendOutcome, EventLog, EventStream, LogPosition, LogResult, RecordedEvent,
 };
-use crate::queue::OutgoingMessage;
+use crate::queue::{OutgoingMessage, Receipt};
 
 /// Wraps an event log; `caller` labels its appends (`worker`, `command`, `orchestrator`, ...).
 #[derive(Debug, Clone)]
@@ -20,6 +20,24 @@ pub struct InstrumentedLog {
 }
 
 impl InstrumentedLog {
+    /// Records a group commit's metrics (one commit for the whole group, more only when some
+    /// batches conflicted) and hands its results back.
+    fn group_appended(
+        &self,
+        events: usize,
+        began: Instant,
+        results: Vec<LogResult<AppendOutcome>>,
+    ) -> Vec<LogResult<AppendOutcome>> {
+        let written = results.iter().filter(|r| r.is_ok()).count();
+        metrics().log_append(
+            self.caller,
+            events,
+            began.elapsed(),
+            written > 0 || results.is_empty(),
+        );
+        results
+    }
+
     /// `inner`, measured under `caller`.
     pub fn wrap(inner: Arc<dyn EventLog>, caller: &'static str) -> Arc<dyn EventLog> {
         Arc::new(InstrumentedLog { inner, caller })
@@ -104,15 +122,18 @@ impl EventLog for InstrumentedLog {
         let events: usize = batches.iter().map(events_in).sum();
         let began = Instant::now();
         let results = self.inner.append_many(batches).await;
-        let written: usize = results.iter().filter(|r| r.is_ok()).count();
-        // One commit for the whole group (more only when some batches conflicted).
-        metrics().log_append(
-            self.caller,
-            events,
-            began.elapsed(),
-            written > 0 || results.is_empty(),
-        );
-        results
+        self.group_appended(events, began, results)
+    }
+
+    async fn append_many_and_ack(
+        &self,
+        batches: Vec<AppendBatch>,
+        acks: Vec<Option<Receipt>>,
+    ) -> Vec<LogResult<AppendOutcome>> {
+        let events: usize = batches.iter().map(events_in).sum();
+        let began = Instant::now();
+        let results = self.inner.append_many_and_ack(batches, acks).await;
+        self.group_appended(events, began, results)
     }
 
     async fn head(&self) -> LogResult<LogPosition> {

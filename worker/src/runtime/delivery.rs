@@ -42,7 +42,8 @@
 //!    the domain turns into a retry or a final failure), is appended at the version right
 //!    after this attempt's `TaskStarted` (with that `TaskStarted` before it, if it is still
 //!    unrecorded: a conflict then is a lost start, decided as in step 4, and the handler is
-//!    not run again), then the message is acknowledged. A conflict there means another
+//!    not run again), then the message is acknowledged (a `TaskCompleted` on the SQL queue:
+//!    in the same commit, ADR 31). A conflict there means another
 //!    holder recorded the end first: acknowledged too. A retry comes back as a
 //!    new message (the orchestrator relays `TaskRetryScheduled`). A final failure is
 //!    dead-lettered instead of acknowledged: the message goes to the dead-letter queue first,
@@ -53,7 +54,9 @@
 //! - **Acknowledged only once the log says so.** A message is acknowledged only after an
 //!   append of this delivery has committed (the group committer answers after the commit), or
 //!   after a read of the log showed that this message needs no more work (a duplicate, a
-//!   later attempt, another live holder, a cancelled job). Never on an error.
+//!   later attempt, another live holder, a cancelled job). Never on an error. Where the queue
+//!   is a table of the log's database (`WorkerConfig::acks_in_commit`), a completed task's
+//!   message is deleted in the very commit of its `TaskCompleted` (ADR 31): both or neither.
 //! - **Infrastructure errors hold, never release nor acknowledge.** When the log or the
 //!   queue fails, the worker keeps the message (the heartbeat keeps it hidden, so no other
 //!   worker receives it and no receive is used up) and handles the delivery again from the
@@ -150,7 +153,8 @@ enum Disposition {
     Ack,
     /// Not handled now: visible again after the delay.
     Release(Duration),
-    /// Dead-lettered, or in someone else's hands: nothing more to do.
+    /// Dead-lettered, acknowledged with its end's commit (ADR 31), or in someone else's
+    /// hands: nothing more to do.
     Done,
     /// The log or the queue failed: keep the message (the heartbeat keeps it hidden) and
     /// handle the delivery again once the failure is over, without using up a receive.
@@ -595,7 +599,7 @@ impl Shared {
     ) -> Result<Disposition, StartLost> {
         match outcome {
             Ok(result) => {
-                self.complete(message, started, result, duration_ms, elapsed)
+                self.complete(message, receipt, started, result, duration_ms, elapsed)
                     .await
             }
             Err(error) => self.fail(message, receipt, started, error, elapsed).await,
@@ -640,6 +644,7 @@ impl Shared {
     async fn complete(
         &self,
         message: &TaskMessage,
+        receipt: &Receipt,
         started: Started,
         result: Option<Value>,
         duration_ms: u64,
@@ -659,23 +664,32 @@ impl Shared {
             }
         };
         let (from, events) = with_start(started.version, started.unrecorded, events);
-        Ok(match self.append_durably(message, from, &events).await {
-            Ok(()) => {
-                WorkerMetrics::inc(&self.metrics.completed);
-                metrics().task_completed(&message.job_type, elapsed);
-                Disposition::Ack
-            }
-            Err(LogError::Conflict { .. }) if from < started.version => return Err(StartLost),
-            Err(LogError::Conflict { .. }) => {
-                tracing::info!("another worker recorded this attempt's end first");
-                WorkerMetrics::inc(&self.metrics.skipped_duplicates);
-                Disposition::Ack
-            }
-            Err(error) => {
-                tracing::warn!(%error, "could not append TaskCompleted");
-                Disposition::Release(RETRY_DELAY)
-            }
-        })
+        Ok(
+            match self
+                .append_durably(message, from, &events, Some(receipt))
+                .await
+            {
+                Ok(acked) => {
+                    WorkerMetrics::inc(&self.metrics.completed);
+                    metrics().task_completed(&message.job_type, elapsed);
+                    if acked {
+                        Disposition::Done
+                    } else {
+                        Disposition::Ack
+                    }
+                }
+                Err(LogError::Conflict { .. }) if from < started.version => return Err(StartLost),
+                Err(LogError::Conflict { .. }) => {
+                    tracing::info!("another worker recorded this attempt's end first");
+                    WorkerMetrics::inc(&self.metrics.skipped_duplicates);
+                    Disposition::Ack
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not append TaskCompleted");
+                    Disposition::Release(RETRY_DELAY)
+                }
+            },
+        )
     }
 
     async fn fail(
@@ -725,8 +739,8 @@ impl Shared {
             }
         };
         let (from, appended) = with_start(version, unrecorded, events.clone());
-        match self.append_durably(message, from, &appended).await {
-            Ok(()) => {}
+        match self.append_durably(message, from, &appended, None).await {
+            Ok(_) => {}
             Err(LogError::Conflict { .. }) if from < version => return Err(StartLost),
             Err(LogError::Conflict { .. }) => {
                 tracing::info!("another worker recorded this attempt's end first");
@@ -819,15 +833,32 @@ impl Shared {
         expected_version: i64,
         events: &[Event],
     ) -> Result<(), LogError> {
+        self.append_acking(message, expected_version, events, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Shared::append`]; with `ack`, the message is acknowledged in the same commit where
+    /// the committer can (the queue is in the log's database): then `Ok(true)`.
+    async fn append_acking(
+        &self,
+        message: &TaskMessage,
+        expected_version: i64,
+        events: &[Event],
+        ack: Option<&Receipt>,
+    ) -> Result<bool, LogError> {
         let batch = self.batch(
             TaskId::from_uuid(message.task_id),
             expected_version,
             events,
             message.traceparent.as_deref(),
         );
-        let appended = self.committer.append(batch).await.map(|_| ());
+        let appended = match ack {
+            Some(receipt) => self.committer.append_and_ack(batch, receipt).await,
+            None => self.committer.append(batch).await.map(|_| false),
+        };
         match &appended {
-            Ok(()) | Err(LogError::Conflict { .. }) => self.health.succeeded(),
+            Ok(_) | Err(LogError::Conflict { .. }) => self.health.succeeded(),
             Err(LogError::Database(_)) => self.health.failed(),
             Err(_) => {}
         }
@@ -838,15 +869,20 @@ impl Shared {
     /// stays hidden meanwhile): the handler ran, and running it again is what an outage must
     /// not cause. A retry after an append whose outcome was unknown may find it written:
     /// that is a `Conflict`, as when another holder recorded the end first.
+    /// With `ack`, as [`Shared::append_acking`].
     async fn append_durably(
         &self,
         message: &TaskMessage,
         expected_version: i64,
         events: &[Event],
-    ) -> Result<(), LogError> {
+        ack: Option<&Receipt>,
+    ) -> Result<bool, LogError> {
         let mut backoff = Duration::ZERO;
         loop {
-            match self.append(message, expected_version, events).await {
+            match self
+                .append_acking(message, expected_version, events, ack)
+                .await
+            {
                 Err(LogError::Database(error)) => {
                     WorkerMetrics::inc(&self.metrics.held_on_errors);
                     backoff = next_backoff(backoff);

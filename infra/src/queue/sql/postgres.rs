@@ -274,6 +274,23 @@ impl ClaimHead {
 }
 
 /// Receipt operands as arrays; a token that is not a UUID names no receipt and is skipped.
+/// Deletes the rows `receipts` hold, with any executor (the pool, or a caller's transaction).
+pub(super) async fn ack_on<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    receipts: &[ReceiptRef<'_>],
+) -> QueueResult<()> {
+    let (ids, tokens) = receipt_arrays(receipts);
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(ACK)
+        .bind(ids)
+        .bind(tokens)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
 fn receipt_arrays(receipts: &[ReceiptRef<'_>]) -> (Vec<i64>, Vec<Uuid>) {
     receipts
         .iter()
@@ -502,16 +519,7 @@ impl PgQueue {
     }
 
     pub(super) async fn ack(&self, receipts: &[ReceiptRef<'_>]) -> QueueResult<()> {
-        let (ids, tokens) = receipt_arrays(receipts);
-        if ids.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(ACK)
-            .bind(ids)
-            .bind(tokens)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        ack_on(&self.pool, receipts).await
     }
 
     pub(super) async fn dead_letter(

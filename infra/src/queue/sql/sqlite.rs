@@ -162,6 +162,20 @@ fn rows_json(messages: &[NewMessage]) -> String {
 
 /// Inserts a batch of messages on a connection inside the caller's write transaction (which
 /// holds the database's write lock, so no other is taken here); how many were new.
+/// Deletes the rows `receipts` hold on `conn`, which holds the database's write lock (alone, or
+/// in the caller's write transaction).
+pub(super) async fn ack_on(
+    conn: &mut sqlx::SqliteConnection,
+    receipts: &[ReceiptRef<'_>],
+) -> QueueResult<()> {
+    let rows: Vec<Vec<Value>> = receipts
+        .iter()
+        .map(|r| vec![r.id.into(), r.token.into()])
+        .collect();
+    ACK.execute(conn, &rows).await?;
+    Ok(())
+}
+
 pub(super) async fn insert_messages(
     conn: &mut sqlx::SqliteConnection,
     messages: &[NewMessage],
@@ -307,21 +321,16 @@ impl SqliteQueue {
     }
 
     pub(super) async fn ack(&self, receipts: &[ReceiptRef<'_>]) -> QueueResult<()> {
-        let rows: Vec<Vec<Value>> = receipts
-            .iter()
-            .map(|r| vec![r.id.into(), r.token.into()])
-            .collect();
         // One chunk is one statement on its own; more go in one transaction (one commit).
-        if rows.len() <= MAX_ROWS {
+        if receipts.len() <= MAX_ROWS {
             let write = self.write_lock().await;
-            ACK.execute(&mut *write.pool(&self.pool).acquire().await?, &rows)
-                .await?;
+            ack_on(&mut *write.pool(&self.pool).acquire().await?, receipts).await
         } else {
             let mut tx = Sqlite::begin_write(&self.pool).await?;
-            ACK.execute(&mut tx, &rows).await?;
+            ack_on(&mut tx, receipts).await?;
             tx.commit().await?;
+            Ok(())
         }
-        Ok(())
     }
 
     pub(super) async fn dead_letter(
