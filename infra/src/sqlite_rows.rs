@@ -5,7 +5,7 @@
 //! which parsed the whole batch, printed each row back to text and parsed it again, all inside
 //! the write transaction that every writer of the database waits for. Bound parameters cost
 //! SQLite nothing to read. A statement's text depends on its number of rows, so a batch goes in
-//! chunks of a power of two rows (at most [`MAX_ROWS`]): at most seven texts per statement, each
+//! chunks of a power of two rows (at most [`MAX_ROWS`]): at most nine texts per statement, each
 //! prepared once per connection and then cached (docs/benchmarks.md, "Issue 15: the thirteenth
 //! session").
 //!
@@ -20,10 +20,12 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{Arguments, Executor};
 
 /// The most rows in one statement (a power of two): with 22 columns, the widest row here,
-/// 1,408 parameters, well under SQLite's limit of 32,766. Larger statements ran no faster and
-/// their prepared forms, cached on every connection, added ~20 MiB to `shoal dev`'s RSS (256
-/// rows, measured).
-pub(crate) const MAX_ROWS: usize = 64;
+/// 5,632 parameters, well under SQLite's limit of 32,766. Each statement is a round trip to
+/// the connection's thread while the write lock is held: 256 rows ran a 100,000-task
+/// `shoal dev` drain 1.04x as fast as 64 (docs/benchmarks.md, the sixteenth session). When
+/// every connection wrote, the larger prepared forms cached on each of them cost ~20 MiB of
+/// RSS; now only the writer's connection prepares them (ADR 30): +4 MiB.
+pub(crate) const MAX_ROWS: usize = 256;
 
 /// Texts for 1, 2, 4, ... [`MAX_ROWS`] rows.
 const SIZES: usize = MAX_ROWS.trailing_zeros() as usize + 1;
@@ -141,8 +143,8 @@ mod tests {
             sizes
         };
         assert_eq!(chunks(1), [1]);
-        assert_eq!(chunks(200), [64, 64, 64, 8]);
-        assert_eq!(chunks(600), [64, 64, 64, 64, 64, 64, 64, 64, 64, 16, 8]);
+        assert_eq!(chunks(200), [128, 64, 8]);
+        assert_eq!(chunks(600), [256, 256, 64, 16, 8]);
     }
 
     static SELECT: RowsStatement = RowsStatement::new(

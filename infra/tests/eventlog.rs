@@ -577,7 +577,7 @@ async fn stale_stream_among_others_is_the_conflict_and_nothing_is_written(h: Har
     assert_eq!(h.log.read_stream("task-3", 0).await.unwrap().len(), 2);
 }
 
-/// A batch bigger than one statement takes (SQLite binds at most 64 rows per statement, see
+/// A batch bigger than one statement takes (SQLite binds at most 256 rows per statement, see
 /// `sqlite_rows`): its events come back in input order, and a stale stream in a later
 /// statement still writes nothing of the batch.
 async fn a_batch_of_many_statements_is_one_append(h: Harness) {
