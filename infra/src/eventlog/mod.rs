@@ -403,13 +403,11 @@ pub trait EventLog: Send + Sync + std::fmt::Debug {
     fn subscribe(&self, after: LogPosition, batch_size: i64) -> EventStream;
 }
 
-/// [`EventLog::append_many`] on top of [`EventLog::append`]: merge every batch into one append;
-/// when a stream conflicts, set its batch aside with the conflict and try again with the rest.
-/// Conflicts are rare (duplicate deliveries), so the common case is a single commit.
-/// [`EventLog::append_many`] (and [`EventLog::append_many_and_ack`]) on a log's own single
-/// append: `append` writes the batches still pending merged into one, with the receipts of
-/// those of them that have one (`acks`: one per batch, or empty for none), in one transaction,
-/// until every batch has its result.
+/// [`EventLog::append_many`] (and [`EventLog::append_many_and_ack`]) on top of a single append:
+/// merge every batch into one `append` (with the receipts of those batches that have one in
+/// `acks`: one entry per batch, or none at all); when a stream conflicts, set its batch aside
+/// with the conflict and try again with the rest. Conflicts are rare (duplicate deliveries), so
+/// the common case is a single commit.
 pub(crate) async fn append_many_with<F, Fut>(
     batches: Vec<AppendBatch>,
     acks: Vec<Option<Receipt>>,

@@ -273,7 +273,6 @@ impl ClaimHead {
     }
 }
 
-/// Receipt operands as arrays; a token that is not a UUID names no receipt and is skipped.
 /// Deletes the rows `receipts` hold, with any executor (the pool, or a caller's transaction).
 pub(super) async fn ack_on<'c>(
     executor: impl sqlx::PgExecutor<'c>,
@@ -291,6 +290,7 @@ pub(super) async fn ack_on<'c>(
     Ok(())
 }
 
+/// Receipt operands as arrays; a token that is not a UUID names no receipt and is skipped.
 fn receipt_arrays(receipts: &[ReceiptRef<'_>]) -> (Vec<i64>, Vec<Uuid>) {
     receipts
         .iter()

@@ -160,8 +160,6 @@ fn rows_json(messages: &[NewMessage]) -> String {
     serde_json::Value::Array(rows).to_string()
 }
 
-/// Inserts a batch of messages on a connection inside the caller's write transaction (which
-/// holds the database's write lock, so no other is taken here); how many were new.
 /// Deletes the rows `receipts` hold on `conn`, which holds the database's write lock (alone, or
 /// in the caller's write transaction).
 pub(super) async fn ack_on(
@@ -176,6 +174,8 @@ pub(super) async fn ack_on(
     Ok(())
 }
 
+/// Inserts a batch of messages on a connection inside the caller's write transaction (which
+/// holds the database's write lock, so no other is taken here); how many were new.
 pub(super) async fn insert_messages(
     conn: &mut sqlx::SqliteConnection,
     messages: &[NewMessage],
