@@ -222,9 +222,8 @@ async fn resend_among_new_messages_queues_the_new_ones(h: Harness) {
     assert_eq!(ranks, [0, 1, 2]);
 }
 
-/// A batch larger than one statement takes (SQLite binds at most 256 rows per statement) is
-/// queued whole, in order, and the messages in it that were queued already are not queued twice,
-/// wherever they fall in it.
+/// A large batch (300 messages) is queued whole, in order, and the messages in it that were
+/// queued already are not queued twice, wherever they fall in it.
 async fn a_large_batch_with_some_queued_already_queues_the_rest_in_order(h: Harness) {
     let q = &h.queue;
     let job = Uuid::now_v7();

@@ -295,26 +295,26 @@ impl<D: LogDialect> SqlEventLog<D> {
         if receipts.is_empty() {
             return self.append(batch).await;
         }
+        // No idempotency key here (`append_many` refuses them), so nothing is ever replayed.
         let prepared = batch::prepare(&batch)?;
         let mut tx = D::begin_append(self).await?;
-        let written = match append_prepared::<D>(&mut tx, &batch, &prepared).await {
-            Ok(written) => written,
+        let written = async {
+            let written = append_prepared::<D>(&mut tx, &batch, &prepared).await?;
+            D::delete_messages(&mut tx, &receipts).await?;
+            Ok(written)
+        }
+        .await;
+        match written {
+            Ok(written) => {
+                D::commit(tx).await?;
+                self.committed(&written);
+                Ok(written.outcome)
+            }
             Err(error) => {
                 let _ = D::rollback(tx).await;
-                return Err(error);
+                Err(error)
             }
-        };
-        if written.outcome.replayed {
-            D::rollback(tx).await?;
-            return Ok(written.outcome);
         }
-        if let Err(error) = D::delete_messages(&mut tx, &receipts).await {
-            let _ = D::rollback(tx).await;
-            return Err(error);
-        }
-        D::commit(tx).await?;
-        self.committed(&written);
-        Ok(written.outcome)
     }
 
     /// Announces a committed [`SqlEventLog::append_in_tx`]: wakes this process's subscriptions
