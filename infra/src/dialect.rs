@@ -17,7 +17,7 @@
 
 use std::future::Future;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::BoxFuture;
 use serde_json::value::RawValue;
 use sqlx::query::Query;
@@ -240,9 +240,12 @@ pub(crate) fn col<D: Get<T>, T>(row: &D::Row, index: usize) -> sqlx::Result<T> {
     D::get_value(row, index)
 }
 
-/// The stored text form of a time on SQLite: fixed width, so it sorts as text.
+/// The stored text form of a time on SQLite, `%Y-%m-%dT%H:%M:%S%.6fZ`: fixed width, so it
+/// sorts as text. Written by chrono's RFC 3339 writer, which gives that form without reading a
+/// format string on every call (a row of the read tables has up to five times, and a `shoal
+/// dev` drain writes them inside the write lock).
 pub(crate) fn sqlite_time(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Parses a time stored as RFC 3339 text.
@@ -467,5 +470,24 @@ mod tests {
         assert_eq!(parse_time(&sqlite_time(at)).unwrap(), at);
         let whole = DateTime::from_timestamp(1_764_000_000, 0).unwrap();
         assert_eq!(sqlite_time(whole).len(), sqlite_time(at).len());
+    }
+
+    /// Rows written before keep comparing with rows written now: every time from year 1 to
+    /// 9999 gets the text the format string gave.
+    #[test]
+    fn sqlite_times_keep_their_stored_form() {
+        let first = DateTime::parse_from_rfc3339("0001-01-01T00:00:00Z").unwrap();
+        let last = DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999Z").unwrap();
+        let (first, last) = (first.timestamp_micros(), last.timestamp_micros());
+        let step = (last - first) / 10_007;
+        for micros in (first..=last)
+            .step_by(step as usize)
+            .chain([last, 0, 1, 999_999])
+        {
+            let at = DateTime::from_timestamp_micros(micros).unwrap();
+            let text = sqlite_time(at);
+            assert_eq!(text, at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+            assert_eq!(parse_time(&text).unwrap(), at);
+        }
     }
 }

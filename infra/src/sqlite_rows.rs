@@ -16,7 +16,7 @@
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteQueryResult, SqliteRow};
 use sqlx::{Arguments, Executor};
 
 /// The most rows in one statement (a power of two): with 22 columns, the widest row here,
@@ -64,41 +64,69 @@ impl RowsStatement {
     }
 
     /// Runs the statement over `rows` (each of `columns` values), in order, in as few chunks
-    /// as the sizes allow; returns the rows every chunk returned, in order.
-    pub(crate) async fn fetch_all(
-        &self,
-        conn: &mut SqliteConnection,
-        rows: &[Vec<Value>],
-    ) -> sqlx::Result<Vec<SqliteRow>> {
-        let mut out = Vec::new();
-        let mut rest = rows;
-        while !rest.is_empty() {
-            let size = chunk_size(rest.len());
-            let (chunk, after) = rest.split_at(1 << size);
-            let mut args = SqliteArguments::default();
-            for row in chunk {
-                debug_assert_eq!(row.len(), self.columns, "{}", self.before);
-                for value in row {
-                    bind(&mut args, value).map_err(sqlx::Error::Encode)?;
-                }
-            }
-            out.extend(
-                conn.fetch_all(sqlx::query_with(self.text(size), args))
-                    .await?,
-            );
-            rest = after;
-        }
-        Ok(out)
-    }
-
-    /// [`Self::fetch_all`] for statements that return nothing.
+    /// as the sizes allow ([`chunks`]).
     pub(crate) async fn execute(
         &self,
         conn: &mut SqliteConnection,
         rows: &[Vec<Value>],
     ) -> sqlx::Result<()> {
-        self.fetch_all(conn, rows).await.map(drop)
+        for chunk in chunks(rows) {
+            self.execute_chunk(conn, chunk).await?;
+        }
+        Ok(())
     }
+
+    /// Runs the statement over one chunk of [`chunks`]; returns the rows it returned.
+    pub(crate) async fn fetch_chunk(
+        &self,
+        conn: &mut SqliteConnection,
+        chunk: &[Vec<Value>],
+    ) -> sqlx::Result<Vec<SqliteRow>> {
+        let (text, args) = self.query(chunk)?;
+        conn.fetch_all(sqlx::query_with(text, args)).await
+    }
+
+    /// Runs the statement over one chunk of [`chunks`]; returns how many rows it changed and
+    /// the last rowid it inserted.
+    pub(crate) async fn execute_chunk(
+        &self,
+        conn: &mut SqliteConnection,
+        chunk: &[Vec<Value>],
+    ) -> sqlx::Result<SqliteQueryResult> {
+        let (text, args) = self.query(chunk)?;
+        conn.execute(sqlx::query_with(text, args)).await
+    }
+
+    /// The text and the bound values for `chunk`.
+    fn query<'q>(&self, chunk: &'q [Vec<Value>]) -> sqlx::Result<(&str, SqliteArguments<'q>)> {
+        assert!(
+            chunk.len().is_power_of_two() && chunk.len() <= MAX_ROWS,
+            "a chunk of {} rows",
+            chunk.len()
+        );
+        let mut args = SqliteArguments::default();
+        for row in chunk {
+            debug_assert_eq!(row.len(), self.columns, "{}", self.before);
+            for value in row {
+                bind(&mut args, value).map_err(sqlx::Error::Encode)?;
+            }
+        }
+        Ok((self.text(chunk.len().trailing_zeros() as usize), args))
+    }
+}
+
+/// `rows` in the chunks a statement takes them in, in order: the largest power of two rows
+/// left, at most [`MAX_ROWS`].
+pub(crate) fn chunks(rows: &[Vec<Value>]) -> impl Iterator<Item = &[Vec<Value>]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (chunk, after) = rest.split_at(1 << chunk_size(rest.len()));
+        rest = after;
+        Some(chunk)
+    })
 }
 
 /// The exponent of the chunk that takes the first of `rows` rows: the largest power of two
@@ -133,18 +161,14 @@ mod tests {
 
     #[test]
     fn batches_go_in_power_of_two_chunks() {
-        let chunks = |mut n: usize| {
-            let mut sizes = Vec::new();
-            while n > 0 {
-                let s = 1 << chunk_size(n);
-                sizes.push(s);
-                n -= s;
-            }
-            sizes
+        let sizes = |n: usize| {
+            let rows = vec![Vec::new(); n];
+            chunks(&rows).map(<[_]>::len).collect::<Vec<_>>()
         };
-        assert_eq!(chunks(1), [1]);
-        assert_eq!(chunks(200), [128, 64, 8]);
-        assert_eq!(chunks(600), [256, 256, 64, 16, 8]);
+        assert_eq!(sizes(0), [0; 0]);
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(200), [128, 64, 8]);
+        assert_eq!(sizes(600), [256, 256, 64, 16, 8]);
     }
 
     static SELECT: RowsStatement = RowsStatement::new(
@@ -172,7 +196,10 @@ mod tests {
         for i in 0..300 {
             many.push(vec![json!(i), json!(format!("row {i}")), Value::Null]);
         }
-        let got = SELECT.fetch_all(&mut conn, &many).await.unwrap();
+        let mut got = Vec::new();
+        for chunk in chunks(&many) {
+            got.extend(SELECT.fetch_chunk(&mut conn, chunk).await.unwrap());
+        }
         assert_eq!(got.len(), many.len());
         for (row, sent) in got.iter().zip(&many) {
             for (i, value) in sent.iter().enumerate() {

@@ -734,6 +734,20 @@ async fn conflict_on_expected_version_beyond_head(h: Harness) {
         .append(single("task-3", ExpectedVersion::Exact(0), 1))
         .await
         .unwrap();
+
+    // Among streams that do go in (in the first and in the last of several SQLite statements):
+    // the same conflict, and nothing of the batch is written.
+    h.settle().await;
+    let head = h.log.head().await.unwrap();
+    for place in [1, 299] {
+        let mut streams: Vec<StreamAppend> = (0..300)
+            .map(|i| stream(&format!("new-{i}"), ExpectedVersion::NoStream, events(1)))
+            .collect();
+        streams[place] = stream("task-2", ExpectedVersion::Exact(1), events(1));
+        assert_conflict(h.log.append(batch(streams)).await, "task-2", 1);
+        assert_eq!(h.log.head().await.unwrap(), head, "{place}");
+        assert!(h.log.read_stream("new-0", 0).await.unwrap().is_empty());
+    }
 }
 
 async fn conflicting_batch_writes_nothing_of_any_stream(h: Harness) {

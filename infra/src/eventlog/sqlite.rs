@@ -15,7 +15,9 @@ use std::ops::{Deref, DerefMut};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::sqlite::{Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
+use sqlx::sqlite::{
+    Sqlite, SqliteConnection, SqliteExecutor, SqlitePool, SqliteQueryResult, SqliteRow,
+};
 use tokio::sync::watch;
 
 use super::batch::PreparedBatch;
@@ -26,22 +28,22 @@ use super::subscription::CommitSignal;
 use super::{LogError, LogPosition, LogResult, RecordedEvent};
 use crate::dialect::{Dialect, WriteTx};
 use crate::queue::{QueueRows, Receipt};
-use crate::sqlite_rows::RowsStatement;
+use crate::sqlite_rows::{self, RowsStatement};
 
 /// The SQLite event log. Cheap to clone; clones share the pool, the write lock and the commit
 /// signal, so create one per database and clone it.
 pub type SqliteEventLog = SqlEventLog<Sqlite>;
 
-/// A batch's events (in chunks, see `crate::sqlite_rows`); see the Postgres `INSERT_EVENTS` for
-/// the rules. Each row is `[ord, stream_id, version, expected, event_type, schema_version,
-/// data_text, metadata_text, job_id]` (data as text, so it is stored exactly as serialized).
-static INSERT_EVENTS: RowsStatement = RowsStatement::new(
-    "
+/// The statements of a batch's events: these, then the `VALUES` rows, then
+/// `insert_events_select!`.
+const INSERT_EVENTS_VALUES: &str = "
 WITH i(ord, stream_id, stream_version, expected, event_type, schema_version, data, metadata,
        job_id)
-AS (VALUES ",
-    9,
-    ")
+AS (VALUES ";
+
+macro_rules! insert_events_select {
+    () => {
+        ")
 INSERT INTO events (stream_id, stream_version, event_type, schema_version, data, metadata,
                     job_id)
 SELECT i.stream_id, i.stream_version, i.event_type, i.schema_version, i.data, i.metadata,
@@ -52,10 +54,34 @@ WHERE i.expected = 0
    OR EXISTS (
         SELECT 1 FROM events e
         WHERE e.stream_id = i.stream_id AND e.stream_version = i.expected)
-ORDER BY i.ord
+ORDER BY i.ord"
+    };
+}
+
+/// A batch's events (in chunks, see `crate::sqlite_rows`); see the Postgres `INSERT_EVENTS` for
+/// the rules. Each row is `[ord, stream_id, version, expected, event_type, schema_version,
+/// data_text, metadata_text, job_id]` (data as text, so it is stored exactly as serialized).
+/// A version taken already fails the statement (SQLite then undoes all of it, and
+/// `insert_events` runs [`INSERT_EVENTS_RETURNING`] to see which stream it was); rows whose
+/// expected version is missing are left out.
+static INSERT_EVENTS: RowsStatement =
+    RowsStatement::new(INSERT_EVENTS_VALUES, 9, insert_events_select!());
+
+/// [`INSERT_EVENTS`] skipping taken versions too, and returning the rows it inserted.
+static INSERT_EVENTS_RETURNING: RowsStatement = RowsStatement::new(
+    INSERT_EVENTS_VALUES,
+    9,
+    concat!(
+        insert_events_select!(),
+        "
 ON CONFLICT (stream_id, stream_version) DO NOTHING
-RETURNING stream_id, stream_version, position",
+RETURNING stream_id, stream_version, position"
+    ),
 );
+
+/// The rows inserted after position `$1` (see `insert_events`).
+const INSERTED_AFTER: &str =
+    "SELECT stream_id, stream_version, position FROM events WHERE position > $1 ORDER BY position";
 
 const READ_ALL: &str = concat!(
     "SELECT ",
@@ -221,19 +247,35 @@ impl LogDialect for Sqlite {
         conn: &mut SqliteConnection,
         prepared: &PreparedBatch,
     ) -> LogResult<Vec<Inserted>> {
-        let rows = INSERT_EVENTS
-            .fetch_all(conn, &event_rows(prepared))
-            .await
-            .map_err(|error| insert_error(error, prepared))?;
-        let mut inserted = Vec::with_capacity(rows.len());
-        for row in rows {
-            let position: i64 = row.try_get("position")?;
-            inserted.push((
-                row.try_get("stream_id")?,
-                row.try_get("stream_version")?,
-                position,
-                position,
-            ));
+        let rows = event_rows(prepared);
+        let mut inserted = Vec::with_capacity(prepared.len());
+        let mut first = 0;
+        for chunk in sqlite_rows::chunks(&rows) {
+            let returned = match INSERT_EVENTS.execute_chunk(&mut *conn, chunk).await {
+                Ok(done) => {
+                    inserted_rows(
+                        &mut *conn,
+                        prepared,
+                        first,
+                        chunk.len(),
+                        &done,
+                        &mut inserted,
+                    )
+                    .await?;
+                    None
+                }
+                Err(error) if is_version_taken(&error) => Some(
+                    INSERT_EVENTS_RETURNING
+                        .fetch_chunk(&mut *conn, chunk)
+                        .await
+                        .map_err(|error| insert_error(error, prepared))?,
+                ),
+                Err(error) => return Err(insert_error(error, prepared)),
+            };
+            for row in returned.into_iter().flatten() {
+                inserted.push(inserted_row(&row)?);
+            }
+            first += chunk.len();
         }
         Ok(inserted)
     }
@@ -359,12 +401,58 @@ fn event_rows(prepared: &PreparedBatch) -> Vec<Vec<Value>> {
         .collect()
 }
 
-fn insert_error(error: sqlx::Error, prepared: &PreparedBatch) -> LogError {
-    if let Some(db) = error.as_database_error() {
-        // SQLITE_CONSTRAINT_UNIQUE despite ON CONFLICT: never a server error.
-        if db.code().as_deref() == Some("2067") && db.message().contains("events.stream_id") {
-            return prepared.first_stream_conflict();
+/// What a statement of [`INSERT_EVENTS`] that ran inserted, from its count and last rowid:
+/// its rows took positions one after another (one writer; a row left out takes none), in input
+/// order (`ORDER BY i.ord`), ending at its last rowid. Every row in: each one's position without
+/// sending the rows back; some left out (a conflict, so the caller rolls back): read back.
+async fn inserted_rows(
+    conn: &mut SqliteConnection,
+    prepared: &PreparedBatch,
+    first: usize,
+    len: usize,
+    done: &SqliteQueryResult,
+    inserted: &mut Vec<Inserted>,
+) -> LogResult<()> {
+    let added = i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+    // With no row in, the last rowid is an older statement's.
+    if added == 0 {
+        return Ok(());
+    }
+    let start = done.last_insert_rowid() - added + 1;
+    if usize::try_from(added) == Ok(len) {
+        for (i, position) in (first..first + len).zip(start..) {
+            let stream_id = prepared.stream_ids[i].clone();
+            inserted.push((stream_id, prepared.versions[i], position, position));
         }
+        return Ok(());
+    }
+    let rows = sqlx::query(INSERTED_AFTER)
+        .bind(start - 1)
+        .fetch_all(&mut *conn)
+        .await?;
+    for row in &rows {
+        inserted.push(inserted_row(row)?);
+    }
+    Ok(())
+}
+
+/// A row `stream_id, stream_version, position`, read by position (as on Postgres).
+fn inserted_row(row: &SqliteRow) -> sqlx::Result<Inserted> {
+    let position: i64 = row.try_get(2)?;
+    Ok((row.try_get(0)?, row.try_get(1)?, position, position))
+}
+
+/// SQLITE_CONSTRAINT_UNIQUE on the stream's version: the statement inserted nothing.
+fn is_version_taken(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|db| {
+        db.code().as_deref() == Some("2067") && db.message().contains("events.stream_id")
+    })
+}
+
+fn insert_error(error: sqlx::Error, prepared: &PreparedBatch) -> LogError {
+    // A version taken despite ON CONFLICT: never a server error.
+    if is_version_taken(&error) {
+        return prepared.first_stream_conflict();
     }
     LogError::Database(error)
 }
