@@ -23,6 +23,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY rust-toolchain.toml Cargo.toml Cargo.lock ./
+COPY .cargo .cargo
 COPY domain domain
 COPY infra infra
 COPY command-api command-api

@@ -218,6 +218,23 @@ async fn sqlite_in_memory_keeps_its_data_across_statements() {
     serves_the_event_log(&database).await;
 }
 
+/// The bundled SQLite is built without its memory statistics (`.cargo/config.toml`): with
+/// them every allocation of every connection takes one process-wide mutex.
+#[tokio::test]
+async fn sqlite_is_built_without_memory_statistics() {
+    let Database::Sqlite(pool) = db::migrate("sqlite::memory:").await.unwrap() else {
+        unreachable!("a sqlite URL opens SQLite");
+    };
+    let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "{options:?}"
+    );
+}
+
 #[tokio::test]
 async fn postgres_migrates_idempotently() {
     let Some(pool) = testing::fresh_postgres().await else {
