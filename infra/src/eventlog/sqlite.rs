@@ -251,29 +251,19 @@ impl LogDialect for Sqlite {
         let mut inserted = Vec::with_capacity(prepared.len());
         let mut first = 0;
         for chunk in sqlite_rows::chunks(&rows) {
-            let returned = match INSERT_EVENTS.execute_chunk(&mut *conn, chunk).await {
+            match INSERT_EVENTS.execute_chunk(&mut *conn, chunk).await {
                 Ok(done) => {
-                    inserted_rows(
-                        &mut *conn,
-                        prepared,
-                        first,
-                        chunk.len(),
-                        &done,
-                        &mut inserted,
-                    )
-                    .await?;
-                    None
+                    let len = chunk.len();
+                    inserted_rows(&mut *conn, prepared, first, len, &done, &mut inserted).await?;
                 }
-                Err(error) if is_version_taken(&error) => Some(
-                    INSERT_EVENTS_RETURNING
+                Err(error) if is_version_taken(&error) => {
+                    let rows = INSERT_EVENTS_RETURNING
                         .fetch_chunk(&mut *conn, chunk)
                         .await
-                        .map_err(|error| insert_error(error, prepared))?,
-                ),
+                        .map_err(|error| insert_error(error, prepared))?;
+                    read_back(&rows, &mut inserted)?;
+                }
                 Err(error) => return Err(insert_error(error, prepared)),
-            };
-            for row in returned.into_iter().flatten() {
-                inserted.push(inserted_row(&row)?);
             }
             first += chunk.len();
         }
@@ -430,16 +420,17 @@ async fn inserted_rows(
         .bind(start - 1)
         .fetch_all(&mut *conn)
         .await?;
-    for row in &rows {
-        inserted.push(inserted_row(row)?);
-    }
-    Ok(())
+    Ok(read_back(&rows, inserted)?)
 }
 
-/// A row `stream_id, stream_version, position`, read by position (as on Postgres).
-fn inserted_row(row: &SqliteRow) -> sqlx::Result<Inserted> {
-    let position: i64 = row.try_get(2)?;
-    Ok((row.try_get(0)?, row.try_get(1)?, position, position))
+/// Rows `stream_id, stream_version, position` into `inserted`, read by position (as on
+/// Postgres).
+fn read_back(rows: &[SqliteRow], inserted: &mut Vec<Inserted>) -> sqlx::Result<()> {
+    for row in rows {
+        let position: i64 = row.try_get(2)?;
+        inserted.push((row.try_get(0)?, row.try_get(1)?, position, position));
+    }
+    Ok(())
 }
 
 /// SQLITE_CONSTRAINT_UNIQUE on the stream's version: the statement inserted nothing.
