@@ -644,12 +644,18 @@ async fn sigterm_with_a_full_buffer_releases_it_at_once_and_finishes_running_han
     .await;
     // The ends of the tasks before them commit, and are acknowledged.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // The buffer fills again behind the running handlers. The tasks ahead of them can have
-    // emptied it, and a receive from moto takes up to a second on a loaded machine.
+    // The buffer fills again behind the running handlers (the tasks ahead of them can have
+    // emptied it, and a receive from moto takes up to a second on a loaded machine), and every
+    // completed task's acknowledgement has reached the queue (on a loaded machine it can come
+    // after the 300 ms).
     eventually(
-        "the buffer filled again behind the running handlers",
+        "the buffer filled again behind the running handlers, the completed acknowledged",
         Duration::from_secs(10),
-        || watched.held() > SLOTS,
+        || {
+            let stats = first.stats();
+            let held = watched.held() as u64;
+            held > SLOTS as u64 && held + stats.completed + stats.released == stats.received
+        },
     )
     .await;
     let held = watched.held();
