@@ -1127,6 +1127,82 @@ async fn a_claim_from_the_head_walks_the_index_before_the_queue_has_statistics()
     assert_eq!(first, expected);
 }
 
+/// A claim updates its rows in place (ADR 33): it sets their lease and receipt, which no index
+/// covers, so the database makes each a HOT update, with no new entry in any of the queue's
+/// indexes. (Before, a claim moved each row's `visible_at` and receive count, both indexed:
+/// four new index entries per row.) The database's counters of the table tell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claims_update_their_rows_in_place() {
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    let (q, pool) = (&h.queue, h.pg.as_ref().unwrap());
+    let job = Uuid::now_v7();
+    q.send((0..300).map(|i| now(task(job, i, 1))).collect())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 300 {
+        let batch = q.receive(100, LONG, NO_WAIT).await.unwrap();
+        assert!(!batch.is_empty(), "{} of 300 received", got.len());
+        got.extend(batch);
+    }
+    assert_eq!(depth(q).await, depth_of(0, 300, 0, 0));
+    // Statistics reach the counters shortly after each statement's transaction.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (updated, hot) = loop {
+        let (updated, hot): (i64, i64) = sqlx::query_as(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'task_queue'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if updated >= 300 || Instant::now() > deadline {
+            break (updated, hot);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(updated, 300, "one update per claimed row");
+    assert_eq!(hot, updated, "every claim a HOT update");
+    q.ack(&receipts(&got)).await.unwrap();
+    assert_eq!(depth(q).await, QueueDepth::default());
+}
+
+/// A row that an earlier release of Shoal received (it moved `visible_at` past the visibility
+/// timeout and counted the receive; no lease) is in flight until then, and delivered again
+/// after, counted once more: an upgrade neither loses nor strands the messages in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_message_received_before_the_leases_is_redelivered_after_its_timeout() {
+    let Some(h) = Harness::postgres().await else {
+        return;
+    };
+    let (q, pool) = (&h.queue, h.pg.as_ref().unwrap());
+    let sent = task(Uuid::now_v7(), 0, 1);
+    q.send(vec![now(sent.clone())]).await.unwrap();
+    // What the earlier claim wrote.
+    sqlx::query(
+        "UPDATE task_queue SET visible_at = now() + interval '1500 milliseconds', \
+         receive_count = receive_count + 1, receipt = gen_random_uuid()",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let started = Instant::now();
+    assert!(q.receive(1, LONG, NO_WAIT).await.unwrap().is_empty());
+    assert_eq!(depth(q).await, depth_of(0, 1, 0, 0));
+    let again = q.receive(1, LONG, Duration::from_secs(10)).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "redelivered after {:?}, before its visibility timeout",
+        started.elapsed()
+    );
+    assert_eq!(again.len(), 1);
+    assert_eq!(body(&again[0]), &sent);
+    assert_eq!(again[0].receive_count, 2);
+    q.ack(&receipts(&again)).await.unwrap();
+    assert_eq!(depth(q).await, QueueDepth::default());
+}
+
 /// On SQLite the queue, the event log and the read tables of one process share one write lock
 /// (`sqlite_writer::lock`): their writers wait for each other in that lock, in order, not in
 /// SQLite's busy handler. With a busy timeout of zero, a writer that found the database locked

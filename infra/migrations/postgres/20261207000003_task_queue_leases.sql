@@ -1,0 +1,17 @@
+-- A claim that updates no indexed column (ADR 0033). Append-only: never edit a migration after
+-- it has landed, add a new one.
+--
+-- A claim used to rewrite its row's `visible_at` and `receive_count`, both indexed: never a
+-- HOT update, so every claim added a new entry to each of the queue's four indexes. It now sets
+-- only the lease below and the receipt, neither indexed, and the update stays on its page (HOT,
+-- the pages are half full): no index entry.
+--
+-- `leased_until`: the end of the current receive's visibility timeout (NULL: not leased). A
+-- row is deliverable when `visible_at <= now()` and its lease, if any, has run out. A leased
+-- row keeps its `visible_at` and its place in the fair order; `receive_count` counts the
+-- receives whose lease has ended (released, run out, or dead-lettered), so a row in a lease has
+-- been received `receive_count + 1` times. A claim that meets a lease that ran out ends it (the
+-- count grows by one, which moves the row after the messages never received, as before) and
+-- takes it at its new place. A row leased by an earlier release of Shoal (a receipt, no
+-- `leased_until`) is leased until its `visible_at`, and ended the same way.
+ALTER TABLE task_queue ADD COLUMN IF NOT EXISTS leased_until TIMESTAMPTZ;
