@@ -1,25 +1,22 @@
 //! The task queue as a table in the event log's own database: Postgres (`FOR UPDATE SKIP
 //! LOCKED`) for deployments without AWS, SQLite for `shoal dev`. Same semantics as SQS.
 //!
-//! A message is a row of `task_queue`, deliverable while `visible_at <= now` (and, on Postgres,
-//! no lease runs). A receive claims up to `max` deliverable rows in one statement: it hides them
-//! for the visibility timeout, counts the receive, and gives each a new receipt token, so the
-//! holder of an older receipt (whose timeout expired and whose message went to someone else)
-//! can no longer extend, release, acknowledge or dead-letter it. A row already received
-//! `max_receives` times is moved to `task_dead_letters` instead of being delivered again. On
-//! SQLite the claim moves `visible_at` past the timeout and counts the receive at once; on
-//! Postgres it sets a lease (`leased_until`), which no index covers, so the row is updated in
-//! place, and the receive is counted when the lease ends (ADR 0033).
+//! A message is a row of `task_queue`, deliverable while `visible_at <= now`. A receive claims
+//! up to `max` deliverable rows in one statement: it moves their `visible_at` past the
+//! visibility timeout, counts the receive, and gives each a new receipt token, so the holder of
+//! an older receipt (whose timeout expired and whose message went to someone else) can no
+//! longer extend, release, acknowledge or dead-letter it. A row already received
+//! `max_receives` times is moved to `task_dead_letters` instead of being delivered again.
 //!
 //! Receipts: a [`Receipt`] is `"<row id>:<token>"` (the id finds the row by primary key). A
 //! release clears the token, so a released message is "delayed", not "in flight", and its
 //! former holder cannot touch it either. `ack` and `extend` skip stale or malformed receipts;
 //! `release` and `dead_letter` answer [`QueueError::StaleReceipt`]. A message whose visibility
-//! timeout ran out keeps its receipt until the next receive takes it (on Postgres, meets it in
-//! its scan): until then its holder can still acknowledge it, as on SQS.
+//! timeout ran out keeps its receipt until the next receive takes it: until then its holder
+//! can still acknowledge it, as on SQS.
 //!
 //! Handled rows are deleted, never marked: the table holds only pending work. Every claim
-//! rewrites a row (on Postgres in place, without new index entries) and every ack deletes one;
+//! rewrites a row (a new index entry, since `visible_at` is indexed) and every ack deletes one;
 //! on Postgres autovacuum reclaims that churn (the dead tuples and index entries), so keep it
 //! enabled and avoid hour-long transactions on the database, which hold it back. `depth`
 //! counts by scanning the table, which is cheap for that reason; `purge_job` uses the unique
@@ -32,14 +29,13 @@
 //! same priority the tasks interleave, fewest-served job first: a job of 3 tasks submitted
 //! behind one of 10,000 gets the next free workers instead of waiting for the big one to end
 //! (see `docs/fairness.md` and ADR 0015). A message received before (its worker died or
-//! released it) goes after those never received of its priority: counting the receive (at the
-//! claim on SQLite, when the lease ends on Postgres) moves its row's index entry away from the
-//! head of the index, where the next claims look, and a message that keeps timing out does not
-//! hold the head. An index on exactly that order keeps the claim an index scan that stops after
-//! `max` rows. On Postgres the claim starts after the last row this instance's previous claim
-//! took, past the index entries of the rows taken before (leased, or dead once acknowledged),
-//! and from the top at every send it hears of and at least once per poll interval (ADR 0024;
-//! `ClaimHead` in the Postgres backend).
+//! released it) goes after those never received of its priority: so a claim, which counts the
+//! receive, moves its rows' new index entries away from the head of the index, where the next
+//! claims look, and a message that keeps timing out does not hold the head. An index on exactly
+//! that order keeps the claim an index scan that stops after `max` rows. On Postgres the claim
+//! starts after the last row this instance's previous claim took, past the dead index entries
+//! of the rows taken before, and from the top at every send it hears of and at least once per
+//! poll interval (ADR 0024; `ClaimHead` in the Postgres backend).
 //!
 //! Long polling: a receive that finds nothing waits for a wake-up, the moment the next row
 //! becomes visible (delays and visibility timeouts), or the poll interval, whichever comes
@@ -134,15 +130,12 @@ struct ExpiredRow {
 struct ClaimOutcome {
     claimed: Vec<ClaimedRow>,
     expired: Vec<ExpiredRow>,
-    /// Rows whose lease had run out: the claim ended the lease (counted the receive, moved the
-    /// row to its new place in the fair order) instead of delivering them (Postgres, ADR 33).
-    lapsed: usize,
 }
 
 impl ClaimOutcome {
-    /// How many rows the claim took (delivered, dead-lettered, or whose lease it ended).
+    /// How many rows the claim took (delivered or dead-lettered).
     fn len(&self) -> i64 {
-        i64::try_from(self.claimed.len() + self.expired.len() + self.lapsed).unwrap_or(i64::MAX)
+        i64::try_from(self.claimed.len() + self.expired.len()).unwrap_or(i64::MAX)
     }
 }
 
@@ -342,18 +335,15 @@ impl TaskQueue for SqlQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let max_rows = max;
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let visibility_ms = millis(visibility);
         let deadline = later(Instant::now(), wait);
         let mut woken = self.wake.subscribe();
-        let mut claimed = Vec::new();
         loop {
             // Mark the signal seen before looking, so a send that commits after this claim's
             // snapshot wakes the wait below.
             woken.borrow_and_update();
-            let rest = max - i64::try_from(claimed.len()).unwrap_or(max);
-            let outcome = self.claim(rest, visibility_ms).await?;
+            let outcome = self.claim(max, visibility_ms).await?;
             for expired in &outcome.expired {
                 tracing::warn!(
                     message_id = expired.id,
@@ -362,14 +352,8 @@ impl TaskQueue for SqlQueue {
                     "dead-lettered a message received too many times without being handled"
                 );
             }
-            let moved = !outcome.expired.is_empty() || outcome.lapsed > 0;
-            claimed.extend(outcome.claimed);
-            // Rows the claim dead-lettered or let go made room for others: look again for as
-            // many (a lapsed row is among them, at its new place).
-            if moved && claimed.len() < max_rows {
-                continue;
-            }
-            if !claimed.is_empty() {
+            if !outcome.claimed.is_empty() {
+                let mut claimed = outcome.claimed;
                 // In the claim's order (RETURNING has none).
                 claimed.sort_unstable_by_key(|row| {
                     (
@@ -381,6 +365,9 @@ impl TaskQueue for SqlQueue {
                 });
                 tracing::Span::current().record("delivered", claimed.len());
                 return Ok(claimed.into_iter().map(delivery).collect());
+            }
+            if !outcome.expired.is_empty() {
+                continue;
             }
             let now = Instant::now();
             if now >= deadline {

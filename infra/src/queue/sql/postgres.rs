@@ -47,21 +47,15 @@ ORDER BY m.ord";
 /// The constraint a message queued twice violates (`SEND_NEW`).
 pub(super) const MESSAGE_KEY: &str = "task_queue_message_key";
 
-/// The claim, in one statement. `picked` locks up to $1 deliverable rows in the fair order
+/// The claim, in one statement. `picked` locks up to $1 visible rows in the fair order
 /// (priority, then rank within the job, then age; see the module docs), skipping rows another
 /// claim holds (task_queue_fair_idx gives them in order, no sort); it is MATERIALIZED so it is
-/// evaluated exactly once. A row is deliverable when it is visible and not leased: a lease
-/// (`leased_until`, ADR 33) is what a receive sets, and it leaves every indexed column alone,
-/// so the database updates the row in place (HOT) with no new index entry. `received` is how
-/// many times a picked row has been received: `receive_count` counts the ended leases, and a
-/// lease that ran out counts when it ends. (A receipt without a lease is a receive by an
-/// earlier release of Shoal, which counted it at once and hid the row until its `visible_at`.)
-///
-/// Of the picked rows, those received $3 times are moved to the dead letters (`expired`,
-/// `moved`); those whose lease ran out are counted and let go (`lapsed`: the count grows, which
-/// moves the row after the messages never received, where a later claim takes it in its turn);
-/// the others are leased for $2 ms with a new receipt and delivered (`claimed`; their
-/// `receive_count` as returned counts this receive). The result lists the three, flagged.
+/// evaluated exactly once. Of those, rows already received $3 times are
+/// moved to the dead letters (`expired`, `moved`), the others are hidden for $2 ms with a new
+/// receipt and delivered (`claimed`). The result lists both, flagged. Both split the rows by
+/// the receive count `picked` read (the rows are locked, so it is current): a claim where no
+/// row has expired then probes no row for `expired`, where testing the stored row's count
+/// looked up every picked row a second time.
 ///
 /// `$after` narrows `picked` to the rows after a point of the fair order ([`CLAIM_AFTER`]).
 macro_rules! claim_sql {
@@ -69,10 +63,8 @@ macro_rules! claim_sql {
         concat!(
             "
 WITH picked AS MATERIALIZED (
-    SELECT id, receive_count + (leased_until IS NOT NULL)::int AS received,
-           receipt IS NOT NULL AS lapsed
-    FROM task_queue
-    WHERE visible_at <= now() AND (leased_until IS NULL OR leased_until <= now())",
+    SELECT id, receive_count FROM task_queue
+    WHERE visible_at <= now()",
             $($after)+,
             "
     ORDER BY priority DESC, receive_count, job_rank, id
@@ -81,25 +73,18 @@ WITH picked AS MATERIALIZED (
 ),
 claimed AS (
     UPDATE task_queue q
-    SET leased_until = now() + $2 * interval '1 millisecond',
+    SET visible_at = now() + $2 * interval '1 millisecond',
+        receive_count = q.receive_count + 1,
         receipt = gen_random_uuid()
     FROM picked
-    WHERE q.id = picked.id AND NOT picked.lapsed AND picked.received < $3
-    RETURNING q.id, q.task_id, q.body, q.receive_count + 1 AS receive_count, q.receipt,
-              q.priority, q.job_rank
-),
-lapsed AS (
-    UPDATE task_queue q
-    SET receive_count = picked.received, receipt = NULL, leased_until = NULL
-    FROM picked
-    WHERE q.id = picked.id AND picked.lapsed AND picked.received < $3
-    RETURNING q.id, q.task_id, q.receive_count
+    WHERE q.id = picked.id AND picked.receive_count < $3
+    RETURNING q.id, q.task_id, q.body, q.receive_count, q.receipt, q.priority, q.job_rank
 ),
 expired AS (
     DELETE FROM task_queue q
     USING picked
-    WHERE q.id = picked.id AND picked.received >= $3
-    RETURNING q.id, q.job_id, q.task_id, q.body, picked.received AS receive_count
+    WHERE q.id = picked.id AND picked.receive_count >= $3
+    RETURNING q.id, q.job_id, q.task_id, q.body, q.receive_count
 ),
 moved AS (
     INSERT INTO task_dead_letters (job_id, task_id, body, reason, receive_count)
@@ -107,12 +92,10 @@ moved AS (
            'received ' || receive_count || ' times without being handled', receive_count
     FROM expired
 )
-SELECT id, task_id, body, receive_count, receipt, priority, job_rank, 'claimed' AS outcome
+SELECT id, task_id, body, receive_count, receipt, priority, job_rank, false AS dead_lettered
 FROM claimed
 UNION ALL
-SELECT id, task_id, body, receive_count, NULL, 0, 0, 'expired' FROM expired
-UNION ALL
-SELECT id, task_id, NULL, receive_count, NULL, 0, 0, 'lapsed' FROM lapsed"
+SELECT id, task_id, body, receive_count, NULL, 0, 0, true FROM expired"
         )
     };
 }
@@ -149,16 +132,9 @@ rows AS (
 )
 UPDATE task_queue q SET priority = $2 FROM rows WHERE q.id = rows.id";
 
-/// Milliseconds from now until the first row becomes deliverable: the first lease to run out
-/// among the rows visible already (they are all leased when a claim found nothing, so this
-/// reads the in-flight rows), or the first row to become visible (the claim index's first
-/// entry after now). A row leased by an earlier release (a receipt, no `leased_until`) is
-/// leased until its `visible_at`, which `GREATEST` gives (it ignores NULLs).
+/// Milliseconds from now until the first row becomes visible (the claim index's first entry).
 const NEXT_VISIBLE: &str = "
-SELECT (EXTRACT(EPOCH FROM (LEAST(
-    (SELECT min(GREATEST(visible_at, leased_until)) FROM task_queue WHERE visible_at <= now()),
-    (SELECT min(visible_at) FROM task_queue WHERE visible_at > now())
-) - now())) * 1000)::bigint";
+SELECT (EXTRACT(EPOCH FROM (min(visible_at) - now())) * 1000)::bigint FROM task_queue";
 
 /// The held rows of some receipts, locked in id order. Every statement that changes several held
 /// rows (a heartbeat's extend, an acknowledgement, a priority change) locks them through this,
@@ -177,23 +153,20 @@ macro_rules! held_rows_in_id_order {
     };
 }
 
-/// The leases of held rows, moved to $3 ms from now (an update in place, like the claim's).
 const EXTEND: &str = concat!(
     "WITH ",
     held_rows_in_id_order!(),
     "
 UPDATE task_queue q
-SET leased_until = now() + $3 * interval '1 millisecond'
+SET visible_at = now() + $3 * interval '1 millisecond'
 FROM held WHERE q.id = held.id"
 );
 
-/// Visible again after $3 ms, and no longer held: the lease ends (counted) and the receipt is
-/// cleared (so the message counts as delayed, and the releasing holder cannot touch it any
-/// more).
+/// Visible again after $3 ms, and no longer held: the receipt is cleared (so the message
+/// counts as delayed, and the releasing holder cannot touch it any more).
 const RELEASE: &str = "
 UPDATE task_queue
-SET visible_at = now() + $3 * interval '1 millisecond', receipt = NULL, leased_until = NULL,
-    receive_count = receive_count + (leased_until IS NOT NULL)::int
+SET visible_at = now() + $3 * interval '1 millisecond', receipt = NULL
 WHERE id = $1 AND receipt = $2";
 
 const ACK: &str = concat!(
@@ -203,25 +176,18 @@ const ACK: &str = concat!(
 DELETE FROM task_queue q USING held WHERE q.id = held.id"
 );
 
-/// The holder's receive counts (its lease has not ended).
 const DEAD_LETTER: &str = "
 WITH moved AS (
     DELETE FROM task_queue WHERE id = $1 AND receipt = $2
-    RETURNING job_id, task_id, body, receive_count + (leased_until IS NOT NULL)::int AS receive_count
+    RETURNING job_id, task_id, body, receive_count
 )
 INSERT INTO task_dead_letters (job_id, task_id, body, reason, receive_count)
 SELECT job_id, task_id, body, $3, receive_count FROM moved";
 
-/// A scan of the queue (it holds only pending work) and of the dead letters. A row with a
-/// receipt is in flight until its lease runs out (`GREATEST` ignores NULLs: a row leased by an
-/// earlier release is leased until its `visible_at`).
+/// A scan of the queue (it holds only pending work) and of the dead letters.
 const DEPTH: &str = "
-SELECT count(*) FILTER (
-           WHERE visible_at <= now() AND (leased_until IS NULL OR leased_until <= now())
-       ) AS visible,
-       count(*) FILTER (
-           WHERE receipt IS NOT NULL AND GREATEST(visible_at, leased_until) > now()
-       ) AS in_flight,
+SELECT count(*) FILTER (WHERE visible_at <= now()) AS visible,
+       count(*) FILTER (WHERE visible_at > now() AND receipt IS NOT NULL) AS in_flight,
        count(*) FILTER (WHERE visible_at > now() AND receipt IS NULL) AS delayed,
        (SELECT count(*) FROM task_dead_letters) AS dead_lettered
 FROM task_queue";
@@ -421,7 +387,6 @@ impl PgQueue {
         *self.lock_head() = head.filter(|_| found == rest);
         outcome.claimed.extend(from_start.claimed);
         outcome.expired.extend(from_start.expired);
-        outcome.lapsed += from_start.lapsed;
         Ok(outcome)
     }
 
@@ -468,21 +433,21 @@ impl PgQueue {
         for row in rows {
             let id: i64 = row.try_get("id")?;
             let receive_count = i64::from(row.try_get::<i32, _>("receive_count")?);
-            match row.try_get::<&str, _>("outcome")? {
-                "expired" => outcome.expired.push(ExpiredRow {
+            if row.try_get("dead_lettered")? {
+                outcome.expired.push(ExpiredRow {
                     id,
                     task_id: row.try_get::<Uuid, _>("task_id")?.to_string(),
                     receive_count,
-                }),
-                "lapsed" => outcome.lapsed += 1,
-                _ => outcome.claimed.push(ClaimedRow {
+                });
+            } else {
+                outcome.claimed.push(ClaimedRow {
                     id,
                     token: row.try_get::<Uuid, _>("receipt")?.to_string(),
                     body: row.try_get("body")?,
                     receive_count,
                     priority: row.try_get("priority")?,
                     rank: row.try_get("job_rank")?,
-                }),
+                });
             }
         }
         Ok(outcome)
@@ -588,12 +553,11 @@ impl PgQueue {
         super::purge_job(&self.pool, job_id).await
     }
 
-    /// Seconds since the oldest deliverable message became visible (the claim index read from
-    /// its start, past the leased rows).
+    /// Seconds since the oldest deliverable message became visible (the claim index's first
+    /// entry: no scan).
     pub(super) async fn oldest_message_age(&self) -> QueueResult<Duration> {
         const OLDEST: &str = "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(visible_at))::float8, 0) \
-                              FROM task_queue WHERE visible_at <= now() \
-                              AND (leased_until IS NULL OR leased_until <= now())";
+                              FROM task_queue WHERE visible_at <= now()";
         let seconds: f64 = sqlx::query_scalar(OLDEST).fetch_one(&self.pool).await?;
         Ok(Duration::from_secs_f64(seconds.max(0.0)))
     }
