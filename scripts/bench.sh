@@ -11,7 +11,7 @@
 # Node 22 included), e.g. scripts/bench.sh peers, scripts/bench.sh peers --tasks 2000 --rounds 1,
 # scripts/bench.sh peers --scaling; see docs/benchmarks.md.
 #
-# scripts/bench.sh ab [--system shoal] [--tasks N] [--rounds R] name=binary name=binary ... runs
+# scripts/bench.sh ab [--system shoal] [--tasks N] [--rounds R] [--processes N] name=binary name=binary ... runs
 # Shoal builds side by side through peers.py, alternating one round at a time (bench/peers/ab.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."

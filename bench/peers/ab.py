@@ -38,6 +38,9 @@ def main():
     p.add_argument("--system", default="shoal", help="a Shoal system of peers.py (shoal, shoal-tuned, shoal-dev-sqlite)")
     p.add_argument("--tasks", type=int, default=100000)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--processes", type=int, default=1,
+                   help="`shoal worker` processes draining the job (peers.py --worker-processes); "
+                        "a change to the SQL claim wants 1, 2, 4 and 8")
     p.add_argument("--work", type=Path, default=Path("target/bench-ab"))
     p.add_argument("arms", nargs="+", help="name=path of a shoal binary, two or more")
     args = p.parse_args()
@@ -53,6 +56,7 @@ def main():
             work = args.work / name
             subprocess.run([sys.executable, str(HERE / "peers.py"), "--systems", args.system,
                             "--tasks", str(args.tasks), "--rounds", "1", "--shoal", binary,
+                            "--worker-processes", str(args.processes),
                             "--work", str(work)], check=True, stdout=subprocess.DEVNULL)
             last = (work / "results.jsonl").read_text().strip().splitlines()[-1]
             r = json.loads(last)
@@ -64,7 +68,8 @@ def main():
             print(f"round {round_no} {name}: {r['rate']:,.0f} tasks/s, {r['cpu_ms_per_task']:.3f} CPU ms per task",
                   file=sys.stderr)
     first = arms[0][0]
-    print(f"{args.system}, {args.tasks:,} tasks, {args.rounds} round(s) alternated: median [each round]\n")
+    procs = f", {args.processes} worker processes" if args.processes > 1 else ""
+    print(f"{args.system}, {args.tasks:,} tasks{procs}, {args.rounds} round(s) alternated: median [each round]\n")
     print("| metric | " + " | ".join(name for name, _ in arms) + " | " +
           " | ".join(f"{name} / {first}" for name, _ in arms[1:]) + " |")
     print("| --- |" + " --- |" * (2 * len(arms) - 1))

@@ -542,8 +542,10 @@ def table(results, systems, sizes):
             cpu_ratio = f" ({med(g('cpu_ms_per_task')) / med(ref_cpu):.1f}x)" if ref_cpu else ""
             split = (f"{med(g('worker_cpu_s')) * 1000 / n:.3f} + {med(g('dev_cpu_s')) * 1000 / n:.3f} + "
                      f"{med(g('pg_cpu_s')) * 1000 / n:.3f}")
+            procs = max(g("processes"))
+            label = SYSTEMS[s][2] + (f", {procs} worker processes" if procs > 1 else "")
             lines.append(
-                f"| {SYSTEMS[s][2]} | {cell(g('rate'), '{:,.0f}')} | {ratio} | "
+                f"| {label} | {cell(g('rate'), '{:,.0f}')} | {ratio} | "
                 f"{cell(g('cpu_ms_per_task'), '{:.3f}')}{cpu_ratio} = {split} | "
                 f"{cell(g('worker_rss_mib'), '{:.0f}')} MiB | {cell(g('enqueue_rate'), '{:,.0f}')} | "
                 f"{cell(g('statements_per_task'), '{:.2f}')} | "
@@ -642,6 +644,11 @@ def main():
                     help="Shoal's tasks sleep this long (job type io_bound) instead of doing nothing: "
                          "for comparing Shoal builds with tasks that outlive a projector batch "
                          "(the peers' handlers stay no-ops, so do not read it beside them)")
+    ap.add_argument("--worker-processes", type=int, default=1,
+                    help="table mode: how many `shoal worker` processes (each with its system's "
+                         "concurrency) drain Shoal's jobs on Postgres: for comparing Shoal builds with "
+                         "several workers claiming at once (the peers keep one process, so do not read "
+                         "it beside them)")
     ap.add_argument("--parameter-bytes", type=int, default=0,
                     help="Shoal's job parameters carry a string of this many bytes (every task gets "
                          "them): for comparing Shoal builds on jobs with large inputs (the peers' jobs "
@@ -656,6 +663,8 @@ def main():
     for s in systems:
         if s not in SYSTEMS:
             ap.error(f"unknown system {s}")
+    if args.worker_processes < 1:
+        ap.error("--worker-processes must be at least 1")
     if not os.access(args.shoal, os.X_OK):
         ap.error(f"no shoal binary at {args.shoal}")
     node, node_version = install_peers(args.work)
@@ -697,7 +706,8 @@ def main():
                     order = systems[k:] + systems[:k]
                     for s in order:
                         log(f"round {rnd}, {n:,} tasks: {s}")
-                        results.append(run_one(cl, args, node, s, n, rnd))
+                        procs = args.worker_processes if SYSTEMS[s][0] == "shoal" else 1
+                        results.append(run_one(cl, args, node, s, n, rnd, processes=procs))
             print(machine)
             print(table(results, systems, sizes))
             print(f"\nper run: {args.work / 'results.jsonl'}; top statements of each drain: "
