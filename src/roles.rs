@@ -417,6 +417,10 @@ pub fn worker(platform: &Platform, mut config: WorkerConfig) -> Worker {
     // The SQL queue is a table of the log's database: a completed task's message is deleted in
     // the commit of its end (ADR 31).
     config.acks_in_commit = platform.queue.is_log_table();
+    // SQLite has one writer: a second commit would only wait for the first (ADR 34).
+    if matches!(platform.database, Database::Sqlite(_)) {
+        config.max_concurrent_commits = 1;
+    }
     let handlers = Handlers::builtin(&config);
     let queue = match &platform.sqs {
         Some(sqs) => {

@@ -53,6 +53,12 @@ pub struct WorkerConfig {
     pub cancel_check_ttl: Duration,
     /// Most tasks' appends carried by one group commit (default 500).
     pub max_commit_batches: usize,
+    /// Most group commits under way at once (default 2; at least 1). A second commit starts
+    /// only while one is under way and a full one ([`WorkerConfig::max_commit_batches`]) is
+    /// waiting, so a worker that is not behind still commits one at a time; one that is
+    /// behind keeps the database busy while the other commit waits for its flush (ADR 34).
+    /// `shoal` sets 1 on SQLite, whose one writer takes commits one at a time anyway.
+    pub max_concurrent_commits: usize,
     /// The task queue is a table of the event log's own database (the SQL queue,
     /// `TaskQueue::is_log_table`): a completed task's message is then deleted in the commit of
     /// its `TaskCompleted` (ADR 31) instead of by a later acknowledgement of its own. Default
@@ -96,6 +102,7 @@ impl Default for WorkerConfig {
             retry_max: Duration::from_secs(300),
             cancel_check_ttl: Duration::from_secs(1),
             max_commit_batches: 500,
+            max_concurrent_commits: 2,
             acks_in_commit: false,
             max_result_bytes: crate::limits::DEFAULT_MAX_RESULT_BYTES,
             http: None,
@@ -131,6 +138,7 @@ impl WorkerConfig {
             ));
         }
         positive("max_commit_batches", self.max_commit_batches)?;
+        positive("max_concurrent_commits", self.max_concurrent_commits)?;
         positive("cpu_slots", self.cpu_slots)?;
         if self.heartbeat_interval < MIN_HEARTBEAT_INTERVAL {
             return Err(ConfigError::HeartbeatIntervalTooShort(

@@ -148,6 +148,7 @@ impl Worker {
         let (committer, commit_task) = GroupCommitter::new(
             log.clone(),
             config.max_commit_batches,
+            config.max_concurrent_commits,
             config.acks_in_commit,
             metrics.clone(),
             commit_latency.clone(),
