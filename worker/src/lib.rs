@@ -85,7 +85,9 @@
 //!   next one. The buffer fills only as far as the slots consume it, and a worker whose
 //!   commits lag stops receiving when it is full. See ADR 0013.
 //! - Appends from all in-flight tasks go through one group committer: a commit carries every
-//!   append queued while the previous one ran (up to [`WorkerConfig::max_commit_batches`]).
+//!   append queued while the previous one ran (up to [`WorkerConfig::max_commit_batches`]);
+//!   when a full commit waits behind one under way, it runs beside it (up to
+//!   [`WorkerConfig::max_concurrent_commits`], ADR 0034; never two on one task's stream).
 //!   Acknowledgements are batched the same way; a message is acknowledged only after its
 //!   task's end has committed.
 //! - On the happy path a task costs no read: its `TaskStarted` is appended at the stream
