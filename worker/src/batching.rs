@@ -171,7 +171,7 @@ async fn run_committer(
                 ));
                 continue;
             }
-            // Back in their order, to be taken with what comes next.
+            // Back at the front, to be taken with what comes next.
             for request in taken.into_iter().rev() {
                 queued.push_front(request);
             }
