@@ -153,14 +153,14 @@ async fn run_committer(
                 Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
-        // One commit at a time, unless a full one is waiting (ADR 34).
+        // One commit at a time, unless a full one is waiting (ADR 34). The queue's length
+        // bounds what a second commit could take, so it is scanned only when that may be full.
         let may_start = commits.is_empty()
             || (commits.len() < limits.concurrent && queued.len() >= limits.batches);
         if may_start {
-            let taken = take_distinct(&mut queued, &busy, limits.batches);
+            let (taken, streams) = take_distinct(&mut queued, &busy, limits.batches);
             let enough = commits.is_empty() || taken.len() >= limits.batches;
             if !taken.is_empty() && enough {
-                let streams = streams_of(&taken);
                 busy.extend(streams.iter().cloned());
                 commits.push(commit(
                     log.clone(),
@@ -206,12 +206,12 @@ struct CommitLimits {
 }
 
 /// Up to `max` requests from `queued`, in order, none on a stream of `busy` or of another
-/// taken request; the rest stay queued, in order.
+/// taken request, and their streams; the rest stay queued, in order.
 fn take_distinct(
     queued: &mut VecDeque<Request>,
     busy: &HashSet<String>,
     max: usize,
-) -> Vec<Request> {
+) -> (Vec<Request>, HashSet<String>) {
     let mut streams = HashSet::new();
     let mut taken = Vec::new();
     let mut later = VecDeque::new();
@@ -230,14 +230,7 @@ fn take_distinct(
         }
     }
     *queued = later;
-    taken
-}
-
-fn streams_of(requests: &[Request]) -> Vec<String> {
-    requests
-        .iter()
-        .flat_map(|r| r.batch.streams.iter().map(|s| s.stream_id.clone()))
-        .collect()
+    (taken, streams)
 }
 
 /// Writes `taken` in one commit and answers each request; returns `streams` (theirs), which
@@ -245,10 +238,10 @@ fn streams_of(requests: &[Request]) -> Vec<String> {
 async fn commit(
     log: Arc<dyn EventLog>,
     taken: Vec<Request>,
-    streams: Vec<String>,
+    streams: HashSet<String>,
     metrics: Arc<WorkerMetrics>,
     latency: Arc<CommitLatency>,
-) -> Vec<String> {
+) -> HashSet<String> {
     let acking = taken.iter().any(|r| r.ack.is_some());
     let (requests, replies): (Vec<_>, Vec<_>) = taken
         .into_iter()
